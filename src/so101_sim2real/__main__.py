@@ -1,0 +1,3 @@
+from so101_sim2real.cli.app import main
+
+main()

@@ -1,0 +1,105 @@
+"""The ``so101`` command line: thin commands over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from so101_sim2real.errors import So101Error
+
+app = typer.Typer(
+    name="so101",
+    help="Take a DrQ-v2 pixel policy trained in MuJoCo onto a real SO-101 arm, and fine-tune it there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+CkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint: a RoboBase snapshot (.pt), a folder written by "
+                                                      "'so101 convert', or a drqv2 snapshot (with --trust-pickle).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle to run code while loading: only for "
+                                                               "files you made or trust (facebookresearch/drqv2).")]
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec YAML to start from instead of the packaged "
+                                                                "lift-cube spec; the checkpoint's config and "
+                                                                "weights still override it.")]
+
+
+@app.command()
+def inspect(
+    ckpt: CkptOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    trust_pickle: TrustOpt = False,
+    spec: SpecOpt = None,
+) -> None:
+    """Say what a checkpoint is: format, architecture, parameters, spec with sources, warnings."""
+    from so101_sim2real.policy.checkpoint import load_checkpoint
+    from so101_sim2real.policy.report import describe, render_text
+
+    report = describe(load_checkpoint(ckpt, trust_pickle=trust_pickle, spec_path=spec))
+    typer.echo(json.dumps(report, default=str) if as_json else render_text(report))
+
+
+@app.command()
+def convert(
+    ckpt: CkptOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (weights.safetensors + spec.yaml).")],
+    trust_pickle: TrustOpt = False,
+    spec: SpecOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write a checkpoint as safetensors + spec YAML: loading it needs no pickle at all."""
+    from so101_sim2real.policy.checkpoint import load_checkpoint, save_native
+    from so101_sim2real.policy.runtime import verify_same_actions
+
+    source = load_checkpoint(ckpt, trust_pickle=trust_pickle, spec_path=spec)
+    folder = save_native(source, out, overwrite=force)
+    checked = verify_same_actions(source, load_checkpoint(folder))
+    typer.echo(f"wrote {folder}/ (weights.safetensors, spec.yaml) from a {source.format} checkpoint")
+    typer.echo(f"verified: identical actions on {checked} random observations")
+    for w in source.warnings:
+        typer.echo(f"  ! {w}")
+
+
+def _not_yet(name: str, issue: str) -> None:
+    """Register a command of the product that is not built yet: it says so and exits 2."""
+
+    def command(ctx: typer.Context) -> None:
+        typer.echo(f"so101 {name}: not available yet ({issue}); nothing was done.", err=True)
+        raise typer.Exit(code=2)
+
+    command.__doc__ = f"(not available yet: {issue})"
+    app.command(
+        name=name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(command)
+
+
+for _name, _issue in (
+    ("infer", "the sim twin and the control loop"),
+    ("perceive", "real perception"),
+    ("calibrate", "calibration"),
+    ("compare-sim", "sim-vs-real comparison"),
+    ("hilserl", "HIL-SERL fine-tuning"),
+    ("models", "model download and cache"),
+    ("motors", "the Feetech STS3215 driver"),
+    ("emulate", "the STS3215 bus emulator"),
+):
+    _not_yet(_name, _issue)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="so101")
+    except So101Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""DrQ-v2 policy runtime: checkpoint formats, networks, frame stack, state."""
