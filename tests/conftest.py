@@ -1,0 +1,32 @@
+"""Shared checkpoint files, written once per session in the users' exact layouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures import robobase_agent_state, robobase_cfg, write_drqv2_snapshot, write_robobase_snapshot
+
+
+@pytest.fixture(scope="session")
+def snapshot(tmp_path_factory):
+    """The user's seg+depth policy: 2 channels x 3 frames, 18-D state, 4-D action."""
+    return write_robobase_snapshot(tmp_path_factory.mktemp("ckpt") / "1200000_snapshot.pt")
+
+
+@pytest.fixture(scope="session")
+def rgb_snapshot(tmp_path_factory):
+    agent = robobase_agent_state(c_in=9, seed=1)
+    return write_robobase_snapshot(tmp_path_factory.mktemp("ckpt") / "rgb.pt", agent, robobase_cfg(obs_type="rgb"))
+
+
+@pytest.fixture(scope="session")
+def leaked_snapshot(tmp_path_factory):
+    agent = robobase_agent_state(state_dim=63, seed=2)
+    return write_robobase_snapshot(tmp_path_factory.mktemp("ckpt") / "leaked.pt", agent)
+
+
+@pytest.fixture(scope="session")
+def drqv2_snapshot(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "drqv2_snapshot.pt"
+    agent = write_drqv2_snapshot(path)
+    return path, agent

@@ -1,0 +1,108 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fixtures import robobase_agent_state, write_robobase_snapshot
+from so101_sim2real.cli.app import main
+
+COMMANDS = ["infer", "inspect", "convert", "perceive", "calibrate", "compare-sim", "hilserl", "models", "motors",
+            "emulate"]
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code or 0, out, err
+
+
+def test_help_lists_every_command_group(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", ["infer", "perceive", "calibrate", "compare-sim", "hilserl", "models", "motors",
+                                  "emulate"])
+def test_unbuilt_groups_exit_2_and_say_so(capsys, name):
+    code, out, err = run(capsys, name, "scan", "--port", "/dev/ttyACM0")
+    assert code == 2 and out == ""
+    assert "not available yet" in err
+
+
+def test_inspect_json_is_one_object(capsys, snapshot):
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(snapshot), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["format"] == "robobase"
+    assert report["architecture"]["in_channels"] == 6 and report["architecture"]["action_dim"] == 4
+    assert report["parameters"]["actor"] > 0
+    assert report["spec_sources"]["observation.frame_stack"] == "cfg: frame_stack"
+    assert report["warnings"] == []
+
+
+def test_inspect_text_shows_warnings(capsys, leaked_snapshot):
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(leaked_snapshot))
+    assert code == 0
+    assert "21 per frame x 3 = 63" in out and "! state is 21 per frame" in out
+
+
+def test_convert_writes_and_verifies(capsys, snapshot, tmp_path):
+    code, out, _ = run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(tmp_path / "policy"))
+    assert code == 0 and "verified: identical actions" in out
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(tmp_path / "policy"), "--json")
+    assert json.loads(out)["format"] == "native"
+    code, _, err = run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(tmp_path / "policy"))
+    assert code == 2 and "already exists" in err
+
+
+def test_spec_typo_is_one_line(capsys, snapshot, tmp_path):
+    (tmp_path / "s.yaml").write_text("spec_versoin: 1\n")
+    code, _, err = run(capsys, "inspect", "--ckpt", str(snapshot), "--spec", str(tmp_path / "s.yaml"))
+    assert code == 2 and "did you mean 'spec_version'" in err and err.count("\n") == 1
+
+
+def _touch_pickle(marker) -> bytes:
+    """A protocol-2 pickle of {'agent': os.system('touch MARKER')}."""
+    cmd = f"touch {marker}".encode()
+    return (b"\x80\x02}q\x00X\x05\x00\x00\x00agentq\x01cposix\nsystem\nq\x02X" + len(cmd).to_bytes(4, "little")
+            + cmd + b"q\x03\x85q\x04Rq\x05s.")
+
+
+def test_the_malicious_fixture_is_live(tmp_path):
+    marker = tmp_path / "ran"
+    pickle.loads(_touch_pickle(marker))  # plain pickle runs it: refusing it below means something
+    assert marker.exists()
+
+
+def _bad_files(tmp_path, snapshot):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(snapshot.read_bytes()[:20000])
+    random = tmp_path / "random.pt"
+    random.write_bytes(os.urandom(4096))
+    sd = robobase_agent_state()
+    sd["encoder.convs_per_cam.0.3.weight"] = torch.zeros(32, 16, 3, 3)
+    wrong = write_robobase_snapshot(tmp_path / "wrong_shape.pt", sd)
+    malicious = tmp_path / "malicious.pt"
+    marker = tmp_path / "pwned"
+    malicious.write_bytes(_touch_pickle(marker))
+    return {"truncated": (truncated, "truncated"), "random": (random, "not a readable PyTorch checkpoint"),
+            "wrong_shape": (wrong, "expected 32 input channels"), "malicious": (malicious, "refused")}, marker
+
+
+def test_bad_checkpoints_give_one_line_and_exit_2_in_a_real_process(tmp_path, snapshot):
+    files, marker = _bad_files(tmp_path, snapshot)
+    for name, (path, expected) in files.items():
+        proc = subprocess.run([sys.executable, "-m", "so101_sim2real", "inspect", "--ckpt", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert "Traceback" not in proc.stderr, name
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), (name, proc.stderr)
+        assert expected in proc.stderr, (name, proc.stderr)
+    assert not marker.exists()

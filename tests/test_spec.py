@@ -1,0 +1,81 @@
+import pytest
+import yaml
+
+from so101_sim2real.errors import SpecError
+from so101_sim2real.spec import default_spec, default_spec_text, load_spec, save_spec, spec_from_dict
+
+
+def test_default_spec_holds_the_training_task():
+    spec = default_spec()
+    assert spec.observation.image_size == (84, 84)
+    assert spec.observation.frame_stack == 3
+    assert spec.observation.channels == ["seg", "disparity"]
+    assert spec.state.size == 18
+    assert spec.action.dim == 4
+    assert spec.observation.segmentation.real_to_sim == [0, 0, 1, 2, 3, 4]
+    assert spec.control.period_s == pytest.approx(0.02)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    spec = default_spec().replace("observation.disparity.normalise_region", "full_frame")
+    save_spec(spec, tmp_path / "spec.yaml")
+    assert load_spec(tmp_path / "spec.yaml") == spec
+
+
+def _write(tmp_path, mutate):
+    data = yaml.safe_load(default_spec_text())
+    mutate(data)
+    path = tmp_path / "my_spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_typo_names_file_field_and_suggestion(tmp_path):
+    path = _write(tmp_path, lambda d: d["observation"].update(frame_stak=3))
+    expected = r"my_spec.yaml: observation.frame_stak: unknown field \(did you mean 'frame_stack'\?\)"
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+
+
+def test_wrong_type_names_what_was_expected(tmp_path):
+    path = _write(tmp_path, lambda d: d["observation"].update(image_size=[84]))
+    expected = r"my_spec.yaml: observation.image_size: expected a list of 2 integers, got \[84\]"
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+
+
+def test_literal_field_lists_the_choices(tmp_path):
+    path = _write(tmp_path, lambda d: d["observation"]["disparity"].update(interpolation="bilinear"))
+    with pytest.raises(SpecError, match="observation.disparity.interpolation: expected one of 'nearest', 'area'"):
+        load_spec(path)
+
+
+def test_cross_field_rule_real_to_sim_range(tmp_path):
+    path = _write(tmp_path, lambda d: d["observation"]["segmentation"].update(real_to_sim=[0, 1, 2, 3, 4, 5]))
+    with pytest.raises(SpecError, match=r"real_to_sim\[5\]: expected a sim id in 0..4, got 5"):
+        load_spec(path)
+
+
+def test_missing_field(tmp_path):
+    path = _write(tmp_path, lambda d: d["action"].pop("xyz_scale_m"))
+    with pytest.raises(SpecError, match="action.xyz_scale_m: missing, expected number"):
+        load_spec(path)
+
+
+def test_invalid_yaml_reports_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("observation:\n  frame_stack: [3\n")
+    with pytest.raises(SpecError, match=r"broken.yaml: YAML error at line \d+"):
+        load_spec(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_workspace_bounds_must_be_ordered():
+    data = default_spec().to_dict()
+    data["action"]["workspace"]["z"] = [0.4, 0.01]
+    with pytest.raises(SpecError, match=r"action.workspace.z: expected \[low, high\] with low < high"):
+        spec_from_dict(data, "x.yaml")
