@@ -220,3 +220,18 @@ def test_convert_never_overwrites_without_force(snapshot, tmp_path):
     save_native(ckpt, folder, overwrite=True)
     assert load_checkpoint(folder).arch == ckpt.arch
     shutil.rmtree(folder)
+
+
+def test_bare_agent_state_dict_is_read_as_robobase(tmp_path):
+    path = tmp_path / "agent_only.pt"
+    torch.save(robobase_agent_state(), path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == "robobase" and ckpt.arch.state_dim == 54
+    assert any("no training config" in n for n in ckpt.notes)
+
+
+def test_a_file_that_is_no_policy_says_what_it_holds(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match=r"no 'agent' entry \(found 2 keys such as \['epoch', 'model'\]\)"):
+        load_checkpoint(path)

@@ -84,10 +84,12 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, spec_path: str
         raw = torch_load(path, trust=trust_pickle)
     except UnsafePickleError as exc:
         raise _explain_refusal(path, exc) from None
+    if isinstance(raw, dict) and any(str(k).startswith("encoder.convs_per_cam.") for k in raw):
+        raw = {"agent": raw}  # a bare agent state_dict, saved without the snapshot around it
     if not isinstance(raw, dict) or "agent" not in raw:
-        keys = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
+        found = f"{len(raw)} keys such as {sorted(map(str, raw))[:3]}" if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(
-            f"{path}: no 'agent' entry (found {keys}); expected a RoboBase or drqv2 snapshot, "
+            f"{path}: no 'agent' entry (found {found}); expected a RoboBase or drqv2 snapshot, "
             f"or a folder written by 'so101 convert'"
         )
     agent = raw["agent"]

@@ -100,7 +100,8 @@ def render_text(report: dict[str, Any]) -> str:
         f"  input          {a['frames']} frames x {a['channels_per_frame']} channels x "
         f"{a['image_size'][0]}x{a['image_size'][1]} = {a['in_channels']} channels, oldest frame first",
         f"  encoder        {convs} -> {'x'.join(map(str, a['conv_output']))} = {a['feature_dim']} features",
-        f"  state          {a['state_per_frame']} per frame x {a['frames']} = {a['state_stacked']}",
+        f"  state          {a['state_per_frame']} per frame x {a['frames']} = {a['state_stacked']}"
+        if a["state_stacked"] else "  state          none (the policy takes no proprioceptive state)",
         f"  action         {a['action_dim']}",
     ]
     lines += _fmt_head("actor", a["actor"])
