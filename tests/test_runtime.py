@@ -77,6 +77,13 @@ def test_rpy_inverts_extrinsic_xyz_rotation():
     assert np.allclose(rpy_from_matrix(rot), [roll, pitch, yaw])
 
 
+def test_rpy_at_gimbal_lock_puts_the_rotation_in_roll():
+    rot = rot_z(0.7) @ rot_y(np.pi / 2) @ rot_x(0.2)  # only roll - yaw is observable here
+    roll, pitch, yaw = rpy_from_matrix(rot)
+    assert yaw == 0.0 and pitch == pytest.approx(np.pi / 2)
+    assert np.allclose(rot_y(pitch) @ rot_x(roll), rot, atol=1e-9)
+
+
 def test_state_builder_orders_fields_as_the_spec():
     builder = StateBuilder(default_spec().state)
     reading = Proprio(joint_pos=np.arange(6) * 0.1, joint_vel=np.arange(6) * -0.1,

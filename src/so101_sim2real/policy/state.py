@@ -27,12 +27,17 @@ class Proprio:
 
 
 def rpy_from_matrix(rot: np.ndarray) -> np.ndarray:
-    """Roll, pitch, yaw (extrinsic x-y-z, i.e. R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    """Roll, pitch, yaw (extrinsic x-y-z, i.e. R = Rz(yaw) Ry(pitch) Rx(roll)).
+
+    At gimbal lock (pitch = +-90 deg) yaw is set to 0 and roll absorbs the rest, as the
+    training environment computed it.
+    """
     rot = np.asarray(rot, dtype=np.float64)
-    roll = np.arctan2(rot[2, 1], rot[2, 2])
-    pitch = np.arctan2(-rot[2, 0], np.hypot(rot[2, 1], rot[2, 2]))
-    yaw = np.arctan2(rot[1, 0], rot[0, 0])
-    return np.array([roll, pitch, yaw])
+    sy = np.hypot(rot[0, 0], rot[1, 0])
+    pitch = np.arctan2(-rot[2, 0], sy)
+    if sy < 1e-6:
+        return np.array([np.arctan2(-rot[1, 2], rot[1, 1]), pitch, 0.0])
+    return np.array([np.arctan2(rot[2, 1], rot[2, 2]), pitch, np.arctan2(rot[1, 0], rot[0, 0])])
 
 
 class StateBuilder:
