@@ -1,0 +1,1 @@
+"""Kinematics, the controller and the control loop shared by sim and real."""

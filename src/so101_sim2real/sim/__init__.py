@@ -1,0 +1,1 @@
+"""The MuJoCo sim twin of the user's lift-cube task."""

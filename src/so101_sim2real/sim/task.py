@@ -1,0 +1,189 @@
+"""The lift-cube task as the policy was trained on it (FIELD_NOTES section 4).
+
+Action ``[dx, dy, dz, gripper]`` in [-1, 1]: the end-effector target accumulates
+``dxyz * xyz_scale_m`` and is clamped to the workspace, damped least-squares IK on the
+TCP gives arm position targets, and the physics runs ``substeps`` steps. Success is a
+grasp (gripper closed past a threshold with both finger pads touching the cube) with
+the cube above ``lift_height`` for ``hold_steps`` consecutive steps. The reward is the
+user's "v19" dense reward, so returns compare with their training logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from so101_sim2real.control.kinematics import DLSIK
+from so101_sim2real.policy.state import Proprio
+from so101_sim2real.sim import scene as S
+from so101_sim2real.spec import Spec
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Numbers of the task itself (the scene's are in ``SceneConfig``)."""
+
+    cube_xy: tuple[float, float] = (0.25, 0.0)
+    cube_xy_noise: float = 0.02
+    reset_wrist_rad: float = np.pi / 2  # wrist_flex and wrist_roll at reset
+    reset_height_m: float = 0.035  # TCP above the grasp point at reset
+    reset_gripper_action: float = 0.3
+    reset_physics_steps: int = 400
+    lift_height_m: float = 0.08
+    hold_steps: int = 10
+    closed_below_rad: float = 0.25
+
+
+@dataclass
+class StepResult:
+    reward: float
+    terminated: bool  # success
+    truncated: bool  # step limit
+    info: dict = field(default_factory=dict)
+
+
+class LiftCubeTask:
+    """The simulated task: reset, step with a policy action, reward and success."""
+
+    def __init__(self, spec: Spec, task: TaskConfig | None = None, scene: S.SceneConfig | None = None):
+        self.spec = spec
+        self.cfg = task or TaskConfig()
+        self.model = S.build_model(scene)
+        self.data = mujoco.MjData(self.model)
+        self.ik = DLSIK(self.model, spec.action.ik, S.ARM_JOINTS)
+        self._qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS])
+        self._qvel = np.array([self.model.jnt_dofadr[self.model.joint(j).id] for j in S.JOINTS])
+        self._cube_qpos = self.model.jnt_qposadr[self.model.joint(S.CUBE_JOINT).id]
+        self._cube_geom = self.model.geom(S.CUBE_GEOM).id
+        self._pads = (self.model.geom(S.STATIC_PAD).id, self.model.geom(S.MOVING_PAD).id)
+        self.rng = np.random.default_rng()
+        self.target = np.zeros(3)
+        self.steps = 0
+        self.hold = 0
+        self._was_grasping = False
+        self._prev_action = np.zeros(spec.action.dim)
+
+    # ------------------------------------------------------------------ conventions
+
+    def gripper_ctrl(self, a: float) -> float:
+        g = self.spec.action.gripper
+        return (float(np.clip(a, -1, 1)) + 1) / 2 * (g.high_rad - g.low_rad) + g.low_rad
+
+    def _clamp(self, p: np.ndarray) -> np.ndarray:
+        ws = self.spec.action.workspace
+        lo = np.array([ws.x[0], ws.y[0], ws.z[0]])
+        hi = np.array([ws.x[1], ws.y[1], ws.z[1]])
+        return np.clip(p, lo, hi)
+
+    # ---------------------------------------------------------------------- queries
+
+    def cube_pos(self) -> np.ndarray:
+        return self.data.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
+
+    def tcp_pos(self) -> np.ndarray:
+        return self.ik.site_pos(self.data)
+
+    def proprio(self) -> Proprio:
+        return Proprio(joint_pos=self.data.qpos[self._qpos].copy(), joint_vel=self.data.qvel[self._qvel].copy(),
+                       tcp_pos=self.tcp_pos(), tcp_rot=self.data.site_xmat[self.ik.site].reshape(3, 3).copy())
+
+    def gripper_qpos(self) -> float:
+        return float(self.data.qpos[self._qpos[-1]])
+
+    def pad_contacts(self) -> tuple[bool, bool]:
+        static = moving = False
+        for c in self.data.contact[:self.data.ncon]:
+            pair = (c.geom1, c.geom2)
+            if self._cube_geom in pair:
+                other = pair[1] if pair[0] == self._cube_geom else pair[0]
+                static |= other == self._pads[0]
+                moving |= other == self._pads[1]
+        return static, moving
+
+    def is_grasping(self) -> bool:
+        return self.gripper_qpos() < self.cfg.closed_below_rad and all(self.pad_contacts())
+
+    # ----------------------------------------------------------------------- acting
+
+    def _apply(self, goal: np.ndarray, gripper_action: float, substeps: int, locked: tuple[int, ...] = ()) -> None:
+        arm = self.ik.targets(self.data, goal, locked)
+        self.data.ctrl[:len(arm)] = arm
+        self.data.ctrl[len(arm)] = self.gripper_ctrl(gripper_action)
+        for _ in range(substeps):
+            mujoco.mj_step(self.model, self.data)
+
+    def reset(self, seed: int | None = None) -> dict:
+        """Cube on the floor near (0.25, 0); TCP 3.5 cm above it, wrist at pi/2."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        mujoco.mj_resetData(self.model, self.data)
+        cube = np.array([*self.cfg.cube_xy, S.SceneConfig().cube_half])
+        cube[:2] += self.rng.uniform(-self.cfg.cube_xy_noise, self.cfg.cube_xy_noise, 2)
+        self.data.qpos[self._cube_qpos:self._cube_qpos + 7] = [*cube, 1, 0, 0, 0]
+        wrist = self._qpos[3:5]
+        self.data.qpos[wrist] = self.cfg.reset_wrist_rad
+        self.data.ctrl[3:5] = self.cfg.reset_wrist_rad
+        mujoco.mj_forward(self.model, self.data)
+        above = cube + np.array([0.0, 0.0, self.cfg.reset_height_m])
+        for _ in range(self.cfg.reset_physics_steps):
+            self._apply(above, self.cfg.reset_gripper_action, 1)
+        self.target = self._clamp(self.tcp_pos())
+        self.steps, self.hold, self._was_grasping = 0, 0, False
+        self._prev_action = np.zeros(self.spec.action.dim)
+        return self.info()
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """One policy step: accumulate the EE target, IK, ``substeps`` physics steps."""
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        self.target = self._clamp(self.target + action[:3] * self.spec.action.xyz_scale_m)
+        self._apply(self.target, action[3], self.spec.control.substeps)
+        self.steps += 1
+        grasping = self.is_grasping()
+        self.hold = self.hold + 1 if grasping and self.cube_pos()[2] > self.cfg.lift_height_m else 0
+        info = self.info(grasping)
+        reward = self.reward(info, action)
+        self._was_grasping, self._prev_action = grasping, action
+        return StepResult(reward, info["is_success"], self.steps >= self.spec.episode.max_steps, info)
+
+    def info(self, grasping: bool | None = None) -> dict:
+        cube = self.cube_pos()
+        return {
+            "cube_pos": cube,
+            "cube_z": float(cube[2]),
+            "gripper_to_cube": float(np.linalg.norm(self.tcp_pos() - cube)),
+            "gripper_state": self.gripper_qpos(),
+            "is_grasping": self.is_grasping() if grasping is None else grasping,
+            "hold_count": self.hold,
+            "is_success": self.hold >= self.cfg.hold_steps,
+        }
+
+    def reward(self, info: dict, action: np.ndarray) -> float:
+        """The user's v19 dense reward (ggand0/pick-101, src/envs/rewards/lift_rewards.py)."""
+        lift = self.cfg.lift_height_m
+        cube_z, grasping, hold = info["cube_z"], info["is_grasping"], info["hold_count"]
+        reach = 1.0 - np.tanh(10.0 * info["gripper_to_cube"])
+        if reach >= 0.7:  # near the cube: the moving finger gets its own reach term
+            moving = self.data.geom_xpos[self._pads[1]]
+            finger = 1.0 if info["gripper_state"] < self.cfg.closed_below_rad else \
+                1.0 - np.tanh(10.0 * np.linalg.norm(moving - info["cube_pos"]))
+            reach = (reach + finger) * 0.5
+        r = reach
+        if cube_z < 0.01:
+            r -= (0.01 - cube_z) * 50.0
+        if self._was_grasping and not grasping:
+            r -= 2.0
+        if grasping:
+            r += 1.5 + max(0.0, cube_z - 0.015) / (lift - 0.015) * 4.0
+            if cube_z > 0.02:
+                r += 1.0
+            if cube_z > 0.04:
+                r += min(1.0, (cube_z - 0.04) / (lift - 0.04)) * 2.0
+        if cube_z > lift:
+            r += 1.0 + 0.5 * hold
+            if hold > 0:
+                r -= 0.02 * float(np.sum((action - self._prev_action) ** 2))
+        if info["is_success"]:
+            r += 10.0
+        return float(r)
