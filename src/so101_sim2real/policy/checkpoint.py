@@ -95,7 +95,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, spec_path: str
     agent = raw["agent"]
     if isinstance(agent, Mapping):
         return _from_robobase(path, raw, base, base_source)
-    if not trust_pickle:  # unreachable in practice: the unpickler refuses objects first
+    if not trust_pickle:  # an allow-listed container that is not a state_dict (a list, say)
         raise CheckpointError(f"{path}: the agent is a pickled object; pass --trust-pickle if you trust the file")
     return _from_drqv2(path, raw, base, base_source)
 
