@@ -29,6 +29,7 @@ class DLSIK:
         self.dof_adr = np.array([self.model.jnt_dofadr[j] for j in ids])
         self.ranges = self.model.jnt_range[ids]
         self._jacp = np.zeros((3, self.model.nv))
+        self._damp = self.spec.damping**2 * np.eye(3)
 
     def site_pos(self, data: mujoco.MjData) -> np.ndarray:
         return data.site_xpos[self.site].copy()
@@ -45,8 +46,7 @@ class DLSIK:
         if locked:
             jac[:, list(locked)] = 0.0
         error = self.spec.gain * (np.asarray(goal, dtype=np.float64) - data.site_xpos[self.site])
-        damp = self.spec.damping**2 * np.eye(3)
-        dq = jac.T @ np.linalg.solve(jac @ jac.T + damp, error)
+        dq = jac.T @ np.linalg.solve(jac @ jac.T + self._damp, error)
         dq = np.clip(dq, -self.spec.max_dq_rad, self.spec.max_dq_rad)
         q = data.qpos[self.qpos_adr] + dq
         return np.clip(q, self.ranges[:, 0], self.ranges[:, 1])

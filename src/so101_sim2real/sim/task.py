@@ -50,7 +50,8 @@ class LiftCubeTask:
     def __init__(self, spec: Spec, task: TaskConfig | None = None, scene: S.SceneConfig | None = None):
         self.spec = spec
         self.cfg = task or TaskConfig()
-        self.model = S.build_model(scene)
+        self.scene = scene or S.SceneConfig()
+        self.model = S.build_model(self.scene)
         self.data = mujoco.MjData(self.model)
         self.ik = DLSIK(self.model, spec.action.ik, S.ARM_JOINTS)
         self._qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS])
@@ -119,7 +120,7 @@ class LiftCubeTask:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
-        cube = np.array([*self.cfg.cube_xy, S.SceneConfig().cube_half])
+        cube = np.array([*self.cfg.cube_xy, self.scene.cube_half])
         cube[:2] += self.rng.uniform(-self.cfg.cube_xy_noise, self.cfg.cube_xy_noise, 2)
         self.data.qpos[self._cube_qpos:self._cube_qpos + 7] = [*cube, 1, 0, 0, 0]
         wrist = self._qpos[3:5]
