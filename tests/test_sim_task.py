@@ -2,15 +2,27 @@ import mujoco
 import numpy as np
 import pytest
 
+from so101_sim2real.control.pilots import ScriptedPilot
+from so101_sim2real.control.rig import sim_rig, tick
+from so101_sim2real.control.runner import Runner
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.scripted import ScriptedExpert
-from so101_sim2real.sim.task import LiftCubeTask
 from so101_sim2real.spec import default_spec
 
 
 @pytest.fixture(scope="module")
-def task():
-    return LiftCubeTask(default_spec())
+def rig():
+    rig = sim_rig(default_spec(), with_camera=False)
+    yield rig
+    rig.close()
+
+
+@pytest.fixture(scope="module")
+def task(rig):
+    return rig.twin
+
+
+def step(rig, action):
+    return tick(rig, np.asarray(action, dtype=float), rig.robot.read())[1]
 
 
 def test_scene_carries_the_users_task_numbers(task):
@@ -43,39 +55,34 @@ def test_reset_is_seeded(task):
     assert np.array_equal(a, b) and not np.array_equal(a, task.reset(8)["cube_pos"])
 
 
-def test_target_accumulates_and_is_clamped_to_the_workspace(task):
-    task.reset(0)
-    start = task.target.copy()
-    task.step(np.array([0.5, 0.0, 0.0, 0.0]))
-    assert task.target == pytest.approx(start + [0.01, 0, 0])
+def test_target_accumulates_and_is_clamped_to_the_workspace(rig):
+    rig.reset(0)
+    start = rig.controller.ee_target.copy()
+    assert start == pytest.approx(rig.twin.tcp_pos(), abs=1e-6)
+    step(rig, [0.5, 0.0, 0.0, 0.0])
+    assert rig.controller.ee_target == pytest.approx(start + [0.01, 0, 0])
     for _ in range(40):
-        task.step(np.array([0.0, 0.0, -1.0, 0.0]))
-    assert task.target[2] == pytest.approx(default_spec().action.workspace.z[0])
+        step(rig, [0.0, 0.0, -1.0, 0.0])
+    assert rig.controller.ee_target[2] == pytest.approx(default_spec().action.workspace.z[0])
 
 
-def test_gripper_mapping_follows_the_spec(task):
+def test_gripper_mapping_follows_the_spec():
     g = default_spec().action.gripper
-    assert task.gripper_ctrl(-1) == pytest.approx(g.low_rad) and task.gripper_ctrl(1) == pytest.approx(g.high_rad)
-    assert task.gripper_ctrl(0) == pytest.approx((g.low_rad + g.high_rad) / 2)
+    assert g.to_rad(-1) == pytest.approx(g.low_rad) and g.to_rad(1) == pytest.approx(g.high_rad)
+    assert g.to_rad(0) == pytest.approx((g.low_rad + g.high_rad) / 2) and g.to_rad(7) == pytest.approx(g.high_rad)
 
 
-def test_scripted_expert_lifts_the_cube(task):
-    wins = 0
-    for seed in range(4):
-        task.reset(seed)
-        expert = ScriptedExpert(task)
-        while True:
-            result = task.step(expert.act())
-            if result.terminated or result.truncated:
-                break
-        wins += result.terminated
-        if result.terminated:
-            assert result.info["is_grasping"] and result.info["cube_z"] > 0.08 and result.info["hold_count"] >= 10
-    assert wins == 4
+def test_scripted_expert_lifts_the_cube_through_the_control_loop(rig):
+    summary = Runner(rig, ScriptedPilot(rig.twin)).run([0, 1, 2, 3])
+    assert [e.success for e in summary.episodes] == [True] * 4
+    assert all(e.steps < 100 and e.ret > 100 for e in summary.episodes)
+    info = rig.twin.info()
+    assert info["is_grasping"] and info["cube_z"] > 0.08 and info["hold_count"] >= 10
+    assert not rig.robot.torque_enabled  # the run ends with torque off
 
 
-def test_doing_nothing_never_succeeds(task):
-    task.reset(0)
+def test_doing_nothing_never_succeeds(rig):
+    rig.reset(0)
     for _ in range(default_spec().episode.max_steps):
-        result = task.step(np.zeros(4))
+        result = step(rig, np.zeros(4))
     assert result.truncated and not result.terminated and not result.info["is_success"]

@@ -108,6 +108,10 @@ class GripperMapping:
     low_rad: float
     high_rad: float
 
+    def to_rad(self, action: float) -> float:
+        a = min(max(float(action), -1.0), 1.0)
+        return (a + 1.0) / 2.0 * (self.high_rad - self.low_rad) + self.low_rad
+
 
 @dataclass(frozen=True)
 class IKSpec:

@@ -65,6 +65,59 @@ def convert(
         typer.echo(f"  ! {w}")
 
 
+@app.command()
+def infer(
+    ckpt: Annotated[str, typer.Option("--ckpt", help="A checkpoint (RoboBase snapshot, 'so101 convert' folder, "
+                                                     "drqv2 snapshot with --trust-pickle), or 'scripted' for the "
+                                                     "built-in expert (sim only, no rendering needed).")],
+    robot: Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin).")] = "sim",
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Number of episodes.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode; episode i uses seed + i.")] = 0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
+                                                                         "spec's limit.")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Folder to record frames, joint states and "
+                                                                    "actions to (read by compare-sim).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Write camera RGB beside the policy's two "
+                                                                  "channels to this .mp4/.avi.")] = None,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period instead of "
+                                                              "running as fast as it can.")] = False,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field, e.g. --set "
+                                                                         "observation.disparity.normalise_region="
+                                                                         "full_frame (repeatable).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the policy.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
+                                                         "mean_return, mean_length, latency_ms, per_episode.")] = False,
+    trust_pickle: TrustOpt = False,
+    spec: SpecOpt = None,
+) -> None:
+    """Run a policy (or the scripted expert) for seeded episodes and report success, return, length, latency.
+
+    Each tick: wrist camera -> observation (the twin's segmentation and depth through the same
+    finish_frame the real perception uses) -> policy -> EE target, IK, joint limits and max step ->
+    robot. Ctrl-C stops at once, keeps what was recorded, and turns torque off.
+    """
+    from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer
+
+    opts = InferOptions(ckpt=ckpt, robot=robot, episodes=episodes, seed=seed, max_steps=max_steps, record=record,
+                        video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
+                        overrides=overrides or [], device=device)
+
+    def started(rig, pilot) -> None:
+        eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
+        typer.echo(f"running {episodes} episode(s) of {pilot.name} on the {rig.robot.name} twin ({eyes})")
+
+    summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes)), on_start=started)
+    typer.echo(render_summary(summary))
+    if record:
+        typer.echo(f"recorded {len(summary.episodes)} episode(s) to {record}/")
+    if video:
+        typer.echo(f"video: {video}")
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict()))
+    if summary.interrupted:
+        raise typer.Exit(code=130)
+
+
 def _not_yet(name: str, issue: str) -> None:
     """Register a command of the product that is not built yet: it says so and exits 2."""
 
@@ -81,7 +134,6 @@ def _not_yet(name: str, issue: str) -> None:
 
 
 for _name, _issue in (
-    ("infer", "the sim twin and the control loop"),
     ("perceive", "real perception"),
     ("calibrate", "calibration"),
     ("compare-sim", "sim-vs-real comparison"),

@@ -1,8 +1,10 @@
 """A scripted expert for the lift-cube task: approach, grasp, lift.
 
-It acts through the same 4-D action interface as a policy (EE deltas + gripper),
-reading the privileged cube position from the sim, so it proves the task and the
-action pipeline work and gives a demo that needs no checkpoint and no rendering.
+It acts through the same 4-D action interface as a policy (EE deltas + gripper) and
+sees what a policy's state holds (the TCP position) plus the controller's accumulated
+target, with one privilege: the cube position, read from the sim. So it proves the
+task and the action pipeline work and gives a demo that needs no checkpoint and no
+rendering.
 """
 
 from __future__ import annotations
@@ -39,28 +41,29 @@ class ScriptedExpert:
         self._closing = 0
         self._grasp_point = None
 
-    def _toward(self, goal: np.ndarray) -> np.ndarray:
+    def _toward(self, goal: np.ndarray, ee_target: np.ndarray) -> np.ndarray:
         scale = self.task.spec.action.xyz_scale_m
-        return np.clip((goal - self.task.target) / scale, -1.0, 1.0)
+        return np.clip((goal - ee_target) / scale, -1.0, 1.0)
 
-    def act(self) -> np.ndarray:
-        task, cfg = self.task, self.cfg
+    def act(self, tcp_pos: np.ndarray, ee_target: np.ndarray) -> np.ndarray:
+        """The next action from the TCP position and the controller's accumulated target."""
+        cfg = self.cfg
         if self._grasp_point is None:
-            self._grasp_point = task.cube_pos() + np.array(cfg.grasp_offset)
+            self._grasp_point = self.task.cube_pos() + np.array(cfg.grasp_offset)
         grasp = self._grasp_point
         above = grasp + np.array([0.0, 0.0, cfg.approach_height])
         if self.phase == "approach":
-            if np.linalg.norm(task.tcp_pos() - above) < cfg.tolerance:
+            if np.linalg.norm(tcp_pos - above) < cfg.tolerance:
                 self.phase = "descend"
-            return np.array([*self._toward(above), 1.0])
+            return np.array([*self._toward(above, ee_target), 1.0])
         if self.phase == "descend":
-            if np.linalg.norm(task.tcp_pos() - grasp) < cfg.tolerance:
+            if np.linalg.norm(tcp_pos - grasp) < cfg.tolerance:
                 self.phase = "close"
-            return np.array([*self._toward(grasp), 1.0])
+            return np.array([*self._toward(grasp, ee_target), 1.0])
         if self.phase == "close":
             self._closing += 1
             if self._closing >= cfg.close_steps:
                 self.phase = "lift"
-            return np.array([*self._toward(grasp), -1.0])
+            return np.array([*self._toward(grasp, ee_target), -1.0])
         lift = np.array([grasp[0], grasp[1], cfg.lift_z])
-        return np.array([*self._toward(lift), -1.0])
+        return np.array([*self._toward(lift, ee_target), -1.0])

@@ -1,23 +1,24 @@
 """The lift-cube task as the policy was trained on it (FIELD_NOTES section 4).
 
-Action ``[dx, dy, dz, gripper]`` in [-1, 1]: the end-effector target accumulates
-``dxyz * xyz_scale_m`` and is clamped to the workspace, damped least-squares IK on the
-TCP gives arm position targets, and the physics runs ``substeps`` steps. Success is a
-grasp (gripper closed past a threshold with both finger pads touching the cube) with
-the cube above ``lift_height`` for ``hold_steps`` consecutive steps. The reward is the
-user's "v19" dense reward, so returns compare with their training logs.
+The task owns the world (the compiled scene and its ``MjData``), the seeded reset,
+and the scoring: success is a grasp (gripper closed past a threshold with both finger
+pads touching the cube) with the cube above ``lift_height`` for ``hold_steps``
+consecutive steps, and the reward is the user's "v19" dense reward, so returns compare
+with their training logs. It does not move the arm during an episode: the control
+loop does that through :class:`~so101_sim2real.sim.robot.SimRobot` and the
+:class:`~so101_sim2real.control.controller.Controller`, the path the real arm takes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 
-from so101_sim2real.control.kinematics import DLSIK
-from so101_sim2real.policy.state import Proprio
+from so101_sim2real.interfaces import StepResult
 from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.kinematics import Kinematics
 from so101_sim2real.spec import Spec
 
 
@@ -36,16 +37,8 @@ class TaskConfig:
     closed_below_rad: float = 0.25
 
 
-@dataclass
-class StepResult:
-    reward: float
-    terminated: bool  # success
-    truncated: bool  # step limit
-    info: dict = field(default_factory=dict)
-
-
 class LiftCubeTask:
-    """The simulated task: reset, step with a policy action, reward and success."""
+    """The simulated world and task: seeded reset, success, reward."""
 
     def __init__(self, spec: Spec, task: TaskConfig | None = None, scene: S.SceneConfig | None = None):
         self.spec = spec
@@ -53,30 +46,17 @@ class LiftCubeTask:
         self.scene = scene or S.SceneConfig()
         self.model = S.build_model(self.scene)
         self.data = mujoco.MjData(self.model)
-        self.ik = DLSIK(self.model, spec.action.ik, S.ARM_JOINTS)
+        self.kinematics = Kinematics(self.model, spec.action.ik, S.ARM_JOINTS)
+        self._site = self.model.site(spec.action.ik.site).id
         self._qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS])
-        self._qvel = np.array([self.model.jnt_dofadr[self.model.joint(j).id] for j in S.JOINTS])
         self._cube_qpos = self.model.jnt_qposadr[self.model.joint(S.CUBE_JOINT).id]
         self._cube_geom = self.model.geom(S.CUBE_GEOM).id
         self._pads = (self.model.geom(S.STATIC_PAD).id, self.model.geom(S.MOVING_PAD).id)
         self.rng = np.random.default_rng()
-        self.target = np.zeros(3)
         self.steps = 0
         self.hold = 0
         self._was_grasping = False
         self._prev_action = np.zeros(spec.action.dim)
-
-    # ------------------------------------------------------------------ conventions
-
-    def gripper_ctrl(self, a: float) -> float:
-        g = self.spec.action.gripper
-        return (float(np.clip(a, -1, 1)) + 1) / 2 * (g.high_rad - g.low_rad) + g.low_rad
-
-    def _clamp(self, p: np.ndarray) -> np.ndarray:
-        ws = self.spec.action.workspace
-        lo = np.array([ws.x[0], ws.y[0], ws.z[0]])
-        hi = np.array([ws.x[1], ws.y[1], ws.z[1]])
-        return np.clip(p, lo, hi)
 
     # ---------------------------------------------------------------------- queries
 
@@ -84,11 +64,7 @@ class LiftCubeTask:
         return self.data.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
 
     def tcp_pos(self) -> np.ndarray:
-        return self.ik.site_pos(self.data)
-
-    def proprio(self) -> Proprio:
-        return Proprio(joint_pos=self.data.qpos[self._qpos].copy(), joint_vel=self.data.qvel[self._qvel].copy(),
-                       tcp_pos=self.tcp_pos(), tcp_rot=self.data.site_xmat[self.ik.site].reshape(3, 3).copy())
+        return self.data.site_xpos[self._site].copy()
 
     def gripper_qpos(self) -> float:
         return float(self.data.qpos[self._qpos[-1]])
@@ -106,40 +82,40 @@ class LiftCubeTask:
     def is_grasping(self) -> bool:
         return self.gripper_qpos() < self.cfg.closed_below_rad and all(self.pad_contacts())
 
-    # ----------------------------------------------------------------------- acting
-
-    def _apply(self, goal: np.ndarray, gripper_action: float, substeps: int, locked: tuple[int, ...] = ()) -> None:
-        arm = self.ik.targets(self.data, goal, locked)
-        self.data.ctrl[:len(arm)] = arm
-        self.data.ctrl[len(arm)] = self.gripper_ctrl(gripper_action)
-        for _ in range(substeps):
-            mujoco.mj_step(self.model, self.data)
+    # ------------------------------------------------------------------- episodes
 
     def reset(self, seed: int | None = None) -> dict:
-        """Cube on the floor near (0.25, 0); TCP 3.5 cm above it, wrist at pi/2."""
+        """Cube on the floor near (0.25, 0); TCP 3.5 cm above it, wrist at pi/2.
+
+        The arm is driven there by IK on the physics itself (a privilege of the sim);
+        afterwards only the control loop moves it.
+        """
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        mujoco.mj_resetData(self.model, self.data)
+        m, d = self.model, self.data
+        m.opt.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_ACTUATION)  # a previous run may have left torque off
+        mujoco.mj_resetData(m, d)
         cube = np.array([*self.cfg.cube_xy, self.scene.cube_half])
         cube[:2] += self.rng.uniform(-self.cfg.cube_xy_noise, self.cfg.cube_xy_noise, 2)
-        self.data.qpos[self._cube_qpos:self._cube_qpos + 7] = [*cube, 1, 0, 0, 0]
+        d.qpos[self._cube_qpos:self._cube_qpos + 7] = [*cube, 1, 0, 0, 0]
         wrist = self._qpos[3:5]
-        self.data.qpos[wrist] = self.cfg.reset_wrist_rad
-        self.data.ctrl[3:5] = self.cfg.reset_wrist_rad
-        mujoco.mj_forward(self.model, self.data)
+        d.qpos[wrist] = self.cfg.reset_wrist_rad
+        d.ctrl[3:5] = self.cfg.reset_wrist_rad
+        mujoco.mj_forward(m, d)
         above = cube + np.array([0.0, 0.0, self.cfg.reset_height_m])
+        d.ctrl[5] = self.spec.action.gripper.to_rad(self.cfg.reset_gripper_action)
+        arm = self._qpos[:5]
         for _ in range(self.cfg.reset_physics_steps):
-            self._apply(above, self.cfg.reset_gripper_action, 1)
-        self.target = self._clamp(self.tcp_pos())
+            d.ctrl[:5] = self.kinematics.ik(d.qpos[arm], above)
+            mujoco.mj_step(m, d)
+        mujoco.mj_forward(m, d)
         self.steps, self.hold, self._was_grasping = 0, 0, False
         self._prev_action = np.zeros(self.spec.action.dim)
         return self.info()
 
-    def step(self, action: np.ndarray) -> StepResult:
-        """One policy step: accumulate the EE target, IK, ``substeps`` physics steps."""
+    def evaluate(self, action: np.ndarray) -> StepResult:
+        """Score the step the control loop just took with ``action``."""
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        self.target = self._clamp(self.target + action[:3] * self.spec.action.xyz_scale_m)
-        self._apply(self.target, action[3], self.spec.control.substeps)
         self.steps += 1
         grasping = self.is_grasping()
         self.hold = self.hold + 1 if grasping and self.cube_pos()[2] > self.cfg.lift_height_m else 0

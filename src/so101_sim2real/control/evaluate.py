@@ -1,0 +1,115 @@
+"""``so101 infer``: evaluate a pilot over seeded episodes on a rig.
+
+Builds the pilot (a checkpoint or the scripted expert), the rig (the sim twin; the
+real arm arrives with the Feetech driver), optional recorder and video, runs the
+episodes through the :class:`Runner` and renders the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
+from so101_sim2real.control.recording import Recorder
+from so101_sim2real.control.rig import Rig, sim_rig
+from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
+from so101_sim2real.control.video import VideoWriter
+from so101_sim2real.errors import So101Error, SpecError
+from so101_sim2real.policy.checkpoint import load_checkpoint
+from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.spec import Spec, default_spec, load_spec
+
+SCRIPTED = "scripted"
+ROBOTS = ("sim",)
+
+
+@dataclass
+class InferOptions:
+    ckpt: str
+    robot: str = "sim"
+    episodes: int = 20
+    seed: int = 0
+    max_steps: int | None = None
+    record: Path | None = None
+    video: Path | None = None
+    realtime: bool = False
+    trust_pickle: bool = False
+    spec_path: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    device: str = "cpu"
+
+
+def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
+    """``["observation.disparity.normalise_region=full_frame", ...]`` applied in order."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. observation.disparity.normalise_region=crop")
+        spec = spec.replace(key.strip(), yaml.safe_load(raw), source=f"--set {key.strip()}")
+    return spec
+
+
+def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec]:
+    if opts.ckpt == SCRIPTED:
+        spec = load_spec(opts.spec_path) if opts.spec_path else default_spec()
+        return None, apply_overrides(spec, opts.overrides)
+    ckpt = load_checkpoint(opts.ckpt, trust_pickle=opts.trust_pickle, spec_path=opts.spec_path)
+    ckpt = dataclasses.replace(ckpt, spec=apply_overrides(ckpt.spec, opts.overrides))
+    return Policy(ckpt, device=opts.device), ckpt.spec
+
+
+def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
+    """Everything a run needs, validated before anything moves."""
+    if opts.robot not in ROBOTS:
+        raise So101Error(f"--robot {opts.robot}: not available yet; robots: {', '.join(ROBOTS)}")
+    if opts.episodes < 1:
+        raise So101Error("--episodes must be at least 1")
+    if opts.max_steps is not None and opts.max_steps < 1:
+        raise So101Error("--max-steps must be at least 1")
+    policy, spec = _pilot_and_spec(opts)
+    period = spec.control.physics_timestep_s * spec.control.substeps
+    name = Path(opts.ckpt).name if policy else SCRIPTED
+    video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
+    recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None
+    needs_camera = policy is not None or opts.video is not None or opts.record is not None
+    rig = sim_rig(spec, with_camera=needs_camera)
+    pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
+    return rig, pilot, recorder, video
+
+
+def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,
+              on_start: Callable[[Rig, Pilot], None] | None = None) -> RunSummary:
+    rig, pilot, recorder, video = build(opts)
+    try:
+        if on_start:
+            on_start(rig, pilot)
+        runner = Runner(rig, pilot, recorder, video, realtime=opts.realtime, max_steps=opts.max_steps,
+                        on_episode=on_episode)
+        return runner.run([opts.seed + i for i in range(opts.episodes)])
+    finally:
+        rig.close()
+
+
+def episode_line(e: EpisodeResult, total: int) -> str:
+    outcome = "interrupted" if e.interrupted else ("success" if e.success else "no success")
+    return f"episode {e.index + 1}/{total}  seed {e.seed}: {outcome} after {e.steps} steps, return {e.ret:.1f}"
+
+
+def render_summary(summary: RunSummary) -> str:
+    d = summary.to_dict()
+    n = d["episodes"]
+    wins = sum(e.success for e in summary.complete)
+    lines = [f"success {wins}/{n} ({d['success_rate']:.0%})   mean return {d['mean_return']:.1f}   "
+             f"mean length {d['mean_length']:.1f} steps" + ("   (interrupted)" if summary.interrupted else "")]
+    if summary.timing:
+        lines.append(f"{'latency per tick':<18}{'p50 ms':>9}{'p95 ms':>9}")
+        for stage, t in summary.timing.items():
+            lines.append(f"  {stage:<16}{t['p50_ms']:>9.2f}{t['p95_ms']:>9.2f}")
+    if summary.overruns:
+        lines.append(f"{summary.overruns} ticks missed their deadline")
+    return "\n".join(lines)

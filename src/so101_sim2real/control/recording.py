@@ -1,0 +1,153 @@
+"""Recordings of control-loop runs: the on-disk format ``compare-sim`` reads.
+
+A recording is a folder::
+
+    recording.json      {"format": "so101-recording", "version": 1, "robot", "pilot",
+                         "period_s", "joint_names", "created", "episodes": [
+                           {"file", "index", "seed", "steps", "success", "return",
+                            "interrupted"}, ...]}
+    spec.yaml           the spec the run used (crop, classes, disparity rule, ...)
+    episode_0000.npz    one row per control tick, N rows:
+        time        (N,)        float64  robot clock at the reading, s
+        joint_pos   (N, 6)      float64  measured joints, rad, sim convention
+        joint_vel   (N, 6)      float64  rad/s
+        tcp_pos     (N, 3)      float64  FK of joint_pos, m, world
+        action      (N, 4)      float32  the pilot's action for this row's observation
+        ee_target   (N, 3)      float64  accumulated end-effector target after the action
+        requested   (N, 6)      float64  joint targets from IK, before the safety clamp
+        target      (N, 6)      float64  joint targets sent to the robot
+        reward      (N,)        float64  the task's reward for the tick
+        obs         (N, C, H, W) uint8   policy frame seen at this row (when perceived)
+        rgb_jpeg    (M,)        uint8    JPEG bytes of the camera image, concatenated
+        rgb_offsets (N + 1,)    int64    frame i is rgb_jpeg[offsets[i]:offsets[i + 1]]
+        cube_pos    (N, 3)      float64  the twin's cube position (sim runs only)
+
+Arrays are stored with ``numpy.savez_compressed`` and read back without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import JOINT_NAMES
+from so101_sim2real.spec import Spec, load_spec, save_spec
+
+FORMAT, VERSION = "so101-recording", 1
+INDEX_FILE = "recording.json"
+
+
+def _encode_jpeg(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise So101Error("could not JPEG-encode a camera frame for the recording")
+    return buf.reshape(-1)
+
+
+@dataclass
+class _Episode:
+    index: int
+    seed: int | None
+    rows: dict[str, list] = field(default_factory=dict)
+    jpegs: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, **values: object) -> None:
+        for key, value in values.items():
+            if value is not None:
+                self.rows.setdefault(key, []).append(np.asarray(value))
+
+
+class Recorder:
+    """Writes a recording folder; each episode's file appears when the episode ends."""
+
+    def __init__(self, folder: str | Path, spec: Spec, robot: str, pilot: str, period_s: float,
+                 with_rgb: bool = True):
+        self.folder = Path(folder)
+        if self.folder.exists() and any(self.folder.iterdir()):
+            raise So101Error(f"{self.folder}: the recording folder exists and is not empty; pick a new one")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_spec(spec, self.folder / "spec.yaml")
+        self.with_rgb = with_rgb
+        self.meta = {"format": FORMAT, "version": VERSION, "robot": robot, "pilot": pilot, "period_s": period_s,
+                     "joint_names": list(JOINT_NAMES), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "episodes": []}
+        self._episode: _Episode | None = None
+        self._write_index()
+
+    def begin(self, index: int, seed: int | None) -> None:
+        self._episode = _Episode(index, seed)
+
+    def add(self, *, rgb: np.ndarray | None = None, **values: object) -> None:
+        """One row: the arrays named in the module docstring, by keyword."""
+        ep = self._episode
+        ep.add(**values)
+        if self.with_rgb and rgb is not None:
+            ep.jpegs.append(_encode_jpeg(rgb))
+
+    def end(self, steps: int, success: bool, ret: float, interrupted: bool) -> Path | None:
+        ep, self._episode = self._episode, None
+        if ep is None or not ep.rows:
+            return None
+        arrays = {key: np.stack(values) for key, values in ep.rows.items()}
+        if ep.jpegs:
+            arrays["rgb_offsets"] = np.concatenate([[0], np.cumsum([j.size for j in ep.jpegs])]).astype(np.int64)
+            arrays["rgb_jpeg"] = np.concatenate(ep.jpegs)
+        name = f"episode_{ep.index:04d}.npz"
+        tmp = self.folder / (name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(self.folder / name)
+        self.meta["episodes"].append({"file": name, "index": ep.index, "seed": ep.seed, "steps": steps,
+                                      "success": bool(success), "return": float(ret),
+                                      "interrupted": bool(interrupted)})
+        self._write_index()
+        return self.folder / name
+
+    def _write_index(self) -> None:
+        tmp = self.folder / (INDEX_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.meta, indent=2))
+        tmp.replace(self.folder / INDEX_FILE)
+
+
+class Recording:
+    """A recording folder opened for reading."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_FILE
+        if not index.is_file():
+            raise So101Error(f"{self.folder}: not a recording (no {INDEX_FILE}); record one with --record DIR")
+        try:
+            self.meta = json.loads(index.read_text())
+        except json.JSONDecodeError as exc:
+            raise So101Error(f"{index}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+            raise So101Error(f"{index}: format {self.meta.get('format')} v{self.meta.get('version')}, "
+                             f"this version reads {FORMAT} v{VERSION}")
+        self.spec = load_spec(self.folder / "spec.yaml")
+
+    @property
+    def episodes(self) -> list[dict]:
+        return self.meta["episodes"]
+
+    def load(self, i: int) -> dict[str, np.ndarray]:
+        """Episode ``i``'s arrays (without the JPEG bytes: see :meth:`rgb`)."""
+        path = self.folder / self.episodes[i]["file"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise So101Error(f"{path}: unreadable episode file ({exc})") from None
+
+    def rgb(self, arrays: dict[str, np.ndarray], row: int) -> np.ndarray:
+        """The camera image of one row, RGB uint8."""
+        if "rgb_jpeg" not in arrays:
+            raise So101Error(f"{self.folder}: this recording holds no camera images")
+        off = arrays["rgb_offsets"]
+        buf = arrays["rgb_jpeg"][off[row]:off[row + 1]]
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

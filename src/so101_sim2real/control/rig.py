@@ -1,0 +1,91 @@
+"""A rig: the robot, task, controller and perception one run drives, and how to build one.
+
+The runner only sees the interfaces, so the sim twin and (later) the real arm are the
+same loop; what differs is assembled here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from so101_sim2real.control.controller import Command, Controller
+from so101_sim2real.control.timing import StageTimer
+from so101_sim2real.interfaces import JointState, Perception, Robot, StepResult, Task
+from so101_sim2real.policy.state import Proprio
+from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.kinematics import Kinematics
+from so101_sim2real.spec import Spec
+
+
+@dataclass
+class Rig:
+    """What one run drives. ``twin`` is set when the world is the sim (for scripted pilots)."""
+
+    spec: Spec
+    robot: Robot
+    task: Task
+    controller: Controller
+    perception: Perception | None
+    period_s: float
+    twin: object | None = None
+
+    @property
+    def kinematics(self) -> Kinematics:
+        return self.controller.kinematics
+
+    def proprio(self, joints: JointState) -> Proprio:
+        """The policy's proprioception from a joint reading: FK of the same MJCF."""
+        arm = len(self.kinematics.joints)
+        pos, rot = self.kinematics.fk(joints.position[:arm])
+        return Proprio(joint_pos=joints.position.copy(), joint_vel=joints.velocity.copy(), tcp_pos=pos, tcp_rot=rot)
+
+    def reset(self, seed: int | None) -> tuple[JointState, dict]:
+        """New episode: the task resets the world, the controller starts from the TCP."""
+        info = self.task.reset(seed)
+        joints = self.robot.read()
+        self.controller.reset(joints.position)
+        return joints, info
+
+    def close(self) -> None:
+        try:
+            self.robot.close()
+        finally:
+            if self.perception is not None:
+                self.perception.close()
+
+
+def sim_rig(spec: Spec, with_camera: bool = True) -> Rig:
+    """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes."""
+    from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
+    from so101_sim2real.sim.robot import SimRobot
+    from so101_sim2real.sim.task import LiftCubeTask
+
+    task = LiftCubeTask(spec)
+    robot = SimRobot(task.model, task.data, spec)
+    kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS)
+    controller = Controller(spec.action, kinematics, robot.limits)
+    perception = None
+    if with_camera:
+        perception = PrivilegedPerception(SimCamera(task.model, task.data, spec.observation), spec.observation)
+    period = spec.control.physics_timestep_s * spec.control.substeps
+    return Rig(spec, robot, task, controller, perception, period, twin=task)
+
+
+def tick(rig: Rig, action: np.ndarray, joints: JointState,
+         timer: StageTimer | None = None) -> tuple[Command, StepResult]:
+    """One control tick from a reading: command, write, let time pass, score.
+
+    Timed as two stages: ``control`` (IK and the safety clamp) and one named for the
+    robot (the write, the period passing and the task's scoring: ``sim`` for the
+    twin, whose physics runs there).
+    """
+    timer = timer or StageTimer()
+    with timer.stage("control"):
+        cmd = rig.controller.command(action, joints.position)
+    with timer.stage(rig.robot.name):
+        rig.robot.write(cmd.targets)
+        rig.robot.advance(rig.period_s)
+        result = rig.task.evaluate(action)
+    return cmd, result

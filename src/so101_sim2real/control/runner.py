@@ -1,0 +1,149 @@
+"""The one control loop: perceive -> pilot -> controller -> robot, every command uses it.
+
+Per tick: read the joints, perceive (when the pilot needs pixels, or a video or a
+recording wants them), ask the pilot, turn the action into clamped joint targets,
+write them, let the period pass, score. Each stage is timed (``obs``, ``policy``,
+``control``, ``robot``); the loop keeps the rate on a real arm, runs as fast as it can
+on the twin unless asked for real time, and turns torque off on every way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from so101_sim2real.control.pilots import Observation, Pilot
+from so101_sim2real.control.recording import Recorder
+from so101_sim2real.control.rig import Rig, tick
+from so101_sim2real.control.safety import Terminated, torque_guard
+from so101_sim2real.control.timing import RateKeeper, StageTimer
+from so101_sim2real.control.video import VideoWriter, compose
+from so101_sim2real.interfaces import JointState
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    seed: int | None
+    success: bool
+    steps: int
+    ret: float
+    interrupted: bool = False
+
+
+@dataclass
+class RunSummary:
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    interrupted: bool = False
+    overruns: int = 0
+
+    @property
+    def complete(self) -> list[EpisodeResult]:
+        return [e for e in self.episodes if not e.interrupted]
+
+    def to_dict(self) -> dict:
+        done = self.complete
+        return {
+            "episodes": len(done),
+            "success_rate": float(np.mean([e.success for e in done])) if done else 0.0,
+            "mean_return": float(np.mean([e.ret for e in done])) if done else 0.0,
+            "mean_length": float(np.mean([e.steps for e in done])) if done else 0.0,
+            "interrupted": self.interrupted,
+            "rate_overruns": self.overruns,
+            "latency_ms": self.timing,
+            "per_episode": [asdict(e) for e in self.episodes],
+        }
+
+
+class Runner:
+    """Runs episodes of a pilot on a rig, with optional recording and video."""
+
+    def __init__(self, rig: Rig, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
+                 realtime: bool = False, max_steps: int | None = None,
+                 on_episode: Callable[[EpisodeResult], None] | None = None):
+        self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
+        self.rate = RateKeeper(rig.period_s, realtime)
+        self.max_steps = max_steps
+        self.on_episode = on_episode
+        self.timer = StageTimer()
+        self.perceive = pilot.needs_pixels or video is not None or recorder is not None
+        self.want_rgb = video is not None or (recorder is not None and recorder.with_rgb)
+        if self.perceive and rig.perception is None:
+            raise ValueError("this run needs perception but the rig has none")
+
+    def run(self, seeds: list[int | None]) -> RunSummary:
+        """All episodes; Ctrl-C or SIGTERM ends the run early, torque off either way."""
+        summary = RunSummary()
+        try:
+            with torque_guard(self.rig.robot):
+                for index, seed in enumerate(seeds):
+                    result = self.episode(index, seed)
+                    summary.episodes.append(result)
+                    if self.on_episode:
+                        self.on_episode(result)
+                    if result.interrupted:
+                        summary.interrupted = True
+                        break
+        except (KeyboardInterrupt, Terminated):  # between episodes, e.g. during a reset
+            summary.interrupted = True
+        finally:
+            if self.video is not None:
+                self.video.close()
+        summary.timing, summary.overruns = self.timer.summary(), self.rate.overruns
+        return summary
+
+    def _observe(self, joints: JointState) -> Observation:
+        perceived = None
+        if self.perceive:
+            with self.timer.stage("obs"):
+                perceived = self.rig.perception.observe(with_rgb=self.want_rgb)
+        return Observation(joints, self.rig.proprio(joints), self.rig.controller.ee_target.copy(), perceived)
+
+    def episode(self, index: int, seed: int | None) -> EpisodeResult:
+        """One episode; a KeyboardInterrupt or SIGTERM inside it ends it as interrupted."""
+        rig = self.rig
+        joints, _ = rig.reset(seed)
+        limit = self.max_steps or rig.spec.episode.max_steps
+        steps, ret, success, interrupted = 0, 0.0, False, False
+        if self.recorder:
+            self.recorder.begin(index, seed)
+        try:
+            obs = self._observe(joints)
+            self.pilot.reset(obs)
+            self.rate.start()
+            while True:
+                with self.timer.stage("policy"):
+                    action = np.asarray(self.pilot.act(obs), dtype=np.float32)
+                cmd, result = tick(rig, action, joints, self.timer)
+                steps, ret = steps + 1, ret + result.reward
+                self._keep(obs, action, cmd, result.reward, ret, steps)
+                if result.terminated or result.truncated or steps >= limit:
+                    success = result.terminated
+                    break
+                self.rate.wait()
+                joints = rig.robot.read()
+                obs = self._observe(joints)
+        except (KeyboardInterrupt, Terminated):
+            interrupted = True
+        finally:
+            if self.recorder:
+                self.recorder.end(steps, success, ret, interrupted)
+        return EpisodeResult(index, seed, bool(success), steps, float(ret), interrupted)
+
+    def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
+        p = obs.perceived
+        if self.recorder:
+            twin = self.rig.twin
+            self.recorder.add(
+                time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
+                tcp_pos=obs.proprio.tcp_pos, action=action, ee_target=cmd.ee_target, requested=cmd.requested,
+                target=cmd.targets, reward=reward, obs=None if p is None else p.frame,
+                cube_pos=twin.cube_pos() if hasattr(twin, "cube_pos") else None,
+                rgb=None if p is None else p.rgb,
+            )
+        if self.video and p is not None:
+            caption = f"step {step}  return {ret:.1f}"
+            self.video.add(compose(p.rgb, p.frame, list(self.rig.spec.observation.channels), caption))
