@@ -34,7 +34,7 @@ from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import default_spec
 
 
-def _users_policy_shape() -> Checkpoint:
+def users_policy_shape() -> Checkpoint:
     """A random-weight checkpoint of the user's policy shape, through the real code path."""
     spec = default_spec()
     obs = spec.observation
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.ckpt) if args.ckpt else _users_policy_shape()
+    ckpt = load_checkpoint(args.ckpt) if args.ckpt else users_policy_shape()
     rows = bench(ckpt, "cpu", args.iters, args.warmup)
     if torch.cuda.is_available():
         rows += bench(ckpt, "cuda", args.iters, args.warmup)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import so101_sim2real  # noqa: F401  - first, so MUJOCO_GL=egl is set before any test imports mujoco
 from fixtures import robobase_agent_state, robobase_cfg, write_drqv2_snapshot, write_robobase_snapshot
 
 

@@ -184,10 +184,14 @@ class Spec:
         data = self.to_dict()
         node = data
         keys = path.split(".")
-        for key in keys[:-1]:
-            node = node[key]
-        if keys[-1] not in node:
-            raise SpecError(f"{source}: unknown spec field '{path}'")
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                names = list(node) if isinstance(node, dict) else []
+                near = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise SpecError(f"{source}: unknown spec field '{'.'.join(keys[:depth + 1])}'{hint}")
+            if depth < len(keys) - 1:
+                node = node[key]
         node[keys[-1]] = value
         return spec_from_dict(data, source)
 

@@ -63,14 +63,15 @@ class Runner:
 
     def __init__(self, rig: Rig, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
                  realtime: bool = False, max_steps: int | None = None,
-                 on_episode: Callable[[EpisodeResult], None] | None = None):
+                 on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
+                 with_rgb: bool = False):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
         self.rate = RateKeeper(rig.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
         self.timer = StageTimer()
-        self.perceive = pilot.needs_pixels or video is not None or recorder is not None
-        self.want_rgb = video is not None or (recorder is not None and recorder.with_rgb)
+        self.perceive = perceive or pilot.needs_pixels or video is not None or recorder is not None
+        self.want_rgb = with_rgb or video is not None or (recorder is not None and recorder.with_rgb)
         if self.perceive and rig.perception is None:
             raise ValueError("this run needs perception but the rig has none")
 

@@ -59,7 +59,8 @@ class SimCamera:
         except Exception as exc:  # noqa: BLE001 - GL back-ends fail in many ways; all mean "no rendering"
             backend = os.environ.get("MUJOCO_GL", "default")
             raise So101Error(f"the twin's camera cannot render offscreen (MUJOCO_GL={backend}: {exc}); on Linux "
-                             f"install EGL (libegl1) or OSMesa and set MUJOCO_GL=egl or osmesa") from None
+                             f"install EGL (libegl1) or OSMesa and set MUJOCO_GL=egl or osmesa before mujoco is "
+                             f"imported") from None
         self.lut = segmentation_lut(model, spec.segmentation.classes)
         self.options = mujoco.MjvOption()
         self.options.sitegroup[:] = 0  # the TCP and base frame markers are not in the picture

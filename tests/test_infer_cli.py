@@ -1,0 +1,72 @@
+"""`so101 infer` end to end on the twin: the scripted expert, a user's snapshot, bad input."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from so101_sim2real.cli.app import main
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code or 0, out, err
+
+
+def test_scripted_expert_reports_success_as_json(capsys):
+    code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "3", "--seed", "5", "--json")
+    assert code == 0
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["episodes"] == 3 and result["success_rate"] == 1.0
+    assert 20 < result["mean_length"] < 100 and result["mean_return"] > 100
+    assert [e["seed"] for e in result["per_episode"]] == [5, 6, 7]
+    assert any(line.startswith("success 3/3") for line in lines)
+
+
+def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
+    video, record = tmp_path / "eval.mp4", tmp_path / "rec"
+    proc = subprocess.run(
+        [sys.executable, "-m", "so101_sim2real", "infer", "--ckpt", str(snapshot), "--episodes", "2",
+         "--max-steps", "4", "--video", str(video), "--record", str(record), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 2 and result["mean_length"] == 4
+    assert {"obs", "policy", "control", "sim"} <= set(result["latency_ms"])
+    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) == 8
+    meta = json.loads((record / "recording.json").read_text())
+    assert [e["steps"] for e in meta["episodes"]] == [4, 4] and meta["pilot"] == snapshot.name
+
+
+def test_spec_overrides_reach_the_observation(capsys, snapshot):
+    code, out, _ = run(capsys, "infer", "--ckpt", str(snapshot), "--episodes", "1", "--max-steps", "2",
+                       "--set", "observation.disparity.normalise_region=full_frame", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["episodes"] == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--ckpt", "missing.pt"], "no such file"),
+    (["--ckpt", "scripted", "--robot", "so101"], "not available yet"),
+    (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
+    (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),
+    (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),
+    (["--ckpt", "scripted", "--video", "out.gif"], ".mp4"),
+    (["--ckpt", "scripted", "--episodes", "0"], "at least 1"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
+    code, out, err = run(capsys, "infer", *args)
+    assert code == 2 and expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_used_record_folder_is_refused_before_anything_runs(capsys, tmp_path):
+    (tmp_path / "episode_0000.npz").write_bytes(b"precious")
+    code, out, err = run(capsys, "infer", "--ckpt", "scripted", "--record", str(tmp_path))
+    assert code == 2 and "not empty" in err and "episode" not in out
+    assert (tmp_path / "episode_0000.npz").read_bytes() == b"precious"
