@@ -122,3 +122,20 @@ def test_recording_of_another_format_is_refused(tmp_path):
         Recording(tmp_path)
     with pytest.raises(So101Error, match="not a recording"):
         Recording(tmp_path / "nowhere")
+
+
+def test_rate_keeper_counts_missed_deadlines_instead_of_catching_up():
+    import time
+
+    from so101_sim2real.control.timing import RateKeeper
+
+    fast = RateKeeper(10.0, realtime=False)
+    fast.start()
+    fast.wait()  # not real time: never sleeps, never counts
+    assert fast.overruns == 0
+    keeper = RateKeeper(0.05, realtime=True)
+    keeper.start()
+    time.sleep(0.2)  # a tick four periods late
+    keeper.wait()
+    keeper.wait()  # the next deadline is one period after the late tick, not four behind
+    assert keeper.overruns == 1

@@ -142,7 +142,7 @@ class Runner:
                 time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
                 tcp_pos=obs.proprio.tcp_pos, action=action, ee_target=cmd.ee_target, requested=cmd.requested,
                 target=cmd.targets, reward=reward, obs=None if p is None else p.frame,
-                cube_pos=twin.cube_pos() if hasattr(twin, "cube_pos") else None,
+                cube_pos=None if twin is None else twin.cube_pos(),
                 rgb=None if p is None else p.rgb,
             )
         if self.video and p is not None:
