@@ -11,6 +11,7 @@ late replies, missing IDs and error bits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -261,10 +262,8 @@ class BusEmulator:
             self.stats["late"] += 1
             time.sleep(f.late_s)
         self.stats["replies"] += 1
-        try:
+        with contextlib.suppress(OSError):  # the client closed the port mid-reply
             os.write(self._master, reply)
-        except OSError:
-            pass
 
     def _status(self, servo: Servo, params: bytes = b"") -> bytes:
         error = self.faults.error_bits.get(servo.servo_id, 0)
