@@ -202,9 +202,18 @@ class MotorBus:
 
     # the handshake ----------------------------------------------------------------------------
 
+    def _answers(self, servo_id: int) -> bool:
+        for attempt in range(self.retries + 1):
+            self.stats.transactions += 1
+            if self.ping(servo_id):
+                return True
+            self.stats.retries += attempt < self.retries
+        self.stats.failures += 1
+        return False
+
     def handshake(self, model: int = MODEL_STS3215) -> dict[str, tuple[int, int]]:
         """Every motor present, the right model, one firmware version; returns firmware per motor."""
-        missing = [m for m, i in self.motors.items() if not any(self.ping(i) for _ in range(self.retries + 1))]
+        missing = [m for m, i in self.motors.items() if not self._answers(i)]
         if missing:
             listed = ", ".join(f"{m} (id {self.motors[m]})" for m in missing)
             raise MotorError(f"Missing motor IDs on {self.port_name}: {listed}. Check the cable into each, that "

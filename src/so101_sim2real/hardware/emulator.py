@@ -167,7 +167,8 @@ class BusEmulator:
         self.faults = faults or Faults()
         self.servos = [Servo(i, (positions or {}).get(i, 2048)) for i in ids if i not in self.faults.missing]
         self.rng = random.Random(seed)
-        self.stats = {"requests": 0, "replies": 0, "dropped": 0, "corrupted": 0, "late": 0, "bad_requests": 0}
+        self.stats = {"requests": 0, "replies": 0, "dropped": 0, "corrupted": 0, "late": 0, "bad_requests": 0,
+                      "lost_writes": 0}
         self.lock = threading.RLock()
         self._master = self._slave = -1
         self._thread: threading.Thread | None = None
@@ -284,7 +285,11 @@ class BusEmulator:
                 address, size = params[0], params[1]
                 for k in range(2, len(params) - size, size + 1):
                     target = by_id.get(params[k])
-                    if target is not None and self.rng.random() >= self.faults.drop:
+                    if target is None:
+                        continue
+                    if self.rng.random() < self.faults.drop:
+                        self.stats["lost_writes"] += 1
+                    else:
                         target.write(address, params[k + 1:k + 1 + size])
                 return []
             if inst == P.ACTION:

@@ -1,0 +1,144 @@
+"""The SO-101 follower (a :class:`~so101_sim2real.interfaces.Robot`) and leader arms.
+
+Joint values are sim radians (the MJCF's zero and sign), converted through the user's
+calibration. The follower's goals are clamped to the calibrated ranges and a maximum
+step per tick, torque goes off on disconnect, and a watchdog stops the arm after
+``watchdog`` consecutive failed reads.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.hardware.bus import MotorBus, MotorError
+from so101_sim2real.hardware.calibration import ArmCalibration
+from so101_sim2real.interfaces import JOINT_NAMES, JointState, SafetyLimits
+from so101_sim2real.policy.state import JointVelocity
+
+# What LeRobot configures on an SO-101 follower: softer P than the factory's 32 to avoid
+# shaking, no I, the factory D, fast acceleration, immediate replies.
+FOLLOWER_SETTINGS = {"p_coefficient": 16, "i_coefficient": 0, "d_coefficient": 32}
+FOLLOWER_RAM = {"acceleration": 254}
+DEFAULT_MAX_STEP_RAD = 0.15  # per control tick; about 8.6 degrees
+
+
+class WatchdogTripped(So101Error):
+    """Too many consecutive failed reads: the arm was stopped."""
+
+
+class _Arm:
+    def __init__(self, bus: MotorBus, calibration: ArmCalibration, watchdog: int = 5):
+        self.bus, self.cal, self.watchdog = bus, calibration, watchdog
+        self.failures = 0
+        self._velocity = JointVelocity()
+        self._last: JointState | None = None
+        self.firmware: dict[str, tuple[int, int]] = {}
+
+    def connect(self) -> None:
+        """Open the bus and check every motor is there, an STS3215, on one firmware."""
+        if not self.bus.is_open:
+            self.bus.open()
+        self.firmware = self.bus.handshake()
+
+    def read(self) -> JointState:
+        """Joint positions (sim radians) and finite-difference velocities."""
+        try:
+            raw = self.bus.sync_read("present_position")
+        except MotorError as exc:
+            self.failures += 1
+            if self.failures >= self.watchdog or self._last is None:
+                self._on_watchdog()
+                raise WatchdogTripped(f"{self.failures} consecutive failed reads ({exc}); the arm was stopped") \
+                    from None
+            return self._last
+        self.failures = 0
+        now = time.monotonic()
+        pos = self.cal.to_sim(raw)
+        self._last = JointState(pos, self._velocity.update(now, pos), now)
+        return self._last
+
+    def _on_watchdog(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self.bus.close()
+
+
+class SO101Leader(_Arm):
+    """The arm a person moves: read only, torque always off."""
+
+    name = "so101-leader"
+
+    def connect(self) -> None:
+        super().connect()
+        self.bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, 0))
+
+
+class SO101Follower(_Arm):
+    """The arm the policy moves."""
+
+    name = "so101"
+
+    def __init__(self, bus: MotorBus, calibration: ArmCalibration, max_step_rad: float = DEFAULT_MAX_STEP_RAD,
+                 watchdog: int = 5):
+        super().__init__(bus, calibration, watchdog)
+        ranges = calibration.sim_ranges()
+        step = np.full(len(JOINT_NAMES), max_step_rad)
+        step[-1] = ranges[-1, 1] - ranges[-1, 0]  # the gripper's servo limits its own speed and force
+        self.limits = SafetyLimits(low=ranges[:, 0], high=ranges[:, 1], max_step=step)
+        self._torque = False
+
+    def connect(self) -> None:
+        super().connect()
+        self.torque(False)
+        for motor in JOINT_NAMES:
+            for name, value in FOLLOWER_SETTINGS.items():
+                if self.bus.read(name, motor) != value:
+                    self.bus.write_eeprom(name, motor, value)
+            for name, value in FOLLOWER_RAM.items():
+                self.bus.write(name, motor, value)
+
+    def write(self, targets: np.ndarray) -> None:
+        """Goal positions; clamped here again, so a caller that skipped the controller is still safe."""
+        if self._last is None:
+            raise So101Error("read the arm before writing goals (the clamp needs the measured position)")
+        targets, _ = self.limits.clamp(np.asarray(targets, dtype=np.float64), self._last.position)
+        self.bus.sync_write("goal_position", self.cal.to_raw(targets))
+
+    def advance(self, period_s: float) -> None:
+        """Real time passes by itself; the runner keeps the rate."""
+
+    def torque(self, enabled: bool) -> None:
+        """Torque on (goals first set to where the joints are, so nothing jumps) or off; verified."""
+        if enabled:
+            raw = self.bus.sync_read("present_position")
+            self.bus.sync_write("goal_position", raw)
+            self._last = None
+            self.read()
+        value = int(enabled)
+        self.bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, value))
+        states = self.bus.sync_read("torque_enable")
+        for motor, state in states.items():
+            if state != value:  # that part of the sync write was lost: say it again, and check
+                self.bus.write("torque_enable", motor, value, verify=True)
+        self._torque = enabled
+
+    @property
+    def torque_enabled(self) -> bool:
+        return self._torque
+
+    def _on_watchdog(self) -> None:
+        try:
+            self.torque(False)
+        except So101Error:
+            pass  # the bus is failing: the caller's exit path tries again and says so
+
+    def close(self) -> None:
+        try:
+            if self.bus.is_open:
+                self.torque(False)
+        finally:
+            self.disconnect()

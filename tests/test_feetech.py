@@ -1,0 +1,256 @@
+"""Feetech protocol, motor bus and SO-101 arms against the pty STS3215 emulator."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from so101_sim2real.hardware import protocol as P
+from so101_sim2real.hardware.bus import MotorBus, MotorError
+from so101_sim2real.hardware.calibration import (
+    ArmCalibration,
+    JointMap,
+    MotorCalibration,
+    find_lerobot_file,
+    read_lerobot,
+    twin_calibration,
+)
+from so101_sim2real.hardware.emulator import BusEmulator, Faults
+from so101_sim2real.hardware.registers import register
+from so101_sim2real.hardware.so101 import SO101Follower, WatchdogTripped
+from so101_sim2real.interfaces import JOINT_NAMES
+
+MOTORS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
+RANGES = np.array([[-1.91986, 1.91986], [-1.74533, 1.74533], [-1.69, 1.69], [-1.65806, 1.65806],
+                   [-2.74385, 2.84121], [-0.17453, 1.74533]])
+
+
+@pytest.fixture
+def emulator():
+    with BusEmulator(list(MOTORS.values())) as emu:
+        yield emu
+
+
+@pytest.fixture
+def bus(emulator):
+    with MotorBus(emulator.path, MOTORS) as bus:
+        yield bus
+
+
+# ---------------------------------------------------------------------------------- protocol
+
+
+def test_packets_match_the_documented_bytes():
+    assert P.packet(1, P.PING) == bytes.fromhex("ffff010201fb")
+    read = P.packet(1, P.READ, bytes([56, 2]))
+    assert read == bytes.fromhex("ffff0104023802") + bytes([~(1 + 4 + 2 + 56 + 2) & 0xFF])
+
+
+def test_parse_skips_noise_and_flags_bad_checksums():
+    good = P.packet(3, P.WRITE, bytes([42, 0x00, 0x08]))
+    buf = bytearray(b"\x00\x13\xff" + good + good[:-1] + bytes([good[-1] ^ 1]) + good[:4])
+    pkt, bad = P.parse(buf)
+    assert pkt == P.Packet(3, P.WRITE, bytes([42, 0x00, 0x08])) and not bad
+    assert P.parse(buf) == (None, True)  # the corrupted copy
+    assert P.parse(buf) == (None, False) and bytes(buf) == good[:4]  # a partial packet waits for more bytes
+
+
+def test_sign_magnitude_fields():
+    offset = register("homing_offset")
+    assert offset.decode(offset.encode(-710)) == -710 and offset.encode(-710) == (710 | 1 << 11).to_bytes(2, "little")
+    with pytest.raises(ValueError, match="2047"):
+        offset.encode(2500)  # the homing-offset overflow users hit
+    assert register("present_load").decode((300 | 1 << 10).to_bytes(2, "little")) == -300
+    assert register("goal_position").decode(register("goal_position").encode(-5)) == -5
+
+
+# ---------------------------------------------------------------------------------- bus
+
+
+def test_handshake_reports_firmware(bus):
+    assert bus.handshake() == dict.fromkeys(JOINT_NAMES, (3, 10))
+
+
+def test_missing_ids_are_named():
+    with BusEmulator(list(MOTORS.values()), Faults(missing=frozenset({5}))) as emu, MotorBus(emu.path, MOTORS) as bus:
+        with pytest.raises(MotorError, match=r"Missing motor IDs .*wrist_roll \(id 5\).*cable"):
+            bus.handshake()
+
+
+def test_wrong_model_and_mixed_firmware_are_refused(emulator, bus):
+    emulator.servo(2).regs[3:5] = (1234).to_bytes(2, "little")
+    with pytest.raises(MotorError, match="shoulder_lift .*model 1234"):
+        bus.handshake()
+    emulator.servo(2).regs[3:5] = (777).to_bytes(2, "little")
+    emulator.servo(4).regs[1] = 9
+    with pytest.raises(MotorError, match="different firmware"):
+        bus.handshake()
+
+
+def test_error_bits_name_the_motor_and_the_fault():
+    with BusEmulator(list(MOTORS.values()), Faults(error_bits={3: 4})) as emu, MotorBus(emu.path, MOTORS) as bus:
+        with pytest.raises(MotorError, match="elbow_flex \\(id 3\\).*overheat"):
+            bus.read("present_position", "elbow_flex")
+
+
+def test_eeprom_writes_need_unlocking_and_are_verified(emulator, bus):
+    with pytest.raises(MotorError, match="lock 0"):
+        bus.write("homing_offset", "gripper", -710, verify=True)  # locked: the servo ignores it
+    assert emulator.register(6, "homing_offset") == 0
+    bus.write_eeprom("homing_offset", "gripper", -710)
+    assert emulator.register(6, "homing_offset") == -710 and emulator.register(6, "lock") == 1
+    assert bus.read("present_position", "gripper") == 2048 + 710  # present = actual - offset
+
+
+def test_reads_are_retried_through_dropped_and_corrupted_replies():
+    faults = Faults(drop=0.2, corrupt=0.2)
+    with BusEmulator(list(MOTORS.values()), faults, seed=1) as emu, \
+            MotorBus(emu.path, MOTORS, timeout_s=0.01, retries=6) as bus:
+        for _ in range(30):
+            assert bus.sync_read("model_number") == dict.fromkeys(JOINT_NAMES, 777)
+        assert bus.stats.retries > 0 and emu.stats["dropped"] > 0 and emu.stats["corrupted"] > 0
+
+
+def test_a_missing_serial_port_says_what_to_do():
+    with pytest.raises(Exception, match="not found.*find-port"):
+        MotorBus("/dev/ttyDOESNOTEXIST", MOTORS).open()
+
+
+# ------------------------------------------------------------------------------ official SDK
+
+
+def test_the_official_feetech_sdk_talks_to_the_emulator(emulator):
+    sdk = pytest.importorskip("scservo_sdk", reason="feetech-servo-sdk is a test dependency ([dev])")
+    emulator.servo(4).move_to(1500)
+    port = sdk.PortHandler(emulator.path)
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    handler = sdk.PacketHandler(0)
+    model, result, error = handler.ping(port, 3)
+    assert (model, result, error) == (777, sdk.COMM_SUCCESS, 0)
+    value, result, _ = handler.read2ByteTxRx(port, 1, 3)
+    assert (value, result) == (777, sdk.COMM_SUCCESS)
+    group = sdk.GroupSyncRead(port, handler, 56, 2)
+    for servo_id in MOTORS.values():
+        group.addParam(servo_id)
+    assert group.txRxPacket() == sdk.COMM_SUCCESS
+    assert [group.getData(i, 56, 2) for i in MOTORS.values()] == [2048, 2048, 2048, 1500, 2048, 2048]
+    port.closePort()
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def users_calibration() -> dict:
+    return {j: {"id": i + 1, "drive_mode": 0, "homing_offset": -710 + 100 * i, "range_min": 800 + 10 * i,
+                "range_max": 3300 - 10 * i} for i, j in enumerate(JOINT_NAMES)}
+
+
+def test_lerobot_files_old_and_new_layouts(tmp_path):
+    old = tmp_path / "robots" / "so101_follower" / "arm.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps(users_calibration()))
+    assert find_lerobot_file("follower", "arm", tmp_path) == old
+    new = tmp_path / "robots" / "so_follower" / "arm.json"
+    new.parent.mkdir(parents=True)
+    new.write_text(json.dumps(users_calibration()))
+    assert find_lerobot_file("follower", "arm", tmp_path) == new  # the new layout wins
+    assert read_lerobot(new)["gripper"] == MotorCalibration(6, 0, -210, 850, 3250)
+    with pytest.raises(Exception, match="calibrate joints"):
+        find_lerobot_file("leader", "arm", tmp_path)
+
+
+def test_calibration_maps_lerobot_degrees_to_sim_radians(tmp_path):
+    motors = read_lerobot_dict(users_calibration(), tmp_path)
+    cal = ArmCalibration(motors, {j: JointMap(-1 if j == "elbow_flex" else 1, 0.25) for j in JOINT_NAMES})
+    mid = motors["elbow_flex"].mid
+    assert cal.raw_to_sim("elbow_flex", mid) == pytest.approx(0.25)
+    deg90 = mid + 90 * 4095 / 360
+    assert cal.raw_to_sim("elbow_flex", deg90) == pytest.approx(0.25 - math.pi / 2)  # sign -1
+    for joint in JOINT_NAMES:
+        for raw in (motors[joint].range_min, 2047, motors[joint].range_max):
+            assert cal.sim_to_raw(joint, cal.raw_to_sim(joint, raw)) == raw
+    cal.save(tmp_path / "arm.json")
+    assert ArmCalibration.load(tmp_path / "arm.json") == cal
+
+
+def read_lerobot_dict(data, tmp_path):
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(data))
+    return read_lerobot(path)
+
+
+def test_twin_calibration_puts_2048_at_the_mjcf_zero():
+    cal = twin_calibration(RANGES)
+    for joint in JOINT_NAMES:
+        assert cal.raw_to_sim(joint, 2048) == pytest.approx(0.0, abs=1e-9)
+    assert cal.sim_ranges() == pytest.approx(RANGES, abs=2e-3)
+
+
+# ------------------------------------------------------------------------------ follower
+
+
+def test_follower_configures_reads_and_clamps(emulator):
+    cal = twin_calibration(RANGES)
+    with MotorBus(emulator.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal, max_step_rad=0.1)
+        arm.connect()
+        assert [emulator.register(i, "p_coefficient") for i in range(1, 7)] == [16] * 6
+        state = arm.read()
+        assert state.position == pytest.approx(np.zeros(6), abs=2e-3)
+        arm.torque(True)
+        assert all(emulator.register(i, "torque_enable") == 1 for i in range(1, 7))
+        arm.write(np.array([0.5, -0.05, 0.0, 0.0, 0.0, 0.0]))  # 0.5 rad asked, 0.1 allowed per tick
+        bus.read("lock", "gripper")  # a round trip: the emulator has handled the (reply-less) sync write
+        goal = emulator.register(1, "goal_position")
+        assert cal.raw_to_sim("shoulder_pan", goal) == pytest.approx(0.1, abs=2e-3)
+        assert cal.raw_to_sim("shoulder_lift", emulator.register(2, "goal_position")) == pytest.approx(-0.05, abs=2e-3)
+        arm.close()
+    assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
+
+
+def test_torque_is_verified_even_when_sync_writes_get_lost():
+    cal = twin_calibration(RANGES)
+    with BusEmulator(list(MOTORS.values()), Faults(drop=0.3), seed=3) as emu, \
+            MotorBus(emu.path, cal.ids, timeout_s=0.01, retries=8) as bus:
+        arm = SO101Follower(bus, cal)
+        arm.torque(True)
+        assert all(emu.register(i, "torque_enable") == 1 for i in range(1, 7))
+        arm.torque(False)
+        assert all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))
+
+
+def test_watchdog_stops_after_consecutive_failed_reads(emulator):
+    cal = twin_calibration(RANGES)
+    with MotorBus(emulator.path, cal.ids, timeout_s=0.005, retries=0) as bus:
+        arm = SO101Follower(bus, cal, watchdog=3)
+        good = arm.read()
+        emulator.faults = Faults(drop=1.0)
+        assert arm.read() is good and arm.read() is good  # stale but tolerated
+        with pytest.raises(WatchdogTripped, match="3 consecutive failed reads"):
+            arm.read()
+
+
+def test_soak_10000_cycles_with_faults_ends_with_torque_off():
+    """10,000 control cycles at 1% dropped + 1% corrupted replies: no crash, every
+    failure retried or reported, torque off at the end (read from the emulator)."""
+    cal = twin_calibration(RANGES)
+    reported = 0
+    with BusEmulator(list(MOTORS.values()), Faults(drop=0.01, corrupt=0.01), seed=7) as emu, \
+            MotorBus(emu.path, cal.ids, timeout_s=0.005, retries=3) as bus:
+        arm = SO101Follower(bus, cal, watchdog=5)
+        arm.connect()
+        arm.torque(True)
+        rng = np.random.default_rng(0)
+        for _ in range(10_000):
+            try:
+                state = arm.read()
+                arm.write(state.position + rng.uniform(-0.02, 0.02, 6))
+            except MotorError:
+                reported += 1
+        arm.close()
+        lost = emu.stats["dropped"] + emu.stats["corrupted"]
+        assert lost > 500  # the faults really happened
+        assert bus.stats.retries + bus.stats.failures >= lost
+        assert reported == bus.stats.failures
+        assert all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))
