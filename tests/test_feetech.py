@@ -73,9 +73,10 @@ def test_handshake_reports_firmware(bus):
 
 
 def test_missing_ids_are_named():
-    with BusEmulator(list(MOTORS.values()), Faults(missing=frozenset({5}))) as emu, MotorBus(emu.path, MOTORS) as bus:
-        with pytest.raises(MotorError, match=r"Missing motor IDs .*wrist_roll \(id 5\).*cable"):
-            bus.handshake()
+    emu = BusEmulator(list(MOTORS.values()), Faults(missing=frozenset({5})))
+    with emu, MotorBus(emu.path, MOTORS) as bus, \
+            pytest.raises(MotorError, match=r"Missing motor IDs .*wrist_roll \(id 5\).*cable"):
+        bus.handshake()
 
 
 def test_wrong_model_and_mixed_firmware_are_refused(emulator, bus):
@@ -89,9 +90,9 @@ def test_wrong_model_and_mixed_firmware_are_refused(emulator, bus):
 
 
 def test_error_bits_name_the_motor_and_the_fault():
-    with BusEmulator(list(MOTORS.values()), Faults(error_bits={3: 4})) as emu, MotorBus(emu.path, MOTORS) as bus:
-        with pytest.raises(MotorError, match="elbow_flex \\(id 3\\).*overheat"):
-            bus.read("present_position", "elbow_flex")
+    emu = BusEmulator(list(MOTORS.values()), Faults(error_bits={3: 4}))
+    with emu, MotorBus(emu.path, MOTORS) as bus, pytest.raises(MotorError, match=r"elbow_flex \(id 3\).*overheat"):
+        bus.read("present_position", "elbow_flex")
 
 
 def test_eeprom_writes_need_unlocking_and_are_verified(emulator, bus):

@@ -8,6 +8,7 @@ step per tick, torque goes off on disconnect, and a watchdog stops the arm after
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -131,10 +132,8 @@ class SO101Follower(_Arm):
         return self._torque
 
     def _on_watchdog(self) -> None:
-        try:
+        with contextlib.suppress(So101Error):  # the bus is failing: the caller's exit path tries again
             self.torque(False)
-        except So101Error:
-            pass  # the bus is failing: the caller's exit path tries again and says so
 
     def close(self) -> None:
         try:
