@@ -255,3 +255,37 @@ def test_soak_10000_cycles_with_faults_ends_with_torque_off():
         assert bus.stats.retries + bus.stats.failures >= lost
         assert reported == bus.stats.failures
         assert all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def test_emulate_prints_its_port_first_and_scan_finds_the_servos(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "so101_sim2real", "emulate", "--ids", "1-3,7"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/")
+        scan = subprocess.run([sys.executable, "-m", "so101_sim2real", "motors", "scan", "--port", port, "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert scan.returncode == 0, scan.stderr
+        servos = json.loads(scan.stdout)["servos"]
+        assert [s["id"] for s in servos] == [1, 2, 3, 7]
+        assert all(s["model"] == 777 and s["firmware"] == "3.10" and s["voltage_v"] == 12.0 for s in servos)
+    finally:
+        proc.send_signal(2)  # Ctrl-C
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "stopped" in err
+
+
+def test_bad_faults_and_ids_are_one_line_errors():
+    import subprocess
+    import sys
+
+    for args, expected in ((["--faults", "drop=2"], "drop=2"), (["--ids", "1-x"], "--ids")):
+        proc = subprocess.run([sys.executable, "-m", "so101_sim2real", "emulate", *args], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2 and expected in proc.stderr and proc.stderr.count("\n") == 1

@@ -52,7 +52,8 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot):
 
 @pytest.mark.parametrize("args, expected", [
     (["--ckpt", "missing.pt"], "no such file"),
-    (["--ckpt", "scripted", "--robot", "so101"], "not available yet"),
+    (["--ckpt", "scripted", "--robot", "so101"], "needs --port"),
+    (["--ckpt", "scripted", "--robot", "ur5"], "unknown"),
     (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
     (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),
     (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),

@@ -139,3 +139,26 @@ def test_rate_keeper_counts_missed_deadlines_instead_of_catching_up():
     keeper.wait()
     keeper.wait()  # the next deadline is one period after the late tick, not four behind
     assert keeper.overruns == 1
+
+
+def test_the_real_driver_moves_the_twin_through_the_emulator(policy):
+    """--robot so101 --port emulator: bus, STS3215 emulator, follower, calibration, on the twin."""
+    import time
+
+    from so101_sim2real.control.rig import so101_rig
+
+    rig = so101_rig(policy.spec, "emulator", with_camera=True)
+    try:
+        summary = Runner(rig, ScriptedPilot(rig.twin), realtime=True).run([0])
+        assert summary.episodes[0].success and summary.episodes[0].steps < 80
+        assert {"policy", "control", "so101"} <= set(summary.timing)
+        assert not rig.robot.torque_enabled
+        gains = rig.twin.model.actuator_gainprm[:, 0]
+        deadline = time.monotonic() + 1.0
+        while gains.any() and time.monotonic() < deadline:  # the servos apply torque-off on their next update
+            time.sleep(0.01)
+        assert not gains.any()  # every servo limp: the twin's actuators have no gain
+        short = Runner(rig, PolicyPilot(policy), realtime=True, max_steps=3).run([1])
+        assert short.episodes[0].steps == 3 and "obs" in short.timing
+    finally:
+        rig.close()

@@ -70,7 +70,11 @@ def infer(
     ckpt: Annotated[str, typer.Option("--ckpt", help="A checkpoint (RoboBase snapshot, 'so101 convert' folder, "
                                                      "drqv2 snapshot with --trust-pickle), or 'scripted' for the "
                                                      "built-in expert (sim only, no rendering needed).")],
-    robot: Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin).")] = "sim",
+    robot: Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
+                                                       "Feetech driver; with --port emulator it drives the twin).")
+                     ] = "sim",
+    port: Annotated[Optional[str], typer.Option("--port", help="Serial port of the follower for --robot so101, or "
+                                                               "'emulator'.")] = None,
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="Number of episodes.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode; episode i uses seed + i.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
@@ -98,13 +102,14 @@ def infer(
     """
     from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer
 
-    opts = InferOptions(ckpt=ckpt, robot=robot, episodes=episodes, seed=seed, max_steps=max_steps, record=record,
+    opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps, record=record,
                         video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
                         overrides=overrides or [], device=device)
 
     def started(rig, pilot) -> None:
         eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
-        typer.echo(f"running {episodes} episode(s) of {pilot.name} on the {rig.robot.name} twin ({eyes})")
+        where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
+        typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
 
     summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes)), on_start=started)
     typer.echo(render_summary(summary))
@@ -116,6 +121,101 @@ def infer(
         typer.echo(json.dumps(summary.to_dict()))
     if summary.interrupted:
         raise typer.Exit(code=130)
+
+
+motors_app = typer.Typer(help="Find the arm's serial port and the servos on it.", no_args_is_help=True)
+app.add_typer(motors_app, name="motors")
+PortOpt = Annotated[str, typer.Option("--port", help="Serial port of the arm, e.g. /dev/ttyACM0 (see "
+                                                     "'so101 motors find-port').")]
+
+
+@motors_app.command("find-port")
+def motors_find_port(
+    unplug: Annotated[bool, typer.Option("--unplug", help="Ask you to unplug the arm's USB cable and report the "
+                                                          "port that went away.")] = False,
+) -> None:
+    """List serial ports; with --unplug, tell which one is the arm."""
+    from so101_sim2real.hardware.scan import list_ports, new_ports
+
+    before = list_ports()
+    for p in before:
+        typer.echo(f"{p.device}  {p.description}  {p.hwid}")
+    if not before:
+        typer.echo("no serial ports found: is the arm's USB adapter plugged in?")
+    if unplug:
+        typer.prompt("unplug the arm's USB cable, then press Enter", default="", show_default=False)
+        changed = new_ports(before, list_ports())
+        if len(changed) != 1:
+            raise So101Error(f"{len(changed)} ports changed while unplugging; try again with only the arm's cable")
+        typer.echo(f"the arm is on {changed[0].device}; plug it back in")
+
+
+@motors_app.command("scan")
+def motors_scan(
+    port: PortOpt,
+    baud: Annotated[int, typer.Option("--baud", help="Baud rate to scan at.")] = 1_000_000,
+    all_bauds: Annotated[bool, typer.Option("--all-bauds", help="Scan every baud rate the STS3215 supports.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Ping IDs 0-252 and show each servo: ID, baud, model, firmware, voltage, temperature, position."""
+    from so101_sim2real.hardware.registers import BAUD_RATES
+    from so101_sim2real.hardware.scan import scan
+
+    found = [s for b in (BAUD_RATES.values() if all_bauds else [baud]) for s in scan(port, b)]
+    if as_json:
+        typer.echo(json.dumps({"port": port, "servos": [s.to_dict() for s in found]}))
+        return
+    typer.echo(f"{'id':>3} {'baud':>8} {'model':>6} {'fw':>6} {'volt':>6} {'temp':>5} {'pos':>5}")
+    for s in found:
+        typer.echo(f"{s.id:>3} {s.baud:>8} {s.model:>6} {s.firmware:>6} {s.voltage_v:>5.1f}V {s.temperature_c:>4}C "
+                   f"{s.position:>5}")
+    typer.echo(f"{len(found)} servo(s) on {port}")
+
+
+def _id_list(text: str) -> list[int]:
+    ids: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            ids += list(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise So101Error(f"--ids {text!r}: use a list like 1-6 or 1,2,5") from None
+    if not ids or min(ids) < 0 or max(ids) > 252:
+        raise So101Error(f"--ids {text!r}: servo IDs are 0..252")
+    return ids
+
+
+@app.command()
+def emulate(
+    ids: Annotated[str, typer.Option("--ids", help="Servo IDs, e.g. 1-6 or 1,2,5.")] = "1-6",
+    faults: Annotated[str, typer.Option("--faults", help="Injected faults, e.g. drop=0.01,corrupt=0.01,late=0.001,"
+                                                         "missing=5,error=3:4")] = "",
+    twin: Annotated[bool, typer.Option("--twin", help="Servo positions come from the sim twin's joints: the real "
+                                                      "driver moves the twin.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fault generator (and the twin's reset).")] = 0,
+) -> None:
+    """Emulate STS3215 servos on a pseudo-terminal; prints its path first, runs until Ctrl-C."""
+    import time
+
+    from so101_sim2real.hardware.emulator import BusEmulator, Faults
+
+    emu = BusEmulator(_id_list(ids), Faults.parse(faults), seed=seed)
+    if twin:
+        from so101_sim2real.hardware.twin_bus import attach_twin
+
+        attach_twin(emu, seed=seed)
+    path = emu.start()
+    typer.echo(path)
+    typer.echo(f"emulating {len(emu.servos)} STS3215 servo(s) at 1 Mbaud" + (" driving the sim twin" if twin else "")
+               + "; Ctrl-C to stop", err=True)
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+        typer.echo(f"stopped; {json.dumps(emu.stats)}", err=True)
 
 
 def _not_yet(name: str, issue: str) -> None:
@@ -139,8 +239,6 @@ for _name, _issue in (
     ("compare-sim", "sim-vs-real comparison"),
     ("hilserl", "HIL-SERL fine-tuning"),
     ("models", "model download and cache"),
-    ("motors", "the Feetech STS3215 driver"),
-    ("emulate", "the STS3215 bus emulator"),
 ):
     _not_yet(_name, _issue)
 

@@ -16,7 +16,7 @@ import yaml
 
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig, sim_rig
+from so101_sim2real.control.rig import Rig, sim_rig, so101_rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
@@ -25,13 +25,14 @@ from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
 SCRIPTED = "scripted"
-ROBOTS = ("sim",)
+ROBOTS = ("sim", "so101")
 
 
 @dataclass
 class InferOptions:
     ckpt: str
     robot: str = "sim"
+    port: str | None = None
     episodes: int = 20
     seed: int = 0
     max_steps: int | None = None
@@ -66,7 +67,9 @@ def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec]:
 def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
     """Everything a run needs, validated before anything moves."""
     if opts.robot not in ROBOTS:
-        raise So101Error(f"--robot {opts.robot}: not available yet; robots: {', '.join(ROBOTS)}")
+        raise So101Error(f"--robot {opts.robot}: unknown; robots: {', '.join(ROBOTS)}")
+    if opts.robot == "so101" and not opts.port:
+        raise So101Error("--robot so101 needs --port (the arm's serial port, or 'emulator' for the driver on the twin)")
     if opts.episodes < 1:
         raise So101Error("--episodes must be at least 1")
     if opts.max_steps is not None and opts.max_steps < 1:
@@ -77,7 +80,10 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
     recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None
     needs_camera = policy is not None or opts.video is not None or opts.record is not None
-    rig = sim_rig(spec, with_camera=needs_camera)
+    if opts.robot == "so101":
+        rig = so101_rig(spec, opts.port, with_camera=needs_camera)
+    else:
+        rig = sim_rig(spec, with_camera=needs_camera)
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video
 
@@ -88,7 +94,8 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
     try:
         if on_start:
             on_start(rig, pilot)
-        runner = Runner(rig, pilot, recorder, video, realtime=opts.realtime, max_steps=opts.max_steps,
+        realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
+        runner = Runner(rig, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
                         on_episode=on_episode)
         return runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:

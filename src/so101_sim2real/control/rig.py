@@ -73,6 +73,71 @@ def sim_rig(spec: Spec, with_camera: bool = True) -> Rig:
     return Rig(spec, robot, task, controller, perception, period, twin=task)
 
 
+class _Locked:
+    """Perception or task of a world that another thread steps: hold its lock while using it."""
+
+    def __init__(self, inner: object, lock: object):
+        self.inner, self.lock = inner, lock
+
+    def observe(self, with_rgb: bool = False):
+        with self.lock:
+            return self.inner.observe(with_rgb)
+
+    def evaluate(self, action: np.ndarray) -> StepResult:
+        with self.lock:
+            return self.inner.evaluate(action)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _TwinEpisodes:
+    """The lift-cube task on the emulated arm's twin: resets through the bridge."""
+
+    def __init__(self, bridge: object):
+        self.bridge = bridge
+
+    def reset(self, seed: int | None = None) -> dict:
+        return self.bridge.reset(seed)
+
+    def evaluate(self, action: np.ndarray) -> StepResult:
+        with self.bridge.lock:
+            return self.bridge.task.evaluate(action)
+
+
+def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
+              calibration_file: str | None = None) -> Rig:
+    """The real driver stack on a follower arm. ``port='emulator'`` runs the STS3215 emulator
+    in this process with the sim twin as the arm, its wrist camera as the camera, and its
+    task for resets and scoring: the real driver path, end to end, without hardware."""
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
+
+    if port != "emulator":
+        raise So101Error(f"--port {port}: a real arm needs a camera and its calibration, which arrive with real "
+                         f"perception; today --robot so101 runs with --port emulator (the driver on the twin)")
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.twin_bus import attach_twin
+    from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
+
+    emulator = BusEmulator(list(range(1, 7)))
+    bridge = attach_twin(emulator, spec)
+    emulator.start()
+    bus = MotorBus(emulator.path, bridge.calibration.ids)
+    robot = SO101Follower(bus, bridge.calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
+    robot.connect()
+    robot.on_close.append(emulator.stop)
+    kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
+    controller = Controller(spec.action, kinematics, robot.limits)
+    perception = None
+    if with_camera:
+        camera = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
+        perception = _Locked(PrivilegedPerception(camera, spec.observation), bridge.lock)
+    period = spec.control.physics_timestep_s * spec.control.substeps
+    return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, period, twin=bridge.task)
+
+
 def tick(rig: Rig, action: np.ndarray, joints: JointState,
          timer: StageTimer | None = None) -> tuple[Command, StepResult]:
     """One control tick from a reading: command, write, let time pass, score.

@@ -117,17 +117,12 @@ class Servo:
     def update(self) -> None:
         now = self.clock()
         dt, self._t = now - self._t, now
-        error = 0.0
+        goal = None
         if self.torque:
             lo, hi = self._get("min_position_limit"), self._get("max_position_limit")
             goal = min(max(self._get("goal_position"), lo), hi) + self._get("homing_offset")
-            speed = abs(self._get("goal_velocity")) or MAX_SPEED_TICKS_S
-            error = goal - self.actual
-            step = max(-speed * dt, min(speed * dt, error))
-            self.actual = min(max(self.actual + step, 0.0), 4095.0)
-            velocity = step / dt if dt > 0 else 0.0
-        else:
-            velocity = 0.0
+        velocity, error = self._move(dt, goal)
+        if goal is None:
             self._set("goal_position", self._present())  # limp: the goal follows the shaft
         load = int(max(-1000, min(1000, error * 2)))
         self._set("present_position", self._present())
@@ -135,6 +130,16 @@ class Servo:
         self._set("present_load", load)
         self._set("present_current", abs(load) // 2)
         self._set("present_temperature", 28 + abs(load) // 100)
+
+    def _move(self, dt: float, goal: float | None) -> tuple[float, float]:
+        """Turn the shaft toward ``goal`` (encoder ticks; None: torque off) for ``dt`` s; (velocity, error)."""
+        if goal is None:
+            return 0.0, 0.0
+        speed = abs(self._get("goal_velocity")) or MAX_SPEED_TICKS_S
+        error = goal - self.actual
+        step = max(-speed * dt, min(speed * dt, error))
+        self.actual = min(max(self.actual + step, 0.0), 4095.0)
+        return (step / dt if dt > 0 else 0.0), error
 
     def move_to(self, actual: float) -> None:
         """A hand moving the shaft (a leader arm, a test): only while torque is off."""
@@ -174,6 +179,8 @@ class BusEmulator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.path = ""
+        self.on_start: list[Callable[[], None]] = []  # e.g. the twin's physics thread
+        self.on_stop: list[Callable[[], None]] = []
 
     # lifecycle --------------------------------------------------------------------------------
 
@@ -186,9 +193,13 @@ class BusEmulator:
         self.path = os.ttyname(self._slave)
         self._thread = threading.Thread(target=self._serve, name="sts3215-emulator", daemon=True)
         self._thread.start()
+        for hook in self.on_start:
+            hook()
         return self.path
 
     def stop(self) -> None:
+        for hook in self.on_stop:
+            hook()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

@@ -91,6 +91,7 @@ class SO101Follower(_Arm):
         step[-1] = ranges[-1, 1] - ranges[-1, 0]  # the gripper's servo limits its own speed and force
         self.limits = SafetyLimits(low=ranges[:, 0], high=ranges[:, 1], max_step=step)
         self._torque = False
+        self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
         super().connect()
@@ -141,3 +142,6 @@ class SO101Follower(_Arm):
                 self.torque(False)
         finally:
             self.disconnect()
+            for hook in self.on_close:
+                hook()
+            self.on_close.clear()

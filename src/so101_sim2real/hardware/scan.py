@@ -1,0 +1,64 @@
+"""Finding the arm: serial ports, and the servos that answer on one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from so101_sim2real.hardware.bus import MotorBus, MotorError
+from so101_sim2real.hardware.protocol import MAX_ID
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    device: str
+    description: str
+    hwid: str
+
+
+@dataclass(frozen=True)
+class ServoInfo:
+    id: int
+    baud: int
+    model: int
+    firmware: str
+    voltage_v: float
+    temperature_c: int
+    position: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_ports() -> list[PortInfo]:
+    """Serial ports the OS knows (USB adapters of the arms show up as ttyACM/ttyUSB/cu.usbmodem)."""
+    from serial.tools import list_ports as lp
+
+    return [PortInfo(p.device, p.description or "", p.hwid or "") for p in sorted(lp.comports())]
+
+
+def new_ports(before: list[PortInfo], after: list[PortInfo]) -> list[PortInfo]:
+    """Ports present in only one of two listings: the one that went away when a cable was unplugged."""
+    a, b = {p.device for p in before}, {p.device for p in after}
+    return [p for p in before + after if p.device in a ^ b]
+
+
+def scan(port: str, baud: int = 1_000_000, ids: range = range(MAX_ID + 1), timeout_s: float = 0.01,
+         serial_port: object | None = None) -> list[ServoInfo]:
+    """Ping every ID at one baud rate; read model, firmware, voltage, temperature of each that answers."""
+    found = []
+    with MotorBus(port, {}, baud=baud, timeout_s=timeout_s, retries=2, serial_port=serial_port) as bus:
+        for servo_id in ids:
+            if not (bus.ping(servo_id) or bus.ping(servo_id)):
+                continue
+            try:
+                info = ServoInfo(
+                    id=servo_id, baud=baud, model=bus.read_id("model_number", servo_id),
+                    firmware=f"{bus.read_id('firmware_major', servo_id)}.{bus.read_id('firmware_minor', servo_id)}",
+                    voltage_v=bus.read_id("present_voltage", servo_id) / 10,
+                    temperature_c=bus.read_id("present_temperature", servo_id),
+                    position=bus.read_id("present_position", servo_id),
+                )
+            except MotorError:
+                continue  # answered a ping but not the reads: reported as absent rather than half-known
+            found.append(info)
+    return found

@@ -1,0 +1,123 @@
+"""``so101 emulate --twin``: emulated servos whose shafts are the sim twin's joints.
+
+Goal positions written over the bus become the twin's actuator targets (through the
+twin's calibration, 2048 ticks = 0 rad), present positions are its joint angles, and
+the physics runs in real time in a thread. So the real driver, bus and follower move
+the twin; with the twin's camera the whole real code path runs without an arm.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mujoco
+import numpy as np
+
+from so101_sim2real.hardware.calibration import ArmCalibration, twin_calibration
+from so101_sim2real.hardware.emulator import BusEmulator, Servo
+from so101_sim2real.interfaces import JOINT_NAMES
+from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.task import LiftCubeTask
+from so101_sim2real.spec import Spec, default_spec
+
+
+class TwinBridge:
+    """The twin's world, stepped in real time, shared by the servos, a camera and the task."""
+
+    def __init__(self, task: LiftCubeTask, lock: threading.RLock):
+        self.task, self.lock = task, lock
+        m = task.model
+        ranges = np.array([m.jnt_range[m.joint(j).id] for j in S.JOINTS])
+        self.calibration: ArmCalibration = twin_calibration(ranges)
+        self._qpos = [m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS]
+        self._act = [m.actuator(j).id for j in S.JOINTS]
+        self._gain = m.actuator_gainprm[self._act, 0].copy()
+        self._bias = m.actuator_biasprm[self._act, :3].copy()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.servos: list[TwinServo] = []
+
+    # joints as servos -------------------------------------------------------------------------
+
+    def present(self, joint: int) -> int:
+        return self.calibration.sim_to_raw(JOINT_NAMES[joint], float(self.task.data.qpos[self._qpos[joint]]))
+
+    def drive(self, joint: int, goal_raw: float | None) -> None:
+        """Torque on toward a goal, or limp (the actuator's gains zeroed) when ``None``."""
+        m, a = self.task.model, self._act[joint]
+        if goal_raw is None:
+            m.actuator_gainprm[a, 0] = 0.0
+            m.actuator_biasprm[a, :3] = 0.0
+            return
+        m.actuator_gainprm[a, 0] = self._gain[joint]
+        m.actuator_biasprm[a, :3] = self._bias[joint]
+        self.task.data.ctrl[a] = self.calibration.raw_to_sim(JOINT_NAMES[joint], goal_raw)
+
+    # the world --------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> dict:
+        """A new episode: the world is reset and each servo holds where its joint now is."""
+        with self.lock:
+            info = self.task.reset(seed)
+            for servo in self.servos:
+                servo.hold_here()
+            return info
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="twin-physics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        m, d = self.task.model, self.task.data
+        start_wall, start_sim = time.monotonic(), d.time
+        while not self._stop.is_set():
+            with self.lock:
+                behind = (time.monotonic() - start_wall) - (d.time - start_sim)
+                steps = min(int(behind / m.opt.timestep), 50)  # catch up after a render, but not forever
+                for servo in self.servos:
+                    servo.update()
+                for _ in range(steps):
+                    mujoco.mj_step(m, d)
+                if steps == 50:
+                    start_wall, start_sim = time.monotonic(), d.time
+            time.sleep(0.001)
+
+
+class TwinServo(Servo):
+    """An STS3215 whose shaft is one of the twin's joints."""
+
+    def __init__(self, servo_id: int, bridge: TwinBridge, joint: int):
+        self.bridge, self.joint = bridge, joint
+        super().__init__(servo_id, position=bridge.present(joint))
+
+    def _move(self, dt: float, goal: float | None) -> tuple[float, float]:
+        offset = self._get("homing_offset")
+        before = self.actual
+        self.bridge.drive(self.joint, None if goal is None else goal - offset)
+        self.actual = float(self.bridge.present(self.joint) + offset)
+        velocity = (self.actual - before) / dt if dt > 0 else 0.0
+        return velocity, 0.0 if goal is None else goal - self.actual
+
+    def hold_here(self) -> None:
+        self.actual = float(self.bridge.present(self.joint) + self._get("homing_offset"))
+        self._set("goal_position", self._present())
+        self.update()
+
+
+def attach_twin(emu: BusEmulator, spec: Spec | None = None, seed: int = 0) -> TwinBridge:
+    """Replace ``emu``'s servos 1..6 by the twin's joints; starts and stops with the emulator."""
+    bridge = TwinBridge(LiftCubeTask(spec or default_spec()), emu.lock)
+    bridge.task.reset(seed)
+    ids = [s.servo_id for s in emu.servos]
+    bridge.servos = [TwinServo(bridge.calibration.motors[j].id, bridge, i) for i, j in enumerate(JOINT_NAMES)
+                     if bridge.calibration.motors[j].id in ids]
+    emu.servos = list(bridge.servos)
+    emu.on_start.append(bridge.start)
+    emu.on_stop.append(bridge.stop)
+    return bridge
