@@ -102,8 +102,8 @@ def infer(
     """
     from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer
 
-    opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps, record=record,
-                        video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
+    opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
+                        record=record, video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
                         overrides=overrides or [], device=device)
 
     def started(rig, pilot) -> None:
