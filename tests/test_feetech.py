@@ -289,3 +289,63 @@ def test_bad_faults_and_ids_are_one_line_errors():
         proc = subprocess.run([sys.executable, "-m", "so101_sim2real", "emulate", *args], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 2 and expected in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ setup, calibration
+
+
+def test_setup_assigns_id_and_verifies():
+    from so101_sim2real.hardware.setup import assign
+
+    with BusEmulator([1]) as emu:  # a factory-fresh servo answers as ID 1
+        info = assign(emu.path, "gripper", 6)
+        assert info.id == 6 and emu.register(6, "id") == 6 and emu.register(6, "lock") == 1
+
+
+def test_setup_refuses_more_than_one_servo():
+    from so101_sim2real.hardware.setup import assign
+
+    with BusEmulator([1, 2]) as emu, pytest.raises(Exception, match="exactly one servo.*connect only"):
+        assign(emu.path, "gripper", 6)
+
+
+def test_calibration_records_offsets_ranges_and_sim_zero(emulator, tmp_path):
+    from so101_sim2real.hardware.setup import calibrate
+
+    middle = {1: 2500, 2: 1800, 3: 2100, 4: 2000, 5: 3000, 6: 2048}
+    zero = {1: 2600, 2: 1700, 3: 2050, 4: 1900, 5: 3100, 6: 1500}  # raw ticks where the sim's zero pose is
+    script = iter([
+        lambda: [emulator.servo(i).move_to(a) for i, a in middle.items()],
+        lambda: None,
+        lambda: [emulator.servo(i).move_to(z) for i, z in zero.items()],
+    ])
+    sweep = iter(range(4))
+
+    def done():
+        step = next(sweep)
+        for i, a in middle.items():  # swing each joint +-600 ticks around its middle
+            emulator.servo(i).move_to(a + (600 if step == 1 else -600 if step == 2 else 0))
+        return step == 3
+
+    with MotorBus(emulator.path, MOTORS) as bus:
+        cal = calibrate(bus, lambda msg: next(script)(), done, signs={"elbow_flex": -1})
+    for i, joint in enumerate(JOINT_NAMES, start=1):
+        m = cal.motors[joint]
+        assert m.homing_offset == middle[i] - 2047 == emulator.register(i, "homing_offset")
+        assert (m.range_min, m.range_max) == (2047 - 600, 2047 + 600)
+        present_at_zero = zero[i] - m.homing_offset
+        assert cal.raw_to_sim(joint, present_at_zero) == pytest.approx(0.0, abs=1e-9)
+    assert cal.sim["elbow_flex"].sign == -1
+    cal.save(tmp_path / "arm.json")
+    assert json.loads((tmp_path / "arm.json").read_text())["gripper"]["homing_offset"] == 1
+
+
+def test_a_homing_offset_that_overflows_is_explained(emulator):
+    from so101_sim2real.hardware.setup import calibrate
+
+    with MotorBus(emulator.path, MOTORS) as bus:
+        def ask(msg):
+            emulator.servo(3).move_to(4095)  # 4095 - 2047 = 2048 > 2047
+
+        with pytest.raises(Exception, match="elbow_flex: homing offset 2048 does not fit"):
+            calibrate(bus, ask, lambda: True)

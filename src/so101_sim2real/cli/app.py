@@ -155,13 +155,23 @@ def motors_scan(
     port: PortOpt,
     baud: Annotated[int, typer.Option("--baud", help="Baud rate to scan at.")] = 1_000_000,
     all_bauds: Annotated[bool, typer.Option("--all-bauds", help="Scan every baud rate the STS3215 supports.")] = False,
+    every_id: Annotated[bool, typer.Option("--every-id", help="Ping IDs 0-252 one by one instead of one broadcast "
+                                                              "ping (slower; for servos that ignore broadcasts).")
+                        ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Ping IDs 0-252 and show each servo: ID, baud, model, firmware, voltage, temperature, position."""
+    """Find the servos on a port: ID, baud, model, firmware, voltage, temperature, position."""
     from so101_sim2real.hardware.registers import BAUD_RATES
     from so101_sim2real.hardware.scan import scan
 
-    found = [s for b in (BAUD_RATES.values() if all_bauds else [baud]) for s in scan(port, b)]
+    found = []
+    for b in BAUD_RATES.values() if all_bauds else [baud]:
+        try:
+            found += scan(port, b, every_id=every_id)
+        except So101Error:
+            if not all_bauds:
+                raise
+            typer.echo(f"(skipped {b} baud: the port cannot run at it)", err=True)
     if as_json:
         typer.echo(json.dumps({"port": port, "servos": [s.to_dict() for s in found]}))
         return
@@ -170,6 +180,73 @@ def motors_scan(
         typer.echo(f"{s.id:>3} {s.baud:>8} {s.model:>6} {s.firmware:>6} {s.voltage_v:>5.1f}V {s.temperature_c:>4}C "
                    f"{s.position:>5}")
     typer.echo(f"{len(found)} servo(s) on {port}")
+
+
+ARM_MOTORS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+
+@motors_app.command("setup")
+def motors_setup(
+    port: PortOpt,
+    baud: Annotated[int, typer.Option("--baud", help="Baud rate to give every servo.")] = 1_000_000,
+) -> None:
+    """Give each servo its ID (gripper 6 ... shoulder_pan 1) and baud, one servo connected at a time."""
+    from so101_sim2real.hardware.setup import assign
+
+    for servo_id, motor in reversed(list(enumerate(ARM_MOTORS, start=1))):
+        typer.prompt(f"connect ONLY the {motor} servo to the adapter, then press Enter", default="",
+                     show_default=False)
+        info = assign(port, motor, servo_id, baud)
+        typer.echo(f"{motor}: id {info.id}, {info.baud} baud, model {info.model}, firmware {info.firmware}")
+    typer.echo("all six servos set up; daisy-chain them and run 'so101 calibrate joints'")
+
+
+calibrate_app = typer.Typer(help="Calibrate joints (LeRobot-compatible) and the mapping to the sim.",
+                            no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+
+@calibrate_app.command("joints")
+def calibrate_joints(
+    port: PortOpt,
+    robot_id: Annotated[str, typer.Option("--id", help="Name of this arm; the calibration file is <id>.json.")],
+    arm: Annotated[str, typer.Option("--arm", help="follower or leader.")] = "follower",
+    signs: Annotated[Optional[list[str]], typer.Option("--sign", help="JOINT=-1 where the servo turns against the "
+                                                                      "MJCF joint axis (repeatable).")] = None,
+    root: Annotated[Optional[Path], typer.Option("--root", help="LeRobot calibration folder (default: "
+                                                                "~/.cache/huggingface/lerobot/calibration).")] = None,
+) -> None:
+    """Record homing offsets, ranges and the pose matching the sim's zero; writes LeRobot's JSON + the sim map."""
+    import threading
+
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.calibration import new_lerobot_path
+    from so101_sim2real.hardware.setup import calibrate
+
+    if arm not in ("follower", "leader"):
+        raise So101Error(f"--arm {arm}: use follower or leader")
+    sign_map = {}
+    for item in signs or []:
+        joint, _, value = item.partition("=")
+        if joint not in ARM_MOTORS or value not in ("1", "-1"):
+            raise So101Error(f"--sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(ARM_MOTORS)}")
+        sign_map[joint] = int(value)
+    pressed = threading.Event()
+
+    def ask(message: str) -> None:
+        pressed.clear()
+        if "whole range" in message:  # sample while they move: Enter ends it, from another thread
+            typer.echo(message)
+            threading.Thread(target=lambda: (input(), pressed.set()), daemon=True).start()
+        else:
+            typer.prompt(message, default="", show_default=False)
+
+    with MotorBus(port, {m: i for i, m in enumerate(ARM_MOTORS, start=1)}) as bus:
+        bus.handshake()
+        cal = calibrate(bus, ask, pressed.is_set, sign_map)
+    path = new_lerobot_path(arm, robot_id, root)
+    cal.save(path)
+    typer.echo(f"wrote {path} (LeRobot format) and {path.stem}.so101_sim.json (sim mapping)")
 
 
 def _id_list(text: str) -> list[int]:
@@ -235,7 +312,6 @@ def _not_yet(name: str, issue: str) -> None:
 
 for _name, _issue in (
     ("perceive", "real perception"),
-    ("calibrate", "calibration"),
     ("compare-sim", "sim-vs-real comparison"),
     ("hilserl", "HIL-SERL fine-tuning"),
     ("models", "model download and cache"),

@@ -315,7 +315,8 @@ class BusEmulator:
             replies = []
             for s in targets:
                 data = self._apply(s, inst, params)
-                if data is not None and pkt.servo_id != P.BROADCAST_ID:
+                # a broadcast gets no reply, except a ping: that is how a servo of unknown ID is found
+                if data is not None and (pkt.servo_id != P.BROADCAST_ID or inst == P.PING):
                     replies.append(self._status(s, data))
             return replies
 

@@ -204,6 +204,18 @@ class PacketProtocol:
         self.t.send(packet(servo_id, PING))
         self._reply(servo_id, 0)
 
+    def broadcast_ping(self, wait_s: float | None = None) -> list[int]:
+        """IDs of every servo that answers a ping to the broadcast ID, in reply order."""
+        self.t.send(packet(BROADCAST_ID, PING))
+        deadline = time.monotonic() + (wait_s or self.t.timeout_s * 2)
+        found = []
+        while True:
+            pkt, _ = self.t.next_packet(deadline)
+            if pkt is None:
+                return found
+            if pkt.servo_id not in found:
+                found.append(pkt.servo_id)
+
     def read(self, servo_id: int, address: int, size: int) -> bytes:
         self.t.send(packet(servo_id, READ, bytes([address, size])))
         return self._reply(servo_id, size)

@@ -42,14 +42,17 @@ def new_ports(before: list[PortInfo], after: list[PortInfo]) -> list[PortInfo]:
     return [p for p in before + after if p.device in a ^ b]
 
 
-def scan(port: str, baud: int = 1_000_000, ids: range = range(MAX_ID + 1), timeout_s: float = 0.01,
-         serial_port: object | None = None) -> list[ServoInfo]:
-    """Ping every ID at one baud rate; read model, firmware, voltage, temperature of each that answers."""
+def scan(port: str, baud: int = 1_000_000, timeout_s: float = 0.02, serial_port: object | None = None,
+         every_id: bool = False) -> list[ServoInfo]:
+    """Find the servos at one baud rate (a broadcast ping, or each ID 0-252 with ``every_id``) and read
+    model, firmware, voltage, temperature and position of each."""
     found = []
     with MotorBus(port, {}, baud=baud, timeout_s=timeout_s, retries=2, serial_port=serial_port) as bus:
+        if every_id:
+            ids = [i for i in range(MAX_ID + 1) if bus.ping(i) or bus.ping(i)]
+        else:
+            ids = sorted(set(bus.protocol.broadcast_ping()) | set(bus.protocol.broadcast_ping()))
         for servo_id in ids:
-            if not (bus.ping(servo_id) or bus.ping(servo_id)):
-                continue
             try:
                 info = ServoInfo(
                     id=servo_id, baud=baud, model=bus.read_id("model_number", servo_id),
