@@ -349,3 +349,17 @@ def test_a_homing_offset_that_overflows_is_explained(emulator):
 
         with pytest.raises(Exception, match="elbow_flex: homing offset 2048 does not fit"):
             calibrate(bus, ask, lambda: True)
+
+
+def test_leader_reads_with_torque_off(emulator):
+    from so101_sim2real.hardware.so101 import SO101Leader
+
+    cal = twin_calibration(RANGES)
+    emulator.servo(3).regs[40] = 1  # left on by a previous program
+    with MotorBus(emulator.path, cal.ids) as bus:
+        leader = SO101Leader(bus, cal)
+        leader.connect()
+        bus.read("lock", "gripper")  # round trip: the torque-off sync write has been handled
+        assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
+        emulator.servo(3).move_to(2048 + 4095 / 4)  # a hand turns the elbow a quarter turn
+        assert leader.read().position[2] == pytest.approx(math.pi / 2, abs=2e-3)

@@ -54,6 +54,7 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot):
     (["--ckpt", "missing.pt"], "no such file"),
     (["--ckpt", "scripted", "--robot", "so101"], "needs --port"),
     (["--ckpt", "scripted", "--robot", "ur5"], "unknown"),
+    (["--ckpt", "scripted", "--robot", "so101", "--port", "/dev/ttyACM0"], "--port emulator"),
     (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
     (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),
     (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),
