@@ -126,8 +126,12 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     emulator.start()
     bus = MotorBus(emulator.path, bridge.calibration.ids)
     robot = SO101Follower(bus, bridge.calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
-    robot.connect()
     robot.on_close.append(emulator.stop)
+    try:
+        robot.connect()
+    except BaseException:
+        robot.close()  # stops the emulator and its physics thread too
+        raise
     kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
