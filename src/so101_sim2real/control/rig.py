@@ -105,8 +105,7 @@ class _TwinEpisodes:
             return self.bridge.task.evaluate(action)
 
 
-def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
-              calibration_file: str | None = None) -> Rig:
+def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None) -> Rig:
     """The real driver stack on a follower arm. ``port='emulator'`` runs the STS3215 emulator
     in this process with the sim twin as the arm, its wrist camera as the camera, and its
     task for resets and scoring: the real driver path, end to end, without hardware."""
