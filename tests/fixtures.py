@@ -191,3 +191,15 @@ def write_drqv2_snapshot(path: Path, action_dim: int = 4, seed: int = 0):
     finally:
         del sys.modules["drqv2"]
     return agent
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``so101 ARGS`` in-process through the console entry point: (exit code, stdout, stderr)."""
+    import pytest
+
+    from so101_sim2real.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code or 0, out, err

@@ -8,17 +8,10 @@ import pytest
 import torch
 
 from fixtures import robobase_agent_state, write_robobase_snapshot
-from so101_sim2real.cli.app import main
+from fixtures import run_cli as run
 
 COMMANDS = ["infer", "inspect", "convert", "perceive", "calibrate", "compare-sim", "hilserl", "models", "motors",
             "emulate"]
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code or 0, out, err
 
 
 def test_help_lists_every_command_group(capsys):

@@ -7,14 +7,7 @@ import sys
 import cv2
 import pytest
 
-from so101_sim2real.cli.app import main
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code or 0, out, err
+from fixtures import run_cli as run
 
 
 def test_scripted_expert_reports_success_as_json(capsys):

@@ -31,6 +31,15 @@ class SafetyLimits:
     high: np.ndarray  # (6,) rad
     max_step: np.ndarray  # (6,) rad per control tick, relative to the measured position
 
+    @classmethod
+    def from_ranges(cls, ranges: np.ndarray, arm_step_rad: float) -> SafetyLimits:
+        """Joint ranges ``(6, 2)``; every arm joint may move ``arm_step_rad`` per tick, the gripper
+        its whole range (its servo limits its own speed and force, and the policy trained with it)."""
+        ranges = np.asarray(ranges, dtype=np.float64)
+        step = np.full(len(ranges), arm_step_rad)
+        step[-1] = ranges[-1, 1] - ranges[-1, 0]
+        return cls(low=ranges[:, 0].copy(), high=ranges[:, 1].copy(), max_step=step)
+
     def clamp(self, targets: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Targets clamped to the step around ``measured`` and then to the range; and which moved."""
         targets = np.asarray(targets, dtype=np.float64)

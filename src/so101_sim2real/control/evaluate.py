@@ -75,7 +75,7 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("--max-steps must be at least 1")
     policy, spec = _pilot_and_spec(opts)
-    period = spec.control.physics_timestep_s * spec.control.substeps
+    period = spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
     recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None

@@ -69,12 +69,11 @@ def sim_rig(spec: Spec, with_camera: bool = True) -> Rig:
     perception = None
     if with_camera:
         perception = PrivilegedPerception(SimCamera(task.model, task.data, spec.observation), spec.observation)
-    period = spec.control.physics_timestep_s * spec.control.substeps
-    return Rig(spec, robot, task, controller, perception, period, twin=task)
+    return Rig(spec, robot, task, controller, perception, spec.control.period_s, twin=task)
 
 
-class _Locked:
-    """Perception or task of a world that another thread steps: hold its lock while using it."""
+class _LockedPerception:
+    """Perception of a world that another thread steps: hold its lock while rendering."""
 
     def __init__(self, inner: object, lock: object):
         self.inner, self.lock = inner, lock
@@ -82,10 +81,6 @@ class _Locked:
     def observe(self, with_rgb: bool = False):
         with self.lock:
             return self.inner.observe(with_rgb)
-
-    def evaluate(self, action: np.ndarray) -> StepResult:
-        with self.lock:
-            return self.inner.evaluate(action)
 
     def close(self) -> None:
         self.inner.close()
@@ -136,9 +131,9 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     perception = None
     if with_camera:
         camera = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
-        perception = _Locked(PrivilegedPerception(camera, spec.observation), bridge.lock)
-    period = spec.control.physics_timestep_s * spec.control.substeps
-    return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, period, twin=bridge.task)
+        perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
+    return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
+               twin=bridge.task)
 
 
 def tick(rig: Rig, action: np.ndarray, joints: JointState,

@@ -24,9 +24,6 @@ class StageTimer:
         finally:
             self.samples[name].append(time.perf_counter() - start)
 
-    def add(self, name: str, seconds: float) -> None:
-        self.samples[name].append(seconds)
-
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
         for name, values in self.samples.items():

@@ -17,13 +17,13 @@ from so101_sim2real.errors import So101Error
 PANEL = 240  # panel height in pixels
 # RGB per sim class: background, table, cube, static finger, moving finger
 PALETTE = np.array([[40, 40, 40], [150, 140, 110], [220, 40, 40], [60, 110, 230], [60, 200, 90]], dtype=np.uint8)
+_LUT = np.vstack([PALETTE, np.full((256 - len(PALETTE), 3), 255, dtype=np.uint8)])  # built once, not per frame
 _FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
 def colour_segmentation(ids: np.ndarray) -> np.ndarray:
     """Sim class ids -> RGB; ids past the palette are drawn white."""
-    palette = np.vstack([PALETTE, np.full((256 - len(PALETTE), 3), 255, dtype=np.uint8)])
-    return palette[np.asarray(ids, dtype=np.uint8)]
+    return _LUT[np.asarray(ids, dtype=np.uint8)]
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:

@@ -49,6 +49,8 @@ class Faults:
         kwargs: dict = {"missing": set(), "error_bits": {}}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, value = item.partition("=")
+            if not sep:
+                raise So101Error(f"--faults: {item!r} needs a value (KEY=VALUE)")
             try:
                 if key in ("drop", "corrupt", "late", "late_s"):
                     kwargs[key] = float(value)
@@ -64,8 +66,6 @@ class Faults:
             except (KeyError, ValueError):
                 raise So101Error(f"--faults: cannot read {item!r}; use drop=P, corrupt=P, late=P, late_s=S, "
                                  f"missing=ID, error=ID:BITS, comma separated") from None
-            if not sep:
-                raise So101Error(f"--faults: {item!r} needs a value (KEY=VALUE)")
         kwargs["missing"] = frozenset(kwargs["missing"])
         return cls(**kwargs)
 
@@ -77,6 +77,7 @@ class Servo:
         self.regs = bytearray(128)
         self.clock = clock
         self.actual = float(position)  # encoder ticks before the homing offset
+        self.pending: tuple[int, bytes] | None = None  # a REG_WRITE waiting for ACTION
         self._t = clock()
         defaults = {"firmware_major": FIRMWARE[0], "firmware_minor": FIRMWARE[1], "model_number": MODEL_STS3215,
                     "id": servo_id, "baud_rate": 0, "return_delay": 250, "min_position_limit": 0,
@@ -305,9 +306,8 @@ class BusEmulator:
                 return []
             if inst == P.ACTION:
                 for s in on_line:
-                    pending = getattr(s, "pending", None)
-                    if pending:
-                        s.write(*pending)
+                    if s.pending:
+                        s.write(*s.pending)
                         s.pending = None
                 return []
             targets = on_line if pkt.servo_id == P.BROADCAST_ID else [by_id[pkt.servo_id]] \

@@ -86,10 +86,7 @@ class SO101Follower(_Arm):
     def __init__(self, bus: MotorBus, calibration: ArmCalibration, max_step_rad: float = DEFAULT_MAX_STEP_RAD,
                  watchdog: int = 5):
         super().__init__(bus, calibration, watchdog)
-        ranges = calibration.sim_ranges()
-        step = np.full(len(JOINT_NAMES), max_step_rad)
-        step[-1] = ranges[-1, 1] - ranges[-1, 0]  # the gripper's servo limits its own speed and force
-        self.limits = SafetyLimits(low=ranges[:, 0], high=ranges[:, 1], max_step=step)
+        self.limits = SafetyLimits.from_ranges(calibration.sim_ranges(), max_step_rad)
         self._torque = False
         self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 

@@ -19,9 +19,7 @@ def sim_safety_limits(model: mujoco.MjModel, spec: Spec) -> SafetyLimits:
     training env allowed (the IK's ``max_dq_rad``; the gripper its whole range), so the
     clamp never changes what the policy trained with but still catches a runaway target."""
     ranges = np.array([model.jnt_range[model.joint(j).id] for j in S.JOINTS])
-    step = np.full(len(S.JOINTS), spec.action.ik.max_dq_rad)
-    step[-1] = ranges[-1, 1] - ranges[-1, 0]
-    return SafetyLimits(low=ranges[:, 0].copy(), high=ranges[:, 1].copy(), max_step=step)
+    return SafetyLimits.from_ranges(ranges, spec.action.ik.max_dq_rad)
 
 
 class SimRobot:
