@@ -116,6 +116,10 @@ def test_reads_are_retried_through_dropped_and_corrupted_replies():
 def test_a_missing_serial_port_says_what_to_do():
     with pytest.raises(Exception, match="not found.*find-port"):
         MotorBus("/dev/ttyDOESNOTEXIST", MOTORS).open()
+    from so101_sim2real.hardware.setup import assign
+
+    with pytest.raises(Exception, match="not found.*find-port"):  # not "found 0 servos"
+        assign("/dev/ttyDOESNOTEXIST", "gripper", 6)
 
 
 # ------------------------------------------------------------------------------ official SDK

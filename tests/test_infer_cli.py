@@ -53,6 +53,7 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot):
     (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),
     (["--ckpt", "scripted", "--video", "out.gif"], ".mp4"),
     (["--ckpt", "scripted", "--episodes", "0"], "at least 1"),
+    (["--ckpt", "scripted", "--record", __file__], "not a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     code, out, err = run(capsys, "infer", *args)

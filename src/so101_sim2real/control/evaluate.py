@@ -75,6 +75,9 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("--max-steps must be at least 1")
     policy, spec = _pilot_and_spec(opts)
+    if not spec.is_seg_depth:
+        raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
+                         f"perception) produce seg + disparity, the observation of the user's training setup")
     period = spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None

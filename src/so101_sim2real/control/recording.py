@@ -69,9 +69,14 @@ class Recorder:
     def __init__(self, folder: str | Path, spec: Spec, robot: str, pilot: str, period_s: float,
                  with_rgb: bool = True):
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise So101Error(f"{self.folder}: exists and is not a folder; pick a new recording folder")
         if self.folder.exists() and any(self.folder.iterdir()):
             raise So101Error(f"{self.folder}: the recording folder exists and is not empty; pick a new one")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise So101Error(f"{self.folder}: cannot create the recording folder ({exc.strerror})") from None
         save_spec(spec, self.folder / "spec.yaml")
         self.with_rgb = with_rgb
         self.meta = {"format": FORMAT, "version": VERSION, "robot": robot, "pilot": pilot, "period_s": period_s,

@@ -15,6 +15,10 @@ from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.registers import BAUD_RATES, MODEL_STS3215, Register, register
 
 
+class PortNotFound(So101Error):
+    """The serial port does not exist."""
+
+
 class MotorError(So101Error):
     """A motor did not answer, answered garbage, or reported an error: names it and what to check."""
 
@@ -50,7 +54,7 @@ def open_serial(port: str, baud: int, timeout_s: float) -> object:
         return serial.Serial(port, baudrate=baud, timeout=timeout_s, write_timeout=1.0)
     except (serial.SerialException, OSError, ValueError) as exc:
         if "No such file" in str(exc) or "could not open port" in str(exc):
-            raise So101Error(f"serial port {port} not found: plug in the arm's USB adapter, or run "
+            raise PortNotFound(f"serial port {port} not found: plug in the arm's USB adapter, or run "
                              f"'so101 motors find-port'") from None
         raise So101Error(f"serial port {port}: cannot open it ({exc}); is another program using it?") from None
 

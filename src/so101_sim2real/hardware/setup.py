@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
-from so101_sim2real.hardware.bus import MotorBus
+from so101_sim2real.hardware.bus import MotorBus, PortNotFound
 from so101_sim2real.hardware.calibration import ArmCalibration, JointMap, MotorCalibration
 from so101_sim2real.hardware.registers import BAUD_RATES, register
 from so101_sim2real.hardware.scan import ServoInfo, scan
@@ -30,6 +30,8 @@ def find_single_servo(port: str, bauds: list[int] | None = None) -> ServoInfo:
     for baud in bauds or list(BAUD_RATES.values()):
         try:
             found += scan(port, baud)
+        except PortNotFound:
+            raise
         except So101Error:
             continue  # this port cannot run at that baud rate (e.g. a pty at 250 kbaud)
     if len(found) != 1:
