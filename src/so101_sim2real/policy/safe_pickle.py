@@ -45,6 +45,12 @@ _NUMPY = {
     ("numpy", "ndarray"),
 }
 _OMEGACONF_MODULES = {"omegaconf.dictconfig", "omegaconf.listconfig", "omegaconf.base", "omegaconf.nodes"}
+# PyTorch Lightning keeps ``hyper_parameters`` in an ``AttributeDict`` (a dict subclass).
+_LIGHTNING_DICTS = {
+    ("lightning.fabric.utilities.data", "AttributeDict"),
+    ("lightning_fabric.utilities.data", "AttributeDict"),
+    ("pytorch_lightning.utilities.parsing", "AttributeDict"),
+}
 
 
 class Captured:
@@ -89,6 +95,8 @@ def _allowed(module: str, name: str) -> Any:
         return getattr(importlib.import_module(module), name)
     if module in _OMEGACONF_MODULES:
         return _standin(module, name)
+    if (module, name) in _LIGHTNING_DICTS:
+        return type(name, (dict,), {"__module__": f"so101_standin.{module}"})
     return None
 
 

@@ -10,6 +10,7 @@ The privileged perception renders at the spec's source size and goes through
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import mujoco
@@ -45,6 +46,17 @@ def segmentation_lut(model: mujoco.MjModel, classes: list[str]) -> np.ndarray:
     return lut
 
 
+def _import_triton_before_gl() -> None:
+    """Import triton, when installed, before the first GL context exists.
+
+    Mesa's software rasteriser (EGL without a GPU) and triton (which torch's dynamo
+    imports, e.g. through torchvision) each bundle their own LLVM; importing triton
+    after Mesa has loaded its LLVM crashes the process. The other order is fine.
+    """
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 class SimCamera:
     """Offscreen renders of the wrist camera at the spec's source size (H, W)."""
 
@@ -54,6 +66,7 @@ class SimCamera:
         if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
             raise So101Error(f"the scene's offscreen buffer is smaller than the camera's {width}x{height}")
         self.model, self.data, self.camera = model, data, camera
+        _import_triton_before_gl()
         try:
             self.renderer = mujoco.Renderer(model, height, width)
         except Exception as exc:  # noqa: BLE001 - GL back-ends fail in many ways; all mean "no rendering"

@@ -1,0 +1,170 @@
+"""Real-perception latency per stage and end to end, for the ``fast`` and ``exact`` profiles.
+
+    python scripts/bench_perception.py [--seg-ckpt PATH] [--depth-model ID|PATH] [--threads 2] [--json]
+
+Input: 640x480 RGB frames rendered by the sim twin's wrist camera (or ``--images DIR``).
+End to end is one observation (segmentation and depth concurrently, the class remap
+and ``finish_frame``) plus one policy action of the user's policy shape. Without
+weights the networks have random weights of the real sizes (the same compute). Given
+both ``--seg-ckpt`` and ``--depth-model``, it also reports how far ``fast`` is from
+``exact``: disparity rank correlation and segmentation pixel agreement at 84x84.
+Rows for CUDA are added when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
+from so101_sim2real.perception.real import PROFILES, RealPerception
+from so101_sim2real.perception.segmentation import SegmentationModel, SegmentationNet, load_segmentation
+from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.spec import default_spec
+
+
+def twin_frames(count: int) -> list[np.ndarray]:
+    """RGB renders of the twin's wrist camera at the first ``count`` seeded resets."""
+    from so101_sim2real.sim.camera import SimCamera
+    from so101_sim2real.sim.task import LiftCubeTask
+
+    spec = default_spec()
+    task = LiftCubeTask(spec)
+    camera = SimCamera(task.model, task.data, spec.observation)
+    try:
+        frames = []
+        for seed in range(count):
+            task.reset(seed)
+            frames.append(camera.read().rgb)
+        return frames
+    finally:
+        camera.close()
+
+
+def folder_frames(folder: str) -> list[np.ndarray]:
+    from so101_sim2real.cameras import CameraExhausted, ImageFolderCamera
+
+    camera, frames = ImageFolderCamera(folder), []
+    while True:
+        try:
+            frames.append(camera.read().rgb)
+        except CameraExhausted:
+            return frames
+
+
+def models(args: argparse.Namespace, device: str) -> tuple[SegmentationModel, DepthModel]:
+    if args.seg_ckpt:
+        seg = load_segmentation(args.seg_ckpt, device)
+    else:
+        seg = SegmentationModel(SegmentationNet().eval().to(device), (480, 640), "random", torch.device(device))
+    if args.depth_model:
+        depth = load_depth(args.depth_model, device)
+    else:
+        from transformers import DepthAnythingForDepthEstimation
+
+        net = DepthAnythingForDepthEstimation(small_config()).eval().to(device)
+        depth = DepthModel(net, "random", torch.device(device))
+    return seg, depth
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def bench_profile(perception: RealPerception, policy: Policy, frames: list[np.ndarray], iters: int,
+                  sync=lambda: None) -> dict:
+    spec = perception.spec
+    state = np.zeros(policy.state_shape, dtype=np.float32) if policy.state_shape[1] else None
+    rows: dict[str, list[float]] = {"seg": [], "depth": [], "finish": [], "policy": [], "end_to_end": []}
+    for i in range(iters + 1):
+        t0 = time.perf_counter()
+        obs = perception.perceive(frames[i % len(frames)])
+        t1 = time.perf_counter()
+        policy.act(np.stack([obs.frame] * spec.frame_stack), state)
+        sync()
+        t2 = time.perf_counter()
+        if i == 0:
+            continue  # warm-up
+        timing = perception.last_timing
+        rows["seg"].append(timing.seg_ms)
+        rows["depth"].append(timing.depth_ms)
+        rows["finish"].append(timing.finish_ms)
+        rows["policy"].append((t2 - t1) * 1e3)
+        rows["end_to_end"].append((t2 - t0) * 1e3)
+    out = {name: dict(zip(("p50_ms", "p95_ms"), _stats(v), strict=True)) for name, v in rows.items()}
+    out["hz"] = 1e3 / out["end_to_end"]["p50_ms"]
+    return out
+
+
+def agreement(perception_fast: RealPerception, perception_exact: RealPerception, frames: list[np.ndarray]) -> dict:
+    """How close ``fast`` frames are to ``exact`` ones on the same images."""
+    seg, rank = [], []
+    for rgb in frames:
+        a, b = perception_fast.perceive(rgb).frame, perception_exact.perceive(rgb).frame
+        seg.append(float(np.mean(a[0] == b[0])))
+        ra, rb = (np.argsort(np.argsort(x[1].ravel())).astype(np.float64) for x in (a, b))
+        rank.append(float(np.corrcoef(ra, rb)[0, 1]))
+    return {"seg_pixel_agreement": float(np.mean(seg)), "disparity_rank_correlation": float(np.mean(rank)),
+            "frames": len(frames)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seg-ckpt", help="the user's EfficientViT Lightning checkpoint (default: random weights)")
+    parser.add_argument("--depth-model", help="Depth Anything folder or cached hub id (default: random weights)")
+    parser.add_argument("--images", help="a folder of 640x480 images instead of twin renders")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="2: seg and depth concurrently, 1: one after the other (default: what infer picks)")
+    parser.add_argument("--iters", type=int, default=40, help="timed observations for the fast profile")
+    parser.add_argument("--exact-iters", type=int, default=6, help="timed observations for the exact profile")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    frames = folder_frames(args.images) if args.images else twin_frames(4)
+    spec = default_spec()
+    from bench_policy import users_policy_shape
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results = []
+    for device in devices:
+        seg, depth = models(args, device)
+        policy = Policy(users_policy_shape(), device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        built = {}
+        for name in ("fast", "exact"):
+            built[name] = RealPerception(None, seg, depth, spec.observation, name, workers=args.workers)
+            iters = args.iters if name == "fast" or device == "cuda" else args.exact_iters
+            row = bench_profile(built[name], policy, frames, iters, sync)
+            results.append({"device": device, "profile": name, "iters": iters, **row})
+        if args.seg_ckpt and args.depth_model:
+            results[-1]["fast_vs_exact"] = agreement(built["fast"], built["exact"], frames)
+        for p in built.values():
+            p.close()
+    workers = built["fast"].workers
+    if args.json:
+        print(json.dumps({"threads": args.threads, "workers": workers, "cpu": platform.processor(),
+                          "results": results}))
+        return
+    print(f"real perception, 640x480 input, {args.threads} CPU threads, {workers} worker(s), "
+          f"{'given' if args.seg_ckpt else 'random'} seg / {'given' if args.depth_model else 'random'} depth weights")
+    stages = ("seg", "depth", "finish", "policy", "end_to_end")
+    print(f"{'device':<7}{'profile':<8}" + "".join(f"{s + ' p50/p95 ms':>24}" for s in stages) + f"{'Hz':>7}")
+    for r in results:
+        cells = "".join(f"{r[s]['p50_ms']:>13.1f} /{r[s]['p95_ms']:>8.1f}" for s in stages)
+        print(f"{r['device']:<7}{r['profile']:<8}{cells}{r['hz']:>7.1f}")
+        if "fast_vs_exact" in r:
+            a = r["fast_vs_exact"]
+            print(f"  fast vs exact on {a['frames']} frames: seg pixel agreement {a['seg_pixel_agreement']:.3f}, "
+                  f"disparity rank correlation {a['disparity_rank_correlation']:.3f}")
+    print("profiles: " + "; ".join(f"{p.name}: crop first {p.crop_first}, seg side {p.seg_side or 'trained'}, "
+                                   f"depth side {p.depth_side}" for p in PROFILES.values()))
+
+
+if __name__ == "__main__":
+    main()

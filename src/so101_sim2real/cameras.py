@@ -1,0 +1,195 @@
+"""Cameras: a USB camera through OpenCV, and videos or image folders for offline runs.
+
+Every camera returns :class:`~so101_sim2real.interfaces.Frame` with RGB uint8 (OpenCV's
+BGR is converted once, here). The OpenCV camera captures on its own thread so that
+grabbing the next frame overlaps with perception; :meth:`OpenCVCamera.read` returns
+the newest frame it has not returned yet, waiting only when there is none.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import Camera, Frame
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class CameraError(So101Error):
+    """A camera cannot be opened, or stopped delivering frames."""
+
+
+class CameraExhausted(CameraError):
+    """A video or image folder has no frames left."""
+
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    if bgr.ndim == 2:
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class OpenCVCamera:
+    """A live camera (an index such as ``0`` or a device path) read on a capture thread.
+
+    When the device goes away the thread tries to reopen it every ``retry_s``; a
+    :meth:`read` that gets no new frame within ``timeout_s`` raises :class:`CameraError`.
+    """
+
+    def __init__(self, device: int | str, size: tuple[int, int] = (480, 640), fps: float = 30.0,
+                 timeout_s: float = 2.0, retry_s: float = 0.5):
+        self.device, self.size, self.fps = device, size, fps
+        self.timeout_s, self.retry_s = timeout_s, retry_s
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._returned = 0
+        self._stop = threading.Event()
+        self.reconnects = 0
+        self._cap = self._open()
+        self._thread = threading.Thread(target=self._capture, name=f"camera-{device}", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"camera {self.device}: cannot open it; check that it is plugged in and not used by "
+                              f"another program (on Linux: ls /dev/video*)")
+        height, width = self.size
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        cap.set(cv2.CAP_PROP_FPS, self.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of stale ones
+        return cap
+
+    def _capture(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            ok, bgr = self._cap.read() if self._cap is not None else (False, None)
+            if ok:
+                index += 1
+                frame = Frame(_rgb(bgr), time.monotonic(), index)
+                with self._cond:
+                    self._latest = frame
+                    self._cond.notify_all()
+            else:
+                self._reopen()
+
+    def _reopen(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        if self._stop.wait(self.retry_s):
+            return
+        try:
+            self._cap = self._open()
+            self.reconnects += 1
+        except CameraError:
+            self._cap = None
+
+    def read(self) -> Frame:
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            while self._latest is None or self._latest.index == self._returned:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    raise CameraError(f"camera {self.device}: no new frame for {self.timeout_s:.1f} s (unplugged, "
+                                      f"or the stream ended); check the cable and that no other program holds it")
+                self._cond.wait(left)
+            self._returned = self._latest.index
+            return self._latest
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoCamera:
+    """Frames of a video file in order; its timestamps follow the file's frame rate."""
+
+    def __init__(self, path: str | Path, loop: bool = False):
+        self.path, self.loop = Path(path), loop
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise CameraError(f"{self.path}: OpenCV cannot read this video")
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self.frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._index = 0
+
+    def read(self) -> Frame:
+        ok, bgr = self._cap.read()
+        if not ok and self.loop and self._index > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._cap.read()
+        if not ok:
+            raise CameraExhausted(f"{self.path}: no frames left after {self._index}")
+        self._index += 1
+        return Frame(_rgb(bgr), (self._index - 1) / self.fps, self._index)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderCamera:
+    """Images of a folder (or one image) in name order, each a frame."""
+
+    def __init__(self, path: str | Path, loop: bool = False):
+        self.path, self.loop = Path(path), loop
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            self.files = [self.path]
+        if not self.files:
+            raise CameraError(f"{self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        self._index = 0
+
+    def read(self) -> Frame:
+        if self._index >= len(self.files) and not (self.loop and self._index):
+            raise CameraExhausted(f"{self.path}: no images left after {self._index}")
+        path = self.files[self._index % len(self.files)]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CameraError(f"{path}: not a readable image")
+        self._index += 1
+        return Frame(_rgb(bgr), float(self._index - 1), self._index)
+
+    @property
+    def name(self) -> str:
+        """The file the last frame came from."""
+        return self.files[(self._index - 1) % len(self.files)].name if self._index else ""
+
+    def close(self) -> None:
+        pass
+
+
+def open_camera(source: str, size: tuple[int, int] = (480, 640), loop: bool = False) -> Camera:
+    """``0`` or ``/dev/video2`` (a live camera), a video file, an image or a folder of images."""
+    text = str(source).strip()
+    if text.isdigit():
+        return OpenCVCamera(int(text), size)
+    path = Path(text).expanduser()
+    if text.startswith("/dev/"):
+        if not path.exists():
+            raise CameraError(f"{text}: no such camera device (on Linux: ls /dev/video*)")
+        return OpenCVCamera(text, size)
+    if not path.exists():
+        raise CameraError(f"{text}: no such file or folder (a camera is an index such as 0, a video, an image or a "
+                          f"folder of images)")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderCamera(path, loop=loop)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoCamera(path, loop=loop)
+    raise CameraError(f"{text}: not a video ({', '.join(sorted(VIDEO_SUFFIXES))}) or an image")

@@ -1,0 +1,172 @@
+"""Real perception: a camera image -> EfficientViT classes + Depth Anything disparity -> one policy frame.
+
+The two networks run concurrently (on a GPU, or a CPU with cores to spare; see
+:func:`auto_workers`), and end in
+:func:`~so101_sim2real.perception.observation.finish_frame`, the function the sim twin
+uses, so the crop, the class table, the normalisation region and the interpolations
+are the spec's on both sides.
+
+Two profiles:
+
+- ``exact``: as trained. Segmentation on the whole frame at the checkpoint's input
+  size (``img_height`` x ``img_width``), depth at 518 (shorter side), both maps at the
+  camera's resolution.
+- ``fast``: crop first (when the spec normalises disparity over the crop, the crop is
+  all the policy sees), segmentation at 192, depth at 140, maps at 2x the policy's
+  size. About 10x less compute; ``scripts/bench_perception.py`` says how far it is
+  from ``exact`` on given weights.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from so101_sim2real.errors import ObservationError, So101Error
+from so101_sim2real.interfaces import Camera, Perceived
+from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
+from so101_sim2real.perception.observation import center_crop_box, finish_frame, real_to_sim_ids
+from so101_sim2real.perception.segmentation import SegmentationModel
+from so101_sim2real.spec import ObservationSpec
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of the frame, at what sizes, the networks see."""
+
+    name: str
+    crop_first: bool
+    seg_side: int | None  # shorter side of the seg input; None: the checkpoint's trained size
+    depth_side: int  # shorter side of the depth input, a multiple of 14
+    map_scale: int | None  # maps at map_scale x the policy's size; None: the camera's resolution
+
+
+PROFILES = {
+    "exact": Profile("exact", crop_first=False, seg_side=None, depth_side=TRAINED_SIDE, map_scale=None),
+    "fast": Profile("fast", crop_first=True, seg_side=192, depth_side=140, map_scale=2),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise So101Error(f"--profile {name}: unknown; profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def fit_to_source(rgb: np.ndarray, source_size: tuple[int, int]) -> np.ndarray:
+    """A camera image at the spec's source size: resized if only the scale differs."""
+    h, w = rgb.shape[:2]
+    sh, sw = source_size
+    if (h, w) == (sh, sw):
+        return rgb
+    if abs(w / h - sw / sh) > 0.01:
+        raise ObservationError(f"the camera gives {w}x{h} images; the policy was trained on {sw}x{sh} (another "
+                               f"aspect ratio): set the camera to {sw}x{sh}")
+    return cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+
+
+def _scaled(size: tuple[int, int], side: int) -> tuple[int, int]:
+    scale = side / min(size)
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def auto_workers(device: str | object) -> int:
+    """Two concurrent networks where there is room for both, else one after the other.
+
+    Each network already uses every intra-op thread; on a 2-core CPU running them
+    concurrently oversubscribes the cores and was measured slower (95 vs 70 ms p50
+    end to end in the fast profile), so they run one after the other there.
+    """
+    import torch
+
+    if str(device).startswith("cuda"):
+        return 2
+    return 2 if (os.cpu_count() or 1) >= 2 * torch.get_num_threads() else 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per stage of one :meth:`RealPerception.perceive`."""
+
+    seg_ms: float
+    depth_ms: float
+    finish_ms: float
+    total_ms: float
+
+
+class RealPerception:
+    """Camera -> (seg, depth) concurrently -> sim class ids -> ``finish_frame``."""
+
+    def __init__(self, camera: Camera | None, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
+                 profile: Profile | str = "fast", workers: int | None = None):
+        self.camera, self.seg, self.depth, self.spec = camera, seg, depth, spec
+        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        table = spec.segmentation.real_to_sim
+        if seg.num_classes != len(table):
+            raise So101Error(f"the segmentation model has {seg.num_classes} classes; the spec's real class table "
+                             f"has {len(table)} ({', '.join(spec.segmentation.real_classes)})")
+        # The crop can come first only if nothing outside it matters to the observation.
+        self.crop_first = self.profile.crop_first and spec.disparity.normalise_region == "crop"
+        self.workers = workers or auto_workers(seg.device)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="perception") if self.workers > 1 else None
+        self.last_timing: Timing | None = None
+
+    def _inputs(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """The image the networks see, the seg input size and the size of the maps."""
+        if self.crop_first:
+            rows, cols = center_crop_box(*rgb.shape[:2], self.spec.crop)
+            rgb = np.ascontiguousarray(rgb[rows, cols])
+        size = rgb.shape[:2]
+        p = self.profile
+        seg_size = _scaled(size, p.seg_side) if p.seg_side else self.seg.input_size
+        if p.map_scale is None:
+            maps = size
+        else:
+            rows, cols = center_crop_box(*size, self.spec.crop)
+            crop_side = min(rows.stop - rows.start, cols.stop - cols.start)
+            maps = _scaled(size, round(min(size) * p.map_scale * min(self.spec.image_size) / crop_side))
+        return rgb, seg_size, maps
+
+    def _timed(self, fn, *args) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        return out, (time.perf_counter() - t0) * 1e3
+
+    def perceive(self, rgb: np.ndarray, timestamp: float = 0.0, with_rgb: bool = False) -> Perceived:
+        """One RGB image (any size of the source's aspect ratio) -> one policy frame."""
+        t0 = time.perf_counter()
+        rgb = fit_to_source(rgb, self.spec.source_size)
+        image, seg_size, maps = self._inputs(rgb)
+        seg_call = (self.seg.predict, image, seg_size, maps)
+        depth_call = (self.depth.predict, image, self.profile.depth_side, maps)
+        if self._pool is not None:
+            seg_job = self._pool.submit(self._timed, *seg_call)
+            (disparity, depth_ms) = self._timed(*depth_call)
+            (real_ids, seg_ms) = seg_job.result()
+        else:
+            real_ids, seg_ms = self._timed(*seg_call)
+            disparity, depth_ms = self._timed(*depth_call)
+        t1 = time.perf_counter()
+        seg_ids = real_to_sim_ids(real_ids, self.spec.segmentation.real_to_sim)
+        frame = finish_frame(self.spec, seg_ids, disparity)
+        t2 = time.perf_counter()
+        self.last_timing = Timing(seg_ms, depth_ms, (t2 - t1) * 1e3, (t2 - t0) * 1e3)
+        return Perceived(frame, seg_ids, disparity, rgb if with_rgb else None, timestamp)
+
+    def observe(self, with_rgb: bool = False) -> Perceived:
+        if self.camera is None:
+            raise So101Error("this perception has no camera; call perceive(rgb) with an image")
+        image = self.camera.read()
+        return self.perceive(image.rgb, image.timestamp, with_rgb)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.camera is not None:
+            self.camera.close()

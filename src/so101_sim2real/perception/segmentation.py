@@ -1,0 +1,165 @@
+"""The user's segmentation model: timm EfficientViT-B0 features + a small FPN + a 1x1 head.
+
+Architecture (FIELD_NOTES section 3): the backbone gives 4 levels (16/32/64/128
+channels at strides 4..32); 1x1 lateral convs bring each to 64 channels; a top-down
+pass adds the bilinearly upsampled coarser level; each level has a 3x3 conv + BN +
+ReLU, of which only the finest is used; a 1x1 head gives the class logits, upsampled
+to the input size. About 0.85M parameters.
+
+Checkpoints are PyTorch Lightning ``.ckpt`` files: ``state_dict`` (keys ``backbone.*``,
+``lateral_convs.*``, ``output_convs.*``, ``seg_head.*``, possibly under a ``model.``
+prefix) and ``hyper_parameters`` (``num_classes``, ``img_height``, ``img_width``).
+The class count and conv biases are read from the weights; timm is never asked for
+pretrained weights, so loading needs no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from so101_sim2real.errors import CheckpointError, UnsafePickleError
+from so101_sim2real.policy.safe_pickle import torch_load
+
+BACKBONE = "efficientvit_b0"
+FPN_CHANNELS = 64
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_PARTS = ("backbone.", "lateral_convs.", "output_convs.", "seg_head.")
+
+
+def _backbone() -> nn.Module:
+    import timm  # imported late: it pulls in torchvision, which only perception needs
+
+    return timm.create_model(BACKBONE, pretrained=False, features_only=True)
+
+
+class SegmentationNet(nn.Module):
+    """EfficientViT-B0 + FPN: ``(B, 3, H, W)`` normalised RGB -> ``(B, classes, H, W)`` logits."""
+
+    def __init__(self, num_classes: int = 6, conv_bias: bool = False):
+        super().__init__()
+        self.backbone = _backbone()
+        widths = self.backbone.feature_info.channels()  # [16, 32, 64, 128]
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(w, FPN_CHANNELS, 1) for w in widths)
+        self.output_convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(FPN_CHANNELS, FPN_CHANNELS, 3, padding=1, bias=conv_bias),
+                          nn.BatchNorm2d(FPN_CHANNELS), nn.ReLU(inplace=True))
+            for _ in widths
+        )
+        self.seg_head = nn.Conv2d(FPN_CHANNELS, num_classes, 1)
+
+    @property
+    def num_classes(self) -> int:
+        return self.seg_head.out_channels
+
+    def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        feats = self.backbone(x)
+        top = self.lateral_convs[-1](feats[-1])
+        for level in range(len(feats) - 2, -1, -1):
+            lateral = self.lateral_convs[level](feats[level])
+            top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        # Only the finest level feeds the head; the coarser output convs hold weights but
+        # do not change the result, so they are not run. The 1x1 head commutes with the
+        # bilinear upsampling (both linear, weights summing to 1), so it runs first, on
+        # 64x fewer pixels.
+        logits = self.seg_head(self.output_convs[0](top))
+        return F.interpolate(logits, size=out_size or x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@dataclass
+class SegmentationModel:
+    """A loaded segmentation network and what its checkpoint says about its input."""
+
+    net: SegmentationNet
+    input_size: tuple[int, int]  # (H, W) it was trained at (hparams img_height, img_width)
+    source: str
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray, size: tuple[int, int] | None = None,
+                out_size: tuple[int, int] | None = None) -> np.ndarray:
+        """RGB uint8 ``(H, W, 3)`` -> class ids ``(h, w)`` uint8 at ``out_size`` (default: the image's).
+
+        The image is resized (bilinear) to ``size`` (default: the trained input size)
+        before the network; logits are upsampled to ``out_size`` before the argmax.
+        """
+        x = to_tensor(rgb, size or self.input_size, self.device, mode="bilinear")
+        logits = self.net(x, out_size=out_size or rgb.shape[:2])
+        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
+def to_tensor(rgb: np.ndarray, size: tuple[int, int], device: torch.device, mode: str) -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` -> ImageNet-normalised ``(1, 3, *size)`` float32."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False)
+        if mode == "bicubic":
+            x = x.clamp_(0.0, 1.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip whatever prefix the LightningModule put before the network's own keys."""
+    for key in state:
+        for part in _PARTS:
+            at = key.find(part)
+            if at >= 0 and (at == 0 or key[at - 1] == "."):
+                prefix = key[:at]
+                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {}
+
+
+def load_segmentation(path: str | Path, device: str | torch.device = "cpu",
+                      trust_pickle: bool = False) -> SegmentationModel:
+    """Read the user's Lightning ``.ckpt`` (or a bare state dict) into a ready network."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such segmentation checkpoint")
+    try:
+        raw = torch_load(path, trust=trust_pickle)
+    except UnsafePickleError as exc:
+        raise CheckpointError(f"{path}: {exc}; if you trust this file, pass --trust-pickle") from None
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    weights = _model_state(state) if isinstance(state, dict) else {}
+    if "seg_head.weight" not in weights:
+        raise CheckpointError(f"{path}: not an EfficientViT segmentation checkpoint (no seg_head weights in its "
+                              f"state_dict)")
+    num_classes = weights["seg_head.weight"].shape[0]
+    hparams = dict(raw.get("hyper_parameters") or {}) if isinstance(raw, dict) else {}
+    if "num_classes" in hparams and int(hparams["num_classes"]) != num_classes:
+        raise CheckpointError(f"{path}: hparams say {hparams['num_classes']} classes, the head has {num_classes}")
+    net = SegmentationNet(num_classes, conv_bias="output_convs.0.0.bias" in weights)
+    try:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: weights do not fit {BACKBONE} + FPN: {first}") from None
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{path}: weights do not fit {BACKBONE} + FPN ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected: {detail})")
+    size = (int(hparams.get("img_height", 480)), int(hparams.get("img_width", 640)))
+    dev = torch.device(device)
+    return SegmentationModel(net.to(dev).eval(), size, str(path), dev)
+
+
+def save_lightning_checkpoint(net: SegmentationNet, path: str | Path, input_size: tuple[int, int] = (480, 640),
+                              prefix: str = "model.") -> Path:
+    """Write ``net`` the way the user's Lightning training does (for tests and examples)."""
+    state = {f"{prefix}{k}": v for k, v in net.state_dict().items()}
+    hparams = {"num_classes": net.num_classes, "img_height": input_size[0], "img_width": input_size[1]}
+    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.4.0", "state_dict": state,
+                "hyper_parameters": hparams}, path)
+    return Path(path)
