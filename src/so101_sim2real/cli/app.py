@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from so101_sim2real.errors import So101Error
+from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 
 app = typer.Typer(
     name="so101",
@@ -27,6 +28,14 @@ TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle t
 SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec YAML to start from instead of the packaged "
                                                                 "lift-cube spec; the checkpoint's config and "
                                                                 "weights still override it.")]
+SegOpt = Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your EfficientViT-B0 segmentation checkpoint "
+                                                                  "(PyTorch Lightning .ckpt).")]
+DepthOpt = Annotated[str, typer.Option("--depth-model", help="Depth Anything V2: a folder (save_pretrained layout) "
+                                                             "or a hub id already in the cache (so101 models "
+                                                             "download).")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: crop first, seg at 192, depth at 140 (>= 10 Hz "
+                                                           "on a laptop CPU); exact: as trained, seg at the "
+                                                           "checkpoint's size, depth at 518.")]
 
 
 @app.command()
@@ -88,7 +97,14 @@ def infer(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field, e.g. --set "
                                                                          "observation.disparity.normalise_region="
                                                                          "full_frame (repeatable).")] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the policy.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Torch device for the policy and the perception "
+                                                         "networks.")] = "cpu",
+    perception: Annotated[str, typer.Option("--perception", help="sim: the twin's rendered classes and depth; "
+                                                                 "real: the segmentation and depth networks on the "
+                                                                 "camera's RGB (needs --seg-ckpt).")] = "sim",
+    seg_ckpt: SegOpt = None,
+    depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
+    profile: ProfileOpt = "fast",
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
                                                          "mean_return, mean_length, latency_ms, per_episode.")] = False,
     trust_pickle: TrustOpt = False,
@@ -101,13 +117,17 @@ def infer(
     robot. Ctrl-C stops at once, keeps what was recorded, and turns torque off.
     """
     from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer
+    from so101_sim2real.perception.real import RealModels
 
+    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
-                        overrides=overrides or [], device=device)
+                        overrides=overrides or [], device=device, perception=perception, models=models)
 
     def started(rig, pilot) -> None:
         eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
+        if perception == "real":
+            eyes = f"real perception, {profile} profile, on the rendered RGB"
         where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
 
@@ -295,6 +315,125 @@ def emulate(
         typer.echo(f"stopped; {json.dumps(emu.stats)}", err=True)
 
 
+@app.command()
+def perceive(
+    source: Annotated[str, typer.Argument(help="An image, a folder of images, a video, or a live camera: an index "
+                                               "such as 0, or a device such as /dev/video2.")],
+    seg_ckpt: SegOpt = None,
+    depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
+    profile: ProfileOpt = "fast",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for one side-by-side picture per frame: "
+                                                              "camera | segmentation | disparity | the policy's "
+                                                              "channels.")] = Path("perceive_out"),
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Stop after this many frames (default: all of "
+                                                                   "a file or folder, 100 of a camera).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the networks.")] = "cpu",
+    trust_pickle: TrustOpt = False,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="Spec YAML (default: the packaged lift-cube "
+                                                               "spec: crop, class table, normalisation).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of timings.")] = False,
+) -> None:
+    """Show what the policy will see: run the real perception on images, a video or a camera.
+
+    Writes one picture per frame to --out and prints per-stage timings (segmentation,
+    depth, finish_frame) and the share of each class in the 84x84 observation.
+    """
+    from so101_sim2real.cameras import OpenCVCamera, open_camera
+    from so101_sim2real.perception.preview import run_preview
+    from so101_sim2real.perception.real import RealModels, real_perception_factory
+    from so101_sim2real.spec import default_spec, load_spec
+
+    obs_spec = (load_spec(spec) if spec else default_spec()).observation
+    if frames is not None and frames < 1:
+        raise So101Error("--frames must be at least 1")
+    make = real_perception_factory(obs_spec, RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile,
+                                                        device, trust_pickle))
+    camera = open_camera(source, obs_spec.source_size)
+    limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
+    perception = make(camera)
+    typer.echo(f"perceiving {source} ({profile} profile, {perception.workers} worker(s), {device})")
+
+    def show(r) -> None:
+        t = r.timing
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in r.class_fractions.items() if k != "background")
+        typer.echo(f"frame {r.index}: seg {t.seg_ms:.1f} ms, depth {t.depth_ms:.1f} ms, total {t.total_ms:.1f} ms; "
+                   f"{shares}")
+
+    try:
+        results = run_preview(perception, camera, out, limit, on_frame=show)
+    finally:
+        perception.close()
+    summary = preview_summary(results)
+    typer.echo(f"{len(results)} frame(s): end to end p50 {summary['total_ms']['p50']:.1f} ms "
+               f"({1e3 / summary['total_ms']['p50']:.1f} Hz), p95 {summary['total_ms']['p95']:.1f} ms"
+               + (f"; pictures in {out}/" if out else ""))
+    if as_json:
+        typer.echo(json.dumps({"frames": len(results), "profile": profile, **summary}))
+
+
+def preview_summary(results: list) -> dict:
+    import numpy as np
+
+    out = {}
+    for stage in ("seg_ms", "depth_ms", "finish_ms", "total_ms"):
+        values = [getattr(r.timing, stage) for r in results]
+        out[stage] = {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+    return out
+
+
+models_app = typer.Typer(help="The model cache: download once where there is internet, run offline after.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Model cache (default: the Hugging Face "
+                                                                      "cache, HF_HUB_CACHE or HF_HOME).")]
+
+
+@models_app.command("download")
+def models_download(
+    name: Annotated[str, typer.Argument(help="A hub repo id.")] = DEFAULT_DEPTH_MODEL,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Fetch a model into the cache (default: Depth Anything V2 Small, the disparity model)."""
+    from so101_sim2real.perception.hub import download
+
+    typer.echo(f"downloading {name} ...")
+    typer.echo(f"cached {name} at {download(name, cache_dir)}")
+
+
+@models_app.command("add")
+def models_add(
+    folder: Annotated[Path, typer.Argument(help="A model folder (config.json + weights), e.g. copied from a "
+                                                "machine with internet.")],
+    name: Annotated[str, typer.Option("--name", help="The hub id to file it under.")] = DEFAULT_DEPTH_MODEL,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Put a model folder into the cache under a hub id, for machines without internet."""
+    from so101_sim2real.perception.hub import add_folder
+
+    typer.echo(f"cached {name} at {add_folder(folder, name, cache_dir)}")
+
+
+@models_app.command("list")
+def models_list(
+    cache_dir: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Show the models in the cache, and whether the default depth model is among them."""
+    from so101_sim2real.perception.hub import cache_dir as resolve_cache
+    from so101_sim2real.perception.hub import cached_models
+
+    models = cached_models(cache_dir)
+    if as_json:
+        typer.echo(json.dumps([{"repo_id": m.repo_id, "size_bytes": m.size_bytes, "files": m.files,
+                                "path": str(m.path), "role": m.role} for m in models]))
+        return
+    typer.echo(f"cache: {resolve_cache(cache_dir)}")
+    for m in models:
+        typer.echo(f"  {m.repo_id:<48}{m.size_bytes / 1e6:>9.1f} MB {m.files:>4} files  {m.role}")
+    if not any(m.repo_id == DEFAULT_DEPTH_MODEL for m in models):
+        typer.echo(f"the default depth model is not cached: so101 models download {DEFAULT_DEPTH_MODEL}")
+
+
 def _not_yet(name: str, issue: str) -> None:
     """Register a command of the product that is not built yet: it says so and exits 2."""
 
@@ -311,10 +450,8 @@ def _not_yet(name: str, issue: str) -> None:
 
 
 for _name, _issue in (
-    ("perceive", "real perception"),
     ("compare-sim", "sim-vs-real comparison"),
     ("hilserl", "HIL-SERL fine-tuning"),
-    ("models", "model download and cache"),
 ):
     _not_yet(_name, _issue)
 

@@ -20,12 +20,14 @@ from so101_sim2real.control.rig import Rig, sim_rig, so101_rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
+from so101_sim2real.perception.real import RealModels, real_perception_factory
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
 SCRIPTED = "scripted"
 ROBOTS = ("sim", "so101")
+PERCEPTIONS = ("sim", "real")
 
 
 @dataclass
@@ -43,6 +45,8 @@ class InferOptions:
     spec_path: Path | None = None
     overrides: list[str] = field(default_factory=list)
     device: str = "cpu"
+    perception: str = "sim"  # sim: the twin's rendered classes and depth; real: the networks on its RGB
+    models: RealModels | None = None
 
 
 def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
@@ -78,15 +82,21 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")
+    if opts.perception not in PERCEPTIONS:
+        raise So101Error(f"--perception {opts.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
+    make_perception = None
+    if opts.perception == "real":
+        make_perception = real_perception_factory(spec.observation, opts.models or RealModels(None, ""))
     period = spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
     recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None
-    needs_camera = policy is not None or opts.video is not None or opts.record is not None
+    needs_camera = policy is not None or opts.video is not None or opts.record is not None \
+        or make_perception is not None
     if opts.robot == "so101":
-        rig = so101_rig(spec, opts.port, with_camera=needs_camera)
+        rig = so101_rig(spec, opts.port, with_camera=needs_camera, make_perception=make_perception)
     else:
-        rig = sim_rig(spec, with_camera=needs_camera)
+        rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception)
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video
 

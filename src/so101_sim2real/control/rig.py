@@ -6,13 +6,14 @@ same loop; what differs is assembled here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from so101_sim2real.control.controller import Command, Controller
 from so101_sim2real.control.timing import StageTimer
-from so101_sim2real.interfaces import JointState, Perception, Robot, StepResult, Task
+from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.kinematics import Kinematics
@@ -56,8 +57,13 @@ class Rig:
                 self.perception.close()
 
 
-def sim_rig(spec: Spec, with_camera: bool = True) -> Rig:
-    """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes."""
+# Builds the perception from a camera; None: the twin's privileged segmentation and depth.
+PerceptionFactory = Callable[[Camera], Perception]
+
+
+def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None) -> Rig:
+    """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes
+    (rendered classes and depth, or ``make_perception`` on its rendered RGB)."""
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
     from so101_sim2real.sim.robot import SimRobot
     from so101_sim2real.sim.task import LiftCubeTask
@@ -68,7 +74,8 @@ def sim_rig(spec: Spec, with_camera: bool = True) -> Rig:
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
     if with_camera:
-        perception = PrivilegedPerception(SimCamera(task.model, task.data, spec.observation), spec.observation)
+        camera = SimCamera(task.model, task.data, spec.observation)
+        perception = make_perception(camera) if make_perception else PrivilegedPerception(camera, spec.observation)
     return Rig(spec, robot, task, controller, perception, spec.control.period_s, twin=task)
 
 
@@ -81,6 +88,20 @@ class _LockedPerception:
     def observe(self, with_rgb: bool = False):
         with self.lock:
             return self.inner.observe(with_rgb)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _LockedCamera:
+    """A camera in a world that another thread steps: renders hold its lock."""
+
+    def __init__(self, inner: Camera, lock: object):
+        self.inner, self.lock = inner, lock
+
+    def read(self) -> Frame:
+        with self.lock:
+            return self.inner.read()
 
     def close(self) -> None:
         self.inner.close()
@@ -100,7 +121,8 @@ class _TwinEpisodes:
             return self.bridge.task.evaluate(action)
 
 
-def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None) -> Rig:
+def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
+              make_perception: PerceptionFactory | None = None) -> Rig:
     """The real driver stack on a follower arm. ``port='emulator'`` runs the STS3215 emulator
     in this process with the sim twin as the arm, its wrist camera as the camera, and its
     task for resets and scoring: the real driver path, end to end, without hardware."""
@@ -131,7 +153,10 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     perception = None
     if with_camera:
         camera = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
-        perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
+        if make_perception:  # only the render holds the lock, not the networks
+            perception = make_perception(_LockedCamera(camera, bridge.lock))
+        else:
+            perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
     return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
                twin=bridge.task)
 

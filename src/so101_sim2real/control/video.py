@@ -33,15 +33,23 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def compose(rgb: np.ndarray | None, frame: np.ndarray, channels: list[str], caption: str = "") -> np.ndarray:
     """One RGB video frame: camera | seg | disparity, captioned."""
+    panels = [panel(rgb, caption or "wrist camera")] if rgb is not None else []
+    return np.hstack(panels + policy_panels(frame, channels))
+
+
+def panel(rgb: np.ndarray, caption: str, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """An RGB image scaled to the panel height, captioned."""
+    w = round(rgb.shape[1] * PANEL / rgb.shape[0])
+    return _label(np.ascontiguousarray(cv2.resize(rgb, (w, PANEL), interpolation=interpolation)), caption)
+
+
+def policy_panels(frame: np.ndarray, channels: list[str]) -> list[np.ndarray]:
+    """One panel per policy channel, pixels kept visible: seg in class colours, disparity in grey."""
     panels = []
-    if rgb is not None:
-        w = round(rgb.shape[1] * PANEL / rgb.shape[0])
-        panels.append(_label(cv2.resize(rgb, (w, PANEL), interpolation=cv2.INTER_AREA), caption or "wrist camera"))
     for name, channel in zip(channels, frame, strict=True):
-        big = cv2.resize(channel, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST)
-        img = colour_segmentation(big) if name == "seg" else np.repeat(big[..., None], 3, axis=2)
-        panels.append(_label(np.ascontiguousarray(img), f"policy: {name}"))
-    return np.hstack(panels)
+        img = colour_segmentation(channel) if name == "seg" else np.repeat(channel[..., None], 3, axis=2)
+        panels.append(panel(img, f"policy: {name}", cv2.INTER_NEAREST))
+    return panels
 
 
 class VideoWriter:

@@ -1,1 +1,4 @@
 """Perception: segmentation and depth into exactly the observation the policy was trained on."""
+
+# The public disparity model: Depth Anything V2 Small in transformers' layout (Apache-2.0).
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from so101_sim2real.errors import So101Error
+from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.segmentation import to_tensor
 
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 PATCH = 14
 TRAINED_SIDE = 518  # the processor's default input size
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -99,6 +100,13 @@ class Timing:
     total_ms: float
 
 
+def _check_classes(seg: SegmentationModel, spec: ObservationSpec) -> None:
+    table = spec.segmentation.real_to_sim
+    if seg.num_classes != len(table):
+        raise So101Error(f"the segmentation model {seg.source} has {seg.num_classes} classes; the spec's real class "
+                         f"table has {len(table)} ({', '.join(spec.segmentation.real_classes)})")
+
+
 class RealPerception:
     """Camera -> (seg, depth) concurrently -> sim class ids -> ``finish_frame``."""
 
@@ -106,10 +114,7 @@ class RealPerception:
                  profile: Profile | str = "fast", workers: int | None = None):
         self.camera, self.seg, self.depth, self.spec = camera, seg, depth, spec
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
-        table = spec.segmentation.real_to_sim
-        if seg.num_classes != len(table):
-            raise So101Error(f"the segmentation model has {seg.num_classes} classes; the spec's real class table "
-                             f"has {len(table)} ({', '.join(spec.segmentation.real_classes)})")
+        _check_classes(seg, spec)
         # The crop can come first only if nothing outside it matters to the observation.
         self.crop_first = self.profile.crop_first and spec.disparity.normalise_region == "crop"
         self.workers = workers or auto_workers(seg.device)
@@ -170,3 +175,30 @@ class RealPerception:
             self._pool = None
         if self.camera is not None:
             self.camera.close()
+
+
+@dataclass(frozen=True)
+class RealModels:
+    """Which weights the real perception uses, and how it runs them."""
+
+    seg_ckpt: str | None
+    depth_model: str
+    profile: str = "fast"
+    device: str = "cpu"
+    trust_pickle: bool = False
+
+
+def real_perception_factory(spec: ObservationSpec, models: RealModels) -> Callable[[Camera | None], RealPerception]:
+    """Load both networks now, from local files or the cache only, so that a bad path fails
+    before anything moves; the returned function binds them to a camera."""
+    from so101_sim2real.perception.depth import load_depth
+    from so101_sim2real.perception.segmentation import load_segmentation
+
+    profile = get_profile(models.profile)
+    if not models.seg_ckpt:
+        raise So101Error("real perception needs --seg-ckpt PATH: the EfficientViT segmentation checkpoint your "
+                         "Lightning training wrote (e.g. outputs/efficientvit_seg/best.ckpt)")
+    seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
+    _check_classes(seg, spec)
+    depth = load_depth(models.depth_model, models.device)
+    return lambda camera: RealPerception(camera, seg, depth, spec, profile)

@@ -1,0 +1,100 @@
+"""``so101 perceive``: what the policy will see, as pictures.
+
+Each input image becomes one picture of four kinds of panel: the camera image with
+the crop the policy sees outlined, the segmentation in class colours over the image,
+the disparity (bright = near), and the observation channels at the policy's
+resolution, scaled up with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from so101_sim2real.cameras import CameraExhausted
+from so101_sim2real.control.video import colour_segmentation, panel, policy_panels
+from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import Camera, Perceived
+from so101_sim2real.perception.observation import center_crop_box
+from so101_sim2real.perception.real import RealPerception, Timing
+
+
+def _region(rgb: np.ndarray, maps_shape: tuple[int, int], crop: str) -> np.ndarray:
+    """The part of the camera image the maps cover (all of it, or the crop)."""
+    h, w = rgb.shape[:2]
+    if abs(maps_shape[1] / maps_shape[0] - w / h) < 0.01:
+        return rgb
+    rows, cols = center_crop_box(h, w, crop)
+    return rgb[rows, cols]
+
+
+def compose_preview(rgb: np.ndarray, seen: Perceived, channels: list[str], crop: str) -> np.ndarray:
+    """Camera (crop outlined) | seg over the image | disparity | the policy's channels."""
+    camera = np.ascontiguousarray(rgb.copy())
+    rows, cols = center_crop_box(*rgb.shape[:2], crop)
+    cv2.rectangle(camera, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), (255, 255, 0), 3)
+    region = _region(rgb, seen.seg_ids.shape, crop)
+    colours = cv2.resize(colour_segmentation(seen.seg_ids), (region.shape[1], region.shape[0]),
+                         interpolation=cv2.INTER_NEAREST)
+    overlay = cv2.addWeighted(region, 0.45, colours, 0.55, 0.0)
+    disp = seen.disparity.astype(np.float64)
+    lo, hi = float(disp.min()), float(disp.max())
+    grey = ((disp - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(disp)).astype(np.uint8)
+    heat = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    panels = [panel(camera, "camera (policy crop)"), panel(overlay, "segmentation"),
+              panel(heat, "disparity (bright = near)")]
+    return np.hstack(panels + policy_panels(seen.frame, channels))
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    """One processed image: where its picture went and how long perception took."""
+
+    index: int
+    path: Path | None
+    timing: Timing
+    class_fractions: dict[str, float]
+
+
+def frames_of(camera: Camera, limit: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, rgb)`` until the source runs out or ``limit`` frames were read."""
+    index = 0
+    while limit is None or index < limit:
+        try:
+            frame = camera.read()
+        except CameraExhausted:
+            return
+        yield index, frame.rgb
+        index += 1
+
+
+def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None, limit: int | None,
+                on_frame: Callable[[PreviewResult], None] | None = None) -> list[PreviewResult]:
+    """Perceive every frame of ``camera``; write a picture per frame to ``out_dir``."""
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise So101Error(f"--out {out_dir}: a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    spec = perception.spec
+    results = []
+    for index, rgb in frames_of(camera, limit):
+        seen = perception.perceive(rgb, with_rgb=True)
+        path = None
+        if out_dir is not None:
+            path = out_dir / f"perceive_{index:05d}.png"
+            picture = compose_preview(seen.rgb, seen, spec.channels, spec.crop)
+            if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+                raise So101Error(f"{path}: could not write the picture")
+        seg = seen.frame[spec.channels.index("seg")]
+        fractions = {name: float(np.mean(seg == i)) for i, name in enumerate(spec.segmentation.classes)}
+        result = PreviewResult(index, path, perception.last_timing, fractions)
+        results.append(result)
+        if on_frame:
+            on_frame(result)
+    if not results:
+        raise So101Error("the source gave no frames")
+    return results
