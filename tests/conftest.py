@@ -31,3 +31,23 @@ def drqv2_snapshot(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "drqv2_snapshot.pt"
     agent = write_drqv2_snapshot(path)
     return path, agent
+
+
+@pytest.fixture(scope="session")
+def seg_ckpt(tmp_path_factory):
+    """The user's EfficientViT-B0 + FPN segmentation checkpoint (Lightning layout, random weights)."""
+    from fixtures import write_lightning_seg_ckpt
+
+    path = tmp_path_factory.mktemp("seg") / "best.ckpt"
+    write_lightning_seg_ckpt(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def depth_folder(tmp_path_factory):
+    """Depth Anything V2 Small, random weights, in save_pretrained layout."""
+    from fixtures import write_depth_folder
+
+    path = tmp_path_factory.mktemp("depth") / "Depth-Anything-V2-Small-hf"
+    write_depth_folder(path)
+    return path

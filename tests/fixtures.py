@@ -203,3 +203,54 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out, err = capsys.readouterr()
     return exc.value.code or 0, out, err
+
+
+def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), seed: int = 0, prefix: str = "model."):
+    """A segmentation checkpoint as PyTorch Lightning writes it: ``hyper_parameters`` is an
+    ``AttributeDict`` from Lightning's own module, which this environment does not have, so a
+    stand-in of the same module and name is pickled (the bytes Lightning writes)."""
+    import sys
+    import types
+
+    import torch
+
+    from so101_sim2real.perception.segmentation import SegmentationNet
+
+    module_name = "lightning.fabric.utilities.data"
+    attribute_dict = type("AttributeDict", (dict,), {"__module__": module_name})
+    module = types.ModuleType(module_name)
+    module.AttributeDict = attribute_dict
+    saved = {name: sys.modules.get(name) for name in ("lightning", "lightning.fabric", "lightning.fabric.utilities",
+                                                       module_name)}
+    sys.modules.update({name: types.ModuleType(name) for name in saved})
+    sys.modules[module_name] = module
+    try:
+        torch.manual_seed(seed)
+        net = SegmentationNet(num_classes).eval()
+        hparams = attribute_dict(num_classes=num_classes, img_height=input_size[0], img_width=input_size[1],
+                                 lr=1e-3, backbone="efficientvit_b0")
+        torch.save({"epoch": 41, "global_step": 5000, "pytorch-lightning_version": "2.4.0",
+                    "state_dict": {f"{prefix}{k}": v for k, v in net.state_dict().items()},
+                    "hyper_parameters": hparams, "hparams_name": "kwargs",
+                    "callbacks": {"ModelCheckpoint{'monitor': 'val_iou'}": {"best_model_score": torch.tensor(0.811),
+                                                                            "best_model_path": "best.ckpt"}},
+                    "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}]}, path)
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+    return net
+
+
+def write_depth_folder(path):
+    """Depth Anything V2 Small with random weights, saved the way a downloaded model is laid out."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    from so101_sim2real.perception.depth import small_config
+
+    torch.manual_seed(0)
+    net = DepthAnythingForDepthEstimation(small_config()).eval()
+    net.save_pretrained(path)
+    return net
