@@ -6,8 +6,8 @@ import json
 
 import cv2
 import pytest
-from fixtures import run_cli
 
+from fixtures import run_cli
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures import write_lightning_seg_ckpt
 
+from fixtures import write_lightning_seg_ckpt
 from so101_sim2real.errors import CheckpointError, ObservationError, So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.depth import DepthModelMissing, input_size, load_depth

@@ -82,8 +82,16 @@ def infer(
     robot: Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
                                                        "Feetech driver; with --port emulator it drives the twin).")
                      ] = "sim",
-    port: Annotated[Optional[str], typer.Option("--port", help="Serial port of the follower for --robot so101, or "
-                                                               "'emulator'.")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", help="Serial port of the follower for --robot so101 (or "
+                                                               "the pty of 'so101 emulate --twin'), or 'emulator' "
+                                                               "for the driver on an in-process twin.")] = None,
+    calibration: Annotated[Optional[str], typer.Option("--calibration", help="A serial port's arm: its id from "
+                                                                             "'so101 calibrate joints', a "
+                                                                             "calibration .json, or 'twin' for "
+                                                                             "'so101 emulate --twin'.")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", help="A serial port's eyes: a camera index (0), a "
+                                                                   "device (/dev/video2), a video or an image "
+                                                                   "folder (looped).")] = None,
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="Number of episodes.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode; episode i uses seed + i.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
@@ -122,16 +130,21 @@ def infer(
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
-                        overrides=overrides or [], device=device, perception=perception, models=models)
+                        overrides=overrides or [], device=device, perception=perception, models=models,
+                        calibration=calibration, camera=camera,
+                        wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
+    scored = [True]
 
     def started(rig, pilot) -> None:
+        scored[0] = rig.scored
         eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
         if perception == "real":
-            eyes = f"real perception, {profile} profile, on the rendered RGB"
+            eyes = f"real perception, {profile} profile, on " + (f"camera {camera}" if camera else "the rendered RGB")
         where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
 
-    summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes)), on_start=started)
+    summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes, scored[0])),
+                        on_start=started)
     typer.echo(render_summary(summary))
     if record:
         typer.echo(f"recorded {len(summary.episodes)} episode(s) to {record}/")

@@ -47,6 +47,9 @@ class InferOptions:
     device: str = "cpu"
     perception: str = "sim"  # sim: the twin's rendered classes and depth; real: the networks on its RGB
     models: RealModels | None = None
+    calibration: str | None = None  # a real port: an arm id, a calibration .json, or "twin"
+    camera: str | None = None  # a real port: a camera index or device, a video, an image folder
+    wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
 
 
 def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
@@ -84,6 +87,10 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
                          f"perception) produce seg + disparity, the observation of the user's training setup")
     if opts.perception not in PERCEPTIONS:
         raise So101Error(f"--perception {opts.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
+    real_port = opts.robot == "so101" and opts.port != "emulator"
+    if real_port and (opts.perception != "real" or not opts.camera):
+        raise So101Error(f"--port {opts.port}: a real arm sees through --camera (an index, a device or a video) "
+                         f"with --perception real --seg-ckpt PATH")
     make_perception = None
     if opts.perception == "real":
         make_perception = real_perception_factory(spec.observation, opts.models or RealModels(None, ""))
@@ -93,12 +100,45 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None
     needs_camera = policy is not None or opts.video is not None or opts.record is not None \
         or make_perception is not None
-    if opts.robot == "so101":
+    if real_port:
+        rig = _arm_rig(opts, spec, make_perception)
+    elif opts.robot == "so101":
         rig = so101_rig(spec, opts.port, with_camera=needs_camera, make_perception=make_perception)
     else:
         rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception)
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video
+
+
+def load_calibration(name: str | None) -> object | None:
+    """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
+    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
+
+    if not name:
+        return None
+    if name == "twin":
+        from so101_sim2real.hardware.twin_bus import twin_arm_calibration
+
+        return twin_arm_calibration()
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise So101Error(f"--calibration {name}: no such file")
+        return ArmCalibration.load(path)
+    return ArmCalibration.load(find_lerobot_file("follower", name))
+
+
+def _arm_rig(opts: InferOptions, spec: Spec, make_perception) -> Rig:
+    from so101_sim2real.cameras import open_camera
+
+    calibration = load_calibration(opts.calibration)
+    camera = open_camera(opts.camera, spec.observation.source_size, loop=True)
+    try:
+        return so101_rig(spec, opts.port, make_perception=make_perception, calibration=calibration, camera=camera,
+                         wait_for_operator=opts.wait_for_operator)
+    except BaseException:
+        camera.close()
+        raise
 
 
 def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,
@@ -115,8 +155,8 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
         rig.close()
 
 
-def episode_line(e: EpisodeResult, total: int) -> str:
-    outcome = "interrupted" if e.interrupted else ("success" if e.success else "no success")
+def episode_line(e: EpisodeResult, total: int, scored: bool = True) -> str:
+    outcome = "interrupted" if e.interrupted else ("success" if e.success else "no success") if scored else "ended"
     return f"episode {e.index + 1}/{total}  seed {e.seed}: {outcome} after {e.steps} steps, return {e.ret:.1f}"
 
 
@@ -124,7 +164,9 @@ def render_summary(summary: RunSummary) -> str:
     d = summary.to_dict()
     n = d["episodes"]
     wins = sum(e.success for e in summary.complete)
-    lines = [f"success {wins}/{n} ({d['success_rate']:.0%})   mean return {d['mean_return']:.1f}   "
+    success = f"success {wins}/{n} ({d['success_rate']:.0%})" if summary.scored else \
+        f"{n} episode(s), success not scored (a real arm has no judge yet)"
+    lines = [f"{success}   mean return {d['mean_return']:.1f}   "
              f"mean length {d['mean_length']:.1f} steps" + ("   (interrupted)" if summary.interrupted else "")]
     if summary.timing:
         lines.append(f"{'latency per tick':<18}{'p50 ms':>9}{'p95 ms':>9}")

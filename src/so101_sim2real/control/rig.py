@@ -31,6 +31,7 @@ class Rig:
     perception: Perception | None
     period_s: float
     twin: object | None = None
+    scored: bool = True  # False on a real arm: nothing judges success yet
 
     @property
     def kinematics(self) -> Kinematics:
@@ -122,18 +123,49 @@ class _TwinEpisodes:
 
 
 def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
-              make_perception: PerceptionFactory | None = None) -> Rig:
-    """The real driver stack on a follower arm. ``port='emulator'`` runs the STS3215 emulator
-    in this process with the sim twin as the arm, its wrist camera as the camera, and its
-    task for resets and scoring: the real driver path, end to end, without hardware."""
+              make_perception: PerceptionFactory | None = None, calibration: object | None = None,
+              camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None) -> Rig:
+    """The real driver stack on a follower arm.
+
+    ``port='emulator'`` runs the STS3215 emulator in this process with the sim twin as
+    the arm, its wrist camera as the camera, and its task for resets and scoring: the
+    real driver path, end to end, without hardware. Any other port is an arm (or a
+    separate ``so101 emulate --twin``): it needs its ``calibration``, a ``camera`` and
+    the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
+    """
+    if port == "emulator":
+        return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception)
+    from so101_sim2real.control.arm_episodes import ArmEpisodes
     from so101_sim2real.errors import So101Error
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
+    from so101_sim2real.sim.task import LiftCubeTask
 
-    if port != "emulator":
-        raise So101Error(f"--port {port}: a real arm needs a camera and its calibration, which arrive with real "
-                         f"perception; today --robot so101 runs with --port emulator (the driver on the twin)")
+    if calibration is None:
+        raise So101Error(f"--port {port}: the arm needs its calibration: --calibration ID (from 'so101 calibrate "
+                         f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
+    if camera is None or make_perception is None:
+        raise So101Error(f"--port {port}: a real arm sees through --camera (an index, a device or a video) with "
+                         f"--perception real --seg-ckpt PATH")
+    bus = MotorBus(port, calibration.ids)
+    robot = SO101Follower(bus, calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
+    try:
+        robot.connect()
+        kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
+        controller = Controller(spec.action, kinematics, robot.limits)
+        task = ArmEpisodes(robot, LiftCubeTask(spec).start_pose(), spec.control.period_s, wait_for_operator)
+        perception = make_perception(camera)
+    except BaseException:
+        robot.close()
+        raise
+    return Rig(spec, robot, task, controller, perception, spec.control.period_s, scored=False)
+
+
+def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | None,
+                        make_perception: PerceptionFactory | None) -> Rig:
+    from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
     from so101_sim2real.hardware.twin_bus import attach_twin
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
 

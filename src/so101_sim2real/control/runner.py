@@ -39,6 +39,7 @@ class RunSummary:
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     interrupted: bool = False
     overruns: int = 0
+    scored: bool = True  # False where nothing judges success (a real arm): success_rate is None
 
     @property
     def complete(self) -> list[EpisodeResult]:
@@ -48,7 +49,7 @@ class RunSummary:
         done = self.complete
         return {
             "episodes": len(done),
-            "success_rate": float(np.mean([e.success for e in done])) if done else 0.0,
+            "success_rate": (float(np.mean([e.success for e in done])) if done else 0.0) if self.scored else None,
             "mean_return": float(np.mean([e.ret for e in done])) if done else 0.0,
             "mean_length": float(np.mean([e.steps for e in done])) if done else 0.0,
             "interrupted": self.interrupted,
@@ -77,7 +78,7 @@ class Runner:
 
     def run(self, seeds: list[int | None]) -> RunSummary:
         """All episodes; Ctrl-C or SIGTERM ends the run early, torque off either way."""
-        summary = RunSummary()
+        summary = RunSummary(scored=self.rig.scored)
         try:
             with torque_guard(self.rig.robot):
                 for index, seed in enumerate(seeds):

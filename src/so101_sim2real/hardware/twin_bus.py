@@ -22,14 +22,19 @@ from so101_sim2real.sim.task import LiftCubeTask
 from so101_sim2real.spec import Spec, default_spec
 
 
+def twin_arm_calibration(model: object | None = None) -> ArmCalibration:
+    """The emulated twin arm's calibration (``--calibration twin``): what ``so101 emulate --twin`` uses."""
+    m = model if model is not None else S.build_model()
+    return twin_calibration(np.array([m.jnt_range[m.joint(j).id] for j in S.JOINTS]))
+
+
 class TwinBridge:
     """The twin's world, stepped in real time, shared by the servos, a camera and the task."""
 
     def __init__(self, task: LiftCubeTask, lock: threading.RLock):
         self.task, self.lock = task, lock
         m = task.model
-        ranges = np.array([m.jnt_range[m.joint(j).id] for j in S.JOINTS])
-        self.calibration: ArmCalibration = twin_calibration(ranges)
+        self.calibration: ArmCalibration = twin_arm_calibration(m)
         self._qpos = [m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS]
         self._act = [m.actuator(j).id for j in S.JOINTS]
         self._gain = m.actuator_gainprm[self._act, 0].copy()

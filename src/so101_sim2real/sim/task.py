@@ -11,7 +11,7 @@ loop does that through :class:`~so101_sim2real.sim.robot.SimRobot` and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
@@ -112,6 +112,16 @@ class LiftCubeTask:
         self.steps, self.hold, self._was_grasping = 0, 0, False
         self._prev_action = np.zeros(self.spec.action.dim)
         return self.info()
+
+    def start_pose(self) -> np.ndarray:
+        """The joints an episode starts from with the cube at its nominal place: where a real arm starts."""
+        cfg, rng = self.cfg, self.rng
+        self.cfg = replace(cfg, cube_xy_noise=0.0)
+        try:
+            self.reset()
+            return self.data.qpos[self._qpos].copy()
+        finally:
+            self.cfg, self.rng = cfg, rng
 
     def evaluate(self, action: np.ndarray) -> StepResult:
         """Score the step the control loop just took with ``action``."""

@@ -1,0 +1,98 @@
+"""``so101 infer --robot so101 --port P`` on a serial port: a separate ``so101 emulate --twin`` process
+as the arm, a video as the camera, the real perception, and episodes run by a person."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fixtures import run_cli
+from so101_sim2real.hardware.bus import MotorBus
+from so101_sim2real.hardware.twin_bus import twin_arm_calibration
+
+
+@pytest.fixture(scope="module")
+def twin_video(tmp_path_factory):
+    """A short wrist-camera video of the twin (as a user's recorded camera would be)."""
+    from so101_sim2real.sim.camera import SimCamera
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    task = LiftCubeTask(spec)
+    camera = SimCamera(task.model, task.data, spec.observation)
+    path = tmp_path_factory.mktemp("video") / "wrist.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    for seed in range(3):
+        task.reset(seed)
+        writer.write(cv2.cvtColor(camera.read().rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    camera.close()
+    return path
+
+
+@pytest.fixture()
+def emulated_arm():
+    """``so101 emulate --twin`` in its own process; yields its pty path."""
+    proc = subprocess.Popen([sys.executable, "-m", "so101_sim2real", "emulate", "--twin"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(2)
+        proc.communicate(timeout=20)
+
+
+def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_arm, twin_video, snapshot,
+                                                                seg_ckpt, depth_folder):
+    code, out, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", emulated_arm,
+                             "--calibration", "twin", "--camera", str(twin_video), "--perception", "real",
+                             "--seg-ckpt", str(seg_ckpt), "--depth-model", str(depth_folder), "-n", "2",
+                             "--max-steps", "4", "--json")
+    assert code == 0, err
+    assert f"so101 on {emulated_arm}" in out and f"camera {twin_video}" in out
+    assert "success not scored" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["success_rate"] is None  # nothing judges a real arm
+    assert [e["steps"] for e in result["per_episode"]] == [4, 4]
+    assert result["latency_ms"]["so101"]["p50_ms"] > 0 and result["latency_ms"]["obs"]["p50_ms"] > 0
+    # Torque is off at the end, as the servos themselves report it.
+    bus = MotorBus(emulated_arm, twin_arm_calibration().ids)
+    bus.open()
+    try:
+        assert set(bus.sync_read("torque_enable").values()) == {0}
+    finally:
+        bus.close()
+
+
+def test_a_serial_port_needs_a_camera_a_calibration_and_the_real_perception(capsys, tmp_path, snapshot, seg_ckpt,
+                                                                            depth_folder, twin_video):
+    base = ("infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", str(tmp_path / "ttyNONE"))
+    models = ("--perception", "real", "--seg-ckpt", str(seg_ckpt), "--depth-model", str(depth_folder))
+    cases = [
+        (base, "a real arm sees through --camera"),
+        (base + ("--camera", str(twin_video)), "a real arm sees through --camera"),
+        (base + ("--camera", str(twin_video)) + models, "the arm needs its calibration"),
+        (base + ("--camera", str(twin_video), "--calibration", str(tmp_path / "arm.json")) + models, "no such file"),
+        (base + ("--camera", str(twin_video), "--calibration", "twin") + models, "ttyNONE"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_start_pose_is_the_sims_nominal_reset():
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    task = LiftCubeTask(default_spec())
+    pose = task.start_pose()
+    assert pose.shape == (6,)
+    assert pose[4] == pytest.approx(np.pi / 2, abs=0.01)  # wrist roll as the sim resets it
+    task.reset(5)
+    assert np.allclose(task.start_pose(), pose)  # seed-free, and the task's own rng is untouched
