@@ -367,3 +367,50 @@ def test_leader_reads_with_torque_off(emulator):
         assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
         emulator.servo(3).move_to(2048 + 4095 / 4)  # a hand turns the elbow a quarter turn
         assert leader.read().position[2] == pytest.approx(math.pi / 2, abs=2e-3)
+
+
+def test_motors_setup_command_walks_the_user_through_six_servos(capsys, monkeypatch):
+    """The person connects one factory-fresh servo (ID 1) per prompt; the command gives each its ID."""
+    from fixtures import run_cli
+    from so101_sim2real.hardware.emulator import Servo
+
+    with BusEmulator([]) as emu:
+        done = []
+
+        def connect_next(message, **_):
+            assert "connect ONLY the" in message
+            with emu.lock:
+                done.extend(emu.servos)
+                emu.servos = [Servo(1)]  # the next servo, straight from the factory
+
+        monkeypatch.setattr("typer.prompt", connect_next)
+        code, out, err = run_cli(capsys, "motors", "setup", "--port", emu.path)
+        done.extend(emu.servos)
+    assert code == 0, err
+    assert [s.servo_id for s in done] == [6, 5, 4, 3, 2, 1]  # gripper first, shoulder_pan last
+    assert "gripper: id 6" in out and "shoulder_pan: id 1" in out and "all six servos set up" in out
+
+
+def test_calibrate_joints_command_writes_lerobot_and_sim_files(capsys, monkeypatch, emulator, tmp_path):
+    import time
+
+    from fixtures import run_cli
+
+    def sweep(*_):  # the person swings every joint through its range, then presses Enter
+        for offset in (600, -600, 0):
+            for i in range(1, 7):
+                emulator.servo(i).move_to(2048 + offset)
+            time.sleep(0.2)
+        return ""
+
+    monkeypatch.setattr("typer.prompt", lambda message, **_: None)  # Enter at the middle and the zero pose
+    monkeypatch.setattr("builtins.input", sweep)
+    code, out, err = run_cli(capsys, "calibrate", "joints", "--port", emulator.path, "--id", "arm1", "--root",
+                             str(tmp_path), "--sign", "elbow_flex=-1")
+    assert code == 0, err
+    lerobot = tmp_path / "robots" / "so_follower" / "arm1.json"
+    assert lerobot.is_file() and (lerobot.parent / "arm1.so101_sim.json").is_file()
+    assert set(json.loads(lerobot.read_text())) == set(JOINT_NAMES)
+    assert json.loads((lerobot.parent / "arm1.so101_sim.json").read_text())["elbow_flex"]["sign"] == -1
+    code, _, err = run_cli(capsys, "calibrate", "joints", "--port", emulator.path, "--id", "x", "--sign", "elbow=2")
+    assert code == 2 and "--sign 'elbow=2'" in err
