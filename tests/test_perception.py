@@ -207,3 +207,12 @@ def test_camera_images_are_fitted_to_the_source_size():
 def test_profiles_are_what_the_docs_say():
     assert PROFILES["exact"].seg_side is None and PROFILES["exact"].depth_side == 518
     assert PROFILES["fast"].crop_first and PROFILES["fast"].depth_side % 14 == 0
+
+
+@pytest.mark.parametrize("prefix", ["", "net.", "model.model."])
+def test_any_lightning_module_prefix_is_stripped(tmp_path, prefix):
+    path = tmp_path / "seg.ckpt"
+    original = write_lightning_seg_ckpt(path, prefix=prefix, seed=4)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_segmentation(path).net(x), original(x))
