@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping source line breaks
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -242,7 +243,7 @@ app.add_typer(calibrate_app, name="calibrate")
 @calibrate_app.command("joints")
 def calibrate_joints(
     port: PortOpt,
-    robot_id: Annotated[str, typer.Option("--id", help="Name of this arm; the calibration file is <id>.json.")],
+    robot_id: Annotated[str, typer.Option("--id", help="Name of this arm; the calibration file is ID.json.")],
     arm: Annotated[str, typer.Option("--arm", help="follower or leader.")] = "follower",
     signs: Annotated[Optional[list[str]], typer.Option("--sign", help="JOINT=-1 where the servo turns against the "
                                                                       "MJCF joint axis (repeatable).")] = None,

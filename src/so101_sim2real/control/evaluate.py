@@ -90,7 +90,8 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     real_port = opts.robot == "so101" and opts.port != "emulator"
     if real_port and (opts.perception != "real" or not opts.camera):
         raise So101Error(f"--port {opts.port}: a real arm sees through --camera (an index, a device or a video) "
-                         f"with --perception real --seg-ckpt PATH")
+                         f"with --perception real --seg-ckpt PATH (--port emulator runs the driver on the twin, "
+                         f"with its camera)")
     make_perception = None
     if opts.perception == "real":
         make_perception = real_perception_factory(spec.observation, opts.models or RealModels(None, ""))

@@ -80,7 +80,7 @@ def auto_workers(device: str | object) -> int:
     """Two concurrent networks where there is room for both, else one after the other.
 
     Each network already uses every intra-op thread; on a 2-core CPU running them
-    concurrently oversubscribes the cores and was measured slower (95 vs 70 ms p50
+    concurrently oversubscribes the cores and was measured slower (108 vs 71 ms p50
     end to end in the fast profile), so they run one after the other there.
     """
     import torch
