@@ -96,3 +96,15 @@ def test_start_pose_is_the_sims_nominal_reset():
     assert pose[4] == pytest.approx(np.pi / 2, abs=0.01)  # wrist roll as the sim resets it
     task.reset(5)
     assert np.allclose(task.start_pose(), pose)  # seed-free, and the task's own rng is untouched
+
+
+def test_a_start_pose_outside_the_calibrated_range_is_refused():
+    from so101_sim2real.control.arm_episodes import ArmEpisodes
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.interfaces import SafetyLimits
+
+    class Arm:  # only its limits are looked at before anything moves
+        limits = SafetyLimits.from_ranges(np.tile([-0.9, 0.9], (6, 1)), 0.15)
+
+    with pytest.raises(So101Error, match="puts wrist_flex at 1.42 rad, outside this arm's calibrated range"):
+        ArmEpisodes(Arm(), np.array([0.0, 0.16, -0.02, 1.42, 0.5, 0.3]), 0.02)

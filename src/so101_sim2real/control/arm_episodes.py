@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.interfaces import Robot, StepResult
+from so101_sim2real.interfaces import JOINT_NAMES, Robot, StepResult
 
 REACHED_RAD = 0.03  # every joint this close to the start pose counts as there
 
@@ -30,6 +30,14 @@ class ArmEpisodes:
         self.robot, self.start_pose, self.period_s = robot, np.asarray(start_pose, dtype=np.float64), period_s
         self.wait_for_operator, self.timeout_s = wait_for_operator, timeout_s
         self.episodes = 0
+        limits = robot.limits
+        outside = np.flatnonzero((self.start_pose < limits.low) | (self.start_pose > limits.high))
+        if outside.size:
+            j = int(outside[0])
+            raise So101Error(f"the sim's start pose puts {JOINT_NAMES[j]} at {self.start_pose[j]:.2f} rad, outside "
+                             f"this arm's calibrated range [{limits.low[j]:.2f}, {limits.high[j]:.2f}]: a sign or "
+                             f"offset in the calibration is off, or the range was not swept fully (so101 calibrate "
+                             f"joints)")
 
     def move_to_start(self) -> float:
         """Drive the joints to the start pose at the robot's step limit; the seconds it took."""
