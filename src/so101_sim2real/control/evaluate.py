@@ -1,7 +1,7 @@
 """``so101 infer``: evaluate a pilot over seeded episodes on a rig.
 
 Builds the pilot (a checkpoint or the scripted expert), the rig (the sim twin; the
-real arm arrives with the Feetech driver), optional recorder and video, runs the
+real arm on its Feetech bus), optional recorder and video, runs the
 episodes through the :class:`Runner` and renders the results.
 """
 
