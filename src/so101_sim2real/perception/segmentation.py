@@ -154,12 +154,3 @@ def load_segmentation(path: str | Path, device: str | torch.device = "cpu",
     dev = torch.device(device)
     return SegmentationModel(net.to(dev).eval(), size, str(path), dev)
 
-
-def save_lightning_checkpoint(net: SegmentationNet, path: str | Path, input_size: tuple[int, int] = (480, 640),
-                              prefix: str = "model.") -> Path:
-    """Write ``net`` the way the user's Lightning training does (for tests and examples)."""
-    state = {f"{prefix}{k}": v for k, v in net.state_dict().items()}
-    hparams = {"num_classes": net.num_classes, "img_height": input_size[0], "img_width": input_size[1]}
-    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.4.0", "state_dict": state,
-                "hyper_parameters": hparams}, path)
-    return Path(path)
