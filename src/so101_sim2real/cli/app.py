@@ -134,18 +134,14 @@ def infer(
                         overrides=overrides or [], device=device, perception=perception, models=models,
                         calibration=calibration, camera=camera,
                         wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
-    scored = [True]
-
     def started(rig, pilot) -> None:
-        scored[0] = rig.scored
         eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
         if perception == "real":
             eyes = f"real perception, {profile} profile, on " + (f"camera {camera}" if camera else "the rendered RGB")
         where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
 
-    summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes, scored[0])),
-                        on_start=started)
+    summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes)), on_start=started)
     typer.echo(render_summary(summary))
     if record:
         typer.echo(f"recorded {len(summary.episodes)} episode(s) to {record}/")

@@ -23,8 +23,6 @@ REACHED_RAD = 0.03  # every joint this close to the start pose counts as there
 class ArmEpisodes:
     """The :class:`~so101_sim2real.interfaces.Task` of a real arm, driven by a person."""
 
-    scored = False
-
     def __init__(self, robot: Robot, start_pose: np.ndarray, period_s: float,
                  wait_for_operator: Callable[[str], None] | None = None, timeout_s: float = 15.0):
         self.robot, self.start_pose, self.period_s = robot, np.asarray(start_pose, dtype=np.float64), period_s

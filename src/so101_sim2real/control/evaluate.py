@@ -156,17 +156,21 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
         rig.close()
 
 
-def episode_line(e: EpisodeResult, total: int, scored: bool = True) -> str:
-    outcome = "interrupted" if e.interrupted else ("success" if e.success else "no success") if scored else "ended"
+_OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: not judged (a real arm)
+
+
+def episode_line(e: EpisodeResult, total: int) -> str:
+    outcome = "interrupted" if e.interrupted else _OUTCOMES[e.success]
     return f"episode {e.index + 1}/{total}  seed {e.seed}: {outcome} after {e.steps} steps, return {e.ret:.1f}"
 
 
 def render_summary(summary: RunSummary) -> str:
     d = summary.to_dict()
     n = d["episodes"]
-    wins = sum(e.success for e in summary.complete)
-    success = f"success {wins}/{n} ({d['success_rate']:.0%})" if summary.scored else \
-        f"{n} episode(s), success not scored (a real arm has no judge yet)"
+    if summary.scored:
+        success = f"success {sum(e.success for e in summary.complete)}/{n} ({d['success_rate']:.0%})"
+    else:
+        success = f"{n} episode(s), success not scored (a real arm has no judge yet)"
     lines = [f"{success}   mean return {d['mean_return']:.1f}   "
              f"mean length {d['mean_length']:.1f} steps" + ("   (interrupted)" if summary.interrupted else "")]
     if summary.timing:

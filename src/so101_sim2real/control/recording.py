@@ -5,7 +5,7 @@ A recording is a folder::
     recording.json      {"format": "so101-recording", "version": 1, "robot", "pilot",
                          "period_s", "joint_names", "created", "episodes": [
                            {"file", "index", "seed", "steps", "success", "return",
-                            "interrupted"}, ...]}
+                            "interrupted"}, ...]}   success is null where not judged (a real arm)
     spec.yaml           the spec the run used (crop, classes, disparity rule, ...)
     episode_0000.npz    one row per control tick, N rows:
         time        (N,)        float64  robot clock at the reading, s
@@ -95,7 +95,7 @@ class Recorder:
         if self.with_rgb and rgb is not None:
             ep.jpegs.append(_encode_jpeg(rgb))
 
-    def end(self, steps: int, success: bool, ret: float, interrupted: bool) -> Path | None:
+    def end(self, steps: int, success: bool | None, ret: float, interrupted: bool) -> Path | None:
         ep, self._episode = self._episode, None
         if ep is None or not ep.rows:
             return None
@@ -108,7 +108,7 @@ class Recorder:
         np.savez_compressed(tmp, **arrays)
         tmp.replace(self.folder / name)
         self.meta["episodes"].append({"file": name, "index": ep.index, "seed": ep.seed, "steps": steps,
-                                      "success": bool(success), "return": float(ret),
+                                      "success": None if success is None else bool(success), "return": float(ret),
                                       "interrupted": bool(interrupted)})
         self._write_index()
         return self.folder / name

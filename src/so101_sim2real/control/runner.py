@@ -27,7 +27,7 @@ from so101_sim2real.interfaces import JointState
 class EpisodeResult:
     index: int
     seed: int | None
-    success: bool
+    success: bool | None  # None where nothing judges success (a real arm)
     steps: int
     ret: float
     interrupted: bool = False
@@ -39,7 +39,11 @@ class RunSummary:
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     interrupted: bool = False
     overruns: int = 0
-    scored: bool = True  # False where nothing judges success (a real arm): success_rate is None
+
+    @property
+    def scored(self) -> bool:
+        """Whether success was judged (not on a real arm): otherwise ``success_rate`` is None."""
+        return all(e.success is not None for e in self.episodes)
 
     @property
     def complete(self) -> list[EpisodeResult]:
@@ -78,7 +82,7 @@ class Runner:
 
     def run(self, seeds: list[int | None]) -> RunSummary:
         """All episodes; Ctrl-C or SIGTERM ends the run early, torque off either way."""
-        summary = RunSummary(scored=self.rig.scored)
+        summary = RunSummary()
         try:
             with torque_guard(self.rig.robot):
                 for index, seed in enumerate(seeds):
@@ -123,7 +127,7 @@ class Runner:
                 steps, ret = steps + 1, ret + result.reward
                 self._keep(obs, action, cmd, result.reward, ret, steps)
                 if result.terminated or result.truncated or steps >= limit:
-                    success = result.terminated
+                    success = result.terminated if rig.scored else None
                     break
                 self.rate.wait()
                 joints = rig.robot.read()
@@ -133,7 +137,7 @@ class Runner:
         finally:
             if self.recorder:
                 self.recorder.end(steps, success, ret, interrupted)
-        return EpisodeResult(index, seed, bool(success), steps, float(ret), interrupted)
+        return EpisodeResult(index, seed, None if success is None else bool(success), steps, float(ret), interrupted)
 
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
         p = obs.perceived
