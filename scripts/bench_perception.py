@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
 from so101_sim2real.perception.real import PROFILES, RealPerception
 from so101_sim2real.perception.segmentation import SegmentationModel, SegmentationNet, load_segmentation
@@ -72,10 +73,6 @@ def models(args: argparse.Namespace, device: str) -> tuple[SegmentationModel, De
     return seg, depth
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
-
-
 def bench_profile(perception: RealPerception, policy: Policy, frames: list[np.ndarray], iters: int,
                   sync=lambda: None) -> dict:
     spec = perception.spec
@@ -96,7 +93,7 @@ def bench_profile(perception: RealPerception, policy: Policy, frames: list[np.nd
         rows["finish"].append(timing.finish_ms)
         rows["policy"].append((t2 - t1) * 1e3)
         rows["end_to_end"].append((t2 - t0) * 1e3)
-    out = {name: dict(zip(("p50_ms", "p95_ms"), _stats(v), strict=True)) for name, v in rows.items()}
+    out = {name: dict(zip(("p50_ms", "p95_ms"), p50_p95(v), strict=True)) for name, v in rows.items()}
     out["hz"] = 1e3 / out["end_to_end"]["p50_ms"]
     return out
 

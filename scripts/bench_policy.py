@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.policy.architecture import (
     STATE,
     VIEW,
@@ -50,11 +51,6 @@ def users_policy_shape() -> Checkpoint:
                       hints=hints, arch=arch, spec=spec, provenance={})
 
 
-def _percentiles(times: list[float]) -> tuple[float, float]:
-    ms = np.array(times) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
-
-
 def _time(fn, iters: int, warmup: int, sync=lambda: None) -> tuple[float, float]:
     for _ in range(warmup):
         fn()
@@ -65,7 +61,7 @@ def _time(fn, iters: int, warmup: int, sync=lambda: None) -> tuple[float, float]
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return _percentiles(times)
+    return p50_p95(np.array(times) * 1e3)
 
 
 def bench(ckpt: Checkpoint, device: str, iters: int, warmup: int) -> list[dict]:

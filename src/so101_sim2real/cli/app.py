@@ -349,7 +349,7 @@ def perceive(
     depth, finish_frame) and the share of each class in the 84x84 observation.
     """
     from so101_sim2real.cameras import OpenCVCamera, open_camera
-    from so101_sim2real.perception.preview import run_preview
+    from so101_sim2real.perception.preview import run_preview, summarise
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
 
@@ -373,22 +373,12 @@ def perceive(
         results = run_preview(perception, camera, out, limit, on_frame=show)
     finally:
         perception.close()
-    summary = preview_summary(results)
+    summary = summarise(results)
     typer.echo(f"{len(results)} frame(s): end to end p50 {summary['total_ms']['p50']:.1f} ms "
                f"({1e3 / summary['total_ms']['p50']:.1f} Hz), p95 {summary['total_ms']['p95']:.1f} ms"
                + (f"; pictures in {out}/" if out else ""))
     if as_json:
         typer.echo(json.dumps({"frames": len(results), "profile": profile, **summary}))
-
-
-def preview_summary(results: list) -> dict:
-    import numpy as np
-
-    out = {}
-    for stage in ("seg_ms", "depth_ms", "finish_ms", "total_ms"):
-        values = [getattr(r.timing, stage) for r in results]
-        out[stage] = {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
-    return out
 
 
 models_app = typer.Typer(help="The model cache: download once where there is internet, run offline after.",

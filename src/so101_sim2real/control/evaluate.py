@@ -16,7 +16,7 @@ import yaml
 
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig, sim_rig, so101_rig
+from so101_sim2real.control.rig import Rig, arm_needs_eyes, sim_rig, so101_rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
@@ -89,12 +89,10 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
         raise So101Error(f"--perception {opts.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
     real_port = opts.robot == "so101" and opts.port != "emulator"
     if real_port and (opts.perception != "real" or not opts.camera):
-        raise So101Error(f"--port {opts.port}: a real arm sees through --camera (an index, a device or a video) "
-                         f"with --perception real --seg-ckpt PATH (--port emulator runs the driver on the twin, "
-                         f"with its camera)")
+        raise arm_needs_eyes(opts.port)  # before any model loads
     make_perception = None
     if opts.perception == "real":
-        make_perception = real_perception_factory(spec.observation, opts.models or RealModels(None, ""))
+        make_perception = real_perception_factory(spec.observation, opts.models or RealModels())
     period = spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None

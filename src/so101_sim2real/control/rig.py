@@ -13,6 +13,7 @@ import numpy as np
 
 from so101_sim2real.control.controller import Command, Controller
 from so101_sim2real.control.timing import StageTimer
+from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
@@ -122,6 +123,13 @@ class _TwinEpisodes:
             return self.bridge.task.evaluate(action)
 
 
+def arm_needs_eyes(port: str) -> So101Error:
+    """The error for an arm on a serial port run without a camera or the real perception."""
+    return So101Error(f"--port {port}: a real arm sees through --camera (an index, a device or a video) with "
+                      f"--perception real --seg-ckpt PATH (--port emulator runs the driver on the twin, with its "
+                      f"camera)")
+
+
 def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
               make_perception: PerceptionFactory | None = None, calibration: object | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None) -> Rig:
@@ -136,7 +144,6 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     if port == "emulator":
         return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception)
     from so101_sim2real.control.arm_episodes import ArmEpisodes
-    from so101_sim2real.errors import So101Error
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
     from so101_sim2real.sim.task import LiftCubeTask
@@ -145,8 +152,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
         raise So101Error(f"--port {port}: the arm needs its calibration: --calibration ID (from 'so101 calibrate "
                          f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
     if camera is None or make_perception is None:
-        raise So101Error(f"--port {port}: a real arm sees through --camera (an index, a device or a video) with "
-                         f"--perception real --seg-ckpt PATH")
+        raise arm_needs_eyes(port)
     bus = MotorBus(port, calibration.ids)
     robot = SO101Follower(bus, calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
     try:

@@ -10,6 +10,11 @@ from contextlib import contextmanager
 import numpy as np
 
 
+def p50_p95(values) -> tuple[float, float]:
+    """The median and 95th percentile of ``values``, in their own unit."""
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
 class StageTimer:
     """Collects wall-clock durations per named stage; reports p50/p95/mean in ms."""
 
@@ -28,8 +33,8 @@ class StageTimer:
         out = {}
         for name, values in self.samples.items():
             ms = np.asarray(values) * 1e3
-            out[name] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-                         "mean_ms": float(ms.mean()), "count": int(ms.size)}
+            p50, p95 = p50_p95(ms)
+            out[name] = {"p50_ms": p50, "p95_ms": p95, "mean_ms": float(ms.mean()), "count": int(ms.size)}
         return out
 
 

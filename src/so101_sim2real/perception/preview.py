@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from so101_sim2real.cameras import CameraExhausted
+from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.control.video import colour_segmentation, panel, policy_panels
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Perceived
@@ -34,7 +35,7 @@ def _region(rgb: np.ndarray, maps_shape: tuple[int, int], crop: str) -> np.ndarr
 
 def compose_preview(rgb: np.ndarray, seen: Perceived, channels: list[str], crop: str) -> np.ndarray:
     """Camera (crop outlined) | seg over the image | disparity | the policy's channels."""
-    camera = np.ascontiguousarray(rgb.copy())
+    camera = rgb.copy()
     rows, cols = center_crop_box(*rgb.shape[:2], crop)
     cv2.rectangle(camera, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), (255, 255, 0), 3)
     region = _region(rgb, seen.seg_ids.shape, crop)
@@ -98,3 +99,10 @@ def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None
     if not results:
         raise So101Error("the source gave no frames")
     return results
+
+
+def summarise(results: list[PreviewResult]) -> dict[str, dict[str, float]]:
+    """p50 and p95 of each perception stage over the frames, in ms."""
+    stages = ("seg_ms", "depth_ms", "finish_ms", "total_ms")
+    return {stage: dict(zip(("p50", "p95"), p50_p95([getattr(r.timing, stage) for r in results]), strict=True))
+            for stage in stages}

@@ -30,6 +30,7 @@ import numpy as np
 
 from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
+from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
 from so101_sim2real.perception.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception.segmentation import SegmentationModel
@@ -181,8 +182,8 @@ class RealPerception:
 class RealModels:
     """Which weights the real perception uses, and how it runs them."""
 
-    seg_ckpt: str | None
-    depth_model: str
+    seg_ckpt: str | None = None
+    depth_model: str = DEFAULT_DEPTH_MODEL
     profile: str = "fast"
     device: str = "cpu"
     trust_pickle: bool = False

@@ -15,6 +15,7 @@ pretrained weights, so loading needs no network.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,13 @@ class SegmentationModel:
         return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 
+@functools.cache
+def _imagenet(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std on ``device``, made once per device rather than per frame."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 def to_tensor(rgb: np.ndarray, size: tuple[int, int], device: torch.device, mode: str) -> torch.Tensor:
     """RGB uint8 ``(H, W, 3)`` -> ImageNet-normalised ``(1, 3, *size)`` float32."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
@@ -105,9 +113,8 @@ def to_tensor(rgb: np.ndarray, size: tuple[int, int], device: torch.device, mode
         x = F.interpolate(x, size=size, mode=mode, align_corners=False)
         if mode == "bicubic":
             x = x.clamp_(0.0, 1.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    mean, std = _imagenet(device)
+    return x.sub_(mean).div_(std)
 
 
 def _model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
