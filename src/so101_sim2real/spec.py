@@ -46,9 +46,10 @@ class DisparitySpec:
     rule: Literal["inverse_depth"] = "inverse_depth"
     epsilon_m: float = 1e-3
     normalise: Literal["per_frame_minmax"] = "per_frame_minmax"
-    # "crop": min-max over the cropped region (the fixed pipeline); "full_frame": over
-    # the whole source image before cropping (the training-time quirk of the sim).
-    normalise_region: Literal["crop", "full_frame"] = "crop"
+    # "full_frame": min-max over the whole source image before cropping, which is how
+    # the user's training observations were made; "crop": over the cropped region only
+    # (what their first real pipeline did, a mismatch the policy never saw).
+    normalise_region: Literal["crop", "full_frame"] = "full_frame"
     interpolation: Interpolation = "area"
     near: Literal["high"] = "high"
 
@@ -121,6 +122,10 @@ class IKSpec:
     damping: float
     max_dq_rad: float
     gain: float
+    # Where FK (the state's TCP) and the IK step read the arm's pose. "live_physics": the
+    # simulator's state as its last physics step left it (what the training env did;
+    # the twin only). "measured_joints": FK of the joint reading (all a real arm has).
+    pose_from: Literal["live_physics", "measured_joints"] = "live_physics"
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,14 @@ class EpisodeSpec:
 
 
 @dataclass(frozen=True)
+class SimulatorSpec:
+    """The simulator the policy was trained in: contact outcomes depend on its version."""
+
+    engine: Literal["mujoco"] = "mujoco"
+    version: str | None = None  # e.g. "3.4.0"; None: not known
+
+
+@dataclass(frozen=True)
 class Spec:
     """The whole contract between a policy and the world it runs in."""
 
@@ -167,6 +180,7 @@ class Spec:
     action: ActionSpec
     control: ControlSpec
     episode: EpisodeSpec
+    simulator: SimulatorSpec = SimulatorSpec()
 
     @property
     def channels_per_frame(self) -> int:
@@ -410,6 +424,7 @@ __all__ = [
     "EpisodeSpec",
     "ObservationSpec",
     "SegmentationSpec",
+    "SimulatorSpec",
     "Spec",
     "StateField",
     "StateSpec",

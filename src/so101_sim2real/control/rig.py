@@ -72,7 +72,8 @@ def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
 
     task = LiftCubeTask(spec)
     robot = SimRobot(task.model, task.data, spec)
-    kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS)
+    live = task.data if spec.action.ik.pose_from == "live_physics" else None
+    kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
     if with_camera:

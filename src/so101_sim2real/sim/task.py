@@ -24,14 +24,20 @@ from so101_sim2real.spec import Spec
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Numbers of the task itself (the scene's are in ``SceneConfig``)."""
+    """Numbers of the task itself (the scene's are in ``SceneConfig``): the user's
+    curriculum stage 3, "gripper near the cube, open"."""
 
     cube_xy: tuple[float, float] = (0.25, 0.0)
     cube_xy_noise: float = 0.02
     reset_wrist_rad: float = np.pi / 2  # wrist_flex and wrist_roll at reset
-    reset_height_m: float = 0.035  # TCP above the grasp point at reset
+    settle_steps: int = 50  # physics steps the cube settles before the arm moves
+    # The reset target relative to the settled cube: the finger-width offset puts the
+    # static finger beside the cube, then 5 mm grasp height plus 3 cm above it.
+    finger_width_offset_m: float = -0.015
+    grasp_z_offset_m: float = 0.005
+    reset_height_m: float = 0.03
     reset_gripper_action: float = 0.3
-    reset_physics_steps: int = 400
+    reset_ik_steps: int = 100  # each one IK step on the live physics, then one physics step
     lift_height_m: float = 0.08
     hold_steps: int = 10
     closed_below_rad: float = 0.25
@@ -46,10 +52,14 @@ class LiftCubeTask:
         self.scene = scene or S.SceneConfig()
         self.model = S.build_model(self.scene)
         self.data = mujoco.MjData(self.model)
-        self.kinematics = Kinematics(self.model, spec.action.ik, S.ARM_JOINTS)
+        # The reset is the training env's own procedure: IK on the live physics.
+        self.kinematics = Kinematics(self.model, spec.action.ik, S.ARM_JOINTS, live=self.data)
         self._site = self.model.site(spec.action.ik.site).id
         self._qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS])
+        self._act = np.array([self.model.actuator(j).id for j in S.JOINTS])
         self._cube_qpos = self.model.jnt_qposadr[self.model.joint(S.CUBE_JOINT).id]
+        sensor = self.model.sensor(S.CUBE_SENSOR)
+        self._cube_sensor = slice(sensor.adr[0], sensor.adr[0] + 3)
         self._cube_geom = self.model.geom(S.CUBE_GEOM).id
         self._pads = (self.model.geom(S.STATIC_PAD).id, self.model.geom(S.MOVING_PAD).id)
         self.rng = np.random.default_rng()
@@ -61,7 +71,8 @@ class LiftCubeTask:
     # ---------------------------------------------------------------------- queries
 
     def cube_pos(self) -> np.ndarray:
-        return self.data.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
+        """The ``cube_pos`` sensor: where the last physics step found the cube (as training read it)."""
+        return self.data.sensordata[self._cube_sensor].copy()
 
     def tcp_pos(self) -> np.ndarray:
         return self.data.site_xpos[self._site].copy()
@@ -85,30 +96,38 @@ class LiftCubeTask:
     # ------------------------------------------------------------------- episodes
 
     def reset(self, seed: int | None = None) -> dict:
-        """Cube on the floor near (0.25, 0); TCP 3.5 cm above it, wrist at pi/2.
+        """The training env's reset: cube near (0.25, 0), settled; TCP driven beside and above it.
 
-        The arm is driven there by IK on the physics itself (a privilege of the sim);
-        afterwards only the control loop moves it.
+        Step by step as the user's environment did it (the golden traces check it to
+        1e-15): cube x then y drawn from ``uniform(-noise, noise)``, wrists at pi/2, 50
+        physics steps to settle, then 100 rounds of one IK step on the live physics and
+        one physics step. A seed restarts the generator; None continues it.
         """
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        m, d = self.model, self.data
+        cfg, m, d = self.cfg, self.model, self.data
         m.opt.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_ACTUATION)  # a previous run may have left torque off
         mujoco.mj_resetData(m, d)
-        cube = np.array([*self.cfg.cube_xy, self.scene.cube_half])
-        cube[:2] += self.rng.uniform(-self.cfg.cube_xy_noise, self.cfg.cube_xy_noise, 2)
-        d.qpos[self._cube_qpos:self._cube_qpos + 7] = [*cube, 1, 0, 0, 0]
+        x = cfg.cube_xy[0] + self.rng.uniform(-cfg.cube_xy_noise, cfg.cube_xy_noise)
+        y = cfg.cube_xy[1] + self.rng.uniform(-cfg.cube_xy_noise, cfg.cube_xy_noise)
+        d.qpos[self._cube_qpos:self._cube_qpos + 7] = [x, y, self.scene.cube_half, 1, 0, 0, 0]
         wrist = self._qpos[3:5]
-        d.qpos[wrist] = self.cfg.reset_wrist_rad
-        d.ctrl[3:5] = self.cfg.reset_wrist_rad
+        d.qpos[wrist] = cfg.reset_wrist_rad
+        d.ctrl[self._act[3:5]] = cfg.reset_wrist_rad
         mujoco.mj_forward(m, d)
-        above = cube + np.array([0.0, 0.0, self.cfg.reset_height_m])
-        d.ctrl[5] = self.spec.action.gripper.to_rad(self.cfg.reset_gripper_action)
-        arm = self._qpos[:5]
-        for _ in range(self.cfg.reset_physics_steps):
-            d.ctrl[:5] = self.kinematics.ik(d.qpos[arm], above)
+        for _ in range(cfg.settle_steps):
             mujoco.mj_step(m, d)
-        mujoco.mj_forward(m, d)
+        cube = d.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
+        above = cube.copy()
+        above[1] += cfg.finger_width_offset_m
+        above[2] = cube[2] + cfg.grasp_z_offset_m + cfg.reset_height_m
+        gripper = self.spec.action.gripper.to_rad(cfg.reset_gripper_action)
+        arm = self._qpos[:5]
+        for _ in range(cfg.reset_ik_steps):
+            d.ctrl[self._act[:5]] = self.kinematics.ik(d.qpos[arm], above)
+            d.ctrl[self._act[5]] = gripper
+            mujoco.mj_step(m, d)
+        mujoco.mj_forward(m, d)  # positions, contacts and sensors of the state the episode starts in
         self.steps, self.hold, self._was_grasping = 0, 0, False
         self._prev_action = np.zeros(self.spec.action.dim)
         return self.info()
