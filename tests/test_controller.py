@@ -57,6 +57,37 @@ def test_ik_steps_toward_the_goal_and_respects_max_dq(model):
     assert np.linalg.norm(kin.fk(q)[0] - goal) < 1e-3
 
 
+def test_ik_clips_each_joint_step_before_the_gain(model):
+    # The training IK clipped dq to max_dq and only then scaled it by the gain: a far goal
+    # moves a joint by at most gain * max_dq per step (clipping after the gain would allow max_dq).
+    ik = default_spec().action.ik
+    kin = kinematics(model)
+    start, _ = kin.fk(HOME[:5])
+    step = kin.ik(HOME[:5], start + np.array([0.0, 0.0, 5.0])) - HOME[:5]
+    assert np.abs(step).max() == pytest.approx(ik.gain * ik.max_dq_rad)
+
+
+def test_live_kinematics_reads_the_physics_as_its_last_step_left_it(model):
+    """Training's IK and state read MjData after mj_step: positions lag the joints by one substep."""
+    data = mujoco.MjData(model)
+    qpos = [model.jnt_qposadr[model.joint(j).id] for j in S.ARM_JOINTS]
+    data.qpos[qpos] = HOME[:5]
+    data.qvel[:5] = 1.0  # moving: the lag shows
+    mujoco.mj_forward(model, data)
+    mujoco.mj_step(model, data)
+    live = Kinematics(model, default_spec().action.ik, S.ARM_JOINTS, live=data)
+    measured = kinematics(model)
+    q = data.qpos[qpos].copy()
+    before = data.qpos.copy()
+    site = model.site(S.TCP_SITE).id
+    assert live.source == "live_physics" and measured.source == "measured_joints"
+    assert live.fk(q)[0] == pytest.approx(data.site_xpos[site], abs=0)
+    assert np.linalg.norm(live.fk(q)[0] - measured.fk(q)[0]) > 1e-5  # one 2 ms substep behind
+    goal = data.site_xpos[site] + np.array([0.01, 0.0, 0.0])
+    assert not np.allclose(live.ik(q, goal), measured.ik(q, goal), atol=1e-9, rtol=0)
+    assert np.array_equal(data.qpos, before)  # the physics is read, never written
+
+
 def test_controller_accumulates_and_maps_the_gripper(model):
     spec = default_spec()
     ctl = Controller(spec.action, kinematics(model), sim_safety_limits(model, spec))

@@ -23,7 +23,9 @@ def test_frame_shape_dtype_and_channel_order():
     frame = finish_frame(spec, seg, depth_to_disparity(depth, spec.disparity.epsilon_m))
     assert frame.shape == (2, 84, 84) and frame.dtype == np.uint8
     assert set(np.unique(frame[0])) == {1, 2}  # seg first, nearest keeps ids exact
-    assert frame[1].max() >= 254 and frame[1].min() == 0  # disparity second, min-max over the crop
+    # disparity second; as trained, min-max over the whole frame: the far wall outside
+    # the crop takes the 0 and the crop starts above it
+    assert frame[1].max() >= 254 and frame[1].min() > 0
 
 
 def test_near_is_bright():
@@ -34,15 +36,38 @@ def test_near_is_bright():
     assert cube > frame[1][0].mean() > frame[1][-1].mean()  # cube > near floor > far floor
 
 
-def test_crop_before_normalising_differs_from_the_full_frame_quirk():
-    spec = default_spec().observation
-    quirk = default_spec().replace("observation.disparity.normalise_region", "full_frame").observation
+def test_crop_before_normalising_differs_from_the_full_frame_training_observation():
+    spec = default_spec().replace("observation.disparity.normalise_region", "crop").observation
+    trained_spec = default_spec().observation
+    assert trained_spec.disparity.normalise_region == "full_frame"  # the user's training pipeline
     seg, depth = _scene()
     disp = depth_to_disparity(depth, spec.disparity.epsilon_m)
-    fixed, trained = finish_frame(spec, seg, disp)[1], finish_frame(quirk, seg, disp)[1]
+    fixed, trained = finish_frame(spec, seg, disp)[1], finish_frame(trained_spec, seg, disp)[1]
     # the far wall lies outside the crop: normalising over the full frame spends range on it
     assert fixed.min() == 0 and trained.min() > 0
     assert not np.array_equal(fixed, trained)
+
+
+def test_float32_disparity_is_normalised_in_float32_like_training():
+    # The training wrapper normalised the renderer's float32 disparity in float32; in
+    # float64 some pixels truncate to the next level down.
+    spec = default_spec().observation
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.05, 3.0, (480, 640)).astype(np.float32)
+    seg = np.zeros((480, 640), np.uint8)
+    disp = depth_to_disparity(depth, spec.disparity.epsilon_m)
+    assert disp.dtype == np.float32
+    lo, hi = disp.min(), disp.max()
+    as_trained = (((disp - lo) / (hi - lo)) * 255).astype(np.uint8)[:, 80:560]
+    import cv2
+    expected = cv2.resize(as_trained, (84, 84), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(finish_frame(spec, seg, disp)[1], expected)
+
+
+def test_a_flat_disparity_map_is_all_near():
+    spec = default_spec().observation
+    frame = finish_frame(spec, np.zeros((480, 640), np.uint8), np.full((480, 640), 2.0, np.float32))
+    assert (frame[1] == 255).all()
 
 
 def test_real_ids_map_to_sim_ids():

@@ -89,15 +89,16 @@ def test_rgb_lines_up_with_segmentation(twin):
     assert cube[0] > cube[1] + 60 and cube[0] > cube[2] + 60  # the red cube is where seg says, not flipped
 
 
-def test_full_frame_normalisation_is_a_spec_option(twin):
+def test_normalising_over_the_crop_is_a_spec_option(twin):
     task, camera, _ = twin
     task.reset(2)
-    spec = default_spec().observation
-    quirk = default_spec().replace("observation.disparity.normalise_region", "full_frame").observation
-    crop = PrivilegedPerception(camera, spec).observe().frame
-    full = PrivilegedPerception(camera, quirk).observe().frame
+    trained = default_spec().observation
+    assert trained.disparity.normalise_region == "full_frame"  # the default is the training observation
+    crop_spec = default_spec().replace("observation.disparity.normalise_region", "crop").observation
+    full = PrivilegedPerception(camera, trained).observe().frame
+    crop = PrivilegedPerception(camera, crop_spec).observe().frame
     assert np.array_equal(crop[0], full[0])  # seg unchanged
-    assert not np.array_equal(crop[1], full[1])  # the training-time quirk reproduces a different disparity
+    assert not np.array_equal(crop[1], full[1])  # another disparity than the policy was trained on
     assert full[1].max() <= crop[1].max()  # normalised over a wider region, the crop's range only shrinks
 
 

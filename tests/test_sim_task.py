@@ -40,12 +40,40 @@ def test_scene_carries_the_users_task_numbers(task):
     assert "fixed_jaw_pad" not in names and "moving_jaw_pad" not in names  # the package's own pads are gone
 
 
-def test_reset_puts_the_tcp_above_the_cube(task):
+def test_scene_copies_what_the_training_mjcf_adds(task):
+    """The values that made the user's scripted grasp lift the cube (FIELD_NOTES section 4)."""
+    m, cfg = task.model, S.SceneConfig()
+    for geom in (S.FLOOR_GEOM, S.CUBE_GEOM):  # the scene file's top-level default: stiff contacts
+        assert m.geom(geom).solref == pytest.approx([0.001, 1.0])
+        assert m.geom(geom).solimp[:3] == pytest.approx([0.99, 0.99, 0.001])
+    assert m.geom(S.FLOOR_GEOM).size[:2] == pytest.approx([0.0, 0.0])  # an infinite plane
+    visual = [i for i in range(m.ngeom) if m.geom_group[i] == 2]
+    assert len(visual) == 17 and all(m.geom_contype[i] == 1 and m.geom_conaffinity[i] == 1 for i in visual)
+    colliding = [i for i in range(m.ngeom) if m.geom_type[i] == mujoco.mjtGeom.mjGEOM_MESH and m.geom_contype[i]]
+    assert len(colliding) == 30
+    pairs = {tuple(sorted((m.body(b1).name, m.body(b2).name)))
+             for b1, b2 in (divmod(int(sig), 1 << 16) for sig in m.exclude_signature)}
+    assert pairs == {tuple(sorted(p)) for p in cfg.excluded_pairs} and len(pairs) == 6
+    assert ("base", "shoulder") in cfg.excluded_pairs
+    for pad in (S.STATIC_PAD, S.MOVING_PAD):
+        assert m.geom(pad).group[0] == 0  # drawn: the wrist camera sees the pads
+    assert m.sensor(S.CUBE_SENSOR).type[0] == mujoco.mjtSensor.mjSENS_FRAMEPOS
+
+
+def test_success_reads_the_cube_sensor_of_the_last_substep(task):
+    task.reset(0)
+    task.data.qpos[task._cube_qpos + 2] = 0.5  # moved, but no physics step has seen it yet
+    assert task.cube_pos()[2] == pytest.approx(0.015, abs=1e-3)
+    task.reset(0)
+
+
+def test_reset_puts_the_tcp_beside_and_above_the_cube(task):
     for seed in range(3):
         info = task.reset(seed)
         cube = info["cube_pos"]
         assert abs(cube[0] - 0.25) <= 0.02 and abs(cube[1]) <= 0.02
-        assert np.linalg.norm(task.tcp_pos() - (cube + [0, 0, 0.035])) < 0.005
+        # the finger-width offset: the static finger beside the cube, 5 mm + 3 cm above its centre
+        assert np.linalg.norm(task.tcp_pos() - (cube + [0, -0.015, 0.035])) < 0.002
         assert task.data.qpos[task._qpos[3]] == pytest.approx(np.pi / 2, abs=0.3)
 
 
