@@ -35,6 +35,10 @@ STATE_TOL = 1e-3
 IOU_MIN, AGREEMENT_MIN, DISPARITY_MAE_MAX = 0.99, 0.995, 1.0
 
 
+def installed_mujoco() -> str:
+    return mujoco.__version__
+
+
 @dataclass(frozen=True)
 class GoldenSequence:
     key: str
@@ -64,7 +68,7 @@ class GoldenTrace:
     @property
     def matches_installed(self) -> bool:
         """Recorded under the MuJoCo version installed here: its contacts can be judged."""
-        return self.mujoco == mujoco.__version__
+        return self.mujoco == installed_mujoco()
 
 
 def load_trace(path: str | Path) -> GoldenTrace:
@@ -274,7 +278,7 @@ class TwinReplayer:
     def run(self, trace: GoldenTrace, keys: list[str] | None = None) -> TraceReport:
         """Resets and every sequence (or those in ``keys``) of one trace."""
         chosen = [s for s in trace.sequences if keys is None or s.key in keys]
-        return TraceReport(str(trace.path), trace.mujoco, mujoco.__version__, self.resets(trace),
+        return TraceReport(str(trace.path), trace.mujoco, installed_mujoco(), self.resets(trace),
                            [self.replay(trace, s) for s in chosen])
 
 
