@@ -9,7 +9,7 @@ errors over all steps, the first success step of twin and trace, and the
 observations' smallest per-class IoU, seg pixel agreement and mean disparity error.
 Grasps and observations are judged only against a trace recorded under the MuJoCo
 version installed here ("n/j": not judged); ``ok`` applies the tolerances of
-``so101_sim2real.sim.fidelity``. Exit code 1 if anything judged is out of tolerance.
+``so101_sim2real.compare.golden``. Exit code 1 if anything judged is out of tolerance.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from so101_sim2real.errors import So101Error
-from so101_sim2real.sim.fidelity import (
+from so101_sim2real.compare.golden import (
     GoldenTrace,
     SequenceReport,
     TraceReport,
     TwinReplayer,
-    installed_mujoco,
     load_trace,
 )
+from so101_sim2real.errors import So101Error
+from so101_sim2real.sim.version import installed_mujoco
 
 DEFAULT_TRACES = sorted((Path(__file__).resolve().parent.parent / "tests" / "data" / "golden").glob("*.npz"))
 

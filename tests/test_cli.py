@@ -39,6 +39,19 @@ def test_inspect_json_is_one_object(capsys, snapshot):
     assert report["warnings"] == []
 
 
+def test_inspect_shows_the_training_mujoco_and_warns_when_another_is_installed(capsys, snapshot, tmp_path):
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(snapshot), "--json")
+    sim = json.loads(out)["simulator"]
+    assert sim == {"trained": "3.4.0", "installed": "3.4.0", "kinematics": "live_physics"}
+    assert json.loads(out)["spec"]["observation"]["disparity"]["normalise_region"] == "full_frame"
+    run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(tmp_path / "p"))
+    spec = tmp_path / "p" / "spec.yaml"
+    spec.write_text(spec.read_text().replace("version: 3.4.0", "version: 3.17.0"))
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(tmp_path / "p"))
+    assert code == 0 and "trained under 3.17.0, installed 3.4.0" in out
+    assert "! the policy was trained under MuJoCo 3.17.0" in out
+
+
 def test_inspect_text_shows_warnings(capsys, leaked_snapshot):
     code, out, _ = run(capsys, "inspect", "--ckpt", str(leaked_snapshot))
     assert code == 0

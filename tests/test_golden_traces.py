@@ -14,8 +14,8 @@ import mujoco
 import numpy as np
 import pytest
 
+from so101_sim2real.compare import golden as F
 from so101_sim2real.errors import So101Error
-from so101_sim2real.sim import fidelity as F
 from so101_sim2real.spec import default_spec
 
 GOLDEN = Path(__file__).parent / "data" / "golden"

@@ -19,6 +19,27 @@ def test_scripted_expert_reports_success_as_json(capsys):
     assert 20 < result["mean_length"] < 100 and result["mean_return"] > 100
     assert [e["seed"] for e in result["per_episode"]] == [5, 6, 7]
     assert any(line.startswith("success 3/3") for line in lines)
+    assert "twin: MuJoCo 3.4.0 (as trained); kinematics: live physics (as trained)" in lines
+
+
+def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys):
+    code, out, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
+                         "--set", "simulator.version=3.17.0")
+    assert code == 0
+    assert "MuJoCo 3.4.0 (trained under 3.17.0)" in out
+    assert "warning: the policy was trained under MuJoCo 3.17.0" in err and "pip install mujoco==3.17.0" in err
+
+
+def test_the_twin_can_run_the_real_arms_kinematics_when_asked(capsys):
+    code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
+                       "--set", "action.ik.pose_from=measured_joints")
+    assert code == 0 and "kinematics: measured joints (as trained)" in out
+
+
+def test_the_emulated_arm_says_it_uses_fk_of_measured_joints(capsys):
+    code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--robot", "so101", "--port", "emulator",
+                       "--episodes", "1", "--max-steps", "2")
+    assert code == 0 and "kinematics: FK of the measured joints; trained with live physics" in out
 
 
 def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):

@@ -125,7 +125,7 @@ def infer(
     finish_frame the real perception uses) -> policy -> EE target, IK, joint limits and max step ->
     robot. Ctrl-C stops at once, keeps what was recorded, and turns torque off.
     """
-    from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer
+    from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer, run_notes
     from so101_sim2real.perception.real import RealModels
 
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
@@ -140,6 +140,10 @@ def infer(
             eyes = f"real perception, {profile} profile, on " + (f"camera {camera}" if camera else "the rendered RGB")
         where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
+        notes, warnings = run_notes(rig)
+        typer.echo("; ".join(notes))
+        for w in warnings:
+            typer.echo(f"warning: {w}", err=True)
 
     summary = run_infer(opts, on_episode=lambda e: typer.echo(episode_line(e, episodes)), on_start=started)
     typer.echo(render_summary(summary))

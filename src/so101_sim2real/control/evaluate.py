@@ -154,6 +154,27 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
         rig.close()
 
 
+def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
+    """What a run should say before it starts: the simulator and kinematics it uses
+    against what the policy was trained with; and warnings where they differ."""
+    from so101_sim2real.sim.version import mujoco_line, mujoco_warning
+
+    spec, notes, warnings = rig.spec, [], []
+    if rig.twin is not None:
+        notes.append(f"twin: {mujoco_line(spec)}")
+        if warning := mujoco_warning(spec):
+            warnings.append(warning)
+    used, trained = rig.kinematics.source, spec.action.ik.pose_from
+    if used == trained:
+        notes.append(f"kinematics: {used.replace('_', ' ')} (as trained)")
+    elif used == "measured_joints":
+        notes.append(f"kinematics: FK of the measured joints; trained with {trained.replace('_', ' ')} (this arm "
+                     f"has no simulator state; the trained TCP lagged the joints by one 2 ms physics substep)")
+    else:
+        notes.append(f"kinematics: {used.replace('_', ' ')}; the spec says {trained.replace('_', ' ')}")
+    return notes, warnings
+
+
 _OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: not judged (a real arm)
 
 

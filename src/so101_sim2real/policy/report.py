@@ -57,7 +57,10 @@ def architecture_dict(arch: Architecture) -> dict[str, Any]:
 
 def describe(ckpt: Checkpoint) -> dict[str, Any]:
     """Everything inspect reports, JSON-ready."""
+    from so101_sim2real.sim.version import installed_mujoco, mujoco_warning
+
     spec = ckpt.spec.to_dict()
+    version_warning = mujoco_warning(ckpt.spec)
     return {
         "path": str(ckpt.path),
         "format": ckpt.format,
@@ -68,9 +71,17 @@ def describe(ckpt: Checkpoint) -> dict[str, Any]:
         "counters": ckpt.counters,
         "training": ckpt.training,
         "notes": ckpt.notes,
-        "warnings": ckpt.warnings,
+        "simulator": {"trained": ckpt.spec.simulator.version, "installed": installed_mujoco(),
+                      "kinematics": ckpt.spec.action.ik.pose_from},
+        "warnings": ckpt.warnings + ([version_warning] if version_warning else []),
     }
 
+
+KINEMATICS = {
+    "live_physics": "IK and state read the live physics (as trained; the twin does so, a real arm uses FK "
+                    "of its measured joints)",
+    "measured_joints": "IK and state from FK of the measured joints (twin and real arm alike)",
+}
 
 FORMAT_NAMES = {
     "robobase": "RoboBase DrQ-v2 snapshot (read without running pickled code)",
@@ -132,6 +143,10 @@ def render_text(report: dict[str, Any]) -> str:
     if report["training"]:
         lines += ["", "training config"]
         lines += [f"  {k:<22} {v}" for k, v in report["training"].items()]
+    sim = report["simulator"]
+    trained = sim["trained"] or "not recorded"
+    lines += ["", "simulator", f"  MuJoCo         trained under {trained}, installed {sim['installed']}",
+              f"  kinematics     {KINEMATICS[sim['kinematics']]}"]
     if report["notes"]:
         lines += ["", "notes"] + [f"  - {n}" for n in report["notes"]]
     lines += ["", "warnings" if report["warnings"] else "warnings: none"]

@@ -19,12 +19,12 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
 from so101_sim2real.control.rig import Rig, sim_rig, tick
 from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.state import StateBuilder
+from so101_sim2real.sim.version import installed_mujoco
 from so101_sim2real.spec import Spec, default_spec
 
 # The tolerances the twin is held to (issue 11), per kind of sequence.
@@ -33,10 +33,6 @@ FREE_JOINT_TOL = 1e-4  # rad, every joint at every step of contact-free motion
 CUBE_TOL = {"scriptedA": 2e-3, "scriptedB": 5e-3, "scriptedC": 5e-3}  # m, the cube's whole trajectory
 STATE_TOL = 1e-3
 IOU_MIN, AGREEMENT_MIN, DISPARITY_MAE_MAX = 0.99, 0.995, 1.0
-
-
-def installed_mujoco() -> str:
-    return mujoco.__version__
 
 
 @dataclass(frozen=True)
