@@ -170,15 +170,16 @@ def test_both_profiles_give_the_policy_frame(seg, depth, profile):
     assert seen.frame.shape == (2, 84, 84) and seen.frame.dtype == np.uint8
     assert seen.frame[0].max() <= 4
     assert np.array_equal(seen.frame, finish_frame(SPEC, seen.seg_ids, seen.disparity))  # the sim's function
-    expected_maps = (168, 168) if profile == "fast" else (480, 640)
+    expected_maps = (168, 224) if profile == "fast" else (480, 640)  # full frame: disparity normalised over it
     assert seen.seg_ids.shape == seen.disparity.shape == expected_maps
     assert seen.timestamp == 1.5 and seen.rgb is rgb
     assert perception.last_timing.total_ms > 0
 
 
 def test_fast_profile_crops_before_anything_sees_the_image(seg, depth):
-    """With the crop first, pixels outside the crop cannot change the observation."""
-    perception = RealPerception(None, seg, depth, SPEC, "fast")
+    """Normalised over the crop, pixels outside the crop cannot change the observation."""
+    spec = default_spec().replace("observation.disparity.normalise_region", "crop").observation
+    perception = RealPerception(None, seg, depth, spec, "fast")
     rng = np.random.default_rng(2)
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     other = rgb.copy()
@@ -187,14 +188,23 @@ def test_fast_profile_crops_before_anything_sees_the_image(seg, depth):
     assert np.array_equal(perception.perceive(rgb).frame, perception.perceive(other).frame)
 
 
-def test_full_frame_normalisation_keeps_the_whole_frame(seg, depth):
-    """The sim's training quirk normalises over the full frame, so the fast profile must not crop first."""
-    spec = default_spec().replace("observation.disparity.normalise_region", "full_frame").observation
+def test_full_frame_normalisation_gives_depth_the_whole_frame_and_seg_the_crop(seg, depth):
+    """As trained, disparity is normalised over the full frame: depth must see it all, while the
+    (cropped) seg channel cannot depend on pixels outside the crop."""
+    spec = default_spec().observation
+    assert spec.disparity.normalise_region == "full_frame"
     perception = RealPerception(None, seg, depth, spec, "fast")
     assert not perception.crop_first
-    seen = perception.perceive(np.full((480, 640, 3), 90, dtype=np.uint8))
-    assert seen.disparity.shape == (168, 224)  # the full frame, scaled
-    assert seen.frame.shape == (2, 84, 84)
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    other = rgb.copy()
+    other[:, :80] = 255
+    other[:, 560:] = 0
+    a, b = perception.perceive(rgb), perception.perceive(other)
+    assert a.disparity.shape == a.seg_ids.shape == (168, 224)  # the full frame, scaled
+    assert np.array_equal(a.frame[0], b.frame[0])  # seg: the crop only
+    assert not np.array_equal(a.disparity, b.disparity)  # depth: the whole frame
+    assert (a.seg_ids[:, :28] == 0).all() and (a.seg_ids[:, 196:] == 0).all()  # outside the crop: unlabeled
 
 
 def test_camera_images_are_fitted_to_the_source_size():

@@ -34,9 +34,12 @@ SegOpt = Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your Efficie
 DepthOpt = Annotated[str, typer.Option("--depth-model", help="Depth Anything V2: a folder (save_pretrained layout) "
                                                              "or a hub id already in the cache (so101 models "
                                                              "download).")]
-ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: crop first, seg at 192, depth at 140 (>= 10 Hz "
-                                                           "on a laptop CPU); exact: as trained, seg at the "
-                                                           "checkpoint's size, depth at 518.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: seg on the crop at 192, depth at 140 on the "
+                                                           "whole frame (the disparity is normalised over it, as "
+                                                           "trained); exact: as trained, seg at the checkpoint's "
+                                                           "size, depth at 518. --set observation.disparity."
+                                                           "normalise_region=crop lets depth crop first too: "
+                                                           "faster, but not the training observation.")]
 
 
 @app.command()
@@ -142,6 +145,8 @@ def infer(
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
         notes, warnings = run_notes(rig)
         typer.echo("; ".join(notes))
+        if overrides:
+            typer.echo(f"spec overrides for this run (not what the policy was trained with): {', '.join(overrides)}")
         for w in warnings:
             typer.echo(f"warning: {w}", err=True)
 

@@ -11,9 +11,11 @@ Two profiles:
 - ``exact``: as trained. Segmentation on the whole frame at the checkpoint's input
   size (``img_height`` x ``img_width``), depth at 518 (shorter side), both maps at the
   camera's resolution.
-- ``fast``: crop first (when the spec normalises disparity over the crop, the crop is
-  all the policy sees), segmentation at 192, depth at 140, maps at 2x the policy's
-  size. About 10x less compute; ``scripts/bench_perception.py`` says how far it is
+- ``fast``: segmentation on the crop only (the seg channel is cropped, so nothing
+  outside it reaches the policy) at 192, depth at 140, maps at 2x the policy's size.
+  Depth sees the whole frame when the spec normalises disparity over the full frame
+  (the default: the training observation), only the crop when it normalises over the
+  crop. About 10x less compute; ``scripts/bench_perception.py`` says how far it is
   from ``exact`` on given weights.
 """
 
@@ -116,27 +118,41 @@ class RealPerception:
         self.camera, self.seg, self.depth, self.spec = camera, seg, depth, spec
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         _check_classes(seg, spec)
-        # The crop can come first only if nothing outside it matters to the observation.
+        # Depth can crop first only if nothing outside the crop matters to the observation.
         self.crop_first = self.profile.crop_first and spec.disparity.normalise_region == "crop"
         self.workers = workers or auto_workers(seg.device)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="perception") if self.workers > 1 else None
         self.last_timing: Timing | None = None
 
-    def _inputs(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-        """The image the networks see, the seg input size and the size of the maps."""
-        if self.crop_first:
-            rows, cols = center_crop_box(*rgb.shape[:2], self.spec.crop)
-            rgb = np.ascontiguousarray(rgb[rows, cols])
-        size = rgb.shape[:2]
+    def _map_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Output map size for an input of ``size``: the camera's, or map_scale x the policy's over the crop."""
+        if self.profile.map_scale is None:
+            return size
+        rows, cols = center_crop_box(*size, self.spec.crop)
+        crop_side = min(rows.stop - rows.start, cols.stop - cols.start)
+        return _scaled(size, round(min(size) * self.profile.map_scale * min(self.spec.image_size) / crop_side))
+
+    def _plan(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """The images segmentation and depth see, and the seg input size."""
+        rows, cols = center_crop_box(*rgb.shape[:2], self.spec.crop)
+        cropped = np.ascontiguousarray(rgb[rows, cols]) if self.profile.crop_first else rgb
+        seg_image = cropped  # the seg channel is cropped: pixels outside the crop never reach the policy
+        depth_image = cropped if self.crop_first else rgb
         p = self.profile
-        seg_size = _scaled(size, p.seg_side) if p.seg_side else self.seg.input_size
-        if p.map_scale is None:
-            maps = size
-        else:
-            rows, cols = center_crop_box(*size, self.spec.crop)
-            crop_side = min(rows.stop - rows.start, cols.stop - cols.start)
-            maps = _scaled(size, round(min(size) * p.map_scale * min(self.spec.image_size) / crop_side))
-        return rgb, seg_size, maps
+        seg_size = _scaled(seg_image.shape[:2], p.seg_side) if p.seg_side else self.seg.input_size
+        return seg_image, depth_image, seg_size
+
+    def _to_depth_geometry(self, real_ids: np.ndarray, maps: tuple[int, int]) -> np.ndarray:
+        """Seg computed on the crop, placed in the full-frame maps of a full-frame disparity.
+
+        Outside the crop the ids are 0 (unlabeled): ``finish_frame`` crops them away.
+        """
+        if real_ids.shape == maps:
+            return real_ids
+        full = np.zeros(maps, dtype=real_ids.dtype)
+        rows, cols = center_crop_box(*maps, self.spec.crop)
+        full[rows, cols] = real_ids
+        return full
 
     def _timed(self, fn, *args) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
@@ -147,9 +163,10 @@ class RealPerception:
         """One RGB image (any size of the source's aspect ratio) -> one policy frame."""
         t0 = time.perf_counter()
         rgb = fit_to_source(rgb, self.spec.source_size)
-        image, seg_size, maps = self._inputs(rgb)
-        seg_call = (self.seg.predict, image, seg_size, maps)
-        depth_call = (self.depth.predict, image, self.profile.depth_side, maps)
+        seg_image, depth_image, seg_size = self._plan(rgb)
+        maps = self._map_size(depth_image.shape[:2])
+        seg_call = (self.seg.predict, seg_image, seg_size, self._map_size(seg_image.shape[:2]))
+        depth_call = (self.depth.predict, depth_image, self.profile.depth_side, maps)
         if self._pool is not None:
             seg_job = self._pool.submit(self._timed, *seg_call)
             (disparity, depth_ms) = self._timed(*depth_call)
@@ -158,7 +175,7 @@ class RealPerception:
             real_ids, seg_ms = self._timed(*seg_call)
             disparity, depth_ms = self._timed(*depth_call)
         t1 = time.perf_counter()
-        seg_ids = real_to_sim_ids(real_ids, self.spec.segmentation.real_to_sim)
+        seg_ids = real_to_sim_ids(self._to_depth_geometry(real_ids, maps), self.spec.segmentation.real_to_sim)
         frame = finish_frame(self.spec, seg_ids, disparity)
         t2 = time.perf_counter()
         self.last_timing = Timing(seg_ms, depth_ms, (t2 - t1) * 1e3, (t2 - t0) * 1e3)
