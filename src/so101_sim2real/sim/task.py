@@ -74,6 +74,12 @@ class LiftCubeTask:
         """The ``cube_pos`` sensor: where the last physics step found the cube (as training read it)."""
         return self.data.sensordata[self._cube_sensor].copy()
 
+    def qpos(self) -> np.ndarray:
+        """The world's positions in the training env's 13-D layout: 5 arm joints + gripper
+        (rad), cube xyz (m), cube quaternion (wxyz)."""
+        cube = self.data.qpos[self._cube_qpos:self._cube_qpos + 7]
+        return np.concatenate([self.data.qpos[self._qpos], cube])
+
     def tcp_pos(self) -> np.ndarray:
         return self.data.site_xpos[self._site].copy()
 
