@@ -29,7 +29,7 @@ from so101_sim2real.compare.golden import (
     load_trace,
 )
 from so101_sim2real.errors import So101Error
-from so101_sim2real.sim.version import installed_mujoco
+from so101_sim2real.simulator import installed_mujoco
 
 DEFAULT_TRACES = sorted((Path(__file__).resolve().parent.parent / "tests" / "data" / "golden").glob("*.npz"))
 

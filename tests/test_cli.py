@@ -52,6 +52,15 @@ def test_inspect_shows_the_training_mujoco_and_warns_when_another_is_installed(c
     assert "! the policy was trained under MuJoCo 3.17.0" in out
 
 
+def test_an_old_converted_spec_that_normalises_over_the_crop_is_flagged(capsys, snapshot, tmp_path):
+    run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(tmp_path / "p"))
+    spec = tmp_path / "p" / "spec.yaml"
+    spec.write_text(spec.read_text().replace("normalise_region: full_frame", "normalise_region: crop"))
+    code, out, _ = run(capsys, "inspect", "--ckpt", str(tmp_path / "p"), "--json")
+    assert code == 0
+    assert any("normalised over the full 640x480 frame" in w for w in json.loads(out)["warnings"])
+
+
 def test_inspect_text_shows_warnings(capsys, leaked_snapshot):
     code, out, _ = run(capsys, "inspect", "--ckpt", str(leaked_snapshot))
     assert code == 0

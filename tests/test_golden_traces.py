@@ -8,6 +8,7 @@ MuJoCo version installed here, and so are the observations (MuJoCo 3.17 renders 
 far floor differently from 3.4.0); contact-free motion against every trace.
 """
 
+import json
 from pathlib import Path
 
 import mujoco
@@ -57,7 +58,8 @@ def replays(replayer):
 def test_resets_of_seeds_0_to_19_land_where_training_started(replayer, name):
     report = replayer.resets(TRACES[name])
     assert report.seeds == 20
-    assert report.max_joint_err <= 1e-4 and report.max_cube_err <= 1e-4
+    assert report.ok  # the issue's 1e-4 rad / 1e-4 m
+    assert report.max_joint_err <= 1e-7 and report.max_cube_err <= 1e-7  # what is achieved: a regression shows
 
 
 @pytest.mark.parametrize(("name", "key"), FREE)
@@ -126,3 +128,28 @@ def test_a_file_that_is_not_a_trace_is_one_clear_error(tmp_path):
     np.savez(other, x=np.zeros(3))
     with pytest.raises(So101Error, match="not a golden trace"):
         F.load_trace(other)
+
+
+@pytest.mark.parametrize("damage", ["no numpy version", "odd numpy version", "no resets/seeds", "no obs_step",
+                                    "short qpos"])
+def test_a_damaged_trace_is_one_clear_error(tmp_path, damage):
+    source = next(iter(TRACES.values()))
+    arrays = dict(source.arrays)
+    meta = {"mujoco": source.mujoco, "numpy": source.numpy,
+            "sequences": [{"key": s.key, "seed": s.seed, "kind": s.kind, "steps": s.steps,
+                           "first_success": s.first_success} for s in source.sequences]}
+    key = source.sequences[0].key
+    if damage == "no numpy version":
+        del meta["numpy"]
+    elif damage == "odd numpy version":
+        meta["numpy"] = "dev"
+    elif damage == "no resets/seeds":
+        del arrays["resets/seeds"]
+    elif damage == "no obs_step":
+        del arrays[f"{key}/obs_step"]
+    else:
+        arrays[f"{key}/qpos"] = arrays[f"{key}/qpos"][:-3]
+    path = tmp_path / "damaged.npz"
+    np.savez(path, _meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(So101Error, match="not a golden trace"):
+        F.load_trace(path)

@@ -33,7 +33,7 @@ def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys):
 def test_the_twin_can_run_the_real_arms_kinematics_when_asked(capsys):
     code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
                        "--set", "action.ik.pose_from=measured_joints")
-    assert code == 0 and "kinematics: measured joints (as trained)" in out
+    assert code == 0 and "kinematics: measured joints; trained with live physics" in out
 
 
 def test_the_emulated_arm_says_it_uses_fk_of_measured_joints(capsys):
@@ -60,8 +60,10 @@ def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
 
 def test_spec_overrides_reach_the_observation(capsys, snapshot):
     code, out, _ = run(capsys, "infer", "--ckpt", str(snapshot), "--episodes", "1", "--max-steps", "2",
-                       "--set", "observation.disparity.normalise_region=full_frame", "--json")
+                       "--set", "observation.disparity.normalise_region=crop", "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["episodes"] == 1
+    assert "spec overrides for this run (not what the policy was trained with): " \
+           "observation.disparity.normalise_region=crop" in out
 
 
 @pytest.mark.parametrize("args, expected", [

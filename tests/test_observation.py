@@ -48,9 +48,9 @@ def test_crop_before_normalising_differs_from_the_full_frame_training_observatio
     assert not np.array_equal(fixed, trained)
 
 
-def test_float32_disparity_is_normalised_in_float32_like_training():
-    # The training wrapper normalised the renderer's float32 disparity in float32; in
-    # float64 some pixels truncate to the next level down.
+def test_the_disparity_channel_is_the_training_wrappers_formula():
+    # SegDepthWrapper: 1 / (depth + 1e-3) in float32, min-max over the whole 640x480 frame,
+    # * 255 truncated to uint8, then the 80 px side crop and an INTER_AREA resize to 84.
     spec = default_spec().observation
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.05, 3.0, (480, 640)).astype(np.float32)

@@ -62,7 +62,8 @@ def test_scene_copies_what_the_training_mjcf_adds(task):
 
 def test_success_reads_the_cube_sensor_of_the_last_substep(task):
     task.reset(0)
-    task.data.qpos[task._cube_qpos + 2] = 0.5  # moved, but no physics step has seen it yet
+    cube_z = task.model.jnt_qposadr[task.model.joint(S.CUBE_JOINT).id] + 2
+    task.data.qpos[cube_z] = 0.5  # moved, but no physics step has seen it yet
     assert task.cube_pos()[2] == pytest.approx(0.015, abs=1e-3)
     task.reset(0)
 

@@ -17,9 +17,22 @@ def test_default_spec_holds_the_training_task():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    spec = default_spec().replace("observation.disparity.normalise_region", "full_frame")
+    spec = default_spec().replace("observation.disparity.normalise_region", "crop")
+    spec = spec.replace("simulator.version", "3.17.0").replace("action.ik.pose_from", "measured_joints")
     save_spec(spec, tmp_path / "spec.yaml")
     assert load_spec(tmp_path / "spec.yaml") == spec
+    assert load_spec(tmp_path / "spec.yaml").simulator.version == "3.17.0"
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("simulator.version", "3.4", 'like "3.4.0"'),
+    ("simulator.version", 3.4, "expected string"),
+    ("action.ik.pose_from", "physics", "live_physics"),
+    ("observation.disparity.normalise_region", "whole", "full_frame"),
+])
+def test_the_new_fields_refuse_bad_values(field, value, expected):
+    with pytest.raises(SpecError, match=expected):
+        default_spec().replace(field, value)
 
 
 def _write(tmp_path, mutate):

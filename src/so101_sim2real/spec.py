@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -351,6 +352,9 @@ def _check(spec: Spec, source: str) -> None:
         bad("control", "a positive timestep, substeps >= 1 and action_repeat >= 1", spec.to_dict()["control"])
     if spec.episode.max_steps < 1:
         bad("episode.max_steps", "an integer >= 1", spec.episode.max_steps)
+    version = spec.simulator.version
+    if version is not None and not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        bad("simulator.version", "a MuJoCo version like \"3.4.0\" (quoted in YAML)", version)
 
 
 def spec_from_dict(data: Any, source: str = "<spec>") -> Spec:

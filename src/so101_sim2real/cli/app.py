@@ -106,9 +106,11 @@ def infer(
                                                                   "channels to this .mp4/.avi.")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period instead of "
                                                               "running as fast as it can.")] = False,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field, e.g. --set "
-                                                                         "observation.disparity.normalise_region="
-                                                                         "full_frame (repeatable).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field for this run, "
+                                                                         "e.g. --set action.ik.pose_from="
+                                                                         "measured_joints (repeatable); the run "
+                                                                         "says it is not what the policy was "
+                                                                         "trained with.")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device for the policy and the perception "
                                                          "networks.")] = "cpu",
     perception: Annotated[str, typer.Option("--perception", help="sim: the twin's rendered classes and depth; "

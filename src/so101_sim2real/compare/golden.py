@@ -24,7 +24,7 @@ import numpy as np
 from so101_sim2real.control.rig import Rig, sim_rig, tick
 from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.state import StateBuilder
-from so101_sim2real.sim.version import installed_mujoco
+from so101_sim2real.simulator import installed_mujoco
 from so101_sim2real.spec import Spec, default_spec
 
 # The tolerances the twin is held to (issue 11), per kind of sequence.
@@ -35,8 +35,13 @@ STATE_TOL = 1e-3
 IOU_MIN, AGREEMENT_MIN, DISPARITY_MAE_MAX = 0.99, 0.995, 1.0
 
 
+SEQUENCE_ARRAYS = ("actions", "qpos", "state", "is_success", "obs", "obs_step")
+
+
 @dataclass(frozen=True)
 class GoldenSequence:
+    """One recorded sequence: seeded reset, then ``steps`` actions."""
+
     key: str
     seed: int
     kind: str  # "scriptedA" | "scriptedB" | "scriptedC" | "random"
@@ -45,7 +50,8 @@ class GoldenSequence:
 
     @property
     def has_contact(self) -> bool:
-        return self.kind != "random"  # random actions never touch the cube
+        """Whether the arm touches the cube (random actions never do)."""
+        return self.kind != "random"
 
 
 @dataclass
@@ -59,6 +65,7 @@ class GoldenTrace:
     arrays: dict[str, np.ndarray]
 
     def get(self, key: str, name: str) -> np.ndarray:
+        """The array ``name`` of sequence ``key`` (or of ``resets``)."""
         return self.arrays[f"{key}/{name}"]
 
     @property
@@ -81,14 +88,26 @@ def load_trace(path: str | Path) -> GoldenTrace:
         meta = json.loads(str(arrays.pop("_meta")))
         sequences = [GoldenSequence(s["key"], int(s["seed"]), s["kind"], int(s["steps"]), s["first_success"])
                      for s in meta["sequences"]]
-        trace = GoldenTrace(path, str(meta["mujoco"]), str(meta.get("numpy", "?")), sequences, arrays)
-        for s in sequences:
-            for name in ("actions", "qpos", "state", "is_success"):
-                trace.get(s.key, name)
-        trace.get("resets", "qpos")
+        trace = GoldenTrace(path, str(meta["mujoco"]), str(meta["numpy"]), sequences, arrays)
+        _numpy_major(trace.numpy)
+        for seq in sequences:
+            steps, observations = len(trace.get(seq.key, "actions")), len(trace.get(seq.key, "obs_step"))
+            for name in SEQUENCE_ARRAYS:
+                trace.get(seq.key, name)
+            if len(trace.get(seq.key, "qpos")) != steps + 1 or len(trace.get(seq.key, "obs")) != observations:
+                raise ValueError(f"{seq.key}: array lengths disagree")
+        if len(trace.get("resets", "seeds")) != len(trace.get("resets", "qpos")):
+            raise ValueError("resets: seeds and qpos disagree")
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise So101Error(f"{path}: not a golden trace of the lift-cube task (missing or malformed {exc})") from None
     return trace
+
+
+def _numpy_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise ValueError(f"NumPy version {version!r}") from None
 
 
 def as_recorded(action: np.ndarray, numpy_version: str) -> np.ndarray:
@@ -102,7 +121,7 @@ def as_recorded(action: np.ndarray, numpy_version: str) -> np.ndarray:
     (exactly: ``2 v - 1`` for the float32 half-sum ``v``).
     """
     a = np.asarray(action, dtype=np.float64).copy()
-    if int(numpy_version.split(".")[0]) >= 2:
+    if _numpy_major(numpy_version) >= 2:
         half = np.float32(np.float32(action[3]) + np.float32(1.0)) / np.float32(2.0)
         a[3] = 2.0 * float(half) - 1.0
     return a
@@ -122,12 +141,15 @@ class ObsReport:
 
     @property
     def ok(self) -> bool:
+        """Every class IoU, the seg agreement and the disparity error within tolerance."""
         return (min(self.class_iou.values()) >= IOU_MIN and self.seg_agreement >= AGREEMENT_MIN
                 and self.disparity_mae <= DISPARITY_MAE_MAX)
 
 
 @dataclass
 class SequenceReport:
+    """One sequence replayed: the largest errors over all its steps, and what broke a tolerance."""
+
     key: str
     kind: str
     steps: int
@@ -144,6 +166,7 @@ class SequenceReport:
 
     @property
     def ok(self) -> bool:
+        """Within every tolerance that applies to it."""
         return not self.failures
 
     def to_dict(self) -> dict:
@@ -154,17 +177,22 @@ class SequenceReport:
 
 @dataclass
 class ResetReport:
+    """The reset of every recorded seed against the state the trace started from."""
+
     seeds: int
     max_joint_err: float
     max_cube_err: float
 
     @property
     def ok(self) -> bool:
+        """Joints and cube within ``RESET_TOL``."""
         return self.max_joint_err <= RESET_TOL and self.max_cube_err <= RESET_TOL
 
 
 @dataclass
 class TraceReport:
+    """A whole trace file replayed: resets and every sequence."""
+
     path: str
     trace_mujoco: str
     installed_mujoco: str
@@ -173,6 +201,7 @@ class TraceReport:
 
     @property
     def ok(self) -> bool:
+        """Resets and every sequence within tolerance."""
         return self.resets.ok and all(s.ok for s in self.sequences)
 
     def to_dict(self) -> dict:

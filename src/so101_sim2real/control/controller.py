@@ -2,7 +2,8 @@
 
 The end-effector target accumulates ``action[:3] * xyz_scale_m`` and is clamped to the
 spec's workspace (not "current pose + delta": FIELD_NOTES pitfall 8); one damped
-least-squares IK step from the *measured* joints gives the arm targets; the gripper
+least-squares IK step gives the arm targets (from the measured joints on a real arm;
+on the twin, as in training, from the physics state: ``action.ik.pose_from``); the gripper
 action maps linearly onto its range. Last, the robot's safety limits clamp every
 target to the joint range and to a maximum step from the measured position.
 """

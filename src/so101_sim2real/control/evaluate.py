@@ -62,13 +62,15 @@ def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
     return spec
 
 
-def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec]:
+def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec, Spec]:
+    """The pilot, the spec of this run, and the spec as trained (before ``--set``)."""
     if opts.ckpt == SCRIPTED:
         spec = load_spec(opts.spec_path) if opts.spec_path else default_spec()
-        return None, apply_overrides(spec, opts.overrides)
+        return None, apply_overrides(spec, opts.overrides), spec
     ckpt = load_checkpoint(opts.ckpt, trust_pickle=opts.trust_pickle, spec_path=opts.spec_path)
+    trained = ckpt.spec
     ckpt = dataclasses.replace(ckpt, spec=apply_overrides(ckpt.spec, opts.overrides))
-    return Policy(ckpt, device=opts.device), ckpt.spec
+    return Policy(ckpt, device=opts.device), ckpt.spec, trained
 
 
 def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
@@ -81,7 +83,7 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
         raise So101Error("--episodes must be at least 1")
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("--max-steps must be at least 1")
-    policy, spec = _pilot_and_spec(opts)
+    policy, spec, trained = _pilot_and_spec(opts)
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")
@@ -105,6 +107,7 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
         rig = so101_rig(spec, opts.port, with_camera=needs_camera, make_perception=make_perception)
     else:
         rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception)
+    rig.trained_spec = trained
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video
 
@@ -157,9 +160,9 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
 def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
     """What a run should say before it starts: the simulator and kinematics it uses
     against what the policy was trained with; and warnings where they differ."""
-    from so101_sim2real.sim.version import mujoco_line, mujoco_warning
+    from so101_sim2real.simulator import mujoco_line, mujoco_warning
 
-    spec, notes, warnings = rig.spec, [], []
+    spec, notes, warnings = rig.trained_spec or rig.spec, [], []
     if rig.twin is not None:
         notes.append(f"twin: {mujoco_line(spec)}")
         if warning := mujoco_warning(spec):
@@ -171,7 +174,7 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
         notes.append(f"kinematics: FK of the measured joints; trained with {trained.replace('_', ' ')} (this arm "
                      f"has no simulator state; the trained TCP lagged the joints by one 2 ms physics substep)")
     else:
-        notes.append(f"kinematics: {used.replace('_', ' ')}; the spec says {trained.replace('_', ' ')}")
+        notes.append(f"kinematics: {used.replace('_', ' ')}; trained with {trained.replace('_', ' ')}")
     return notes, warnings
 
 

@@ -33,13 +33,15 @@ class Rig:
     period_s: float
     twin: object | None = None
     scored: bool = True  # False on a real arm: nothing judges success yet
+    trained_spec: Spec | None = None  # the spec before this run's overrides, where they differ
 
     @property
     def kinematics(self) -> Kinematics:
         return self.controller.kinematics
 
     def proprio(self, joints: JointState) -> Proprio:
-        """The policy's proprioception from a joint reading: FK of the same MJCF."""
+        """The policy's proprioception from a joint reading: FK of the same MJCF (or, on the
+        twin with ``live_physics``, the pose its last physics step left, as training read it)."""
         arm = len(self.kinematics.joints)
         pos, rot = self.kinematics.fk(joints.position[:arm])
         return Proprio(joint_pos=joints.position.copy(), joint_vel=joints.velocity.copy(), tcp_pos=pos, tcp_rot=rot)

@@ -27,8 +27,8 @@ def center_crop_box(height: int, width: int, mode: str) -> tuple[slice, slice]:
 
 
 def _floating(a: np.ndarray) -> np.ndarray:
-    """Keep float32 maps in float32: the user's pipeline did its disparity arithmetic in
-    the renderer's float32, and a float64 copy rounds a few pixels to the other level."""
+    """Keep float32 maps in float32, the dtype the training wrapper computed in (and no
+    float64 copy of a 640x480 map per frame); anything else becomes float64."""
     a = np.asarray(a)
     return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
 
@@ -70,7 +70,7 @@ def finish_frame(spec: ObservationSpec, seg_ids: np.ndarray, disparity: np.ndarr
         raise ObservationError(f"seg ids span {seg_ids.min()}..{seg_ids.max()}, sim ids are 0..{n_classes - 1}")
     rows, cols = center_crop_box(*seg_ids.shape, spec.crop)
     disp = spec.disparity
-    if disp.normalise_region == "full_frame":  # the sim's training-time quirk
+    if disp.normalise_region == "full_frame":  # as the training observations were made
         disp_u8 = _minmax_uint8(disparity)[rows, cols]
     else:
         disp_u8 = _minmax_uint8(disparity[rows, cols])

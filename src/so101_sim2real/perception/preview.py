@@ -24,29 +24,22 @@ from so101_sim2real.perception.observation import center_crop_box
 from so101_sim2real.perception.real import RealPerception, Timing
 
 
-def _region(rgb: np.ndarray, maps_shape: tuple[int, int], crop: str) -> np.ndarray:
-    """The part of the camera image the maps cover (all of it, or the crop)."""
-    h, w = rgb.shape[:2]
-    if abs(maps_shape[1] / maps_shape[0] - w / h) < 0.01:
-        return rgb
-    rows, cols = center_crop_box(h, w, crop)
-    return rgb[rows, cols]
-
-
 def compose_preview(rgb: np.ndarray, seen: Perceived, channels: list[str], crop: str) -> np.ndarray:
     """Camera (crop outlined) | seg over the image | disparity | the policy's channels."""
     camera = rgb.copy()
     rows, cols = center_crop_box(*rgb.shape[:2], crop)
     cv2.rectangle(camera, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), (255, 255, 0), 3)
-    region = _region(rgb, seen.seg_ids.shape, crop)
-    colours = cv2.resize(colour_segmentation(seen.seg_ids), (region.shape[1], region.shape[0]),
+    # Only the crop: the seg channel is cropped, and the fast profile segments nothing else.
+    region = rgb[rows, cols]
+    seg_rows, seg_cols = center_crop_box(*seen.seg_ids.shape, crop)
+    colours = cv2.resize(colour_segmentation(seen.seg_ids[seg_rows, seg_cols]), (region.shape[1], region.shape[0]),
                          interpolation=cv2.INTER_NEAREST)
     overlay = cv2.addWeighted(region, 0.45, colours, 0.55, 0.0)
     disp = seen.disparity.astype(np.float64)
     lo, hi = float(disp.min()), float(disp.max())
     grey = ((disp - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(disp)).astype(np.uint8)
     heat = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-    panels = [panel(camera, "camera (policy crop)"), panel(overlay, "segmentation"),
+    panels = [panel(camera, "camera (policy crop)"), panel(overlay, "segmentation (crop)"),
               panel(heat, "disparity (bright = near)")]
     return np.hstack(panels + policy_panels(seen.frame, channels))
 

@@ -322,6 +322,12 @@ def _complete(path: Path, fmt: Format, weights: dict[str, torch.Tensor], builder
             warnings.append(f"state is {n} per frame, the spec describes {spec.state.size}: "
                             f"pass --spec with its layout")
         builder.set("state.fields", fields, f"weights: actor.head.inputs.{STATE}.0.weight [*, {arch.state_dim}]")
+    final = builder.spec
+    if final.is_seg_depth and final.observation.disparity.normalise_region == "crop":
+        warnings.append("the spec normalises disparity over the crop, but the pick-101 training observations were "
+                        "normalised over the full 640x480 frame (specs from 'so101 convert' before the twin-fidelity "
+                        "work said crop): if this policy was trained there, set observation.disparity."
+                        "normalise_region: full_frame in its spec.yaml")
     if "best_eval_reward" in counters:
         warnings.append("best_snapshot: chosen by mean eval reward, not success rate; evaluate the candidates' success "
                         "rate before trusting it")

@@ -57,7 +57,7 @@ def architecture_dict(arch: Architecture) -> dict[str, Any]:
 
 def describe(ckpt: Checkpoint) -> dict[str, Any]:
     """Everything inspect reports, JSON-ready."""
-    from so101_sim2real.sim.version import installed_mujoco, mujoco_warning
+    from so101_sim2real.simulator import installed_mujoco, mujoco_warning
 
     spec = ckpt.spec.to_dict()
     version_warning = mujoco_warning(ckpt.spec)

@@ -44,6 +44,7 @@ class Kinematics:
 
     @property
     def source(self) -> PoseSource:
+        """Where FK and IK read the pose: the live physics, or FK of the measured joints."""
         return "live_physics" if self.live else "measured_joints"
 
     def _pose(self, q: np.ndarray) -> None:

