@@ -22,9 +22,13 @@ def test_scripted_expert_reports_success_as_json(capsys):
     assert "twin: MuJoCo 3.4.0 (as trained); kinematics: live physics (as trained)" in lines
 
 
-def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys):
+def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys, tmp_path):
+    from so101_sim2real.spec import default_spec_text
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(default_spec_text().replace('version: "3.4.0"', 'version: "3.17.0"'))
     code, out, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
-                         "--set", "simulator.version=3.17.0")
+                         "--spec", str(spec))
     assert code == 0
     assert "MuJoCo 3.4.0 (trained under 3.17.0)" in out
     assert "warning: the policy was trained under MuJoCo 3.17.0" in err and "pip install mujoco==3.17.0" in err
@@ -33,7 +37,7 @@ def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys):
 def test_the_twin_can_run_the_real_arms_kinematics_when_asked(capsys):
     code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
                        "--set", "action.ik.pose_from=measured_joints")
-    assert code == 0 and "kinematics: measured joints; trained with live physics" in out
+    assert code == 0 and "kinematics: FK of the measured joints; trained with live physics" in out
 
 
 def test_the_emulated_arm_says_it_uses_fk_of_measured_joints(capsys):

@@ -157,6 +157,9 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
         rig.close()
 
 
+_POSE_FROM = {"live_physics": "live physics", "measured_joints": "FK of the measured joints"}
+
+
 def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
     """What a run should say before it starts: the simulator and kinematics it uses
     against what the policy was trained with; and warnings where they differ."""
@@ -169,12 +172,11 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
             warnings.append(warning)
     used, trained = rig.kinematics.source, spec.action.ik.pose_from
     if used == trained:
-        notes.append(f"kinematics: {used.replace('_', ' ')} (as trained)")
-    elif used == "measured_joints":
-        notes.append(f"kinematics: FK of the measured joints; trained with {trained.replace('_', ' ')} (this arm "
-                     f"has no simulator state; the trained TCP lagged the joints by one 2 ms physics substep)")
+        notes.append(f"kinematics: {_POSE_FROM[used]} (as trained)")
     else:
-        notes.append(f"kinematics: {used.replace('_', ' ')}; trained with {trained.replace('_', ' ')}")
+        why = "" if rig.robot.name == "sim" else (" (this arm has no simulator state; the trained TCP lagged the "
+                                                   "joints by one 2 ms physics substep)")
+        notes.append(f"kinematics: {_POSE_FROM[used]}; trained with {_POSE_FROM[trained]}{why}")
     return notes, warnings
 
 
