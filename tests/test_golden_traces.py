@@ -153,3 +153,22 @@ def test_a_damaged_trace_is_one_clear_error(tmp_path, damage):
     np.savez(path, _meta=np.array(json.dumps(meta)), **arrays)
     with pytest.raises(So101Error, match="not a golden trace"):
         F.load_trace(path)
+
+
+def test_twin_fidelity_script_prints_json_and_refuses_a_bad_path(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "twin_fidelity.py"
+    trace = GOLDEN / "pick101_golden_dev_mujoco340.npz"
+    proc = subprocess.run([sys.executable, str(script), "--traces", str(trace), "--no-obs", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["mujoco"] == "3.4.0"
+    sequences = report["traces"][0]["sequences"]
+    assert len(sequences) == 18 and all(s["ok"] for s in sequences)
+    proc = subprocess.run([sys.executable, str(script), "--traces", str(tmp_path / "none.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("no such trace file")
+    assert "Traceback" not in proc.stderr
