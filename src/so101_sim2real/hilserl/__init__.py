@@ -1,0 +1,1 @@
+"""HIL-SERL fine-tuning: the shared replay buffer (more to come: learner, actor, interveners)."""
