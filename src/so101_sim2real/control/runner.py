@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +21,19 @@ from so101_sim2real.control.rig import Rig, tick
 from so101_sim2real.control.safety import Terminated, torque_guard
 from so101_sim2real.control.timing import RateKeeper, StageTimer
 from so101_sim2real.control.video import VideoWriter, compose
-from so101_sim2real.interfaces import JointState
+from so101_sim2real.interfaces import JointState, StepResult
+
+
+class TransitionSink(Protocol):
+    """Takes every tick as it happens (HIL-SERL's replay buffer): what was seen, done and scored."""
+
+    def begin(self) -> None: ...
+
+    def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
+        """``ends``: the episode ends with this tick (success, time limit or step limit)."""
+
+    def end(self) -> None:
+        """The episode is over; also called after an interrupted one."""
 
 
 @dataclass
@@ -69,8 +82,9 @@ class Runner:
     def __init__(self, rig: Rig, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
-                 with_rgb: bool = False):
+                 with_rgb: bool = False, transitions: TransitionSink | None = None):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
+        self.transitions = transitions
         self.rate = RateKeeper(rig.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
@@ -116,6 +130,8 @@ class Runner:
         steps, ret, success, interrupted = 0, 0.0, False, False
         if self.recorder:
             self.recorder.begin(index, seed)
+        if self.transitions:
+            self.transitions.begin()
         try:
             obs = self._observe(joints)
             self.pilot.reset(obs)
@@ -126,7 +142,10 @@ class Runner:
                 cmd, result = tick(rig, action, joints, self.timer)
                 steps, ret = steps + 1, ret + result.reward
                 self._keep(obs, action, cmd, result.reward, ret, steps)
-                if result.terminated or result.truncated or steps >= limit:
+                ends = result.terminated or result.truncated or steps >= limit
+                if self.transitions:
+                    self.transitions.add(obs, action, result, ends)
+                if ends:
                     success = result.terminated if rig.scored else None
                     break
                 self.rate.wait()
@@ -137,6 +156,8 @@ class Runner:
         finally:
             if self.recorder:
                 self.recorder.end(steps, success, ret, interrupted)
+            if self.transitions:
+                self.transitions.end()
         return EpisodeResult(index, seed, None if success is None else bool(success), steps, float(ret), interrupted)
 
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:

@@ -1,0 +1,115 @@
+"""The actor's side of HIL-SERL: the exploring pilot, the weights it acts with, the buffer feed.
+
+The actor is the ordinary :class:`~so101_sim2real.control.runner.Runner` loop; what HIL-SERL
+adds plugs into it:
+
+- :class:`PolicySlot`: the learner publishes the encoder and the actor together, as one
+  dict swapped under a lock, so the pilot can never act with a new actor on a stale
+  encoder (one of the user's bugs).
+- :class:`LearningPilot`: the policy's mean plus fixed, clipped Gaussian exploration
+  noise, then the intervener's override if it takes over; it picks up newly published
+  weights between ticks.
+- :class:`BufferSink`: every tick into the replay buffer with the action that was
+  executed, the reward from the run's :class:`RewardSource`, and the intervention flag.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from so101_sim2real.control.pilots import Observation, PolicyPilot
+from so101_sim2real.hilserl.interveners import Intervener, NoIntervener
+from so101_sim2real.hilserl.replay import ReplayBuffer, Step
+from so101_sim2real.hilserl.rewards import RewardSource
+from so101_sim2real.interfaces import StepResult
+from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.policy.state import StateBuilder
+
+
+class PolicySlot:
+    """The newest published policy weights (encoder + actor) and their version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._weights: dict[str, torch.Tensor] | None = None
+        self.version = 0
+
+    def publish(self, weights: dict[str, torch.Tensor]) -> int:
+        if not any(k.startswith("encoder.") for k in weights) or not any(k.startswith("actor.") for k in weights):
+            raise ValueError("publish the encoder and the actor together")
+        with self._lock:
+            self._weights, self.version = weights, self.version + 1
+            return self.version
+
+    def newer_than(self, version: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        with self._lock:
+            if self.version <= version or self._weights is None:
+                return None
+            return self.version, self._weights
+
+
+class LearningPilot(PolicyPilot):
+    """The policy acting with exploration noise and an intervener, on the newest published weights."""
+
+    def __init__(self, policy: Policy, slot: PolicySlot, intervener: Intervener | None = None, std: float = 0.1,
+                 std_clip: float = 0.3, seed: int = 0, name: str = "hilserl"):
+        super().__init__(policy, name)
+        self.slot, self.intervener = slot, intervener or NoIntervener()
+        self.std, self.std_clip = std, std_clip
+        self.explore = True
+        self.version = 0
+        self.episode = -1
+        self.last_intervention = False
+        self.rng = np.random.default_rng(seed)
+
+    def refresh(self) -> bool:
+        """Load newer published weights, if any; True when it did."""
+        newer = self.slot.newer_than(self.version)
+        if newer is None:
+            return False
+        self.version, weights = newer
+        missing, unexpected = self.policy.agent.load_state_dict(weights, strict=False)
+        if unexpected or any(k.startswith(("encoder.", "actor.")) for k in missing):
+            raise RuntimeError(f"published weights do not fit the policy: missing {missing}, unexpected {unexpected}")
+        return True
+
+    def reset(self, obs: Observation) -> None:
+        super().reset(obs)
+        self.episode += 1
+        self.intervener.reset(self.episode)
+        self.refresh()
+
+    def act(self, obs: Observation) -> np.ndarray:
+        self.refresh()
+        action = super().act(obs)
+        if self.explore:
+            noise = np.clip(self.rng.normal(0.0, self.std, action.shape), -self.std_clip, self.std_clip)
+            action = np.clip(action + noise, -1.0, 1.0)
+        override = self.intervener.act(obs, action)
+        self.last_intervention = override is not None
+        return np.asarray(action if override is None else np.clip(override, -1.0, 1.0), dtype=np.float32)
+
+
+class BufferSink:
+    """Feeds every tick of the actor's loop into the replay buffer (a Runner ``TransitionSink``)."""
+
+    def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource, state: StateBuilder):
+        self.buffer, self.pilot, self.rewards, self.state = buffer, pilot, rewards, state
+        self.env_steps = self.interventions = 0
+
+    def begin(self) -> None:
+        self.buffer.begin_episode()
+
+    def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
+        intervened = self.pilot.last_intervention
+        self.buffer.add(Step(obs.perceived.frame, self.state.build(obs.proprio), action,
+                             self.rewards.reward(result), terminated=result.terminated,
+                             truncated=ends and not result.terminated, is_intervention=intervened))
+        self.env_steps += 1
+        self.interventions += intervened
+
+    def end(self) -> None:
+        self.buffer.end_episode()

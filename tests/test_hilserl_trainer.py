@@ -1,0 +1,104 @@
+"""HIL-SERL part 1 on the twin: one process, the Runner as the actor, a learner thread, one buffer."""
+
+import numpy as np
+import pytest
+import torch
+
+from so101_sim2real.control.rig import sim_rig
+from so101_sim2real.hilserl.actor import PolicySlot
+from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedHelpConfig, ScriptedIntervener
+from so101_sim2real.hilserl.learner import LearnerConfig
+from so101_sim2real.hilserl.rewards import DenseReward, SuccessReward
+from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
+from so101_sim2real.policy.checkpoint import load_checkpoint
+
+CFG = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1), capacity=2000, warmup_steps=20,
+                  publish_every=2, utd=0.5)
+
+
+@pytest.fixture
+def trainer_factory(snapshot):
+    made = []
+
+    def make(intervener=None, rewards=None, cfg=CFG, steps=25):
+        ckpt = load_checkpoint(snapshot)
+        ckpt.spec = ckpt.spec.replace("episode.max_steps", steps)
+        rig = sim_rig(ckpt.spec, with_camera=True)
+        helper = intervener(rig) if intervener else NoIntervener()
+        trainer = Trainer(rig, ckpt, cfg, helper, rewards or SuccessReward())
+        made.append(rig)
+        return trainer
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+def test_the_actor_fills_the_buffer_while_the_learner_updates_and_publishes(trainer_factory):
+    trainer = trainer_factory()
+    start = {k: v.clone() for k, v in trainer.pilot.policy.agent.state_dict().items() if k.startswith("actor.")}
+    summary = trainer.run(2)
+    assert [e.steps for e in summary.episodes] == [25, 25] and not summary.interrupted
+    assert trainer.sink.env_steps == 50 and len(trainer.buffer) == 50
+    assert trainer.stats.error is None and trainer.stats.updates > 0
+    assert trainer.utd <= CFG.utd + 1e-9  # paced: never more updates than the ratio allows
+    assert trainer.stats.published > 0 and trainer.pilot.version > 1  # new weights reached the actor
+    acting = trainer.pilot.policy.agent.state_dict()
+    assert any(not torch.equal(start[k], acting[k]) for k in start)  # the actor moved after the warm-up
+    assert not trainer.rig.robot.torque_enabled
+
+
+class RecordingHelper(ScriptedIntervener):
+    """The scripted helper, remembering what it made the arm do."""
+
+    def __init__(self, task):
+        super().__init__(task, ScriptedHelpConfig(start_prob=1.0, prob_decay=1.0, max_steps=10))
+        self.executed = []
+
+    def act(self, obs, policy_action):
+        action = super().act(obs, policy_action)
+        if action is not None:
+            self.executed.append(np.asarray(action, dtype=np.float32))
+        return action
+
+
+def test_scripted_interventions_are_stored_as_executed_and_go_to_the_demo_store(trainer_factory):
+    trainer = trainer_factory(intervener=lambda rig: RecordingHelper(rig.twin))
+    trainer.run(1)
+    helper = trainer.pilot.intervener
+    assert trainer.sink.interventions == 10  # from the first step until it lets go
+    online = trainer.buffer.online
+    flags = online.intervention[:online.written]
+    assert flags[:10].all() and not flags[10:].any()
+    assert np.array_equal(online.action[:10], np.stack(helper.executed))  # the helper's actions, not the policy's
+    assert trainer.buffer.demos.has_transitions()
+
+
+def test_the_warm_up_keeps_the_actor_still(trainer_factory):
+    cfg = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1), capacity=2000,
+                      warmup_steps=10_000, publish_every=1, utd=1.0)
+    trainer = trainer_factory(cfg=cfg, rewards=DenseReward())
+    start = {k: v.clone() for k, v in trainer.learner.agent.state_dict().items() if k.startswith("actor.")}
+    trainer.run(1)
+    assert trainer.stats.updates > 0 and trainer.stats.last.actor_loss is None
+    now = trainer.learner.agent.state_dict()
+    assert all(torch.equal(start[k], now[k]) for k in start)
+
+
+def test_a_learner_failure_stops_the_run_with_its_cause(trainer_factory):
+    trainer = trainer_factory()
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("loss is NaN")
+
+    trainer.learner.update = broken
+    with pytest.raises(RuntimeError, match="the learner stopped: loss is NaN"):
+        trainer.run(3)
+    assert not trainer.rig.robot.torque_enabled
+
+
+def test_the_slot_refuses_an_actor_without_its_encoder():
+    slot = PolicySlot()
+    with pytest.raises(ValueError, match="together"):
+        slot.publish({"actor.head.out.weight": torch.zeros(1)})
+    assert slot.newer_than(0) is None
