@@ -21,7 +21,7 @@ def test_help_lists_every_command_group(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["compare-sim", "hilserl"])
+@pytest.mark.parametrize("name", ["compare-sim"])
 def test_unbuilt_groups_exit_2_and_say_so(capsys, name):
     code, out, err = run(capsys, name, "scan", "--port", "/dev/ttyACM0")
     assert code == 2 and out == ""

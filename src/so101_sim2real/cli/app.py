@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
@@ -462,9 +463,98 @@ def _not_yet(name: str, issue: str) -> None:
 
 for _name, _issue in (
     ("compare-sim", "sim-vs-real comparison"),
-    ("hilserl", "HIL-SERL fine-tuning"),
 ):
     _not_yet(_name, _issue)
+
+
+hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
+                          no_args_is_help=True)
+app.add_typer(hilserl_app, name="hilserl")
+
+
+@hilserl_app.command("train")
+def hilserl_train(
+    out: Annotated[Path, typer.Option("--out", help="The run folder: config, counters, policy, episodes.")],
+    ckpt: Annotated[Optional[str], typer.Option("--ckpt", help="The starting DrQ-v2 snapshot (RoboBase or a "
+                                                               "'so101 convert' folder) with its critics. Not "
+                                                               "with --resume.")] = None,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Episodes to run in this session.")] = 20,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the spec's "
+                                                                         "limit (the cut is terminal, like the "
+                                                                         "limit).")] = None,
+    intervene: Annotated[str, typer.Option("--intervene", help="scripted: the scripted expert takes over when "
+                                                               "the policy stalls (the twin's stand-in for a "
+                                                               "person); none.")] = "scripted",
+    reward: Annotated[str, typer.Option("--reward", help="success: 1 on the successful tick; dense: the "
+                                                         "task's v19 reward.")] = "success",
+    config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of training settings "
+                                                                    "(learner.*, utd, warmup_steps, ...).")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. --set "
+                                                                    "learner.actor_lr=1e-5 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: its buffer, weights and "
+                                                          "counters; changed settings are used and listed.")
+                      ] = False,
+    device: Annotated[str, typer.Option("--device", help="Torch device of the learner.")] = "cpu",
+    realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period, as a real "
+                                                              "arm would be.")] = False,
+) -> None:
+    """Fine-tune a policy with HIL-SERL on the sim twin (part 2 brings the real arm).
+
+    The actor is the usual control loop; a learner thread runs DrQ-v2 updates on the shared
+    replay buffer and hands the actor the new encoder and actor together. Each finished
+    episode is saved at once, so a crash or kill loses at most the one in progress.
+    """
+    from so101_sim2real.hilserl.run import RunFolder, RunOptions, apply_sets, config_from_dict, train
+    from so101_sim2real.hilserl.trainer import TrainConfig
+
+    if resume and ckpt:
+        raise So101Error("--resume continues the run's own policy; drop --ckpt")
+    if not resume and not ckpt:
+        raise So101Error("a new run needs --ckpt (or --resume to continue the run in --out)")
+    cfg = None
+    if config is not None:
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise So101Error(f"--config {config}: cannot read it ({exc})") from None
+        cfg = config_from_dict(data, str(config))
+    if sets:
+        base = cfg or (RunFolder.open(out).cfg if resume else TrainConfig())
+        cfg = apply_sets(base, sets)
+    options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene, reward=reward, device=device)
+
+    def episode_line(result, trainer) -> None:
+        typer.echo(f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
+                   f"{'success' if result.success else 'no success'} after {result.steps} steps; "
+                   f"interventions {trainer.sink.interventions}, env steps {trainer.sink.env_steps}, "
+                   f"updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
+
+    report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps)
+    for change in report.changed:
+        typer.echo(f"setting changed on resume: {change}")
+    rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"
+    typer.echo(f"{len(report.episodes)} episode(s): success {rate}, interventions {report.intervention_rate:.0%} "
+               f"of steps, UTD {report.utd:.2f}; run: {out} (policy: {out}/policy)")
+    if report.interrupted:
+        raise typer.Exit(code=130)
+
+
+@hilserl_app.command("status")
+def hilserl_status(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Where a run stands (running or not): counters, UTD, recent success, the policy."""
+    from so101_sim2real.hilserl.run import status
+
+    info = status(run)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    c = info["counters"]
+    rate = "n/a" if info["success_rate_last_20"] is None else f"{info['success_rate_last_20']:.0%}"
+    typer.echo(f"{run}: {c['episodes']} episodes, {c['env_steps']} env steps, {c['updates']} updates "
+               f"(UTD {info['utd']:.2f}); success over the last 20: {rate}; policy: {info['policy']}")
 
 
 def main(argv: list[str] | None = None) -> None:

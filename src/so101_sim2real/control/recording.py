@@ -67,10 +67,15 @@ class Recorder:
     """Writes a recording folder; each episode's file appears when the episode ends."""
 
     def __init__(self, folder: str | Path, spec: Spec, robot: str, pilot: str, period_s: float,
-                 with_rgb: bool = True):
+                 with_rgb: bool = True, append: bool = False):
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise So101Error(f"{self.folder}: exists and is not a folder; pick a new recording folder")
+        self.with_rgb = with_rgb
+        self._episode: _Episode | None = None
+        if append and (self.folder / INDEX_FILE).is_file():  # continue a recording (a resumed run)
+            self.meta = Recording(self.folder).meta
+            return
         if self.folder.exists() and any(self.folder.iterdir()):
             raise So101Error(f"{self.folder}: the recording folder exists and is not empty; pick a new one")
         try:
@@ -78,12 +83,15 @@ class Recorder:
         except OSError as exc:
             raise So101Error(f"{self.folder}: cannot create the recording folder ({exc.strerror})") from None
         save_spec(spec, self.folder / "spec.yaml")
-        self.with_rgb = with_rgb
         self.meta = {"format": FORMAT, "version": VERSION, "robot": robot, "pilot": pilot, "period_s": period_s,
                      "joint_names": list(JOINT_NAMES), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "episodes": []}
-        self._episode: _Episode | None = None
         self._write_index()
+
+    @property
+    def next_index(self) -> int:
+        """The index the next episode gets: one past the last one written."""
+        return max((e["index"] for e in self.meta["episodes"]), default=-1) + 1
 
     def begin(self, index: int, seed: int | None) -> None:
         self._episode = _Episode(index, seed)

@@ -27,7 +27,7 @@ from so101_sim2real.interfaces import JointState, StepResult
 class TransitionSink(Protocol):
     """Takes every tick as it happens (HIL-SERL's replay buffer): what was seen, done and scored."""
 
-    def begin(self) -> None: ...
+    def begin(self, index: int, seed: int | None) -> None: ...
 
     def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
         """``ends``: the episode ends with this tick (success, time limit or step limit)."""
@@ -131,7 +131,7 @@ class Runner:
         if self.recorder:
             self.recorder.begin(index, seed)
         if self.transitions:
-            self.transitions.begin()
+            self.transitions.begin(index, seed)
         try:
             obs = self._observe(joints)
             self.pilot.reset(obs)

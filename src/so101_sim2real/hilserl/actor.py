@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from so101_sim2real.control.pilots import Observation, PolicyPilot
+from so101_sim2real.control.recording import Recorder
 from so101_sim2real.hilserl.interveners import Intervener, NoIntervener
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import RewardSource
@@ -94,22 +95,40 @@ class LearningPilot(PolicyPilot):
 
 
 class BufferSink:
-    """Feeds every tick of the actor's loop into the replay buffer (a Runner ``TransitionSink``)."""
+    """Feeds every tick of the actor's loop into the replay buffer (a Runner ``TransitionSink``),
+    and, given a recorder, into the run's episode files (written when each episode ends)."""
 
-    def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource, state: StateBuilder):
+    def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource, state: StateBuilder,
+                 recorder: Recorder | None = None):
         self.buffer, self.pilot, self.rewards, self.state = buffer, pilot, rewards, state
+        self.recorder = recorder
         self.env_steps = self.interventions = 0
+        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False}
 
-    def begin(self) -> None:
+    def begin(self, index: int, seed: int | None) -> None:
         self.buffer.begin_episode()
+        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False}
+        if self.recorder:
+            self.recorder.begin(self.recorder.next_index, seed)
 
     def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
-        intervened = self.pilot.last_intervention
-        self.buffer.add(Step(obs.perceived.frame, self.state.build(obs.proprio), action,
-                             self.rewards.reward(result), terminated=result.terminated,
-                             truncated=ends and not result.terminated, is_intervention=intervened))
+        step = Step(obs.perceived.frame, self.state.build(obs.proprio), np.asarray(action, dtype=np.float32),
+                    self.rewards.reward(result), terminated=result.terminated,
+                    truncated=ends and not result.terminated, is_intervention=self.pilot.last_intervention)
+        self.buffer.add(step)
         self.env_steps += 1
-        self.interventions += intervened
+        self.interventions += step.is_intervention
+        ep = self._episode
+        ep["steps"], ep["return"] = ep["steps"] + 1, ep["return"] + step.reward
+        ep["success"], ep["ended"] = bool(result.terminated), ends
+        if self.recorder:
+            self.recorder.add(time=obs.joints.timestamp, joint_pos=obs.joints.position, obs=step.frame,
+                              state=step.state, action=step.action, reward=result.reward,
+                              learner_reward=step.reward, terminated=step.terminated, ends=ends,
+                              is_intervention=step.is_intervention)
 
     def end(self) -> None:
         self.buffer.end_episode()
+        if self.recorder:
+            ep = self._episode
+            self.recorder.end(ep["steps"], ep["success"], ep["return"], interrupted=not ep["ended"])

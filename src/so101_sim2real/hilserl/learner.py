@@ -21,6 +21,7 @@ encoder. Losses are batch means; no gradient clipping.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +124,7 @@ class Learner:
         self.actor_opt = torch.optim.AdamW(self.agent.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay)
         self.updates = 0
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.lock = threading.Lock()  # an update and a copy of the weights never interleave
 
     # ------------------------------------------------------------------ one update
 
@@ -142,6 +144,10 @@ class Learner:
 
     def update(self, batch: Batch, train_actor: bool = True) -> UpdateMetrics:
         """One DrQ-v2 update on ``batch``; the actor moves only when ``train_actor`` and it is its turn."""
+        with self.lock:
+            return self._update(batch, train_actor)
+
+    def _update(self, batch: Batch, train_actor: bool) -> UpdateMetrics:
         a, c, t = self.agent, self.cfg, self._tensors(batch)
         obs = random_shift(t["obs"], c.aug_pad, self._generator)
         next_obs = random_shift(t["next_obs"], c.aug_pad, self._generator)
@@ -191,7 +197,13 @@ class Learner:
     # ------------------------------------------------------------------ publishing
 
     @torch.no_grad()
+    def weights(self, prefixes: tuple[str, ...] = ("encoder.", "actor.", "critic.", "critic_target.")
+                ) -> dict[str, torch.Tensor]:
+        """A consistent CPU copy of the agent's weights under ``prefixes``, taken between updates."""
+        with self.lock:
+            state = self.agent.state_dict()
+            return {k: v.detach().to("cpu", copy=True) for k, v in state.items() if k.startswith(prefixes)}
+
     def policy_weights(self) -> dict[str, torch.Tensor]:
-        """The encoder AND the actor, copied to the CPU together: what the actor thread acts with."""
-        state = self.agent.state_dict()
-        return {k: v.detach().to("cpu", copy=True) for k, v in state.items() if k.startswith(("encoder.", "actor."))}
+        """The encoder AND the actor together: what the actor thread acts with."""
+        return self.weights(("encoder.", "actor."))

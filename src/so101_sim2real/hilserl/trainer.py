@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
@@ -63,7 +64,7 @@ class Trainer:
     """One HIL-SERL run on a rig: build once, ``run`` episodes, ``close``."""
 
     def __init__(self, rig: Rig, ckpt: Checkpoint, cfg: TrainConfig, intervener: Intervener, rewards: RewardSource,
-                 device: str = "cpu"):
+                 device: str = "cpu", recorder: Recorder | None = None):
         self.rig, self.cfg = rig, cfg
         spec = ckpt.spec
         obs = spec.observation
@@ -74,7 +75,7 @@ class Trainer:
         self.slot.publish(self.learner.policy_weights())  # the actor has the starting weights before step one
         self.pilot = LearningPilot(Policy(ckpt, "cpu"), self.slot, intervener, cfg.learner.std,
                                    cfg.learner.std_clip, seed=cfg.seed)
-        self.sink = BufferSink(self.buffer, self.pilot, rewards, StateBuilder(spec.state))
+        self.sink = BufferSink(self.buffer, self.pilot, rewards, StateBuilder(spec.state), recorder)
         self.stats = LearnerStats()
         self._stop = threading.Event()
 
@@ -106,7 +107,7 @@ class Trainer:
     # ------------------------------------------------------------------ a run
 
     def run(self, episodes: int, first_seed: int = 0, realtime: bool = False,
-            on_episode: Callable[[EpisodeResult], None] | None = None) -> RunSummary:
+            on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None) -> RunSummary:
         """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off."""
         learner = threading.Thread(target=self._learn, name="hilserl-learner", daemon=True)
         self._stop.clear()
@@ -117,7 +118,8 @@ class Trainer:
             if on_episode:
                 on_episode(result)
 
-        runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink)
+        runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
+                        max_steps=max_steps)
         learner.start()
         try:
             return runner.run([first_seed + i for i in range(episodes)])

@@ -1,0 +1,337 @@
+"""A HIL-SERL run folder: what a run needs to be inspected, used and resumed after any stop.
+
+    RUN_DIR/
+      run.yaml          the options and the training config (editable: a resume uses the new values
+                        and says which changed)
+      counters.json     env steps, updates, episodes, the next seed (written after every episode)
+      policy/           the fine-tuned policy in the native format (so101 infer / inspect read it),
+                        rewritten every ``save_every`` episodes and at the end
+      episodes/         the replay buffer, one episode file per finished episode, in the --record
+                        format plus the rows the learner needs (state, learner reward, flags)
+
+Every file is written to a temporary name and renamed, so a ``kill -9`` at any moment
+loses at most the episode in progress. The optimiser's moments are not kept: a resume
+starts AdamW afresh from the saved weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from so101_sim2real.control.recording import Recorder, Recording
+from so101_sim2real.control.runner import EpisodeResult
+from so101_sim2real.errors import So101Error
+from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
+from so101_sim2real.hilserl.learner import LearnerConfig
+from so101_sim2real.hilserl.replay import ReplayBuffer, Step
+from so101_sim2real.hilserl.rewards import REWARDS
+from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
+from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
+from so101_sim2real.spec import Spec, flatten
+
+RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
+INTERVENERS, REWARD_NAMES = ("scripted", "none"), ("success", "dense")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the run is: the starting checkpoint and the sources of actions and rewards."""
+
+    ckpt: str
+    intervene: str = "scripted"
+    reward: str = "success"
+    device: str = "cpu"
+    save_every: int = 5  # episodes between policy saves
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fields(cls: type, data: Any, source: str, path: str = "") -> dict[str, Any]:
+    """``data`` checked against dataclass ``cls``: known keys only, numbers as numbers.
+
+    Errors read ``SOURCE: path.key: what is wrong``.
+    """
+    if not isinstance(data, dict):
+        raise So101Error(f"{source}: {path or 'top level'}: expected a mapping, got {data!r}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in data.items():
+        where = f"{source}: {path}{key}"
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise So101Error(f"{where}: unknown setting{hint}")
+        default = names[key].default  # MISSING (no default) or a nested config: no check here
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise So101Error(f"{where}: expected true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            value = _number(value, type(default), where)
+        out[key] = value
+    return out
+
+
+def _number(value: Any, kind: type, where: str) -> int | float:
+    if isinstance(value, str):  # YAML 1.1 reads 2e-5 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise So101Error(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise So101Error(f"{where}: expected a number, got {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise So101Error(f"{where}: expected a whole number, got {value!r}")
+    if value < 0:
+        raise So101Error(f"{where}: expected a number >= 0, got {value!r}")
+    return kind(value)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A :class:`TrainConfig` from plain data (a YAML file's), with one-line errors for typos."""
+    fields = _fields(TrainConfig, data, source)
+    learner = LearnerConfig(**_fields(LearnerConfig, fields.pop("learner", {}) or {}, source, "learner."))
+    cfg = TrainConfig(learner=learner, **fields)
+    if cfg.learner.batch_size < 1 or cfg.capacity < 1 or cfg.n_step < 1 or cfg.publish_every < 1:
+        raise So101Error(f"{source}: batch_size, capacity, n_step and publish_every must be at least 1")
+    if not 0 < cfg.gamma <= 1:
+        raise So101Error(f"{source}: gamma: expected a number in (0, 1], got {cfg.gamma}")
+    if cfg.learner.critic_updates_per_actor < 1 or cfg.learner_threads < 1:
+        raise So101Error(f"{source}: critic_updates_per_actor and learner_threads must be at least 1")
+    return cfg
+
+
+def apply_sets(cfg: TrainConfig, sets: list[str]) -> TrainConfig:
+    """``--set learner.actor_lr=1e-5`` style overrides."""
+    data = dataclasses.asdict(cfg)
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise So101Error(f"--set {item!r}: expected KEY=VALUE, e.g. learner.actor_lr=1e-5")
+        node, parts = data, key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise So101Error(f"--set {key}: unknown setting '{part}'")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return config_from_dict(data, "--set")
+
+
+class RunFolder:
+    """A run folder on disk; see the module docstring for its layout."""
+
+    def __init__(self, path: Path, options: RunOptions, cfg: TrainConfig, counters: dict[str, int]):
+        self.path, self.options, self.cfg, self.counters = path, options, cfg, counters
+
+    @classmethod
+    def create(cls, path: str | Path, options: RunOptions, cfg: TrainConfig) -> RunFolder:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise So101Error(f"--out {path}: exists and is not a folder")
+        if path.exists() and any(path.iterdir()):
+            hint = " (continue it with --resume)" if (path / RUN_FILE).is_file() else ""
+            raise So101Error(f"--out {path}: the folder exists and is not empty{hint}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise So101Error(f"--out {path}: cannot create the run folder ({exc.strerror})") from None
+        run = cls(path, options, cfg, {"env_steps": 0, "updates": 0, "episodes": 0, "next_seed": 0})
+        run.write_config()
+        run.write_counters()
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        path = Path(path)
+        if not (path / RUN_FILE).is_file():
+            raise So101Error(f"{path}: not a HIL-SERL run folder (no {RUN_FILE}); start one with --out")
+        try:
+            data = yaml.safe_load((path / RUN_FILE).read_text()) or {}
+            counters = json.loads((path / COUNTERS_FILE).read_text())
+        except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise So101Error(f"{path}: unreadable run files ({exc})") from None
+        if not isinstance(data, dict):
+            raise So101Error(f"{path / RUN_FILE}: expected a mapping")
+        options = RunOptions(**_fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options."))
+        cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
+        return cls(path, options, cfg, {k: int(v) for k, v in counters.items()})
+
+    def write_config(self) -> None:
+        data = {"options": dataclasses.asdict(self.options), "config": dataclasses.asdict(self.cfg)}
+        _atomic_write(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
+
+    def write_counters(self) -> None:
+        _atomic_write(self.path / COUNTERS_FILE, json.dumps(self.counters, indent=2))
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.path / POLICY_DIR
+
+    def recorder(self, spec: Spec, period_s: float) -> Recorder:
+        return Recorder(self.path / EPISODES_DIR, spec, "sim", "hilserl", period_s, with_rgb=False, append=True)
+
+    def load_episodes(self, buffer: ReplayBuffer) -> int:
+        """Every finished episode back into the buffer (interventions into the demo store too).
+
+        The counters are brought up to the episode files: a kill between an episode's file
+        and the counters' write loses neither that episode nor its seed.
+        """
+        folder = self.path / EPISODES_DIR
+        if not (folder / "recording.json").is_file():
+            return 0
+        recording, rows = Recording(folder), 0
+        recorded = recording.episodes
+        c = self.counters
+        c["episodes"] = max(c["episodes"], len(recorded))
+        c["env_steps"] = max(c["env_steps"], sum(e["steps"] for e in recorded))
+        seeds = [e["seed"] for e in recorded if e["seed"] is not None]
+        c["next_seed"] = max(c["next_seed"], max(seeds, default=-1) + 1)
+        for i in range(len(recording.episodes)):
+            arrays = recording.load(i)
+            buffer.begin_episode()
+            n = len(arrays["action"])
+            for t in range(n):
+                ends = bool(arrays["ends"][t])
+                buffer.add(Step(arrays["obs"][t], arrays["state"][t], arrays["action"][t],
+                                float(arrays["learner_reward"][t]), bool(arrays["terminated"][t]),
+                                ends and not bool(arrays["terminated"][t]), bool(arrays["is_intervention"][t])))
+            buffer.end_episode()
+            rows += n
+        return rows
+
+
+
+# ---------------------------------------------------------------------------- a training session
+
+
+@dataclass
+class TrainReport:
+    """What a session did, and where the run stands."""
+
+    episodes: list[EpisodeResult]
+    counters: dict[str, int]
+    utd: float
+    interventions: int
+    env_steps_this_session: int
+    interrupted: bool
+    changed: list[str]
+
+    @property
+    def success_rate(self) -> float | None:
+        recent = [e for e in self.episodes if not e.interrupted][-20:]
+        return float(np.mean([bool(e.success) for e in recent])) if recent else None
+
+    @property
+    def intervention_rate(self) -> float:
+        return self.interventions / max(1, self.env_steps_this_session)
+
+
+def _changed(old: TrainConfig, new: TrainConfig) -> list[str]:
+    flat_old, flat_new = flatten(dataclasses.asdict(old)), flatten(dataclasses.asdict(new))
+    return [f"{k}: {flat_old[k]} -> {flat_new[k]}" for k in flat_new if flat_old.get(k) != flat_new[k]]
+
+
+def _save_policy(run: RunFolder, ckpt: Checkpoint, trainer: Trainer) -> None:
+    keep = ("encoder.", "actor.", "critic.") + (("critic_target.",) if ckpt.arch.has_critic_target else ())
+    tuned = dataclasses.replace(ckpt, weights=trainer.learner.weights(keep),
+                                counters={**ckpt.counters, **run.counters})
+    save_native(tuned, run.policy_dir, overwrite=True)
+
+
+def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg: TrainConfig | None = None,
+          resume: bool = False, realtime: bool = False,
+          on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
+          max_steps: int | None = None) -> TrainReport:
+    """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin."""
+    from so101_sim2real.control.rig import sim_rig
+
+    if episodes < 1:
+        raise So101Error("--episodes must be at least 1")
+    if max_steps is not None and max_steps < 1:
+        raise So101Error("--max-steps must be at least 1")
+    if resume:
+        run = RunFolder.open(out)
+        changed = _changed(run.cfg, cfg) if cfg is not None else []
+        if cfg is not None:
+            run.cfg = cfg
+            run.write_config()
+    else:
+        if options is None:
+            raise So101Error("a new run needs --ckpt")
+        _check_options(options)
+        run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
+    source = run.policy_dir if resume and run.policy_dir.is_dir() else run.options.ckpt
+    ckpt = load_checkpoint(source)
+    if ckpt.arch.critic is None:
+        raise So101Error(f"{source}: this checkpoint has no critic weights; HIL-SERL fine-tunes a full DrQ-v2 "
+                         f"snapshot (a RoboBase snapshot or its 'so101 convert' folder)")
+    rig = sim_rig(ckpt.spec, with_camera=True)
+    try:
+        opts = run.options
+        intervener = ScriptedIntervener(rig.twin, seed=run.cfg.seed) if opts.intervene == "scripted" \
+            else NoIntervener()
+        trainer = Trainer(rig, ckpt, run.cfg, intervener, REWARDS[opts.reward](), opts.device,
+                          recorder=run.recorder(ckpt.spec, ckpt.spec.control.period_s))
+        run.load_episodes(trainer.buffer)
+        c = run.counters
+        trainer.sink.env_steps, trainer.learner.updates = c["env_steps"], c["updates"]
+        trainer.pilot.episode = c["episodes"] - 1
+        start_steps = c["env_steps"]
+        interventions_before = trainer.sink.interventions
+
+        def episode_done(result: EpisodeResult) -> None:
+            c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates, episodes=c["episodes"] + 1,
+                     next_seed=c["next_seed"] + 1)
+            run.write_counters()
+            if c["episodes"] % opts.save_every == 0:
+                _save_policy(run, ckpt, trainer)
+            if on_episode:
+                on_episode(result, trainer)
+
+        summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
+                              max_steps=max_steps)
+        c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
+        run.write_counters()
+        _save_policy(run, ckpt, trainer)
+        return TrainReport(summary.episodes, dict(c), trainer.utd, trainer.sink.interventions - interventions_before,
+                           trainer.sink.env_steps - start_steps, summary.interrupted, changed)
+    finally:
+        rig.close()
+
+
+def _check_options(options: RunOptions) -> None:
+    if options.intervene not in INTERVENERS:
+        raise So101Error(f"--intervene {options.intervene}: choose {' or '.join(INTERVENERS)}")
+    if options.reward not in REWARD_NAMES:
+        raise So101Error(f"--reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
+    if options.save_every < 1:
+        raise So101Error("save_every must be at least 1")
+
+
+def status(path: str | Path) -> dict[str, Any]:
+    """What a run folder says about itself (running or not)."""
+    run = RunFolder.open(path)
+    episodes = []
+    index = Path(path) / EPISODES_DIR / "recording.json"
+    if index.is_file():
+        episodes = Recording(Path(path) / EPISODES_DIR).episodes
+    recent = [e for e in episodes if not e["interrupted"]][-20:]
+    return {
+        "run": str(path), "options": dataclasses.asdict(run.options), "counters": run.counters,
+        "utd": run.counters["updates"] / max(1, run.counters["env_steps"]),
+        "success_rate_last_20": float(np.mean([bool(e["success"]) for e in recent])) if recent else None,
+        "episodes_recorded": len(episodes), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
+    }

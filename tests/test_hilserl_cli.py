@@ -1,0 +1,90 @@
+"""`so101 hilserl train/status` end to end on the twin: run folder, resume, the policy it writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fixtures import run_cli as run
+
+FAST = ["--episodes", "2", "--max-steps", "12", "--set", "learner.batch_size=8", "--set", "warmup_steps=10",
+        "--set", "publish_every=2", "--set", "utd=0.5"]
+
+
+def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot, tmp_path):
+    out = tmp_path / "run"
+    code, text, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), *FAST)
+    assert code == 0, err
+    assert "episode 2" in text and "UTD" in text
+    counters = json.loads((out / "counters.json").read_text())
+    assert counters["episodes"] == 2 and counters["env_steps"] == 24 and counters["updates"] > 0
+    episodes = json.loads((out / "episodes" / "recording.json").read_text())["episodes"]
+    assert [e["steps"] for e in episodes] == [12, 12]
+
+    code, text, _ = run(capsys, "hilserl", "status", str(out), "--json")
+    info = json.loads(text)
+    assert code == 0 and info["counters"] == counters and info["episodes_recorded"] == 2
+
+    code, text, _ = run(capsys, "infer", "--ckpt", str(out / "policy"), "--episodes", "1", "--max-steps", "2",
+                        "--json")
+    assert code == 0 and json.loads(text.strip().splitlines()[-1])["episodes"] == 1
+
+    code, text, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--episodes", "1",
+                          "--max-steps", "12", "--set", "learner.actor_lr=2e-5")
+    assert code == 0, err
+    assert "setting changed on resume: learner.actor_lr: 1e-05 -> 2e-05" in text
+    after = json.loads((out / "counters.json").read_text())
+    assert after["episodes"] == 3 and after["env_steps"] == 36 and after["next_seed"] == 3
+    assert after["updates"] >= counters["updates"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--out", "{file}", "--ckpt", "{ckpt}"], "not a folder"),
+    (["--out", "{tmp}", "--resume"], "not a HIL-SERL run folder"),
+    (["--out", "{tmp}/r"], "needs --ckpt"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "learner.actr_lr=1"], "did you mean 'actor_lr'"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "utd=fast"], "expected a number"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--intervene", "human"], "scripted or none"),
+    (["--out", "{tmp}/r", "--ckpt", "{tmp}/missing.pt"], "no such file"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--episodes", "0"], "at least 1"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(capsys, snapshot, tmp_path, args, expected):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    args = [a.format(file=afile, ckpt=snapshot, tmp=tmp_path) for a in args]
+    code, _, err = run(capsys, "hilserl", "train", *args)
+    assert code == 2 and expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert afile.read_text() == "keep"
+
+
+def test_kill_9_loses_at_most_the_episode_in_progress(snapshot, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "so101_sim2real", "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out),
+           "--episodes", "50", "--max-steps", "10", "--set", "learner.batch_size=8", "--set", "utd=0.2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    index = out / "episodes" / "recording.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if index.is_file() and len(json.loads(index.read_text())["episodes"]) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    recorded = json.loads(index.read_text())["episodes"]
+    counters = json.loads((out / "counters.json").read_text())
+    assert len(recorded) >= 2 and counters["episodes"] in (len(recorded) - 1, len(recorded))
+    assert not [p.name for p in (out / "episodes").iterdir() if p.name.endswith(".npz") and "tmp" not in p.name
+                and p.name not in {e["file"] for e in recorded}]
+    resumed = subprocess.run([sys.executable, "-m", "so101_sim2real", "hilserl", "train", "--out", str(out),
+                              "--resume", "--episodes", "1", "--max-steps", "10"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after = json.loads((out / "counters.json").read_text())
+    assert after["episodes"] == len(recorded) + 1  # counters caught up with the episode files
+    final = json.loads(index.read_text())["episodes"]
+    assert len(final) == len(recorded) + 1 and final[-1]["seed"] == max(e["seed"] for e in recorded) + 1
