@@ -88,3 +88,26 @@ def test_kill_9_loses_at_most_the_episode_in_progress(snapshot, tmp_path):
     assert after["episodes"] == len(recorded) + 1  # counters caught up with the episode files
     final = json.loads(index.read_text())["episodes"]
     assert len(final) == len(recorded) + 1 and final[-1]["seed"] == max(e["seed"] for e in recorded) + 1
+
+
+def test_demos_from_a_scripted_recording_fill_the_demo_store(capsys, tmp_path):
+    from so101_sim2real.hilserl.replay import ReplayBuffer
+    from so101_sim2real.hilserl.rewards import SuccessReward
+    from so101_sim2real.hilserl.run import load_demos
+    from so101_sim2real.spec import default_spec
+
+    demos = tmp_path / "demos"
+    code, _, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "2", "--record", str(demos))
+    assert code == 0, err
+    buffer = ReplayBuffer(1000, (2, 84, 84), 18, 4, seed=0)
+    assert load_demos((str(demos),), buffer, SuccessReward(), default_spec()) == 2
+    store = buffer.demos
+    rows = store.written
+    assert rows > 40 and store.intervention[:rows].all() and store.sampleable[:rows].all()
+    assert store.terminal[:rows].sum() == 2  # each successful demo ends once, terminal
+    assert store.reward[:rows].sum() == 2.0  # the success reward: 1 on each final row
+    assert buffer.sample(8).from_demos.all()  # no online data yet: the whole batch from the demos
+
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(tmp_path / "missing.pt"), "--out",
+                       str(tmp_path / "r"), "--demos", str(tmp_path / "nothere"))
+    assert code == 2 and "not a recording" in err

@@ -487,6 +487,10 @@ def hilserl_train(
                                                                "person); none.")] = "scripted",
     reward: Annotated[str, typer.Option("--reward", help="success: 1 on the successful tick; dense: the "
                                                          "task's v19 reward.")] = "success",
+    demos: Annotated[Optional[list[Path]], typer.Option("--demos", help="Recordings of demonstrations for the "
+                                                                        "demo store (repeatable), e.g. from 'so101 "
+                                                                        "infer --ckpt scripted --record DIR'.")
+                     ] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of training settings "
                                                                     "(learner.*, utd, warmup_steps, ...).")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. --set "
@@ -521,7 +525,8 @@ def hilserl_train(
     if sets:
         base = cfg or (RunFolder.open(out).cfg if resume else TrainConfig())
         cfg = apply_sets(base, sets)
-    options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene, reward=reward, device=device)
+    options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene, reward=reward, device=device,
+                                             demos=tuple(str(d) for d in demos or ()))
 
     def episode_line(result, trainer) -> None:
         typer.echo(f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "

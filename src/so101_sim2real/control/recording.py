@@ -12,6 +12,7 @@ A recording is a folder::
         joint_pos   (N, 6)      float64  measured joints, rad, sim convention
         joint_vel   (N, 6)      float64  rad/s
         tcp_pos     (N, 3)      float64  FK of joint_pos, m, world
+        state       (N, S)      float32  the policy's state vector at this row (the spec's fields)
         action      (N, 4)      float32  the pilot's action for this row's observation
         ee_target   (N, 3)      float64  accumulated end-effector target after the action
         requested   (N, 6)      float64  joint targets from IK, before the safety clamp

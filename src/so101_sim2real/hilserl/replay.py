@@ -273,11 +273,14 @@ class ReplayBuffer:
     # ------------------------------------------------------------------ the learner's side
 
     def sample(self, batch_size: int) -> Batch:
-        """Half from the online store, half from the demos (all online while there are none)."""
+        """Half from the online store, half from the demos (all from one while the other has none)."""
         with self._lock:
-            use_demos = self.demos.has_transitions()
-            n_demo = batch_size // 2 if use_demos else 0
-            parts = [(self.online, batch_size - n_demo, False)] + ([(self.demos, n_demo, True)] if n_demo else [])
+            online, demos = self.online.has_transitions(), self.demos.has_transitions()
+            if not online and not demos:
+                raise RuntimeError("the replay store holds too few sampleable transitions")
+            n_demo = (batch_size // 2 if online else batch_size) if demos else 0
+            parts = [(self.online, batch_size - n_demo, False), (self.demos, n_demo, True)]
+            parts = [p for p in parts if p[1] > 0]
             gathered = []
             for store, count, is_demo in parts:
                 rows = store.sample_rows(count, self._rng)

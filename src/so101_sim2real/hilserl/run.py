@@ -34,8 +34,9 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.hilserl.learner import LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
-from so101_sim2real.hilserl.rewards import REWARDS
+from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
+from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.spec import Spec, flatten
 
@@ -52,6 +53,7 @@ class RunOptions:
     reward: str = "success"
     device: str = "cpu"
     save_every: int = 5  # episodes between policy saves
+    demos: tuple[str, ...] = ()  # recording folders loaded into the demo store at every start
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -165,12 +167,14 @@ class RunFolder:
             raise So101Error(f"{path}: unreadable run files ({exc})") from None
         if not isinstance(data, dict):
             raise So101Error(f"{path / RUN_FILE}: expected a mapping")
-        options = RunOptions(**_fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options."))
+        options = _fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options.")
+        options = RunOptions(**{**options, "demos": tuple(options.get("demos", ()))})
         cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
         return cls(path, options, cfg, {k: int(v) for k, v in counters.items()})
 
     def write_config(self) -> None:
-        data = {"options": dataclasses.asdict(self.options), "config": dataclasses.asdict(self.cfg)}
+        options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos)}
+        data = {"options": options, "config": dataclasses.asdict(self.cfg)}
         _atomic_write(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def write_counters(self) -> None:
@@ -212,6 +216,36 @@ class RunFolder:
             rows += n
         return rows
 
+
+
+def load_demos(folders: tuple[str, ...], buffer: ReplayBuffer, rewards: RewardSource, spec: Spec) -> int:
+    """Recordings (``so101 infer ... --record DIR``) into the demo store; returns the episodes loaded.
+
+    The reward is the run's: the recorded task reward for ``dense``, 1 on the last row of a
+    successful episode for ``success``.
+    """
+    count = 0
+    frame_shape = (len(spec.observation.channels), *spec.observation.image_size)
+    for folder in folders:
+        recording = Recording(folder)
+        for i, meta in enumerate(recording.episodes):
+            arrays = recording.load(i)
+            if "obs" not in arrays or "state" not in arrays:
+                raise So101Error(f"{folder}: episode {meta['file']} has no observations or states; record demos "
+                                 f"with 'so101 infer --ckpt scripted --record DIR' (this version or newer)")
+            if arrays["obs"].shape[1:] != frame_shape or arrays["state"].shape[1] != spec.state.size:
+                raise So101Error(f"{folder}: frames {arrays['obs'].shape[1:]} and state {arrays['state'].shape[1]} "
+                                 f"do not fit the policy's {frame_shape} and {spec.state.size}")
+            n, success = len(arrays["action"]), bool(meta["success"])
+            steps = []
+            for t in range(n):
+                last = t == n - 1
+                result = StepResult(float(arrays["reward"][t]), last and success, last and not success)
+                steps.append(Step(arrays["obs"][t], arrays["state"][t], arrays["action"][t], rewards.reward(result),
+                                  result.terminated, result.truncated, is_intervention=True))
+            buffer.add_demo_episode(steps)
+            count += 1
+    return count
 
 
 # ---------------------------------------------------------------------------- a training session
@@ -285,6 +319,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             else NoIntervener()
         trainer = Trainer(rig, ckpt, run.cfg, intervener, REWARDS[opts.reward](), opts.device,
                           recorder=run.recorder(ckpt.spec, ckpt.spec.control.period_s))
+        trainer.demo_episodes = load_demos(opts.demos, trainer.buffer, REWARDS[opts.reward](), ckpt.spec)
         run.load_episodes(trainer.buffer)
         c = run.counters
         trainer.sink.env_steps, trainer.learner.updates = c["env_steps"], c["updates"]
@@ -313,6 +348,10 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
 
 
 def _check_options(options: RunOptions) -> None:
+    for folder in options.demos:
+        if not (Path(folder) / "recording.json").is_file():
+            raise So101Error(f"--demos {folder}: not a recording (no recording.json); make demos with "
+                             f"'so101 infer --ckpt scripted --record {folder}'")
     if options.intervene not in INTERVENERS:
         raise So101Error(f"--intervene {options.intervene}: choose {' or '.join(INTERVENERS)}")
     if options.reward not in REWARD_NAMES:
