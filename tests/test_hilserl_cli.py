@@ -28,6 +28,15 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     code, text, _ = run(capsys, "hilserl", "status", str(out), "--json")
     info = json.loads(text)
     assert code == 0 and info["counters"] == counters and info["episodes_recorded"] == 2
+    assert 0.0 <= info["intervention_rate_last_20"] <= 1.0 and info["success_rate_last_20"] is not None
+
+    code, text, _ = run(capsys, "hilserl", "plot", str(out), "--out", str(tmp_path / "curve.png"))
+    import cv2
+
+    image = cv2.imread(str(tmp_path / "curve.png"))
+    assert code == 0 and image is not None and image.shape[1] > 400
+    code, _, err = run(capsys, "hilserl", "plot", str(tmp_path), "--out", str(tmp_path / "c.png"))
+    assert code == 2 and "not a HIL-SERL run folder" in err
 
     code, text, _ = run(capsys, "infer", "--ckpt", str(out / "policy"), "--episodes", "1", "--max-steps", "2",
                         "--json")

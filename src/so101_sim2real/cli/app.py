@@ -544,13 +544,27 @@ def hilserl_train(
         raise typer.Exit(code=130)
 
 
+@hilserl_app.command("plot")
+def hilserl_plot(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    out: Annotated[Path, typer.Option("--out", help="The PNG to write.")] = Path("curve.png"),
+    window: Annotated[int, typer.Option("--window", help="Episodes each point averages over.")] = 10,
+) -> None:
+    """Draw success rate and intervention rate against episodes."""
+    from so101_sim2real.hilserl.curves import plot
+
+    if window < 1:
+        raise So101Error("--window must be at least 1")
+    typer.echo(f"wrote {plot(run, out, window)}")
+
+
 @hilserl_app.command("status")
 def hilserl_status(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Where a run stands (running or not): counters, UTD, recent success, the policy."""
-    from so101_sim2real.hilserl.run import status
+    from so101_sim2real.hilserl.curves import status
 
     info = status(run)
     if as_json:

@@ -358,19 +358,3 @@ def _check_options(options: RunOptions) -> None:
         raise So101Error(f"--reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
     if options.save_every < 1:
         raise So101Error("save_every must be at least 1")
-
-
-def status(path: str | Path) -> dict[str, Any]:
-    """What a run folder says about itself (running or not)."""
-    run = RunFolder.open(path)
-    episodes = []
-    index = Path(path) / EPISODES_DIR / "recording.json"
-    if index.is_file():
-        episodes = Recording(Path(path) / EPISODES_DIR).episodes
-    recent = [e for e in episodes if not e["interrupted"]][-20:]
-    return {
-        "run": str(path), "options": dataclasses.asdict(run.options), "counters": run.counters,
-        "utd": run.counters["updates"] / max(1, run.counters["env_steps"]),
-        "success_rate_last_20": float(np.mean([bool(e["success"]) for e in recent])) if recent else None,
-        "episodes_recorded": len(episodes), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
-    }

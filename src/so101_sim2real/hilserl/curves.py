@@ -1,0 +1,83 @@
+"""Where a run stands: its counters, and success and intervention rate per episode, as numbers
+and as a PNG. Reads the run folder only, so it works while the run is going on."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from so101_sim2real.control.recording import Recording
+from so101_sim2real.errors import So101Error
+from so101_sim2real.hilserl.run import EPISODES_DIR, RunFolder
+
+
+def episode_rows(run_dir: str | Path) -> list[dict]:
+    """One row per finished episode: index, seed, steps, success, share of steps under intervention."""
+    RunFolder.open(run_dir)  # a clear error for a folder that is not a run
+    folder = Path(run_dir) / EPISODES_DIR
+    if not (folder / "recording.json").is_file():
+        return []
+    recording, rows = Recording(folder), []
+    for i, meta in enumerate(recording.episodes):
+        flags = recording.load(i).get("is_intervention", np.zeros(0, bool))
+        rows.append({"index": meta["index"], "seed": meta["seed"], "steps": meta["steps"],
+                     "success": bool(meta["success"]), "interrupted": bool(meta["interrupted"]),
+                     "intervention_rate": float(np.mean(flags)) if flags.size else 0.0})
+    return rows
+
+
+def rolling(values: list[float], window: int) -> np.ndarray:
+    """Mean over the last ``window`` values at each point (fewer at the start)."""
+    v = np.asarray(values, dtype=float)
+    return np.array([v[max(0, i + 1 - window):i + 1].mean() for i in range(len(v))])
+
+
+def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
+    """Success and intervention rate against episodes (rolling over ``window``) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = [r for r in episode_rows(run_dir) if not r["interrupted"]]
+    if not rows:
+        raise So101Error(f"{run_dir}: no finished episodes to plot yet")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise So101Error(f"--out {out}: write a .png")
+    x = np.arange(1, len(rows) + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    ax.plot(x, rolling([r["success"] for r in rows], window), label=f"success rate (last {window})", lw=2)
+    ax.plot(x, rolling([r["intervention_rate"] for r in rows], window),
+            label=f"intervention rate (last {window})", lw=2)
+    ax.set(xlabel="episode", ylabel="rate", ylim=(-0.02, 1.02), title=f"HIL-SERL: {Path(run_dir).name}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    try:
+        fig.savefig(out)
+    except OSError as exc:
+        raise So101Error(f"--out {out}: cannot write it ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    return out
+
+
+def status(path: str | Path) -> dict[str, Any]:
+    """What a run folder says about itself (running or not)."""
+    run = RunFolder.open(path)
+    rows = episode_rows(path)
+    recent = [r for r in rows if not r["interrupted"]][-20:]
+    interventions = [r["intervention_rate"] for r in recent]
+    return {
+        "run": str(path), "options": dataclasses.asdict(run.options), "counters": run.counters,
+        "utd": run.counters["updates"] / max(1, run.counters["env_steps"]),
+        "success_rate_last_20": float(np.mean([bool(e["success"]) for e in recent])) if recent else None,
+        "intervention_rate_last_20": float(np.mean(interventions)) if interventions else None,
+        "episodes_recorded": len(rows), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
+    }
