@@ -29,6 +29,9 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     info = json.loads(text)
     assert code == 0 and info["counters"] == counters and info["episodes_recorded"] == 2
     assert 0.0 <= info["intervention_rate_last_20"] <= 1.0 and info["success_rate_last_20"] is not None
+    assert info["last"]["episodes"] == 2 and info["last"]["buffer"] == 24
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episodes"] for line in lines] == [1, 2]
 
     code, text, _ = run(capsys, "hilserl", "plot", str(out), "--out", str(tmp_path / "curve.png"))
     import cv2

@@ -574,6 +574,12 @@ def hilserl_status(
     rate = "n/a" if info["success_rate_last_20"] is None else f"{info['success_rate_last_20']:.0%}"
     typer.echo(f"{run}: {c['episodes']} episodes, {c['env_steps']} env steps, {c['updates']} updates "
                f"(UTD {info['utd']:.2f}); success over the last 20: {rate}; policy: {info['policy']}")
+    last = info["last"]
+    if last and last.get("critic_loss") is not None:
+        actor = "-" if last["actor_loss"] is None else f"{last['actor_loss']:.4f}"
+        typer.echo(f"last episode: critic loss {last['critic_loss']:.4f}, actor loss {actor}, Q mean "
+                   f"{last['q_mean']:.3f}, {last['updates_per_s']:.2f} updates/s, buffer {last['buffer']} "
+                   f"({last['buffer_mb']:.1f} MB)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ and as a PNG. Reads the run folder only, so it works while the run is going on."
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.run import EPISODES_DIR, RunFolder
+from so101_sim2real.hilserl.run import EPISODES_DIR, METRICS_FILE, RunFolder
 
 
 def episode_rows(run_dir: str | Path) -> list[dict]:
@@ -68,6 +69,19 @@ def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
     return out
 
 
+def last_metrics(path: str | Path) -> dict[str, Any] | None:
+    """The newest complete line of the run's metrics (a line cut by a kill is skipped)."""
+    file = Path(path) / METRICS_FILE
+    if not file.is_file():
+        return None
+    for line in reversed(file.read_text().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
 def status(path: str | Path) -> dict[str, Any]:
     """What a run folder says about itself (running or not)."""
     run = RunFolder.open(path)
@@ -80,4 +94,5 @@ def status(path: str | Path) -> dict[str, Any]:
         "success_rate_last_20": float(np.mean([bool(e["success"]) for e in recent])) if recent else None,
         "intervention_rate_last_20": float(np.mean(interventions)) if interventions else None,
         "episodes_recorded": len(rows), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
+        "last": last_metrics(path),
     }

@@ -8,6 +8,7 @@
                         rewritten every ``save_every`` episodes and at the end
       episodes/         the replay buffer, one episode file per finished episode, in the --record
                         format plus the rows the learner needs (state, learner reward, flags)
+      metrics.jsonl     one line per episode: counters, UTD, losses, Q, the learner's pace
 
 Every file is written to a temporary name and renamed, so a ``kill -9`` at any moment
 loses at most the episode in progress. The optimiser's moments are not kept: a resume
@@ -20,6 +21,7 @@ import dataclasses
 import difflib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_n
 from so101_sim2real.spec import Spec, flatten
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
+METRICS_FILE = "metrics.jsonl"
 INTERVENERS, REWARD_NAMES = ("scripted", "none"), ("success", "dense")
 
 
@@ -179,6 +182,11 @@ class RunFolder:
 
     def write_counters(self) -> None:
         _atomic_write(self.path / COUNTERS_FILE, json.dumps(self.counters, indent=2))
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """One JSON line; a line cut by a kill is skipped by readers."""
+        with open(self.path / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     @property
     def policy_dir(self) -> Path:
@@ -327,10 +335,23 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         start_steps = c["env_steps"]
         interventions_before = trainer.sink.interventions
 
+        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates}
+
         def episode_done(result: EpisodeResult) -> None:
             c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates, episodes=c["episodes"] + 1,
                      next_seed=c["next_seed"] + 1)
             run.write_counters()
+            now, last = time.perf_counter(), trainer.stats.last
+            run.append_metrics({
+                **c, "seed": result.seed, "success": bool(result.success), "steps": result.steps,
+                "return": result.ret, "utd": trainer.utd, "interventions": trainer.sink.interventions,
+                "updates_per_s": (trainer.learner.updates - clock["updates"]) / max(now - clock["t"], 1e-9),
+                "critic_loss": None if last is None else last.critic_loss,
+                "actor_loss": None if last is None else last.actor_loss,
+                "q_mean": None if last is None else last.q_mean, "buffer": len(trainer.buffer),
+                "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
+            })
+            clock.update(t=now, updates=trainer.learner.updates)
             if c["episodes"] % opts.save_every == 0:
                 _save_policy(run, ckpt, trainer)
             if on_episode:
