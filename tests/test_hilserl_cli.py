@@ -25,6 +25,16 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     episodes = json.loads((out / "episodes" / "recording.json").read_text())["episodes"]
     assert [e["steps"] for e in episodes] == [12, 12]
 
+    from so101_sim2real.hilserl.learner import Learner
+    from so101_sim2real.hilserl.run import RunFolder
+    from so101_sim2real.policy.checkpoint import load_checkpoint
+    from so101_sim2real.policy.runtime import build_agent
+
+    folder = RunFolder.open(out)
+    learner = Learner(build_agent(load_checkpoint(out / "policy")), folder.cfg.learner)
+    assert folder.load_optimisers(learner)  # the AdamW moments come back with the weights
+    assert {float(s["step"]) for s in learner.critic_opt.state.values()} == {float(counters["updates"])}
+
     code, text, _ = run(capsys, "hilserl", "status", str(out), "--json")
     info = json.loads(text)
     assert code == 0 and info["counters"] == counters and info["episodes_recorded"] == 2
@@ -63,6 +73,9 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--intervene", "human"], "scripted or none"),
     (["--out", "{tmp}/r", "--ckpt", "{tmp}/missing.pt"], "no such file"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--episodes", "0"], "at least 1"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--device", "banana"], "not a torch device"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "utd=["], "not valid YAML"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--reward", "sparse"], "success or dense"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(capsys, snapshot, tmp_path, args, expected):
     afile = tmp_path / "afile"
@@ -72,6 +85,20 @@ def test_bad_input_is_one_line_and_changes_nothing(capsys, snapshot, tmp_path, a
     assert code == 2 and expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert afile.read_text() == "keep"
+    assert not (tmp_path / "r").exists()  # a refused start leaves no run folder behind
+
+
+def test_a_resume_refuses_new_sources_and_a_hand_broken_run_yaml(capsys, snapshot, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--episodes", "1",
+                       "--max-steps", "6", "--set", "learner.batch_size=4")
+    assert code == 0, err
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--intervene", "none")
+    assert code == 2 and "a resumed run keeps its own" in err
+    text = (out / "run.yaml").read_text()
+    (out / "run.yaml").write_text(text.replace("reward: success", "reward: sparse"))
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume")
+    assert code == 2 and "options.reward sparse" in err and err.count("\n") == 1
 
 
 def test_kill_9_loses_at_most_the_episode_in_progress(snapshot, tmp_path):
@@ -123,3 +150,26 @@ def test_demos_from_a_scripted_recording_fill_the_demo_store(capsys, tmp_path):
     code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(tmp_path / "missing.pt"), "--out",
                        str(tmp_path / "r"), "--demos", str(tmp_path / "nothere"))
     assert code == 2 and "not a recording" in err
+
+
+def test_a_resume_keeps_the_runs_own_critics(capsys, snapshot, tmp_path, monkeypatch):
+    import torch
+
+    from so101_sim2real.hilserl import run as run_module
+    from so101_sim2real.policy.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--episodes", "1",
+                       "--max-steps", "12", "--set", "learner.batch_size=8", "--set", "utd=0.5")
+    assert code == 0, err
+    saved = {k: v for k, v in load_checkpoint(out / "policy").weights.items() if k.startswith("critic.")}
+    seen = {}
+
+    class Spy(run_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.update({k: v.clone() for k, v in self.learner.agent.state_dict().items() if k.startswith("critic.")})
+
+    monkeypatch.setattr(run_module, "Trainer", Spy)
+    run_module.train(out, 1, resume=True, max_steps=2)
+    assert seen and all(torch.equal(seen[k], saved[k]) for k in saved)  # not re-initialised on resume

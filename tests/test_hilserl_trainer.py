@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from so101_sim2real.control.rig import sim_rig
+from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.actor import PolicySlot
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedHelpConfig, ScriptedIntervener
 from so101_sim2real.hilserl.learner import LearnerConfig
@@ -92,7 +93,7 @@ def test_a_learner_failure_stops_the_run_with_its_cause(trainer_factory):
         raise FloatingPointError("loss is NaN")
 
     trainer.learner.update = broken
-    with pytest.raises(RuntimeError, match="the learner stopped: loss is NaN"):
+    with pytest.raises(So101Error, match="the learner stopped: loss is NaN"):
         trainer.run(3)
     assert not trainer.rig.robot.torque_enabled
 

@@ -482,11 +482,12 @@ def hilserl_train(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the spec's "
                                                                          "limit (the cut is terminal, like the "
                                                                          "limit).")] = None,
-    intervene: Annotated[str, typer.Option("--intervene", help="scripted: the scripted expert takes over when "
-                                                               "the policy stalls (the twin's stand-in for a "
-                                                               "person); none.")] = "scripted",
-    reward: Annotated[str, typer.Option("--reward", help="success: 1 on the successful tick; dense: the "
-                                                         "task's v19 reward.")] = "success",
+    intervene: Annotated[Optional[str], typer.Option("--intervene", help="scripted (default): the scripted expert "
+                                                                         "takes over when the policy stalls (the "
+                                                                         "twin's stand-in for a person); none.")
+                         ] = None,
+    reward: Annotated[Optional[str], typer.Option("--reward", help="success (default): 1 on the successful tick; "
+                                                                   "dense: the task's v19 reward.")] = None,
     demos: Annotated[Optional[list[Path]], typer.Option("--demos", help="Recordings of demonstrations for the "
                                                                         "demo store (repeatable), e.g. from 'so101 "
                                                                         "infer --ckpt scripted --record DIR'.")
@@ -498,7 +499,8 @@ def hilserl_train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: its buffer, weights and "
                                                           "counters; changed settings are used and listed.")
                       ] = False,
-    device: Annotated[str, typer.Option("--device", help="Torch device of the learner.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option("--device", help="Torch device of the learner (default "
+                                                                   "cpu).")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period, as a real "
                                                               "arm would be.")] = False,
 ) -> None:
@@ -513,6 +515,11 @@ def hilserl_train(
 
     if resume and ckpt:
         raise So101Error("--resume continues the run's own policy; drop --ckpt")
+    given = [name for name, value in (("--intervene", intervene), ("--reward", reward), ("--device", device),
+                                      ("--demos", demos)) if value]
+    if resume and given:
+        raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {out}/run.yaml; edit it to "
+                         f"change them)")
     if not resume and not ckpt:
         raise So101Error("a new run needs --ckpt (or --resume to continue the run in --out)")
     cfg = None
@@ -525,7 +532,8 @@ def hilserl_train(
     if sets:
         base = cfg or (RunFolder.open(out).cfg if resume else TrainConfig())
         cfg = apply_sets(base, sets)
-    options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene, reward=reward, device=device,
+    options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene or "scripted",
+                                             reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()))
 
     def episode_line(result, trainer) -> None:

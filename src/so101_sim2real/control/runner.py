@@ -86,7 +86,7 @@ class Runner:
                  with_rgb: bool = False, transitions: TransitionSink | None = None):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
         self.transitions = transitions
-        self._state = StateBuilder(rig.spec.state) if recorder is not None else None
+        self._state = StateBuilder(rig.spec.state) if recorder is not None and rig.spec.state.size else None
         self.rate = RateKeeper(rig.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
@@ -168,7 +168,8 @@ class Runner:
             twin = self.rig.twin
             self.recorder.add(
                 time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
-                tcp_pos=obs.proprio.tcp_pos, state=self._state.build(obs.proprio), action=action,
+                tcp_pos=obs.proprio.tcp_pos, state=None if self._state is None else self._state.build(obs.proprio),
+                action=action,
                 ee_target=cmd.ee_target, requested=cmd.requested,
                 target=cmd.targets, reward=reward, obs=None if p is None else p.frame,
                 cube_pos=None if twin is None else twin.cube_pos(),

@@ -126,6 +126,13 @@ class Learner:
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.lock = threading.Lock()  # an update and a copy of the weights never interleave
 
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"encoder": self.encoder_opt, "critic": self.critic_opt, "actor": self.actor_opt}
+
+    def lr_of(self, name: str) -> float:
+        """The configured learning rate of optimiser ``name``."""
+        return {"encoder": self.cfg.encoder_lr, "critic": self.cfg.critic_lr, "actor": self.cfg.actor_lr}[name]
+
     # ------------------------------------------------------------------ one update
 
     def _tensors(self, batch: Batch) -> dict[str, torch.Tensor]:

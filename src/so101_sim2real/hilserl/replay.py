@@ -87,8 +87,6 @@ class EpisodeStore:
         self.run_end = np.full(capacity, -1, dtype=np.int64)  # its last transition row; -1 while still open
         self.written = 0  # absolute rows written so far
         self._open_start: int | None = None
-        self._changes = 0  # appends and closes: what can change which rows are sampleable
-        self._has_transitions = (-1, False)  # (changes when checked, answer)
 
     # ------------------------------------------------------------------ writing
 
@@ -123,7 +121,6 @@ class EpisodeStore:
         self.start[i] = self._open_start
         self.run_end[i] = -1
         self.written += 1
-        self._changes += 1
 
     def close(self) -> None:
         """End the open episode: its transitions learn where their run ends.
@@ -141,7 +138,6 @@ class EpisodeStore:
             if transitions[-1] == stop - 1:
                 self.terminal[transitions[-1] % self.capacity] = True
         self._open_start = None
-        self._changes += 1
 
     # ------------------------------------------------------------------ sampling
 
@@ -160,11 +156,13 @@ class EpisodeStore:
         needs_next = (self.run_end[idx] < 0) | ~self.terminal[last % self.capacity]
         return ok & (~needs_next | (last + 1 < self.written))
 
-    def sample_rows(self, count: int, rng: np.random.Generator) -> np.ndarray:
+    def sample_rows(self, count: int, rng: np.random.Generator, rounds: int = 100) -> np.ndarray:
         """``count`` valid absolute rows, uniformly (rejection sampling over the ring)."""
         oldest = max(0, self.written - self.capacity)
         out = np.empty(0, dtype=np.int64)
-        for _ in range(100):
+        if self.written == 0:
+            raise RuntimeError("the replay store holds too few sampleable transitions")
+        for _ in range(rounds):
             rows = rng.integers(oldest, self.written, size=max(2 * count, 16))
             out = np.concatenate([out, rows[self._valid(rows)]])
             if out.size >= count:
@@ -172,12 +170,9 @@ class EpisodeStore:
         raise RuntimeError("the replay store holds too few sampleable transitions")
 
     def has_transitions(self) -> bool:
-        """Whether any row can be sampled now (checked once per change)."""
-        if self._has_transitions[0] != self._changes:
-            oldest = max(0, self.written - self.capacity)
-            found = bool(self._valid(np.arange(oldest, self.written)).any())
-            self._has_transitions = (self._changes, found)
-        return self._has_transitions[1]
+        """Whether any row can be sampled now (a scan of the ring: for tests and reports, not the hot path)."""
+        oldest = max(0, self.written - self.capacity)
+        return bool(self._valid(np.arange(oldest, self.written)).any())
 
     def _stack_rows(self, rows: np.ndarray) -> np.ndarray:
         """(B, stack) absolute rows of each row's stack, oldest first, clamped to its episode start."""
@@ -275,19 +270,40 @@ class ReplayBuffer:
     def sample(self, batch_size: int) -> Batch:
         """Half from the online store, half from the demos (all from one while the other has none)."""
         with self._lock:
-            online, demos = self.online.has_transitions(), self.demos.has_transitions()
-            if not online and not demos:
+            # a few rejection rounds tell a store with transitions from one without, no scan needed
+            demo_rows, online_rows = self._try_rows(self.demos, batch_size), self._try_rows(self.online, batch_size)
+            if demo_rows is None and online_rows is None:
                 raise RuntimeError("the replay store holds too few sampleable transitions")
-            n_demo = (batch_size // 2 if online else batch_size) if demos else 0
-            parts = [(self.online, batch_size - n_demo, False), (self.demos, n_demo, True)]
-            parts = [p for p in parts if p[1] > 0]
+            if demo_rows is not None and online_rows is not None:
+                half = batch_size // 2
+                online_rows, demo_rows = online_rows[:batch_size - half], demo_rows[:half]
             gathered = []
-            for store, count, is_demo in parts:
-                rows = store.sample_rows(count, self._rng)
+            for store, rows, is_demo in ((self.online, online_rows, False), (self.demos, demo_rows, True)):
+                if rows is None:
+                    continue
                 g = store.gather(rows)
-                g["from_demos"] = np.full(count, is_demo)
+                g["from_demos"] = np.full(len(rows), is_demo)
                 gathered.append(g)
         return Batch(**{k: np.concatenate([g[k] for g in gathered]) for k in gathered[0]})
+
+    def reseed(self, seed: int) -> None:
+        """A new sampling stream (a resumed session must not replay the last one's draws)."""
+        with self._lock:
+            self._rng = np.random.default_rng(seed)
+
+    def _try_rows(self, store: EpisodeStore, count: int) -> np.ndarray | None:
+        try:
+            return store.sample_rows(count, self._rng, rounds=8)
+        except RuntimeError:
+            return None
+
+    def can_sample(self) -> bool:
+        """Whether a batch can be drawn now (cheap: a few rejection rounds)."""
+        try:
+            self.sample(1)
+        except RuntimeError:
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self.online)

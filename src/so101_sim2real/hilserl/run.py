@@ -9,10 +9,10 @@
       episodes/         the replay buffer, one episode file per finished episode, in the --record
                         format plus the rows the learner needs (state, learner reward, flags)
       metrics.jsonl     one line per episode: counters, UTD, losses, Q, the learner's pace
+      optimisers.safetensors  the AdamW moments and steps, saved with the policy
 
 Every file is written to a temporary name and renamed, so a ``kill -9`` at any moment
-loses at most the episode in progress. The optimiser's moments are not kept: a resume
-starts AdamW afresh from the saved weights.
+loses at most the episode in progress (and the updates since the last policy save).
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
-from so101_sim2real.hilserl.learner import LearnerConfig
+from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
@@ -43,7 +46,7 @@ from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_n
 from so101_sim2real.spec import Spec, flatten
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE, OPTIMISERS_FILE = "metrics.jsonl", "optimisers.safetensors"
 INTERVENERS, REWARD_NAMES = ("scripted", "none"), ("success", "dense")
 
 
@@ -131,7 +134,10 @@ def apply_sets(cfg: TrainConfig, sets: list[str]) -> TrainConfig:
             if not isinstance(node.get(part), dict):
                 raise So101Error(f"--set {key}: unknown setting '{part}'")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise So101Error(f"--set {item!r}: the value is not valid YAML") from None
     return config_from_dict(data, "--set")
 
 
@@ -171,9 +177,16 @@ class RunFolder:
         if not isinstance(data, dict):
             raise So101Error(f"{path / RUN_FILE}: expected a mapping")
         options = _fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options.")
-        options = RunOptions(**{**options, "demos": tuple(options.get("demos", ()))})
+        if not isinstance(options.get("ckpt"), str):
+            raise So101Error(f"{path / RUN_FILE}: options.ckpt: missing (the checkpoint the run started from)")
+        options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ())})
+        _check_options(options, str(path / RUN_FILE))
         cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
-        return cls(path, options, cfg, {k: int(v) for k, v in counters.items()})
+        keys = ("env_steps", "updates", "episodes", "next_seed")
+        if not isinstance(counters, dict) or any(not isinstance(counters.get(k), int) or counters[k] < 0
+                                                 for k in keys):
+            raise So101Error(f"{path / COUNTERS_FILE}: expected whole numbers >= 0 for {', '.join(keys)}")
+        return cls(path, options, cfg, {k: counters[k] for k in keys})
 
     def write_config(self) -> None:
         options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos)}
@@ -191,6 +204,41 @@ class RunFolder:
     @property
     def policy_dir(self) -> Path:
         return self.path / POLICY_DIR
+
+    def save_optimisers(self, learner: Learner) -> None:
+        """The three AdamW states as flat tensors plus their param groups as JSON metadata."""
+        tensors, groups = {}, {}
+        for name, opt in learner.optimisers().items():
+            state = opt.state_dict()
+            groups[name] = state["param_groups"]
+            for idx, slots in state["state"].items():
+                for key, value in slots.items():
+                    tensors[f"{name}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+        tmp = self.path / f".{OPTIMISERS_FILE}.tmp"
+        save_file(tensors, str(tmp), metadata={"param_groups": json.dumps(groups)})
+        os.replace(tmp, self.path / OPTIMISERS_FILE)
+
+    def load_optimisers(self, learner: Learner) -> bool:
+        """Restore the AdamW states saved with the policy, if there are any; True when it did."""
+        path = self.path / OPTIMISERS_FILE
+        if not path.is_file():
+            return False
+        try:
+            with safe_open(str(path), "pt") as f:
+                groups = json.loads(f.metadata()["param_groups"])
+                flat = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise So101Error(f"{path}: unreadable optimiser state ({exc}); delete it to resume without it") from None
+        for name, opt in learner.optimisers().items():
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in flat.items():
+                owner, idx, slot = key.split(".", 2)
+                if owner == name:
+                    state.setdefault(int(idx), {})[slot] = value.to(learner.device) if slot != "step" else value
+            opt.load_state_dict({"state": state, "param_groups": groups[name]})
+            for group in opt.param_groups:  # the settings are the run's, which a resume may have changed
+                group["lr"], group["weight_decay"] = learner.lr_of(name), learner.cfg.weight_decay
+        return True
 
     def recorder(self, spec: Spec, period_s: float) -> Recorder:
         return Recorder(self.path / EPISODES_DIR, spec, "sim", "hilserl", period_s, with_rgb=False, append=True)
@@ -291,6 +339,7 @@ def _save_policy(run: RunFolder, ckpt: Checkpoint, trainer: Trainer) -> None:
     tuned = dataclasses.replace(ckpt, weights=trainer.learner.weights(keep),
                                 counters={**ckpt.counters, **run.counters})
     save_native(tuned, run.policy_dir, overwrite=True)
+    run.save_optimisers(trainer.learner)
 
 
 def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg: TrainConfig | None = None,
@@ -306,7 +355,15 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         raise So101Error("--max-steps must be at least 1")
     if resume:
         run = RunFolder.open(out)
+        interrupted_swap = run.path / f".{POLICY_DIR}.old"
+        if not run.policy_dir.is_dir() and interrupted_swap.is_dir():  # killed while saving: the previous save
+            interrupted_swap.rename(run.policy_dir)
+        source = run.policy_dir if run.policy_dir.is_dir() else run.options.ckpt
+        ckpt = _load_with_critics(source)
         changed = _changed(run.cfg, cfg) if cfg is not None else []
+        if source != run.policy_dir and run.counters["updates"]:
+            changed.append(f"no policy saved yet: the learner restarts from {source} (updates "
+                           f"{run.counters['updates']} -> 0)")
         if cfg is not None:
             run.cfg = cfg
             run.write_config()
@@ -314,22 +371,29 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if options is None:
             raise So101Error("a new run needs --ckpt")
         _check_options(options)
+        ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
+        source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    source = run.policy_dir if resume and run.policy_dir.is_dir() else run.options.ckpt
-    ckpt = load_checkpoint(source)
-    if ckpt.arch.critic is None:
-        raise So101Error(f"{source}: this checkpoint has no critic weights; HIL-SERL fine-tunes a full DrQ-v2 "
-                         f"snapshot (a RoboBase snapshot or its 'so101 convert' folder)")
     rig = sim_rig(ckpt.spec, with_camera=True)
     try:
         opts = run.options
-        intervener = ScriptedIntervener(rig.twin, seed=run.cfg.seed) if opts.intervene == "scripted" \
+        # each random stream its own seed, and a resumed session new ones: no noise is replayed
+        seeds = np.random.SeedSequence([run.cfg.seed, run.counters["episodes"]]).generate_state(3)
+        intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0])) if opts.intervene == "scripted" \
             else NoIntervener()
-        trainer = Trainer(rig, ckpt, run.cfg, intervener, REWARDS[opts.reward](), opts.device,
+        cfg_now = run.cfg
+        if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
+            cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
+        trainer = Trainer(rig, ckpt, cfg_now, intervener, REWARDS[opts.reward](), opts.device,
                           recorder=run.recorder(ckpt.spec, ckpt.spec.control.period_s))
+        trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
+        trainer.buffer.reseed(int(seeds[2]))
+        run.load_optimisers(trainer.learner)
         trainer.demo_episodes = load_demos(opts.demos, trainer.buffer, REWARDS[opts.reward](), ckpt.spec)
         run.load_episodes(trainer.buffer)
         c = run.counters
+        saved_updates = ckpt.counters.get("updates", c["updates"]) if source == run.policy_dir else 0
+        c["updates"] = int(saved_updates)  # the weights' own count: updates after the last save are lost with them
         trainer.sink.env_steps, trainer.learner.updates = c["env_steps"], c["updates"]
         trainer.pilot.episode = c["episodes"] - 1
         start_steps = c["env_steps"]
@@ -368,14 +432,35 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         rig.close()
 
 
-def _check_options(options: RunOptions) -> None:
+def _load_with_critics(source: str | Path) -> Checkpoint:
+    ckpt = load_checkpoint(source)
+    if ckpt.arch.critic is None:
+        raise So101Error(f"{source}: this checkpoint has no critic weights; HIL-SERL fine-tunes a full DrQ-v2 "
+                         f"snapshot (a RoboBase snapshot or its 'so101 convert' folder)")
+    return ckpt
+
+
+def _check_options(options: RunOptions, source: str = "") -> None:
+    where = f"{source}: options." if source else "--"
     for folder in options.demos:
         if not (Path(folder) / "recording.json").is_file():
-            raise So101Error(f"--demos {folder}: not a recording (no recording.json); make demos with "
+            raise So101Error(f"{where}demos {folder}: not a recording (no recording.json); make demos with "
                              f"'so101 infer --ckpt scripted --record {folder}'")
     if options.intervene not in INTERVENERS:
-        raise So101Error(f"--intervene {options.intervene}: choose {' or '.join(INTERVENERS)}")
+        raise So101Error(f"{where}intervene {options.intervene}: choose {' or '.join(INTERVENERS)}")
     if options.reward not in REWARD_NAMES:
-        raise So101Error(f"--reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
+        raise So101Error(f"{where}reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
     if options.save_every < 1:
-        raise So101Error("save_every must be at least 1")
+        raise So101Error(f"{where}save_every: must be at least 1")
+    _check_device(options.device, where)
+
+
+def _check_device(device: str, where: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise So101Error(f"{where}device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise So101Error(f"{where}device {device}: no CUDA device here; use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise So101Error(f"{where}device {device}: the learner runs on cpu or cuda")

@@ -25,6 +25,7 @@ import torch
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
+from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
 from so101_sim2real.hilserl.interveners import Intervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig, UpdateMetrics
@@ -83,7 +84,8 @@ class Trainer:
 
     def _ready(self) -> bool:
         env = self.sink.env_steps
-        return env >= self.cfg.learner.batch_size and self.stats.updates < self.cfg.utd * env
+        return (env >= self.cfg.learner.batch_size and self.stats.updates < self.cfg.utd * env
+                and self.buffer.can_sample())
 
     def _learn(self) -> None:
         cfg = self.cfg
@@ -114,7 +116,7 @@ class Trainer:
 
         def episode_done(result: EpisodeResult) -> None:
             if self.stats.error is not None:
-                raise RuntimeError(f"the learner stopped: {self.stats.error}") from self.stats.error
+                raise So101Error(f"the learner stopped: {self.stats.error}") from self.stats.error
             if on_episode:
                 on_episode(result)
 

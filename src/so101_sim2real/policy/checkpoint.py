@@ -423,9 +423,14 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
         tensors = {k: v.detach().contiguous().clone() for k, v in ckpt.weights.items()}
         save_file(tensors, str(tmp / NATIVE_WEIGHTS), metadata=meta)
         (tmp / NATIVE_SPEC).write_text(spec_to_yaml(ckpt.spec))
+        # Swap by renames, so a kill at any moment leaves the old or the new folder in place.
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            out_dir.rename(old)
         tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
