@@ -15,6 +15,8 @@ period holds; on a GPU it runs free up to ``utd``. The realised ratio is reporte
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +63,14 @@ class LearnerStats:
     error: BaseException | None = None
 
 
+def _lower_priority() -> None:
+    """Make the calling thread the one the OS scheduler serves last (Linux: nice per thread), so
+    the actor's control loop keeps its period when both want the same cores."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class Trainer:
     """One HIL-SERL run on a rig: build once, ``run`` episodes, ``close``."""
 
@@ -91,6 +101,7 @@ class Trainer:
         cfg = self.cfg
         if self.learner.device.type == "cpu":
             torch.set_num_threads(cfg.learner_threads)  # this thread's budget; the actor keeps its own
+            _lower_priority()
         try:
             while not self._stop.is_set():
                 if not self._ready():
