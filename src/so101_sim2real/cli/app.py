@@ -536,13 +536,36 @@ def hilserl_train(
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()))
 
-    def episode_line(result, trainer) -> None:
-        typer.echo(f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
-                   f"{'success' if result.success else 'no success'} after {result.steps} steps; "
-                   f"interventions {trainer.sink.interventions}, env steps {trainer.sink.env_steps}, "
-                   f"updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
+    from so101_sim2real.hilserl.live import LiveMonitor, render
 
-    report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps)
+    view: dict = {}
+
+    def started(trainer) -> None:
+        view["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
+        if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
+            from rich.live import Live
+
+            view["live"] = Live(get_renderable=lambda: render(view["monitor"].stats(), f"HIL-SERL: {out}"),
+                                refresh_per_second=2, transient=False)
+            view["live"].start()
+
+    def episode_line(result, trainer) -> None:
+        view["monitor"].episode(result)
+        line = (f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
+                f"{'success' if result.success else 'no success'} after {result.steps} steps; "
+                f"interventions {trainer.sink.interventions}, env steps {trainer.sink.env_steps}, "
+                f"updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
+        if "live" in view:
+            view["live"].console.print(line)
+        else:
+            typer.echo(line)
+
+    try:
+        report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
+                       on_start=started)
+    finally:
+        if "live" in view:
+            view["live"].stop()
     for change in report.changed:
         typer.echo(f"setting changed on resume: {change}")
     rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"

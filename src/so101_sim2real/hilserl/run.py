@@ -345,7 +345,7 @@ def _save_policy(run: RunFolder, ckpt: Checkpoint, trainer: Trainer) -> None:
 def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg: TrainConfig | None = None,
           resume: bool = False, realtime: bool = False,
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
-          max_steps: int | None = None) -> TrainReport:
+          max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin."""
     from so101_sim2real.control.rig import sim_rig
 
@@ -400,6 +400,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         interventions_before = trainer.sink.interventions
 
         clock = {"t": time.perf_counter(), "updates": trainer.learner.updates}
+        if on_start:
+            on_start(trainer)
 
         def episode_done(result: EpisodeResult) -> None:
             c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates, episodes=c["episodes"] + 1,
