@@ -297,14 +297,6 @@ class ReplayBuffer:
         except RuntimeError:
             return None
 
-    def can_sample(self) -> bool:
-        """Whether a batch can be drawn now (cheap: a few rejection rounds)."""
-        try:
-            self.sample(1)
-        except RuntimeError:
-            return False
-        return True
-
     def __len__(self) -> int:
         return len(self.online)
 

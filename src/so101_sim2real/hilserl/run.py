@@ -389,7 +389,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
-        trainer.demo_episodes = load_demos(opts.demos, trainer.buffer, REWARDS[opts.reward](), ckpt.spec)
+        load_demos(opts.demos, trainer.buffer, REWARDS[opts.reward](), ckpt.spec)
         run.load_episodes(trainer.buffer)
         c = run.counters
         saved_updates = ckpt.counters.get("updates", c["updates"]) if source == run.policy_dir else 0

@@ -94,8 +94,7 @@ class Trainer:
 
     def _ready(self) -> bool:
         env = self.sink.env_steps
-        return (env >= self.cfg.learner.batch_size and self.stats.updates < self.cfg.utd * env
-                and self.buffer.can_sample())
+        return env >= self.cfg.learner.batch_size and self.stats.updates < self.cfg.utd * env
 
     def _learn(self) -> None:
         cfg = self.cfg
@@ -107,7 +106,11 @@ class Trainer:
                 if not self._ready():
                     time.sleep(0.002)
                     continue
-                batch = self.buffer.sample(cfg.learner.batch_size)
+                try:
+                    batch = self.buffer.sample(cfg.learner.batch_size)
+                except RuntimeError:  # no complete window yet (the first episode is still short)
+                    time.sleep(0.002)
+                    continue
                 metrics = self.learner.update(batch, train_actor=self.sink.env_steps >= cfg.warmup_steps)
                 self.stats.updates, self.stats.last = self.learner.updates, metrics
                 if self.learner.updates % cfg.publish_every == 0:
