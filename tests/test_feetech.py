@@ -18,7 +18,7 @@ from so101_sim2real.hardware.calibration import (
 )
 from so101_sim2real.hardware.emulator import BusEmulator, Faults
 from so101_sim2real.hardware.registers import register
-from so101_sim2real.hardware.so101 import SO101Follower, WatchdogTripped
+from so101_sim2real.hardware.so101 import ServoOverheated, SO101Follower, WatchdogTripped
 from so101_sim2real.interfaces import JOINT_NAMES
 
 MOTORS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
@@ -212,6 +212,86 @@ def test_follower_configures_reads_and_clamps(emulator):
         assert cal.raw_to_sim("shoulder_lift", emulator.register(2, "goal_position")) == pytest.approx(-0.05, abs=2e-3)
         arm.close()
     assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
+
+
+def _users_arm_calibration() -> ArmCalibration:
+    motors = {j: MotorCalibration(**c) for j, c in users_calibration().items()}
+    return ArmCalibration(motors, {j: JointMap() for j in JOINT_NAMES})
+
+
+def test_connect_writes_limits_caps_and_reply_delay_into_each_servo(emulator):
+    sdk = pytest.importorskip("scservo_sdk", reason="feetech-servo-sdk is a test dependency ([dev])")
+    cal = _users_arm_calibration()
+    with MotorBus(emulator.path, cal.ids) as bus:
+        SO101Follower(bus, cal).connect()
+    port = sdk.PortHandler(emulator.path)  # read back by an independent client: Feetech's own SDK
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    handler = sdk.PacketHandler(0)
+
+    def read(servo_id, name):
+        reg = register(name)
+        fn = handler.read1ByteTxRx if reg.size == 1 else handler.read2ByteTxRx
+        value, result, error = fn(port, servo_id, reg.address)
+        assert (result, error) == (sdk.COMM_SUCCESS, 0)
+        return value
+
+    for joint, servo_id in cal.ids.items():
+        c = cal.motors[joint]
+        assert (read(servo_id, "min_position_limit"), read(servo_id, "max_position_limit")) == (c.range_min,
+                                                                                                 c.range_max)
+        assert read(servo_id, "return_delay") == 0 and read(servo_id, "p_coefficient") == 16
+        assert read(servo_id, "lock") == 1  # EEPROM locked again after the writes
+    gripper = cal.ids["gripper"]
+    assert [read(gripper, n) for n in ("max_torque", "protection_current", "overload_torque")] == [500, 250, 25]
+    assert read(cal.ids["elbow_flex"], "max_torque") == 1000  # the other joints keep their strength
+    port.closePort()
+
+
+def test_a_servo_refuses_a_goal_beyond_its_limits_even_from_a_raw_write(emulator):
+    cal = _users_arm_calibration()
+    with MotorBus(emulator.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal)
+        arm.connect()
+        arm.torque(True)
+        bus.write("goal_position", "shoulder_pan", 100)  # past the software clamp: only the servo can refuse
+        import time
+
+        time.sleep(0.6)  # 1,248 ticks at the emulated servo's top speed
+        assert emulator.register(1, "present_position") == cal.motors["shoulder_pan"].range_min
+        arm.close()
+
+
+def test_a_hot_servo_stops_the_arm_with_torque_off(emulator):
+    cal = twin_calibration(RANGES)
+    with MotorBus(emulator.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal)
+        arm.connect()
+        arm.torque(True)
+        emulator.servo(3).temperature = 61.0
+        with pytest.raises(ServoOverheated, match="elbow_flex is at 61 C .*torque is off"):
+            for _ in range(6):  # one servo checked per tick: all six within six ticks
+                arm.read()
+        assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
+
+
+def test_a_gripper_squeezing_for_minutes_is_stopped_before_it_cooks():
+    now = [0.0]
+    cal = twin_calibration(RANGES)
+    with BusEmulator(list(MOTORS.values()), clock=lambda: now[0]) as emu, MotorBus(emu.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal, max_step_rad=4.0)  # the goal all the way closed, as a stall commands it
+        arm.connect()
+        emu.servo(6).move_to(cal.sim_to_raw("gripper", 1.5))  # open
+        arm.torque(True)
+        emu.servo(6).stop_at = float(cal.sim_to_raw("gripper", 0.3))  # the cube between the jaws
+        closed = np.array([0.0, 0.0, 0.0, 0.0, 0.0, RANGES[5, 0]])
+        with pytest.raises(ServoOverheated, match="gripper is at 55 C") as stopped:
+            for _ in range(400):
+                now[0] += 2.0  # two seconds of squeezing per tick
+                arm.write(closed)
+                arm.read()
+        assert 120 < now[0] < 600  # minutes of squeezing, stopped well before the servo's 70 C cut-off
+        assert emu.servo(6).temperature < 60 and arm.health["gripper"] == (55, 500)  # squeezing at its cap
+        assert stopped.value and all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))
 
 
 def test_torque_is_verified_even_when_sync_writes_get_lost():

@@ -42,6 +42,13 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     assert info["last"]["episodes"] == 2 and info["last"]["buffer"] == 24
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["episodes"] for line in lines] == [1, 2]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(out / "tensorboard"))
+    board.Reload()
+    assert [e.step for e in board.Scalars("episode/success")] == [1, 2]
+    assert [e.value for e in board.Scalars("counters/env_steps")] == [12, 24]
+    assert {"learner/critic_loss", "rates/utd", "episode/intervention_rate"} <= set(board.Tags()["scalars"])
 
     code, text, _ = run(capsys, "hilserl", "plot", str(out), "--out", str(tmp_path / "curve.png"))
     import cv2

@@ -49,6 +49,16 @@ def test_the_actor_fills_the_buffer_while_the_learner_updates_and_publishes(trai
     assert not trainer.rig.robot.torque_enabled
 
 
+def test_between_episodes_the_actor_waits_for_the_learner_to_reach_min_utd(trainer_factory):
+    import dataclasses
+
+    trainer = trainer_factory(cfg=dataclasses.replace(CFG, utd=1.0, min_utd=0.8), steps=12)
+    seen = []
+    trainer.run(2, on_episode=lambda e: seen.append((trainer.stats.updates, trainer.sink.env_steps)))
+    assert [steps for _, steps in seen] == [12, 24]
+    assert all(updates >= 0.8 * steps for updates, steps in seen)  # caught up before the next episode began
+
+
 class RecordingHelper(ScriptedIntervener):
     """The scripted helper, remembering what it made the arm do."""
 

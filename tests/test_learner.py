@@ -135,3 +135,23 @@ def test_a_checkpoint_without_critics_is_refused(agent):
     bare.critic = None
     with pytest.raises(ValueError, match="no critics"):
         Learner(bare)
+
+
+def test_behaviour_cloning_fits_the_demo_actions_and_leaves_the_critics(agent):
+    import copy
+
+    from so101_sim2real.hilserl.bc import behaviour_clone
+
+    rng = np.random.default_rng(3)
+    buffer = ReplayBuffer(500, (2, 84, 84), 18, 4, seed=0)
+    buffer.begin_episode()
+    for i in range(40):
+        state = rng.normal(size=18).astype(np.float32)
+        frame = np.stack([rng.integers(0, 5, (84, 84)), rng.integers(0, 256, (84, 84))]).astype(np.uint8)
+        buffer.add(Step(frame, state, np.tanh(state[:4]), 0.0, i == 39))
+    a = copy.deepcopy(agent)
+    critic, actor = params(a.critic), params(a.actor)
+    losses = behaviour_clone(a, buffer, updates=40, batch_size=16, lr=1e-3)
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert torch.equal(params(a.critic), critic) and not torch.equal(params(a.actor), actor)
+    assert not a.training  # handed back ready to act

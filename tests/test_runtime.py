@@ -71,6 +71,24 @@ def test_act_rejects_a_state_of_the_wrong_size(policy, state, message):
         policy.act(FrameStack(3).reset(_frame()), state)
 
 
+def _state(joint_pos) -> np.ndarray:
+    one = np.zeros(18, np.float32)
+    one[:6] = joint_pos
+    one[12:15] = [0.25, 0.0, 0.1]
+    return FrameStack(3).reset(one)
+
+
+def test_act_refuses_joint_positions_in_degrees(policy):
+    frames = FrameStack(3).reset(_frame())
+    wrists_up_in_degrees = [0.0, 0.0, 0.0, 90.0, 90.0, 0.0]  # the user's mistake: 90 where pi/2 belongs
+    with pytest.raises(ObservationError, match="look like degrees"):
+        policy.act(frames, _state(wrists_up_in_degrees))
+    with pytest.raises(ObservationError, match="0-100 gripper scale"):
+        policy.act(frames, _state([0.0, 0.0, 0.0, np.pi / 2, np.pi / 2, 45.0]))
+    at_the_limits = [1.92, -1.75, 1.69, -1.66, 2.84, 1.745]  # the widest real readings, in radians
+    assert np.all(np.abs(policy.act(frames, _state(at_the_limits))) <= 1)
+
+
 def test_rpy_inverts_extrinsic_xyz_rotation():
     roll, pitch, yaw = 0.3, -0.4, 1.2
     rot = rot_z(yaw) @ rot_y(pitch) @ rot_x(roll)

@@ -92,3 +92,31 @@ def test_workspace_bounds_must_be_ordered():
     data["action"]["workspace"]["z"] = [0.4, 0.01]
     with pytest.raises(SpecError, match=r"action.workspace.z: expected \[low, high\] with low < high"):
         spec_from_dict(data, "x.yaml")
+
+
+def test_the_twin_takes_its_physics_timestep_from_the_spec():
+    from so101_sim2real.control.rig import sim_rig
+
+    spec = default_spec().replace("control.physics_timestep_s", 0.001)
+    rig = sim_rig(spec, with_camera=False)
+    try:
+        rig.reset(0)
+        t0 = rig.twin.data.time
+        rig.robot.advance(rig.period_s)
+        assert rig.twin.model.opt.timestep == 0.001 and rig.period_s == pytest.approx(0.01)
+        assert rig.twin.data.time - t0 == pytest.approx(0.01)  # ten steps of the spec's timestep
+    finally:
+        rig.close()
+
+
+def test_a_tcp_site_is_the_ik_site_and_must_exist():
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.sim.task import LiftCubeTask
+
+    with pytest.raises(SpecError, match="state.tcp_site"):
+        default_spec().replace("state.tcp_site", "wrist")
+    data = default_spec().to_dict()
+    data["action"]["ik"]["site"] = data["state"]["tcp_site"] = "tcp"
+    spec = spec_from_dict(data)
+    with pytest.raises(So101Error, match="action.ik.site 'tcp': the SO-101 model has no such site.*gripperframe"):
+        LiftCubeTask(spec)

@@ -352,6 +352,9 @@ def _check(spec: Spec, source: str) -> None:
         bad("control", "a positive timestep, substeps >= 1 and action_repeat >= 1", spec.to_dict()["control"])
     if spec.episode.max_steps < 1:
         bad("episode.max_steps", "an integer >= 1", spec.episode.max_steps)
+    if spec.state.tcp_site != act.ik.site:  # one site feeds both: the state's TCP is the IK's pose
+        bad("state.tcp_site", f"the IK site '{act.ik.site}' (the state's TCP is read where the IK acts)",
+            spec.state.tcp_site)
     version = spec.simulator.version
     if version is not None and not re.fullmatch(r"\d+\.\d+\.\d+", version):
         bad("simulator.version", "a MuJoCo version like \"3.4.0\" (quoted in YAML)", version)

@@ -30,6 +30,11 @@ TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle t
 SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec YAML to start from instead of the packaged "
                                                                 "lift-cube spec; the checkpoint's config and "
                                                                 "weights still override it.")]
+PerturbOpt = Annotated[Optional[Path], typer.Option("--perturb", help="Run in the perturbed twin described by this "
+                                                                     "YAML (control period, camera moved, noisy seg "
+                                                                     "edges and disparity; see "
+                                                                     "configs/perturbed_twin.yaml): a stand-in for "
+                                                                     "the real arm.")]
 SegOpt = Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your EfficientViT-B0 segmentation checkpoint "
                                                                   "(PyTorch Lightning .ckpt).")]
 DepthOpt = Annotated[str, typer.Option("--depth-model", help="Depth Anything V2: a folder (save_pretrained layout) "
@@ -124,6 +129,12 @@ def infer(
                                                          "mean_return, mean_length, latency_ms, per_episode.")] = False,
     trust_pickle: TrustOpt = False,
     spec: SpecOpt = None,
+    perturb: PerturbOpt = None,
+    record_rgb: Annotated[bool, typer.Option("--record-rgb/--no-record-rgb", help="Keep the camera's RGB in "
+                                                                                 "--record (the twin renders it "
+                                                                                 "at ~0.5 s a frame on a CPU; "
+                                                                                 "demos for --demos need only "
+                                                                                 "the policy frames).")] = True,
 ) -> None:
     """Run a policy (or the scripted expert) for seeded episodes and report success, return, length, latency.
 
@@ -133,18 +144,24 @@ def infer(
     """
     from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer, run_notes
     from so101_sim2real.perception.real import RealModels
+    from so101_sim2real.sim.perturb import load_perturbation
 
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
-                        record=record, video=video, realtime=realtime, trust_pickle=trust_pickle, spec_path=spec,
+                        record=record, record_rgb=record_rgb, video=video, realtime=realtime,
+                        trust_pickle=trust_pickle, spec_path=spec,
                         overrides=overrides or [], device=device, perception=perception, models=models,
                         calibration=calibration, camera=camera,
-                        wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
+                        wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None,
+                        perturbation=load_perturbation(perturb) if perturb else None)
+
     def started(rig, pilot) -> None:
         eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
         if perception == "real":
             eyes = f"real perception, {profile} profile, on " + (f"camera {camera}" if camera else "the rendered RGB")
         where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
+        if opts.perturbation is not None:
+            where = f"the {opts.perturbation.describe()}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
         notes, warnings = run_notes(rig)
         typer.echo("; ".join(notes))
@@ -503,6 +520,7 @@ def hilserl_train(
                                                                    "cpu).")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period, as a real "
                                                               "arm would be.")] = False,
+    perturb: PerturbOpt = None,
 ) -> None:
     """Fine-tune a policy with HIL-SERL on the sim twin (part 2 brings the real arm).
 
@@ -512,11 +530,12 @@ def hilserl_train(
     """
     from so101_sim2real.hilserl.run import RunFolder, RunOptions, apply_sets, config_from_dict, train
     from so101_sim2real.hilserl.trainer import TrainConfig
+    from so101_sim2real.sim.perturb import load_perturbation
 
     if resume and ckpt:
         raise So101Error("--resume continues the run's own policy; drop --ckpt")
     given = [name for name, value in (("--intervene", intervene), ("--reward", reward), ("--device", device),
-                                      ("--demos", demos)) if value]
+                                      ("--demos", demos), ("--perturb", perturb)) if value]
     if resume and given:
         raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {out}/run.yaml; edit it to "
                          f"change them)")
@@ -534,7 +553,8 @@ def hilserl_train(
         cfg = apply_sets(base, sets)
     options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene or "scripted",
                                              reward=reward or "success", device=device or "cpu",
-                                             demos=tuple(str(d) for d in demos or ()))
+                                             demos=tuple(str(d) for d in demos or ()),
+                                             perturbation=load_perturbation(perturb) if perturb else None)
 
     from so101_sim2real.hilserl.live import LiveMonitor, render
 

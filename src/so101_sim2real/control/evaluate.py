@@ -23,6 +23,7 @@ from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels, real_perception_factory
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
 SCRIPTED = "scripted"
@@ -39,6 +40,7 @@ class InferOptions:
     seed: int = 0
     max_steps: int | None = None
     record: Path | None = None
+    record_rgb: bool = True  # camera RGB in the recording (the twin renders it at ~0.5 s a frame on a CPU)
     video: Path | None = None
     realtime: bool = False
     trust_pickle: bool = False
@@ -50,6 +52,7 @@ class InferOptions:
     calibration: str | None = None  # a real port: an arm id, a calibration .json, or "twin"
     camera: str | None = None  # a real port: a camera index or device, a video, an image folder
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
+    perturbation: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
 
 
 def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
@@ -95,10 +98,13 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     make_perception = None
     if opts.perception == "real":
         make_perception = real_perception_factory(spec.observation, opts.models or RealModels())
-    period = spec.control.period_s
+    if opts.perturbation is not None and opts.robot != "sim":
+        raise So101Error("--perturb changes the sim twin; it works with --robot sim only")
+    period = (opts.perturbation.period_s if opts.perturbation else None) or spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
-    recorder = Recorder(opts.record, spec, opts.robot, name, period) if opts.record else None
+    recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
+        else None
     needs_camera = policy is not None or opts.video is not None or opts.record is not None \
         or make_perception is not None
     if real_port:
@@ -106,7 +112,8 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     elif opts.robot == "so101":
         rig = so101_rig(spec, opts.port, with_camera=needs_camera, make_perception=make_perception)
     else:
-        rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception)
+        rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception,
+                      perturbation=opts.perturbation)
     rig.trained_spec = trained
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video

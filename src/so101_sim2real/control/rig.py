@@ -18,6 +18,7 @@ from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Rob
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.kinematics import Kinematics
+from so101_sim2real.sim.perturb import NoisyPerception, Perturbation
 from so101_sim2real.spec import Spec
 
 
@@ -65,14 +66,18 @@ class Rig:
 PerceptionFactory = Callable[[Camera], Perception]
 
 
-def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None) -> Rig:
+def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
+            perturbation: Perturbation | None = None) -> Rig:
     """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes
-    (rendered classes and depth, or ``make_perception`` on its rendered RGB)."""
+    (rendered classes and depth, or ``make_perception`` on its rendered RGB). A
+    ``perturbation`` makes it the perturbed twin: another control period, the camera
+    moved, noisy perception."""
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
     from so101_sim2real.sim.robot import SimRobot
     from so101_sim2real.sim.task import LiftCubeTask
 
-    task = LiftCubeTask(spec)
+    perturbation = perturbation or Perturbation()
+    task = LiftCubeTask(spec, scene=perturbation.scene())
     robot = SimRobot(task.model, task.data, spec)
     live = task.data if spec.action.ik.pose_from == "live_physics" else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
@@ -81,7 +86,10 @@ def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
     if with_camera:
         camera = SimCamera(task.model, task.data, spec.observation)
         perception = make_perception(camera) if make_perception else PrivilegedPerception(camera, spec.observation)
-    return Rig(spec, robot, task, controller, perception, spec.control.period_s, twin=task)
+        if perturbation.seg_edge_flip or perturbation.disparity_noise:
+            perception = NoisyPerception(perception, perturbation, spec.observation.channels)
+    period = perturbation.period_s or spec.control.period_s
+    return Rig(spec, robot, task, controller, perception, period, twin=task)
 
 
 class _LockedPerception:

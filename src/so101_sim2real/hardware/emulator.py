@@ -12,6 +12,7 @@ late replies, missing IDs and error bits.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import select
@@ -28,6 +29,9 @@ from so101_sim2real.hardware.registers import BAUD_RATES, EEPROM_END, MODEL_STS3
 
 FIRMWARE = (3, 10)
 MAX_SPEED_TICKS_S = 2900.0  # about 255 deg/s, an STS3215 at 7.4 V without load
+# A first-order thermal model: at full load a servo heats 0.5 C/s and settles 60 C above the
+# room with a 2-minute time constant (a stalled STS3215 reaches its 70 C cut-off in minutes).
+AMBIENT_C, HEAT_C_PER_S, COOL_TAU_S = 28.0, 0.5, 120.0
 _READ_ONLY = {r.address + i for r in REGISTERS.values() if not r.writable for i in range(r.size)}
 _TERMIOS_BAUD = {getattr(termios, f"B{b}"): b for b in BAUD_RATES.values() if hasattr(termios, f"B{b}")}
 
@@ -77,6 +81,9 @@ class Servo:
         self.regs = bytearray(128)
         self.clock = clock
         self.actual = float(position)  # encoder ticks before the homing offset
+        self.temperature = AMBIENT_C
+        self.stop_at: float | None = None  # an object in the way: the shaft cannot pass this tick count
+        self._side = 1
         self.pending: tuple[int, bytes] | None = None  # a REG_WRITE waiting for ACTION
         self._t = clock()
         defaults = {"firmware_major": FIRMWARE[0], "firmware_minor": FIRMWARE[1], "model_number": MODEL_STS3215,
@@ -125,12 +132,18 @@ class Servo:
         velocity, error = self._move(dt, goal)
         if goal is None:
             self._set("goal_position", self._present())  # limp: the goal follows the shaft
-        load = int(max(-1000, min(1000, error * 2)))
+        cap = min(1000, self._get("max_torque"))  # the torque limit caps the drive's duty (0.1 %)
+        load = int(max(-cap, min(cap, error * 2)))
+        self._heat(dt, abs(load))
         self._set("present_position", self._present())
         self._set("present_velocity", int(max(-32767, min(32767, velocity))))
         self._set("present_load", load)
         self._set("present_current", abs(load) // 2)
-        self._set("present_temperature", 28 + abs(load) // 100)
+        self._set("present_temperature", int(round(self.temperature)))
+
+    def _heat(self, dt: float, load: int) -> None:
+        settle = AMBIENT_C + HEAT_C_PER_S * COOL_TAU_S * load / 1000
+        self.temperature = settle + (self.temperature - settle) * math.exp(-max(dt, 0.0) / COOL_TAU_S)
 
     def _move(self, dt: float, goal: float | None) -> tuple[float, float]:
         """Turn the shaft toward ``goal`` (encoder ticks; None: torque off) for ``dt`` s; (velocity, error)."""
@@ -139,7 +152,12 @@ class Servo:
         speed = abs(self._get("goal_velocity")) or MAX_SPEED_TICKS_S
         error = goal - self.actual
         step = max(-speed * dt, min(speed * dt, error))
-        self.actual = min(max(self.actual + step, 0.0), 4095.0)
+        moved = self.actual + step
+        if self.stop_at is not None:  # held by what it presses on, from the side it came from
+            if self.actual != self.stop_at:
+                self._side = 1 if self.actual > self.stop_at else -1
+            moved = max(moved, self.stop_at) if self._side > 0 else min(moved, self.stop_at)
+        step, self.actual = moved - self.actual, min(max(moved, 0.0), 4095.0)
         return (step / dt if dt > 0 else 0.0), error
 
     def move_to(self, actual: float) -> None:
@@ -169,9 +187,9 @@ class BusEmulator:
     """Servos on a pseudo-terminal; ``start()`` returns the path a driver opens."""
 
     def __init__(self, ids: list[int], faults: Faults | None = None, seed: int = 0,
-                 positions: dict[int, int] | None = None):
+                 positions: dict[int, int] | None = None, clock: Callable[[], float] = time.monotonic):
         self.faults = faults or Faults()
-        self.servos = [Servo(i, (positions or {}).get(i, 2048)) for i in ids if i not in self.faults.missing]
+        self.servos = [Servo(i, (positions or {}).get(i, 2048), clock) for i in ids if i not in self.faults.missing]
         self.rng = random.Random(seed)
         self.stats = {"requests": 0, "replies": 0, "dropped": 0, "corrupted": 0, "late": 0, "bad_requests": 0,
                       "lost_writes": 0}

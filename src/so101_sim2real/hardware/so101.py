@@ -2,7 +2,9 @@
 
 Joint values are sim radians (the MJCF's zero and sign), converted through the user's
 calibration. The follower's goals are clamped to the calibrated ranges and a maximum
-step per tick, torque goes off on disconnect, and a watchdog stops the arm after
+step per tick in software, and by each servo's own position limits, written at connect;
+the gripper's torque and current are capped; one servo's temperature and load are
+checked every tick; torque goes off on disconnect, and a watchdog stops the arm after
 ``watchdog`` consecutive failed reads.
 """
 
@@ -20,14 +22,25 @@ from so101_sim2real.interfaces import JOINT_NAMES, JointState, SafetyLimits
 from so101_sim2real.policy.state import JointVelocity
 
 # What LeRobot configures on an SO-101 follower: softer P than the factory's 32 to avoid
-# shaking, no I, the factory D, fast acceleration, immediate replies.
-FOLLOWER_SETTINGS = {"p_coefficient": 16, "i_coefficient": 0, "d_coefficient": 32}
+# shaking, no I, the factory D, fast acceleration, immediate replies (return delay 0: the
+# factory's 250 is 500 us per reply). Each servo also gets its calibrated range as its own
+# position limits, so a goal beyond them is refused by the servo even if software fails.
+FOLLOWER_SETTINGS = {"p_coefficient": 16, "i_coefficient": 0, "d_coefficient": 32, "return_delay": 0}
 FOLLOWER_RAM = {"acceleration": 254}
+# LeRobot caps the gripper "to avoid burnout": squeezing a cube is a stall, for minutes.
+GRIPPER_CAPS = {"max_torque": 500, "protection_current": 250, "overload_torque": 25}
 DEFAULT_MAX_STEP_RAD = 0.15  # per control tick; about 8.6 degrees
+# The STS3215 shuts itself down at 70 C; stop well before. A squeezing gripper sits at its
+# torque cap by design, so load alone is no fault: heat is what it costs.
+MAX_TEMPERATURE_C = 55
 
 
 class WatchdogTripped(So101Error):
     """Too many consecutive failed reads: the arm was stopped."""
+
+
+class ServoOverheated(So101Error):
+    """A servo ran too hot: the arm was stopped."""
 
 
 class _Arm:
@@ -87,18 +100,52 @@ class SO101Follower(_Arm):
                  watchdog: int = 5):
         super().__init__(bus, calibration, watchdog)
         self.limits = SafetyLimits.from_ranges(calibration.sim_ranges(), max_step_rad)
+        self.max_temperature_c = MAX_TEMPERATURE_C
+        self.health: dict[str, tuple[int, int]] = {}  # motor -> (temperature C, |load| in 0.1 %), last checked
+        self._health_tick = 0
         self._torque = False
         self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
+        """Handshake, torque off, then each servo's EEPROM as it should be (written only where it
+        differs, each write verified): LeRobot's gains and reply delay, the calibrated range as
+        position limits, the gripper's torque and current caps."""
         super().connect()
         self.torque(False)
         for motor in JOINT_NAMES:
-            for name, value in FOLLOWER_SETTINGS.items():
+            for name, value in self.eeprom_settings(motor).items():
                 if self.bus.read(name, motor) != value:
                     self.bus.write_eeprom(name, motor, value)
             for name, value in FOLLOWER_RAM.items():
                 self.bus.write(name, motor, value)
+
+    def eeprom_settings(self, motor: str) -> dict[str, int]:
+        """What ``connect`` puts in ``motor``'s EEPROM."""
+        m = self.cal.motors[motor]
+        limits = {"min_position_limit": m.range_min, "max_position_limit": m.range_max}
+        return {**FOLLOWER_SETTINGS, **limits, **(GRIPPER_CAPS if motor == "gripper" else {})}
+
+    def read(self) -> JointState:
+        """Joint positions, then one servo's temperature and load (a different servo each tick)."""
+        state = super().read()
+        self._check_health()
+        return state
+
+    def _check_health(self) -> None:
+        motor = JOINT_NAMES[self._health_tick % len(JOINT_NAMES)]
+        self._health_tick += 1
+        try:
+            temperature = self.bus.read("present_temperature", motor)
+            load = abs(self.bus.read("present_load", motor))
+        except MotorError:
+            return  # position reads carry the watchdog; a missed health check waits for the next turn
+        self.health[motor] = (temperature, load)
+        if temperature >= self.max_temperature_c:
+            with contextlib.suppress(So101Error):
+                self.torque(False)
+            raise ServoOverheated(f"{motor} is at {temperature} C (limit {self.max_temperature_c} C, load "
+                                  f"{load / 10:.0f}%); torque is off. Let it cool for a few minutes and check "
+                                  f"what it presses on before running again")
 
     def write(self, targets: np.ndarray) -> None:
         """Goal positions; clamped here again, so a caller that skipped the controller is still safe."""

@@ -9,6 +9,7 @@
       episodes/         the replay buffer, one episode file per finished episode, in the --record
                         format plus the rows the learner needs (state, learner reward, flags)
       metrics.jsonl     one line per episode: counters, UTD, losses, Q, the learner's pace
+      tensorboard/      the same numbers as TensorBoard event files (tensorboard --logdir RUN_DIR)
       optimisers.safetensors  the AdamW moments and steps, saved with the policy
 
 Every file is written to a temporary name and renamed, so a ``kill -9`` at any moment
@@ -43,10 +44,11 @@ from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
+from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
 from so101_sim2real.spec import Spec, flatten
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
-METRICS_FILE, OPTIMISERS_FILE = "metrics.jsonl", "optimisers.safetensors"
+METRICS_FILE, OPTIMISERS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "optimisers.safetensors", "tensorboard"
 INTERVENERS, REWARD_NAMES = ("scripted", "none"), ("success", "dense")
 
 
@@ -60,12 +62,18 @@ class RunOptions:
     device: str = "cpu"
     save_every: int = 5  # episodes between policy saves
     demos: tuple[str, ...] = ()  # recording folders loaded into the demo store at every start
+    perturbation: Perturbation | None = None  # the perturbed twin instead of the nominal one
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists, for YAML."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 def _fields(cls: type, data: Any, source: str, path: str = "") -> dict[str, Any]:
@@ -179,7 +187,11 @@ class RunFolder:
         options = _fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options.")
         if not isinstance(options.get("ckpt"), str):
             raise So101Error(f"{path / RUN_FILE}: options.ckpt: missing (the checkpoint the run started from)")
-        options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ())})
+        perturbation = options.get("perturbation")
+        if perturbation is not None:
+            perturbation = perturbation_from_dict(perturbation, f"{path / RUN_FILE}: options.perturbation")
+        options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ()),
+                                "perturbation": perturbation})
         _check_options(options, str(path / RUN_FILE))
         cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
         keys = ("env_steps", "updates", "episodes", "next_seed")
@@ -189,7 +201,9 @@ class RunFolder:
         return cls(path, options, cfg, {k: counters[k] for k in keys})
 
     def write_config(self) -> None:
-        options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos)}
+        p = self.options.perturbation
+        options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos),
+                   "perturbation": None if p is None else _plain(dataclasses.asdict(p))}
         data = {"options": options, "config": dataclasses.asdict(self.cfg)}
         _atomic_write(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
 
@@ -329,6 +343,39 @@ class TrainReport:
         return self.interventions / max(1, self.env_steps_this_session)
 
 
+class Board:
+    """TensorBoard event files in the run folder, one point per finished episode (x: episodes),
+    flushed at once so a kill loses only the episode in progress; a resume adds a new file."""
+
+    def __init__(self, folder: Path, interventions: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(folder), flush_secs=3600)
+        self.recent: list[bool] = []
+        self.interventions = interventions  # the sink's count so far: each episode's share is the difference
+
+    def episode(self, episodes: int, result: EpisodeResult, trainer: Trainer) -> None:
+        w, last = self.writer, trainer.stats.last
+        self.recent = (self.recent + [bool(result.success)])[-20:]
+        total = trainer.sink.interventions
+        helped, self.interventions = total - self.interventions, total
+        scalars = {"episode/success": float(bool(result.success)), "episode/steps": result.steps,
+                   "episode/intervention_rate": helped / max(1, result.steps),
+                   "episode/return": result.ret, "rates/success_last_20": float(np.mean(self.recent)),
+                   "rates/utd": trainer.utd, "buffer/transitions": len(trainer.buffer),
+                   "counters/env_steps": trainer.sink.env_steps, "counters/updates": trainer.learner.updates}
+        if last is not None:
+            scalars.update({"learner/critic_loss": last.critic_loss, "learner/q_mean": last.q_mean})
+            if last.actor_loss is not None:
+                scalars["learner/actor_loss"] = last.actor_loss
+        for tag, value in scalars.items():
+            w.add_scalar(tag, value, episodes)
+        w.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def _changed(old: TrainConfig, new: TrainConfig) -> list[str]:
     flat_old, flat_new = flatten(dataclasses.asdict(old)), flatten(dataclasses.asdict(new))
     return [f"{k}: {flat_old[k]} -> {flat_new[k]}" for k in flat_new if flat_old.get(k) != flat_new[k]]
@@ -374,7 +421,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    rig = sim_rig(ckpt.spec, with_camera=True)
+    rig = sim_rig(ckpt.spec, with_camera=True, perturbation=run.options.perturbation)
+    board = None
     try:
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
@@ -385,7 +433,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
         trainer = Trainer(rig, ckpt, cfg_now, intervener, REWARDS[opts.reward](), opts.device,
-                          recorder=run.recorder(ckpt.spec, ckpt.spec.control.period_s))
+                          recorder=run.recorder(ckpt.spec, rig.period_s))
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
@@ -400,6 +448,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         interventions_before = trainer.sink.interventions
 
         clock = {"t": time.perf_counter(), "updates": trainer.learner.updates}
+        board = Board(run.path / TENSORBOARD_DIR, trainer.sink.interventions)
         if on_start:
             on_start(trainer)
 
@@ -418,6 +467,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
             })
             clock.update(t=now, updates=trainer.learner.updates)
+            board.episode(c["episodes"], result, trainer)
             if c["episodes"] % opts.save_every == 0:
                 _save_policy(run, ckpt, trainer)
             if on_episode:
@@ -431,6 +481,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         return TrainReport(summary.episodes, dict(c), trainer.utd, trainer.sink.interventions - interventions_before,
                            trainer.sink.env_steps - start_steps, summary.interrupted, changed)
     finally:
+        if board is not None:
+            board.close()
         rig.close()
 
 

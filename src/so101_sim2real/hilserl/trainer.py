@@ -8,9 +8,10 @@ actor together to the :class:`PolicySlot` the pilot reads between ticks. No sock
 no serialisation.
 
 Pacing: the learner runs at most ``utd`` updates per stored env step and, on a CPU,
-with its own small thread budget, yielding between updates, so the actor's control
-period holds; on a GPU it runs free up to ``utd``. The realised ratio is reported
-(the user's configured UTD 20 really ran at 3.9).
+with its own small thread budget at the lowest OS priority, so the actor's control
+period holds; on a GPU it runs free up to ``utd``. Between episodes the actor may wait
+for the learner to reach ``min_utd`` (a real arm's reset gap is that time). The
+realised ratio is reported (the user's configured UTD 20 really ran at 3.9).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class TrainConfig:
     n_step: int = 3
     gamma: float = 0.99
     utd: float = 1.0  # at most this many updates per stored env step
+    min_utd: float = 0.0  # between episodes, the actor waits until the learner has made this many (0: never)
     warmup_steps: int = 1000  # env steps of critic-only updates before the actor moves
     publish_every: int = 10  # updates between publishing the encoder + actor to the actor thread
     learner_threads: int = 1  # torch threads of the learner on a CPU (the actor keeps the rest)
@@ -129,6 +131,7 @@ class Trainer:
         self._stop.clear()
 
         def episode_done(result: EpisodeResult) -> None:
+            self._catch_up()
             if self.stats.error is not None:
                 raise So101Error(f"the learner stopped: {self.stats.error}") from self.stats.error
             if on_episode:
@@ -142,6 +145,19 @@ class Trainer:
         finally:
             self._stop.set()
             learner.join()
+
+    def _catch_up(self, stall_s: float = 30.0) -> None:
+        """Between episodes (the reset gap a real arm has anyway) hold the actor until the learner
+        reaches ``min_utd``: on a CPU the renderer leaves it little during an episode. Gives up
+        when the learner makes no progress for ``stall_s``."""
+        target = self.cfg.min_utd * self.sink.env_steps
+        last, since = self.stats.updates, time.perf_counter()
+        while self.stats.updates < target and self.stats.error is None:
+            time.sleep(0.01)
+            if self.stats.updates != last:
+                last, since = self.stats.updates, time.perf_counter()
+            elif time.perf_counter() - since > stall_s:
+                return
 
     @property
     def utd(self) -> float:

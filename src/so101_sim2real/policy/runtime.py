@@ -28,6 +28,12 @@ def build_agent(ckpt: Checkpoint, device: str | torch.device = "cpu") -> DrQV2Ag
     return agent.to(device).eval()
 
 
+# Every SO-101 arm joint lies within +-pi (the wrist roll, the widest, spans about -2.7..2.8 rad);
+# a little beyond covers calibration offsets. The gripper gets its spec range plus 20 degrees.
+ARM_JOINT_BOUND_RAD = np.pi + 0.2
+GRIPPER_MARGIN_RAD = np.deg2rad(20.0)
+
+
 class Policy:
     """A loaded DrQ-v2 actor that checks its inputs against the spec."""
 
@@ -98,7 +104,34 @@ class Policy:
             raise ObservationError(f"state has shape {state.shape}, expected ({f}, {s}){hint}")
         if not np.all(np.isfinite(state)):
             raise ObservationError("state holds NaN or infinite values")
+        self._check_joint_units(state)
         return state.reshape(f * s)
+
+    def _check_joint_units(self, state: np.ndarray) -> None:
+        """Refuse joint positions no SO-101 joint can reach in radians: the degrees-for-radians
+        mistake (90 for pi/2) and LeRobot's 0-100 gripper scale otherwise produce an action."""
+        offset = 0
+        for field in self.spec.state.fields:
+            if field.name == "joint_pos":
+                break
+            offset += field.size
+        else:
+            return
+        joints = state[:, offset:offset + field.size]
+        arm, gripper = joints[:, :-1], joints[:, -1]
+        if arm.size and np.abs(arm).max() > ARM_JOINT_BOUND_RAD:
+            worst = float(arm.flat[np.abs(arm).argmax()])
+            raise ObservationError(
+                f"state joint_pos holds {worst:g}, beyond any SO-101 arm joint's range (|q| <= "
+                f"{ARM_JOINT_BOUND_RAD:.2f} rad): joint positions look like degrees; the policy takes radians "
+                f"(np.deg2rad)")
+        g = self.spec.action.gripper
+        lo, hi = g.low_rad - GRIPPER_MARGIN_RAD, g.high_rad + GRIPPER_MARGIN_RAD
+        if gripper.size and (gripper.min() < lo or gripper.max() > hi):
+            worst = float(gripper.max() if gripper.max() > hi else gripper.min())
+            raise ObservationError(
+                f"state gripper position {worst:g} lies outside its range [{g.low_rad:.2f}, {g.high_rad:.2f}] rad: "
+                f"degrees, or LeRobot's 0-100 gripper scale? The policy takes the gripper joint in radians")
 
     # ------------------------------------------------------------------------ acting
 

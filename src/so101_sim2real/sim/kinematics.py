@@ -21,9 +21,20 @@ from typing import Literal
 import mujoco
 import numpy as np
 
+from so101_sim2real.errors import So101Error
 from so101_sim2real.spec import IKSpec
 
 PoseSource = Literal["live_physics", "measured_joints"]
+
+
+def site_id(model: mujoco.MjModel, name: str, field: str) -> int:
+    """The id of site ``name``, or a one-line error naming the spec ``field`` and the sites there are."""
+    try:
+        return model.site(name).id
+    except KeyError:
+        sites = [model.site(i).name for i in range(model.nsite) if model.site(i).name]
+        raise So101Error(f"spec {field} '{name}': the SO-101 model has no such site (its sites: "
+                         f"{', '.join(sites)})") from None
 
 
 class Kinematics:
@@ -34,7 +45,7 @@ class Kinematics:
         self.model, self.spec, self.joints = model, spec, joints
         self.live = live is not None
         self.data = live if live is not None else mujoco.MjData(model)
-        self.site = model.site(spec.site).id
+        self.site = site_id(model, spec.site, "action.ik.site")
         ids = [model.joint(name).id for name in joints]
         self.qpos_adr = np.array([model.jnt_qposadr[j] for j in ids])
         self.dof_adr = np.array([model.jnt_dofadr[j] for j in ids])

@@ -49,12 +49,13 @@ class LiftCubeTask:
     def __init__(self, spec: Spec, task: TaskConfig | None = None, scene: S.SceneConfig | None = None):
         self.spec = spec
         self.cfg = task or TaskConfig()
-        self.scene = scene or S.SceneConfig()
+        # the spec's physics timestep is the twin's: the control period is counted in its steps
+        self.scene = replace(scene or S.SceneConfig(), timestep=spec.control.physics_timestep_s)
         self.model = S.build_model(self.scene)
         self.data = mujoco.MjData(self.model)
         # The reset is the training env's own procedure: IK on the live physics.
         self.kinematics = Kinematics(self.model, spec.action.ik, S.ARM_JOINTS, live=self.data)
-        self._site = self.model.site(spec.action.ik.site).id
+        self._site = self.kinematics.site
         self._qpos = np.array([self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS])
         self._act = np.array([self.model.actuator(j).id for j in S.JOINTS])
         self._cube_qpos = self.model.jnt_qposadr[self.model.joint(S.CUBE_JOINT).id]

@@ -1,0 +1,149 @@
+"""A perturbed twin: the sim made to differ from training the way a real arm does.
+
+A stand-in for the real SO-101 when there is none, so that fine-tuning can be tried,
+measured and repeated: a slower control period (a real loop of camera + two networks
+on a CPU runs near 10 Hz, not the sim's 50 Hz), the wrist camera mounted a few
+millimetres and degrees off its CAD pose, and perception that is noisy where real
+networks are: class boundaries and disparity. Every value is in :class:`Perturbation`;
+the zero perturbation is the nominal twin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import Perceived, Perception
+from so101_sim2real.sim.scene import SceneConfig
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How the perturbed twin differs from the nominal one."""
+
+    period_s: float | None = None  # the control period; None: the spec's (20 ms)
+    camera_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # added to the camera's mount position
+    camera_tilt_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # added to its mount's euler angles
+    seg_edge_flip: float = 0.0  # chance that a pixel on a class boundary takes a neighbour's class
+    disparity_noise: float = 0.0  # std of Gaussian noise on the disparity channel, in uint8 levels
+    seed: int = 0  # of the perception noise
+
+    @property
+    def is_nominal(self) -> bool:
+        return self == Perturbation()
+
+    def scene(self, base: SceneConfig | None = None) -> SceneConfig:
+        """The scene with the camera moved."""
+        base = base or SceneConfig()
+        pos = tuple(p + d / 1000.0 for p, d in zip(base.camera_pos, self.camera_shift_mm, strict=True))
+        euler = tuple(e + np.deg2rad(d) for e, d in zip(base.camera_euler, self.camera_tilt_deg, strict=True))
+        return replace(base, camera_pos=pos, camera_euler=euler)
+
+    def describe(self) -> str:
+        if self.is_nominal:
+            return "nominal twin"
+        parts = []
+        if self.period_s is not None:
+            parts.append(f"period {self.period_s * 1000:.0f} ms")
+        if any(self.camera_shift_mm) or any(self.camera_tilt_deg):
+            shift = ", ".join(f"{v:g}" for v in self.camera_shift_mm)
+            tilt = ", ".join(f"{v:g}" for v in self.camera_tilt_deg)
+            parts.append(f"camera moved ({shift}) mm, tilted ({tilt}) deg")
+        if self.seg_edge_flip:
+            parts.append(f"seg edges flip p={self.seg_edge_flip:g}")
+        if self.disparity_noise:
+            parts.append(f"disparity noise std {self.disparity_noise:g}")
+        return "perturbed twin: " + "; ".join(parts)
+
+
+def load_perturbation(path: str | Path) -> Perturbation:
+    """A :class:`Perturbation` from a YAML file, with one-line errors."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise So101Error(f"{path}: cannot read the perturbation file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise So101Error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return perturbation_from_dict(data or {}, str(path))
+
+
+def perturbation_from_dict(data: Any, source: str = "perturbation") -> Perturbation:
+    if not isinstance(data, dict):
+        raise So101Error(f"{source}: expected a mapping of perturbation settings, got {data!r}")
+    fields = {f.name for f in dataclasses.fields(Perturbation)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), fields, n=1)
+            raise So101Error(f"{source}: {key}: unknown setting" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        out[key] = _value(key, value, source)
+    p = Perturbation(**out)
+    if p.period_s is not None and p.period_s <= 0:
+        raise So101Error(f"{source}: period_s: expected a positive number of seconds, got {p.period_s}")
+    if not 0 <= p.seg_edge_flip <= 1 or p.disparity_noise < 0:
+        raise So101Error(f"{source}: seg_edge_flip must be in [0, 1] and disparity_noise >= 0")
+    return p
+
+
+def _value(key: str, value: Any, source: str) -> Any:
+    def number(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise So101Error(f"{source}: {key}: expected a number, got {v!r}")
+        return float(v)
+
+    if key in ("camera_shift_mm", "camera_tilt_deg"):
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise So101Error(f"{source}: {key}: expected three numbers [x, y, z], got {value!r}")
+        return tuple(number(v) for v in value)
+    if key == "seed":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise So101Error(f"{source}: seed: expected a whole number, got {value!r}")
+        return value
+    if key == "period_s" and value is None:
+        return None
+    return number(value)
+
+
+def seg_edge_noise(seg: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Each pixel whose 4-neighbourhood holds another class takes one neighbour's class with chance ``p``:
+    the ragged boundaries a segmentation network draws."""
+    if p <= 0:
+        return seg
+    padded = np.pad(seg, 1, mode="edge")
+    h, w = seg.shape
+    neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])
+    edge = (neighbours != seg).any(axis=0)
+    pick = neighbours[rng.integers(0, 4, size=(h, w)), np.arange(h)[:, None], np.arange(w)[None, :]]
+    flip = edge & (rng.random((h, w)) < p)
+    return np.where(flip, pick, seg).astype(seg.dtype)
+
+
+class NoisyPerception:
+    """Wraps a perception and corrupts each policy frame's segmentation edges and disparity."""
+
+    def __init__(self, inner: Perception, perturbation: Perturbation, channels: list[str]):
+        self.inner, self.p = inner, perturbation
+        self._seg = channels.index("seg") if "seg" in channels else None
+        self._disp = channels.index("disparity") if "disparity" in channels else None
+        self.rng = np.random.default_rng(perturbation.seed)
+
+    def observe(self, with_rgb: bool = False) -> Perceived:
+        seen = self.inner.observe(with_rgb)
+        frame = seen.frame.copy()
+        if self._seg is not None:
+            frame[self._seg] = seg_edge_noise(frame[self._seg], self.p.seg_edge_flip, self.rng)
+        if self._disp is not None and self.p.disparity_noise > 0:
+            noise = self.rng.normal(0.0, self.p.disparity_noise, frame[self._disp].shape)
+            frame[self._disp] = np.clip(frame[self._disp] + noise, 0, 255).round().astype(np.uint8)
+        return replace(seen, frame=frame)
+
+    def close(self) -> None:
+        self.inner.close()
