@@ -98,6 +98,38 @@ def test_start_pose_is_the_sims_nominal_reset():
     assert np.allclose(task.start_pose(), pose)  # seed-free, and the task's own rng is untouched
 
 
+def test_a_reset_drives_the_arm_to_the_start_pose_a_bounded_step_per_tick():
+    from so101_sim2real.control.arm_episodes import REACHED_RAD, ArmEpisodes
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.calibration import twin_calibration
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.so101 import SO101Follower
+    from so101_sim2real.interfaces import JOINT_NAMES
+    from so101_sim2real.sim import scene as S
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    task = LiftCubeTask(default_spec())
+    model = task.model
+    ranges = np.array([model.jnt_range[model.joint(j).id] for j in S.JOINTS])
+    cal = twin_calibration(ranges)
+    with BusEmulator(list(cal.ids.values())) as emu, MotorBus(emu.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal, max_step_rad=0.15)
+        arm.connect()
+        arm.torque(True)
+        episodes = ArmEpisodes(arm, task.start_pose(), 0.01)
+        goals = []
+        write = arm.write
+        arm.write = lambda targets: (goals.append(arm.read().position), write(targets))
+        info = episodes.reset()
+        joints = np.array([cal.raw_to_sim(j, emu.register(i, "present_position"))
+                           for j, i in zip(JOINT_NAMES, cal.ids.values(), strict=True)])
+        assert np.abs(joints - task.start_pose()).max() < REACHED_RAD  # the arm is there, not just told to go
+        assert len(goals) >= int(np.pi / 2 / 0.15)  # the wrist's quarter turn took many bounded steps
+        assert info["seconds_to_start"] > 0
+        arm.close()
+
+
 def test_a_start_pose_outside_the_calibrated_range_is_refused():
     from so101_sim2real.control.arm_episodes import ArmEpisodes
     from so101_sim2real.errors import So101Error

@@ -309,11 +309,13 @@ def test_watchdog_stops_after_consecutive_failed_reads(emulator):
     cal = twin_calibration(RANGES)
     with MotorBus(emulator.path, cal.ids, timeout_s=0.005, retries=0) as bus:
         arm = SO101Follower(bus, cal, watchdog=3)
+        arm.torque(True)
         good = arm.read()
-        emulator.faults = Faults(drop=1.0)
+        emulator.faults = Faults(corrupt=1.0)  # every reply garbled; writes (which need none) still land
         assert arm.read() is good and arm.read() is good  # stale but tolerated
         with pytest.raises(WatchdogTripped, match="3 consecutive failed reads"):
             arm.read()
+        assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))  # the trip stopped the arm
 
 
 def test_soak_10000_cycles_with_faults_ends_with_torque_off():

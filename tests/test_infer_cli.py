@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 from fixtures import run_cli as run
@@ -62,12 +63,17 @@ def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
     assert [e["steps"] for e in meta["episodes"]] == [4, 4] and meta["pilot"] == snapshot.name
 
 
-def test_spec_overrides_reach_the_observation(capsys, snapshot):
-    code, out, _ = run(capsys, "infer", "--ckpt", str(snapshot), "--episodes", "1", "--max-steps", "2",
-                       "--set", "observation.disparity.normalise_region=crop", "--json")
-    assert code == 0 and json.loads(out.strip().splitlines()[-1])["episodes"] == 1
+def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
+    frames = {}
+    for name, extra in (("trained", []), ("crop", ["--set", "observation.disparity.normalise_region=crop"])):
+        code, out, _ = run(capsys, "infer", "--ckpt", str(snapshot), "--episodes", "1", "--max-steps", "2",
+                           "--record", str(tmp_path / name), "--no-record-rgb", *extra)
+        assert code == 0, out
+        frames[name] = np.load(tmp_path / name / "episode_0000.npz")["obs"]
     assert "spec overrides for this run (not what the policy was trained with): " \
            "observation.disparity.normalise_region=crop" in out
+    assert np.array_equal(frames["trained"][:, 0], frames["crop"][:, 0])  # the same scene, the same classes
+    assert not np.array_equal(frames["trained"][:, 1], frames["crop"][:, 1])  # disparity normalised over the crop
 
 
 @pytest.mark.parametrize("args, expected", [
