@@ -2,7 +2,7 @@
 
     python scripts/bench_policy.py [--ckpt PATH] [--threads 2] [--iters 300] [--json]
 
-Without --ckpt it benchmarks the user's seg+depth policy shape (FIELD_NOTES section 1:
+Without --ckpt it benchmarks the user's seg+depth policy shape (docs/reference.md section 1:
 3 frames x 2 channels at 84x84, 18-D state, 256-256 MLP, 4-D action) with random
 weights. Two rows per device: ``act`` is the full Policy.act path (input checks,
 numpy <-> torch), ``forward`` is the network alone.

@@ -320,7 +320,9 @@ def test_watchdog_stops_after_consecutive_failed_reads(emulator):
 
 def test_soak_10000_cycles_with_faults_ends_with_torque_off():
     """10,000 control cycles at 1% dropped + 1% corrupted replies: no crash, every
-    failure retried or reported, torque off at the end (read from the emulator)."""
+    failure retried, reported or knowingly absorbed (a stale reading under the watchdog),
+    torque off at the end (read from the emulator). Faults are seeded; machine load only
+    adds timeouts, which the same accounting covers."""
     cal = twin_calibration(RANGES)
     reported = 0
     with BusEmulator(list(MOTORS.values()), Faults(drop=0.01, corrupt=0.01), seed=7) as emu, \
@@ -339,7 +341,7 @@ def test_soak_10000_cycles_with_faults_ends_with_torque_off():
         lost = emu.stats["dropped"] + emu.stats["corrupted"]
         assert lost > 500  # the faults really happened
         assert bus.stats.retries + bus.stats.failures >= lost
-        assert reported == bus.stats.failures
+        assert reported + arm.tolerated == bus.stats.failures  # every failure reached the caller or was absorbed
         assert all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))
 
 

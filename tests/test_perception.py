@@ -48,7 +48,7 @@ def _scene(h: int = 480, w: int = 640) -> tuple[np.ndarray, np.ndarray]:
 def test_segmentation_net_has_the_users_size_and_levels():
     net = SegmentationNet().eval()
     params = sum(p.numel() for p in net.parameters())
-    assert 0.80e6 < params < 0.90e6  # about 0.85M (FIELD_NOTES)
+    assert 0.80e6 < params < 0.90e6  # about 0.85M (docs/reference.md section 3)
     assert net.backbone.feature_info.channels() == [16, 32, 64, 128]
     assert net.backbone.feature_info.reduction() == [4, 8, 16, 32]
     with torch.no_grad():

@@ -41,7 +41,7 @@ def test_scene_carries_the_users_task_numbers(task):
 
 
 def test_scene_copies_what_the_training_mjcf_adds(task):
-    """The values that made the user's scripted grasp lift the cube (FIELD_NOTES section 4)."""
+    """The values that made the user's scripted grasp lift the cube (docs/reference.md section 4)."""
     m, cfg = task.model, S.SceneConfig()
     for geom in (S.FLOOR_GEOM, S.CUBE_GEOM):  # the scene file's top-level default: stiff contacts
         assert m.geom(geom).solref == pytest.approx([0.001, 1.0])

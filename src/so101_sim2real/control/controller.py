@@ -1,7 +1,7 @@
 """Policy action -> joint targets, the same way on the twin and on the real arm.
 
 The end-effector target accumulates ``action[:3] * xyz_scale_m`` and is clamped to the
-spec's workspace (not "current pose + delta": FIELD_NOTES pitfall 8); one damped
+spec's workspace (not "current pose + delta": docs/reference.md section 7, item 8); one damped
 least-squares IK step gives the arm targets (from the measured joints on a real arm;
 on the twin, as in training, from the physics state: ``action.ik.pose_from``); the gripper
 action maps linearly onto its range. Last, the robot's safety limits clamp every

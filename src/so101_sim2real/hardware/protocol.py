@@ -2,7 +2,7 @@
 
 ``FF FF ID LEN INST P1..Pn CHK`` with ``LEN = n + 2`` and
 ``CHK = ~(ID + LEN + INST + sum P) & 0xFF``; a status reply has the same shape with an
-error byte in place of the instruction (FIELD_NOTES section 5). This layer knows
+error byte in place of the instruction (docs/reference.md section 5). This layer knows
 bytes and timeouts, nothing about servos' registers or robots.
 """
 

@@ -1,4 +1,4 @@
-"""The STS3215 control table (FIELD_NOTES section 5): names, addresses, sizes, signs."""
+"""The STS3215 control table (docs/reference.md section 5): names, addresses, sizes, signs."""
 
 from __future__ import annotations
 

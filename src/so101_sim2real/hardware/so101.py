@@ -47,6 +47,7 @@ class _Arm:
     def __init__(self, bus: MotorBus, calibration: ArmCalibration, watchdog: int = 5):
         self.bus, self.cal, self.watchdog = bus, calibration, watchdog
         self.failures = 0
+        self.tolerated = 0  # bus failures absorbed here (a stale reading returned), not raised to the caller
         self._velocity = JointVelocity()
         self._last: JointState | None = None
         self.firmware: dict[str, tuple[int, int]] = {}
@@ -67,6 +68,7 @@ class _Arm:
                 self._on_watchdog()
                 raise WatchdogTripped(f"{self.failures} consecutive failed reads ({exc}); the arm was stopped") \
                     from None
+            self.tolerated += 1
             return self._last
         self.failures = 0
         now = time.monotonic()
@@ -138,7 +140,8 @@ class SO101Follower(_Arm):
             temperature = self.bus.read("present_temperature", motor)
             load = abs(self.bus.read("present_load", motor))
         except MotorError:
-            return  # position reads carry the watchdog; a missed health check waits for the next turn
+            self.tolerated += 1  # position reads carry the watchdog; a missed health check waits for its turn
+            return
         self.health[motor] = (temperature, load)
         if temperature >= self.max_temperature_c:
             with contextlib.suppress(So101Error):

@@ -1,6 +1,6 @@
 """The DrQ-v2 learner, as the user's snapshot was trained, plus the fine-tuning recipe.
 
-One update, top to bottom (FIELD_NOTES section 1; facebookresearch/drqv2's ``update``):
+One update, top to bottom (docs/reference.md section 1; facebookresearch/drqv2's ``update``):
 
 1. random-shift augmentation of both stacks (pad 4, replicate, bilinear resample);
 2. critic: ``y = r_n + discount * min(Q'_1, Q'_2)(s', a')`` with ``a'`` from the actor
@@ -11,7 +11,7 @@ One update, top to bottom (FIELD_NOTES section 1; facebookresearch/drqv2's ``upd
    optional behaviour-cloning term on demo samples;
 4. the target critics follow with ``tau``.
 
-The fine-tuning recipe (FIELD_NOTES section 8), each a value in :class:`LearnerConfig`:
+The fine-tuning recipe (docs/reference.md section 8), each a value in :class:`LearnerConfig`:
 keep the sim encoder and actor, re-initialise the critics (the sim critic learned the
 dense sim reward), a critic-only warm-up, actor lr 1e-5 against critic lr 3e-4, a fixed
 small exploration std (never the sim schedule restarted at 1.0), an optional frozen

@@ -29,7 +29,7 @@ class DepthModelMissing(So101Error):
 
 
 def small_config():
-    """The Depth Anything V2 Small architecture (FIELD_NOTES section 3), for random-weight runs."""
+    """The Depth Anything V2 Small architecture (docs/reference.md section 3), for random-weight runs."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
     backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4,

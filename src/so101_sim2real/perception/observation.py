@@ -2,7 +2,7 @@
 
 Sim (MuJoCo segmentation + depth) and real (EfficientViT + Depth Anything) both end
 here, so the crop, the class table, the disparity normalisation region and the
-interpolations are the spec's and cannot drift apart (FIELD_NOTES pitfall 9).
+interpolations are the spec's and cannot drift apart (docs/reference.md section 7, item 9).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The user's segmentation model: timm EfficientViT-B0 features + a small FPN + a 1x1 head.
 
-Architecture (FIELD_NOTES section 3): the backbone gives 4 levels (16/32/64/128
+Architecture (docs/reference.md section 3): the backbone gives 4 levels (16/32/64/128
 channels at strides 4..32); 1x1 lateral convs bring each to 64 channels; a top-down
 pass adds the bilinearly upsampled coarser level; each level has a 3x3 conv + BN +
 ReLU, of which only the finest is used; a 1x1 head gives the class logits, upsampled

@@ -3,7 +3,7 @@
 ``Policy.act`` takes exactly what the agent was trained on: frames
 ``(frames, channels, H, W)`` in the uint8 range, oldest first, and states
 ``(frames, state_size)``. It refuses, with the name of the bug, inputs that reproduce
-the user's past mistakes (FIELD_NOTES section 7): a stack divided by 255, a stack
+the user's past mistakes (docs/reference.md section 7): a stack divided by 255, a stack
 flattened before it arrived, real segmentation ids not mapped to sim ids, and a
 state of the wrong size.
 """

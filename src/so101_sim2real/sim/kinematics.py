@@ -2,7 +2,7 @@
 
 The sim twin and the real arm both turn joint readings into a TCP pose, and an
 end-effector target into joint position targets, through this one class, so a
-policy's action and state mean the same on both (FIELD_NOTES pitfall 8).
+policy's action and state mean the same on both (docs/reference.md section 7, item 8).
 
 Where the pose comes from is the spec's ``action.ik.pose_from``:
 

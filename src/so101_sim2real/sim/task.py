@@ -1,4 +1,4 @@
-"""The lift-cube task as the policy was trained on it (FIELD_NOTES section 4).
+"""The lift-cube task as the policy was trained on it (docs/reference.md section 4).
 
 The task owns the world (the compiled scene and its ``MjData``), the seeded reset,
 and the scoring: success is a grasp (gripper closed past a threshold with both finger
