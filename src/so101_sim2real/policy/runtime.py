@@ -34,6 +34,25 @@ ARM_JOINT_BOUND_RAD = np.pi + 0.2
 GRIPPER_MARGIN_RAD = np.deg2rad(20.0)
 
 
+def _check_spec_fits(spec: Spec, arch: object) -> None:
+    """The spec's frames, channels, image, state and action against the network's shapes: a spec
+    override the weights cannot follow is refused here, not deep inside a convolution."""
+    obs = spec.observation
+    said = (obs.frame_stack, len(obs.channels), tuple(obs.image_size))
+    takes = (arch.frames, arch.channels_per_frame, tuple(arch.image_size))
+    if said != takes:
+        raise CheckpointError(f"the spec says {said[0]} frames x {said[1]} channels at {said[2][0]}x{said[2][1]}, "
+                              f"the network takes {takes[0]} x {takes[1]} at {takes[2][0]}x{takes[2][1]}: its "
+                              f"observation cannot be changed by the spec (observation.frame_stack, channels, "
+                              f"image_size)")
+    if arch.state_dim and spec.state.size != arch.state_dim_per_frame:
+        raise CheckpointError(f"the spec's state has {spec.state.size} values per frame, the network takes "
+                              f"{arch.state_dim_per_frame} (state.fields)")
+    if spec.action.dim != arch.action_dim:
+        raise CheckpointError(f"the spec's action has {spec.action.dim} values, the network outputs "
+                              f"{arch.action_dim} (action.dim)")
+
+
 class Policy:
     """A loaded DrQ-v2 actor that checks its inputs against the spec."""
 
@@ -42,6 +61,7 @@ class Policy:
         self.spec: Spec = ckpt.spec
         self.arch = ckpt.arch
         self.device = torch.device(device)
+        _check_spec_fits(self.spec, self.arch)
         self.agent = build_agent(ckpt, self.device)
         obs = self.spec.observation
         self.frame_shape = (obs.frame_stack, len(obs.channels), *obs.image_size)
