@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from so101_sim2real.arm import CENTRE_TICK, SERVO_IDS
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.bus import MotorBus, MotorError
 from so101_sim2real.hardware.calibration import (
@@ -21,7 +22,7 @@ from so101_sim2real.hardware.registers import register
 from so101_sim2real.hardware.so101 import ServoOverheated, SO101Follower, WatchdogTripped
 from so101_sim2real.interfaces import JOINT_NAMES
 
-MOTORS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
+MOTORS = SERVO_IDS
 RANGES = np.array([[-1.91986, 1.91986], [-1.74533, 1.74533], [-1.69, 1.69], [-1.65806, 1.65806],
                    [-2.74385, 2.84121], [-0.17453, 1.74533]])
 
@@ -101,7 +102,7 @@ def test_eeprom_writes_need_unlocking_and_are_verified(emulator, bus):
     assert emulator.register(6, "homing_offset") == 0
     bus.write_eeprom("homing_offset", "gripper", -710)
     assert emulator.register(6, "homing_offset") == -710 and emulator.register(6, "lock") == 1
-    assert bus.read("present_position", "gripper") == 2048 + 710  # present = actual - offset
+    assert bus.read("present_position", "gripper") == CENTRE_TICK + 710  # present = actual - offset
 
 
 def test_reads_are_retried_through_dropped_and_corrupted_replies():
@@ -139,7 +140,8 @@ def test_the_official_feetech_sdk_talks_to_the_emulator(emulator):
     for servo_id in MOTORS.values():
         group.addParam(servo_id)
     assert group.txRxPacket() == sdk.COMM_SUCCESS
-    assert [group.getData(i, 56, 2) for i in MOTORS.values()] == [2048, 2048, 2048, 1500, 2048, 2048]
+    c = CENTRE_TICK
+    assert [group.getData(i, 56, 2) for i in MOTORS.values()] == [c, c, c, 1500, c, c]
     port.closePort()
 
 
@@ -185,10 +187,10 @@ def read_lerobot_dict(data, tmp_path):
     return read_lerobot(path)
 
 
-def test_twin_calibration_puts_2048_at_the_mjcf_zero():
+def test_twin_calibration_puts_the_centre_tick_at_the_mjcf_zero():
     cal = twin_calibration(RANGES)
     for joint in JOINT_NAMES:
-        assert cal.raw_to_sim(joint, 2048) == pytest.approx(0.0, abs=1e-9)
+        assert cal.raw_to_sim(joint, CENTRE_TICK) == pytest.approx(0.0, abs=1e-9)
     assert cal.sim_ranges() == pytest.approx(RANGES, abs=2e-3)
 
 
@@ -449,7 +451,7 @@ def test_leader_reads_with_torque_off(emulator):
         leader.connect()
         bus.read("lock", "gripper")  # round trip: the torque-off sync write has been handled
         assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))
-        emulator.servo(3).move_to(2048 + 4095 / 4)  # a hand turns the elbow a quarter turn
+        emulator.servo(3).move_to(CENTRE_TICK + 4095 / 4)  # a hand turns the elbow a quarter turn
         assert leader.read().position[2] == pytest.approx(math.pi / 2, abs=2e-3)
 
 
@@ -483,7 +485,7 @@ def test_calibrate_joints_command_writes_lerobot_and_sim_files(capsys, monkeypat
     def sweep(*_):  # the person swings every joint through its range, then presses Enter
         for offset in (600, -600, 0):
             for i in range(1, 7):
-                emulator.servo(i).move_to(2048 + offset)
+                emulator.servo(i).move_to(CENTRE_TICK + offset)
             time.sleep(0.2)
         return ""
 

@@ -120,3 +120,9 @@ def test_a_tcp_site_is_the_ik_site_and_must_exist():
     spec = spec_from_dict(data)
     with pytest.raises(So101Error, match="action.ik.site 'tcp': the SO-101 model has no such site.*gripperframe"):
         LiftCubeTask(spec)
+
+
+def test_the_code_default_source_size_is_the_packaged_specs():
+    from so101_sim2real.spec import SOURCE_SIZE
+
+    assert tuple(default_spec().observation.source_size) == SOURCE_SIZE

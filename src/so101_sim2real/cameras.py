@@ -17,6 +17,7 @@ import numpy as np
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Frame
+from so101_sim2real.spec import SOURCE_SIZE
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -43,7 +44,7 @@ class OpenCVCamera:
     :meth:`read` that gets no new frame within ``timeout_s`` raises :class:`CameraError`.
     """
 
-    def __init__(self, device: int | str, size: tuple[int, int] = (480, 640), fps: float = 30.0,
+    def __init__(self, device: int | str, size: tuple[int, int] = SOURCE_SIZE, fps: float = 30.0,
                  timeout_s: float = 2.0, retry_s: float = 0.5):
         self.device, self.size, self.fps = device, size, fps
         self.timeout_s, self.retry_s = timeout_s, retry_s
@@ -175,7 +176,7 @@ class ImageFolderCamera:
         pass
 
 
-def open_camera(source: str, size: tuple[int, int] = (480, 640), loop: bool = False) -> Camera:
+def open_camera(source: str, size: tuple[int, int] = SOURCE_SIZE, loop: bool = False) -> Camera:
     """``0`` or ``/dev/video2`` (a live camera), a video file, an image or a folder of images."""
     text = str(source).strip()
     if text.isdigit():

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+from so101_sim2real.arm import JOINT_NAMES  # noqa: F401 - re-exported: the order of every joint vector
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import yaml
 from so101_sim2real.errors import SpecError
 
 SPEC_VERSION = 1
+SOURCE_SIZE = (480, 640)  # (H, W) of the wrist camera; the packaged spec says the same (tested)
 DEFAULT_SPEC_NAME = "so101_lift_cube.yaml"
 
 Interpolation = Literal["nearest", "area", "linear", "cubic"]

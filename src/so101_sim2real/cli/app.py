@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
+from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 
@@ -241,9 +242,6 @@ def motors_scan(
     typer.echo(f"{len(found)} servo(s) on {port}")
 
 
-ARM_MOTORS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
-
-
 @motors_app.command("setup")
 def motors_setup(
     port: PortOpt,
@@ -252,7 +250,7 @@ def motors_setup(
     """Give each servo its ID (gripper 6 ... shoulder_pan 1) and baud, one servo connected at a time."""
     from so101_sim2real.hardware.setup import assign
 
-    for servo_id, motor in reversed(list(enumerate(ARM_MOTORS, start=1))):
+    for motor, servo_id in reversed(list(SERVO_IDS.items())):
         typer.prompt(f"connect ONLY the {motor} servo to the adapter, then press Enter", default="",
                      show_default=False)
         info = assign(port, motor, servo_id, baud)
@@ -287,8 +285,8 @@ def calibrate_joints(
     sign_map = {}
     for item in signs or []:
         joint, _, value = item.partition("=")
-        if joint not in ARM_MOTORS or value not in ("1", "-1"):
-            raise So101Error(f"--sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(ARM_MOTORS)}")
+        if joint not in SERVO_IDS or value not in ("1", "-1"):
+            raise So101Error(f"--sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(SERVO_IDS)}")
         sign_map[joint] = int(value)
     pressed = threading.Event()
 
@@ -300,7 +298,7 @@ def calibrate_joints(
         else:
             typer.prompt(message, default="", show_default=False)
 
-    with MotorBus(port, {m: i for i, m in enumerate(ARM_MOTORS, start=1)}) as bus:
+    with MotorBus(port, SERVO_IDS) as bus:
         bus.handshake()
         cal = calibrate(bus, ask, pressed.is_set, sign_map)
     path = new_lerobot_path(arm, robot_id, root)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.control.controller import Command, Controller
 from so101_sim2real.control.timing import StageTimer
 from so101_sim2real.errors import So101Error
@@ -186,7 +187,7 @@ def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | Non
     from so101_sim2real.hardware.twin_bus import attach_twin
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
 
-    emulator = BusEmulator(list(range(1, 7)))
+    emulator = BusEmulator(list(SERVO_IDS.values()))
     bridge = attach_twin(emulator, spec)
     emulator.start()
     bus = MotorBus(emulator.path, bridge.calibration.ids)

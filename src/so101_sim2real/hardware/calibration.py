@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES, SERVO_IDS
 from so101_sim2real.errors import So101Error
-from so101_sim2real.interfaces import JOINT_NAMES
 
 LEROBOT_ROOT_ENV = "HF_LEROBOT_CALIBRATION"
 LAYOUTS = {
@@ -168,12 +168,13 @@ class ArmCalibration:
 
 
 def twin_calibration(joint_ranges: np.ndarray) -> ArmCalibration:
-    """The calibration of the emulated arm of the twin: 2048 ticks = 0 rad, the MJCF's sign,
+    """The calibration of the emulated arm of the twin: the centre tick = 0 rad, the MJCF's sign,
     recorded ranges = the MJCF ranges. Both the emulator and the driver use it."""
     motors, sim = {}, {}
     for i, joint in enumerate(JOINT_NAMES):
-        lo, hi = (2048 + math.degrees(float(r)) * TICKS_PER_DEGREE for r in joint_ranges[i])
-        m = MotorCalibration(id=i + 1, drive_mode=0, homing_offset=0, range_min=math.floor(lo), range_max=math.ceil(hi))
+        lo, hi = (CENTRE_TICK + math.degrees(float(r)) * TICKS_PER_DEGREE for r in joint_ranges[i])
+        m = MotorCalibration(id=SERVO_IDS[joint], drive_mode=0, homing_offset=0, range_min=math.floor(lo),
+                             range_max=math.ceil(hi))
         motors[joint] = m
-        sim[joint] = JointMap(1, math.radians((m.mid - 2048) / TICKS_PER_DEGREE))
+        sim[joint] = JointMap(1, math.radians((m.mid - CENTRE_TICK) / TICKS_PER_DEGREE))
     return ArmCalibration(motors, sim)

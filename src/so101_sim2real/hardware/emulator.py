@@ -23,6 +23,7 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from so101_sim2real.arm import CENTRE_TICK
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.registers import BAUD_RATES, EEPROM_END, MODEL_STS3215, REGISTERS
@@ -77,7 +78,7 @@ class Faults:
 class Servo:
     """One STS3215: a register file and a shaft that moves toward the goal."""
 
-    def __init__(self, servo_id: int, position: int = 2048, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, servo_id: int, position: int = CENTRE_TICK, clock: Callable[[], float] = time.monotonic):
         self.regs = bytearray(128)
         self.clock = clock
         self.actual = float(position)  # encoder ticks before the homing offset
@@ -189,7 +190,8 @@ class BusEmulator:
     def __init__(self, ids: list[int], faults: Faults | None = None, seed: int = 0,
                  positions: dict[int, int] | None = None, clock: Callable[[], float] = time.monotonic):
         self.faults = faults or Faults()
-        self.servos = [Servo(i, (positions or {}).get(i, 2048), clock) for i in ids if i not in self.faults.missing]
+        start = positions or {}
+        self.servos = [Servo(i, start.get(i, CENTRE_TICK), clock) for i in ids if i not in self.faults.missing]
         self.rng = random.Random(seed)
         self.stats = {"requests": 0, "replies": 0, "dropped": 0, "corrupted": 0, "late": 0, "bad_requests": 0,
                       "lost_writes": 0}

@@ -225,14 +225,6 @@ class PacketProtocol:
         if servo_id != BROADCAST_ID:
             self._reply(servo_id, 0)
 
-    def reg_write(self, servo_id: int, address: int, data: bytes) -> None:
-        self.t.send(packet(servo_id, REG_WRITE, bytes([address]) + data))
-        if servo_id != BROADCAST_ID:
-            self._reply(servo_id, 0)
-
-    def action(self) -> None:
-        self.t.send(packet(BROADCAST_ID, ACTION))
-
     def sync_read(self, address: int, size: int, ids: list[int]) -> dict[int, bytes | ProtocolError]:
         """One request, one reply per servo in order; each failure is returned, not raised."""
         self.t.send(packet(BROADCAST_ID, SYNC_READ, bytes([address, size, *ids])))

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from so101_sim2real.hardware.protocol import decode_sign_magnitude, encode_sign_magnitude
 
 MODEL_STS3215 = 777
-TICKS_PER_TURN = 4096
 BAUD_RATES = {0: 1_000_000, 1: 500_000, 2: 250_000, 3: 128_000, 4: 115_200, 5: 57_600, 6: 38_400, 7: 19_200}
 
 

@@ -12,15 +12,14 @@ import math
 import time
 from collections.abc import Callable
 
+from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.bus import MotorBus, PortNotFound
 from so101_sim2real.hardware.calibration import ArmCalibration, JointMap, MotorCalibration
 from so101_sim2real.hardware.registers import BAUD_RATES, register
 from so101_sim2real.hardware.scan import ServoInfo, scan
-from so101_sim2real.interfaces import JOINT_NAMES
 
-HALF_TURN = 2047
 MAX_HOMING_OFFSET = 2047  # sign-magnitude, bit 11: larger offsets overflow (a known field failure)
 
 
@@ -70,7 +69,7 @@ def assign(port: str, motor: str, new_id: int, baud: int = 1_000_000) -> ServoIn
 
 def calibrate(bus: MotorBus, ask: Callable[[str], None], done: Callable[[], bool],
               signs: dict[str, int] | None = None) -> ArmCalibration:
-    """Homing offsets (middle of range = 2047), ranges, and the sim-zero mapping of one arm."""
+    """Homing offsets (middle of range = the centre tick, 2047), ranges, and the sim-zero mapping of one arm."""
     bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, 0))
     ask("Move the arm to the MIDDLE of every joint's range, then press Enter")
     for motor in JOINT_NAMES:
@@ -78,7 +77,7 @@ def calibrate(bus: MotorBus, ask: Callable[[str], None], done: Callable[[], bool
     actual = bus.sync_read("present_position")
     offsets = {}
     for motor in JOINT_NAMES:
-        offset = actual[motor] - HALF_TURN
+        offset = actual[motor] - CENTRE_TICK
         if abs(offset) > MAX_HOMING_OFFSET:
             raise So101Error(f"{motor}: homing offset {offset} does not fit the servo (|offset| <= 2047); "
                              f"re-seat the horn half a turn or re-center the servo with Feetech's tool")

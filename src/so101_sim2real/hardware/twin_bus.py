@@ -1,7 +1,7 @@
 """``so101 emulate --twin``: emulated servos whose shafts are the sim twin's joints.
 
 Goal positions written over the bus become the twin's actuator targets (through the
-twin's calibration, 2048 ticks = 0 rad), present positions are its joint angles, and
+twin's calibration, the centre tick = 0 rad), present positions are its joint angles, and
 the physics runs in real time in a thread. So the real driver, bus and follower move
 the twin; with the twin's camera the whole real code path runs without an arm.
 """

@@ -26,6 +26,7 @@ from torch import nn
 
 from so101_sim2real.errors import CheckpointError, UnsafePickleError
 from so101_sim2real.policy.safe_pickle import torch_load
+from so101_sim2real.spec import SOURCE_SIZE
 
 BACKBONE = "efficientvit_b0"
 FPN_CHANNELS = 64
@@ -157,7 +158,7 @@ def load_segmentation(path: str | Path, device: str | torch.device = "cpu",
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"{path}: weights do not fit {BACKBONE} + FPN ({len(missing)} missing, "
                               f"{len(unexpected)} unexpected: {detail})")
-    size = (int(hparams.get("img_height", 480)), int(hparams.get("img_width", 640)))
+    size = (int(hparams.get("img_height", SOURCE_SIZE[0])), int(hparams.get("img_width", SOURCE_SIZE[1])))
     dev = torch.device(device)
     return SegmentationModel(net.to(dev).eval(), size, str(path), dev)
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import mujoco
 
+from so101_sim2real import arm
 from so101_sim2real.errors import So101Error
 
-ARM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
-GRIPPER_JOINT = "gripper"
-JOINTS = (*ARM_JOINTS, GRIPPER_JOINT)
+ARM_JOINTS, GRIPPER_JOINT, JOINTS = arm.ARM_JOINTS, arm.GRIPPER, arm.JOINT_NAMES  # the MJCF's names are the arm's
 GRIPPER_BODY = "gripper"
 MOVING_JAW_BODY = "moving_jaw_so101_v1"
 TCP_SITE = "gripperframe"
