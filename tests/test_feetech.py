@@ -418,7 +418,8 @@ def test_calibration_records_offsets_ranges_and_sim_zero(emulator, tmp_path):
         return step == 3
 
     with MotorBus(emulator.path, MOTORS) as bus:
-        cal = calibrate(bus, lambda msg: next(script)(), done, signs={"elbow_flex": -1})
+        cal = calibrate(bus, lambda msg: next(script)(), lambda msg: (next(script)(), done)[1],
+                        signs={"elbow_flex": -1})
     for i, joint in enumerate(JOINT_NAMES, start=1):
         m = cal.motors[joint]
         assert m.homing_offset == middle[i] - 2047 == emulator.register(i, "homing_offset")
@@ -438,7 +439,7 @@ def test_a_homing_offset_that_overflows_is_explained(emulator):
             emulator.servo(3).move_to(4095)  # 4095 - 2047 = 2048 > 2047
 
         with pytest.raises(Exception, match="elbow_flex: homing offset 2048 does not fit"):
-            calibrate(bus, ask, lambda: True)
+            calibrate(bus, ask, lambda msg: lambda: True)
 
 
 def test_leader_reads_with_torque_off(emulator):

@@ -221,17 +221,10 @@ def motors_scan(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Find the servos on a port: ID, baud, model, firmware, voltage, temperature, position."""
-    from so101_sim2real.hardware.registers import BAUD_RATES
-    from so101_sim2real.hardware.scan import scan
+    from so101_sim2real.hardware.scan import scan_bauds
 
-    found = []
-    for b in BAUD_RATES.values() if all_bauds else [baud]:
-        try:
-            found += scan(port, b, every_id=every_id)
-        except So101Error:
-            if not all_bauds:
-                raise
-            typer.echo(f"(skipped {b} baud: the port cannot run at it)", err=True)
+    found = scan_bauds(port, None if all_bauds else [baud], every_id,
+                       on_skip=lambda b, _: typer.echo(f"(skipped {b} baud: the port cannot run at it)", err=True))
     if as_json:
         typer.echo(json.dumps({"port": port, "servos": [s.to_dict() for s in found]}))
         return
@@ -288,19 +281,18 @@ def calibrate_joints(
         if joint not in SERVO_IDS or value not in ("1", "-1"):
             raise So101Error(f"--sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(SERVO_IDS)}")
         sign_map[joint] = int(value)
-    pressed = threading.Event()
+    def wait(message: str) -> None:
+        typer.prompt(message, default="", show_default=False)
 
-    def ask(message: str) -> None:
-        pressed.clear()
-        if "whole range" in message:  # sample while they move: Enter ends it, from another thread
-            typer.echo(message)
-            threading.Thread(target=lambda: (input(), pressed.set()), daemon=True).start()
-        else:
-            typer.prompt(message, default="", show_default=False)
+    def sweep(message: str):
+        typer.echo(message)
+        pressed = threading.Event()  # the arm is sampled while they move; Enter, read in a thread, ends it
+        threading.Thread(target=lambda: (input(), pressed.set()), daemon=True).start()
+        return pressed.is_set
 
     with MotorBus(port, SERVO_IDS) as bus:
         bus.handshake()
-        cal = calibrate(bus, ask, pressed.is_set, sign_map)
+        cal = calibrate(bus, wait, sweep, sign_map)
     path = new_lerobot_path(arm, robot_id, root)
     cal.save(path)
     typer.echo(f"wrote {path} (LeRobot format) and {path.stem}.so101_sim.json (sim mapping)")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from so101_sim2real.hardware.bus import MotorBus, MotorError
+from so101_sim2real.errors import So101Error
+from so101_sim2real.hardware.bus import MotorBus, MotorError, PortNotFound
 from so101_sim2real.hardware.protocol import MAX_ID
+from so101_sim2real.hardware.registers import BAUD_RATES
 
 
 @dataclass(frozen=True)
@@ -64,4 +67,24 @@ def scan(port: str, baud: int = 1_000_000, timeout_s: float = 0.02, serial_port:
             except MotorError:
                 continue  # answered a ping but not the reads: reported as absent rather than half-known
             found.append(info)
+    return found
+
+
+def scan_bauds(port: str, bauds: list[int] | None = None, every_id: bool = False,
+               on_skip: Callable[[int, So101Error], None] | None = None) -> list[ServoInfo]:
+    """:func:`scan` at each baud rate (default: every one the STS3215 supports). A rate the port
+    cannot run at is skipped (``on_skip`` hears of it) when there are several; a missing port,
+    or a single rate that fails, is an error."""
+    bauds = bauds or list(BAUD_RATES.values())
+    found: list[ServoInfo] = []
+    for baud in bauds:
+        try:
+            found += scan(port, baud, every_id=every_id)
+        except PortNotFound:
+            raise
+        except So101Error as exc:
+            if len(bauds) == 1:
+                raise
+            if on_skip:
+                on_skip(baud, exc)
     return found

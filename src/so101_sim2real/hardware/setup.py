@@ -15,24 +15,17 @@ from collections.abc import Callable
 from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
-from so101_sim2real.hardware.bus import MotorBus, PortNotFound
+from so101_sim2real.hardware.bus import MotorBus
 from so101_sim2real.hardware.calibration import ArmCalibration, JointMap, MotorCalibration
 from so101_sim2real.hardware.registers import BAUD_RATES, register
-from so101_sim2real.hardware.scan import ServoInfo, scan
+from so101_sim2real.hardware.scan import ServoInfo, scan_bauds
 
 MAX_HOMING_OFFSET = 2047  # sign-magnitude, bit 11: larger offsets overflow (a known field failure)
 
 
 def find_single_servo(port: str, bauds: list[int] | None = None) -> ServoInfo:
     """The one servo on the bus, at whichever baud rate it speaks."""
-    found: list[ServoInfo] = []
-    for baud in bauds or list(BAUD_RATES.values()):
-        try:
-            found += scan(port, baud)
-        except PortNotFound:
-            raise
-        except So101Error:
-            continue  # this port cannot run at that baud rate (e.g. a pty at 250 kbaud)
+    found = scan_bauds(port, bauds)  # rates the port cannot run at (a pty at 250 kbaud) are skipped
     if len(found) != 1:
         listed = ", ".join(f"id {s.id} at {s.baud}" for s in found) or "none"
         raise So101Error(f"expected exactly one servo on {port}, found {len(found)} ({listed}): connect only the "
@@ -67,11 +60,16 @@ def assign(port: str, motor: str, new_id: int, baud: int = 1_000_000) -> ServoIn
     return find_single_servo(port, [baud])
 
 
-def calibrate(bus: MotorBus, ask: Callable[[str], None], done: Callable[[], bool],
+def calibrate(bus: MotorBus, wait: Callable[[str], None], sweep: Callable[[str], Callable[[], bool]],
               signs: dict[str, int] | None = None) -> ArmCalibration:
-    """Homing offsets (middle of range = the centre tick, 2047), ranges, and the sim-zero mapping of one arm."""
+    """Homing offsets (middle of range = the centre tick, 2047), ranges, and the sim-zero mapping of one arm.
+
+    ``wait(message)`` returns once the person has done what it says (a held pose);
+    ``sweep(message)`` starts a sweep through the ranges and returns the check that says it is over,
+    while the arm is read in between.
+    """
     bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, 0))
-    ask("Move the arm to the MIDDLE of every joint's range, then press Enter")
+    wait("Move the arm to the MIDDLE of every joint's range, then press Enter")
     for motor in JOINT_NAMES:
         bus.write_eeprom("homing_offset", motor, 0)
     actual = bus.sync_read("present_position")
@@ -83,7 +81,7 @@ def calibrate(bus: MotorBus, ask: Callable[[str], None], done: Callable[[], bool
                              f"re-seat the horn half a turn or re-center the servo with Feetech's tool")
         bus.write_eeprom("homing_offset", motor, offset)
         offsets[motor] = offset
-    ask("Move EVERY joint through its whole range, slowly, then press Enter")
+    done = sweep("Move EVERY joint through its whole range, slowly, then press Enter")
     lo = bus.sync_read("present_position")
     hi = dict(lo)
     while not done():
@@ -95,7 +93,7 @@ def calibrate(bus: MotorBus, ask: Callable[[str], None], done: Callable[[], bool
         raise So101Error(f"{', '.join(narrow)} moved less than 200 ticks (18 degrees): move every joint "
                          f"through its range and calibrate again")
     motors = {m: MotorCalibration(bus.motors[m], 0, offsets[m], lo[m], hi[m]) for m in JOINT_NAMES}
-    ask("Put the arm in the sim's ZERO pose (every joint at 0 rad as in the MJCF: arm straight up, "
+    wait("Put the arm in the sim's ZERO pose (every joint at 0 rad as in the MJCF: arm straight up, "
         "wrist in line, gripper closed), then press Enter")
     zero = bus.sync_read("present_position")
     signs = signs or {}
