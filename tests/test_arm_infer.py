@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli
+from so101_sim2real.control.twin_bus import twin_arm_calibration
 from so101_sim2real.hardware.bus import MotorBus
-from so101_sim2real.hardware.twin_bus import twin_arm_calibration
 
 
 @pytest.fixture(scope="module")

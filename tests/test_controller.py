@@ -7,8 +7,8 @@ import pytest
 from so101_sim2real.control.controller import Controller
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import SafetyLimits
+from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.kinematics import Kinematics
 from so101_sim2real.sim.robot import sim_safety_limits
 from so101_sim2real.spec import default_spec
 

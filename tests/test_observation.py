@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from so101_sim2real.errors import ObservationError
-from so101_sim2real.perception.observation import depth_to_disparity, finish_frame, real_to_sim_ids
+from so101_sim2real.observation import depth_to_disparity, finish_frame, real_to_sim_ids
 from so101_sim2real.spec import default_spec
 
 

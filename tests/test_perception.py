@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from fixtures import write_lightning_seg_ckpt
 from so101_sim2real.errors import CheckpointError, ObservationError, So101Error
+from so101_sim2real.observation import depth_to_disparity, finish_frame, real_to_sim_ids
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.depth import DepthModelMissing, input_size, load_depth
 from so101_sim2real.perception.hub import add_folder, cached_models
-from so101_sim2real.perception.observation import depth_to_disparity, finish_frame, real_to_sim_ids
 from so101_sim2real.perception.real import PROFILES, RealPerception, fit_to_source
 from so101_sim2real.perception.segmentation import SegmentationNet, load_segmentation
-from so101_sim2real.policy.safe_pickle import torch_load
+from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import default_spec
 
 SPEC = default_spec().observation

@@ -3,9 +3,10 @@ import pytest
 
 from scipy_free_rotations import rot_x, rot_y, rot_z
 from so101_sim2real.errors import ObservationError
+from so101_sim2real.kinematics import JointVelocity
 from so101_sim2real.policy.frame_stack import FrameStack
 from so101_sim2real.policy.runtime import Policy
-from so101_sim2real.policy.state import JointVelocity, Proprio, StateBuilder, rpy_from_matrix
+from so101_sim2real.policy.state import Proprio, StateBuilder, rpy_from_matrix
 from so101_sim2real.spec import default_spec
 
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from so101_sim2real.errors import UnsafePickleError
-from so101_sim2real.policy.safe_pickle import to_plain, torch_load
+from so101_sim2real.safe_pickle import to_plain, torch_load
 
 
 class _RunsACommand:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.perception.observation import depth_to_disparity, finish_frame, real_to_sim_ids
+from so101_sim2real.observation import depth_to_disparity, finish_frame, real_to_sim_ids
 from so101_sim2real.policy.state import Proprio, StateBuilder
 from so101_sim2real.simulator import mujoco_warning
 from so101_sim2real.spec import default_spec, flatten, spec_from_dict

@@ -327,7 +327,7 @@ def emulate(
 
     emu = BusEmulator(_id_list(ids), Faults.parse(faults), seed=seed)
     if twin:
-        from so101_sim2real.hardware.twin_bus import attach_twin
+        from so101_sim2real.control.twin_bus import attach_twin
 
         attach_twin(emu, seed=seed)
     path = emu.start()
@@ -368,7 +368,7 @@ def perceive(
     depth, finish_frame) and the share of each class in the 84x84 observation.
     """
     from so101_sim2real.cameras import OpenCVCamera, open_camera
-    from so101_sim2real.perception.preview import run_preview, summarise
+    from so101_sim2real.control.preview import run_preview, summarise
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import SafetyLimits
-from so101_sim2real.sim.kinematics import Kinematics
+from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.spec import ActionSpec
 
 

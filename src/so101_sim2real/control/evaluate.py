@@ -126,7 +126,7 @@ def load_calibration(name: str | None) -> object | None:
     if not name:
         return None
     if name == "twin":
-        from so101_sim2real.hardware.twin_bus import twin_arm_calibration
+        from so101_sim2real.control.twin_bus import twin_arm_calibration
 
         return twin_arm_calibration()
     path = Path(name).expanduser()

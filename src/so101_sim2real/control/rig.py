@@ -16,9 +16,9 @@ from so101_sim2real.control.controller import Command, Controller
 from so101_sim2real.control.timing import StageTimer
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
+from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.kinematics import Kinematics
 from so101_sim2real.sim.perturb import NoisyPerception, Perturbation
 from so101_sim2real.spec import Spec
 
@@ -181,10 +181,10 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
 
 def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | None,
                         make_perception: PerceptionFactory | None) -> Rig:
+    from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
-    from so101_sim2real.hardware.twin_bus import attach_twin
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
 
     emulator = BusEmulator(list(SERVO_IDS.values()))

@@ -19,7 +19,7 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware.bus import MotorBus, MotorError
 from so101_sim2real.hardware.calibration import ArmCalibration
 from so101_sim2real.interfaces import JOINT_NAMES, JointState, SafetyLimits
-from so101_sim2real.policy.state import JointVelocity
+from so101_sim2real.kinematics import JointVelocity
 
 # What LeRobot configures on an SO-101 follower: softer P than the factory's 32 to avoid
 # shaking, no I, the factory D, fast acceleration, immediate replies (return delay 0: the

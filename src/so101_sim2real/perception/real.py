@@ -2,7 +2,7 @@
 
 The two networks run concurrently (on a GPU, or a CPU with cores to spare; see
 :func:`auto_workers`), and end in
-:func:`~so101_sim2real.perception.observation.finish_frame`, the function the sim twin
+:func:`~so101_sim2real.observation.finish_frame`, the function the sim twin
 uses, so the crop, the class table, the normalisation region and the interpolations
 are the spec's on both sides.
 
@@ -32,9 +32,9 @@ import numpy as np
 
 from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
+from so101_sim2real.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
-from so101_sim2real.perception.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
 

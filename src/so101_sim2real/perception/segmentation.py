@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, UnsafePickleError
-from so101_sim2real.policy.safe_pickle import torch_load
+from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import SOURCE_SIZE
 
 BACKBONE = "efficientvit_b0"

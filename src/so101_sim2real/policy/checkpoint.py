@@ -32,7 +32,7 @@ from torch import nn
 from so101_sim2real.errors import CheckpointError, SpecError, UnsafePickleError
 from so101_sim2real.policy.architecture import STATE, VIEW, Architecture, Hints, derive_architecture
 from so101_sim2real.policy.robobase_cfg import CfgFacts, read_cfg
-from so101_sim2real.policy.safe_pickle import to_plain, torch_load
+from so101_sim2real.safe_pickle import to_plain, torch_load
 from so101_sim2real.spec import Spec, StateField, default_spec, flatten, load_spec, spec_to_yaml
 
 Format = Literal["robobase", "native", "drqv2"]

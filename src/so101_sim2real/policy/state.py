@@ -67,22 +67,3 @@ class StateBuilder:
                 raise ObservationError(f"state field '{f.name}' has {value.size} values, the spec says {f.size}")
             out.append(value)
         return np.concatenate(out).astype(np.float32)
-
-
-class JointVelocity:
-    """Finite-difference joint velocities for robots that do not report them in rad/s."""
-
-    def __init__(self) -> None:
-        self._last: tuple[float, np.ndarray] | None = None
-
-    def reset(self) -> None:
-        self._last = None
-
-    def update(self, t: float, joint_pos: np.ndarray) -> np.ndarray:
-        q = np.asarray(joint_pos, dtype=np.float64)
-        if self._last is None or t <= self._last[0]:
-            vel = np.zeros_like(q)
-        else:
-            vel = (q - self._last[1]) / (t - self._last[0])
-        self._last = (t, q.copy())
-        return vel

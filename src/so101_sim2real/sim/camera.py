@@ -18,7 +18,7 @@ import numpy as np
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Frame, Perceived
-from so101_sim2real.perception.observation import depth_to_disparity, finish_frame
+from so101_sim2real.observation import depth_to_disparity, finish_frame
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import ObservationSpec
 

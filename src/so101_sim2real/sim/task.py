@@ -17,8 +17,8 @@ import mujoco
 import numpy as np
 
 from so101_sim2real.interfaces import StepResult
+from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.kinematics import Kinematics
 from so101_sim2real.spec import Spec
 
 

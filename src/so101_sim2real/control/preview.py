@@ -20,7 +20,7 @@ from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.control.video import colour_segmentation, panel, policy_panels
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Perceived
-from so101_sim2real.perception.observation import center_crop_box
+from so101_sim2real.observation import center_crop_box
 from so101_sim2real.perception.real import RealPerception, Timing
 
 

@@ -12,6 +12,9 @@ Where the pose comes from is the spec's ``action.ik.pose_from``:
   which is what the user's training environment read. MuJoCo computes positions at
   the start of a step, so the TCP and the Jacobian lag the joints by one 2 ms substep.
   Only the twin can do this; it is its default because the policy was trained so.
+
+Also here: :class:`JointVelocity`, the finite-difference velocities of a robot that reports
+positions only. Both live below the sim, the hardware and the control loop, which all use them.
 """
 
 from __future__ import annotations
@@ -95,3 +98,22 @@ class Kinematics:
         dq[free] = np.clip(np.linalg.solve(jac.T @ jac + damp, jac.T @ error),
                            -self.spec.max_dq_rad, self.spec.max_dq_rad)
         return np.clip(q + self.spec.gain * dq, self.ranges[:, 0], self.ranges[:, 1])
+
+
+class JointVelocity:
+    """Finite-difference joint velocities for robots that do not report them in rad/s."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def update(self, t: float, joint_pos: np.ndarray) -> np.ndarray:
+        q = np.asarray(joint_pos, dtype=np.float64)
+        if self._last is None or t <= self._last[0]:
+            vel = np.zeros_like(q)
+        else:
+            vel = (q - self._last[1]) / (t - self._last[0])
+        self._last = (t, q.copy())
+        return vel

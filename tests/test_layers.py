@@ -1,0 +1,69 @@
+"""Imports point one way: cli -> commands (hilserl, compare) -> control -> (perception, policy, sim,
+hardware) -> the base modules (spec, interfaces, kinematics, observation, ...). A module may import
+its own package and any lower layer; the four middle packages never import each other."""
+
+import ast
+from pathlib import Path
+
+import so101_sim2real
+
+ROOT = Path(so101_sim2real.__file__).parent
+LAYERS = [
+    {"errors", "arm", "spec", "interfaces", "simulator", "kinematics", "observation", "safe_pickle", "cameras",
+     "specs", "__init__"},
+    {"perception", "policy", "sim", "hardware"},
+    {"control"},
+    {"hilserl", "compare"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def layer_of(unit: str) -> int:
+    return next(i for i, units in enumerate(LAYERS) if unit in units)
+
+
+def unit_of(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def imports() -> list[tuple[str, str, str]]:
+    """(file, importing unit, imported unit) for every import of the package inside it."""
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        unit = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name == "so101_sim2real" and isinstance(node, ast.ImportFrom):  # from so101_sim2real import arm
+                    out += [(str(rel), unit, a.name) for a in node.names]
+                elif name.startswith("so101_sim2real."):
+                    out.append((str(rel), unit, unit_of(name)))
+    return out
+
+
+def wrong_way(edges: list[tuple[str, str, str]]) -> list[str]:
+    bad = []
+    for file, src, dst in edges:
+        if src == dst:
+            continue
+        a, b = layer_of(src), layer_of(dst)
+        if b > a or (a == b and a != 0):  # up, or sideways between packages of one layer
+            bad.append(f"{file}: {src} imports {dst}")
+    return bad
+
+
+def test_every_module_is_in_a_layer():
+    units = {p.relative_to(ROOT).parts[0].removesuffix(".py") for p in ROOT.rglob("*.py")}
+    assert units - set().union(*LAYERS) == set()
+
+
+def test_imports_point_down():
+    assert wrong_way(imports()) == []
+
+
+def test_the_check_sees_an_import_going_up():
+    assert wrong_way([("sim/x.py", "sim", "control")]) == ["sim/x.py: sim imports control"]
+    assert wrong_way([("hardware/x.py", "hardware", "policy")]) == ["hardware/x.py: hardware imports policy"]
