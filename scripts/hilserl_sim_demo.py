@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from so101_sim2real.control.evaluate import InferOptions, run_infer  # noqa: E402
+from so101_sim2real.control.infer import InferOptions, run_infer  # noqa: E402
 from so101_sim2real.hilserl.bc import behaviour_clone  # noqa: E402
 from so101_sim2real.hilserl.curves import episode_rows  # noqa: E402
 from so101_sim2real.hilserl.learner import LearnerConfig  # noqa: E402

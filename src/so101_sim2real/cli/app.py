@@ -143,7 +143,7 @@ def infer(
     finish_frame the real perception uses) -> policy -> EE target, IK, joint limits and max step ->
     robot. Ctrl-C stops at once, keeps what was recorded, and turns torque off.
     """
-    from so101_sim2real.control.evaluate import InferOptions, episode_line, render_summary, run_infer, run_notes
+    from so101_sim2real.control.infer import InferOptions, episode_line, render_summary, run_infer, run_notes
     from so101_sim2real.perception.real import RealModels
     from so101_sim2real.sim.perturb import load_perturbation
 

@@ -77,6 +77,13 @@ class RunSummary:
         }
 
 
+def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: bool = False) -> bool:
+    """Whether a run perceives every tick: its pilot looks at the frames, they are kept, or the
+    user asked for it (to time a perception). The one place this is decided; a rig is built
+    with a camera exactly when it is true."""
+    return pilot_sees_pixels or video or recording or asked
+
+
 class Runner:
     """Runs episodes of a pilot on a rig, with optional recording and video."""
 
@@ -91,7 +98,7 @@ class Runner:
         self.max_steps = max_steps
         self.on_episode = on_episode
         self.timer = StageTimer()
-        self.perceive = perceive or pilot.needs_pixels or video is not None or recorder is not None
+        self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
         self.want_rgb = with_rgb or video is not None or (recorder is not None and recorder.with_rgb)
         if self.perceive and rig.perception is None:
             raise ValueError("this run needs perception but the rig has none")

@@ -17,7 +17,7 @@ import yaml
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig, arm_needs_eyes, sim_rig, so101_rig
-from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
+from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels, real_perception_factory
@@ -105,8 +105,8 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
     recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
         else None
-    needs_camera = policy is not None or opts.video is not None or opts.record is not None \
-        or make_perception is not None
+    needs_camera = wants_frames(policy is not None, opts.video is not None, opts.record is not None,
+                                opts.perception == "real")
     if real_port:
         rig = _arm_rig(opts, spec, make_perception)
     elif opts.robot == "so101":
@@ -158,7 +158,7 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
             on_start(rig, pilot)
         realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
         runner = Runner(rig, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
-                        on_episode=on_episode)
+                        on_episode=on_episode, perceive=opts.perception == "real")
         return runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:
         rig.close()
