@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import so101_sim2real  # noqa: F401  - first, so MUJOCO_GL=egl is set before any test imports mujoco
 from fixtures import robobase_agent_state, robobase_cfg, write_drqv2_snapshot, write_robobase_snapshot
+
+os.environ["SO101_RAISE"] = "1"  # an unexpected exception in a CLI test fails it with its traceback
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,21 @@ def test_bad_checkpoints_give_one_line_and_exit_2_in_a_real_process(tmp_path, sn
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), (name, proc.stderr)
         assert expected in proc.stderr, (name, proc.stderr)
     assert not marker.exists()
+
+
+def test_an_unexpected_exception_is_one_line_with_the_traceback_saved(capsys, monkeypatch):
+    import so101_sim2real.cli.app as cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug\nwith two lines")
+
+    monkeypatch.delenv("SO101_RAISE")
+    monkeypatch.setattr("so101_sim2real.control.infer.run_infer", broken)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["infer", "--ckpt", "scripted", "-n", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 3 and err.count("\n") == 1 and "Traceback" not in err
+    assert "unexpected RuntimeError: a bug (a bug: please report it" in err
+    saved = Path(err.rsplit("saved in ", 1)[1].rstrip(")\n"))
+    assert "Traceback" in saved.read_text() and "a bug" in saved.read_text()
+    saved.unlink()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from so101_sim2real.arm import CENTRE_TICK, SERVO_IDS
+from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.bus import MotorBus, MotorError
 from so101_sim2real.hardware.calibration import (
@@ -429,6 +430,18 @@ def test_calibration_records_offsets_ranges_and_sim_zero(emulator, tmp_path):
     assert cal.sim["elbow_flex"].sign == -1
     cal.save(tmp_path / "arm.json")
     assert json.loads((tmp_path / "arm.json").read_text())["gripper"]["homing_offset"] == 1
+
+
+def test_a_failed_calibration_leaves_the_servos_homing_offsets_as_they_were(emulator):
+    from so101_sim2real.hardware.setup import calibrate
+
+    with MotorBus(emulator.path, MOTORS) as bus:
+        for motor in JOINT_NAMES:
+            bus.write_eeprom("homing_offset", motor, 100 + MOTORS[motor])  # the arm's current calibration
+        with pytest.raises(So101Error, match="moved less than 200 ticks"):
+            calibrate(bus, lambda msg: None, lambda msg: lambda: True)  # nobody swept the joints
+        assert [emulator.register(i, "homing_offset") for i in MOTORS.values()] == [101, 102, 103, 104, 105, 106]
+        assert all(emulator.register(i, "lock") == 1 for i in MOTORS.values())
 
 
 def test_a_homing_offset_that_overflows_is_explained(emulator):

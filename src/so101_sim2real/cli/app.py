@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -623,8 +624,12 @@ def hilserl_status(
                    f"({last['buffer_mb']:.1f} MB)")
 
 
+RAISE_ENV = "SO101_RAISE"  # set (the test suite does): unexpected exceptions propagate with their traceback
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors are one line on stderr and exit code 2."""
+    """Console entry point: user errors are one line on stderr and exit code 2; anything unexpected
+    is one line too, exit code 3, with the traceback saved to a file for the bug report."""
     try:
         app(args=argv, prog_name="so101")
     except So101Error as exc:
@@ -633,3 +638,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the boundary: no wall of stack for a user
+        if os.environ.get(RAISE_ENV):
+            raise
+        path = _save_traceback()
+        typer.echo(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                   f"(a bug: please report it with the traceback saved in {path})", err=True)
+        sys.exit(3)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import time
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"so101-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        path.write_text(f"so101 {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError:
+        return "(nowhere: the temporary folder is not writable)"
+    return str(path)

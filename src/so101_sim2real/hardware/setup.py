@@ -69,6 +69,19 @@ def calibrate(bus: MotorBus, wait: Callable[[str], None], sweep: Callable[[str],
     while the arm is read in between.
     """
     bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, 0))
+    before = {m: bus.read("homing_offset", m) for m in JOINT_NAMES}
+    try:
+        return _calibrate(bus, wait, sweep, signs or {})
+    except BaseException:  # a failed calibration (or Ctrl-C) leaves the servos as it found them
+        for motor, offset in before.items():
+            with contextlib.suppress(So101Error):
+                if bus.read("homing_offset", motor) != offset:
+                    bus.write_eeprom("homing_offset", motor, offset)
+        raise
+
+
+def _calibrate(bus: MotorBus, wait: Callable[[str], None], sweep: Callable[[str], Callable[[], bool]],
+               signs: dict[str, int]) -> ArmCalibration:
     wait("Move the arm to the MIDDLE of every joint's range, then press Enter")
     for motor in JOINT_NAMES:
         bus.write_eeprom("homing_offset", motor, 0)
@@ -96,7 +109,6 @@ def calibrate(bus: MotorBus, wait: Callable[[str], None], sweep: Callable[[str],
     wait("Put the arm in the sim's ZERO pose (every joint at 0 rad as in the MJCF: arm straight up, "
         "wrist in line, gripper closed), then press Enter")
     zero = bus.sync_read("present_position")
-    signs = signs or {}
     cal = ArmCalibration(motors, {m: JointMap(signs.get(m, 1), 0.0) for m in JOINT_NAMES})
     cal.sim = {m: JointMap(signs.get(m, 1), -cal.raw_to_sim(m, zero[m])) for m in JOINT_NAMES}
     for m in JOINT_NAMES:
