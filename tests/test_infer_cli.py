@@ -80,6 +80,8 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
     (["--ckpt", "missing.pt"], "no such file"),
     (["--ckpt", "scripted", "--robot", "so101"], "needs --port"),
     (["--ckpt", "scripted", "--robot", "ur5"], "unknown"),
+    (["--ckpt", "scripted", "--camera", "0"], "--camera: only for --robot so101"),
+    (["--ckpt", "scripted", "--port", "/dev/ttyACM0"], "--port: only for --robot so101"),
     (["--ckpt", "scripted", "--robot", "so101", "--port", "/dev/ttyACM0"], "--port emulator"),
     (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
     (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),

@@ -126,3 +126,13 @@ def test_the_code_default_source_size_is_the_packaged_specs():
     from so101_sim2real.spec import SOURCE_SIZE
 
     assert tuple(default_spec().observation.source_size) == SOURCE_SIZE
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("action.xyz_scale_m", -1.0), ("action.xyz_scale_m", 0.0), ("action.ik.gain", 0.0), ("action.ik.gain", 2.0),
+    ("action.ik.damping", -0.1), ("action.ik.max_dq_rad", 0.0), ("control.physics_timestep_s", 1.0),
+    ("observation.disparity.epsilon_m", 0.0),
+])
+def test_numeric_fields_outside_their_range_are_refused(field, value):
+    with pytest.raises(SpecError, match=field):
+        default_spec().replace(field, value)

@@ -334,7 +334,7 @@ def _check(spec: Spec, source: str) -> None:
     for i, sim_id in enumerate(seg.real_to_sim):
         if not 0 <= sim_id < len(seg.classes):
             bad(f"observation.segmentation.real_to_sim[{i}]", f"a sim id in 0..{len(seg.classes) - 1}", sim_id)
-    if obs.disparity.epsilon_m <= 0:
+    if not 0 < obs.disparity.epsilon_m <= 1:
         bad("observation.disparity.epsilon_m", "a positive number", obs.disparity.epsilon_m)
     for i, f in enumerate(spec.state.fields):
         if f.size < 1:
@@ -348,9 +348,20 @@ def _check(spec: Spec, source: str) -> None:
             bad(f"action.workspace.{axis}", "[low, high] with low < high", [lo, hi])
     if not act.gripper.low_rad < act.gripper.high_rad:
         bad("action.gripper", "low_rad < high_rad", [act.gripper.low_rad, act.gripper.high_rad])
+    if not 0 < act.xyz_scale_m <= 0.1:
+        bad("action.xyz_scale_m", "metres per unit action in (0, 0.1] (the policy trained with 0.02)", act.xyz_scale_m)
+    ik = act.ik
+    if not 0 <= ik.damping <= 10:
+        bad("action.ik.damping", "a damping in [0, 10]", ik.damping)
+    if not 0 < ik.max_dq_rad <= 3.2:
+        bad("action.ik.max_dq_rad", "a step limit in (0, 3.2] rad", ik.max_dq_rad)
+    if not 0 < ik.gain <= 1:
+        bad("action.ik.gain", "a gain in (0, 1]", ik.gain)
     ctl = spec.control
-    if ctl.physics_timestep_s <= 0 or ctl.substeps < 1 or ctl.action_repeat < 1:
-        bad("control", "a positive timestep, substeps >= 1 and action_repeat >= 1", spec.to_dict()["control"])
+    if not 0 < ctl.physics_timestep_s <= 0.05:
+        bad("control.physics_timestep_s", "a timestep in (0, 0.05] s", ctl.physics_timestep_s)
+    if ctl.substeps < 1 or ctl.action_repeat < 1:
+        bad("control", "substeps >= 1 and action_repeat >= 1", spec.to_dict()["control"])
     if spec.episode.max_steps < 1:
         bad("episode.max_steps", "an integer >= 1", spec.episode.max_steps)
     if spec.state.tcp_site != act.ik.site:  # one site feeds both: the state's TCP is the IK's pose

@@ -80,6 +80,10 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     """Everything a run needs, validated before anything moves."""
     if opts.robot not in ROBOTS:
         raise So101Error(f"--robot {opts.robot}: unknown; robots: {', '.join(ROBOTS)}")
+    unused = [flag for flag, value in (("--port", opts.port), ("--camera", opts.camera),
+                                       ("--calibration", opts.calibration)) if value]
+    if opts.robot == "sim" and unused:
+        raise So101Error(f"{', '.join(unused)}: only for --robot so101 (the twin has its own arm and camera)")
     if opts.robot == "so101" and not opts.port:
         raise So101Error("--robot so101 needs --port (the arm's serial port, or 'emulator' for the driver on the twin)")
     if opts.episodes < 1:
