@@ -48,6 +48,7 @@ def emulated_arm():
         proc.communicate(timeout=20)
 
 
+@pytest.mark.slow
 def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_arm, twin_video, snapshot,
                                                                 seg_ckpt, depth_folder):
     code, out, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", emulated_arm,

@@ -111,6 +111,7 @@ def _bad_files(tmp_path, snapshot):
             "wrong_shape": (wrong, "expected 32 input channels"), "malicious": (malicious, "refused")}, marker
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_give_one_line_and_exit_2_in_a_real_process(tmp_path, snapshot):
     files, marker = _bad_files(tmp_path, snapshot)
     for name, (path, expected) in files.items():
@@ -139,3 +140,15 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_saved(capsys, mo
     saved = Path(err.rsplit("saved in ", 1)[1].rstrip(")\n"))
     assert "Traceback" in saved.read_text() and "a bug" in saved.read_text()
     saved.unlink()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["emulate", "--ids", "6-1"], "a range runs low to high, e.g. 1-6"),
+    (["emulate", "--faults", "drop=2"], "probabilities from 0 to 1"),
+    (["infer", "--ckpt", ""], "no checkpoint given"),
+    (["motors", "scan", "--port", "/tmp"], "that is a folder"),
+    (["models", "add", "/nonexistent/depth", "--name", "me/depth"], "no such folder"),
+])
+def test_errors_name_the_real_cause(capsys, args, expected):
+    code, _, err = run(capsys, *args)
+    assert code == 2 and expected in err and err.count("\n") == 1, err

@@ -321,6 +321,7 @@ def test_watchdog_stops_after_consecutive_failed_reads(emulator):
         assert all(emulator.register(i, "torque_enable") == 0 for i in range(1, 7))  # the trip stopped the arm
 
 
+@pytest.mark.slow
 def test_soak_10000_cycles_with_faults_ends_with_torque_off():
     """10,000 control cycles at 1% dropped + 1% corrupted replies: no crash, every
     failure retried, reported or knowingly absorbed (a stale reading under the watchdog),
@@ -351,6 +352,7 @@ def test_soak_10000_cycles_with_faults_ends_with_torque_off():
 # ------------------------------------------------------------------------------ commands
 
 
+@pytest.mark.slow
 def test_emulate_prints_its_port_first_and_scan_finds_the_servos(tmp_path):
     import subprocess
     import sys
@@ -469,6 +471,7 @@ def test_leader_reads_with_torque_off(emulator):
         assert leader.read().position[2] == pytest.approx(math.pi / 2, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_motors_setup_command_walks_the_user_through_six_servos(capsys, monkeypatch):
     """The person connects one factory-fresh servo (ID 1) per prompt; the command gives each its ID."""
     from fixtures import run_cli

@@ -27,6 +27,9 @@ FREE = [(n, k) for n, k in SEQUENCES if not k.startswith("scripted")]
 GRASPS = [(n, k) for n, k in SEQUENCES if k.startswith("scripted") and n in INSTALLED]
 
 
+pytestmark = pytest.mark.slow  # whole runs on the twin, subprocesses: `pytest -m "not slow"` skips them
+
+
 def test_the_pinned_mujoco_has_its_trace():
     assert len(TRACES) == 2
     assert default_spec().simulator.version == mujoco.__version__ == "3.4.0"  # pyproject pins what training used

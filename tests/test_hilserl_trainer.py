@@ -13,6 +13,8 @@ from so101_sim2real.hilserl.rewards import DenseReward, SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.policy.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # whole runs on the twin, subprocesses: `pytest -m "not slow"` skips them
+
 CFG = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1), capacity=2000, warmup_steps=20,
                   publish_every=2, utd=0.5)
 

@@ -47,6 +47,7 @@ def test_the_emulated_arm_says_it_uses_fk_of_measured_joints(capsys):
     assert code == 0 and "kinematics: FK of the measured joints; trained with live physics" in out
 
 
+@pytest.mark.slow
 def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
     video, record = tmp_path / "eval.mp4", tmp_path / "rec"
     proc = subprocess.run(

@@ -149,6 +149,7 @@ def test_unlabeled_and_background_both_become_sim_background():
         real_to_sim_ids(np.array([[6]]), SPEC.segmentation.real_to_sim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real_id", range(6))
 def test_the_pipeline_remaps_every_real_class(seg, depth, real_id):
     """A head that always answers ``real_id`` gives the spec's sim id over the whole frame."""

@@ -1,5 +1,7 @@
 """The perturbed twin: the camera moved, another control period, noisy seg edges and disparity."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,7 @@ def test_noisy_perception_corrupts_the_frame_not_its_source():
 def test_a_bad_perturbation_file_is_one_line(tmp_path, text, expected):
     path = tmp_path / "p.yaml"
     path.write_text(text)
-    with pytest.raises(So101Error, match=expected.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(So101Error, match=re.escape(expected)):
         load_perturbation(path)
 
 

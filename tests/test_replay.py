@@ -138,6 +138,7 @@ def test_batches_are_half_demos_once_there_are_demos():
     assert all(ids(f)[0] >= 30 for f in batch.frames[4:])  # demo stacks from the demo episode only
 
 
+@pytest.mark.slow
 def test_a_sample_never_sees_a_half_written_row():
     big = (2, 84, 84)
     buffer = ReplayBuffer(64, big, S, A, seed=2)

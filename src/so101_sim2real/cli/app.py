@@ -304,9 +304,12 @@ def _id_list(text: str) -> list[int]:
     for part in text.split(","):
         lo, _, hi = part.partition("-")
         try:
-            ids += list(range(int(lo), int(hi or lo) + 1))
+            first, last = int(lo), int(hi or lo)
         except ValueError:
             raise So101Error(f"--ids {text!r}: use a list like 1-6 or 1,2,5") from None
+        if last < first:
+            raise So101Error(f"--ids {text!r}: a range runs low to high, e.g. {last}-{first}")
+        ids += list(range(first, last + 1))
     if not ids or min(ids) < 0 or max(ids) > 252:
         raise So101Error(f"--ids {text!r}: servo IDs are 0..252")
     return ids

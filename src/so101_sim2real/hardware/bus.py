@@ -9,6 +9,7 @@ verified by reading it back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
@@ -50,6 +51,9 @@ def open_serial(port: str, baud: int, timeout_s: float) -> object:
     """pyserial's port, or a one-line error that says what to do."""
     import serial
 
+    if Path(port).is_dir():
+        raise So101Error(f"serial port {port}: that is a folder; give the arm's device, e.g. /dev/ttyACM0 ('so101 "
+                         f"motors find-port' shows it)")
     try:
         return serial.Serial(port, baudrate=baud, timeout=timeout_s, write_timeout=1.0)
     except (serial.SerialException, OSError, ValueError) as exc:

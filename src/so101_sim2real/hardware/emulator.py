@@ -69,7 +69,8 @@ class Faults:
                 else:
                     raise KeyError
             except (KeyError, ValueError):
-                raise So101Error(f"--faults: cannot read {item!r}; use drop=P, corrupt=P, late=P, late_s=S, "
+                raise So101Error(f"--faults: cannot read {item!r}; use drop=P, corrupt=P, late=P (probabilities "
+                                 f"from 0 to 1), late_s=S, "
                                  f"missing=ID, error=ID:BITS, comma separated") from None
         kwargs["missing"] = frozenset(kwargs["missing"])
         return cls(**kwargs)

@@ -67,6 +67,8 @@ def _repo_folder(root: Path, repo_id: str) -> Path:
 def add_folder(folder: str | Path, repo_id: str, cache: str | Path | None = None) -> Path:
     """Copy a model folder into the cache as ``repo_id`` (the hub's own layout: blobs, snapshot, refs/main)."""
     folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise So101Error(f"{folder}: no such folder")
     if not folder.is_dir() or not (folder / "config.json").exists():
         raise So101Error(f"{folder}: not a model folder (no config.json)")
     if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):

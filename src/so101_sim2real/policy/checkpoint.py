@@ -73,6 +73,8 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, spec_path: str
     ``spec_path`` replaces the packaged default spec as the base the checkpoint's own
     config and weights are applied to (a native checkpoint carries its own spec).
     """
+    if not str(path).strip():
+        raise CheckpointError("no checkpoint given (an empty path): give a .pt snapshot or a converted folder")
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
