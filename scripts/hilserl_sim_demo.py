@@ -133,13 +133,16 @@ def evaluate(ckpt: Path, perturbation: Perturbation | None, plan: Plan, cache: P
 
 
 def curve(run_dir: Path, window: int = 10) -> list[dict]:
-    """Success and intervention rate per ``window`` training episodes."""
+    """Success (helped or not, and with no takeover at all) and intervention rate per ``window``
+    training episodes."""
     rows = [r for r in episode_rows(run_dir) if not r["interrupted"]]
     out = []
     for start in range(0, len(rows), window):
         chunk = rows[start:start + window]
         out.append({"episodes": f"{start + 1}-{start + len(chunk)}",
                     "success_rate": float(np.mean([r["success"] for r in chunk])),
+                    "unaided_success_rate": float(np.mean([r["success"] and r["intervention_rate"] == 0
+                                                           for r in chunk])),
                     "intervention_rate": float(np.mean([r["intervention_rate"] for r in chunk]))})
     return out
 
@@ -152,17 +155,20 @@ def plot(result: dict, png: Path) -> None:
 
     points = result["curve"]
     x = np.arange(1, len(points) + 1) * 10
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
-    ax.plot(x, [p["success_rate"] for p in points], "o-", lw=2, label="success while training (per 10 episodes)")
-    ax.plot(x, [p["intervention_rate"] for p in points], "s-", lw=2, label="intervention rate (per 10 episodes)")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    ax.plot(x, [p["success_rate"] for p in points], "o-", color="C0", lw=2, label="training success, helped or not")
+    ax.plot(x, [p["unaided_success_rate"] for p in points], "^-", color="C1", lw=2,
+            label="training success with no takeover (exploring)")
+    ax.plot(x, [p["intervention_rate"] for p in points], "s-", color="C7", lw=2,
+            label="share of steps under intervention")
     ax.axhline(result["before"]["perturbed"]["success_rate"], color="C3", ls="--",
-               label="autonomous success before (perturbed, 20 held-out seeds)")
+               label="autonomous success before (20 held-out seeds)")
     ax.axhline(result["after"]["perturbed"]["success_rate"], color="C2", ls="--",
-               label="autonomous success after (perturbed, 20 held-out seeds)")
-    ax.set(xlabel="training episode", ylabel="rate", ylim=(-0.02, 1.02),
+               label="autonomous success after (20 held-out seeds)")
+    ax.set(xlabel="training episode (rates per 10 episodes)", ylabel="rate", ylim=(-0.02, 1.02),
            title="HIL-SERL in the perturbed twin (scripted helper, 20 demos)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -185,28 +191,34 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     perturbation = load_perturbation(args.perturb)
-    t0 = time.perf_counter()
-    timings = {}
+    timing_file = work / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
-    def stage(name: str, fn):
+    def stage(name: str, fn, output: Path):
+        """Run one stage; its seconds are kept from the run that did the work, not a cached rerun."""
+        cached = output.exists()
         started = time.perf_counter()
         value = fn()
-        timings[name] = round(time.perf_counter() - started, 1)
+        if not cached or name not in timings:
+            timings[name] = round(time.perf_counter() - started, 1)
+            timing_file.write_text(json.dumps(timings, indent=2))
         return value
 
     log(f"1/5 starting policy: BC on {plan.bc_demos} scripted demos in the nominal twin")
     stage("nominal_demos", lambda: record_demos(work / "demos_nominal", plan.bc_demos, NOMINAL_DEMO_SEEDS, None,
-                                                plan.max_steps))
-    start = stage("bc", lambda: make_start_policy(work, plan))
+                                                plan.max_steps), work / "demos_nominal")
+    start = stage("bc", lambda: make_start_policy(work, plan), work / "start_policy")
     log("2/5 autonomous success before fine-tuning")
-    before = {"nominal": stage("eval_nominal", lambda: evaluate(start, None, plan, work / "before_nominal.json"))}
+    before = {"nominal": stage("eval_nominal", lambda: evaluate(start, None, plan, work / "before_nominal.json"),
+                               work / "before_nominal.json")}
     log(f"  nominal twin: {before['nominal']['successes']}/{before['nominal']['episodes']}")
     before["perturbed"] = stage("eval_before", lambda: evaluate(start, perturbation, plan,
-                                                                work / "before_perturbed.json"))
+                                                                work / "before_perturbed.json"),
+                                work / "before_perturbed.json")
     log(f"  {perturbation.describe()}: {before['perturbed']['successes']}/{before['perturbed']['episodes']}")
     log(f"3/5 {plan.demos} scripted demos in the perturbed twin")
     stage("perturbed_demos", lambda: record_demos(work / "demos_perturbed", plan.demos, PERTURBED_DEMO_SEEDS,
-                                                  perturbation, plan.max_steps))
+                                                  perturbation, plan.max_steps), work / "demos_perturbed")
     run_dir = work / "run"
     log(f"4/5 HIL-SERL: {plan.episodes} episodes in the perturbed twin -> {run_dir}")
 
@@ -228,16 +240,17 @@ def main() -> None:
             return {"utd": report.utd, "counters": report.counters}
         return {}
 
-    trained = stage("hilserl", fine_tune)
+    trained = stage("hilserl", fine_tune, work / "after_perturbed.json")  # done once it has been evaluated
     log("5/5 autonomous success after fine-tuning")
     after = {"perturbed": stage("eval_after", lambda: evaluate(run_dir / "policy", perturbation, plan,
-                                                               work / "after_perturbed.json"))}
+                                                               work / "after_perturbed.json"),
+                                work / "after_perturbed.json")}
     counters = json.loads((run_dir / "counters.json").read_text())
     result = {
         "perturbation": perturbation.describe(), "plan": dataclasses.asdict(plan), "before": before, "after": after,
         "gain_points": round(100 * (after["perturbed"]["success_rate"] - before["perturbed"]["success_rate"]), 1),
         "counters": counters, "utd": counters["updates"] / max(1, counters["env_steps"]), **trained,
-        "curve": curve(run_dir), "seconds": timings, "total_minutes": round((time.perf_counter() - t0) / 60, 1),
+        "curve": curve(run_dir), "seconds": timings, "total_minutes": round(sum(timings.values()) / 60, 1),
     }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     plot(result, work / "curve.png")
