@@ -182,3 +182,19 @@ def test_a_resume_keeps_the_runs_own_critics(capsys, snapshot, tmp_path, monkeyp
     monkeypatch.setattr(run_module, "Trainer", Spy)
     run_module.train(out, 1, resume=True, max_steps=2)
     assert seen and all(torch.equal(seen[k], saved[k]) for k in saved)  # not re-initialised on resume
+
+
+def test_a_run_in_the_perturbed_twin_keeps_its_world_on_resume(capsys, snapshot, tmp_path):
+    import yaml
+
+    world = tmp_path / "perturbed.yaml"
+    world.write_text("period_s: 0.1\ncamera_tilt_deg: [2, 0, 0]\n")
+    out = tmp_path / "run"
+    code, text, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--perturb",
+                          str(world), "--episodes", "1", "--max-steps", "6", "--set", "learner.batch_size=4")
+    assert code == 0, err
+    saved = yaml.safe_load((out / "run.yaml").read_text())["options"]["perturbation"]
+    assert saved["period_s"] == 0.1 and saved["camera_tilt_deg"] == [2.0, 0.0, 0.0]
+    assert json.loads((out / "episodes" / "recording.json").read_text())["period_s"] == 0.1
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--perturb", str(world))
+    assert code == 2 and "--perturb: a resumed run keeps its own" in err
