@@ -16,19 +16,17 @@ import yaml
 
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig, arm_needs_eyes, sim_rig, so101_rig
+from so101_sim2real.control.rig import Rig, RigRequest, build_rig, check_request
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
-from so101_sim2real.perception.real import RealModels, real_perception_factory
+from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
 SCRIPTED = "scripted"
-ROBOTS = ("sim", "so101")
-PERCEPTIONS = ("sim", "real")
 
 
 @dataclass
@@ -76,16 +74,14 @@ def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec, Spec]:
     return Policy(ckpt, device=opts.device), ckpt.spec, trained
 
 
+def rig_request(opts: InferOptions, with_camera: bool = True) -> RigRequest:
+    return RigRequest(opts.robot, opts.port, opts.calibration, opts.camera, opts.perception,
+                      opts.models or RealModels(), opts.perturbation, with_camera, opts.wait_for_operator)
+
+
 def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
     """Everything a run needs, validated before anything moves."""
-    if opts.robot not in ROBOTS:
-        raise So101Error(f"--robot {opts.robot}: unknown; robots: {', '.join(ROBOTS)}")
-    unused = [flag for flag, value in (("--port", opts.port), ("--camera", opts.camera),
-                                       ("--calibration", opts.calibration)) if value]
-    if opts.robot == "sim" and unused:
-        raise So101Error(f"{', '.join(unused)}: only for --robot so101 (the twin has its own arm and camera)")
-    if opts.robot == "so101" and not opts.port:
-        raise So101Error("--robot so101 needs --port (the arm's serial port, or 'emulator' for the driver on the twin)")
+    check_request(rig_request(opts))  # before any checkpoint or model loads
     if opts.episodes < 1:
         raise So101Error("--episodes must be at least 1")
     if opts.max_steps is not None and opts.max_steps < 1:
@@ -94,64 +90,17 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")
-    if opts.perception not in PERCEPTIONS:
-        raise So101Error(f"--perception {opts.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
-    real_port = opts.robot == "so101" and opts.port != "emulator"
-    if real_port and (opts.perception != "real" or not opts.camera):
-        raise arm_needs_eyes(opts.port)  # before any model loads
-    make_perception = None
-    if opts.perception == "real":
-        make_perception = real_perception_factory(spec.observation, opts.models or RealModels())
-    if opts.perturbation is not None and opts.robot != "sim":
-        raise So101Error("--perturb changes the sim twin; it works with --robot sim only")
     period = (opts.perturbation.period_s if opts.perturbation else None) or spec.control.period_s
     name = Path(opts.ckpt).name if policy else SCRIPTED
-    video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None
-    recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
-        else None
     needs_camera = wants_frames(policy is not None, opts.video is not None, opts.record is not None,
                                 opts.perception == "real")
-    if real_port:
-        rig = _arm_rig(opts, spec, make_perception)
-    elif opts.robot == "so101":
-        rig = so101_rig(spec, opts.port, with_camera=needs_camera, make_perception=make_perception)
-    else:
-        rig = sim_rig(spec, with_camera=needs_camera, make_perception=make_perception,
-                      perturbation=opts.perturbation)
+    video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None  # bad paths fail before the arm
+    recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
+        else None
+    rig = build_rig(spec, rig_request(opts, needs_camera))
     rig.trained_spec = trained
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
     return rig, pilot, recorder, video
-
-
-def load_calibration(name: str | None) -> object | None:
-    """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
-    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
-
-    if not name:
-        return None
-    if name == "twin":
-        from so101_sim2real.control.twin_bus import twin_arm_calibration
-
-        return twin_arm_calibration()
-    path = Path(name).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise So101Error(f"--calibration {name}: no such file")
-        return ArmCalibration.load(path)
-    return ArmCalibration.load(find_lerobot_file("follower", name))
-
-
-def _arm_rig(opts: InferOptions, spec: Spec, make_perception) -> Rig:
-    from so101_sim2real.cameras import open_camera
-
-    calibration = load_calibration(opts.calibration)
-    camera = open_camera(opts.camera, spec.observation.source_size, loop=True)
-    try:
-        return so101_rig(spec, opts.port, make_perception=make_perception, calibration=calibration, camera=camera,
-                         wait_for_operator=opts.wait_for_operator)
-    except BaseException:
-        camera.close()
-        raise
 
 
 def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,

@@ -1,13 +1,15 @@
 """A rig: the robot, task, controller and perception one run drives, and how to build one.
 
-The runner only sees the interfaces, so the sim twin and (later) the real arm are the
-same loop; what differs is assembled here.
+The runner only sees the interfaces, so the sim twin and the real arm are the same
+loop; what differs is assembled here, in one place that every command uses
+(:func:`check_request`, then :func:`build_rig` from a :class:`RigRequest`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +67,94 @@ class Rig:
 
 # Builds the perception from a camera; None: the twin's privileged segmentation and depth.
 PerceptionFactory = Callable[[Camera], Perception]
+
+ROBOTS = ("sim", "so101")  # the twin, or the Feetech driver (on a serial port, or 'emulator')
+PERCEPTIONS = ("sim", "real")  # the twin's rendered classes and depth, or the networks on camera RGB
+EMULATOR_PORT = "emulator"
+
+
+@dataclass
+class RigRequest:
+    """What a command asks for: where to run and how to see. Checked by :func:`check_request`."""
+
+    robot: str = "sim"
+    port: str | None = None  # so101: a serial port, or 'emulator' (the driver on the twin)
+    calibration: str | None = None  # a real port: an arm id, a calibration .json, or 'twin'
+    camera: str | None = None  # a real port: a camera index or device, a video, an image folder
+    perception: str = "sim"
+    models: object | None = None  # RealModels for perception 'real'
+    perturbation: Perturbation | None = None  # the twin only
+    with_camera: bool = True  # False: no rendering at all (a scripted pilot keeping no frames)
+    wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
+
+    @property
+    def real_port(self) -> bool:
+        return self.robot == "so101" and self.port != EMULATOR_PORT
+
+
+def check_request(req: RigRequest) -> None:
+    """Every combination that cannot work, refused before anything loads or moves."""
+    if req.robot not in ROBOTS:
+        raise So101Error(f"--robot {req.robot}: unknown; robots: {', '.join(ROBOTS)}")
+    unused = [flag for flag, value in (("--port", req.port), ("--camera", req.camera),
+                                       ("--calibration", req.calibration)) if value]
+    if req.robot == "sim" and unused:
+        raise So101Error(f"{', '.join(unused)}: only for --robot so101 (the twin has its own arm and camera)")
+    if req.robot == "so101" and not req.port:
+        raise So101Error("--robot so101 needs --port (the arm's serial port, or 'emulator' for the driver on the twin)")
+    if req.perception not in PERCEPTIONS:
+        raise So101Error(f"--perception {req.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
+    if req.real_port and (req.perception != "real" or not req.camera):
+        raise arm_needs_eyes(req.port)
+    if req.perturbation is not None and req.robot != "sim":
+        raise So101Error("--perturb changes the sim twin; it works with --robot sim only")
+
+
+def build_rig(spec: Spec, req: RigRequest) -> Rig:
+    """The rig a checked request describes: the twin, the driver on the emulated twin, or an arm."""
+    check_request(req)
+    make_perception = None
+    if req.perception == "real":
+        from so101_sim2real.perception.real import RealModels, real_perception_factory
+
+        make_perception = real_perception_factory(spec.observation, req.models or RealModels())
+    if req.real_port:
+        return _arm_rig(spec, req, make_perception)
+    if req.robot == "so101":
+        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception)
+    return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
+                   perturbation=req.perturbation)
+
+
+def load_calibration(name: str | None) -> object | None:
+    """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
+    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
+
+    if not name:
+        return None
+    if name == "twin":
+        from so101_sim2real.control.twin_bus import twin_arm_calibration
+
+        return twin_arm_calibration()
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise So101Error(f"--calibration {name}: no such file")
+        return ArmCalibration.load(path)
+    return ArmCalibration.load(find_lerobot_file("follower", name))
+
+
+def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None) -> Rig:
+    from so101_sim2real.cameras import open_camera
+
+    calibration = load_calibration(req.calibration)
+    camera = open_camera(req.camera, spec.observation.source_size, loop=True)
+    try:
+        return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
+                         wait_for_operator=req.wait_for_operator)
+    except BaseException:
+        camera.close()
+        raise
 
 
 def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
@@ -153,7 +243,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     separate ``so101 emulate --twin``): it needs its ``calibration``, a ``camera`` and
     the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
     """
-    if port == "emulator":
+    if port == EMULATOR_PORT:
         return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception)
     from so101_sim2real.control.arm_episodes import ArmEpisodes
     from so101_sim2real.hardware.bus import MotorBus

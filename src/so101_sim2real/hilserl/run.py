@@ -394,7 +394,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin."""
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.rig import RigRequest, build_rig
 
     if episodes < 1:
         raise So101Error("--episodes must be at least 1")
@@ -421,7 +421,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    rig = sim_rig(ckpt.spec, with_camera=True, perturbation=run.options.perturbation)
+    rig = build_rig(ckpt.spec, RigRequest(perturbation=run.options.perturbation))
     board = None
     try:
         opts = run.options
