@@ -71,6 +71,7 @@ def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_
         bus.close()
 
 
+@pytest.mark.slow
 def test_a_serial_port_needs_a_camera_a_calibration_and_the_real_perception(capsys, tmp_path, snapshot, seg_ckpt,
                                                                             depth_folder, twin_video):
     base = ("infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", str(tmp_path / "ttyNONE"))

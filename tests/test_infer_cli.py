@@ -64,6 +64,7 @@ def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
     assert [e["steps"] for e in meta["episodes"]] == [4, 4] and meta["pilot"] == snapshot.name
 
 
+@pytest.mark.slow
 def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
     frames = {}
     for name, extra in (("trained", []), ("crop", ["--set", "observation.disparity.normalise_region=crop"])):

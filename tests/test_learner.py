@@ -92,6 +92,7 @@ def test_a_frozen_encoder_does_not_move(agent):
     assert torch.equal(enc, params(learner.agent.encoder))
 
 
+@pytest.mark.slow
 def test_the_bc_term_pulls_the_actor_toward_demo_actions(agent):
     learner = Learner(agent, LearnerConfig(bc_weight=10.0, critic_updates_per_actor=1, actor_lr=1e-3))
     batch = filled_buffer().sample(16)
@@ -99,6 +100,7 @@ def test_the_bc_term_pulls_the_actor_toward_demo_actions(agent):
     assert losses[0] is not None and losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.slow
 def test_the_critic_loss_falls_on_a_fixed_batch(agent):
     torch.manual_seed(0)
     learner = Learner(agent, LearnerConfig(critic_updates_per_actor=1000))
@@ -137,6 +139,7 @@ def test_a_checkpoint_without_critics_is_refused(agent):
         Learner(bare)
 
 
+@pytest.mark.slow
 def test_behaviour_cloning_fits_the_demo_actions_and_leaves_the_critics(agent):
     import copy
 

@@ -29,6 +29,7 @@ def twin_images(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_perceive_writes_one_picture_per_frame(capsys, tmp_path, twin_images, seg_ckpt, depth_folder):
     out = tmp_path / "seen"
     code, stdout, err = run_cli(capsys, "perceive", str(twin_images), "--seg-ckpt", str(seg_ckpt), "--depth-model",
@@ -73,6 +74,7 @@ def test_models_add_list_and_download_offline(capsys, tmp_path, depth_folder):
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_infer_with_real_perception_on_the_twin(capsys, snapshot, seg_ckpt, depth_folder):
     code, out, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--perception", "real", "--seg-ckpt",
                              str(seg_ckpt), "--depth-model", str(depth_folder), "-n", "1", "--max-steps", "3",

@@ -163,7 +163,7 @@ def test_the_pipeline_remaps_every_real_class(seg, depth, real_id):
     assert (frame[0] == SPEC.segmentation.real_to_sim[real_id]).all()
 
 
-@pytest.mark.parametrize("profile", ["fast", "exact"])
+@pytest.mark.parametrize("profile", ["fast", pytest.param("exact", marks=pytest.mark.slow)])
 def test_both_profiles_give_the_policy_frame(seg, depth, profile):
     perception = RealPerception(None, seg, depth, SPEC, profile)
     rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)

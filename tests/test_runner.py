@@ -49,6 +49,7 @@ class StopAt:
         return self.inner.act(obs)
 
 
+@pytest.mark.slow
 def test_policy_runs_and_records(rig, policy, tmp_path):
     rec = Recorder(tmp_path / "rec", policy.spec, "sim", "snapshot", rig.period_s)
     summary = Runner(rig, PolicyPilot(policy), recorder=rec, max_steps=6).run([3])
@@ -73,6 +74,7 @@ def test_policy_runs_and_records(rig, policy, tmp_path):
     assert rerun.episodes[0].ret == pytest.approx(summary.episodes[0].ret)
 
 
+@pytest.mark.slow
 def test_video_shows_the_camera_and_both_channels(rig, policy, tmp_path):
     path = tmp_path / "run.mp4"
     Runner(rig, PolicyPilot(policy), video=VideoWriter(path, 50), max_steps=4).run([0])
@@ -141,6 +143,7 @@ def test_rate_keeper_counts_missed_deadlines_instead_of_catching_up():
     assert keeper.overruns == 1
 
 
+@pytest.mark.slow
 def test_the_real_driver_moves_the_twin_through_the_emulator(policy):
     """--robot so101 --port emulator: bus, STS3215 emulator, follower, calibration, on the twin."""
     import time
