@@ -148,6 +148,15 @@ class MotorBus:
         data = self._retry(motor, f"reading {name}", lambda: self._proto().read(servo_id, reg.address, reg.size))
         return reg.decode(data)
 
+    def read_span(self, names: list[str], motor: str) -> dict[str, int]:
+        """Several registers of one motor in one transaction: the span from the first to the last."""
+        regs = [register(n) for n in names]
+        start = min(r.address for r in regs)
+        size = max(r.address + r.size for r in regs) - start
+        servo_id = self._id(motor)
+        data = self._retry(motor, f"reading {', '.join(names)}", lambda: self._proto().read(servo_id, start, size))
+        return {r.name: r.decode(data[r.address - start:r.address - start + r.size]) for r in regs}
+
     def read_id(self, name: str, servo_id: int) -> int:
         """Read from a servo by ID (for scans, before names are known)."""
         reg = register(name)

@@ -137,8 +137,8 @@ class SO101Follower(_Arm):
         motor = JOINT_NAMES[self._health_tick % len(JOINT_NAMES)]
         self._health_tick += 1
         try:
-            temperature = self.bus.read("present_temperature", motor)
-            load = abs(self.bus.read("present_load", motor))
+            health = self.bus.read_span(["present_load", "present_temperature"], motor)  # one 4-byte read
+            temperature, load = health["present_temperature"], abs(health["present_load"])
         except MotorError:
             self.tolerated += 1  # position reads carry the watchdog; a missed health check waits for its turn
             return
