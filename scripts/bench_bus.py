@@ -66,7 +66,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"control cycle = sync read 6 positions + sync write 6 goals, emulator on a pty at 1 Mbaud, "
+    print(f"control cycle = sync read 6 positions + one servo's load and temperature + sync write 6 goals, "
+          f"emulator on a pty at 1 Mbaud, "
           f"timeout {args.timeout_ms:g} ms")
     print(f"{'run':<30}{'cycles':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'Hz':>8}{'lost':>7}{'retries':>8}"
           f"{'failed':>7}  torque off")
