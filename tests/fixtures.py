@@ -193,6 +193,15 @@ def write_drqv2_snapshot(path: Path, action_dim: int = 4, seed: int = 0):
     return agent
 
 
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a child that a test stops with Ctrl-C (SIGINT): a parent started in the
+    background (a CI job, ``cmd &``) passes SIGINT on ignored, and Python then never raises
+    KeyboardInterrupt. Restore the default so the child installs its handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """Run ``so101 ARGS`` in-process through the console entry point: (exit code, stdout, stderr)."""
     import pytest

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fixtures import run_cli
+from fixtures import ctrl_c_works, run_cli
 from so101_sim2real.control.twin_bus import twin_arm_calibration
 from so101_sim2real.hardware.bus import MotorBus
 
@@ -40,7 +40,7 @@ def twin_video(tmp_path_factory):
 def emulated_arm():
     """``so101 emulate --twin`` in its own process; yields its pty path."""
     proc = subprocess.Popen([sys.executable, "-m", "so101_sim2real", "emulate", "--twin"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
     try:
         yield proc.stdout.readline().strip()
     finally:

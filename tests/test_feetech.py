@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from fixtures import ctrl_c_works
 from so101_sim2real.arm import CENTRE_TICK, SERVO_IDS
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
@@ -358,7 +359,7 @@ def test_emulate_prints_its_port_first_and_scan_finds_the_servos(tmp_path):
     import sys
 
     proc = subprocess.Popen([sys.executable, "-m", "so101_sim2real", "emulate", "--ids", "1-3,7"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
     try:
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/")
