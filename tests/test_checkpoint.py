@@ -181,7 +181,7 @@ def test_unknown_keys_are_refused(tmp_path):
 
 def test_drqv2_needs_trust_and_then_matches_the_original(drqv2_snapshot):
     path, original = drqv2_snapshot
-    with pytest.raises(CheckpointError, match=r"'drqv2.DrQV2Agent'.*pass --trust-pickle"):
+    with pytest.raises(CheckpointError, match=r"'drqv2.DrQV2Agent'.*pass trust_pickle"):
         load_checkpoint(path)
     ckpt = load_checkpoint(path, trust_pickle=True)
     assert ckpt.format == "drqv2"

@@ -67,3 +67,33 @@ def test_imports_point_down():
 def test_the_check_sees_an_import_going_up():
     assert wrong_way([("sim/x.py", "sim", "control")]) == ["sim/x.py: sim imports control"]
     assert wrong_way([("hardware/x.py", "hardware", "policy")]) == ["hardware/x.py: hardware imports policy"]
+
+
+def test_library_errors_name_options_not_flags():
+    """Outside cli/, a message names an option as @name; the CLI shows it as --name. Command lines
+    quoted as examples ('so101 ... --flag') and docstrings are fine."""
+    import io
+    import re
+    import tokenize
+
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] == "cli":
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            text = tok.string.lstrip("rbfuRBFU")
+            if tok.type != tokenize.STRING or text.startswith(('"""', "'''")):
+                continue
+            examples = re.sub(r"['`]so101 [^'`]*(['`]|$)", "", text)
+            if re.search(r"--[a-z]", examples):
+                found.append(f"{rel}:{tok.start[0]}: {text[:60]}")
+    assert found == []
+
+
+def test_an_option_reads_plain_in_the_library_and_as_a_flag_on_the_command_line():
+    from so101_sim2real.errors import So101Error
+
+    exc = So101Error("@max_steps must be at least 1 (robot@host and a/@b stay)")
+    assert str(exc) == "max_steps must be at least 1 (robot@host and a/@b stay)"
+    assert exc.cli_text() == "--max-steps must be at least 1 (robot@host and a/@b stay)"

@@ -2,13 +2,28 @@
 
 Everything raised as :class:`So101Error` is bad input or a missing resource, never a
 bug: the CLI prints its message on one line and exits with code 2, no traceback.
+
+A message names an option of the run as ``@name`` (``"@episodes must be at least 1"``):
+the library says ``episodes``, the command line ``--episodes``. So the library never
+names a flag, and the CLI adds them.
 """
 
 from __future__ import annotations
 
+import re
+
+_OPTION = re.compile(r"(?<![\w@/.])@([a-z][a-z0-9_]*)")
+
 
 class So101Error(Exception):
     """A problem the user can fix; the message says what to do."""
+
+    def __str__(self) -> str:
+        return _OPTION.sub(r"\1", super().__str__())
+
+    def cli_text(self) -> str:
+        """The message with each ``@option`` as its command-line flag."""
+        return _OPTION.sub(lambda m: "--" + m.group(1).replace("_", "-"), super().__str__())
 
 
 class SpecError(So101Error):

@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="so101")
     except So101Error as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc.cli_text()}", err=True)  # the library's @options as flags
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -58,8 +58,8 @@ def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. observation.disparity.normalise_region=crop")
-        spec = spec.replace(key.strip(), yaml.safe_load(raw), source=f"--set {key.strip()}")
+            raise SpecError(f"@set {item!r}: expected KEY=VALUE, e.g. observation.disparity.normalise_region=crop")
+        spec = spec.replace(key.strip(), yaml.safe_load(raw), source=f"@set {key.strip()}")
     return spec
 
 
@@ -83,9 +83,9 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     """Everything a run needs, validated before anything moves."""
     check_request(rig_request(opts))  # before any checkpoint or model loads
     if opts.episodes < 1:
-        raise So101Error("--episodes must be at least 1")
+        raise So101Error("@episodes must be at least 1")
     if opts.max_steps is not None and opts.max_steps < 1:
-        raise So101Error("--max-steps must be at least 1")
+        raise So101Error("@max_steps must be at least 1")
     policy, spec, trained = _pilot_and_spec(opts)
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "

@@ -78,7 +78,7 @@ class ScriptedPilot:
         from so101_sim2real.sim.task import LiftCubeTask
 
         if not isinstance(twin, LiftCubeTask):
-            raise So101Error("the scripted expert reads the cube position from the sim: it runs only with --robot sim")
+            raise So101Error("the scripted expert reads the cube position from the sim: it runs only with @robot sim")
         self.expert = ScriptedExpert(twin)
 
     def reset(self, obs: Observation) -> None:

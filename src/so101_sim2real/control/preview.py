@@ -71,7 +71,7 @@ def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None
     """Perceive every frame of ``camera``; write a picture per frame to ``out_dir``."""
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
-            raise So101Error(f"--out {out_dir}: a file, not a folder")
+            raise So101Error(f"@out {out_dir}: a file, not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
     spec = perception.spec
     results = []

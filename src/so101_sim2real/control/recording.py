@@ -135,7 +135,7 @@ class Recording:
         self.folder = Path(folder)
         index = self.folder / INDEX_FILE
         if not index.is_file():
-            raise So101Error(f"{self.folder}: not a recording (no {INDEX_FILE}); record one with --record DIR")
+            raise So101Error(f"{self.folder}: not a recording (no {INDEX_FILE}); record one with @record DIR")
         try:
             self.meta = json.loads(index.read_text())
         except json.JSONDecodeError as exc:

@@ -95,19 +95,19 @@ class RigRequest:
 def check_request(req: RigRequest) -> None:
     """Every combination that cannot work, refused before anything loads or moves."""
     if req.robot not in ROBOTS:
-        raise So101Error(f"--robot {req.robot}: unknown; robots: {', '.join(ROBOTS)}")
-    unused = [flag for flag, value in (("--port", req.port), ("--camera", req.camera),
-                                       ("--calibration", req.calibration)) if value]
+        raise So101Error(f"@robot {req.robot}: unknown; robots: {', '.join(ROBOTS)}")
+    unused = [flag for flag, value in (("@port", req.port), ("@camera", req.camera),
+                                       ("@calibration", req.calibration)) if value]
     if req.robot == "sim" and unused:
-        raise So101Error(f"{', '.join(unused)}: only for --robot so101 (the twin has its own arm and camera)")
+        raise So101Error(f"{', '.join(unused)}: only for @robot so101 (the twin has its own arm and camera)")
     if req.robot == "so101" and not req.port:
-        raise So101Error("--robot so101 needs --port (the arm's serial port, or 'emulator' for the driver on the twin)")
+        raise So101Error("@robot so101 needs @port (the arm's serial port, or 'emulator' for the driver on the twin)")
     if req.perception not in PERCEPTIONS:
-        raise So101Error(f"--perception {req.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
+        raise So101Error(f"@perception {req.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
     if req.real_port and (req.perception != "real" or not req.camera):
         raise arm_needs_eyes(req.port)
     if req.perturbation is not None and req.robot != "sim":
-        raise So101Error("--perturb changes the sim twin; it works with --robot sim only")
+        raise So101Error("@perturb changes the sim twin; it works with @robot sim only")
 
 
 def build_rig(spec: Spec, req: RigRequest) -> Rig:
@@ -139,7 +139,7 @@ def load_calibration(name: str | None) -> object | None:
     path = Path(name).expanduser()
     if path.suffix == ".json":
         if not path.is_file():
-            raise So101Error(f"--calibration {name}: no such file")
+            raise So101Error(f"@calibration {name}: no such file")
         return ArmCalibration.load(path)
     return ArmCalibration.load(find_lerobot_file("follower", name))
 
@@ -227,8 +227,8 @@ class _TwinEpisodes:
 
 def arm_needs_eyes(port: str) -> So101Error:
     """The error for an arm on a serial port run without a camera or the real perception."""
-    return So101Error(f"--port {port}: a real arm sees through --camera (an index, a device or a video) with "
-                      f"--perception real --seg-ckpt PATH (--port emulator runs the driver on the twin, with its "
+    return So101Error(f"@port {port}: a real arm sees through @camera (an index, a device or a video) with "
+                      f"@perception real @seg_ckpt PATH (@port emulator runs the driver on the twin, with its "
                       f"camera)")
 
 
@@ -251,7 +251,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     from so101_sim2real.sim.task import LiftCubeTask
 
     if calibration is None:
-        raise So101Error(f"--port {port}: the arm needs its calibration: --calibration ID (from 'so101 calibrate "
+        raise So101Error(f"@port {port}: the arm needs its calibration: @calibration ID (from 'so101 calibrate "
                          f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
     if camera is None or make_perception is None:
         raise arm_needs_eyes(port)

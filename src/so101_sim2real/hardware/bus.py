@@ -235,7 +235,7 @@ class MotorBus:
             listed = ", ".join(f"{m} (id {self.motors[m]})" for m in missing)
             raise MotorError(f"Missing motor IDs on {self.port_name}: {listed}. Check the cable into each, that "
                              f"the arm is powered, and the IDs and baud rate ({self.baud}); 'so101 motors scan "
-                             f"--port {self.port_name}' lists what answers")
+                             f"@port {self.port_name}' lists what answers")
         firmware = {}
         for motor in self.motors:
             found = self.read("model_number", motor)

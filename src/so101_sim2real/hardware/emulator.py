@@ -55,7 +55,7 @@ class Faults:
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, value = item.partition("=")
             if not sep:
-                raise So101Error(f"--faults: {item!r} needs a value (KEY=VALUE)")
+                raise So101Error(f"@faults: {item!r} needs a value (KEY=VALUE)")
             try:
                 if key in ("drop", "corrupt", "late", "late_s"):
                     kwargs[key] = float(value)
@@ -69,7 +69,7 @@ class Faults:
                 else:
                     raise KeyError
             except (KeyError, ValueError):
-                raise So101Error(f"--faults: cannot read {item!r}; use drop=P, corrupt=P, late=P (probabilities "
+                raise So101Error(f"@faults: cannot read {item!r}; use drop=P, corrupt=P, late=P (probabilities "
                                  f"from 0 to 1), late_s=S, "
                                  f"missing=ID, error=ID:BITS, comma separated") from None
         kwargs["missing"] = frozenset(kwargs["missing"])

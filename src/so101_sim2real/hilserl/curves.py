@@ -49,7 +49,7 @@ def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
         raise So101Error(f"{run_dir}: no finished episodes to plot yet")
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise So101Error(f"--out {out}: write a .png")
+        raise So101Error(f"@out {out}: write a .png")
     x = np.arange(1, len(rows) + 1)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     ax.plot(x, rolling([r["success"] for r in rows], window), label=f"success rate (last {window})", lw=2)
@@ -63,7 +63,7 @@ def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
     try:
         fig.savefig(out)
     except OSError as exc:
-        raise So101Error(f"--out {out}: cannot write it ({exc.strerror})") from None
+        raise So101Error(f"@out {out}: cannot write it ({exc.strerror})") from None
     finally:
         plt.close(fig)
     return out

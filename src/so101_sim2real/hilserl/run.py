@@ -136,17 +136,17 @@ def apply_sets(cfg: TrainConfig, sets: list[str]) -> TrainConfig:
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise So101Error(f"--set {item!r}: expected KEY=VALUE, e.g. learner.actor_lr=1e-5")
+            raise So101Error(f"@set {item!r}: expected KEY=VALUE, e.g. learner.actor_lr=1e-5")
         node, parts = data, key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise So101Error(f"--set {key}: unknown setting '{part}'")
+                raise So101Error(f"@set {key}: unknown setting '{part}'")
             node = node[part]
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise So101Error(f"--set {item!r}: the value is not valid YAML") from None
-    return config_from_dict(data, "--set")
+            raise So101Error(f"@set {item!r}: the value is not valid YAML") from None
+    return config_from_dict(data, "@set")
 
 
 class RunFolder:
@@ -159,14 +159,14 @@ class RunFolder:
     def create(cls, path: str | Path, options: RunOptions, cfg: TrainConfig) -> RunFolder:
         path = Path(path)
         if path.exists() and not path.is_dir():
-            raise So101Error(f"--out {path}: exists and is not a folder")
+            raise So101Error(f"@out {path}: exists and is not a folder")
         if path.exists() and any(path.iterdir()):
-            hint = " (continue it with --resume)" if (path / RUN_FILE).is_file() else ""
-            raise So101Error(f"--out {path}: the folder exists and is not empty{hint}")
+            hint = " (continue it with @resume)" if (path / RUN_FILE).is_file() else ""
+            raise So101Error(f"@out {path}: the folder exists and is not empty{hint}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise So101Error(f"--out {path}: cannot create the run folder ({exc.strerror})") from None
+            raise So101Error(f"@out {path}: cannot create the run folder ({exc.strerror})") from None
         run = cls(path, options, cfg, {"env_steps": 0, "updates": 0, "episodes": 0, "next_seed": 0})
         run.write_config()
         run.write_counters()
@@ -176,7 +176,7 @@ class RunFolder:
     def open(cls, path: str | Path) -> RunFolder:
         path = Path(path)
         if not (path / RUN_FILE).is_file():
-            raise So101Error(f"{path}: not a HIL-SERL run folder (no {RUN_FILE}); start one with --out")
+            raise So101Error(f"{path}: not a HIL-SERL run folder (no {RUN_FILE}); start one with @out")
         try:
             data = yaml.safe_load((path / RUN_FILE).read_text()) or {}
             counters = json.loads((path / COUNTERS_FILE).read_text())
@@ -397,9 +397,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
     from so101_sim2real.control.rig import RigRequest, build_rig
 
     if episodes < 1:
-        raise So101Error("--episodes must be at least 1")
+        raise So101Error("@episodes must be at least 1")
     if max_steps is not None and max_steps < 1:
-        raise So101Error("--max-steps must be at least 1")
+        raise So101Error("@max_steps must be at least 1")
     if resume:
         run = RunFolder.open(out)
         interrupted_swap = run.path / f".{POLICY_DIR}.old"
@@ -416,7 +416,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             run.write_config()
     else:
         if options is None:
-            raise So101Error("a new run needs --ckpt")
+            raise So101Error("a new run needs @ckpt")
         _check_options(options)
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
@@ -495,7 +495,7 @@ def _load_with_critics(source: str | Path) -> Checkpoint:
 
 
 def _check_options(options: RunOptions, source: str = "") -> None:
-    where = f"{source}: options." if source else "--"
+    where = f"{source}: options." if source else "@"
     for folder in options.demos:
         if not (Path(folder) / "recording.json").is_file():
             raise So101Error(f"{where}demos {folder}: not a recording (no recording.json); make demos with "
@@ -515,6 +515,6 @@ def _check_device(device: str, where: str) -> None:
     except RuntimeError:
         raise So101Error(f"{where}device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise So101Error(f"{where}device {device}: no CUDA device here; use --device cpu")
+        raise So101Error(f"{where}device {device}: no CUDA device here; use @device cpu")
     if kind not in ("cpu", "cuda"):
         raise So101Error(f"{where}device {device}: the learner runs on cpu or cuda")

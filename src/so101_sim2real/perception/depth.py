@@ -75,7 +75,7 @@ def load_depth(source: str | Path = DEFAULT_DEPTH_MODEL, device: str | torch.dev
             raise So101Error(f"{local}: not a transformers model folder (no config.json)")
         net = _load(str(local), text)
     elif local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise So101Error(f"--depth-model {text}: no such model folder (give a folder written by save_pretrained, "
+        raise So101Error(f"@depth_model {text}: no such model folder (give a folder written by save_pretrained, "
                          f"or a hub id such as {DEFAULT_DEPTH_MODEL})")
     else:
         net = _load(text, text, local_files_only=True, cache_dir=cache_dir)
@@ -99,7 +99,7 @@ def _load(where: str, shown: str, **kwargs) -> torch.nn.Module:
         if kwargs.get("local_files_only"):
             raise DepthModelMissing(
                 f"depth model {shown} is not in the local cache; run `so101 models download {shown}` where the hub "
-                f"is reachable (or pass --depth-model FOLDER)") from None
+                f"is reachable (or pass @depth_model FOLDER)") from None
         raise So101Error(f"{shown}: cannot read the depth model: {str(exc).strip().splitlines()[0]}") from None
     except (ValueError, KeyError) as exc:  # an unreadable or foreign config
         raise So101Error(f"{shown}: not a Depth Anything model: {str(exc).strip().splitlines()[0]}") from None

@@ -72,7 +72,7 @@ def add_folder(folder: str | Path, repo_id: str, cache: str | Path | None = None
     if not folder.is_dir() or not (folder / "config.json").exists():
         raise So101Error(f"{folder}: not a model folder (no config.json)")
     if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
-        raise So101Error(f"--name {repo_id}: a hub id is OWNER/NAME, e.g. {DEFAULT_DEPTH_MODEL}")
+        raise So101Error(f"@name {repo_id}: a hub id is OWNER/NAME, e.g. {DEFAULT_DEPTH_MODEL}")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
     digests = {p: _sha256(p) for p in files}
     revision = hashlib.sha1("".join(f"{p.relative_to(folder)}:{d}" for p, d in digests.items()).encode()).hexdigest()

@@ -58,7 +58,7 @@ PROFILES = {
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        raise So101Error(f"--profile {name}: unknown; profiles: {', '.join(PROFILES)}")
+        raise So101Error(f"@profile {name}: unknown; profiles: {', '.join(PROFILES)}")
     return PROFILES[name]
 
 
@@ -214,7 +214,7 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels) -> Callab
 
     profile = get_profile(models.profile)
     if not models.seg_ckpt:
-        raise So101Error("real perception needs --seg-ckpt PATH: the EfficientViT segmentation checkpoint your "
+        raise So101Error("real perception needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
                          "Lightning training wrote (e.g. outputs/efficientvit_seg/best.ckpt)")
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     _check_classes(seg, spec)

@@ -138,7 +138,7 @@ def load_segmentation(path: str | Path, device: str | torch.device = "cpu",
     try:
         raw = torch_load(path, trust=trust_pickle)
     except UnsafePickleError as exc:
-        raise CheckpointError(f"{path}: {exc}; if you trust this file, pass --trust-pickle") from None
+        raise CheckpointError(f"{path}: {exc}; if you trust this file, pass @trust_pickle") from None
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     weights = _model_state(state) if isinstance(state, dict) else {}
     if "seg_head.weight" not in weights:

@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, spec_path: str
     if isinstance(agent, Mapping):
         return _from_robobase(path, raw, base, base_source)
     if not trust_pickle:  # an allow-listed container that is not a state_dict (a list, say)
-        raise CheckpointError(f"{path}: the agent is a pickled object; pass --trust-pickle if you trust the file")
+        raise CheckpointError(f"{path}: the agent is a pickled object; pass @trust_pickle if you trust the file")
     return _from_drqv2(path, raw, base, base_source)
 
 
@@ -113,7 +113,7 @@ def _explain_refusal(path: Path, exc: UnsafePickleError) -> CheckpointError:
         )
     return CheckpointError(
         f"{path}: holds a pickled Python object ('{target}'), as facebookresearch/drqv2 snapshots do; "
-        f"loading it runs code from the file, so nothing was run. If you trust the file, pass --trust-pickle."
+        f"loading it runs code from the file, so nothing was run. If you trust the file, pass @trust_pickle."
     )
 
 
@@ -303,7 +303,7 @@ def _complete(path: Path, fmt: Format, weights: dict[str, torch.Tensor], builder
         channels = _channels_for(per_frame)
         if channels is None:
             raise CheckpointError(f"{path}: {arch.in_channels} input channels / {arch.frames} frames = {per_frame} "
-                                  f"channels per frame, which no known observation has; pass --spec with its layout")
+                                  f"channels per frame, which no known observation has; pass @spec with its layout")
         builder.set("observation.channels", channels, conv_key)
     if (claims_seg_depth or (facts is not None and facts.seg_depth)) and per_frame != 2:
         warnings.append(f"the config says seg+depth, but the encoder takes {per_frame} channels per frame "
@@ -322,7 +322,7 @@ def _complete(path: Path, fmt: Format, weights: dict[str, torch.Tensor], builder
         else:
             fields = [{"name": "unknown", "size": n, "unit": "?", "source": "read off the weights"}]
             warnings.append(f"state is {n} per frame, the spec describes {spec.state.size}: "
-                            f"pass --spec with its layout")
+                            f"pass @spec with its layout")
         builder.set("state.fields", fields, f"weights: actor.head.inputs.{STATE}.0.weight [*, {arch.state_dim}]")
     final = builder.spec
     if final.is_seg_depth and final.observation.disparity.normalise_region == "crop":
@@ -366,7 +366,7 @@ def _from_drqv2(path: Path, raw: dict, base: Spec, base_source: str) -> Checkpoi
     builder = _SpecBuilder.start(base, base_source)
     obs = builder.spec.observation
     hints = Hints(frames=obs.frame_stack, image_size=obs.image_size, input_order=(VIEW,))
-    notes = ["facebookresearch/drqv2 snapshot loaded with --trust-pickle; its critic trunk was copied into each Q head",
+    notes = ["facebookresearch/drqv2 snapshot loaded with @trust_pickle; its critic trunk was copied into each Q head",
              "frame stack and image size come from the spec (the snapshot has no config)"]
     return _complete(path, "drqv2", weights, builder, hints, None, notes, _counters(raw),
                      claims_seg_depth=base_source != "default" and base.is_seg_depth)
@@ -411,7 +411,7 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
     """Write ``ckpt`` as ``out_dir/{weights.safetensors, spec.yaml}``; never half-written."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise CheckpointError(f"{out_dir}: already exists; choose another --out or pass --force")
+        raise CheckpointError(f"{out_dir}: already exists; choose another @out or pass @force")
     info = {
         "source": str(ckpt.path), "source_format": ckpt.format, "counters": ckpt.counters,
         "training": ckpt.training, "input_order": list(ckpt.hints.input_order),

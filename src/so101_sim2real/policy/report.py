@@ -86,7 +86,7 @@ KINEMATICS = {
 FORMAT_NAMES = {
     "robobase": "RoboBase DrQ-v2 snapshot (read without running pickled code)",
     "native": "so101 native (safetensors + spec.yaml)",
-    "drqv2": "facebookresearch/drqv2 snapshot (loaded with --trust-pickle)",
+    "drqv2": "facebookresearch/drqv2 snapshot (loaded with @trust_pickle)",
 }
 
 
