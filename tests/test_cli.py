@@ -148,7 +148,18 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_saved(capsys, mo
     (["infer", "--ckpt", ""], "no checkpoint given"),
     (["motors", "scan", "--port", "/tmp"], "that is a folder"),
     (["models", "add", "/nonexistent/depth", "--name", "me/depth"], "no such folder"),
+    (["infer", "--ckpt", "scripted", "--seed", "-1"], "--seed -1: seeds are whole numbers from 0"),
+    (["infer", "--ckpt", "scripted", "--device", "banana"], "--device banana: not a torch device"),
+    pytest.param(["infer", "--ckpt", "scripted", "--device", "cuda"], "--device cuda: no CUDA device here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_errors_name_the_real_cause(capsys, args, expected):
     code, _, err = run(capsys, *args)
     assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_convert_to_a_place_that_cannot_be_written_is_one_line(capsys, snapshot, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(blocker / "policy"))
+    assert code == 2 and "cannot write there" in err and err.count("\n") == 1, err

@@ -22,7 +22,7 @@ from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import load_checkpoint
-from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.policy.runtime import Policy, check_device
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
@@ -84,6 +84,9 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     check_request(rig_request(opts))  # before any checkpoint or model loads
     if opts.episodes < 1:
         raise So101Error("@episodes must be at least 1")
+    if opts.seed < 0:
+        raise So101Error(f"@seed {opts.seed}: seeds are whole numbers from 0")
+    check_device(opts.device)
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("@max_steps must be at least 1")
     policy, spec, trained = _pilot_and_spec(opts)

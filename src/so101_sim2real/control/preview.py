@@ -72,7 +72,10 @@ def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise So101Error(f"@out {out_dir}: a file, not a folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise So101Error(f"@out {out_dir}: cannot create the folder ({exc.strerror})") from None
     spec = perception.spec
     results = []
     for index, rgb in frames_of(camera, limit):

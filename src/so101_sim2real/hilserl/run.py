@@ -44,6 +44,7 @@ from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
+from so101_sim2real.policy.runtime import check_device
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
 from so101_sim2real.spec import Spec, flatten
 
@@ -506,15 +507,4 @@ def _check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
     if options.save_every < 1:
         raise So101Error(f"{where}save_every: must be at least 1")
-    _check_device(options.device, where)
-
-
-def _check_device(device: str, where: str) -> None:
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise So101Error(f"{where}device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise So101Error(f"{where}device {device}: no CUDA device here; use @device cpu")
-    if kind not in ("cpu", "cuda"):
-        raise So101Error(f"{where}device {device}: the learner runs on cpu or cuda")
+    check_device(options.device, where)

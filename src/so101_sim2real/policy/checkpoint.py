@@ -419,8 +419,11 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
         "provenance": ckpt.provenance, "warnings": ckpt.warnings, "notes": ckpt.notes,
     }
     meta = {"format": NATIVE_FORMAT_TAG, "so101": json.dumps(info, default=str)}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise CheckpointError(f"{out_dir}: cannot write there ({exc.strerror})") from None
     try:
         tensors = {k: v.detach().contiguous().clone() for k, v in ckpt.weights.items()}
         save_file(tensors, str(tmp / NATIVE_WEIGHTS), metadata=meta)
