@@ -163,3 +163,29 @@ def test_convert_to_a_place_that_cannot_be_written_is_one_line(capsys, snapshot,
     blocker.write_text("")
     code, _, err = run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(blocker / "policy"))
     assert code == 2 and "cannot write there" in err and err.count("\n") == 1, err
+
+
+def test_convert_writes_with_the_users_usual_permissions(capsys, snapshot, tmp_path):
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(capsys, "convert", "--ckpt", str(snapshot), "--out", str(tmp_path / "policy"))
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "policy").stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "policy").iterdir()} == {0o644}
+
+
+def test_json_episodes_say_return_and_an_early_interrupt_says_so():
+    from so101_sim2real.control.infer import render_summary
+    from so101_sim2real.control.runner import EpisodeResult, RunSummary
+
+    summary = RunSummary(episodes=[EpisodeResult(0, 0, True, 36, 228.8)])
+    assert summary.to_dict()["per_episode"][0]["return"] == 228.8
+    assert "ret" not in summary.to_dict()["per_episode"][0]
+    assert render_summary(RunSummary(interrupted=True)).startswith("interrupted before the first episode finished")
+
+
+def test_compare_sim_help_is_help(capsys):
+    code, out, _ = run(capsys, "compare-sim", "--help")
+    assert code == 0 and "Not available yet" in out

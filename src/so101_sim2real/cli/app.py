@@ -477,6 +477,9 @@ def _not_yet(name: str, issue: str) -> None:
     """Register a command of the product that is not built yet: it says so and exits 2."""
 
     def command(ctx: typer.Context) -> None:
+        if {"--help", "-h"} & set(ctx.args):
+            typer.echo(f"Usage: so101 {name}\n\n  Not available yet ({issue}).")
+            raise typer.Exit(code=0)
         typer.echo(f"so101 {name}: not available yet ({issue}); nothing was done.", err=True)
         raise typer.Exit(code=2)
 

@@ -154,6 +154,8 @@ def episode_line(e: EpisodeResult, total: int) -> str:
 def render_summary(summary: RunSummary) -> str:
     d = summary.to_dict()
     n = d["episodes"]
+    if n == 0 and summary.interrupted:
+        return "interrupted before the first episode finished: nothing to report"
     if summary.scored:
         success = f"success {sum(e.success for e in summary.complete)}/{n} ({d['success_rate']:.0%})"
     else:

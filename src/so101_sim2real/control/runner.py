@@ -73,8 +73,15 @@ class RunSummary:
             "interrupted": self.interrupted,
             "rate_overruns": self.overruns,
             "latency_ms": self.timing,
-            "per_episode": [asdict(e) for e in self.episodes],
+            "per_episode": [_episode_dict(e) for e in self.episodes],
         }
+
+
+def _episode_dict(e: EpisodeResult) -> dict:
+    """One episode as JSON, with ``return`` spelled as in ``recording.json``."""
+    d = asdict(e)
+    d["return"] = d.pop("ret")
+    return d
 
 
 def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: bool = False) -> bool:

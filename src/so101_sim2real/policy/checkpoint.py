@@ -16,9 +16,10 @@ know about the file (notes and warnings).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -407,6 +408,20 @@ def _load_native(path: Path) -> Checkpoint:
     return ckpt
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (another thread may be
+    creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write ``ckpt`` as ``out_dir/{weights.safetensors, spec.yaml}``; never half-written."""
     out_dir = Path(out_dir)
@@ -421,12 +436,15 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
     meta = {"format": NATIVE_FORMAT_TAG, "so101": json.dumps(info, default=str)}
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        # not mkdtemp: that folder is private (0700); a policy folder gets the user's usual mode
+        tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
     except OSError as exc:
         raise CheckpointError(f"{out_dir}: cannot write there ({exc.strerror})") from None
     try:
         tensors = {k: v.detach().contiguous().clone() for k, v in ckpt.weights.items()}
         save_file(tensors, str(tmp / NATIVE_WEIGHTS), metadata=meta)
+        os.chmod(tmp / NATIVE_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600; others may read a policy
         (tmp / NATIVE_SPEC).write_text(spec_to_yaml(ckpt.spec))
         # Swap by renames, so a kill at any moment leaves the old or the new folder in place.
         old = out_dir.with_name(f".{out_dir.name}.old")
