@@ -189,3 +189,15 @@ def test_json_episodes_say_return_and_an_early_interrupt_says_so():
 def test_compare_sim_help_is_help(capsys):
     code, out, _ = run(capsys, "compare-sim", "--help")
     assert code == 0 and "Not available yet" in out
+
+
+def test_find_port_lists_ports_under_a_header(capsys, monkeypatch):
+    from so101_sim2real.hardware.scan import PortInfo
+
+    ports = [PortInfo("/dev/ttyACM0", "USB Single Serial", "USB VID:PID=1A86:55D3"),
+             PortInfo("/dev/ttyS0", "n/a", "n/a")]
+    monkeypatch.setattr("so101_sim2real.hardware.scan.list_ports", lambda: ports)
+    code, out, _ = run(capsys, "motors", "find-port")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("port") and "description" in lines[0]
+    assert lines[1].startswith("/dev/ttyACM0  USB Single Serial") and len(lines) == 3

@@ -215,8 +215,11 @@ def motors_find_port(
     from so101_sim2real.hardware.scan import list_ports, new_ports
 
     before = list_ports()
+    if before:
+        width = max(len("port"), *(len(p.device) for p in before))
+        typer.echo(f"{'port':<{width}}  description / hardware id")
     for p in before:
-        typer.echo(f"{p.device}  {p.description}  {p.hwid}")
+        typer.echo(f"{p.device:<{width}}  {p.description}  {p.hwid}")
     if not before:
         typer.echo("no serial ports found: is the arm's USB adapter plugged in?")
     if unplug:
