@@ -397,11 +397,16 @@ def spec_from_text(text: str, source: str) -> Spec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SpecError(f"{source}: YAML error{where}: {problem}") from None
+        raise SpecError(f"{source}: {yaml_problem(exc)}") from None
     return spec_from_dict(data, source)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what and where (PyYAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return f"YAML error{where}: {problem}"
 
 
 def default_spec_text() -> str:

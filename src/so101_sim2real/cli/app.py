@@ -547,6 +547,7 @@ def hilserl_train(
     from so101_sim2real.hilserl.run import RunFolder, RunOptions, apply_sets, config_from_dict, train
     from so101_sim2real.hilserl.trainer import TrainConfig
     from so101_sim2real.sim.perturb import load_perturbation
+    from so101_sim2real.spec import yaml_problem
 
     if resume and ckpt:
         raise So101Error("--resume continues the run's own policy; drop --ckpt")
@@ -561,8 +562,10 @@ def hilserl_train(
     if config is not None:
         try:
             data = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise So101Error(f"--config {config}: cannot read it ({exc})") from None
+        except OSError as exc:
+            raise So101Error(f"--config {config}: cannot read it ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise So101Error(f"--config {config}: {yaml_problem(exc)}") from None
         cfg = config_from_dict(data, str(config))
     if sets:
         base = cfg or (RunFolder.open(out).cfg if resume else TrainConfig())

@@ -46,7 +46,7 @@ from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.policy.runtime import check_device
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
-from so101_sim2real.spec import Spec, flatten
+from so101_sim2real.spec import Spec, flatten, yaml_problem
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
 METRICS_FILE, OPTIMISERS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "optimisers.safetensors", "tensorboard"
@@ -181,7 +181,9 @@ class RunFolder:
         try:
             data = yaml.safe_load((path / RUN_FILE).read_text()) or {}
             counters = json.loads((path / COUNTERS_FILE).read_text())
-        except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        except yaml.YAMLError as exc:
+            raise So101Error(f"{path / RUN_FILE}: {yaml_problem(exc)}") from None
+        except (OSError, json.JSONDecodeError) as exc:
             raise So101Error(f"{path}: unreadable run files ({exc})") from None
         if not isinstance(data, dict):
             raise So101Error(f"{path / RUN_FILE}: expected a mapping")

@@ -22,6 +22,7 @@ import yaml
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Perceived, Perception
 from so101_sim2real.sim.scene import SceneConfig
+from so101_sim2real.spec import yaml_problem
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def load_perturbation(path: str | Path) -> Perturbation:
     except OSError as exc:
         raise So101Error(f"{path}: cannot read the perturbation file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise So101Error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise So101Error(f"{path}: {yaml_problem(exc)}") from None
     return perturbation_from_dict(data or {}, str(path))
 
 

@@ -1,0 +1,109 @@
+"""A sweep of malformed inputs across the commands: each is exit 2, one line on stderr, no
+traceback, and leaves the files it was pointed at as they were."""
+
+import pytest
+
+from fixtures import run_cli as run
+
+BAD_YAML = "learner:\n  actor_lr: [1\n"
+TYPO_YAML = "lerner:\n  actor_lr: 1e-5\n"
+
+# (command line with {ckpt} {tmp} {file} {dir} {yaml} {typo} {perturb_typo} placeholders, part of the error)
+CASES = [
+    # inspect / convert: paths and checkpoints
+    ("inspect --ckpt {tmp}/missing.pt", "no such file"),
+    ("inspect --ckpt {file}", "checkpoint"),
+    ("inspect --ckpt {tmp}", "weights.safetensors"),
+    ("convert --ckpt {tmp}/missing.pt --out {tmp}/out", "no such file"),
+    ("convert --ckpt {ckpt} --out {file}/policy", "cannot write there"),
+    ("convert --ckpt {ckpt} --out {dir}", "already exists"),
+    # infer: options, ranges, devices, ports, cameras, spec overrides
+    ("infer --ckpt ''", "no checkpoint given"),
+    ("infer --ckpt {tmp}/missing.pt", "no such file"),
+    ("infer --ckpt scripted --episodes 0", "--episodes must be at least 1"),
+    ("infer --ckpt scripted --max-steps 0", "--max-steps must be at least 1"),
+    ("infer --ckpt scripted --seed -1", "--seed -1"),
+    ("infer --ckpt scripted --device banana", "not a torch device"),
+    ("infer --ckpt scripted --robot ur5", "--robot ur5: unknown"),
+    ("infer --ckpt scripted --robot so101", "needs --port"),
+    ("infer --ckpt scripted --camera 0", "only for --robot so101"),
+    ("infer --ckpt scripted --port /dev/ttyACM0", "only for --robot so101"),
+    ("infer --ckpt scripted --calibration twin", "only for --robot so101"),
+    ("infer --ckpt scripted --perception lidar", "--perception lidar: unknown"),
+    ("infer --ckpt scripted --robot so101 --port /dev/ttyNONE", "a real arm sees through --camera"),
+    ("infer --ckpt scripted --set nonsense", "KEY=VALUE"),
+    ("infer --ckpt scripted --set observaton.crop=none", "observaton"),
+    ("infer --ckpt scripted --set action.xyz_scale_m=-1", "action.xyz_scale_m"),
+    ("infer --ckpt scripted --set action.xyz_scale_m=0", "action.xyz_scale_m"),
+    ("infer --ckpt scripted --set action.ik.gain=2", "action.ik.gain"),
+    ("infer --ckpt scripted --set control.physics_timestep_s=0", "control.physics_timestep_s"),
+    ("infer --ckpt scripted --set state.tcp_site=wrist", "state.tcp_site"),
+    ("infer --ckpt {ckpt} --set observation.frame_stack=2", "frames"),
+    ("infer --ckpt {ckpt} --set observation.image_size=[64,64]", "64x64"),
+    ("infer --ckpt {ckpt} --set observation.channels=[seg]", "channels"),
+    ("infer --ckpt scripted --video {tmp}/out.gif", ".mp4"),
+    ("infer --ckpt scripted --record {file}", "not a folder"),
+    ("infer --ckpt scripted --perturb {tmp}/missing.yaml", "cannot read the perturbation file"),
+    ("infer --ckpt scripted --perturb {perturb_typo}", "did you mean 'period_s'"),
+    ("infer --ckpt scripted --spec {tmp}/missing.yaml", "no such spec file"),
+    ("infer --ckpt scripted --spec {yaml}", "YAML error at line 3"),
+    ("infer --ckpt scripted --perturb {yaml}", "YAML error at line 3"),
+    # the bus: ports, ids, faults
+    ("motors scan --port /dev/ttyNONE", "not found"),
+    ("motors scan --port {tmp}", "that is a folder"),
+    ("motors scan --port /dev/ttyNONE --baud 1234", "baud rate 1234"),
+    ("emulate --ids 6-1", "low to high"),
+    ("emulate --ids 300", "0..252"),
+    ("emulate --ids one", "1-6 or 1,2,5"),
+    ("emulate --faults drop=2", "from 0 to 1"),
+    ("emulate --faults drop", "needs a value"),
+    ("emulate --faults fire=1", "cannot read"),
+    ("calibrate joints --port /dev/ttyNONE --id arm", "not found"),
+    ("calibrate joints --port /dev/ttyNONE --id arm --arm middle", "follower or leader"),
+    ("calibrate joints --port /dev/ttyNONE --id arm --sign elbow=2", "--sign 'elbow=2'"),
+    # models
+    ("models add {tmp}/missing --name me/depth", "no such folder"),
+    ("models add {tmp} --name me/depth", "not a model folder"),
+    # perceive
+    ("perceive {tmp}/missing.png --seg-ckpt {tmp}/missing.ckpt", "missing"),
+    # hilserl
+    ("hilserl train --out {tmp}/r", "needs --ckpt"),
+    ("hilserl train --out {file} --ckpt {ckpt}", "not a folder"),
+    ("hilserl train --out {tmp} --resume", "not a HIL-SERL run folder"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --resume", "drop --ckpt"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --episodes 0", "at least 1"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --intervene human", "scripted or none"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --reward sparse", "success or dense"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --device banana", "not a torch device"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --set learner.actr_lr=1", "did you mean 'actor_lr'"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --set utd=fast", "expected a number"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --config {yaml}", "YAML error at line 3"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --config {typo}", "lerner"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --demos {tmp}", "not a recording"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --perturb {perturb_typo}", "did you mean 'period_s'"),
+    ("hilserl status {tmp}", "not a HIL-SERL run folder"),
+    ("hilserl plot {tmp} --out {tmp}/c.png", "not a HIL-SERL run folder"),
+]
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(("line", "expected"), CASES, ids=[c[0].split(" {")[0][:60] for c in CASES])
+def test_a_malformed_input_is_one_line_exit_2_and_changes_nothing(capsys, snapshot, tmp_path, line, expected):
+    import shlex
+
+    (tmp_path / "a_file").write_text("not a checkpoint\n")
+    (tmp_path / "bad.yaml").write_text(BAD_YAML)
+    (tmp_path / "typo.yaml").write_text(TYPO_YAML)
+    (tmp_path / "perturb.yaml").write_text("period: 0.1\n")
+    (tmp_path / "existing").mkdir()
+    names = {"ckpt": str(snapshot), "tmp": str(tmp_path), "file": str(tmp_path / "a_file"),
+             "yaml": str(tmp_path / "bad.yaml"), "typo": str(tmp_path / "typo.yaml"),
+             "perturb_typo": str(tmp_path / "perturb.yaml"), "dir": str(tmp_path / "existing")}
+    before = _listing(tmp_path)
+    code, _, err = run(capsys, *shlex.split(line.format(**names)))
+    assert code == 2, err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert _listing(tmp_path) == before  # nothing written, nothing half-made
