@@ -5,6 +5,8 @@ import pytest
 
 from fixtures import run_cli as run
 
+pytestmark = pytest.mark.slow  # a sweep of every command: CI runs it, `pytest -m "not slow"` skips it
+
 BAD_YAML = "learner:\n  actor_lr: [1\n"
 TYPO_YAML = "lerner:\n  actor_lr: 1e-5\n"
 

@@ -45,6 +45,7 @@ def test_perceive_writes_one_picture_per_frame(capsys, tmp_path, twin_images, se
     assert summary["frames"] == 2 and summary["profile"] == "fast" and summary["total_ms"]["p50"] > 0
 
 
+@pytest.mark.slow  # builds the random-weight perception models (8 s)
 def test_perceive_explains_bad_input(capsys, tmp_path, twin_images, seg_ckpt, depth_folder):
     cases = [
         ((str(twin_images), "--depth-model", str(depth_folder)), "needs --seg-ckpt"),
@@ -60,6 +61,7 @@ def test_perceive_explains_bad_input(capsys, tmp_path, twin_images, seg_ckpt, de
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow  # writes a random-weight Depth Anything folder
 def test_models_add_list_and_download_offline(capsys, tmp_path, depth_folder):
     cache = str(tmp_path / "cache")
     code, out, _ = run_cli(capsys, "models", "list", "--cache-dir", cache)
