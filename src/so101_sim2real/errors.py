@@ -10,7 +10,9 @@ names a flag, and the CLI adds them.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 _OPTION = re.compile(r"(?<![\w@/.])@([a-z][a-z0-9_]*)")
 
@@ -24,6 +26,12 @@ class So101Error(Exception):
     def cli_text(self) -> str:
         """The message with each ``@option`` as its command-line flag."""
         return _OPTION.sub(lambda m: "--" + m.group(1).replace("_", "-"), super().__str__())
+
+
+def did_you_mean(key: object, names: Iterable[str], otherwise: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the name closest to a mistyped ``key``, else ``otherwise``."""
+    near = difflib.get_close_matches(str(key), list(names), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else otherwise
 
 
 class SpecError(So101Error):

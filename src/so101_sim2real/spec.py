@@ -10,7 +10,6 @@ inside this package; nothing else in the code holds them.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from so101_sim2real.errors import SpecError
+from so101_sim2real.errors import SpecError, did_you_mean
 
 SPEC_VERSION = 1
 SOURCE_SIZE = (480, 640)  # (H, W) of the wrist camera; the packaged spec says the same (tested)
@@ -202,9 +201,7 @@ class Spec:
         keys = path.split(".")
         for depth, key in enumerate(keys):
             if not isinstance(node, dict) or key not in node:
-                names = list(node) if isinstance(node, dict) else []
-                near = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                hint = did_you_mean(key, node if isinstance(node, dict) else [])
                 raise SpecError(f"{source}: unknown spec field '{'.'.join(keys[:depth + 1])}'{hint}")
             if depth < len(keys) - 1:
                 node = node[key]
@@ -290,8 +287,7 @@ def _build_dataclass(cls: type, data: dict, where: str, source: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(names)})"
+            hint = did_you_mean(key, names, f" (known: {', '.join(names)})")
             raise SpecError(f"{source}: {_join(where, key)}: unknown field{hint}")
     kwargs = {}
     for f in dataclasses.fields(cls):

@@ -19,7 +19,6 @@ loses at most the episode in progress (and the updates since the last policy sav
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import time
@@ -36,7 +35,7 @@ from safetensors.torch import save_file
 
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.runner import EpisodeResult
-from so101_sim2real.errors import So101Error
+from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
@@ -89,9 +88,7 @@ def _fields(cls: type, data: Any, source: str, path: str = "") -> dict[str, Any]
     for key, value in data.items():
         where = f"{source}: {path}{key}"
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise So101Error(f"{where}: unknown setting{hint}")
+            raise So101Error(f"{where}: unknown setting{did_you_mean(key, names)}")
         default = names[key].default  # MISSING (no default) or a nested config: no check here
         if isinstance(default, bool):
             if not isinstance(value, bool):

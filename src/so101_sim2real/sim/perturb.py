@@ -11,7 +11,6 @@ the zero perturbation is the nominal twin.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from so101_sim2real.errors import So101Error
+from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.interfaces import Perceived, Perception
 from so101_sim2real.sim.scene import SceneConfig
 from so101_sim2real.spec import yaml_problem
@@ -83,8 +82,7 @@ def perturbation_from_dict(data: Any, source: str = "perturbation") -> Perturbat
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            near = difflib.get_close_matches(str(key), fields, n=1)
-            raise So101Error(f"{source}: {key}: unknown setting" + (f" (did you mean '{near[0]}'?)" if near else ""))
+            raise So101Error(f"{source}: {key}: unknown setting{did_you_mean(key, fields)}")
         out[key] = _value(key, value, source)
     p = Perturbation(**out)
     if p.period_s is not None and p.period_s <= 0:
