@@ -204,14 +204,15 @@ def ctrl_c_works() -> None:
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """Run ``so101 ARGS`` in-process through the console entry point: (exit code, stdout, stderr)."""
-    import pytest
-
     from so101_sim2real.cli.app import main
 
-    with pytest.raises(SystemExit) as exc:
+    try:
         main(list(args))
+        code = 0  # a command that finished returns
+    except SystemExit as exc:
+        code = exc.code or 0
     out, err = capsys.readouterr()
-    return exc.value.code or 0, out, err
+    return code, out, err
 
 
 def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), seed: int = 0, prefix: str = "model."):

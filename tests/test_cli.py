@@ -201,3 +201,41 @@ def test_find_port_lists_ports_under_a_header(capsys, monkeypatch):
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("port") and "description" in lines[0]
     assert lines[1].startswith("/dev/ttyACM0  USB Single Serial") and len(lines) == 3
+
+
+def _command_paths():
+    import typer
+
+    from so101_sim2real.cli.app import app
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_help_fits_80_columns_and_labels_no_flag_with_a_type(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    paths = _command_paths()
+    assert len(paths) >= 15  # the root, each command, each group's subcommands
+    for path in paths:
+        code, out, _ = run(capsys, *path, "--help")
+        assert code == 0, path
+        assert max(len(line) for line in out.splitlines()) <= 80, (path, out)
+        assert "<bool>" not in out and "╭" not in out, path
+
+
+@pytest.mark.parametrize("args", [["infer", "--bogus"], ["infer", "-n", "x"], ["infr"], ["inspect"],
+                                  ["models", "nope"]])
+def test_a_mistyped_command_line_is_one_line_naming_the_help(capsys, args):
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "--help" in err
+
+
+def test_a_group_without_a_command_shows_its_help(capsys):
+    code, out, _ = run(capsys, "calibrate")
+    assert code == 0 and "joints" in out and out.startswith("Usage: so101 calibrate")

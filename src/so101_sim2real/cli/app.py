@@ -15,14 +15,16 @@ from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 
+# Click's own help layout: two columns that wrap to the terminal (rich's boxed tables cut the
+# help text into a narrow column at 80 columns and label flags "<bool>").
+_PLAIN = {"rich_markup_mode": None, "pretty_exceptions_enable": False,
+          "context_settings": {"help_option_names": ["-h", "--help"]}}
 app = typer.Typer(
     name="so101",
     help="Take a DrQ-v2 pixel policy trained in MuJoCo onto a real SO-101 arm, and fine-tune it there.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping source line breaks
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **_PLAIN,
 )
 
 CkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint: a RoboBase snapshot (.pt), a folder written by "
@@ -200,7 +202,7 @@ def infer(
         raise typer.Exit(code=130)
 
 
-motors_app = typer.Typer(help="Find the arm's serial port and the servos on it.", no_args_is_help=True)
+motors_app = typer.Typer(help="Find the arm's serial port and the servos on it.", no_args_is_help=True, **_PLAIN)
 app.add_typer(motors_app, name="motors")
 PortOpt = Annotated[str, typer.Option("--port", help="Serial port of the arm, e.g. /dev/ttyACM0 (see "
                                                      "'so101 motors find-port').")]
@@ -272,7 +274,7 @@ def motors_setup(
 
 
 calibrate_app = typer.Typer(help="Calibrate joints (LeRobot-compatible) and the mapping to the sim.",
-                            no_args_is_help=True)
+                            no_args_is_help=True, **_PLAIN)
 app.add_typer(calibrate_app, name="calibrate")
 
 
@@ -424,7 +426,7 @@ def perceive(
 
 
 models_app = typer.Typer(help="The model cache: download once where there is internet, run offline after.",
-                         no_args_is_help=True)
+                         no_args_is_help=True, **_PLAIN)
 app.add_typer(models_app, name="models")
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Model cache (default: the Hugging Face "
                                                                       "cache, HF_HUB_CACHE or HF_HOME).")]
@@ -501,7 +503,7 @@ for _name, _issue in (
 
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, **_PLAIN)
 app.add_typer(hilserl_app, name="hilserl")
 
 
@@ -658,8 +660,20 @@ RAISE_ENV = "SO101_RAISE"  # set (the test suite does): unexpected exceptions pr
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one line on stderr and exit code 2; anything unexpected
     is one line too, exit code 3, with the traceback saved to a file for the bug report."""
+    from typer import _click as click  # typer's bundled click: its exceptions, not the click package's
+
     try:
-        app(args=argv, prog_name="so101")
+        code = typer.main.get_command(app).main(args=argv, prog_name="so101", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `so101`, `so101 motors`: the help is the answer
+        typer.echo(exc.format_message())
+        sys.exit(0)
+    except click.exceptions.UsageError as exc:  # a mistyped command line: one line, like every other error
+        where = exc.ctx.command_path if exc.ctx else "so101"
+        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except So101Error as exc:
         typer.echo(f"error: {exc.cli_text()}", err=True)  # the library's @options as flags
         sys.exit(2)
@@ -673,6 +687,8 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                    f"(a bug: please report it with the traceback saved in {path})", err=True)
         sys.exit(3)
+    if code:  # typer.Exit(code) from a command
+        sys.exit(code)
 
 
 def _save_traceback() -> str:
