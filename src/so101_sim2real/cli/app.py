@@ -406,6 +406,9 @@ def perceive(
     limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
     perception = make(camera)
     typer.echo(f"perceiving {source} ({profile} profile, {perception.workers} worker(s), {device})")
+    if perception.example_models:
+        typer.echo(f"warning: {' and '.join(perception.example_models)}: example weights (random): the pictures "
+                   f"show the workflow, not a segmentation or a depth", err=True)
 
     def show(r) -> None:
         t = r.timing
@@ -455,6 +458,26 @@ def models_add(
     from so101_sim2real.perception.hub import add_folder
 
     typer.echo(f"cached {name} at {add_folder(folder, name, cache_dir)}")
+
+
+@models_app.command("example")
+def models_example(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write.")] = Path("example-models"),
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write example perception weights (random, clearly marked) to try perceive and infer --perception real.
+
+    The real architectures (EfficientViT-B0 segmentation, Depth Anything V2 Small)
+    with random weights, loaded exactly as your own are; the observation they give is
+    noise. They are never filed under a hub id, and a real arm refuses them.
+    """
+    from so101_sim2real.perception.examples import write_example_models
+
+    written = write_example_models(out, force=force)
+    typer.echo(f"wrote example perception weights (random) to {written.folder}; try:")
+    typer.echo(f"  so101 perceive IMAGE --seg-ckpt {written.seg_ckpt} --depth-model {written.depth_model}")
+    typer.echo(f"  so101 infer --ckpt scripted -n 1 --perception real --seg-ckpt {written.seg_ckpt} "
+               f"--depth-model {written.depth_model}")
 
 
 @models_app.command("list")

@@ -133,6 +133,9 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
         notes.append(f"twin: {mujoco_line(spec)}")
         if warning := mujoco_warning(spec):
             warnings.append(warning)
+    if examples := getattr(rig.perception, "example_models", None):
+        warnings.append(f"{' and '.join(examples)}: example weights (random): the policy sees noise; this run "
+                        f"shows the workflow, not the policy")
     used, trained = rig.kinematics.source, spec.action.ik.pose_from
     if used == trained:
         notes.append(f"kinematics: {_POSE_FROM[used]} (as trained)")

@@ -117,7 +117,8 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
     if req.perception == "real":
         from so101_sim2real.perception.real import RealModels, real_perception_factory
 
-        make_perception = real_perception_factory(spec.observation, req.models or RealModels())
+        make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
+                                                  allow_examples=not req.real_port)
     if req.real_port:
         return _arm_rig(spec, req, make_perception)
     if req.robot == "so101":

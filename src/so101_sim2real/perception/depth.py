@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.perception.segmentation import to_tensor
 
 PATCH = 14
@@ -53,6 +54,11 @@ class DepthModel:
     net: torch.nn.Module
     source: str
     device: torch.device
+
+    @property
+    def example(self) -> bool:
+        """Random weights from `so101 models example` (their config carries the mark)."""
+        return hasattr(self.net.config, EXAMPLE_MARK)
 
     @torch.inference_mode()
     def predict(self, rgb: np.ndarray, side: int = TRAINED_SIDE,

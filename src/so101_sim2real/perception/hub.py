@@ -16,6 +16,7 @@ from pathlib import Path
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.examples import is_example_folder
 
 KNOWN_MODELS = {DEFAULT_DEPTH_MODEL: "disparity: Depth Anything V2 Small, 24.8M params, Apache-2.0"}
 
@@ -73,6 +74,9 @@ def add_folder(folder: str | Path, repo_id: str, cache: str | Path | None = None
         raise So101Error(f"{folder}: not a model folder (no config.json)")
     if repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
         raise So101Error(f"@name {repo_id}: a hub id is OWNER/NAME, e.g. {DEFAULT_DEPTH_MODEL}")
+    if repo_id in KNOWN_MODELS and is_example_folder(folder):
+        raise So101Error(f"{folder}: example weights (random, from 'so101 models example'); filed as {repo_id} they "
+                         f"would pass for the real model. Use the folder directly: @depth_model {folder}")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
     digests = {p: _sha256(p) for p in files}
     revision = hashlib.sha1("".join(f"{p.relative_to(folder)}:{d}" for p, d in digests.items()).encode()).hexdigest()
@@ -115,6 +119,7 @@ def cached_models(cache: str | Path | None = None) -> list[CachedModel]:
         if repo.repo_type != "model" or not repo.revisions:
             continue
         newest = max(repo.revisions, key=lambda r: r.last_modified)
-        models.append(CachedModel(repo.repo_id, repo.size_on_disk, repo.nb_files, Path(newest.snapshot_path),
-                                  KNOWN_MODELS.get(repo.repo_id, "")))
+        path = Path(newest.snapshot_path)
+        role = "EXAMPLE: random weights" if is_example_folder(path) else KNOWN_MODELS.get(repo.repo_id, "")
+        models.append(CachedModel(repo.repo_id, repo.size_on_disk, repo.nb_files, path, role))
     return sorted(models, key=lambda m: -m.size_bytes)

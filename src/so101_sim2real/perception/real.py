@@ -124,6 +124,11 @@ class RealPerception:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="perception") if self.workers > 1 else None
         self.last_timing: Timing | None = None
 
+    @property
+    def example_models(self) -> list[str]:
+        """The networks running on random example weights (`so101 models example`)."""
+        return [m.source for m in (self.seg, self.depth) if m.example]
+
     def _map_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """Output map size for an input of ``size``: the camera's, or map_scale x the policy's over the crop."""
         if self.profile.map_scale is None:
@@ -206,9 +211,11 @@ class RealModels:
     trust_pickle: bool = False
 
 
-def real_perception_factory(spec: ObservationSpec, models: RealModels) -> Callable[[Camera | None], RealPerception]:
+def real_perception_factory(spec: ObservationSpec, models: RealModels,
+                            allow_examples: bool = True) -> Callable[[Camera | None], RealPerception]:
     """Load both networks now, from local files or the cache only, so that a bad path fails
-    before anything moves; the returned function binds them to a camera."""
+    before anything moves; the returned function binds them to a camera. ``allow_examples``
+    False (a real arm) refuses the random example weights."""
     from so101_sim2real.perception.depth import load_depth
     from so101_sim2real.perception.segmentation import load_segmentation
 
@@ -219,4 +226,8 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels) -> Callab
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     _check_classes(seg, spec)
     depth = load_depth(models.depth_model, models.device)
+    examples = [m.source for m in (seg, depth) if m.example]
+    if examples and not allow_examples:
+        raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
+                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model")
     return lambda camera: RealPerception(camera, seg, depth, spec, profile)

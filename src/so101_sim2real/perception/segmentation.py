@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, UnsafePickleError
+from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import SOURCE_SIZE
 
@@ -82,6 +83,7 @@ class SegmentationModel:
     input_size: tuple[int, int]  # (H, W) it was trained at (hparams img_height, img_width)
     source: str
     device: torch.device
+    example: bool = False  # random weights from `so101 models example`
 
     @property
     def num_classes(self) -> int:
@@ -160,5 +162,6 @@ def load_segmentation(path: str | Path, device: str | torch.device = "cpu",
                               f"{len(unexpected)} unexpected: {detail})")
     size = (int(hparams.get("img_height", SOURCE_SIZE[0])), int(hparams.get("img_width", SOURCE_SIZE[1])))
     dev = torch.device(device)
-    return SegmentationModel(net.to(dev).eval(), size, str(path), dev)
+    example = isinstance(raw, dict) and EXAMPLE_MARK in raw
+    return SegmentationModel(net.to(dev).eval(), size, str(path), dev, example)
 

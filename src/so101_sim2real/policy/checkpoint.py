@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, SpecError, UnsafePickleError
+from so101_sim2real.files import share_like_the_user
 from so101_sim2real.policy.architecture import STATE, VIEW, Architecture, Hints, derive_architecture
 from so101_sim2real.policy.robobase_cfg import CfgFacts, read_cfg
 from so101_sim2real.safe_pickle import to_plain, torch_load
@@ -408,20 +409,6 @@ def _load_native(path: Path) -> Checkpoint:
     return ckpt
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux says it (another thread may be
-    creating files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write ``ckpt`` as ``out_dir/{weights.safetensors, spec.yaml}``; never half-written."""
     out_dir = Path(out_dir)
@@ -444,7 +431,7 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
     try:
         tensors = {k: v.detach().contiguous().clone() for k, v in ckpt.weights.items()}
         save_file(tensors, str(tmp / NATIVE_WEIGHTS), metadata=meta)
-        os.chmod(tmp / NATIVE_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600; others may read a policy
+        share_like_the_user(tmp / NATIVE_WEIGHTS)  # others on the robot's PC may read a policy
         (tmp / NATIVE_SPEC).write_text(spec_to_yaml(ckpt.spec))
         # Swap by renames, so a kill at any moment leaves the old or the new folder in place.
         old = out_dir.with_name(f".{out_dir.name}.old")

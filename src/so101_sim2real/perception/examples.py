@@ -1,0 +1,89 @@
+"""Example perception weights: the real architectures with random weights, marked as such.
+
+``so101 models example`` writes them so that ``so101 perceive`` and ``so101 infer
+--perception real`` can be tried before one has trained a segmentation network or
+downloaded Depth Anything. They load through exactly the code path real weights take
+(a Lightning-style checkpoint, a ``save_pretrained`` folder), but carry a mark that the
+loaders read: every command that uses them says so, ``models list`` calls them examples,
+``models add`` will not file them under an official hub id, and an arm on a serial port
+refuses them (a policy fed noise should not drive real joints).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.files import share_like_the_user
+from so101_sim2real.spec import SOURCE_SIZE, default_spec
+
+EXAMPLE_MARK = "so101_example"  # a key in the checkpoint, an attribute in the depth config
+NOTE = "random weights written by 'so101 models example': for trying the workflow, not for a robot"
+SEG_FILE = "segmentation.ckpt"
+DEPTH_DIR = "depth"
+
+
+@dataclass(frozen=True)
+class ExampleModels:
+    """Where the example weights were written."""
+
+    folder: Path
+    seg_ckpt: Path
+    depth_model: Path
+
+
+def write_example_models(out: str | Path, force: bool = False, seed: int = 0) -> ExampleModels:
+    """EfficientViT-B0 + FPN and Depth Anything V2 Small with seeded random weights, under ``out``."""
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+    from transformers.utils import logging
+
+    from so101_sim2real.perception.depth import small_config
+    from so101_sim2real.perception.segmentation import SegmentationNet
+
+    folder = Path(out).expanduser()
+    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):  # an empty folder is fine
+        if not force:
+            raise So101Error(f"@out {folder}: already exists; pass @force to replace it")
+        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+    staging = folder.with_name(folder.name + ".partial")  # a killed run leaves no half-written folder
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise So101Error(f"@out {folder}: cannot create it ({exc.strerror})") from None
+    try:
+        torch.manual_seed(seed)
+        classes = len(default_spec().observation.segmentation.real_classes)
+        seg = SegmentationNet(classes).eval()
+        torch.save({"state_dict": {f"model.{k}": v for k, v in seg.state_dict().items()},
+                    "hyper_parameters": {"num_classes": classes, "img_height": SOURCE_SIZE[0],
+                                         "img_width": SOURCE_SIZE[1]},
+                    EXAMPLE_MARK: NOTE}, staging / SEG_FILE)
+        logging.disable_progress_bar()  # a bar for one 99 MB shard says nothing
+        config = small_config()
+        setattr(config, EXAMPLE_MARK, NOTE)
+        DepthAnythingForDepthEstimation(config).eval().save_pretrained(staging / DEPTH_DIR)
+        for weights in (staging / DEPTH_DIR).glob("*.safetensors"):
+            share_like_the_user(weights)
+        (staging / "README.md").write_text(f"# Example perception weights\n\n{NOTE}.\n\n"
+                                           f"- `{SEG_FILE}`: EfficientViT-B0 + FPN segmentation, {classes} classes\n"
+                                           f"- `{DEPTH_DIR}/`: Depth Anything V2 Small (transformers layout)\n")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging.replace(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExampleModels(folder, folder / SEG_FILE, folder / DEPTH_DIR)
+
+
+def is_example_folder(folder: str | Path) -> bool:
+    """A model folder whose config.json carries the example mark."""
+    import json
+
+    try:
+        return EXAMPLE_MARK in json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
