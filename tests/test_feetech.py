@@ -518,3 +518,39 @@ def test_calibrate_joints_command_writes_lerobot_and_sim_files(capsys, monkeypat
     assert json.loads((lerobot.parent / "arm1.so101_sim.json").read_text())["elbow_flex"]["sign"] == -1
     code, _, err = run_cli(capsys, "calibrate", "joints", "--port", emulator.path, "--id", "x", "--sign", "elbow=2")
     assert code == 2 and "--sign 'elbow=2'" in err
+
+
+def test_the_scripted_hand_rehearsal_recovers_the_arm_it_built():
+    """Calibrating the emulated arm (horns off centre) with the scripted hand recovers, for every
+    joint, the sim angle of any pose and the mechanical range, to within a tick or two."""
+    from so101_sim2real.control.rehearsal import calibration_rehearsal
+    from so101_sim2real.hardware.hand import TICKS_PER_RAD
+    from so101_sim2real.hardware.setup import calibrate
+
+    with calibration_rehearsal(seed=3, say=lambda _: None, sweep_s=0.6) as (port, hand), \
+            MotorBus(port, MOTORS) as bus:
+        cal = calibrate(bus, hand.wait, hand.sweep)
+        assert len({round(a.zero_tick) for a in hand.arm.values()}) > 1  # the horns really are off centre
+        for fraction in (0.1, 0.5, 0.9):
+            pose = {j: a.low_rad + fraction * (a.high_rad - a.low_rad) for j, a in hand.arm.items()}
+            hand.pose(pose)
+            read = bus.sync_read("present_position")
+            for joint in JOINT_NAMES:
+                assert cal.raw_to_sim(joint, read[joint]) == pytest.approx(pose[joint], abs=1.5 / TICKS_PER_RAD)
+    truth = np.array([(a.low_rad, a.high_rad) for a in hand.arm.values()])
+    assert np.abs(cal.sim_ranges() - truth).max() <= 2 / TICKS_PER_RAD
+
+
+def test_calibrate_joints_rehearses_on_the_emulator_and_never_replaces_a_calibration(capsys, tmp_path):
+    from fixtures import run_cli
+
+    args = ("calibrate", "joints", "--port", "emulator", "--id", "rehearsal", "--root", str(tmp_path))
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "the hand swings every joint" in out and "of the emulated arm" in out
+    written = tmp_path / "robots" / "so_follower" / "rehearsal.json"
+    motors = json.loads(written.read_text())
+    assert all(m["range_max"] - m["range_min"] > 200 for m in motors.values())
+    before = written.read_bytes()
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "choose another --id" in err and written.read_bytes() == before

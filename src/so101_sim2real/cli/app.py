@@ -288,9 +288,14 @@ def calibrate_joints(
     root: Annotated[Optional[Path], typer.Option("--root", help="LeRobot calibration folder (default: "
                                                                 "~/.cache/huggingface/lerobot/calibration).")] = None,
 ) -> None:
-    """Record homing offsets, ranges and the pose matching the sim's zero; writes LeRobot's JSON + the sim map."""
+    """Record homing offsets, ranges and the pose matching the sim's zero; writes LeRobot's JSON + the sim map.
+
+    With --port emulator it is a rehearsal: an emulated arm (horns mounted off centre)
+    and a scripted hand that does each step, through the same calibration code.
+    """
     import threading
 
+    from so101_sim2real.control.rig import EMULATOR_PORT
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.calibration import new_lerobot_path
     from so101_sim2real.hardware.setup import calibrate
@@ -312,12 +317,22 @@ def calibrate_joints(
         threading.Thread(target=lambda: (input(), pressed.set()), daemon=True).start()
         return pressed.is_set
 
-    with MotorBus(port, SERVO_IDS) as bus:
-        bus.handshake()
-        cal = calibrate(bus, wait, sweep, sign_map)
     path = new_lerobot_path(arm, robot_id, root)
+    if port == EMULATOR_PORT:
+        from so101_sim2real.control.rehearsal import calibration_rehearsal
+
+        if path.exists():  # a rehearsal must not replace a real arm's calibration
+            raise So101Error(f"{path} exists; a rehearsal on the emulator writes a new file: choose another --id")
+        with calibration_rehearsal(say=typer.echo) as (emulated, hand), MotorBus(emulated, SERVO_IDS) as bus:
+            bus.handshake()
+            cal = calibrate(bus, hand.wait, hand.sweep, sign_map)
+    else:
+        with MotorBus(port, SERVO_IDS) as bus:
+            bus.handshake()
+            cal = calibrate(bus, wait, sweep, sign_map)
     cal.save(path)
-    typer.echo(f"wrote {path} (LeRobot format) and {path.stem}.so101_sim.json (sim mapping)")
+    typer.echo(f"wrote {path} (LeRobot format) and {path.stem}.so101_sim.json (sim mapping)"
+               + (" of the emulated arm" if port == EMULATOR_PORT else ""))
 
 
 def _id_list(text: str) -> list[int]:
