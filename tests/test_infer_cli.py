@@ -103,3 +103,37 @@ def test_a_used_record_folder_is_refused_before_anything_runs(capsys, tmp_path):
     code, out, err = run(capsys, "infer", "--ckpt", "scripted", "--record", str(tmp_path))
     assert code == 2 and "not empty" in err and "episode" not in out
     assert (tmp_path / "episode_0000.npz").read_bytes() == b"precious"
+
+
+def _in_a_terminal(*args: str) -> str:
+    """Run ``so101 ARGS`` on a pseudo-terminal of 100 columns; everything it drew, carriage returns as lines."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "so101_sim2real", *args], stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(main)
+    assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace").replace("\r", "\n")
+
+
+@pytest.mark.slow
+def test_in_a_terminal_a_bar_shows_the_episode_the_step_and_the_time(tmp_path):
+    drawn = _in_a_terminal("infer", "--ckpt", "scripted", "-n", "2", "--max-steps", "15", "--video",
+                           str(tmp_path / "v.mp4"))
+    assert "| 0/2 [" in drawn and "step 15]" in drawn and "| 1/2 [" in drawn
+    assert "episode 1/2  seed 0: no success after 15 steps" in drawn

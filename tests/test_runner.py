@@ -85,9 +85,31 @@ def test_video_shows_the_camera_and_both_channels(rig, policy, tmp_path):
         if not ok:
             break
         frames.append(frame)
-    assert len(frames) == 4
+    hold = round(0.5 / rig.period_s)  # the last frame, held half a second with the outcome
+    assert len(frames) == 4 + hold
     h, w = frames[0].shape[:2]
     assert h == 240 and w == 320 + 240 + 240  # RGB 4:3 | seg | disparity
+
+
+def test_video_frames_name_the_episode_its_seed_and_its_outcome(rig, monkeypatch, tmp_path):
+    import so101_sim2real.control.runner as runner
+
+    captions = []
+
+    def compose(rgb, frame, channels, caption=""):
+        captions.append(caption)
+        return np.zeros((8, 8, 3), np.uint8)
+
+    monkeypatch.setattr(runner, "compose", compose)
+    video = VideoWriter(tmp_path / "run.mp4", 50)
+    summary = Runner(rig, ScriptedPilot(rig.twin), video=video, max_steps=3).run([7, 8])
+    assert video.frames == 2 * (3 + round(0.5 / rig.period_s))  # each outcome frame held half a second
+    first = summary.episodes[0]
+    assert captions[0].startswith("episode 1/2  seed 7\nstep 1  return ")
+    assert captions[2:4] == [f"episode 1/2  seed 7\nstep 3  return {first.ret:.1f}",
+                             "episode 1/2  seed 7\nno success after 3 steps"]
+    assert captions[4].startswith("episode 2/2  seed 8\nstep 1")
+    assert captions[-1] == "episode 2/2  seed 8\nno success after 3 steps"
 
 
 @pytest.mark.parametrize("how", [KeyboardInterrupt, "sigterm"])

@@ -140,6 +140,11 @@ class VideoCamera:
         self._index += 1
         return Frame(_rgb(bgr), (self._index - 1) / self.fps, self._index)
 
+    @property
+    def frame_count(self) -> int | None:
+        """Frames in the file as its header says (None: unknown or looped), for a progress bar."""
+        return None if self.loop or not self.frames else self.frames
+
     def close(self) -> None:
         self._cap.release()
 
@@ -166,6 +171,10 @@ class ImageFolderCamera:
             raise CameraError(f"{path}: not a readable image")
         self._index += 1
         return Frame(_rgb(bgr), float(self._index - 1), self._index)
+
+    @property
+    def frame_count(self) -> int | None:
+        return None if self.loop else len(self.files)
 
     @property
     def name(self) -> str:

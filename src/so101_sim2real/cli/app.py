@@ -52,6 +52,40 @@ ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: seg on the cro
                                                            "faster, but not the training observation.")]
 
 
+class _Progress:
+    """In a terminal, a bar with the ETA under the result lines; in a log or a pipe, the lines only."""
+
+    def __init__(self, total: int | None, unit: str):
+        self.total, self.unit, self._bar = total, unit, None
+
+    @property
+    def bar(self):
+        if self._bar is None:  # made at the first unit, under whatever the command printed first
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, unit=self.unit, file=sys.stderr, disable=not sys.stderr.isatty(),
+                             leave=False, dynamic_ncols=True)
+        return self._bar
+
+    def advance(self, line: str) -> None:
+        """One unit done, reported by ``line``."""
+        self.bar.update(1)
+        if self.bar.disable:
+            typer.echo(line)
+        else:
+            self.bar.write(line, file=sys.stdout)
+
+    def note(self, text: str) -> None:
+        """Where the current unit is (redrawn at most a few times a second)."""
+        if not self.bar.disable:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(0)  # redraws only when tqdm's minimum interval has passed
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 @app.command()
 def inspect(
     ckpt: CkptOpt,
@@ -174,23 +208,16 @@ def infer(
         for w in warnings:
             typer.echo(f"warning: {w}", err=True)
 
-    from tqdm import tqdm
-
-    # In a terminal, a bar with the ETA under the episode lines (a video costs ~0.5 s a frame);
-    # in a log or a pipe, the lines only.
-    bar = tqdm(total=episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+    progress = _Progress(episodes, "episode")  # a video costs ~0.35 s a frame: the ETA matters
 
     def episode_done(e) -> None:
-        bar.update(1)
-        if bar.disable:
-            typer.echo(episode_line(e, episodes))
-        else:
-            bar.write(episode_line(e, episodes), file=sys.stdout)
+        progress.advance(episode_line(e, episodes))
 
     try:
-        summary = run_infer(opts, on_episode=episode_done, on_start=started)
+        summary = run_infer(opts, on_episode=episode_done, on_start=started,
+                            on_step=lambda step: progress.note(f"step {step}"))
     finally:
-        bar.close()
+        progress.close()
     typer.echo(render_summary(summary))
     if record:
         typer.echo(f"recorded {len(summary.episodes)} episode(s) to {record}/")
@@ -425,15 +452,19 @@ def perceive(
         typer.echo(f"warning: {' and '.join(perception.example_models)}: example weights (random): the pictures "
                    f"show the workflow, not a segmentation or a depth", err=True)
 
+    known = getattr(camera, "frame_count", None)
+    progress = _Progress(min(filter(None, (limit, known)), default=None), "frame")
+
     def show(r) -> None:
         t = r.timing
         shares = ", ".join(f"{k} {v:.1%}" for k, v in r.class_fractions.items() if k != "background")
-        typer.echo(f"frame {r.index}: seg {t.seg_ms:.1f} ms, depth {t.depth_ms:.1f} ms, total {t.total_ms:.1f} ms; "
-                   f"{shares}")
+        progress.advance(f"frame {r.index}: seg {t.seg_ms:.1f} ms, depth {t.depth_ms:.1f} ms, total "
+                         f"{t.total_ms:.1f} ms; {shares}")
 
     try:
         results = run_preview(perception, camera, out, limit, on_frame=show)
     finally:
+        progress.close()
         perception.close()
     summary = summarise(results)
     typer.echo(f"{len(results)} frame(s): end to end p50 {summary['total_ms']['p50']:.1f} ms "

@@ -17,7 +17,7 @@ import yaml
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig, RigRequest, build_rig, check_request
-from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary, wants_frames
+from so101_sim2real.control.runner import OUTCOMES, EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels
@@ -107,14 +107,15 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
 
 
 def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,
-              on_start: Callable[[Rig, Pilot], None] | None = None) -> RunSummary:
+              on_start: Callable[[Rig, Pilot], None] | None = None,
+              on_step: Callable[[int], None] | None = None) -> RunSummary:
     rig, pilot, recorder, video = build(opts)
     try:
         if on_start:
             on_start(rig, pilot)
         realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
         runner = Runner(rig, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
-                        on_episode=on_episode, perceive=opts.perception == "real")
+                        on_episode=on_episode, perceive=opts.perception == "real", on_step=on_step)
         return runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:
         rig.close()
@@ -146,11 +147,10 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
     return notes, warnings
 
 
-_OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: not judged (a real arm)
 
 
 def episode_line(e: EpisodeResult, total: int) -> str:
-    outcome = "interrupted" if e.interrupted else _OUTCOMES[e.success]
+    outcome = "interrupted" if e.interrupted else OUTCOMES[e.success]
     return f"episode {e.index + 1}/{total}  seed {e.seed}: {outcome} after {e.steps} steps, return {e.ret:.1f}"
 
 

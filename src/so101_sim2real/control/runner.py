@@ -84,6 +84,10 @@ def _episode_dict(e: EpisodeResult) -> dict:
     return d
 
 
+OUTCOME_HOLD_S = 0.5  # the video holds each episode's last frame this long, captioned with its outcome
+OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: a real arm, not judged
+
+
 def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: bool = False) -> bool:
     """Whether a run perceives every tick: its pilot looks at the frames, they are kept, or the
     user asked for it (to time a perception). The one place this is decided; a rig is built
@@ -97,14 +101,17 @@ class Runner:
     def __init__(self, rig: Rig, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
-                 with_rgb: bool = False, transitions: TransitionSink | None = None):
+                 with_rgb: bool = False, transitions: TransitionSink | None = None,
+                 on_step: Callable[[int], None] | None = None):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
         self.transitions = transitions
         self._state = StateBuilder(rig.spec.state) if recorder is not None and rig.spec.state.size else None
         self.rate = RateKeeper(rig.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
+        self.on_step = on_step  # called with the step count after every tick (a progress bar)
         self.timer = StageTimer()
+        self._episodes, self._title, self._last_view = 1, "", None
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
         self.want_rgb = with_rgb or video is not None or (recorder is not None and recorder.with_rgb)
         if self.perceive and rig.perception is None:
@@ -113,6 +120,7 @@ class Runner:
     def run(self, seeds: list[int | None]) -> RunSummary:
         """All episodes; Ctrl-C or SIGTERM ends the run early, torque off either way."""
         summary = RunSummary()
+        self._episodes = len(seeds)
         try:
             with torque_guard(self.rig.robot):
                 for index, seed in enumerate(seeds):
@@ -144,6 +152,8 @@ class Runner:
         joints, _ = rig.reset(seed)
         limit = self.max_steps or rig.spec.episode.max_steps
         steps, ret, success, interrupted = 0, 0.0, False, False
+        self._title = f"episode {index + 1}/{self._episodes}  seed {seed}"
+        self._last_view = None
         if self.recorder:
             self.recorder.begin(index, seed)
         if self.transitions:
@@ -157,6 +167,8 @@ class Runner:
                     action = np.asarray(self.pilot.act(obs), dtype=np.float32)
                 cmd, result = tick(rig, action, joints, self.timer)
                 steps, ret = steps + 1, ret + result.reward
+                if self.on_step:
+                    self.on_step(steps)
                 self._keep(obs, action, cmd, result.reward, ret, steps)
                 ends = result.terminated or result.truncated or steps >= limit
                 if self.transitions:
@@ -174,6 +186,7 @@ class Runner:
                 self.recorder.end(steps, success, ret, interrupted)
             if self.transitions:
                 self.transitions.end()
+            self._show_outcome(success, steps, interrupted)
         return EpisodeResult(index, seed, None if success is None else bool(success), steps, float(ret), interrupted)
 
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
@@ -190,5 +203,18 @@ class Runner:
                 rgb=None if p is None else p.rgb,
             )
         if self.video and p is not None:
-            caption = f"step {step}  return {ret:.1f}"
-            self.video.add(compose(p.rgb, p.frame, list(self.rig.spec.observation.channels), caption))
+            self._last_view = (p.rgb, p.frame)
+            self.video.add(compose(p.rgb, p.frame, self._channels, f"{self._title}\nstep {step}  return {ret:.1f}"))
+
+    def _show_outcome(self, success: bool | None, steps: int, interrupted: bool) -> None:
+        """Hold the episode's last frame for half a second with its outcome, so episodes are told apart."""
+        if not self.video or self._last_view is None:
+            return
+        outcome = "interrupted" if interrupted else OUTCOMES[success]
+        frame = compose(*self._last_view, self._channels, f"{self._title}\n{outcome} after {steps} steps")
+        for _ in range(max(1, round(OUTCOME_HOLD_S / self.rig.period_s))):
+            self.video.add(frame)
+
+    @property
+    def _channels(self) -> list[str]:
+        return list(self.rig.spec.observation.channels)

@@ -26,15 +26,23 @@ def colour_segmentation(ids: np.ndarray) -> np.ndarray:
     return _LUT[np.asarray(ids, dtype=np.uint8)]
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+def _label(img: np.ndarray, text: str, first_row: int = 0) -> np.ndarray:
+    """White text on a darkened strip (readable on any background), one line per ``\n``."""
+    for row, line in enumerate(text.splitlines(), start=first_row):
+        (w, h), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        top, bottom = 4 + 18 * row, 4 + 18 * row + h + 8
+        img[top:bottom, 2:10 + w] //= 3
+        cv2.putText(img, line, (6, bottom - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 
 
 def compose(rgb: np.ndarray | None, frame: np.ndarray, channels: list[str], caption: str = "") -> np.ndarray:
-    """One RGB video frame: camera | seg | disparity, captioned."""
+    """One RGB video frame: camera | seg | disparity, the caption on the first panel."""
     panels = [panel(rgb, caption or "wrist camera")] if rgb is not None else []
-    return np.hstack(panels + policy_panels(frame, channels))
+    panels += policy_panels(frame, channels)
+    if rgb is None and caption:
+        _label(panels[0], caption, first_row=1)  # under the panel's own label
+    return np.hstack(panels)
 
 
 def panel(rgb: np.ndarray, caption: str, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
