@@ -76,12 +76,20 @@ def test_a_serial_port_needs_a_camera_a_calibration_and_the_real_perception(caps
                                                                             depth_folder, twin_video):
     base = ("infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", str(tmp_path / "ttyNONE"))
     models = ("--perception", "real", "--seg-ckpt", str(seg_ckpt), "--depth-model", str(depth_folder))
-    cases = [
-        (base, "a real arm sees through --camera"),
-        (base + ("--camera", str(twin_video)), "a real arm sees through --camera"),
-        (base + ("--camera", str(twin_video)) + models, "the arm needs its calibration"),
-        (base + ("--camera", str(twin_video), "--calibration", str(tmp_path / "arm.json")) + models, "no such file"),
-        (base + ("--camera", str(twin_video), "--calibration", "twin") + models, "ttyNONE"),
+    twin, video = ("--calibration", "twin"), ("--camera", str(twin_video))
+    fake_port = tmp_path / "ttyFAKE"
+    fake_port.touch()
+    cases = [  # each mistake named for what it is
+        (base, "the arm needs its calibration: --calibration ID"),
+        (base + twin, "a real arm sees through --camera"),
+        (base + twin + video, "a camera image needs --perception real --seg-ckpt PATH"),
+        (base + twin + video + ("--perception", "real"), "--perception real needs --seg-ckpt PATH"),
+        (base + video + models, "the arm needs its calibration"),
+        (base[:-1] + (str(fake_port),) + video + ("--calibration", str(tmp_path / "arm.json")) + models,
+         "no such file"),
+        (base + twin + video + models, "ttyNONE: no such serial port"),
+        (base[:-1] + (str(tmp_path),) + twin + video + models, "that is a folder, not a serial port"),
+        (("infer", "--ckpt", "scripted") + base[3:] + twin + video + models, "the scripted expert reads the cube"),
     ]
     for args, message in cases:
         code, _, err = run_cli(capsys, *args)

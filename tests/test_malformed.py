@@ -32,7 +32,19 @@ CASES = [
     ("infer --ckpt scripted --port /dev/ttyACM0", "only for --robot so101"),
     ("infer --ckpt scripted --calibration twin", "only for --robot so101"),
     ("infer --ckpt scripted --perception lidar", "--perception lidar: unknown"),
-    ("infer --ckpt scripted --robot so101 --port /dev/ttyNONE", "a real arm sees through --camera"),
+    ("infer --ckpt {ckpt} --robot so101 --port /dev/ttyNONE", "the arm needs its calibration"),
+    ("infer --ckpt {ckpt} --robot so101 --port /dev/ttyNONE --calibration twin", "sees through --camera"),
+    ("infer --ckpt {ckpt} --robot so101 --port /dev/ttyNONE --calibration twin --camera 0",
+     "needs --perception real"),
+    ("infer --ckpt {ckpt} --robot so101 --port /dev/ttyNONE --calibration twin --camera 0 --perception real",
+     "needs --seg-ckpt"),
+    ("infer --ckpt {ckpt} --robot so101 --port {tmp} --calibration twin --camera 0 --perception real "
+     "--seg-ckpt x.ckpt", "a folder, not a serial port"),
+    ("infer --ckpt {ckpt} --robot so101 --port /dev/ttyNONE --calibration twin --camera 0 --perception real "
+     "--seg-ckpt x.ckpt", "no such serial port"),
+    ("infer --ckpt {ckpt} --robot so101 --port {file} --calibration nobody --camera 0 --perception real "
+     "--seg-ckpt x.ckpt", "no LeRobot calibration for follower 'nobody'"),
+    ("infer --ckpt scripted --robot so101 --port /dev/ttyNONE", "the scripted expert reads the cube"),
     ("infer --ckpt scripted --set nonsense", "KEY=VALUE"),
     ("infer --ckpt scripted --set observaton.crop=none", "observaton"),
     ("infer --ckpt scripted --set action.xyz_scale_m=-1", "action.xyz_scale_m"),

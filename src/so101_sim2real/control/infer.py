@@ -81,6 +81,9 @@ def rig_request(opts: InferOptions, with_camera: bool = True) -> RigRequest:
 
 def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
     """Everything a run needs, validated before anything moves."""
+    if opts.ckpt == SCRIPTED and opts.port and rig_request(opts).real_port:
+        raise So101Error("@ckpt scripted: the scripted expert reads the cube's position from the twin; a real arm "
+                         "runs a policy (@ckpt PATH)")
     check_request(rig_request(opts))  # before any checkpoint or model loads
     if opts.episodes < 1:
         raise So101Error("@episodes must be at least 1")

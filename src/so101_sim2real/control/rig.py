@@ -104,15 +104,40 @@ def check_request(req: RigRequest) -> None:
         raise So101Error("@robot so101 needs @port (the arm's serial port, or 'emulator' for the driver on the twin)")
     if req.perception not in PERCEPTIONS:
         raise So101Error(f"@perception {req.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
-    if req.real_port and (req.perception != "real" or not req.camera):
-        raise arm_needs_eyes(req.port)
+    if req.real_port:
+        _check_arm_request(req)
     if req.perturbation is not None and req.robot != "sim":
         raise So101Error("@perturb changes the sim twin; it works with @robot sim only")
+
+
+def _check_arm_request(req: RigRequest) -> None:
+    """An arm on a serial port: each missing piece named, before any network loads."""
+    port = req.port
+    if not req.calibration:
+        raise So101Error(f"@port {port}: the arm needs its calibration: @calibration ID (from 'so101 calibrate "
+                         f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
+    if not req.camera:
+        raise So101Error(f"@port {port}: a real arm sees through @camera: an index (0), a device (/dev/video2) or "
+                         f"a video file")
+    if req.perception != "real":
+        raise So101Error(f"@camera {req.camera}: a camera image needs @perception real @seg_ckpt PATH (the twin's "
+                         f"own segmentation and depth exist only in sim; @port emulator runs the driver on the twin)")
+    if req.models is not None and not getattr(req.models, "seg_ckpt", None):
+        raise So101Error("@perception real needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
+                         "Lightning training wrote (e.g. outputs/efficientvit_seg/best.ckpt)")
+    where = Path(port)
+    if where.is_dir():
+        raise So101Error(f"@port {port}: that is a folder, not a serial port (they look like /dev/ttyACM0; "
+                         f"'so101 motors find-port' finds the arm's)")
+    if port.startswith("/") and not where.exists():
+        raise So101Error(f"@port {port}: no such serial port; plug in the arm's USB adapter, or find it with "
+                         f"'so101 motors find-port'")
 
 
 def build_rig(spec: Spec, req: RigRequest) -> Rig:
     """The rig a checked request describes: the twin, the driver on the emulated twin, or an arm."""
     check_request(req)
+    calibration = load_calibration(req.calibration) if req.real_port else None  # a typo fails before the networks
     make_perception = None
     if req.perception == "real":
         from so101_sim2real.perception.real import RealModels, real_perception_factory
@@ -120,7 +145,7 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
                                                   allow_examples=not req.real_port)
     if req.real_port:
-        return _arm_rig(spec, req, make_perception)
+        return _arm_rig(spec, req, make_perception, calibration)
     if req.robot == "so101":
         return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception)
     return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
@@ -145,10 +170,9 @@ def load_calibration(name: str | None) -> object | None:
     return ArmCalibration.load(find_lerobot_file("follower", name))
 
 
-def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None) -> Rig:
+def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object) -> Rig:
     from so101_sim2real.cameras import open_camera
 
-    calibration = load_calibration(req.calibration)
     camera = open_camera(req.camera, spec.observation.source_size, loop=True)
     try:
         return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
