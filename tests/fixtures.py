@@ -257,9 +257,11 @@ def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), 
 def write_depth_folder(path):
     """Depth Anything V2 Small with random weights, saved the way a downloaded model is laid out."""
     from transformers import DepthAnythingForDepthEstimation
+    from transformers.utils import logging
 
     from so101_sim2real.perception.depth import small_config
 
+    logging.disable_progress_bar()  # its bar would land in the stderr of whichever test made the folder
     torch.manual_seed(0)
     net = DepthAnythingForDepthEstimation(small_config()).eval()
     net.save_pretrained(path)

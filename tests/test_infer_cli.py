@@ -84,7 +84,7 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
     (["--ckpt", "scripted", "--robot", "ur5"], "unknown"),
     (["--ckpt", "scripted", "--camera", "0"], "--camera: only for --robot so101"),
     (["--ckpt", "scripted", "--port", "/dev/ttyACM0"], "--port: only for --robot so101"),
-    (["--ckpt", "scripted", "--robot", "so101", "--port", "/dev/ttyACM0"], "--port emulator"),
+    (["--ckpt", "scripted", "--robot", "so101", "--port", "/dev/ttyACM0"], "the scripted expert reads the cube"),
     (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
     (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),
     (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),

@@ -97,6 +97,44 @@ CASES = [
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --perturb {perturb_typo}", "did you mean 'period_s'"),
     ("hilserl status {tmp}", "not a HIL-SERL run folder"),
     ("hilserl plot {tmp} --out {tmp}/c.png", "not a HIL-SERL run folder"),
+    # options that would do nothing in the chosen mode
+    ("infer --ckpt scripted --seg-ckpt {seg}", "--seg-ckpt: only with --perception real"),
+    ("infer --ckpt scripted --profile exact", "--profile: only with --perception real"),
+    ("infer --ckpt scripted --no-record-rgb", "only with --record DIR"),
+    ("infer --ckpt scripted --trust-pickle", "only for a --ckpt file"),
+    # a mistyped command line
+    ("infer --ckpt scripted --bogus", "No such option: --bogus"),
+    ("infer --ckpt scripted -n many", "Invalid value for '--episodes'"),
+    ("infr --ckpt scripted", "Did you mean 'infer'"),
+    ("inspect", "Missing option '--ckpt'"),
+    ("models fetch", "No such command 'fetch'"),
+    # perceive: sources, models, output
+    ("perceive {tmp} --seg-ckpt {seg} --depth-model {depth}", "no images"),
+    ("perceive {file} --seg-ckpt {seg} --depth-model {depth}", "not a video"),
+    ("perceive {image} --seg-ckpt {file} --depth-model {depth}", "{file}"),
+    ("perceive {image} --seg-ckpt {ckpt} --depth-model {depth}", "not an EfficientViT segmentation checkpoint"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {dir}", "no config.json"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --frames 0", "--frames must be at least 1"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --out {file}", "a file, not a folder"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --device cuda:7", "cuda"),
+    # models: folders, names, the cache
+    ("models add {depth} --name nohub", "OWNER/NAME"),
+    ("models add {depth} --cache-dir {file}", "a file, not a folder"),
+    ("models list --cache-dir {file}", "a file, not a folder"),
+    ("models example --out {tmp}", "already exists; pass --force"),
+    ("models example --out {file}/models", "cannot create it"),
+    ("calibrate joints --port emulator --id existing --root {tmp}", "choose another --id"),
+    # a live bus: an emulated arm whose registers must be left as they were
+    ("calibrate joints --port {emu} --id arm --root {file}", "a_file is a file, not a folder"),
+    ("motors scan --port {emu} --baud 1234", "baud rate 1234"),
+    ("calibrate joints --port {emu} --id arm --arm middle", "follower or leader"),
+    ("calibrate joints --port {emu} --id arm --sign elbow=2", "--sign 'elbow=2'"),
+    ("infer --ckpt {ckpt} --robot so101 --port {emu} --calibration nobody --camera 0 --perception real "
+     "--seg-ckpt {seg} --depth-model {depth}", "no LeRobot calibration for follower 'nobody'"),
+    ("infer --ckpt {ckpt} --robot so101 --port {emu} --calibration twin --camera {tmp}/none.mp4 --perception real "
+     "--seg-ckpt {seg} --depth-model {depth}", "none.mp4"),
+    ("infer --ckpt {ckpt} --robot so101 --port {emu} --calibration twin --camera {image} --perception real "
+     "--seg-ckpt {seg} --depth-model {depth} --set observation.frame_stack=2", "frames"),
 ]
 
 
@@ -104,20 +142,62 @@ def _listing(folder):
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
 
+@pytest.fixture(scope="module")
+def emulated_arm():
+    """Six emulated servos on a pty, as an arm on a serial port."""
+    from so101_sim2real.hardware.emulator import BusEmulator
+
+    with BusEmulator(list(range(1, 7))) as emu:
+        yield emu
+
+
+def _registers(emu) -> list[bytes]:
+    """What a failed command must not change: each servo's EEPROM (ID, limits, offsets), torque and lock."""
+    from so101_sim2real.hardware.registers import EEPROM_END, REGISTERS
+
+    def byte(servo, name):
+        return bytes(servo.regs[REGISTERS[name].address:REGISTERS[name].address + 1])
+
+    with emu.lock:
+        return [bytes(s.regs[:EEPROM_END]) + byte(s, "torque_enable") + byte(s, "lock") for s in emu.servos]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    import cv2
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("image") / "frame.png"
+    cv2.imwrite(str(path), np.full((480, 640, 3), 90, np.uint8))
+    return path
+
+
 @pytest.mark.parametrize(("line", "expected"), CASES, ids=[c[0].split(" {")[0][:60] for c in CASES])
-def test_a_malformed_input_is_one_line_exit_2_and_changes_nothing(capsys, snapshot, tmp_path, line, expected):
+def test_a_malformed_input_is_one_line_exit_2_and_changes_nothing(capsys, snapshot, tmp_path, line, expected,
+                                                                  request):
     import shlex
 
+    needs = {name: request.getfixturevalue(fixture) for name, fixture in
+             (("seg", "seg_ckpt"), ("depth", "depth_folder"), ("emu", "emulated_arm"), ("image", "image"))
+             if "{" + name + "}" in line}
+    emu = needs.pop("emu", None)
     (tmp_path / "a_file").write_text("not a checkpoint\n")
+    (tmp_path / "robots" / "so_follower").mkdir(parents=True)
+    (tmp_path / "robots" / "so_follower" / "existing.json").write_text("{}\n")
     (tmp_path / "bad.yaml").write_text(BAD_YAML)
     (tmp_path / "typo.yaml").write_text(TYPO_YAML)
     (tmp_path / "perturb.yaml").write_text("period: 0.1\n")
     (tmp_path / "existing").mkdir()
     names = {"ckpt": str(snapshot), "tmp": str(tmp_path), "file": str(tmp_path / "a_file"),
              "yaml": str(tmp_path / "bad.yaml"), "typo": str(tmp_path / "typo.yaml"),
-             "perturb_typo": str(tmp_path / "perturb.yaml"), "dir": str(tmp_path / "existing")}
-    before = _listing(tmp_path)
+             "perturb_typo": str(tmp_path / "perturb.yaml"), "dir": str(tmp_path / "existing"),
+             **{k: str(v) for k, v in needs.items()}}
+    if emu is not None:
+        names["emu"] = emu.path
+    before, registers = _listing(tmp_path), _registers(emu) if emu else None
     code, _, err = run(capsys, *shlex.split(line.format(**names)))
     assert code == 2, err
-    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected.format(**names) in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert _listing(tmp_path) == before  # nothing written, nothing half-made
+    if emu is not None:
+        assert _registers(emu) == registers  # the arm as it was

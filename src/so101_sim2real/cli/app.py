@@ -122,8 +122,16 @@ def convert(
         typer.echo(f"  ! {w}")
 
 
+def _given(ctx: typer.Context, *names: str) -> list[str]:
+    """The flags among ``names`` (parameter names) that the user typed, as they typed them."""
+    params = {p.name: p for p in ctx.command.params}
+    return ["/".join(params[n].opts + params[n].secondary_opts) for n in names
+            if ctx.get_parameter_source(n).name != "DEFAULT"]
+
+
 @app.command()
 def infer(
+    ctx: typer.Context,
     ckpt: Annotated[str, typer.Option("--ckpt", help="A checkpoint (RoboBase snapshot, 'so101 convert' folder, "
                                                      "drqv2 snapshot with --trust-pickle), or 'scripted' for the "
                                                      "built-in expert (sim only, no rendering needed).")],
@@ -184,6 +192,14 @@ def infer(
     from so101_sim2real.perception.real import RealModels
     from so101_sim2real.sim.perturb import load_perturbation
 
+    # Options that would do nothing in the chosen mode are refused, not silently ignored.
+    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile")):
+        raise So101Error(f"{', '.join(idle)}: only with --perception real (the default, sim, renders the twin's own "
+                         f"segmentation and depth)")
+    if record is None and (idle := _given(ctx, "record_rgb")):
+        raise So101Error(f"{idle[0]}: only with --record DIR")
+    if ckpt == "scripted" and (idle := _given(ctx, "trust_pickle")):
+        raise So101Error("--trust-pickle: only for a --ckpt file (the scripted expert loads none)")
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, record_rgb=record_rgb, video=video, realtime=realtime,
@@ -323,6 +339,7 @@ def calibrate_joints(
     import threading
 
     from so101_sim2real.control.rig import EMULATOR_PORT
+    from so101_sim2real.files import writable_folder
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.calibration import new_lerobot_path
     from so101_sim2real.hardware.setup import calibrate
@@ -345,6 +362,8 @@ def calibrate_joints(
         return pressed.is_set
 
     path = new_lerobot_path(arm, robot_id, root)
+    if problem := writable_folder(path.parent):  # found out now, not after the person has calibrated
+        raise So101Error(f"cannot write the calibration to {path.parent}: {problem}")
     if port == EMULATOR_PORT:
         from so101_sim2real.control.rehearsal import calibration_rehearsal
 

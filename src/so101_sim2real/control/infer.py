@@ -19,10 +19,11 @@ from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig, RigRequest, build_rig, check_request
 from so101_sim2real.control.runner import OUTCOMES, EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
+from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import load_checkpoint
-from so101_sim2real.policy.runtime import Policy, check_device
+from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec, default_spec, load_spec
 

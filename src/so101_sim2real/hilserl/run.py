@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.runner import EpisodeResult
+from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
@@ -43,7 +44,6 @@ from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
-from so101_sim2real.policy.runtime import check_device
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
 from so101_sim2real.spec import Spec, flatten, yaml_problem
 

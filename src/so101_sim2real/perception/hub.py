@@ -35,10 +35,15 @@ class CachedModel:
 def cache_dir(override: str | Path | None = None) -> Path:
     """Where models live: ``override``, else ``HF_HUB_CACHE`` / ``HF_HOME`` as the hub library resolves them."""
     if override:
-        return Path(override).expanduser()
-    from huggingface_hub import constants
+        where = Path(override).expanduser()
+    else:
+        from huggingface_hub import constants
 
-    return Path(constants.HF_HUB_CACHE)
+        where = Path(constants.HF_HUB_CACHE)
+    if where.exists() and not where.is_dir():
+        shown = f"@cache_dir {where}" if override else f"the model cache {where} (HF_HUB_CACHE / HF_HOME)"
+        raise So101Error(f"{shown}: a file, not a folder")
+    return where
 
 
 def download(repo_id: str = DEFAULT_DEPTH_MODEL, cache: str | Path | None = None) -> Path:

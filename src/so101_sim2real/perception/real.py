@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from so101_sim2real.devices import check_device
 from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
 from so101_sim2real.observation import center_crop_box, finish_frame, real_to_sim_ids
@@ -220,6 +221,7 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels,
     from so101_sim2real.perception.segmentation import load_segmentation
 
     profile = get_profile(models.profile)
+    check_device(models.device)
     if not models.seg_ckpt:
         raise So101Error("real perception needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
                          "Lightning training wrote (e.g. outputs/efficientvit_seg/best.ckpt)")

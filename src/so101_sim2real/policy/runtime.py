@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from so101_sim2real.errors import CheckpointError, ObservationError, So101Error
+from so101_sim2real.errors import CheckpointError, ObservationError
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint
 from so101_sim2real.policy.networks import DrQV2Agent
 from so101_sim2real.spec import Spec
@@ -32,18 +32,6 @@ def build_agent(ckpt: Checkpoint, device: str | torch.device = "cpu") -> DrQV2Ag
 # a little beyond covers calibration offsets. The gripper gets its spec range plus 20 degrees.
 ARM_JOINT_BOUND_RAD = np.pi + 0.2
 GRIPPER_MARGIN_RAD = np.deg2rad(20.0)
-
-
-def check_device(device: str, where: str = "@") -> None:
-    """A torch device this machine has: ``cpu`` or ``cuda[:N]``; a one-line error otherwise."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise So101Error(f"{where}device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise So101Error(f"{where}device {device}: no CUDA device here; use @device cpu")
-    if kind not in ("cpu", "cuda"):
-        raise So101Error(f"{where}device {device}: use cpu or cuda")
 
 
 def _check_spec_fits(spec: Spec, arch: object) -> None:
