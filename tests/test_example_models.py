@@ -63,6 +63,7 @@ def test_infer_on_the_twin_warns_and_a_real_arm_refuses_them(capsys, tmp_path, e
     with pytest.raises(Exception, match="example weights .*a real arm needs your trained"):
         real_perception_factory(default_spec().observation, models, allow_examples=False)
     assert real_perception_factory(default_spec().observation, models, allow_examples=True)
+    (tmp_path / "ttyACM0").touch()  # stands for a USB adapter: the weights are refused before it is opened
     code, _, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--robot", "so101", "--port",
                            str(tmp_path / "ttyACM0"), "--calibration", "twin", "--camera", "0", "--perception", "real",
                            "--seg-ckpt", str(examples.seg_ckpt), "--depth-model", str(examples.depth_model))
@@ -81,3 +82,13 @@ def test_examples_are_never_filed_as_the_official_model(capsys, tmp_path, exampl
     code, out, _ = run_cli(capsys, "models", "list", "--cache-dir", cache)
     assert "me/example-depth" in out and "EXAMPLE: random weights" in out
     assert out.count(DEFAULT_DEPTH_MODEL) == 1  # only in the hint that the real one is not cached
+
+
+def test_the_emulators_pty_counts_as_a_rehearsal_not_an_arm(tmp_path):
+    from so101_sim2real.control.rig import _pseudo_terminal
+    from so101_sim2real.hardware.emulator import BusEmulator
+
+    with BusEmulator([1]) as emu:
+        assert _pseudo_terminal(emu.path)
+    (tmp_path / "ttyACM0").touch()
+    assert not _pseudo_terminal(str(tmp_path / "ttyACM0")) and not _pseudo_terminal("/dev/ttyUSB0")

@@ -554,3 +554,15 @@ def test_calibrate_joints_rehearses_on_the_emulator_and_never_replaces_a_calibra
     before = written.read_bytes()
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "choose another --id" in err and written.read_bytes() == before
+
+
+@pytest.mark.slow  # scans every baud rate for each of six servos (5 s)
+def test_motors_setup_rehearses_on_the_emulator(capsys):
+    from fixtures import run_cli
+
+    code, out, err = run_cli(capsys, "motors", "setup", "--port", "emulator")
+    assert code == 0, err
+    assert out.count("factory-fresh servo") == 6
+    assert [line.split(",")[0] for line in out.splitlines() if ": id " in line] == [
+        "gripper: id 6", "wrist_roll: id 5", "wrist_flex: id 4", "elbow_flex: id 3", "shoulder_lift: id 2",
+        "shoulder_pan: id 1"]

@@ -305,14 +305,26 @@ def motors_setup(
     port: PortOpt,
     baud: Annotated[int, typer.Option("--baud", help="Baud rate to give every servo.")] = 1_000_000,
 ) -> None:
-    """Give each servo its ID (gripper 6 ... shoulder_pan 1) and baud, one servo connected at a time."""
+    """Give each servo its ID (gripper 6 ... shoulder_pan 1) and baud, one servo connected at a time.
+
+    With --port emulator it is a rehearsal: a factory-fresh emulated servo at each prompt.
+    """
+    import contextlib
+
+    from so101_sim2real.control.rehearsal import setup_rehearsal
+    from so101_sim2real.control.rig import EMULATOR_PORT
     from so101_sim2real.hardware.setup import assign
 
-    for motor, servo_id in reversed(list(SERVO_IDS.items())):
-        typer.prompt(f"connect ONLY the {motor} servo to the adapter, then press Enter", default="",
-                     show_default=False)
-        info = assign(port, motor, servo_id, baud)
-        typer.echo(f"{motor}: id {info.id}, {info.baud} baud, model {info.model}, firmware {info.firmware}")
+    def ask(message: str) -> None:
+        typer.prompt(message, default="", show_default=False)
+
+    with contextlib.ExitStack() as stack:
+        if port == EMULATOR_PORT:
+            port, ask = stack.enter_context(setup_rehearsal(say=typer.echo))
+        for motor, servo_id in reversed(list(SERVO_IDS.items())):
+            ask(f"connect ONLY the {motor} servo to the adapter, then press Enter")
+            info = assign(port, motor, servo_id, baud)
+            typer.echo(f"{motor}: id {info.id}, {info.baud} baud, model {info.model}, firmware {info.firmware}")
     typer.echo("all six servos set up; daisy-chain them and run 'so101 calibrate joints'")
 
 

@@ -7,6 +7,7 @@ loop; what differs is assembled here, in one place that every command uses
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +144,18 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         from so101_sim2real.perception.real import RealModels, real_perception_factory
 
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
-                                                  allow_examples=not req.real_port)
+                                                  allow_examples=not req.real_port or _pseudo_terminal(req.port))
     if req.real_port:
         return _arm_rig(spec, req, make_perception, calibration)
     if req.robot == "so101":
         return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception)
     return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
                    perturbation=req.perturbation)
+
+
+def _pseudo_terminal(port: str) -> bool:
+    """A pty (``so101 emulate``) is never a real arm: USB adapters are /dev/ttyACM*, /dev/ttyUSB*, COM*."""
+    return os.path.realpath(port).startswith("/dev/pts/")
 
 
 def load_calibration(name: str | None) -> object | None:

@@ -231,5 +231,6 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels,
     examples = [m.source for m in (seg, depth) if m.example]
     if examples and not allow_examples:
         raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
-                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model")
+                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
+                         f"emulator's pty, from 'so101 emulate --twin', takes them)")
     return lambda camera: RealPerception(camera, seg, depth, spec, profile)
