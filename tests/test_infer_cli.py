@@ -59,7 +59,8 @@ def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 2 and result["mean_length"] == 4
     assert {"obs", "policy", "control", "sim"} <= set(result["latency_ms"])
-    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) == 8
+    held = 25  # each episode's last frame held half a second (25 ticks of 20 ms) with its outcome
+    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) == 2 * (4 + held)
     meta = json.loads((record / "recording.json").read_text())
     assert [e["steps"] for e in meta["episodes"]] == [4, 4] and meta["pilot"] == snapshot.name
 
