@@ -85,6 +85,7 @@ class Servo:
         self.actual = float(position)  # encoder ticks before the homing offset
         self.temperature = AMBIENT_C
         self.stop_at: float | None = None  # an object in the way: the shaft cannot pass this tick count
+        self.held: float | None = None  # a hand holding the shaft here, stronger than the motor
         self._side = 1
         self.pending: tuple[int, bytes] | None = None  # a REG_WRITE waiting for ACTION
         self._t = clock()
@@ -119,6 +120,10 @@ class Servo:
     def torque(self) -> bool:
         return bool(self._get("torque_enable"))
 
+    @property
+    def homing_offset(self) -> int:
+        return self._get("homing_offset")
+
     def _present(self) -> int:
         return round(self.actual) - self._get("homing_offset")
 
@@ -149,6 +154,9 @@ class Servo:
 
     def _move(self, dt: float, goal: float | None) -> tuple[float, float]:
         """Turn the shaft toward ``goal`` (encoder ticks; None: torque off) for ``dt`` s; (velocity, error)."""
+        if self.held is not None:  # the hand wins; the motor only pushes against it
+            step, self.actual = self.held - self.actual, self.held
+            return (step / dt if dt > 0 else 0.0), (0.0 if goal is None else goal - self.actual)
         if goal is None:
             return 0.0, 0.0
         speed = abs(self._get("goal_velocity")) or MAX_SPEED_TICKS_S
@@ -167,6 +175,17 @@ class Servo:
         if not self.torque:
             self.actual = float(min(max(actual, 0.0), 4095.0))
             self.update()
+
+    def grab(self, actual: float) -> None:
+        """A hand holding the shaft at ``actual`` ticks, torque on or off (a person overpowering a
+        low-gain leader); it stays there until moved again or let go."""
+        self.update()
+        self.held = float(min(max(actual, 0.0), 4095.0))
+        self.update()
+
+    def let_go(self) -> None:
+        self.update()
+        self.held = None
 
     # protocol-level access -------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ FOLLOWER_SETTINGS = {"p_coefficient": 16, "i_coefficient": 0, "d_coefficient": 3
 FOLLOWER_RAM = {"acceleration": 254}
 # LeRobot caps the gripper "to avoid burnout": squeezing a cube is a stall, for minutes.
 GRIPPER_CAPS = {"max_torque": 500, "protection_current": 250, "overload_torque": 25}
+# A leader that follows the follower runs soft, so a hand overpowers it easily (HIL-SERL).
+LEADER_FOLLOW_GAINS = {"p_coefficient": 16, "i_coefficient": 0, "d_coefficient": 16}
 DEFAULT_MAX_STEP_RAD = 0.15  # per control tick; about 8.6 degrees
 # The STS3215 shuts itself down at 70 C; stop well before. A squeezing gripper sits at its
 # torque cap by design, so load alone is no fault: heat is what it costs.
@@ -44,8 +46,11 @@ class ServoOverheated(So101Error):
 
 
 class _Arm:
-    def __init__(self, bus: MotorBus, calibration: ArmCalibration, watchdog: int = 5):
+    def __init__(self, bus: MotorBus, calibration: ArmCalibration, max_step_rad: float = DEFAULT_MAX_STEP_RAD,
+                 watchdog: int = 5):
         self.bus, self.cal, self.watchdog = bus, calibration, watchdog
+        self.limits = SafetyLimits.from_ranges(calibration.sim_ranges(), max_step_rad)
+        self._torque = False
         self.failures = 0
         self.tolerated = 0  # bus failures absorbed here (a stale reading returned), not raised to the caller
         self._velocity = JointVelocity()
@@ -79,18 +84,76 @@ class _Arm:
     def _on_watchdog(self) -> None:
         pass
 
+    def write(self, targets: np.ndarray) -> None:
+        """Goal positions; clamped here again, so a caller that skipped the controller is still safe."""
+        if self._last is None:
+            raise So101Error("read the arm before writing goals (the clamp needs the measured position)")
+        targets, _ = self.limits.clamp(np.asarray(targets, dtype=np.float64), self._last.position)
+        self.bus.sync_write("goal_position", self.cal.to_raw(targets))
+
+    def torque(self, enabled: bool) -> None:
+        """Torque on (goals first set to where the joints are, so nothing jumps) or off; verified."""
+        if enabled:
+            raw = self.bus.sync_read("present_position")
+            self.bus.sync_write("goal_position", raw)
+            self._last = None
+            self.read()
+        value = int(enabled)
+        self.bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, value))
+        states = self.bus.sync_read("torque_enable")
+        for motor, state in states.items():
+            if state != value:  # that part of the sync write was lost: say it again, and check
+                self.bus.write("torque_enable", motor, value, verify=True)
+        self._torque = enabled
+
+    @property
+    def torque_enabled(self) -> bool:
+        return self._torque
+
     def disconnect(self) -> None:
         self.bus.close()
 
 
 class SO101Leader(_Arm):
-    """The arm a person moves: read only, torque always off."""
+    """The arm a person moves: limp, or, for a HIL-SERL takeover (``follows``), following the
+    follower on low gains so that a person can grab it at any moment."""
 
     name = "so101-leader"
 
+    def __init__(self, bus: MotorBus, calibration: ArmCalibration, follows: bool = False,
+                 max_step_rad: float = DEFAULT_MAX_STEP_RAD, watchdog: int = 5):
+        super().__init__(bus, calibration, max_step_rad, watchdog)
+        self.follows = follows
+
     def connect(self) -> None:
+        """Handshake and torque off; a following leader also gets its low gains (P 16, D 16)."""
         super().connect()
-        self.bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, 0))
+        self.torque(False)
+        if self.follows:
+            for motor in JOINT_NAMES:
+                for name, value in LEADER_FOLLOW_GAINS.items():
+                    if self.bus.read(name, motor) != value:
+                        self.bus.write_eeprom(name, motor, value)
+
+    def follow(self, position: np.ndarray) -> None:
+        """Torque on (from where it is) and a step toward ``position``, clamped like any moving arm."""
+        if not self.follows:
+            raise So101Error("this leader arm was connected read-only (follows=False)")
+        if not self._torque:
+            self.torque(True)
+        self.write(position)
+
+    def limp(self) -> None:
+        """Torque off: a person's hand moves it."""
+        if self._torque:
+            self.torque(False)
+
+    def close(self) -> None:
+        try:
+            if self.bus.is_open:
+                self.torque(False)
+        finally:
+            self.disconnect()
 
 
 class SO101Follower(_Arm):
@@ -100,12 +163,10 @@ class SO101Follower(_Arm):
 
     def __init__(self, bus: MotorBus, calibration: ArmCalibration, max_step_rad: float = DEFAULT_MAX_STEP_RAD,
                  watchdog: int = 5):
-        super().__init__(bus, calibration, watchdog)
-        self.limits = SafetyLimits.from_ranges(calibration.sim_ranges(), max_step_rad)
+        super().__init__(bus, calibration, max_step_rad, watchdog)
         self.max_temperature_c = MAX_TEMPERATURE_C
         self.health: dict[str, tuple[int, int]] = {}  # motor -> (temperature C, |load| in 0.1 %), last checked
         self._health_tick = 0
-        self._torque = False
         self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
@@ -150,34 +211,8 @@ class SO101Follower(_Arm):
                                   f"{load / 10:.0f}%); torque is off. Let it cool for a few minutes and check "
                                   f"what it presses on before running again")
 
-    def write(self, targets: np.ndarray) -> None:
-        """Goal positions; clamped here again, so a caller that skipped the controller is still safe."""
-        if self._last is None:
-            raise So101Error("read the arm before writing goals (the clamp needs the measured position)")
-        targets, _ = self.limits.clamp(np.asarray(targets, dtype=np.float64), self._last.position)
-        self.bus.sync_write("goal_position", self.cal.to_raw(targets))
-
     def advance(self, period_s: float) -> None:
         """Real time passes by itself; the runner keeps the rate."""
-
-    def torque(self, enabled: bool) -> None:
-        """Torque on (goals first set to where the joints are, so nothing jumps) or off; verified."""
-        if enabled:
-            raw = self.bus.sync_read("present_position")
-            self.bus.sync_write("goal_position", raw)
-            self._last = None
-            self.read()
-        value = int(enabled)
-        self.bus.sync_write("torque_enable", dict.fromkeys(JOINT_NAMES, value))
-        states = self.bus.sync_read("torque_enable")
-        for motor, state in states.items():
-            if state != value:  # that part of the sync write was lost: say it again, and check
-                self.bus.write("torque_enable", motor, value, verify=True)
-        self._torque = enabled
-
-    @property
-    def torque_enabled(self) -> bool:
-        return self._torque
 
     def _on_watchdog(self) -> None:
         with contextlib.suppress(So101Error):  # the bus is failing: the caller's exit path tries again
