@@ -79,12 +79,12 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     (["--out", "{tmp}/r"], "needs --ckpt"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "learner.actr_lr=1"], "did you mean 'actor_lr'"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "utd=fast"], "expected a number"),
-    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--intervene", "human"], "scripted or none"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--intervene", "human"], "scripted, leader, none"),
     (["--out", "{tmp}/r", "--ckpt", "{tmp}/missing.pt"], "no such file"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--episodes", "0"], "at least 1"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--device", "banana"], "not a torch device"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "utd=["], "not valid YAML"),
-    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--reward", "sparse"], "success or dense"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--reward", "sparse"], "success, dense, classifier"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(capsys, snapshot, tmp_path, args, expected):
     afile = tmp_path / "afile"
@@ -198,3 +198,24 @@ def test_a_run_in_the_perturbed_twin_keeps_its_world_on_resume(capsys, snapshot,
     assert json.loads((out / "episodes" / "recording.json").read_text())["period_s"] == 0.1
     code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--perturb", str(world))
     assert code == 2 and "--perturb: a resumed run keeps its own" in err
+
+
+def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, snapshot, tmp_path):
+    import numpy as np
+    import yaml
+
+    from so101_sim2real.control.recording import Recording
+
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--intervene",
+                            "leader", "--leader-port", "emulator", "--episodes", "1", "--max-steps", "40")
+    assert code == 0, err
+    assert "(1 leader takeovers)" in stdout  # the hand grabs once, at step 10
+    options = yaml.safe_load((out / "run.yaml").read_text())["options"]
+    assert options["intervene"] == "leader" and options["leader_port"] == "emulator"
+    episode = Recording(out / "episodes").load(0)
+    flags = episode["is_intervention"].astype(bool)
+    assert not flags[:9].any() and flags[10:20].all()  # the policy until the grab, the person after it
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--leader-port", "/dev/ttyACM1")
+    assert code == 2 and "a resumed run keeps its own" in err
+    assert np.isfinite(episode["action"]).all()

@@ -602,6 +602,10 @@ for _name, _issue in (
     _not_yet(_name, _issue)
 
 
+from so101_sim2real.cli.reward import reward_app  # noqa: E402 - registered with the other groups
+
+app.add_typer(reward_app, name="reward")
+
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
                           no_args_is_help=True, **_PLAIN)
 app.add_typer(hilserl_app, name="hilserl")
@@ -619,10 +623,26 @@ def hilserl_train(
                                                                          "limit).")] = None,
     intervene: Annotated[Optional[str], typer.Option("--intervene", help="scripted (default): the scripted expert "
                                                                          "takes over when the policy stalls (the "
-                                                                         "twin's stand-in for a person); none.")
+                                                                         "twin's stand-in for a person); leader: "
+                                                                         "a person takes over by grabbing the "
+                                                                         "leader arm (--leader-port), or space; "
+                                                                         "none.")
                          ] = None,
+    leader_port: Annotated[Optional[str], typer.Option("--leader-port", help="The leader arm's serial port for "
+                                                                             "--intervene leader, or 'emulator': an "
+                                                                             "emulated leader that a scripted hand "
+                                                                             "grabs and guides.")] = None,
+    leader_calibration: Annotated[Optional[str], typer.Option("--leader-calibration", help="The leader's "
+                                                                                           "calibration: its id "
+                                                                                           "('so101 calibrate "
+                                                                                           "joints --arm leader') "
+                                                                                           "or a .json.")] = None,
     reward: Annotated[Optional[str], typer.Option("--reward", help="success (default): 1 on the successful tick; "
-                                                                   "dense: the task's v19 reward.")] = None,
+                                                                   "dense: the task's v19 reward; classifier: "
+                                                                   "success as the reward classifier sees it "
+                                                                   "(--classifier).")] = None,
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", help="For --reward classifier: the folder "
+                                                                            "'so101 reward train' wrote.")] = None,
     demos: Annotated[Optional[list[Path]], typer.Option("--demos", help="Recordings of demonstrations for the "
                                                                         "demo store (repeatable), e.g. from 'so101 "
                                                                         "infer --ckpt scripted --record DIR'.")
@@ -653,7 +673,9 @@ def hilserl_train(
 
     if resume and ckpt:
         raise So101Error("--resume continues the run's own policy; drop --ckpt")
-    given = [name for name, value in (("--intervene", intervene), ("--reward", reward), ("--device", device),
+    given = [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
+                                      ("--leader-calibration", leader_calibration),
+                                      ("--reward", reward), ("--classifier", classifier), ("--device", device),
                                       ("--demos", demos), ("--perturb", perturb)) if value]
     if resume and given:
         raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {out}/run.yaml; edit it to "
@@ -673,6 +695,8 @@ def hilserl_train(
         base = cfg or (RunFolder.open(out).cfg if resume else TrainConfig())
         cfg = apply_sets(base, sets)
     options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene or "scripted",
+                                             leader_port=leader_port, leader_calibration=leader_calibration,
+                                             classifier=str(classifier) if classifier else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),
                                              perturbation=load_perturbation(perturb) if perturb else None)
@@ -692,21 +716,32 @@ def hilserl_train(
 
     def episode_line(result, trainer) -> None:
         view["monitor"].episode(result)
+        takeovers = getattr(trainer.pilot.intervener, "takeovers", None)
         line = (f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
                 f"{'success' if result.success else 'no success'} after {result.steps} steps; "
-                f"interventions {trainer.sink.interventions}, env steps {trainer.sink.env_steps}, "
-                f"updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
+                f"interventions {trainer.sink.interventions}"
+                + ("" if takeovers is None else f" ({takeovers} leader takeovers)")
+                + f", env steps {trainer.sink.env_steps}, updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
         if "live" in view:
             view["live"].console.print(line)
         else:
             typer.echo(line)
 
+    keys = None
+    if (intervene == "leader" or (resume and RunFolder.open(out).options.intervene == "leader")) \
+            and sys.stdin.isatty():
+        from so101_sim2real.hilserl.keys import KEYS_HELP, TerminalKeys
+
+        keys = TerminalKeys()
+        typer.echo(f"keys: {KEYS_HELP.split('   ')[0]}")
     try:
         report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
-                       on_start=started)
+                       on_start=started, keys=keys)
     finally:
         if "live" in view:
             view["live"].stop()
+        if keys is not None:
+            keys.close()  # the terminal as it was
     for change in report.changed:
         typer.echo(f"setting changed on resume: {change}")
     rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"

@@ -84,6 +84,14 @@ def _episode_dict(e: EpisodeResult) -> dict:
     return d
 
 
+class Judge(Protocol):
+    """Decides success from what the camera saw, where the task cannot (a reward classifier)."""
+
+    def reset(self) -> None: ...
+
+    def judge(self, obs: Observation, result: StepResult, step: int) -> StepResult: ...
+
+
 OUTCOME_HOLD_S = 0.5  # the video holds each episode's last frame this long, captioned with its outcome
 OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: a real arm, not judged
 
@@ -102,7 +110,7 @@ class Runner:
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
                  with_rgb: bool = False, transitions: TransitionSink | None = None,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, judge: Judge | None = None):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
         self.transitions = transitions
         self._state = StateBuilder(rig.spec.state) if recorder is not None and rig.spec.state.size else None
@@ -110,6 +118,7 @@ class Runner:
         self.max_steps = max_steps
         self.on_episode = on_episode
         self.on_step = on_step  # called with the step count after every tick (a progress bar)
+        self.judge = judge
         self.timer = StageTimer()
         self._episodes, self._title, self._last_view = 1, "", None
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
@@ -161,11 +170,15 @@ class Runner:
         try:
             obs = self._observe(joints)
             self.pilot.reset(obs)
+            if self.judge:
+                self.judge.reset()
             self.rate.start()
             while True:
                 with self.timer.stage("policy"):
                     action = np.asarray(self.pilot.act(obs), dtype=np.float32)
                 cmd, result = tick(rig, action, joints, self.timer)
+                if self.judge:  # success seen in this tick's frame (a real arm's only judge)
+                    result = self.judge.judge(obs, result, steps + 1)
                 steps, ret = steps + 1, ret + result.reward
                 if self.on_step:
                     self.on_step(steps)
@@ -174,7 +187,7 @@ class Runner:
                 if self.transitions:
                     self.transitions.add(obs, action, result, ends)
                 if ends:
-                    success = result.terminated if rig.scored else None
+                    success = result.terminated if rig.scored or self.judge else None
                     break
                 self.rate.wait()
                 joints = rig.robot.read()

@@ -124,6 +124,7 @@ class SO101Leader(_Arm):
                  max_step_rad: float = DEFAULT_MAX_STEP_RAD, watchdog: int = 5):
         super().__init__(bus, calibration, max_step_rad, watchdog)
         self.follows = follows
+        self.goal: np.ndarray | None = None  # where ``follow`` last sent it (after the clamp); None while limp
 
     def connect(self) -> None:
         """Handshake and torque off; a following leader also gets its low gains (P 16, D 16)."""
@@ -141,10 +142,12 @@ class SO101Leader(_Arm):
             raise So101Error("this leader arm was connected read-only (follows=False)")
         if not self._torque:
             self.torque(True)
-        self.write(position)
+        self.goal, _ = self.limits.clamp(np.asarray(position, dtype=np.float64), self._last.position)
+        self.write(self.goal)
 
     def limp(self) -> None:
         """Torque off: a person's hand moves it."""
+        self.goal = None
         if self._torque:
             self.torque(False)
 

@@ -1,9 +1,13 @@
 """Taking over with the leader arm: the person's hand, turned into the policy's own actions.
 
 While the policy drives, the leader arm runs torque-on with low gains and follows the
-follower, so a person can grab it at any moment. Grabbing it shows in the tracking
-error between the two arms: :class:`TakeoverDetector` starts an intervention when that
-error jumps and ends it when it has settled (docs/reference.md section 6). During an
+follower, so a person can grab it at any moment. Grabbing it shows as a tracking error:
+:class:`TakeoverDetector` starts an intervention when the error jumps and ends it when
+it has settled (docs/reference.md section 6). Before a takeover the error is the
+leader's distance from the goal it was last sent (where its motors put it unless a hand
+holds it): measured against the follower instead, the leader's one-tick lag behind a
+jerky policy looks like a hand. During a takeover it is the distance between the two
+arms, which settles once the follower has caught up and the person holds still. During an
 intervention the leader is limp and :func:`leader_action` turns its pose into the action
 the policy would have had to output (an end-effector step in the sim's kinematics, over
 the spec's step size, clipped to [-1, 1]; the gripper onto [-1, 1]); that action is
@@ -28,7 +32,7 @@ class TakeoverConfig:
     """When the person has the leader arm. Errors are the distance between the two arms'
     first five joints (gripper excluded), in degrees."""
 
-    window: int = 4
+    window_s: float = 0.4  # the release looks at this much history (4 ticks at 10 Hz)
     start_variance_deg2: float = 10.0  # variance of the last 2 errors above this: grabbed
     release_variance_deg2: float = 0.01  # variance of the whole window below this: let go (held still)
     # The start variance holds for ticks of this period (LeRobot's 10 Hz loop); a faster loop
@@ -52,10 +56,12 @@ class TakeoverDetector:
 
     def __init__(self, cfg: TakeoverConfig | None = None, period_s: float | None = None):
         self.cfg = cfg or TakeoverConfig()
-        scale = ((period_s or self.cfg.reference_period_s) / self.cfg.reference_period_s) ** 2
-        self.start, self.release = self.cfg.start_variance_deg2 * scale, self.cfg.release_variance_deg2
-        self.errors: deque[float] = deque(maxlen=self.cfg.window)
-        self.grippers: deque[float] = deque(maxlen=self.cfg.window)
+        period = period_s or self.cfg.reference_period_s
+        self.start = self.cfg.start_variance_deg2 * (period / self.cfg.reference_period_s) ** 2
+        self.release = self.cfg.release_variance_deg2
+        self.window = max(4, round(self.cfg.window_s / period))
+        self.errors: deque[float] = deque(maxlen=self.window)
+        self.grippers: deque[float] = deque(maxlen=self.window)
         self.active = False
 
     def reset(self) -> None:
@@ -63,11 +69,16 @@ class TakeoverDetector:
         self.grippers.clear()
         self.active = False
 
+    def rebase(self) -> None:
+        """Forget the history but not the state: the error starts being measured another way."""
+        self.errors.clear()
+        self.grippers.clear()
+
     def update(self, error_deg: float, gripper_deg: float = 0.0) -> bool:
         """Add this tick's error (and the leader's gripper angle); True while an intervention lasts."""
         self.errors.append(float(error_deg))
         self.grippers.append(float(gripper_deg))
-        recent, full = list(self.errors), len(self.errors) == self.cfg.window
+        recent, full = list(self.errors), len(self.errors) == self.window
         if not self.active and len(recent) >= 2 and np.var(recent[-2:]) > self.start:
             self.active = True
         elif self.active and full and np.var(recent) < self.release and np.var(self.grippers) < self.release:
@@ -130,7 +141,9 @@ class LeaderIntervener:
         if self.keys is not None and " " in self.keys.poll():
             self.by_key = not self.by_key
         self.last_leader_q = leader_q = self.leader.read().position
-        self.last_error_deg = error = tracking_error_deg(obs.joints.position, leader_q)
+        goal = getattr(self.leader, "goal", None)
+        reference = obs.joints.position if self.in_control or goal is None else goal
+        self.last_error_deg = error = tracking_error_deg(reference, leader_q)
         if self.syncing >= 0:
             self.syncing += 1
             if error < self.cfg.synced_deg or self.syncing > self.cfg.sync_ticks:
@@ -140,6 +153,7 @@ class LeaderIntervener:
         person = detected or self.by_key
         if person and not self.in_control:
             self.leader.limp()  # the person's hand moves it now, not its motors
+            self.detector.rebase()  # from now on the error is between the two arms
             self.takeovers += 1
         elif self.in_control and not person:
             self.syncing = 0  # released: the motors take it back to the follower before detecting again

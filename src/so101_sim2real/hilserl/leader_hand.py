@@ -118,6 +118,10 @@ class HandOnLeader:
         self.hand.step(self.leader.read().position)
         return self.leader.read()
 
+    @property
+    def goal(self) -> np.ndarray | None:
+        return self.leader.goal
+
     def follow(self, position: np.ndarray) -> None:
         self.leader.follow(position)
 

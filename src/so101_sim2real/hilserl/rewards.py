@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from so101_sim2real.control.pilots import Observation
+from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import StepResult
 
 
@@ -38,3 +40,34 @@ class DenseReward:
 
 
 REWARDS = {"success": SuccessReward, "dense": DenseReward}
+
+
+class ClassifierReward:
+    """Success judged by the reward classifier on the wrist view (a real arm has no simulator
+    to say it): 1 on the tick the judge calls success, which ends the episode, 0 otherwise.
+
+    The loop shows the judge each tick's frame through :meth:`judge`, which returns the
+    tick's result with ``terminated`` set by the classifier (the task's own verdict, where
+    there is one, stays in ``info["task_success"]``); :meth:`reward` reads that result.
+    ``judge`` is a :class:`~so101_sim2real.hilserl.classifier.SuccessJudge`.
+    """
+
+    name = "classifier"
+
+    def __init__(self, judge):
+        self.success_judge = judge
+
+    def reset(self) -> None:
+        """A new episode."""
+        self.success_judge.reset()
+
+    def judge(self, obs: Observation, result: StepResult, step: int) -> StepResult:
+        """The runner's judge hook: the tick's policy frame decides success."""
+        if obs.perceived is None:
+            raise So101Error("the reward classifier needs the camera's frames; this rig does not perceive")
+        p, success = self.success_judge.update(obs.perceived.frame, step)
+        info = {**result.info, "task_success": result.terminated, "classifier_p": p, "classifier_success": success}
+        return StepResult(result.reward, success, result.truncated, info)
+
+    def reward(self, result: StepResult) -> float:
+        return 1.0 if result.info.get("classifier_success") else 0.0

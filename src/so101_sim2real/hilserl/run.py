@@ -38,9 +38,10 @@ from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
+from so101_sim2real.hilserl.leader_rig import open_leader
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
-from so101_sim2real.hilserl.rewards import REWARDS, RewardSource
+from so101_sim2real.hilserl.rewards import REWARDS, ClassifierReward, RewardSource, SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
@@ -49,7 +50,7 @@ from so101_sim2real.spec import Spec, flatten, yaml_problem
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
 METRICS_FILE, OPTIMISERS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "optimisers.safetensors", "tensorboard"
-INTERVENERS, REWARD_NAMES = ("scripted", "none"), ("success", "dense")
+INTERVENERS, REWARD_NAMES = ("scripted", "leader", "none"), ("success", "dense", "classifier")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class RunOptions:
     save_every: int = 5  # episodes between policy saves
     demos: tuple[str, ...] = ()  # recording folders loaded into the demo store at every start
     perturbation: Perturbation | None = None  # the perturbed twin instead of the nominal one
+    leader_port: str | None = None  # intervene 'leader': its serial port, or 'emulator' (with the scripted hand)
+    leader_calibration: str | None = None  # a real leader's calibration id or .json
+    classifier: str | None = None  # reward 'classifier': the folder 'so101 reward train' wrote
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -392,8 +396,12 @@ def _save_policy(run: RunFolder, ckpt: Checkpoint, trainer: Trainer) -> None:
 def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg: TrainConfig | None = None,
           resume: bool = False, realtime: bool = False,
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
-          max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None) -> TrainReport:
-    """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin."""
+          max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
+          keys: object | None = None) -> TrainReport:
+    """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
+
+    ``keys`` (a :class:`~so101_sim2real.hilserl.keys.TerminalKeys`) lets a person toggle the
+    leader's control with space."""
     from so101_sim2real.control.rig import RigRequest, build_rig
 
     if episodes < 1:
@@ -422,22 +430,29 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
     rig = build_rig(ckpt.spec, RigRequest(perturbation=run.options.perturbation))
-    board = None
+    board = leader = None
     try:
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
         seeds = np.random.SeedSequence([run.cfg.seed, run.counters["episodes"]]).generate_state(3)
-        intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0])) if opts.intervene == "scripted" \
-            else NoIntervener()
+        if opts.intervene == "leader":
+            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), keys)
+            intervener = leader.intervener
+        elif opts.intervene == "scripted":
+            intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0]))
+        else:
+            intervener = NoIntervener()
         cfg_now = run.cfg
         if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
-        trainer = Trainer(rig, ckpt, cfg_now, intervener, REWARDS[opts.reward](), opts.device,
+        rewards = make_rewards(opts, cfg_now)
+        trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
                           recorder=run.recorder(ckpt.spec, rig.period_s))
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
-        load_demos(opts.demos, trainer.buffer, REWARDS[opts.reward](), ckpt.spec)
+        # demos carry their own success (a classifier judges live frames only)
+        load_demos(opts.demos, trainer.buffer, SuccessReward() if opts.reward == "classifier" else rewards, ckpt.spec)
         run.load_episodes(trainer.buffer)
         c = run.counters
         saved_updates = ckpt.counters.get("updates", c["updates"]) if source == run.policy_dir else 0
@@ -483,7 +498,22 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
     finally:
         if board is not None:
             board.close()
-        rig.close()
+        try:
+            if leader is not None:
+                leader.close()  # torque off on the leader too, whatever ended the session
+        finally:
+            rig.close()
+
+
+def make_rewards(options: RunOptions, cfg: TrainConfig) -> RewardSource:
+    """The run's reward: the task's success or dense reward, or the reward classifier's judgement."""
+    if options.reward != "classifier":
+        return REWARDS[options.reward]()
+    from so101_sim2real.hilserl.classifier import SuccessJudge, load_classifier
+
+    judge = SuccessJudge(load_classifier(options.classifier), cfg.success_threshold, cfg.success_frames,
+                         cfg.success_min_steps)
+    return ClassifierReward(judge)
 
 
 def _load_with_critics(source: str | Path) -> Checkpoint:
@@ -501,9 +531,28 @@ def _check_options(options: RunOptions, source: str = "") -> None:
             raise So101Error(f"{where}demos {folder}: not a recording (no recording.json); make demos with "
                              f"'so101 infer --ckpt scripted --record {folder}'")
     if options.intervene not in INTERVENERS:
-        raise So101Error(f"{where}intervene {options.intervene}: choose {' or '.join(INTERVENERS)}")
+        raise So101Error(f"{where}intervene {options.intervene}: choose {', '.join(INTERVENERS)}")
+    if options.intervene == "leader" and not options.leader_port:
+        raise So101Error(f"{where}intervene leader needs @leader_port (the leader arm's serial port, or 'emulator' "
+                         f"for an emulated leader moved by a scripted hand)")
+    if options.intervene != "leader" and (options.leader_port or options.leader_calibration):
+        raise So101Error(f"{where}leader_port and leader_calibration: only with @intervene leader")
+    if options.intervene == "leader" and options.leader_port != "emulator":
+        if not options.leader_calibration:
+            raise So101Error(f"{where}leader_port {options.leader_port}: the leader needs its calibration: "
+                             f"@leader_calibration ID (from 'so101 calibrate joints --arm leader') or a .json")
+        if options.leader_port.startswith("/") and not Path(options.leader_port).exists():
+            raise So101Error(f"{where}leader_port {options.leader_port}: no such serial port; find the leader's "
+                             f"with 'so101 motors find-port'")
     if options.reward not in REWARD_NAMES:
-        raise So101Error(f"{where}reward {options.reward}: choose {' or '.join(REWARD_NAMES)}")
+        raise So101Error(f"{where}reward {options.reward}: choose {', '.join(REWARD_NAMES)}")
+    if options.reward == "classifier" and not options.classifier:
+        raise So101Error(f"{where}reward classifier needs @classifier DIR (written by 'so101 reward train')")
+    if options.classifier and options.reward != "classifier":
+        raise So101Error(f"{where}classifier: only with @reward classifier")
+    if options.classifier and not (Path(options.classifier) / "classifier.yaml").is_file():
+        raise So101Error(f"{where}classifier {options.classifier}: not a reward classifier folder (no "
+                         f"classifier.yaml); train one with 'so101 reward train RECORDING --out DIR'")
     if options.save_every < 1:
         raise So101Error(f"{where}save_every: must be at least 1")
     check_device(options.device, where)

@@ -53,6 +53,11 @@ class TrainConfig:
     publish_every: int = 10  # updates between publishing the encoder + actor to the actor thread
     learner_threads: int = 1  # torch threads of the learner on a CPU (the actor keeps the rest)
     seed: int = 0
+    # --reward classifier: success is this probability or more, for this many frames in a row,
+    # no earlier than this step of an episode (docs/reference.md section 8)
+    success_threshold: float = 0.7
+    success_frames: int = 3
+    success_min_steps: int = 10
 
 
 @dataclass
@@ -137,8 +142,9 @@ class Trainer:
             if on_episode:
                 on_episode(result)
 
+        judge = self.sink.rewards if hasattr(self.sink.rewards, "judge") else None  # a reward classifier
         runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
-                        max_steps=max_steps)
+                        max_steps=max_steps, judge=judge)
         learner.start()
         try:
             return runner.run([first_seed + i for i in range(episodes)])

@@ -1,0 +1,118 @@
+"""The leader arm of a HIL-SERL session: a real one on a serial port, or an emulated one with a hand.
+
+``--leader-port emulator`` runs an emulated leader in this process with the scripted hand
+on it (the twin's stand-in for a person); any other port is a real leader, read through
+its LeRobot calibration and our sim mapping. Either way the leader is checked against
+the follower before anything moves: a leader whose calibration disagrees with the
+follower's (degrees against radians, another zero) reads joints far outside the
+follower's ranges, and the session is refused with what to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so101_sim2real.control.rig import EMULATOR_PORT, Rig
+from so101_sim2real.errors import So101Error
+from so101_sim2real.hilserl.leader import LeaderIntervener, TakeoverConfig
+from so101_sim2real.kinematics import Kinematics
+from so101_sim2real.sim import scene as S
+from so101_sim2real.spec import Spec
+
+# How far outside the follower's joint ranges a leader may read before its calibration is
+# called inconsistent: the two arms' ranges differ a little, units or zeros a lot.
+RANGE_SLACK_RAD = 0.35
+
+
+@dataclass
+class LeaderSession:
+    """The intervener and what must be closed with it (the leader's bus, an emulator)."""
+
+    intervener: LeaderIntervener
+    closers: list
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
+
+
+def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: int = 0,
+                keys: object | None = None, cfg: TakeoverConfig | None = None) -> LeaderSession:
+    """Connect the leader (torque off, low gains), check it against the follower, wrap it as an intervener."""
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.so101 import SO101Leader
+
+    kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)  # FK of the leader's own joints
+    closers: list = []
+    try:
+        if port == EMULATOR_PORT:
+            leader = _emulated_leader(rig, spec, kinematics, seed, closers)
+        else:
+            cal = _leader_calibration(calibration, port)
+            arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True)
+            arm.connect()
+            closers.append(arm.close)
+            check_consistent(arm.read().position, rig)
+            leader = arm
+        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, rig.period_s, cfg, keys), closers)
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+
+
+def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, closers: list) -> object:
+    from so101_sim2real.control.twin_bus import twin_arm_calibration
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.so101 import SO101Leader
+    from so101_sim2real.hilserl.leader_hand import HandOnLeader, ScriptedLeaderHand
+    from so101_sim2real.sim.scripted import ScriptedExpert
+
+    if rig.twin is None:
+        raise So101Error("@leader_port emulator: the scripted hand guides the leader toward the twin's cube; it "
+                         "needs the twin as the follower (@robot sim or @port emulator)")
+    cal = twin_arm_calibration()
+    emulator = BusEmulator(list(cal.ids.values()))
+    emulator.start()
+    closers.append(emulator.stop)
+    arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True)
+    arm.connect()
+    closers.append(arm.close)
+    twin = rig.twin
+    hand = ScriptedLeaderHand(emulator, cal, kinematics, spec.action, ScriptedExpert(twin),
+                              follower=lambda: twin.qpos()[:6], seed=seed)
+    return HandOnLeader(arm, hand)
+
+
+def _leader_calibration(name: str | None, port: str) -> object:
+    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
+
+    if not name:
+        raise So101Error(f"@leader_port {port}: the leader needs its calibration: @leader_calibration ID (from "
+                         f"'so101 calibrate joints --arm leader') or a calibration .json")
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise So101Error(f"@leader_calibration {name}: no such file")
+        return ArmCalibration.load(path)
+    return ArmCalibration.load(find_lerobot_file("leader", name))
+
+
+def check_consistent(leader_q: np.ndarray, rig: Rig) -> None:
+    """The leader's reading inside the follower's joint ranges (with some slack), joint by joint."""
+    from so101_sim2real.arm import JOINT_NAMES
+
+    limits = rig.robot.limits
+    for i, joint in enumerate(JOINT_NAMES):
+        low, high = limits.low[i] - RANGE_SLACK_RAD, limits.high[i] + RANGE_SLACK_RAD
+        if not low <= leader_q[i] <= high:
+            raise So101Error(
+                f"the leader reads {joint} at {leader_q[i]:.2f} rad, outside the follower's range "
+                f"{limits.low[i]:.2f}..{limits.high[i]:.2f}: the two calibrations disagree (units or zero pose). "
+                f"Recalibrate the leader with 'so101 calibrate joints --arm leader' using the same sim zero pose "
+                f"as the follower")
