@@ -149,7 +149,64 @@ def test_letting_go_hands_control_back_and_the_leader_follows_again(spec, kinema
     control = [c for c, *_ in log]
     let_go = next(i for i in range(10, len(ticks)) if not ticks[i][1])  # the tick the hand let go
     back = control.index(False, let_go)
-    assert back - let_go <= 35, (let_go, back)  # released once the arms have settled for 0.4 s
+    assert back - let_go <= 60, (let_go, back)  # released once the arms have settled (0.4 s still), within 1.2 s
     assert not any(control[back:])  # and no second takeover while the leader re-syncs and follows
     assert intervener.takeovers == 1
     assert ticks[-1][2] == 1  # following the follower again: torque on
+
+
+def test_keys_arrive_one_by_one_without_enter_and_the_terminal_is_restored():
+    import os
+    import pty
+    import termios
+
+    from so101_sim2real.hilserl.keys import TerminalKeys
+
+    main, child = pty.openpty()
+    before = termios.tcgetattr(child)
+    try:
+        with TerminalKeys(child) as keys:
+            assert keys.live and keys.poll() == ""
+            os.write(main, b" s")  # no Enter: cbreak mode hands each key over at once
+            assert keys.poll() == " s" and keys.poll() == ""
+        assert termios.tcgetattr(child) == before
+        assert not TerminalKeys(os.open(os.devnull, os.O_RDONLY)).live  # no terminal: no keys, no error
+    finally:
+        os.close(main)
+        os.close(child)
+
+
+class _StillLeader:
+    """A leader nobody touches, sitting exactly where it is told (for the key toggle)."""
+
+    def __init__(self):
+        self.goal, self.limp_calls = None, 0
+        self.q = np.array([0.0, -0.3, 0.5, 0.2, 1.57, 0.1])
+
+    def read(self):
+        from so101_sim2real.interfaces import JointState
+
+        return JointState(self.q.copy(), np.zeros(6), 0.0)
+
+    def follow(self, position):
+        self.goal = self.q.copy()
+
+    def limp(self):
+        self.goal, self.limp_calls = None, self.limp_calls + 1
+
+
+def test_space_hands_control_to_the_person_and_back(spec, kinematics):
+    from types import SimpleNamespace
+
+    from so101_sim2real.hilserl.leader import LeaderIntervener
+    from so101_sim2real.interfaces import JointState
+
+    pressed = iter(["", " ", "", "", " ", ""])
+    keys = SimpleNamespace(poll=lambda: next(pressed))
+    leader = _StillLeader()
+    intervener = LeaderIntervener(leader, kinematics, spec.action, 0.02, keys=keys)
+    intervener.reset(0)
+    obs = SimpleNamespace(joints=JointState(leader.q.copy(), np.zeros(6), 0.0), ee_target=np.array([0.2, 0.0, 0.1]))
+    acted = [intervener.act(obs, np.zeros(4)) is not None for _ in range(6)]
+    assert acted == [False, True, True, True, False, False]
+    assert intervener.takeovers == 1 and leader.limp_calls == 1
