@@ -56,6 +56,7 @@ class _Arm:
         self._velocity = JointVelocity()
         self._last: JointState | None = None
         self.firmware: dict[str, tuple[int, int]] = {}
+        self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
         """Open the bus and check every motor is there, an STS3215, on one firmware."""
@@ -113,6 +114,17 @@ class _Arm:
     def disconnect(self) -> None:
         self.bus.close()
 
+    def close(self) -> None:
+        """Torque off (whatever state the bus is in), then the port, then ``on_close`` hooks."""
+        try:
+            if self.bus.is_open:
+                self.torque(False)
+        finally:
+            self.disconnect()
+            for hook in self.on_close:
+                hook()
+            self.on_close.clear()
+
 
 class SO101Leader(_Arm):
     """The arm a person moves: limp, or, for a HIL-SERL takeover (``follows``), following the
@@ -151,13 +163,6 @@ class SO101Leader(_Arm):
         if self._torque:
             self.torque(False)
 
-    def close(self) -> None:
-        try:
-            if self.bus.is_open:
-                self.torque(False)
-        finally:
-            self.disconnect()
-
 
 class SO101Follower(_Arm):
     """The arm the policy moves."""
@@ -170,7 +175,6 @@ class SO101Follower(_Arm):
         self.max_temperature_c = MAX_TEMPERATURE_C
         self.health: dict[str, tuple[int, int]] = {}  # motor -> (temperature C, |load| in 0.1 %), last checked
         self._health_tick = 0
-        self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
         """Handshake, torque off, then each servo's EEPROM as it should be (written only where it
@@ -220,13 +224,3 @@ class SO101Follower(_Arm):
     def _on_watchdog(self) -> None:
         with contextlib.suppress(So101Error):  # the bus is failing: the caller's exit path tries again
             self.torque(False)
-
-    def close(self) -> None:
-        try:
-            if self.bus.is_open:
-                self.torque(False)
-        finally:
-            self.disconnect()
-            for hook in self.on_close:
-                hook()
-            self.on_close.clear()
