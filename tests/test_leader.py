@@ -19,9 +19,11 @@ def test_the_detector_starts_on_a_jump_and_ends_when_the_error_settles():
     assert settling[-1] is False and all(settling[:-1])  # released once all four agree to 0.1 degree
 
 
-def test_a_slow_drift_is_not_a_takeover():
+def test_a_slow_drift_is_not_a_takeover_but_a_leader_held_off_its_goal_is():
     det = TakeoverDetector()
-    assert not any(det.update(1.0 + 0.5 * i) for i in range(40))  # 0.5 degree a tick: variance 0.06
+    assert not any(det.update(1.0 + 0.1 * i) for i in range(40))  # a servo lagging a little more, slowly
+    det.reset()
+    assert [det.update(e) for e in (2.0, 4.0, 6.0, 8.5)] == [False, False, False, True]  # a slow hand
 
 
 def test_a_faster_loop_sees_the_same_hand_speed_and_waits_as_long_for_stillness():

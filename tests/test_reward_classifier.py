@@ -17,6 +17,8 @@ import yaml
 from fixtures import run_cli
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.hilserl import classifier as C
+from so101_sim2real.hilserl import classifier_eval as E
+from so101_sim2real.hilserl import labels as L
 from so101_sim2real.hilserl.rewards import ClassifierReward
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.sim.task import TaskConfig
@@ -113,7 +115,7 @@ def twin_classifier(twin, tmp_path_factory):
 @pytest.mark.slow
 def test_twin_labels_start_where_the_frame_first_shows_the_cube_held_above_the_lift_height(twin):
     rec = Recording(twin[0])
-    labels = C.label_from_twin(rec)
+    labels = L.label_from_twin(rec)
     assert sorted(labels.episodes) == [e["index"] for e in rec.episodes]
     hold = TaskConfig().hold_steps
     for position, meta in enumerate(rec.episodes):
@@ -170,7 +172,7 @@ def test_a_contact_sheet_shows_each_row_of_an_episode(twin, cli, tmp_path):
     rows = Recording(twin[0]).episodes[2]["steps"]
     tiles = -(-rows // 4)
     assert image.shape[1] == min(8, tiles) * 2 * 168 and image.shape[0] == -(-tiles // 8) * 168
-    assert not (twin[0] / C.LABELS_FILE).exists()  # drawing labels nothing
+    assert not (twin[0] / L.LABELS_FILE).exists()  # drawing labels nothing
 
 
 # ------------------------------------------------------------------------------ labels (fast)
@@ -179,27 +181,27 @@ def test_a_contact_sheet_shows_each_row_of_an_episode(twin, cli, tmp_path):
 def test_the_twin_rule_counts_from_the_frame_that_shows_the_lift_to_the_end():
     z = np.array(LIFTED_EPISODE)
     closed = np.full(len(z), 0.1)
-    assert C.twin_first_success(z, closed, True) == 8  # z[7] > lift: row 8's frame shows it
-    assert C.twin_first_success(z, closed, False) is None  # a failed episode has no success frames
-    assert C.twin_first_success(z, closed, None) is None
+    assert L.twin_first_success(z, closed, True) == 8  # z[7] > lift: row 8's frame shows it
+    assert L.twin_first_success(z, closed, False) is None  # a failed episode has no success frames
+    assert L.twin_first_success(z, closed, None) is None
     open_gripper = closed.copy()
     open_gripper[9] = 1.0  # not grasped at row 9: success starts after it
-    assert C.twin_first_success(z, open_gripper, True) == 10
+    assert L.twin_first_success(z, open_gripper, True) == 10
     dropped = np.array([0.015, 0.09, 0.09, 0.05, 0.09, 0.1, 0.1])  # lifted, dropped, lifted again
-    assert C.twin_first_success(dropped, np.full(7, 0.1), True) == 5
+    assert L.twin_first_success(dropped, np.full(7, 0.1), True) == 5
 
 
 def test_labels_round_trip_through_a_file_a_person_can_read(tmp_path):
     rec = Recording(fake_recording(tmp_path / "rec", [(LIFTED_EPISODE, True), ([0.015] * 9, False)]))
-    labels, kept = C.write_twin_labels(rec)
+    labels, kept = L.write_twin_labels(rec)
     assert kept == 0
-    text = (rec.folder / C.LABELS_FILE).read_text()
+    text = (rec.folder / L.LABELS_FILE).read_text()
     assert '{"episode": 0, "first_success": 8, "source": "twin"}' in text
     assert '{"episode": 1, "first_success": null, "source": "twin"}' in text
-    assert C.load_labels(rec).episodes == labels.episodes
-    C.set_label(rec, 1, 4)
-    again, kept = C.write_twin_labels(rec)  # the twin's rule never overwrites a person
-    assert kept == 1 and again.episodes[1] == C.EpisodeLabel(1, 4, "person")
+    assert L.load_labels(rec).episodes == labels.episodes
+    L.set_label(rec, 1, 4)
+    again, kept = L.write_twin_labels(rec)  # the twin's rule never overwrites a person
+    assert kept == 1 and again.episodes[1] == L.EpisodeLabel(1, 4, "person")
 
 
 def test_the_split_keeps_each_episode_on_one_side():
@@ -226,8 +228,8 @@ def test_metrics_agree_with_their_definitions():
     probs = np.clip(labels * 0.3 + rng.random(200) * 0.7, 0, 1).round(2)  # ties on purpose
     pos, neg = probs[labels], probs[~labels]
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert C.roc_auc(probs, labels) == pytest.approx(pairs)
-    m = C.score(probs, labels, threshold=0.5, target_precision=0.9)
+    assert E.roc_auc(probs, labels) == pytest.approx(pairs)
+    m = E.score(probs, labels, threshold=0.5, target_precision=0.9)
     tp, fp = ((probs >= 0.5) & labels).sum(), ((probs >= 0.5) & ~labels).sum()
     fn, tn = ((probs < 0.5) & labels).sum(), ((probs < 0.5) & ~labels).sum()
     assert m.confusion == {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
@@ -238,7 +240,7 @@ def test_metrics_agree_with_their_definitions():
     assert ((probs >= t) & labels).sum() / (probs >= t).sum() >= 0.9
     lower = probs[probs < t].max()  # the next threshold down misses the target
     assert ((probs >= lower) & labels).sum() / (probs >= lower).sum() < 0.9
-    assert C.score(probs, np.zeros(200, bool)).roc_auc is None
+    assert E.score(probs, np.zeros(200, bool)).roc_auc is None
 
 
 # ----------------------------------------------------------------------------- judge (fast)
@@ -376,7 +378,7 @@ def test_help_explains_the_commands(cli):
 
 
 def _typo_labels(rec: Path) -> None:
-    (rec / C.LABELS_FILE).write_text(json.dumps({"format": C.LABELS_FORMAT, "version": 1, "episodes": [
+    (rec / L.LABELS_FILE).write_text(json.dumps({"format": L.LABELS_FORMAT, "version": 1, "episodes": [
         {"episode": 0, "first_sucess": 3, "source": "person"}]}))
 
 

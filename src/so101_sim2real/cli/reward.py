@@ -1,7 +1,8 @@
 """``so101 reward``: label recordings, train the reward classifier, evaluate it.
 
-Thin commands over :mod:`so101_sim2real.hilserl.classifier`: each parses, validates,
-calls the library and prints the result.
+Thin commands over :mod:`so101_sim2real.hilserl.labels`, :mod:`~so101_sim2real.hilserl.classifier`
+and :mod:`~so101_sim2real.hilserl.classifier_eval`: each parses, validates, calls the library and
+prints the result.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def label(
       so101 reward label REC --episode 3 --first-success 41    (or --none)
     """
     from so101_sim2real.control.recording import Recording
-    from so101_sim2real.hilserl import classifier as C
+    from so101_sim2real.hilserl import labels as L
+    from so101_sim2real.hilserl.classifier_eval import contact_sheet
 
     setting = first_success is not None or none
     actions = [name for name, given in (("--twin", twin), ("--first-success/--none", setting),
@@ -116,12 +118,12 @@ def label(
         raise So101Error("--every: only with --contact-sheet")
     rec = Recording(recording)
     if sheet is not None:
-        path = C.contact_sheet(rec, episode, sheet, every=every, labels_file=labels)
+        path = contact_sheet(rec, episode, sheet, every=every, labels_file=labels)
         typer.echo(json.dumps({"contact_sheet": str(path)}) if as_json else f"wrote {path}")
         return
     if setting:
-        entry = C.set_label(rec, episode, first_success, labels)
-        path = C.labels_path(rec, labels)
+        entry = L.set_label(rec, episode, first_success, labels)
+        path = L.labels_path(rec, labels)
         if as_json:
             typer.echo(json.dumps({"labels": str(path), **asdict(entry)}))
         else:
@@ -129,8 +131,8 @@ def label(
             typer.echo(f"episode {entry.episode}: {what} (person); wrote {path}")
         return
     if twin:
-        result, kept = C.write_twin_labels(rec, labels)
-        path = C.labels_path(rec, labels)
+        result, kept = L.write_twin_labels(rec, labels)
+        path = L.labels_path(rec, labels)
         if as_json:
             typer.echo(json.dumps({"labels": str(path), "episodes": len(result.episodes), "kept_person": kept}))
         else:
@@ -138,7 +140,7 @@ def label(
             typer.echo(f"wrote {path}: {len(result.episodes)} episode(s), {successes} with success frames"
                        + (f"; kept {kept} label(s) by a person" if kept else ""))
         return
-    current = C.labels_for(rec, labels)  # a twin recording without a file: what --twin would write
+    current = L.labels_for(rec, labels)  # a twin recording without a file: what --twin would write
     if as_json:
         typer.echo(json.dumps({"labels": current.origin,
                                "episodes": [asdict(e) for _, e in sorted(current.episodes.items())]}))
@@ -151,7 +153,7 @@ def label(
             f"success from row {e.first_success} of {meta['steps']} ({e.source})"
         typer.echo(f"episode {k}: {what}")
     if current.origin == "twin":
-        typer.echo(f"(the twin's rule; no labels file yet: --twin writes {C.labels_path(rec, labels)})")
+        typer.echo(f"(the twin's rule; no labels file yet: --twin writes {L.labels_path(rec, labels)})")
 
 
 @reward_app.command("train")
@@ -220,7 +222,8 @@ def evaluate(
 ) -> None:
     """Score a classifier on labelled recordings: precision, recall, F1, balanced accuracy, ROC AUC,
     the confusion matrix, and the threshold that reaches a target precision."""
-    from so101_sim2real.hilserl import classifier as C
+    from so101_sim2real.hilserl import classifier_eval as E
+    from so101_sim2real.hilserl.classifier import load_classifier
 
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise So101Error(f"--threshold {threshold}: a probability, 0 < t < 1")
@@ -228,8 +231,8 @@ def evaluate(
         raise So101Error(f"--target-precision {target_precision}: 0 < p <= 1")
     if worst < 1:
         raise So101Error("--worst must be at least 1")
-    model = C.load_classifier(classifier)
-    metrics = C.evaluate(model, _datasets(recordings, labels), threshold, target_precision, mistakes, worst)
+    model = load_classifier(classifier)
+    metrics = E.evaluate(model, _datasets(recordings, labels), threshold, target_precision, mistakes, worst)
     if as_json:
         typer.echo(json.dumps({**metrics.to_dict(), "mistakes": str(mistakes) if mistakes else None}))
         return

@@ -1,19 +1,12 @@
 """The reward classifier: does this frame show success (the cube grasped and lifted)?
 
 On a real arm no simulator judges success, so a small CNN on the wrist view does: it
-ends HIL-SERL episodes and gives their reward. The data flow, top to bottom:
+ends HIL-SERL episodes and gives their reward. This module holds the model and what uses
+it (training, saving, the judge in the loop); the labels it learns from are in
+:mod:`~so101_sim2real.hilserl.labels`, its scoring and pictures in
+:mod:`~so101_sim2real.hilserl.classifier_eval`. The data flow, top to bottom:
 
-1. **Labels** (``labels.json`` beside a recording, or any path)::
-
-       {"format": "so101-reward-labels", "version": 1,
-        "episodes": [{"episode": 0, "first_success": 27, "source": "twin"},
-                     {"episode": 1, "first_success": null, "source": "person"}]}
-
-   ``episode`` is the number of ``episode_NNNN.npz``; ``first_success`` the first row from
-   which every frame to the end of the episode shows success, ``null`` when none does;
-   ``source`` says who decided (``twin`` or ``person``). An episode left out is unlabelled
-   and not used. :func:`label_from_twin` derives them on the twin (its rule is there);
-   a person sets them with ``so101 reward label`` and a contact sheet of the episode.
+1. **Labels**: see :mod:`~so101_sim2real.hilserl.labels`.
 2. **Frames**: the policy's own frame (``obs``: seg + disparity, which lighting does not
    change) or the camera RGB centre-cropped with the spec's crop and resized to the
    policy's image size (``rgb``). :meth:`Classifier.prepare` makes both, for training and at
@@ -22,16 +15,13 @@ ends HIL-SERL episodes and gives their reward. The data flow, top to bottom:
    episode are near copies: split by frame and the held-out score means nothing), the loss
    is weighted by the class ratio, frames get DrQ's random shift, the weights are written
    as a folder (``weights.safetensors`` + ``classifier.yaml``) in one rename.
-4. **Evaluation** (:func:`evaluate`): precision, recall, F1, balanced accuracy, ROC AUC,
-   the confusion matrix, the threshold that reaches a target precision, and a PNG of the
-   worst mistakes.
+4. **Evaluation**: see :mod:`~so101_sim2real.hilserl.classifier_eval`.
 5. **The judge** (:class:`SuccessJudge`): success once ``consecutive`` frames in a row are
    at or above the threshold, never before ``min_steps``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -41,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -52,230 +42,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from so101_sim2real.control.recording import Recording
-from so101_sim2real.control.video import colour_segmentation
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.files import share_like_the_user
+from so101_sim2real.hilserl.labels import _check_keys, _episode_positions, labels_for
 from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.observation import center_crop_box
-from so101_sim2real.sim.task import TaskConfig
 from so101_sim2real.spec import yaml_problem
 
+if TYPE_CHECKING:  # classifier_eval imports this module; at run time score() is imported where it is used
+    from so101_sim2real.hilserl.classifier_eval import Metrics
+
 InputKind = Literal["obs", "rgb"]
-Source = Literal["twin", "person"]
 INPUTS: tuple[str, ...] = ("obs", "rgb")
-SOURCES: tuple[str, ...] = ("twin", "person")
-LABELS_FILE, LABELS_FORMAT, LABELS_VERSION = "labels.json", "so101-reward-labels", 1
 WEIGHTS_FILE, CONFIG_FILE = "weights.safetensors", "classifier.yaml"
 CLASSIFIER_FORMAT, CLASSIFIER_VERSION = "so101-reward-classifier", 1
-_LABELS_ABOUT = ("first_success: the first row from which every frame to the end of the episode shows success (the "
-                 "cube grasped and lifted); null: no frame does. source: twin (the simulator) or person. Episodes "
-                 "not listed are unlabelled and not used.")
 _RGB_INTERPOLATION = cv2.INTER_AREA  # a downscale by ~6x: area averaging, as the disparity channel is made
-
-
-# =================================================================================== labels
-
-
-@dataclass(frozen=True)
-class EpisodeLabel:
-    """One episode's label: rows ``>= first_success`` show success; None: no row does."""
-
-    episode: int
-    first_success: int | None
-    source: Source
-
-    def positives(self, rows: int) -> np.ndarray:
-        """(rows,) bool: which rows show success."""
-        flags = np.zeros(rows, dtype=bool)
-        if self.first_success is not None:
-            flags[self.first_success:] = True
-        return flags
-
-
-@dataclass
-class Labels:
-    """The labels of one recording's episodes, by episode number."""
-
-    episodes: dict[int, EpisodeLabel] = field(default_factory=dict)
-    origin: str = "twin"  # the labels file's path, or "twin" when derived in memory
-
-    def to_json(self) -> str:
-        entries = [asdict(self.episodes[k]) for k in sorted(self.episodes)]
-        body = ",\n".join("    " + json.dumps(e) for e in entries)  # one episode a line: easy to edit
-        head = {"format": LABELS_FORMAT, "version": LABELS_VERSION, "about": _LABELS_ABOUT}
-        lines = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in head.items())
-        return "{\n" + lines + ',\n  "episodes": [\n' + body + ("\n  ]\n}\n" if entries else "]\n}\n")
-
-
-def _episode_positions(recording: Recording) -> dict[int, int]:
-    """Episode number -> its position in the recording's index."""
-    return {int(e["index"]): i for i, e in enumerate(recording.episodes)}
-
-
-def twin_first_success(cube_z: np.ndarray, gripper: np.ndarray, success: bool | None,
-                       task: TaskConfig | None = None) -> int | None:
-    """The twin's rule for one episode's ``first_success`` (see :func:`label_from_twin`)."""
-    task = task or TaskConfig()
-    if not success or len(cube_z) == 0:
-        return None
-    # Row i's frame was taken before row i's action, so it shows the cube where row i-1's
-    # step left it (row 0: where the reset left it, which is on the table).
-    shown_z = np.concatenate([[-np.inf], cube_z[:-1]])
-    lifted = (shown_z > task.lift_height_m) & (gripper < task.closed_below_rad)
-    if not lifted[-1]:
-        return None
-    not_lifted = np.flatnonzero(~lifted)
-    return int(not_lifted[-1] + 1) if not_lifted.size else 0
-
-
-def label_from_twin(recording: Recording, task: TaskConfig | None = None) -> Labels:
-    """Labels of a twin recording, from the simulator's own record.
-
-    The rule: in an episode the task judged a success, the frames from the first row of
-    the last unbroken run of rows where the frame shows the cube above the task's
-    ``lift_height_m`` (0.08 m) with the gripper closed (``joint_pos`` of the gripper below
-    ``closed_below_rad``), up to the episode's last row, are success; every other frame is
-    not. "Shows": row i's frame was taken before row i's action, so it shows the cube at
-    ``cube_pos[i - 1]`` (the recorded ``cube_pos`` is after the row's step). Episodes that
-    did not succeed are all negatives; interrupted episodes get no label (their outcome is
-    unknown). The gripper's closure stands in for the task's grasp test, whose pad
-    contacts are not recorded; a cube 8 cm above the table is held in any case.
-    """
-    labels = Labels(origin="twin")
-    for position, meta in enumerate(recording.episodes):
-        if meta.get("interrupted"):
-            continue
-        arrays = recording.load(position)
-        if "cube_pos" not in arrays or meta.get("success") is None:
-            how = f"'so101 reward label {recording.folder} --episode K --first-success ROW'"
-            raise So101Error(f"{recording.folder}: not a twin recording (no cube positions or no judged success); "
-                             f"label it by hand: {how}")
-        first = twin_first_success(arrays["cube_pos"][:, 2], arrays["joint_pos"][:, 5], meta["success"], task)
-        labels.episodes[int(meta["index"])] = EpisodeLabel(int(meta["index"]), first, "twin")
-    return labels
-
-
-def labels_path(recording: Recording, path: str | Path | None = None) -> Path:
-    """Where a recording's labels live: ``path`` if given, else ``labels.json`` in its folder."""
-    return Path(path) if path is not None else recording.folder / LABELS_FILE
-
-
-def _check_keys(where: str, data: dict, known: Sequence[str], required: Sequence[str]) -> None:
-    for key in data:
-        if key not in known:
-            hint = did_you_mean(key, known, f" (known: {', '.join(known)})")
-            raise So101Error(f"{where}: unknown key '{key}'{hint}")
-    for key in required:
-        if key not in data:
-            raise So101Error(f"{where}: missing '{key}'")
-
-
-def load_labels(recording: Recording, path: str | Path | None = None) -> Labels:
-    """Read and check a labels file against its recording; any problem is one line."""
-    path = labels_path(recording, path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise So101Error(f"{path}: no labels file; write one with 'so101 reward label {recording.folder}'") from None
-    except OSError as exc:
-        raise So101Error(f"{path}: cannot read the labels ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise So101Error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise So101Error(f"{path}: expected a JSON object with 'format' and 'episodes'")
-    _check_keys(str(path), data, ("format", "version", "about", "episodes"), ("format", "episodes"))
-    if data["format"] != LABELS_FORMAT or data.get("version", LABELS_VERSION) != LABELS_VERSION:
-        raise So101Error(f"{path}: format {data['format']!r} v{data.get('version')}, expected {LABELS_FORMAT!r} "
-                         f"v{LABELS_VERSION}")
-    if not isinstance(data["episodes"], list):
-        raise So101Error(f"{path}: 'episodes' must be a list of {{episode, first_success, source}}")
-    steps = {int(e["index"]): int(e["steps"]) for e in recording.episodes}
-    labels = Labels(origin=str(path))
-    for n, entry in enumerate(data["episodes"]):
-        where = f"{path}: episodes[{n}]"
-        if not isinstance(entry, dict):
-            raise So101Error(f"{where}: expected an object {{episode, first_success, source}}, got {entry!r}")
-        _check_keys(where, entry, ("episode", "first_success", "source"), ("episode", "first_success", "source"))
-        k, first, source = entry["episode"], entry["first_success"], entry["source"]
-        if not isinstance(k, int) or isinstance(k, bool) or k not in steps:
-            raise So101Error(f"{where}: episode {k!r} is not in {recording.folder} (episodes: {_span(steps)})")
-        if k in labels.episodes:
-            raise So101Error(f"{where}: episode {k} is labelled twice")
-        if first is not None and (not isinstance(first, int) or isinstance(first, bool)
-                                  or not 0 <= first < steps[k]):
-            raise So101Error(f"{where}: first_success {first!r} must be a row 0..{steps[k] - 1} of episode {k}, or "
-                             f"null")
-        if source not in SOURCES:
-            raise So101Error(f"{where}: source {source!r} must be one of {', '.join(SOURCES)}"
-                             f"{did_you_mean(source, SOURCES)}")
-        labels.episodes[k] = EpisodeLabel(k, first, source)
-    return labels
-
-
-def _span(numbers: Sequence[int] | dict) -> str:
-    numbers = sorted(numbers)
-    if not numbers:
-        return "none"
-    return f"{numbers[0]}..{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else \
-        ", ".join(map(str, numbers))
-
-
-def save_labels(labels: Labels, path: str | Path) -> Path:
-    """Write a labels file by a rename, so a reader never sees half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(labels.to_json())
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise So101Error(f"{path}: cannot write the labels ({exc.strerror})") from None
-    labels.origin = str(path)
-    return path
-
-
-def labels_for(recording: Recording, path: str | Path | None = None) -> Labels:
-    """A recording's labels: its labels file if there is one (or ``path``), else the twin's rule."""
-    if path is not None or labels_path(recording).is_file():
-        return load_labels(recording, path)
-    if not recording.episodes:
-        raise So101Error(f"{recording.folder}: the recording has no episodes")
-    if "cube_pos" not in recording.load(0):
-        raise So101Error(f"{recording.folder}: no labels ({LABELS_FILE}) and not a twin recording; label it with "
-                         f"'so101 reward label {recording.folder} --episode K --first-success ROW'")
-    return label_from_twin(recording)
-
-
-def set_label(recording: Recording, episode: int, first_success: int | None,
-              path: str | Path | None = None) -> EpisodeLabel:
-    """A person's label for one episode, written into the labels file (made if missing)."""
-    target = labels_path(recording, path)
-    labels = load_labels(recording, target) if target.is_file() else Labels(origin=str(target))
-    steps = {int(e["index"]): int(e["steps"]) for e in recording.episodes}
-    if episode not in steps:
-        raise So101Error(f"@episode {episode}: not in {recording.folder} (episodes: {_span(steps)})")
-    if first_success is not None and not 0 <= first_success < steps[episode]:
-        raise So101Error(f"@first_success {first_success}: episode {episode} has rows 0..{steps[episode] - 1}")
-    labels.episodes[episode] = EpisodeLabel(episode, first_success, "person")
-    save_labels(labels, target)
-    return labels.episodes[episode]
-
-
-def write_twin_labels(recording: Recording, path: str | Path | None = None) -> tuple[Labels, int]:
-    """The twin's labels written to the labels file; a person's labels there are kept.
-
-    Returns the labels written and how many of them were a person's.
-    """
-    target = labels_path(recording, path)
-    twin = label_from_twin(recording)
-    kept = 0
-    if target.is_file():
-        for k, label in load_labels(recording, target).episodes.items():
-            if label.source == "person":
-                twin.episodes[k], kept = label, kept + 1
-    save_labels(twin, target)
-    return twin, kept
 
 
 # =================================================================================== model
@@ -570,201 +352,6 @@ def split_by_episode(frames: Frames, heldout: float, seed: int) -> tuple[np.ndar
     return ~held_mask, held_mask
 
 
-# =================================================================================== metrics
-
-
-@dataclass
-class Metrics:
-    """Scores of a classifier on labelled frames, at ``threshold`` (None where undefined)."""
-
-    frames: int
-    positives: int
-    negatives: int
-    threshold: float
-    precision: float | None
-    recall: float | None
-    f1: float | None
-    balanced_accuracy: float | None
-    roc_auc: float | None
-    confusion: dict[str, int]  # tp, fp, tn, fn
-    target_precision: float
-    threshold_at_target_precision: float | None  # the lowest threshold whose precision meets the target
-    recall_at_target_precision: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def roc_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve: the chance that a random positive scores above a random negative
-    (ties count half), by the rank-sum formula."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(probs, kind="mergesort")
-    sorted_p = np.asarray(probs)[order]
-    ranks = np.empty(len(probs))
-    start = 0
-    while start < len(sorted_p):  # tied scores share their average rank
-        end = start
-        while end + 1 < len(sorted_p) and sorted_p[end + 1] == sorted_p[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _ratio(a: int, b: int) -> float | None:
-    return a / b if b else None
-
-
-def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> tuple[float | None, float | None]:
-    """(the lowest threshold at which precision >= target, the recall there); (None, None) if none reaches it."""
-    labels = np.asarray(labels, dtype=bool)
-    best = (None, None)
-    for t in np.unique(probs)[::-1]:  # from the strictest: recall only grows as the threshold falls
-        predicted = probs >= t
-        precision = _ratio(int((predicted & labels).sum()), int(predicted.sum()))
-        if precision is not None and precision >= target:
-            best = (float(t), _ratio(int((predicted & labels).sum()), int(labels.sum())))
-    return best
-
-
-def score(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5, target_precision: float = 0.95) -> Metrics:
-    """All the metrics of probabilities against labels."""
-    labels = np.asarray(labels, dtype=bool)
-    predicted = np.asarray(probs) >= threshold
-    tp, fp = int((predicted & labels).sum()), int((predicted & ~labels).sum())
-    fn, tn = int((~predicted & labels).sum()), int((~predicted & ~labels).sum())
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    specificity = _ratio(tn, tn + fp)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    balanced = (recall + specificity) / 2 if recall is not None and specificity is not None else None
-    t_target, r_target = threshold_for_precision(probs, labels, target_precision)
-    return Metrics(frames=len(labels), positives=int(labels.sum()), negatives=int((~labels).sum()),
-                   threshold=float(threshold), precision=precision, recall=recall, f1=f1, balanced_accuracy=balanced,
-                   roc_auc=roc_auc(probs, labels), confusion={"tp": tp, "fp": fp, "tn": tn, "fn": fn},
-                   target_precision=target_precision, threshold_at_target_precision=t_target,
-                   recall_at_target_precision=r_target)
-
-
-def evaluate(classifier: Classifier, datasets: Sequence[Dataset | str | Path], threshold: float | None = None,
-             target_precision: float = 0.95, mistakes_png: str | Path | None = None, worst: int = 8) -> Metrics:
-    """Score ``classifier`` on labelled recordings; optionally draw its ``worst`` false positives
-    and false negatives into ``mistakes_png``."""
-    frames, _ = load_frames(datasets, config=classifier.config)
-    probs = classifier.probabilities(frames.images)
-    threshold = classifier.config.threshold if threshold is None else threshold
-    if mistakes_png is not None:
-        write_mistakes(frames, probs, threshold, classifier.config, mistakes_png, worst)
-    return score(probs, frames.labels, threshold, target_precision)
-
-
-# =================================================================================== pictures
-
-_TILE = 168  # pixels per 84-pixel image side in a sheet: twice the policy's resolution
-
-
-def _tile(image: np.ndarray, channels: Sequence[str], lines: Sequence[str],
-          border: tuple[int, int, int] | None = None) -> np.ndarray:
-    """One prepared frame (C, H, W) as an RGB tile: camera RGB, or seg in class colours beside disparity."""
-    if list(channels) == ["r", "g", "b"]:
-        panels = [image.transpose(1, 2, 0)]
-    else:
-        panels = [colour_segmentation(ch) if name == "seg" else np.repeat(ch[..., None], 3, axis=2)
-                  for name, ch in zip(channels, image, strict=True)]
-    tile = np.ascontiguousarray(np.hstack([cv2.resize(p, (_TILE, _TILE), interpolation=cv2.INTER_NEAREST)
-                                           for p in panels]))
-    for i, line in enumerate(lines):
-        (w, h), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        top = 2 + 16 * i
-        tile[top:top + h + 6, 0:w + 6] //= 3  # darkened strip: readable on any background
-        cv2.putText(tile, line, (3, top + h + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    if border is not None:
-        cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), border, 4)
-    return tile
-
-
-def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
-    h, w = tiles[0].shape[:2]
-    rows = math.ceil(len(tiles) / columns)
-    sheet = np.full((rows * h, min(columns, len(tiles)) * w, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    return sheet
-
-
-def _banner(text: str, width: int) -> np.ndarray:
-    strip = np.full((28, width, 3), 40, dtype=np.uint8)
-    cv2.putText(strip, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
-    return strip
-
-
-def _write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise So101Error(f"{path}: give a .png file name")
-    if not path.parent.is_dir():
-        raise So101Error(f"{path}: the folder {path.parent} does not exist")
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise So101Error(f"{path}: could not write the image")
-    return path
-
-
-def write_mistakes(frames: Frames, probs: np.ndarray, threshold: float, config: ClassifierConfig,
-                   path: str | Path, worst: int = 8) -> Path:
-    """A PNG of the most confident false positives and false negatives, each tile named by
-    recording, episode, row and probability."""
-    predicted = probs >= threshold
-    fp = np.flatnonzero(predicted & ~frames.labels)
-    fn = np.flatnonzero(~predicted & frames.labels)
-    sections = [("false positives (no success, judged success)", fp[np.argsort(-probs[fp])][:worst]),
-                ("false negatives (success, judged none)", fn[np.argsort(probs[fn])][:worst])]
-    blank = _tile(np.zeros((len(config.channels), *config.image_size), np.uint8), config.channels, [])
-    width = blank.shape[1] * worst
-    parts = []
-    for title, picks in sections:
-        parts.append(_banner(f"{title}: {len(picks)} shown at threshold {threshold:.2f}", width))
-        tiles = []
-        for i in picks:
-            folder, k = frames.keys[frames.episode[i]]
-            tiles.append(_tile(frames.images[i], config.channels,
-                               [Path(folder).name, f"episode {k} row {frames.row[i]}", f"p = {probs[i]:.3f}"]))
-        row = _grid(tiles, worst) if tiles else _banner("none", width)
-        parts.append(np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255))
-    return _write_png(path, np.vstack(parts))
-
-
-def contact_sheet(recording: Recording, episode: int, path: str | Path, every: int = 1, columns: int = 8,
-                  labels_file: str | Path | None = None) -> Path:
-    """A PNG grid of an episode's frames, each with its row number, for a person to pick
-    ``first_success``; rows already labelled success get a green border.
-
-    Shows the camera RGB when the recording has it (what a person recognises), else the
-    policy frame (seg in class colours beside disparity).
-    """
-    if every < 1:
-        raise So101Error("@every must be at least 1")
-    positions = _episode_positions(recording)
-    if episode not in positions:
-        raise So101Error(f"@episode {episode}: not in {recording.folder} (episodes: {_span(positions)})")
-    arrays = recording.load(positions[episode])
-    target = labels_path(recording, labels_file)
-    label = load_labels(recording, target).episodes.get(episode) if target.is_file() else None
-    if "rgb_jpeg" in arrays:
-        obs = recording.spec.observation
-        config = ClassifierConfig("rgb", ["r", "g", "b"], tuple(obs.image_size), obs.crop, tuple(obs.source_size))
-    else:
-        config = _input_config([recording], "obs")
-    frames = _episode_frames(recording, arrays, Classifier(RewardNet(len(config.channels)), config))
-    positive = label.positives(len(frames)) if label else np.zeros(len(frames), dtype=bool)
-    tiles = [_tile(frames[i], config.channels, [f"row {i}"], (40, 200, 60) if positive[i] else None)
-             for i in range(0, len(frames), every)]
-    return _write_png(path, _grid(tiles, columns))
-
-
 # =================================================================================== training
 
 
@@ -855,6 +442,8 @@ def train_classifier(datasets: Sequence[Dataset | str | Path], out: str | Path, 
     those without); the metrics in ``classifier.yaml`` are on them. Seeded: the same data
     and options give the same weights on one machine.
     """
+    from so101_sim2real.hilserl.classifier_eval import score  # here, not at the top: classifier_eval imports us
+
     opts = options or TrainOptions()
     opts.check()
     out = Path(out)

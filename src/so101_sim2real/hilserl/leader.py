@@ -34,6 +34,9 @@ class TakeoverConfig:
 
     window_s: float = 0.4  # the release looks at this much history (4 ticks at 10 Hz)
     start_variance_deg2: float = 10.0  # variance of the last 2 errors above this: grabbed
+    # ... or the leader held this far from the goal its motors were sent to: a hand that moves
+    # it slowly never makes the error jump, but keeps it from where its motors would put it.
+    start_error_deg: float = 8.0
     release_variance_deg2: float = 0.01  # variance of the whole window below this: let go (held still)
     # The start variance holds for ticks of this period (LeRobot's 10 Hz loop); a faster loop
     # sees smaller changes per tick, so it scales with (period / reference)^2: the same speed of
@@ -42,7 +45,7 @@ class TakeoverConfig:
     reference_period_s: float = 0.1
     # After a reset or a release the leader's motors first bring it back to the follower, which
     # moves it as fast as a hand would: detection waits until it is this close, or this long.
-    synced_deg: float = 10.0
+    synced_deg: float = 5.0  # below start_error_deg
     sync_ticks: int = 25
 
 
@@ -79,7 +82,8 @@ class TakeoverDetector:
         self.errors.append(float(error_deg))
         self.grippers.append(float(gripper_deg))
         recent, full = list(self.errors), len(self.errors) == self.window
-        if not self.active and len(recent) >= 2 and np.var(recent[-2:]) > self.start:
+        jumped = len(recent) >= 2 and np.var(recent[-2:]) > self.start
+        if not self.active and (jumped or recent[-1] > self.cfg.start_error_deg):
             self.active = True
         elif self.active and full and np.var(recent) < self.release and np.var(self.grippers) < self.release:
             self.active = False
