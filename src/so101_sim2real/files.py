@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+from so101_sim2real.errors import So101Error
 
 
 def umask() -> int:
@@ -37,3 +42,31 @@ def writable_folder(folder: str | Path) -> str | None:
     if not os.access(here, os.W_OK | os.X_OK):
         return f"{here} is not writable"
     return None
+
+
+def write_folder(out: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Make the folder ``out`` by ``write``-ing a hidden sibling and renaming it into place: a kill
+    at any moment leaves the old folder or the new one, never half of one."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise So101Error(f"{out}: already exists; choose another @out or pass @force")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # not mkdtemp: that folder is private (0700); the user's folders get their usual mode
+        tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise So101Error(f"{out}: cannot write there ({exc.strerror})") from None
+    try:
+        write(tmp)
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

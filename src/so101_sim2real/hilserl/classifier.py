@@ -23,12 +23,9 @@ it (training, saving, the judge in the loop); the labels it learns from are in
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,7 +41,7 @@ from torch import nn
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.files import share_like_the_user
+from so101_sim2real.files import share_like_the_user, write_folder
 from so101_sim2real.hilserl.labels import _check_keys, _episode_positions, labels_for
 from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.observation import center_crop_box
@@ -152,31 +149,6 @@ class Classifier:
         return float(self.probabilities(self.prepare(frame)[None])[0])
 
 
-def _atomic_folder(out: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Make ``out`` by writing a hidden sibling and renaming it: a kill leaves the old folder or the new."""
-    if out.exists() and not overwrite:
-        raise So101Error(f"{out}: already exists; choose another @out or pass @force")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise So101Error(f"{out}: cannot write there ({exc.strerror})") from None
-    try:
-        write(tmp)
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
 def save_classifier(classifier: Classifier, out: str | Path, overwrite: bool = False) -> Path:
     """Write ``out/{weights.safetensors, classifier.yaml}``, never half a folder."""
 
@@ -186,7 +158,7 @@ def save_classifier(classifier: Classifier, out: str | Path, overwrite: bool = F
         share_like_the_user(folder / WEIGHTS_FILE)
         (folder / CONFIG_FILE).write_text(yaml.safe_dump(classifier.config.to_dict(), sort_keys=False))
 
-    return _atomic_folder(Path(out), overwrite, write)
+    return write_folder(out, write, overwrite)
 
 
 def load_classifier(folder: str | Path, device: str = "cpu") -> Classifier:

@@ -25,6 +25,10 @@ from so101_sim2real.spec import Spec
 # How far outside the follower's joint ranges a leader may read before its calibration is
 # called inconsistent: the two arms' ranges differ a little, units or zeros a lot.
 RANGE_SLACK_RAD = 0.35
+# How fast the leader's motors move it after the follower: slow enough that a soft-geared
+# STS3215 reaches each goal within the tick (so that being kept from it means a hand), fast
+# enough to keep up with a policy (the follower's own limit is 0.15 rad a tick).
+LEADER_FOLLOW_RAD_S = 2.0
 
 
 @dataclass
@@ -53,7 +57,7 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
             leader = _emulated_leader(rig, spec, kinematics, seed, closers)
         else:
             cal = _leader_calibration(calibration, port)
-            arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True)
+            arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True, max_step_rad=_follow_step(rig))
             arm.connect()
             closers.append(arm.close)
             check_consistent(arm.read().position, rig)
@@ -80,13 +84,19 @@ def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, cl
     emulator = BusEmulator(list(cal.ids.values()))
     emulator.start()
     closers.append(emulator.stop)
-    arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True)
+    arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True, max_step_rad=_follow_step(rig))
     arm.connect()
     closers.append(arm.close)
     twin = rig.twin
     hand = ScriptedLeaderHand(emulator, cal, kinematics, spec.action, ScriptedExpert(twin),
                               follower=lambda: twin.qpos()[:6], seed=seed)
     return HandOnLeader(arm, hand)
+
+
+def _follow_step(rig: Rig) -> float:
+    from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD
+
+    return min(DEFAULT_MAX_STEP_RAD, LEADER_FOLLOW_RAD_S * rig.period_s)
 
 
 def _leader_calibration(name: str | None, port: str) -> object:

@@ -16,10 +16,7 @@ know about the file (notes and warnings).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, SpecError, UnsafePickleError
-from so101_sim2real.files import share_like_the_user
+from so101_sim2real.files import share_like_the_user, write_folder
 from so101_sim2real.policy.architecture import STATE, VIEW, Architecture, Hints, derive_architecture
 from so101_sim2real.policy.robobase_cfg import CfgFacts, read_cfg
 from so101_sim2real.safe_pickle import to_plain, torch_load
@@ -421,27 +418,11 @@ def save_native(ckpt: Checkpoint, out_dir: str | Path, overwrite: bool = False) 
         "provenance": ckpt.provenance, "warnings": ckpt.warnings, "notes": ckpt.notes,
     }
     meta = {"format": NATIVE_FORMAT_TAG, "so101": json.dumps(info, default=str)}
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        # not mkdtemp: that folder is private (0700); a policy folder gets the user's usual mode
-        tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise CheckpointError(f"{out_dir}: cannot write there ({exc.strerror})") from None
-    try:
+
+    def write(folder: Path) -> None:
         tensors = {k: v.detach().contiguous().clone() for k, v in ckpt.weights.items()}
-        save_file(tensors, str(tmp / NATIVE_WEIGHTS), metadata=meta)
-        share_like_the_user(tmp / NATIVE_WEIGHTS)  # others on the robot's PC may read a policy
-        (tmp / NATIVE_SPEC).write_text(spec_to_yaml(ckpt.spec))
-        # Swap by renames, so a kill at any moment leaves the old or the new folder in place.
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        save_file(tensors, str(folder / NATIVE_WEIGHTS), metadata=meta)
+        share_like_the_user(folder / NATIVE_WEIGHTS)  # others on the robot's PC may read a policy
+        (folder / NATIVE_SPEC).write_text(spec_to_yaml(ckpt.spec))
+
+    return write_folder(out_dir, write, overwrite=True)
