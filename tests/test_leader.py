@@ -200,11 +200,12 @@ class _StillLeader:
 def test_space_hands_control_to_the_person_and_back(spec, kinematics):
     from types import SimpleNamespace
 
+    from so101_sim2real.hilserl.keys import OperatorKeys
     from so101_sim2real.hilserl.leader import LeaderIntervener
     from so101_sim2real.interfaces import JointState
 
     pressed = iter(["", " ", "", "", " ", ""])
-    keys = SimpleNamespace(poll=lambda: next(pressed))
+    keys = OperatorKeys(SimpleNamespace(poll=lambda: next(pressed)))
     leader = _StillLeader()
     intervener = LeaderIntervener(leader, kinematics, spec.action, 0.02, keys=keys)
     intervener.reset(0)
@@ -212,3 +213,22 @@ def test_space_hands_control_to_the_person_and_back(spec, kinematics):
     acted = [intervener.act(obs, np.zeros(4)) is not None for _ in range(6)]
     assert acted == [False, True, True, True, False, False]
     assert intervener.takeovers == 1 and leader.limp_calls == 1
+
+
+def test_s_and_f_end_the_episode_whatever_the_task_says():
+    from types import SimpleNamespace
+
+    from so101_sim2real.hilserl.keys import OperatorKeys
+    from so101_sim2real.interfaces import StepResult
+
+    typed = iter(["f", "", "s", "", "s"])
+    keys = OperatorKeys(SimpleNamespace(poll=lambda: next(typed)))
+    keys.reset()  # an "f" typed between episodes is dropped
+    going = StepResult(0.0, False, False, {})
+    assert keys.judge(None, going, 1) == going
+    success = keys.judge(None, going, 2)
+    assert success.terminated and not success.truncated and success.info["operator"] == "success"
+    assert keys.judge(None, going, 3) == going
+    keys = OperatorKeys(SimpleNamespace(poll=lambda: "f"))
+    failure = keys.judge(None, going, 1)
+    assert failure.truncated and not failure.terminated and failure.info["operator"] == "failure"

@@ -733,7 +733,7 @@ def hilserl_train(
         from so101_sim2real.hilserl.keys import KEYS_HELP, TerminalKeys
 
         keys = TerminalKeys()
-        typer.echo(f"keys: {KEYS_HELP.split('   ')[0]}")
+        typer.echo(f"keys: {KEYS_HELP}")
     try:
         report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
                        on_start=started, keys=keys)

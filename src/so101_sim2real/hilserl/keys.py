@@ -1,9 +1,10 @@
 """Single key presses from the terminal, without a window to focus and without Enter.
 
-A person at the arm presses space to take or give back control, ``s`` to mark a
-success, ``f`` to end an episode as a failure, ``r`` to re-record it. The terminal is put
-in cbreak mode (keys arrive one by one, Ctrl-C still interrupts) and restored on close,
-whatever happens; reads never block the control loop.
+A person at the arm presses space to take or give back control, ``s`` to end an
+episode as a success, ``f`` to end it as a failure. The terminal is put in cbreak mode
+(keys arrive one by one, Ctrl-C still interrupts) and restored on close, whatever
+happens; reads never block the control loop. :class:`OperatorKeys` reads the terminal
+for both of its users: the leader intervener (space) and the loop's judge (s, f).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import select
 import termios
 import tty
 
-KEYS_HELP = "space: take/give back control   s: success   f: failure (end episode)   r: re-record episode"
+KEYS_HELP = "space: take/give back control   s: success (ends the episode)   f: failure (ends it)"
 
 
 class TerminalKeys:
@@ -53,3 +54,46 @@ class TerminalKeys:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class OperatorKeys:
+    """The person's keys during a session: each key read once, kept until its user asks.
+
+    It is also the loop's judge (``reset``/``judge``): ``s`` ends the episode as a success,
+    ``f`` as a failure, whatever the task or a reward classifier (``inner``) says.
+    """
+
+    def __init__(self, terminal: TerminalKeys, inner: object | None = None):
+        self.terminal, self.inner = terminal, inner
+        self._toggles, self._verdict = 0, None
+
+    def _read(self) -> None:
+        for key in self.terminal.poll():
+            if key == " ":
+                self._toggles += 1
+            elif key in "sf":
+                self._verdict = key
+
+    def toggled(self) -> bool:
+        """Whether space was pressed an odd number of times since the last call."""
+        self._read()
+        odd, self._toggles = self._toggles % 2 == 1, 0
+        return odd
+
+    def reset(self) -> None:
+        self._read()
+        self._verdict = None  # a key pressed between episodes belongs to none
+        if self.inner is not None:
+            self.inner.reset()
+
+    def judge(self, obs: object, result: object, step: int) -> object:
+        from so101_sim2real.interfaces import StepResult
+
+        if self.inner is not None:
+            result = self.inner.judge(obs, result, step)
+        self._read()
+        verdict, self._verdict = self._verdict, None
+        if verdict is None:
+            return result
+        info = {**result.info, "operator": "success" if verdict == "s" else "failure"}
+        return StepResult(result.reward, verdict == "s", verdict == "f", info)

@@ -117,7 +117,8 @@ class LeaderIntervener:
     """The leader arm behind the :class:`~so101_sim2real.hilserl.interveners.Intervener` interface.
 
     ``leader`` is an :class:`~so101_sim2real.hardware.so101.SO101Leader` (``read``, ``follow``,
-    ``limp``); ``keys`` (optional) is polled each tick: a space toggles control by hand.
+    ``limp``); ``keys`` (optional, :class:`~so101_sim2real.hilserl.keys.OperatorKeys`) is asked
+    each tick whether space was pressed: it toggles control by hand.
     """
 
     name = "leader"
@@ -142,7 +143,7 @@ class LeaderIntervener:
             self.leader.reset()
 
     def act(self, obs: Observation, policy_action: np.ndarray) -> np.ndarray | None:
-        if self.keys is not None and " " in self.keys.poll():
+        if self.keys is not None and self.keys.toggled():
             self.by_key = not self.by_key
         self.last_leader_q = leader_q = self.leader.read().position
         goal = getattr(self.leader, "goal", None)

@@ -38,6 +38,7 @@ from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
+from so101_sim2real.hilserl.keys import OperatorKeys
 from so101_sim2real.hilserl.leader_rig import open_leader
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
@@ -435,8 +436,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
         seeds = np.random.SeedSequence([run.cfg.seed, run.counters["episodes"]]).generate_state(3)
+        operator = OperatorKeys(keys) if keys is not None else None  # space for the leader, s / f for the judge
         if opts.intervene == "leader":
-            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), keys)
+            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), operator)
             intervener = leader.intervener
         elif opts.intervene == "scripted":
             intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0]))
@@ -446,6 +448,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
         rewards = make_rewards(opts, cfg_now)
+        if operator is not None and hasattr(rewards, "judge"):
+            operator.inner = rewards  # the person's s / f over the classifier's verdict
         trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
                           recorder=run.recorder(ckpt.spec, rig.period_s))
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
@@ -489,7 +493,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 on_episode(result, trainer)
 
         summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                              max_steps=max_steps)
+                              max_steps=max_steps, judge=operator)
         c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
         run.write_counters()
         _save_policy(run, ckpt, trainer)

@@ -130,8 +130,10 @@ class Trainer:
     # ------------------------------------------------------------------ a run
 
     def run(self, episodes: int, first_seed: int = 0, realtime: bool = False,
-            on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None) -> RunSummary:
-        """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off."""
+            on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None,
+            judge: object | None = None) -> RunSummary:
+        """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off. ``judge``
+        (the person's keys) decides success over the task; by default a reward classifier does."""
         learner = threading.Thread(target=self._learn, name="hilserl-learner", daemon=True)
         self._stop.clear()
 
@@ -142,7 +144,8 @@ class Trainer:
             if on_episode:
                 on_episode(result)
 
-        judge = self.sink.rewards if hasattr(self.sink.rewards, "judge") else None  # a reward classifier
+        if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
+            judge = self.sink.rewards
         runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
                         max_steps=max_steps, judge=judge)
         learner.start()
