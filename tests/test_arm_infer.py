@@ -150,3 +150,52 @@ def test_a_start_pose_outside_the_calibrated_range_is_refused():
 
     with pytest.raises(So101Error, match="puts wrist_flex at 1.42 rad, outside this arm's calibrated range"):
         ArmEpisodes(Arm(), np.array([0.0, 0.16, -0.02, 1.42, 0.5, 0.3]), 0.02)
+
+
+@pytest.fixture
+def arm_on_emulator():
+    """A follower (the real driver) on emulated servos calibrated like the twin; torque on."""
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.calibration import twin_calibration
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.so101 import SO101Follower
+    from so101_sim2real.sim import scene as S
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    task = LiftCubeTask(default_spec())
+    cal = twin_calibration(np.array([task.model.jnt_range[task.model.joint(j).id] for j in S.JOINTS]))
+    with BusEmulator(list(cal.ids.values())) as emu, MotorBus(emu.path, cal.ids) as bus:
+        arm = SO101Follower(bus, cal, max_step_rad=0.15)
+        arm.connect()
+        arm.torque(True)
+        yield task, emu, arm
+        arm.close()
+
+
+def test_each_seeded_reset_starts_where_the_twin_would_and_says_where_the_cube_goes(arm_on_emulator):
+    from so101_sim2real.control.arm_episodes import REACHED_RAD, ArmEpisodes
+
+    task, _, arm = arm_on_emulator
+    said = []
+    episodes = ArmEpisodes(arm, task.start_pose(), 0.01, wait_for_operator=said.append, starts=task.start)
+    for seed in (3, 4):
+        pose, cube = task.start(seed)
+        info = episodes.reset(seed)
+        assert np.abs(arm.read().position - pose).max() < REACHED_RAD
+        assert info["cube_xy"] == pytest.approx(cube)
+        assert f"x {cube[0] * 100:.1f} cm, y {cube[1] * 100:.1f} cm" in said[-1]
+    assert not np.allclose(task.start(3)[1], task.start(4)[1])  # the training jitter: the cube moves
+
+
+def test_a_reset_that_stops_making_progress_stops_and_says_so(arm_on_emulator):
+    from so101_sim2real.control.arm_episodes import ArmEpisodes
+    from so101_sim2real.errors import So101Error
+
+    task, emu, arm = arm_on_emulator
+    from so101_sim2real.hardware.registers import REGISTERS
+
+    emu.servo(4).write(REGISTERS["torque_enable"].address, b"\x00")  # the wrist servo loses power
+    episodes = ArmEpisodes(arm, task.start_pose(), 0.01, timeout_s=30.0)
+    with pytest.raises(So101Error, match="wrist_flex is .* rad off and has not moved for 2 s"):
+        episodes.reset()

@@ -292,7 +292,9 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
         robot.connect()
         kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
         controller = Controller(spec.action, kinematics, robot.limits)
-        task = ArmEpisodes(robot, LiftCubeTask(spec).start_pose(), spec.control.period_s, wait_for_operator)
+        scratch = LiftCubeTask(spec)  # where the twin would start each seeded episode; never stepped
+        task = ArmEpisodes(robot, scratch.start_pose(), spec.control.period_s, wait_for_operator,
+                           starts=scratch.start)
         perception = make_perception(camera)
     except BaseException:
         robot.close()

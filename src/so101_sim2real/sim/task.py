@@ -139,6 +139,17 @@ class LiftCubeTask:
         self._prev_action = np.zeros(self.spec.action.dim)
         return self.info()
 
+    def start(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The joints and the cube's (x, y) that the twin's ``reset(seed)`` starts from: a real arm's
+        episode ``seed`` starts there, with the person placing the cube where it says. The
+        task's own random stream is left as it was."""
+        rng = self.rng
+        try:
+            self.reset(seed)
+            return self.data.qpos[self._qpos].copy(), self.cube_pos()[:2].copy()
+        finally:
+            self.rng = rng
+
     def start_pose(self) -> np.ndarray:
         """The joints an episode starts from with the cube at its nominal place: where a real arm starts."""
         cfg, rng = self.cfg, self.rng
