@@ -29,6 +29,9 @@ class LiveStats:
     critic_loss: float | None
     actor_loss: float | None
     q_mean: float | None
+    control: str = "policy"  # who moved the arm on the last tick: the policy, a person, the scripted expert
+    takeovers: int | None = None  # leader-arm takeovers so far (a leader session)
+    success_p: float | None = None  # the reward classifier's last probability (a classifier session)
 
 
 class LiveMonitor:
@@ -66,7 +69,15 @@ class LiveMonitor:
             buffer=len(t.buffer), buffer_mb=len(t.buffer) * t.buffer.bytes_per_transition / 1e6,
             actor_hz=self._rates[0], updates_per_s=self._rates[1],
             critic_loss=None if last is None else last.critic_loss,
-            actor_loss=None if last is None else last.actor_loss, q_mean=None if last is None else last.q_mean)
+            actor_loss=None if last is None else last.actor_loss, q_mean=None if last is None else last.q_mean,
+            control=_who(t.pilot), takeovers=getattr(t.pilot.intervener, "takeovers", None),
+            success_p=getattr(t.sink.rewards, "last_p", None))
+
+
+def _who(pilot: object) -> str:
+    if not pilot.last_intervention:
+        return "policy"
+    return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -85,4 +96,6 @@ def render(stats: LiveStats, title: str = "HIL-SERL") -> Table:
     table.add_row("actor", f"{s.actor_hz:.1f} Hz", "learner", f"{s.updates_per_s:.2f} updates/s")
     table.add_row("buffer", f"{s.buffer:,} ({s.buffer_mb:.0f} MB)", "Q mean", _fmt(s.q_mean, ".3f"))
     table.add_row("critic loss", _fmt(s.critic_loss, ".4f"), "actor loss", _fmt(s.actor_loss, ".4f"))
+    takeovers = "" if s.takeovers is None else f" ({s.takeovers} takeovers)"
+    table.add_row("control", s.control + takeovers, "success p", _fmt(s.success_p, ".2f"))
     return table

@@ -56,6 +56,7 @@ class ClassifierReward:
 
     def __init__(self, judge):
         self.success_judge = judge
+        self.last_p: float | None = None  # the newest frame's probability, for the live view
 
     def reset(self) -> None:
         """A new episode."""
@@ -66,6 +67,7 @@ class ClassifierReward:
         if obs.perceived is None:
             raise So101Error("the reward classifier needs the camera's frames; this rig does not perceive")
         p, success = self.success_judge.update(obs.perceived.frame, step)
+        self.last_p = p
         info = {**result.info, "task_success": result.terminated, "classifier_p": p, "classifier_success": success}
         return StepResult(result.reward, success, result.truncated, info)
 
