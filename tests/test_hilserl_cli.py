@@ -206,16 +206,19 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
 
     from so101_sim2real.control.recording import Recording
 
-    out = tmp_path / "run"
-    code, stdout, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--intervene",
-                            "leader", "--leader-port", "emulator", "--episodes", "1", "--max-steps", "40")
+    out = tmp_path / "run"  # both arms emulated: the follower is the twin through the real driver
+    code, stdout, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--robot",
+                            "so101", "--port", "emulator", "--intervene", "leader", "--leader-port", "emulator",
+                            "--episodes", "1", "--max-steps", "40")
     assert code == 0, err
     assert "(1 leader takeovers)" in stdout  # the hand grabs once, at step 10
     options = yaml.safe_load((out / "run.yaml").read_text())["options"]
     assert options["intervene"] == "leader" and options["leader_port"] == "emulator"
+    assert options["robot"] == "so101" and options["port"] == "emulator"
     episode = Recording(out / "episodes").load(0)
     flags = episode["is_intervention"].astype(bool)
     assert not flags[:9].any() and flags[10:20].all()  # the policy until the grab, the person after it
-    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--leader-port", "/dev/ttyACM1")
-    assert code == 2 and "a resumed run keeps its own" in err
+    for changed in (("--leader-port", "/dev/ttyACM1"), ("--port", "/dev/ttyACM0")):
+        code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", *changed)
+        assert code == 2 and "a resumed run keeps its own" in err and changed[0] in err
     assert np.isfinite(episode["action"]).all()

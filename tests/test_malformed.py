@@ -105,6 +105,15 @@ CASES = [
      "needs its calibration"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --intervene leader --leader-port /dev/ttyNONE "
      "--leader-calibration arm", "no such serial port"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101", "needs --port"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --camera 0", "only for --robot so101"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port {file} --calibration twin --camera 0 "
+     "--perception real --seg-ckpt x.ckpt", "the scripted expert reads the twin's cube"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port {file} --calibration twin --camera 0 "
+     "--perception real --seg-ckpt x.ckpt --intervene leader --leader-port emulator",
+     "a real arm needs a real leader"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port {file} --calibration twin --camera 0 "
+     "--perception real --seg-ckpt x.ckpt --intervene none", "a real arm has no simulator to say success"),
     ("hilserl status {tmp}", "not a HIL-SERL run folder"),
     ("hilserl plot {tmp} --out {tmp}/c.png", "not a HIL-SERL run folder"),
     # options that would do nothing in the chosen mode

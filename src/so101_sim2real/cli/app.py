@@ -50,6 +50,23 @@ ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: seg on the cro
                                                            "size, depth at 518. --set observation.disparity."
                                                            "normalise_region=crop lets depth crop first too: "
                                                            "faster, but not the training observation.")]
+RobotOpt = Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
+                                                       "Feetech driver; with --port emulator it drives the twin).")
+                     ]
+FollowerPortOpt = Annotated[Optional[str], typer.Option("--port", help="Serial port of the follower for --robot "
+                                                                       "so101 (or the pty of 'so101 emulate "
+                                                                       "--twin'), or 'emulator' for the driver on "
+                                                                       "an in-process twin.")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="A serial port's arm: its id from "
+                                                                             "'so101 calibrate joints', a "
+                                                                             "calibration .json, or 'twin' for "
+                                                                             "'so101 emulate --twin'.")]
+CameraOpt = Annotated[Optional[str], typer.Option("--camera", help="A serial port's eyes: a camera index (0), a "
+                                                                   "device (/dev/video2), a video or an image "
+                                                                   "folder (looped).")]
+PerceptionOpt = Annotated[str, typer.Option("--perception", help="sim: the twin's rendered classes and depth; "
+                                                                 "real: the segmentation and depth networks on the "
+                                                                 "camera's RGB (needs --seg-ckpt).")]
 
 
 class _Progress:
@@ -135,19 +152,10 @@ def infer(
     ckpt: Annotated[str, typer.Option("--ckpt", help="A checkpoint (RoboBase snapshot, 'so101 convert' folder, "
                                                      "drqv2 snapshot with --trust-pickle), or 'scripted' for the "
                                                      "built-in expert (sim only, no rendering needed).")],
-    robot: Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
-                                                       "Feetech driver; with --port emulator it drives the twin).")
-                     ] = "sim",
-    port: Annotated[Optional[str], typer.Option("--port", help="Serial port of the follower for --robot so101 (or "
-                                                               "the pty of 'so101 emulate --twin'), or 'emulator' "
-                                                               "for the driver on an in-process twin.")] = None,
-    calibration: Annotated[Optional[str], typer.Option("--calibration", help="A serial port's arm: its id from "
-                                                                             "'so101 calibrate joints', a "
-                                                                             "calibration .json, or 'twin' for "
-                                                                             "'so101 emulate --twin'.")] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", help="A serial port's eyes: a camera index (0), a "
-                                                                   "device (/dev/video2), a video or an image "
-                                                                   "folder (looped).")] = None,
+    robot: RobotOpt = "sim",
+    port: FollowerPortOpt = None,
+    calibration: CalibrationOpt = None,
+    camera: CameraOpt = None,
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="Number of episodes.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode; episode i uses seed + i.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
@@ -165,9 +173,7 @@ def infer(
                                                                          "trained with.")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device for the policy and the perception "
                                                          "networks.")] = "cpu",
-    perception: Annotated[str, typer.Option("--perception", help="sim: the twin's rendered classes and depth; "
-                                                                 "real: the segmentation and depth networks on the "
-                                                                 "camera's RGB (needs --seg-ckpt).")] = "sim",
+    perception: PerceptionOpt = "sim",
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
@@ -659,8 +665,16 @@ def hilserl_train(
     realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period, as a real "
                                                               "arm would be.")] = False,
     perturb: PerturbOpt = None,
+    robot: RobotOpt = "sim",
+    port: FollowerPortOpt = None,
+    calibration: CalibrationOpt = None,
+    camera: CameraOpt = None,
+    perception: PerceptionOpt = "sim",
+    seg_ckpt: SegOpt = None,
+    depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
+    profile: ProfileOpt = "fast",
 ) -> None:
-    """Fine-tune a policy with HIL-SERL on the sim twin (part 2 brings the real arm).
+    """Fine-tune a policy with HIL-SERL: on the twin, the emulated arm, or an arm on a serial port.
 
     The actor is the usual control loop; a learner thread runs DrQ-v2 updates on the shared
     replay buffer and hands the actor the new encoder and actor together. Each finished
@@ -673,7 +687,11 @@ def hilserl_train(
 
     if resume and ckpt:
         raise So101Error("--resume continues the run's own policy; drop --ckpt")
-    given = [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
+    where = [name for name, value in (("--robot", robot != "sim"), ("--port", port), ("--calibration", calibration),
+                                      ("--camera", camera), ("--perception", perception != "sim"),
+                                      ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
+                                      ("--profile", profile != "fast")) if value]
+    given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
                                       ("--reward", reward), ("--classifier", classifier), ("--device", device),
                                       ("--demos", demos), ("--perturb", perturb)) if value]
@@ -697,6 +715,9 @@ def hilserl_train(
     options = None if resume else RunOptions(ckpt=ckpt, intervene=intervene or "scripted",
                                              leader_port=leader_port, leader_calibration=leader_calibration,
                                              classifier=str(classifier) if classifier else None,
+                                             robot=robot, port=port, calibration=calibration, camera=camera,
+                                             perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
+                                             depth_model=depth_model, profile=profile,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),
                                              perturbation=load_perturbation(perturb) if perturb else None)
@@ -736,7 +757,8 @@ def hilserl_train(
         typer.echo(f"keys: {KEYS_HELP}")
     try:
         report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
-                       on_start=started, keys=keys)
+                       on_start=started, keys=keys,
+                       wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
     finally:
         if "live" in view:
             view["live"].stop()

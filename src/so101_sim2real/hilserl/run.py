@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from so101_sim2real.control.recording import Recorder, Recording
+from so101_sim2real.control.rig import RigRequest, check_request
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
@@ -45,6 +46,8 @@ from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import REWARDS, ClassifierReward, RewardSource, SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
+from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
 from so101_sim2real.spec import Spec, flatten, yaml_problem
@@ -68,6 +71,22 @@ class RunOptions:
     leader_port: str | None = None  # intervene 'leader': its serial port, or 'emulator' (with the scripted hand)
     leader_calibration: str | None = None  # a real leader's calibration id or .json
     classifier: str | None = None  # reward 'classifier': the folder 'so101 reward train' wrote
+    # Where the actor runs, as `so101 infer` takes it: the twin, or the driver on an arm
+    # ('emulator': the emulated twin arm; a serial port: a real arm with its camera and the
+    # real perception).
+    robot: str = "sim"
+    port: str | None = None
+    calibration: str | None = None
+    camera: str | None = None
+    perception: str = "sim"
+    seg_ckpt: str | None = None
+    depth_model: str = DEFAULT_DEPTH_MODEL
+    profile: str = "fast"
+
+    def rig_request(self, wait_for_operator: Callable[[str], None] | None = None) -> RigRequest:
+        models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device)
+        return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
+                          self.perturbation, wait_for_operator=wait_for_operator)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -398,12 +417,12 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           resume: bool = False, realtime: bool = False,
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
-          keys: object | None = None) -> TrainReport:
+          keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
     ``keys`` (a :class:`~so101_sim2real.hilserl.keys.TerminalKeys`) lets a person toggle the
     leader's control with space."""
-    from so101_sim2real.control.rig import RigRequest, build_rig
+    from so101_sim2real.control.rig import build_rig
 
     if episodes < 1:
         raise So101Error("@episodes must be at least 1")
@@ -430,7 +449,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    rig = build_rig(ckpt.spec, RigRequest(perturbation=run.options.perturbation))
+    rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator))
+    realtime = realtime or run.options.robot != "sim"  # an arm's time passes by itself
     board = leader = None
     try:
         opts = run.options
@@ -530,6 +550,17 @@ def _load_with_critics(source: str | Path) -> Checkpoint:
 
 def _check_options(options: RunOptions, source: str = "") -> None:
     where = f"{source}: options." if source else "@"
+    request = options.rig_request()
+    check_request(request)
+    if request.real_port and options.intervene == "scripted":
+        raise So101Error(f"{where}intervene scripted: the scripted expert reads the twin's cube; on a real arm a "
+                         f"person takes over: @intervene leader @leader_port PORT (or none)")
+    if request.real_port and options.intervene == "leader" and options.leader_port == "emulator":
+        raise So101Error(f"{where}leader_port emulator: the scripted hand guides toward the twin's cube; a real arm "
+                         f"needs a real leader (@leader_port PORT @leader_calibration ID)")
+    if request.real_port and options.reward != "classifier":
+        raise So101Error(f"{where}reward {options.reward}: a real arm has no simulator to say success; use @reward "
+                         f"classifier @classifier DIR (the person's s and f keys work too)")
     for folder in options.demos:
         if not (Path(folder) / "recording.json").is_file():
             raise So101Error(f"{where}demos {folder}: not a recording (no recording.json); make demos with "
