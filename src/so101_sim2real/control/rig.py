@@ -160,7 +160,7 @@ def _pseudo_terminal(port: str) -> bool:
 
 def load_calibration(name: str | None) -> object | None:
     """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
-    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
+    from so101_sim2real.hardware.calibration import resolve_calibration
 
     if not name:
         return None
@@ -168,12 +168,7 @@ def load_calibration(name: str | None) -> object | None:
         from so101_sim2real.control.twin_bus import twin_arm_calibration
 
         return twin_arm_calibration()
-    path = Path(name).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise So101Error(f"@calibration {name}: no such file")
-        return ArmCalibration.load(path)
-    return ArmCalibration.load(find_lerobot_file("follower", name))
+    return resolve_calibration(name, "follower")
 
 
 def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object) -> Rig:

@@ -167,6 +167,16 @@ class ArmCalibration:
         return np.sort(ends, axis=1)
 
 
+def resolve_calibration(name: str, kind: str, option: str = "calibration") -> ArmCalibration:
+    """An arm's calibration from a ``.json`` path or its id in LeRobot's folder (``kind``: follower or leader)."""
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise So101Error(f"@{option} {name}: no such file")
+        return ArmCalibration.load(path)
+    return ArmCalibration.load(find_lerobot_file(kind, name))
+
+
 def twin_calibration(joint_ranges: np.ndarray) -> ArmCalibration:
     """The calibration of the emulated arm of the twin: the centre tick = 0 rad, the MJCF's sign,
     recorded ranges = the MJCF ranges. Both the emulator and the driver use it."""

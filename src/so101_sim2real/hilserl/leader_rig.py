@@ -11,7 +11,6 @@ follower's ranges, and the session is refused with what to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -100,17 +99,12 @@ def _follow_step(rig: Rig) -> float:
 
 
 def _leader_calibration(name: str | None, port: str) -> object:
-    from so101_sim2real.hardware.calibration import ArmCalibration, find_lerobot_file
+    from so101_sim2real.hardware.calibration import resolve_calibration
 
     if not name:
         raise So101Error(f"@leader_port {port}: the leader needs its calibration: @leader_calibration ID (from "
                          f"'so101 calibrate joints --arm leader') or a calibration .json")
-    path = Path(name).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise So101Error(f"@leader_calibration {name}: no such file")
-        return ArmCalibration.load(path)
-    return ArmCalibration.load(find_lerobot_file("leader", name))
+    return resolve_calibration(name, "leader", "leader_calibration")
 
 
 def check_consistent(leader_q: np.ndarray, rig: Rig) -> None:
