@@ -215,6 +215,11 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
     options = yaml.safe_load((out / "run.yaml").read_text())["options"]
     assert options["intervene"] == "leader" and options["leader_port"] == "emulator"
     assert options["robot"] == "so101" and options["port"] == "emulator"
+    # The period was measured at the start (the twin's renders alone take longer than the trained 20 ms)
+    # and is written with each episode, with the ticks that overran it.
+    assert "control period" in stdout and "the policy trained at 20 ms" in stdout
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["period_s"] > 0.02 and row["overruns"] >= 0
     episode = Recording(out / "episodes").load(0)
     flags = episode["is_intervention"].astype(bool)
     assert not flags[:9].any() and flags[10:20].all()  # the policy until the grab, the person after it

@@ -673,6 +673,10 @@ def hilserl_train(
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
+    period: Annotated[Optional[float], typer.Option("--period", help="Control period on --robot so101, in "
+                                                                     "seconds (default: measured at start, what "
+                                                                     "this machine sustains for a whole tick).")
+                      ] = None,
 ) -> None:
     """Fine-tune a policy with HIL-SERL: on the twin, the emulated arm, or an arm on a serial port.
 
@@ -690,7 +694,7 @@ def hilserl_train(
     where = [name for name, value in (("--robot", robot != "sim"), ("--port", port), ("--calibration", calibration),
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
-                                      ("--profile", profile != "fast")) if value]
+                                      ("--profile", profile != "fast"), ("--period", period)) if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
                                       ("--reward", reward), ("--classifier", classifier), ("--device", device),
@@ -717,7 +721,7 @@ def hilserl_train(
                                              classifier=str(classifier) if classifier else None,
                                              robot=robot, port=port, calibration=calibration, camera=camera,
                                              perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
-                                             depth_model=depth_model, profile=profile,
+                                             depth_model=depth_model, profile=profile, period_s=period,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),
                                              perturbation=load_perturbation(perturb) if perturb else None)
@@ -727,6 +731,8 @@ def hilserl_train(
     view: dict = {}
 
     def started(trainer) -> None:
+        if trainer.period_note:
+            typer.echo(trainer.period_note)
         view["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
         if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
             from rich.live import Live
@@ -742,7 +748,8 @@ def hilserl_train(
                 f"{'success' if result.success else 'no success'} after {result.steps} steps; "
                 f"interventions {trainer.sink.interventions}"
                 + ("" if takeovers is None else f" ({takeovers} leader takeovers)")
-                + f", env steps {trainer.sink.env_steps}, updates {trainer.learner.updates} (UTD {trainer.utd:.2f})")
+                + f", env steps {trainer.sink.env_steps}, updates {trainer.learner.updates} (UTD {trainer.utd:.2f})"
+                + (f"; {trainer.rate.overruns} ticks over the period so far" if trainer.rate.overruns else ""))
         if "live" in view:
             view["live"].console.print(line)
         else:

@@ -9,6 +9,7 @@ on the twin unless asked for real time, and turns torque off on every way out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -231,3 +232,26 @@ class Runner:
     @property
     def _channels(self) -> list[str]:
         return list(self.rig.spec.observation.channels)
+
+
+def sustainable_period(rig: Rig, pilot: Pilot, ticks: int = 12, margin: float = 1.2,
+                       grain_s: float = 0.01) -> tuple[float, float]:
+    """``(period, p95 tick)`` in seconds: what this machine sustains for a whole tick (read, perceive,
+    act, IK and clamp), timed over ``ticks`` ticks with the arm left where it is (nothing is
+    written). The period is the p95 with ``margin``, rounded up to ``grain_s``, and never
+    shorter than the rig's own."""
+    import math
+
+    runner = Runner(rig, pilot)
+    joints = rig.robot.read()
+    rig.controller.reset(joints.position)
+    pilot.reset(runner._observe(joints))
+    took = []
+    for _ in range(ticks):
+        t0 = time.perf_counter()
+        joints = rig.robot.read()
+        action = pilot.act(runner._observe(joints))
+        rig.controller.command(action, joints.position)
+        took.append(time.perf_counter() - t0)
+    p95 = float(np.percentile(took[2:] if len(took) > 4 else took, 95))  # the first ticks warm caches up
+    return max(rig.period_s, math.ceil(p95 * margin / grain_s) * grain_s), p95

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from so101_sim2real.control.recording import Recorder, Recording
-from so101_sim2real.control.rig import RigRequest, check_request
+from so101_sim2real.control.rig import Rig, RigRequest, check_request
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
@@ -82,6 +82,9 @@ class RunOptions:
     seg_ckpt: str | None = None
     depth_model: str = DEFAULT_DEPTH_MODEL
     profile: str = "fast"
+    # The control period on the driver (an arm, or the emulated one): None measures at each start
+    # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
+    period_s: float | None = None
 
     def rig_request(self, wait_for_operator: Callable[[str], None] | None = None) -> RigRequest:
         models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device)
@@ -472,6 +475,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             operator.inner = rewards  # the person's s / f over the classifier's verdict
         trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
                           recorder=run.recorder(ckpt.spec, rig.period_s))
+        if opts.robot != "sim":
+            rig.period_s = opts.period_s or _measured_period(rig, trainer)
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
@@ -486,7 +491,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         start_steps = c["env_steps"]
         interventions_before = trainer.sink.interventions
 
-        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates}
+        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates, "overruns": 0}
         board = Board(run.path / TENSORBOARD_DIR, trainer.sink.interventions)
         if on_start:
             on_start(trainer)
@@ -504,7 +509,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 "actor_loss": None if last is None else last.actor_loss,
                 "q_mean": None if last is None else last.q_mean, "buffer": len(trainer.buffer),
                 "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
+                "period_s": rig.period_s, "overruns": trainer.rate.overruns - clock["overruns"],
             })
+            clock["overruns"] = trainer.rate.overruns
             clock.update(t=now, updates=trainer.learner.updates)
             board.episode(c["episodes"], result, trainer)
             if c["episodes"] % opts.save_every == 0:
@@ -527,6 +534,17 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             rig.close()
+
+
+def _measured_period(rig: Rig, trainer: Trainer) -> float:
+    """What this machine sustains per tick on this rig, with the starting policy (nothing moves)."""
+    from so101_sim2real.control.pilots import PolicyPilot
+    from so101_sim2real.control.runner import sustainable_period
+
+    period, p95 = sustainable_period(rig, PolicyPilot(trainer.pilot.policy))
+    trainer.period_note = (f"control period {period * 1e3:.0f} ms: a tick takes {p95 * 1e3:.0f} ms (p95) here; "
+                           f"the policy trained at {rig.spec.control.period_s * 1e3:.0f} ms")
+    return period
 
 
 def make_rewards(options: RunOptions, cfg: TrainConfig) -> RewardSource:
@@ -552,6 +570,11 @@ def _check_options(options: RunOptions, source: str = "") -> None:
     where = f"{source}: options." if source else "@"
     request = options.rig_request()
     check_request(request)
+    if options.period_s is not None and not 0.005 <= options.period_s <= 1.0:
+        raise So101Error(f"{where}period {options.period_s}: a control period in seconds, 0.005 to 1")
+    if options.period_s is not None and options.robot == "sim":
+        raise So101Error(f"{where}period: only on @robot so101; the twin keeps the trained period (@perturb "
+                         f"changes it)")
     if request.real_port and options.intervene == "scripted":
         raise So101Error(f"{where}intervene scripted: the scripted expert reads the twin's cube; on a real arm a "
                          f"person takes over: @intervene leader @leader_port PORT (or none)")

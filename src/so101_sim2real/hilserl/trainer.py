@@ -95,6 +95,8 @@ class Trainer:
                                    cfg.learner.std_clip, seed=cfg.seed)
         self.sink = BufferSink(self.buffer, self.pilot, rewards, StateBuilder(spec.state), recorder)
         self.stats = LearnerStats()
+        self.rate = None
+        self.period_note: str | None = None  # how the control period was chosen, when it was measured
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ the learner thread
@@ -148,6 +150,7 @@ class Trainer:
             judge = self.sink.rewards
         runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
                         max_steps=max_steps, judge=judge)
+        self.rate = runner.rate  # its overrun count, read per episode
         learner.start()
         try:
             return runner.run([first_seed + i for i in range(episodes)])
