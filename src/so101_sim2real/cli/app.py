@@ -12,19 +12,16 @@ import typer
 import yaml
 
 from so101_sim2real.arm import SERVO_IDS
+from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 
-# Click's own help layout: two columns that wrap to the terminal (rich's boxed tables cut the
-# help text into a narrow column at 80 columns and label flags "<bool>").
-_PLAIN = {"rich_markup_mode": None, "pretty_exceptions_enable": False,
-          "context_settings": {"help_option_names": ["-h", "--help"]}}
 app = typer.Typer(
     name="so101",
     help="Take a DrQ-v2 pixel policy trained in MuJoCo onto a real SO-101 arm, and fine-tune it there.",
     no_args_is_help=True,
     add_completion=False,
-    **_PLAIN,
+    **PLAIN,
 )
 
 CkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint: a RoboBase snapshot (.pt), a folder written by "
@@ -251,7 +248,7 @@ def infer(
         raise typer.Exit(code=130)
 
 
-motors_app = typer.Typer(help="Find the arm's serial port and the servos on it.", no_args_is_help=True, **_PLAIN)
+motors_app = typer.Typer(help="Find the arm's serial port and the servos on it.", no_args_is_help=True, **PLAIN)
 app.add_typer(motors_app, name="motors")
 PortOpt = Annotated[str, typer.Option("--port", help="Serial port of the arm, e.g. /dev/ttyACM0 (see "
                                                      "'so101 motors find-port').")]
@@ -335,7 +332,7 @@ def motors_setup(
 
 
 calibrate_app = typer.Typer(help="Calibrate joints (LeRobot-compatible) and the mapping to the sim.",
-                            no_args_is_help=True, **_PLAIN)
+                            no_args_is_help=True, **PLAIN)
 app.add_typer(calibrate_app, name="calibrate")
 
 
@@ -512,7 +509,7 @@ def perceive(
 
 
 models_app = typer.Typer(help="The model cache: download once where there is internet, run offline after.",
-                         no_args_is_help=True, **_PLAIN)
+                         no_args_is_help=True, **PLAIN)
 app.add_typer(models_app, name="models")
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Model cache (default: the Hugging Face "
                                                                       "cache, HF_HUB_CACHE or HF_HOME).")]
@@ -613,7 +610,7 @@ from so101_sim2real.cli.reward import reward_app  # noqa: E402 - registered with
 app.add_typer(reward_app, name="reward")
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
-                          no_args_is_help=True, **_PLAIN)
+                          no_args_is_help=True, **PLAIN)
 app.add_typer(hilserl_app, name="hilserl")
 
 

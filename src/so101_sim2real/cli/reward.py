@@ -14,16 +14,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 
 reward_app = typer.Typer(
     help="The reward classifier: a small CNN that says whether a frame shows success (the cube grasped and "
          "lifted), to end episodes and give the reward on a real arm. Label recordings (label), train on them "
          "(train), score it on others (eval).",
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
+    **PLAIN,
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

@@ -11,12 +11,11 @@ refuses them (a policy fed noise should not drive real joints).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.files import share_like_the_user
+from so101_sim2real.files import share_like_the_user, writable_folder, write_folder
 from so101_sim2real.spec import SOURCE_SIZE, default_spec
 
 EXAMPLE_MARK = "so101_example"  # a key in the checkpoint, an attribute in the depth config
@@ -44,17 +43,12 @@ def write_example_models(out: str | Path, force: bool = False, seed: int = 0) ->
     from so101_sim2real.perception.segmentation import SegmentationNet
 
     folder = Path(out).expanduser()
-    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):  # an empty folder is fine
-        if not force:
-            raise So101Error(f"@out {folder}: already exists; pass @force to replace it")
-        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-    staging = folder.with_name(folder.name + ".partial")  # a killed run leaves no half-written folder
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise So101Error(f"@out {folder}: cannot create it ({exc.strerror})") from None
-    try:
+    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())) and not force:  # empty is fine
+        raise So101Error(f"@out {folder}: already exists; pass @force to replace it")
+    if problem := writable_folder(folder.parent):
+        raise So101Error(f"@out {folder}: cannot create it ({problem})")
+
+    def write(staging: Path) -> None:
         torch.manual_seed(seed)
         classes = len(default_spec().observation.segmentation.real_classes)
         seg = SegmentationNet(classes).eval()
@@ -71,11 +65,9 @@ def write_example_models(out: str | Path, force: bool = False, seed: int = 0) ->
         (staging / "README.md").write_text(f"# Example perception weights\n\n{NOTE}.\n\n"
                                            f"- `{SEG_FILE}`: EfficientViT-B0 + FPN segmentation, {classes} classes\n"
                                            f"- `{DEPTH_DIR}/`: Depth Anything V2 Small (transformers layout)\n")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging.replace(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    # one rename swaps the old folder for the new: a kill or a failure leaves the old one whole
+    write_folder(folder, write, overwrite=True)
     return ExampleModels(folder, folder / SEG_FILE, folder / DEPTH_DIR)
 
 
