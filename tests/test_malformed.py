@@ -147,6 +147,7 @@ CASES = [
     ("calibrate joints --port emulator --id existing --root {tmp}", "choose another --id"),
     # a live bus: an emulated arm whose registers must be left as they were
     ("calibrate joints --port {emu} --id arm --root {file}", "a_file is a file, not a folder"),
+    ("motors setup --port /dev/ttyNONE", "no such serial port"),
     ("motors scan --port {emu} --baud 1234", "baud rate 1234"),
     ("calibrate joints --port {emu} --id arm --arm middle", "follower or leader"),
     ("calibrate joints --port {emu} --id arm --sign elbow=2", "--sign 'elbow=2'"),

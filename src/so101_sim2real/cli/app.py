@@ -321,6 +321,9 @@ def motors_setup(
     def ask(message: str) -> None:
         typer.prompt(message, default="", show_default=False)
 
+    if port != EMULATOR_PORT and port.startswith("/") and not Path(port).exists():  # before the first prompt
+        raise So101Error(f"--port {port}: no such serial port; plug in the USB adapter, or find it with "
+                         f"'so101 motors find-port'")
     with contextlib.ExitStack() as stack:
         if port == EMULATOR_PORT:
             port, ask = stack.enter_context(setup_rehearsal(say=typer.echo))
