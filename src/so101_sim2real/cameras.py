@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from so101_sim2real.errors import So101Error
+from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.interfaces import Camera, Frame
 from so101_sim2real.spec import SOURCE_SIZE
 
@@ -25,6 +25,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 class CameraError(So101Error):
     """A camera cannot be opened, or stopped delivering frames."""
+
+
+class CameraStopped(CameraError, DeviceFault):
+    """A live camera gave no new frame in time (unplugged, or held by another program)."""
 
 
 class CameraExhausted(CameraError):
@@ -101,7 +105,7 @@ class OpenCVCamera:
             while self._latest is None or self._latest.index == self._returned:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
-                    raise CameraError(f"camera {self.device}: no new frame for {self.timeout_s:.1f} s (unplugged, "
+                    raise CameraStopped(f"camera {self.device}: no new frame for {self.timeout_s:.1f} s (unplugged, "
                                       f"or the stream ended); check the cable and that no other program holds it")
                 self._cond.wait(left)
             self._returned = self._latest.index

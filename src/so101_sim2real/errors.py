@@ -34,6 +34,12 @@ def did_you_mean(key: object, names: Iterable[str], otherwise: str = "") -> str:
     return f" (did you mean '{near[0]}'?)" if near else otherwise
 
 
+class DeviceFault(So101Error):
+    """A device stopped during a run: a servo that no longer answers, a lost serial port, a
+    camera with no new frames, a servo too hot. Torque goes off; a HIL-SERL session pauses
+    and resumes when the device is back, a plain run stops."""
+
+
 class SpecError(So101Error):
     """A spec file (or a spec built from a checkpoint) is invalid."""
 

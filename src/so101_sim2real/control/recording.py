@@ -104,6 +104,10 @@ class Recorder:
         if self.with_rgb and rgb is not None:
             ep.jpegs.append(_encode_jpeg(rgb))
 
+    def discard(self) -> None:
+        """Forget the episode in progress: nothing of it is written."""
+        self._episode = None
+
     def end(self, steps: int, success: bool | None, ret: float, interrupted: bool) -> Path | None:
         ep, self._episode = self._episode, None
         if ep is None or not ep.rows:

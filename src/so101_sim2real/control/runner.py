@@ -22,6 +22,7 @@ from so101_sim2real.control.rig import Rig, tick
 from so101_sim2real.control.safety import Terminated, torque_guard
 from so101_sim2real.control.timing import RateKeeper, StageTimer
 from so101_sim2real.control.video import VideoWriter, compose
+from so101_sim2real.errors import DeviceFault
 from so101_sim2real.interfaces import JointState, StepResult
 from so101_sim2real.policy.state import StateBuilder
 
@@ -37,6 +38,9 @@ class TransitionSink(Protocol):
     def end(self) -> None:
         """The episode is over; also called after an interrupted one."""
 
+    def discard(self) -> None:
+        """Forget the episode in progress instead of ending it (re-recorded, or cut by a device fault)."""
+
 
 @dataclass
 class EpisodeResult:
@@ -46,6 +50,7 @@ class EpisodeResult:
     steps: int
     ret: float
     interrupted: bool = False
+    discarded: bool = False  # thrown away and run again (a re-record, or a device fault)
 
 
 @dataclass
@@ -54,6 +59,8 @@ class RunSummary:
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     interrupted: bool = False
     overruns: int = 0
+    discarded: int = 0  # episodes thrown away and run again
+    pauses: list = field(default_factory=list)  # PauseRecord per device fault the run waited out
 
     @property
     def scored(self) -> bool:
@@ -82,7 +89,12 @@ def _episode_dict(e: EpisodeResult) -> dict:
     """One episode as JSON, with ``return`` spelled as in ``recording.json``."""
     d = asdict(e)
     d["return"] = d.pop("ret")
+    d.pop("discarded")  # a summary lists the episodes that counted; thrown-away ones never reach it
     return d
+
+
+# A judge's StepResult.info key: throw this episode away and run it again (the re-record key).
+DISCARD = "discard"
 
 
 class Judge(Protocol):
@@ -111,7 +123,8 @@ class Runner:
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
                  with_rgb: bool = False, transitions: TransitionSink | None = None,
-                 on_step: Callable[[int], None] | None = None, judge: Judge | None = None):
+                 on_step: Callable[[int], None] | None = None, judge: Judge | None = None,
+                 on_fault: Callable[[DeviceFault], object] | None = None):
         self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
         self.transitions = transitions
         self._state = StateBuilder(rig.spec.state) if recorder is not None and rig.spec.state.size else None
@@ -120,6 +133,9 @@ class Runner:
         self.on_episode = on_episode
         self.on_step = on_step  # called with the step count after every tick (a progress bar)
         self.judge = judge
+        # A device fault: without a handler the run stops (torque off); with one (a HIL-SERL
+        # session) it waits the fault out and the episode, thrown away, starts again.
+        self.on_fault = on_fault
         self.timer = StageTimer()
         self._episodes, self._title, self._last_view = 1, "", None
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
@@ -133,8 +149,19 @@ class Runner:
         self._episodes = len(seeds)
         try:
             with torque_guard(self.rig.robot):
-                for index, seed in enumerate(seeds):
-                    result = self.episode(index, seed)
+                index = 0
+                while index < len(seeds):
+                    try:
+                        result = self.episode(index, seeds[index])
+                    except DeviceFault as fault:
+                        if self.on_fault is None:
+                            raise
+                        summary.pauses.append(self.on_fault(fault))
+                        continue
+                    if result.discarded:  # the person asked for this episode again
+                        summary.discarded += 1
+                        continue
+                    index += 1
                     summary.episodes.append(result)
                     if self.on_episode:
                         self.on_episode(result)
@@ -161,7 +188,7 @@ class Runner:
         rig = self.rig
         joints, _ = rig.reset(seed)
         limit = self.max_steps or rig.spec.episode.max_steps
-        steps, ret, success, interrupted = 0, 0.0, False, False
+        steps, ret, success, interrupted, discard = 0, 0.0, False, False, False
         self._title = f"episode {index + 1}/{self._episodes}  seed {seed}"
         self._last_view = None
         if self.recorder:
@@ -180,6 +207,9 @@ class Runner:
                 cmd, result = tick(rig, action, joints, self.timer)
                 if self.judge:  # success seen in this tick's frame (a real arm's only judge)
                     result = self.judge.judge(obs, result, steps + 1)
+                    if result.info.get(DISCARD):
+                        discard = True
+                        break
                 steps, ret = steps + 1, ret + result.reward
                 if self.on_step:
                     self.on_step(steps)
@@ -195,13 +225,27 @@ class Runner:
                 obs = self._observe(joints)
         except (KeyboardInterrupt, Terminated):
             interrupted = True
+        except DeviceFault:
+            discard = self.on_fault is not None  # waited out and run again; otherwise the run stops here
+            interrupted = not discard
+            raise
         finally:
+            self._finish(steps, success, ret, interrupted, discard)
+        return EpisodeResult(index, seed, None if success is None else bool(success), steps, float(ret), interrupted,
+                             discard)
+
+    def _finish(self, steps: int, success: bool | None, ret: float, interrupted: bool, discard: bool) -> None:
+        if discard:
             if self.recorder:
-                self.recorder.end(steps, success, ret, interrupted)
+                self.recorder.discard()
             if self.transitions:
-                self.transitions.end()
-            self._show_outcome(success, steps, interrupted)
-        return EpisodeResult(index, seed, None if success is None else bool(success), steps, float(ret), interrupted)
+                self.transitions.discard()
+            return
+        if self.recorder:
+            self.recorder.end(steps, success, ret, interrupted)
+        if self.transitions:
+            self.transitions.end()
+        self._show_outcome(success, steps, interrupted)
 
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
         p = obs.perceived

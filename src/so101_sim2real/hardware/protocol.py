@@ -31,6 +31,10 @@ class NoStatus(ProtocolError):
     """No reply within the timeout (LeRobot: "There is no status packet")."""
 
 
+class PortLost(ProtocolError):
+    """The serial port itself failed (an unplugged adapter): no packet can go out or come in."""
+
+
 class CorruptStatus(ProtocolError):
     """A reply arrived but was malformed (LeRobot: "Incorrect status packet")."""
 
@@ -144,8 +148,11 @@ class Transport:
 
     def send(self, data: bytes) -> None:
         self._rx.clear()
-        self.port.reset_input_buffer()  # a late reply to an earlier request must not answer this one
-        self.port.write(data)
+        try:
+            self.port.reset_input_buffer()  # a late reply to an earlier request must not answer this one
+            self.port.write(data)
+        except OSError as exc:  # pyserial's SerialException is an OSError too
+            raise PortLost(f"the serial port failed ({exc}); is the USB adapter still plugged in?") from None
 
     def next_packet(self, deadline: float) -> tuple[Packet | None, bool]:
         """The next well-formed packet before ``deadline`` (monotonic); and whether a corrupt one was seen."""
@@ -162,7 +169,10 @@ class Transport:
                 return None, corrupt or bool(self._rx)
             self.port.timeout = remaining
             want = 6 if len(self._rx) < 4 else max(1, 4 + self._rx[3] - len(self._rx))
-            chunk = self.port.read(want)
+            try:
+                chunk = self.port.read(want)
+            except OSError as exc:
+                raise PortLost(f"the serial port failed ({exc}); is the USB adapter still plugged in?") from None
             if chunk:
                 self._rx.extend(chunk)
 

@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 
-from so101_sim2real.errors import So101Error
+from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hardware.bus import MotorBus, MotorError
 from so101_sim2real.hardware.calibration import ArmCalibration
+from so101_sim2real.hardware.protocol import ProtocolError
 from so101_sim2real.interfaces import JOINT_NAMES, JointState, SafetyLimits
 from so101_sim2real.kinematics import JointVelocity
 
@@ -37,12 +38,16 @@ DEFAULT_MAX_STEP_RAD = 0.15  # per control tick; about 8.6 degrees
 MAX_TEMPERATURE_C = 55
 
 
-class WatchdogTripped(So101Error):
+class WatchdogTripped(DeviceFault):
     """Too many consecutive failed reads: the arm was stopped."""
 
 
-class ServoOverheated(So101Error):
+class ServoOverheated(DeviceFault):
     """A servo ran too hot: the arm was stopped."""
+
+
+class WriteFailed(DeviceFault):
+    """Goals could not be sent (the port failed): the arm was stopped."""
 
 
 class _Arm:
@@ -90,7 +95,11 @@ class _Arm:
         if self._last is None:
             raise So101Error("read the arm before writing goals (the clamp needs the measured position)")
         targets, _ = self.limits.clamp(np.asarray(targets, dtype=np.float64), self._last.position)
-        self.bus.sync_write("goal_position", self.cal.to_raw(targets))
+        try:
+            self.bus.sync_write("goal_position", self.cal.to_raw(targets))
+        except (ProtocolError, MotorError) as exc:
+            self._on_watchdog()
+            raise WriteFailed(f"{self.name}: goals not sent ({exc})") from None
 
     def torque(self, enabled: bool) -> None:
         """Torque on (goals first set to where the joints are, so nothing jumps) or off; verified."""
@@ -113,6 +122,17 @@ class _Arm:
 
     def disconnect(self) -> None:
         self.bus.close()
+
+    def reconnect(self) -> None:
+        """After a fault: the port reopened (a replugged adapter is a new file), the handshake and
+        ``connect``'s settings again (a power-cycled servo forgot its RAM), torque off, one read.
+        Raises while the arm is not back."""
+        with contextlib.suppress(Exception):  # the old port may be dead already
+            self.bus.close()
+        self._torque, self.failures, self._last = False, 0, None
+        self.connect()
+        for _ in JOINT_NAMES:  # every servo's health once (the follower checks one per read)
+            self.read()
 
     def close(self) -> None:
         """Torque off (whatever state the bus is in), then the port, then ``on_close`` hooks."""

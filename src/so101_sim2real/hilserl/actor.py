@@ -103,11 +103,12 @@ class BufferSink:
         self.buffer, self.pilot, self.rewards, self.state = buffer, pilot, rewards, state
         self.recorder = recorder
         self.env_steps = self.interventions = 0
-        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False}
+        self.discarded_steps = 0  # ticks of thrown-away episodes: not in the buffer, not in env_steps
+        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
 
     def begin(self, index: int, seed: int | None) -> None:
         self.buffer.begin_episode()
-        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False}
+        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
         if self.recorder:
             self.recorder.begin(self.recorder.next_index, seed)
 
@@ -120,6 +121,7 @@ class BufferSink:
         self.interventions += step.is_intervention
         ep = self._episode
         ep["steps"], ep["return"] = ep["steps"] + 1, ep["return"] + step.reward
+        ep["interventions"] += step.is_intervention
         ep["success"], ep["ended"] = bool(result.terminated), ends
         if self.recorder:
             self.recorder.add(time=obs.joints.timestamp, joint_pos=obs.joints.position, obs=step.frame,
@@ -132,3 +134,13 @@ class BufferSink:
         if self.recorder:
             ep = self._episode
             self.recorder.end(ep["steps"], ep["success"], ep["return"], interrupted=not ep["ended"])
+
+    def discard(self) -> None:
+        """The episode in progress never happened: out of the buffer, the counters and the recording."""
+        self.buffer.discard_episode()
+        ep = self._episode
+        self.env_steps -= ep["steps"]
+        self.interventions -= ep["interventions"]
+        self.discarded_steps += ep["steps"]
+        if self.recorder:
+            self.recorder.discard()

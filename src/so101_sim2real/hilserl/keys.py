@@ -1,10 +1,12 @@
 """Single key presses from the terminal, without a window to focus and without Enter.
 
 A person at the arm presses space to take or give back control, ``s`` to end an
-episode as a success, ``f`` to end it as a failure. The terminal is put in cbreak mode
-(keys arrive one by one, Ctrl-C still interrupts) and restored on close, whatever
-happens; reads never block the control loop. :class:`OperatorKeys` reads the terminal
-for both of its users: the leader intervener (space) and the loop's judge (s, f).
+episode as a success, ``f`` to end it as a failure, ``r`` to throw the episode away and
+run it again (a bumped cube, a takeover gone wrong: nothing of it reaches the buffer).
+The terminal is put in cbreak mode (keys arrive one by one, Ctrl-C still interrupts)
+and restored on close, whatever happens; reads never block the control loop.
+:class:`OperatorKeys` reads the terminal for both of its users: the leader intervener
+(space) and the loop's judge (s, f, r).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import select
 import termios
 import tty
 
-KEYS_HELP = "space: take/give back control   s: success (ends the episode)   f: failure (ends it)"
+KEYS_HELP = "space: take/give back control   s: success   f: failure   r: re-record (throw the episode away)"
 
 
 class TerminalKeys:
@@ -60,7 +62,8 @@ class OperatorKeys:
     """The person's keys during a session: each key read once, kept until its user asks.
 
     It is also the loop's judge (``reset``/``judge``): ``s`` ends the episode as a success,
-    ``f`` as a failure, whatever the task or a reward classifier (``inner``) says.
+    ``f`` as a failure, whatever the task or a reward classifier (``inner``) says; ``r``
+    asks the loop to throw the episode away and run it again.
     """
 
     def __init__(self, terminal: TerminalKeys, inner: object | None = None):
@@ -71,7 +74,7 @@ class OperatorKeys:
         for key in self.terminal.poll():
             if key == " ":
                 self._toggles += 1
-            elif key in "sf":
+            elif key in "sfr":
                 self._verdict = key
 
     def toggled(self) -> bool:
@@ -87,6 +90,7 @@ class OperatorKeys:
             self.inner.reset()
 
     def judge(self, obs: object, result: object, step: int) -> object:
+        from so101_sim2real.control.runner import DISCARD
         from so101_sim2real.interfaces import StepResult
 
         if self.inner is not None:
@@ -95,5 +99,7 @@ class OperatorKeys:
         verdict, self._verdict = self._verdict, None
         if verdict is None:
             return result
+        if verdict == "r":
+            return StepResult(result.reward, False, True, {**result.info, "operator": "re-record", DISCARD: True})
         info = {**result.info, "operator": "success" if verdict == "s" else "failure"}
         return StepResult(result.reward, verdict == "s", verdict == "f", info)

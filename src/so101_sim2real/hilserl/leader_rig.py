@@ -36,6 +36,7 @@ class LeaderSession:
 
     intervener: LeaderIntervener
     closers: list
+    arm: object | None = None  # the SO101Leader itself: probed and made limp while a session is paused
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -61,7 +62,8 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
             closers.append(arm.close)
             check_consistent(arm.read().position, rig)
             leader = arm
-        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, rig.period_s, cfg, keys), closers)
+        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, rig.period_s, cfg, keys), closers,
+                             getattr(leader, "leader", leader))
     except BaseException:
         for close in reversed(closers):
             close()

@@ -139,6 +139,20 @@ class EpisodeStore:
                 self.terminal[transitions[-1] % self.capacity] = True
         self._open_start = None
 
+    def drop_open(self) -> int:
+        """Make the open episode's rows unsampleable and close it; returns how many rows it had."""
+        if self._open_start is None:
+            return 0
+        first = self._open_start
+        self._open_start = None
+        return self.drop_since(first)
+
+    def drop_since(self, first: int) -> int:
+        """Make absolute rows ``first`` onward unsampleable (they stay as dead context)."""
+        rows = np.arange(max(first, self.written - self.capacity), self.written)
+        self.sampleable[rows % self.capacity] = False
+        return len(rows)
+
     # ------------------------------------------------------------------ sampling
 
     def _window_end(self, rows: np.ndarray) -> np.ndarray:
@@ -214,6 +228,7 @@ class ReplayBuffer:
         self._rng = np.random.default_rng(seed)
         self._recent: list[Step] = []  # the open episode's last frame_stack - 1 steps: an intervention's context
         self._in_fragment = False
+        self._demos_before = 0  # the demo store's rows when the open episode began
 
     # ------------------------------------------------------------------ the actor's side
 
@@ -222,6 +237,7 @@ class ReplayBuffer:
             self._close_fragment(None)
             self.online.begin()
             self._recent = []
+            self._demos_before = self.demos.written
 
     def add(self, step: Step) -> None:
         """One tick of the open episode; the last one has ``terminated`` or ``truncated`` set."""
@@ -248,6 +264,17 @@ class ReplayBuffer:
         with self._lock:
             self._close_fragment(None)
             self.online.close()
+
+    def discard_episode(self) -> int:
+        """Throw the open episode away: its rows (and its intervention fragments in the demo store)
+        are never sampled again; their slots are reused as the ring turns. Returns the rows dropped.
+        The learner may have sampled them while the episode ran: a few updates, not the buffer."""
+        with self._lock:
+            self._close_fragment(None)
+            dropped = self.online.drop_open()
+            self.demos.drop_since(self._demos_before)
+            self._recent = []
+            return dropped
 
     def _close_fragment(self, after: Step | None) -> None:
         if not self._in_fragment:

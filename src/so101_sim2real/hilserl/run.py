@@ -33,11 +33,12 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from so101_sim2real.control.pause import PauseRecord, rig_probes, wait_until_back
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.rig import Rig, RigRequest, check_request
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.devices import check_device
-from so101_sim2real.errors import So101Error, did_you_mean
+from so101_sim2real.errors import DeviceFault, So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.hilserl.keys import OperatorKeys
 from so101_sim2real.hilserl.leader_rig import open_leader
@@ -359,6 +360,8 @@ class TrainReport:
     env_steps_this_session: int
     interrupted: bool
     changed: list[str]
+    discarded: int = 0  # episodes thrown away and run again (the re-record key, device faults)
+    pauses: list = dataclasses.field(default_factory=list)  # PauseRecord per device fault waited out
 
     @property
     def success_rate(self) -> float | None:
@@ -420,11 +423,13 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           resume: bool = False, realtime: bool = False,
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
-          keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None) -> TrainReport:
+          keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None,
+          say: Callable[[str], None] = print) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
     ``keys`` (a :class:`~so101_sim2real.hilserl.keys.TerminalKeys`) lets a person toggle the
-    leader's control with space."""
+    leader's control with space, judge with s / f and re-record with r. A device fault pauses
+    the session (``say`` tells the person) until the device is back."""
     from so101_sim2real.control.rig import build_rig
 
     if episodes < 1:
@@ -520,12 +525,13 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 on_episode(result, trainer)
 
         summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                              max_steps=max_steps, judge=operator)
+                              max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say))
         c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
         run.write_counters()
         _save_policy(run, ckpt, trainer)
         return TrainReport(summary.episodes, dict(c), trainer.utd, trainer.sink.interventions - interventions_before,
-                           trainer.sink.env_steps - start_steps, summary.interrupted, changed)
+                           trainer.sink.env_steps - start_steps, summary.interrupted, changed,
+                           summary.discarded, summary.pauses)
     finally:
         if board is not None:
             board.close()
@@ -534,6 +540,27 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             rig.close()
+
+
+def _pauser(rig: Rig, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:
+    """What a session does on a device fault: both arms limp, wait until every device answers,
+    the follower's torque back on (from where it is, nothing jumps)."""
+    probes, stops = rig_probes(rig), [lambda: rig.robot.torque(False)]
+    arm = getattr(leader, "arm", None)
+    if arm is not None:
+        probes.append(arm.reconnect)
+        stops.append(arm.limp)
+
+    def wait(fault: DeviceFault) -> PauseRecord:
+        while True:
+            record = wait_until_back(fault, probes, stops, say)
+            try:
+                rig.robot.torque(True)
+                return record
+            except So101Error as exc:  # gone again as it came back
+                fault = DeviceFault(f"{rig.robot.name}: torque could not come back on ({exc})")
+
+    return wait
 
 
 def _measured_period(rig: Rig, trainer: Trainer) -> float:

@@ -28,7 +28,7 @@ import torch
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
-from so101_sim2real.errors import So101Error
+from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
 from so101_sim2real.hilserl.interveners import Intervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig, UpdateMetrics
@@ -133,9 +133,11 @@ class Trainer:
 
     def run(self, episodes: int, first_seed: int = 0, realtime: bool = False,
             on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None,
-            judge: object | None = None) -> RunSummary:
+            judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None) -> RunSummary:
         """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off. ``judge``
-        (the person's keys) decides success over the task; by default a reward classifier does."""
+        (the person's keys) decides success over the task; by default a reward classifier does.
+        ``on_fault`` waits out a device fault (:mod:`~so101_sim2real.control.pause`); the learner
+        goes on meanwhile, and the episode the fault cut is thrown away and run again."""
         learner = threading.Thread(target=self._learn, name="hilserl-learner", daemon=True)
         self._stop.clear()
 
@@ -149,7 +151,7 @@ class Trainer:
         if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
             judge = self.sink.rewards
         runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
-                        max_steps=max_steps, judge=judge)
+                        max_steps=max_steps, judge=judge, on_fault=on_fault)
         self.rate = runner.rate  # its overrun count, read per episode
         learner.start()
         try:
