@@ -72,6 +72,10 @@ CASES = [
     ("emulate --faults drop=2", "from 0 to 1"),
     ("emulate --faults drop", "needs a value"),
     ("emulate --faults fire=1", "cannot read"),
+    ("emulate --hand {typo}", "--hand moves the emulated leader arm: add --leader"),
+    ("emulate --leader --hand {tmp}/missing.yaml", "missing.yaml: no such file"),
+    ("emulate --leader --hand {yaml}", "YAML error at line 3"),
+    ("emulate --leader --hand {typo}", "expected a list of grabs"),
     ("calibrate joints --port /dev/ttyNONE --id arm", "not found"),
     ("calibrate joints --port /dev/ttyNONE --id arm --arm middle", "follower or leader"),
     ("calibrate joints --port /dev/ttyNONE --id arm --sign elbow=2", "--sign 'elbow=2'"),
@@ -89,6 +93,7 @@ CASES = [
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --intervene human", "scripted, leader, none"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --reward sparse", "success, dense, classifier"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --device banana", "not a torch device"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --view", "--view: "),  # no display here, or headless OpenCV
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --set learner.actr_lr=1", "did you mean 'actor_lr'"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --set utd=fast", "expected a number"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --config {yaml}", "YAML error at line 3"),

@@ -234,3 +234,74 @@ def test_a_rig_is_back_when_its_arm_reconnects_and_its_camera_gives_a_frame():
     assert calls == ["arm", "camera"]
     twin = SimpleNamespace(robot=object(), perception=None)  # the twin has nothing to lose
     assert rig_probes(twin) == []
+
+
+class FakeGui:
+    """OpenCV's window calls, recorded; ``typed`` is what the person presses, one key per frame."""
+
+    def __init__(self, typed=""):
+        self.shown, self.typed, self.closed = [], list(typed), False
+
+    def namedWindow(self, title, flags):  # noqa: N802 - OpenCV's names
+        self.title = title
+
+    def imshow(self, title, bgr):
+        self.shown.append(bgr)
+
+    def waitKey(self, ms):  # noqa: N802
+        return ord(self.typed.pop(0)) if self.typed else -1
+
+    def destroyWindow(self, title):  # noqa: N802
+        self.closed = True
+
+
+def test_the_window_shows_frames_with_the_status_and_its_keys_judge_like_the_terminals():
+    from so101_sim2real.control.window import KeySources, LiveWindow
+    from so101_sim2real.hilserl.keys import OperatorKeys
+
+    gui = FakeGui(typed="r")
+    window = LiveWindow(status=lambda: "control: person (leader arm)", gui=gui)
+    frame = np.zeros((240, 720, 3), np.uint8)
+    frame[..., 0] = 200  # red in RGB
+    window.add(frame)
+    shown = gui.shown[0]
+    assert list(shown[0, 0]) == [0, 0, 200]  # BGR, as OpenCV shows it
+    assert shown[210, 4, 2] == 200 // 3  # the status line's strip, near the bottom, darkened under its text
+    assert (frame[..., 0] == 200).all()  # the caller's frame is left as it was
+    keys = OperatorKeys(KeySources(window, None))
+    verdict = keys.judge(None, StepResult(0.0, False, False, {}), 1)
+    assert verdict.info.get(DISCARD)
+    window.close()
+    assert gui.closed
+
+
+def test_view_is_refused_at_once_without_a_display_or_with_headless_opencv(monkeypatch):
+    from so101_sim2real.control.window import LiveWindow, check_display
+    from so101_sim2real.errors import So101Error
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(So101Error, match="no display"):
+        check_display()
+    import cv2
+
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV has windows")  # only where a GUI build is installed
+    except cv2.error:
+        pass
+    with pytest.raises(So101Error, match="pip install opencv-python"):
+        LiveWindow()
+
+
+@pytest.mark.slow
+def test_a_session_shows_each_tick_in_the_window(snapshot, tmp_path):
+    from so101_sim2real.control.window import LiveWindow
+    from so101_sim2real.hilserl.run import RunOptions, train
+
+    gui = FakeGui()
+    report = train(tmp_path / "run", 1, RunOptions(ckpt=str(snapshot), intervene="scripted"), max_steps=3,
+                   window=LiveWindow(gui=gui))
+    assert [e.steps for e in report.episodes] == [3]
+    assert len(gui.shown) >= 3 and gui.shown[0].shape[1] > 3 * gui.shown[0].shape[0] / 2  # camera + 2 channels

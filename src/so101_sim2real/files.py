@@ -70,3 +70,20 @@ def write_folder(out: str | Path, write: Callable[[Path], None], overwrite: bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_file(path: str | Path, data: bytes | str) -> Path:
+    """Write one file through a hidden sibling renamed into place: a kill leaves the old file or
+    the new one, never half of one. The file gets the user's usual mode."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(raw)
+        share_like_the_user(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise So101Error(f"{path}: cannot write there ({exc.strerror})") from None
+    return path

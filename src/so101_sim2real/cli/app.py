@@ -415,6 +415,12 @@ def _id_list(text: str) -> list[int]:
     return ids
 
 
+HAND_HELP = ("A YAML list of grabs of the leader, in order: - {at_s: 5, hold_s: 8, guide: cube}. at_s: seconds "
+             "after the leader starts following; hold_s: how long the hand holds it at most; guide: cube (the "
+             "scripted expert toward the twin's cube; needs --twin), still (hold it), or {JOINT: DEGREES, ...} "
+             "(move joints by that much).")
+
+
 @app.command()
 def emulate(
     ids: Annotated[str, typer.Option("--ids", help="Servo IDs, e.g. 1-6 or 1,2,5.")] = "1-6",
@@ -423,29 +429,91 @@ def emulate(
     twin: Annotated[bool, typer.Option("--twin", help="Servo positions come from the sim twin's joints: the real "
                                                       "driver moves the twin.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fault generator (and the twin's reset).")] = 0,
+    leader: Annotated[bool, typer.Option("--leader", help="Also emulate a leader arm (IDs 1-6, no faults) on a "
+                                                          "second pty for 'hilserl train --intervene leader': "
+                                                          "prints its path and its calibration file after the "
+                                                          "follower's.")] = False,
+    hand: Annotated[Optional[Path], typer.Option("--hand", help=HAND_HELP)] = None,
 ) -> None:
-    """Emulate STS3215 servos on a pseudo-terminal; prints its path first, runs until Ctrl-C."""
+    """Emulate STS3215 servos on a pseudo-terminal; prints its path first, runs until Ctrl-C.
+
+    With --leader, stdout has three lines: the follower's pty (--port), the
+    leader's pty (--leader-port) and the leader's calibration file
+    (--leader-calibration), e.g. so101 emulate --twin --leader --hand hand.yaml, then
+    so101 hilserl train ... --robot so101 --port PTY1 --calibration twin --intervene
+    leader --leader-port PTY2 --leader-calibration FILE. The file is removed on exit.
+    """
+    import signal
     import time
 
     from so101_sim2real.hardware.emulator import BusEmulator, Faults
 
+    grabs = _hand_script(hand, leader, twin)
     emu = BusEmulator(_id_list(ids), Faults.parse(faults), seed=seed)
+    bridge = None
     if twin:
         from so101_sim2real.control.twin_bus import attach_twin
 
-        attach_twin(emu, seed=seed)
-    path = emu.start()
-    typer.echo(path)
-    typer.echo(f"emulating {len(emu.servos)} STS3215 servo(s) at 1 Mbaud" + (" driving the sim twin" if twin else "")
-               + "; Ctrl-C to stop", err=True)
+        bridge = attach_twin(emu, seed=seed)
+    lead = _make_leader(grabs, bridge) if leader else None
+    before = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops it as Ctrl-C does, files removed
     try:
+        path = emu.start()
+        typer.echo(path)
+        typer.echo(f"emulating {len(emu.servos)} STS3215 servo(s) at 1 Mbaud"
+                   + (" driving the sim twin" if twin else "") + "; Ctrl-C to stop", err=True)
+        if lead is not None:
+            _start_leader(lead, path, grabs)
+        told = 0
         while True:
             time.sleep(0.5)
+            told = _tell_hand(lead, told)
     except KeyboardInterrupt:
         pass
     finally:
+        if lead is not None:
+            lead.stop()
         emu.stop()
+        signal.signal(signal.SIGTERM, before)
         typer.echo(f"stopped; {json.dumps(emu.stats)}", err=True)
+
+
+def _tell_hand(lead: object | None, told: int) -> int:
+    """What the hand did since the last call, on stderr; how many events are told."""
+    events = lead.hand.events if lead is not None and lead.hand is not None else []
+    for event in events[told:]:
+        typer.echo(str(event), err=True)
+    return len(events)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list:
+    """The grabs of --hand, checked before anything starts."""
+    if hand is None:
+        return []
+    if not leader:
+        raise So101Error("--hand moves the emulated leader arm: add --leader")
+    from so101_sim2real.hilserl.hand_script import load_hand_script
+
+    return load_hand_script(hand, twin)
+
+
+def _make_leader(grabs: list, bridge: object | None) -> object:
+    from so101_sim2real.hilserl.leader_emulator import EmulatedLeader
+
+    return EmulatedLeader(grabs, bridge)
+
+
+def _start_leader(lead: object, follower: str, grabs: list) -> None:
+    path = lead.start()
+    typer.echo(path)
+    typer.echo(str(lead.calibration_file))
+    hand = f"a scripted hand makes {len(grabs)} grab(s)" if grabs else "nobody grabs it"
+    typer.echo(f"follower: {follower} (--port); leader: {path} (--leader-port), calibration "
+               f"{lead.calibration_file} (--leader-calibration); {hand}", err=True)
 
 
 @app.command()
@@ -608,9 +676,11 @@ for _name, _issue in (
     _not_yet(_name, _issue)
 
 
+from so101_sim2real.cli.calibrate_camera import register as register_camera_calibration  # noqa: E402
 from so101_sim2real.cli.reward import reward_app  # noqa: E402 - registered with the other groups
 
 app.add_typer(reward_app, name="reward")
+register_camera_calibration(calibrate_app)
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
                           no_args_is_help=True, **PLAIN)
@@ -677,6 +747,10 @@ def hilserl_train(
                                                                      "seconds (default: measured at start, what "
                                                                      "this machine sustains for a whole tick).")
                       ] = None,
+    view: Annotated[bool, typer.Option("--view", help="A window with the camera and the observation, live; "
+                                                      "its keys work like the terminal's (space, s, f, r). "
+                                                      "Needs OpenCV with windows (pip install "
+                                                      "opencv-python).")] = False,
 ) -> None:
     """Fine-tune a policy with HIL-SERL: on the twin, the emulated arm, or an arm on a serial port.
 
@@ -728,21 +802,21 @@ def hilserl_train(
 
     from so101_sim2real.hilserl.live import LiveMonitor, render
 
-    view: dict = {}
+    shown: dict = {}  # the terminal's live table and its monitor
 
     def started(trainer) -> None:
         if trainer.period_note:
             typer.echo(trainer.period_note)
-        view["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
+        shown["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
         if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
             from rich.live import Live
 
-            view["live"] = Live(get_renderable=lambda: render(view["monitor"].stats(), f"HIL-SERL: {out}"),
+            shown["live"] = Live(get_renderable=lambda: render(shown["monitor"].stats(), f"HIL-SERL: {out}"),
                                 refresh_per_second=2, transient=False)
-            view["live"].start()
+            shown["live"].start()
 
     def episode_line(result, trainer) -> None:
-        view["monitor"].episode(result)
+        shown["monitor"].episode(result)
         takeovers = getattr(trainer.pilot.intervener, "takeovers", None)
         line = (f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
                 f"{'success' if result.success else 'no success'} after {result.steps} steps; "
@@ -750,11 +824,17 @@ def hilserl_train(
                 + ("" if takeovers is None else f" ({takeovers} leader takeovers)")
                 + f", env steps {trainer.sink.env_steps}, updates {trainer.learner.updates} (UTD {trainer.utd:.2f})"
                 + (f"; {trainer.rate.overruns} ticks over the period so far" if trainer.rate.overruns else ""))
-        if "live" in view:
-            view["live"].console.print(line)
+        if "live" in shown:
+            shown["live"].console.print(line)
         else:
             typer.echo(line)
 
+    window = None
+    if view:  # refused now, not after the models have loaded
+        from so101_sim2real.control.window import LiveWindow, check_display
+
+        check_display()
+        window = LiveWindow()
     keys = None
     if (intervene == "leader" or (resume and RunFolder.open(out).options.intervene == "leader")) \
             and sys.stdin.isatty():
@@ -762,20 +842,33 @@ def hilserl_train(
 
         keys = TerminalKeys()
         typer.echo(f"keys: {KEYS_HELP}")
+    def say(text: str) -> None:  # a pause and its end, above the live table when there is one
+        if "live" in shown:
+            shown["live"].console.print(text)
+        else:
+            typer.echo(text, err=True)
+
     try:
         report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
                        on_start=started, keys=keys,
-                       wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
+                       wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None, say=say,
+                       window=window)
     finally:
-        if "live" in view:
-            view["live"].stop()
+        if "live" in shown:
+            shown["live"].stop()
         if keys is not None:
             keys.close()  # the terminal as it was
+        if window is not None:
+            window.close()
     for change in report.changed:
         typer.echo(f"setting changed on resume: {change}")
     rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"
     typer.echo(f"{len(report.episodes)} episode(s): success {rate}, interventions {report.intervention_rate:.0%} "
                f"of steps, UTD {report.utd:.2f}; run: {out} (policy: {out}/policy)")
+    if report.discarded or report.pauses:
+        waited = sum(p.waited_s for p in report.pauses)
+        typer.echo(f"re-recorded {report.discarded} episode(s); paused {len(report.pauses)} time(s) for device "
+                   f"faults ({waited:.0f} s in all); what those episodes did is not in the buffer")
     if report.interrupted:
         raise typer.Exit(code=130)
 

@@ -26,7 +26,7 @@ def colour_segmentation(ids: np.ndarray) -> np.ndarray:
     return _LUT[np.asarray(ids, dtype=np.uint8)]
 
 
-def _label(img: np.ndarray, text: str, first_row: int = 0) -> np.ndarray:
+def label(img: np.ndarray, text: str, first_row: int = 0) -> np.ndarray:
     """White text on a darkened strip (readable on any background), one line per ``\n``."""
     for row, line in enumerate(text.splitlines(), start=first_row):
         (w, h), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
@@ -41,14 +41,14 @@ def compose(rgb: np.ndarray | None, frame: np.ndarray, channels: list[str], capt
     panels = [panel(rgb, caption or "wrist camera")] if rgb is not None else []
     panels += policy_panels(frame, channels)
     if rgb is None and caption:
-        _label(panels[0], caption, first_row=1)  # under the panel's own label
+        label(panels[0], caption, first_row=1)  # under the panel's own label
     return np.hstack(panels)
 
 
 def panel(rgb: np.ndarray, caption: str, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """An RGB image scaled to the panel height, captioned."""
     w = round(rgb.shape[1] * PANEL / rgb.shape[0])
-    return _label(np.ascontiguousarray(cv2.resize(rgb, (w, PANEL), interpolation=interpolation)), caption)
+    return label(np.ascontiguousarray(cv2.resize(rgb, (w, PANEL), interpolation=interpolation)), caption)
 
 
 def policy_panels(frame: np.ndarray, channels: list[str]) -> list[np.ndarray]:

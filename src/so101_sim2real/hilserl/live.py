@@ -70,11 +70,12 @@ class LiveMonitor:
             actor_hz=self._rates[0], updates_per_s=self._rates[1],
             critic_loss=None if last is None else last.critic_loss,
             actor_loss=None if last is None else last.actor_loss, q_mean=None if last is None else last.q_mean,
-            control=_who(t.pilot), takeovers=getattr(t.pilot.intervener, "takeovers", None),
+            control=who_controls(t.pilot), takeovers=getattr(t.pilot.intervener, "takeovers", None),
             success_p=getattr(t.sink.rewards, "last_p", None))
 
 
-def _who(pilot: object) -> str:
+def who_controls(pilot: object) -> str:
+    """Who moved the arm on the last tick: the policy, a person on the leader, or an expert."""
     if not pilot.last_intervention:
         return "policy"
     return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"

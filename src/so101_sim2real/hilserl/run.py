@@ -37,6 +37,7 @@ from so101_sim2real.control.pause import PauseRecord, rig_probes, wait_until_bac
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.rig import Rig, RigRequest, check_request
 from so101_sim2real.control.runner import EpisodeResult
+from so101_sim2real.control.window import KeySources
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import DeviceFault, So101Error, did_you_mean
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
@@ -424,12 +425,14 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
           keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None,
-          say: Callable[[str], None] = print) -> TrainReport:
+          say: Callable[[str], None] = print, window: object | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
     ``keys`` (a :class:`~so101_sim2real.hilserl.keys.TerminalKeys`) lets a person toggle the
     leader's control with space, judge with s / f and re-record with r. A device fault pauses
-    the session (``say`` tells the person) until the device is back."""
+    the session (``say`` tells the person) until the device is back. ``window`` (a
+    :class:`~so101_sim2real.control.window.LiveWindow`) shows the camera and the observation
+    live, and its keys work like the terminal's."""
     from so101_sim2real.control.rig import build_rig
 
     if episodes < 1:
@@ -464,7 +467,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
         seeds = np.random.SeedSequence([run.cfg.seed, run.counters["episodes"]]).generate_state(3)
-        operator = OperatorKeys(keys) if keys is not None else None  # space for the leader, s / f for the judge
+        # space for the leader, s / f / r for the judge: typed in the terminal or the window
+        operator = OperatorKeys(KeySources(keys, window)) if keys is not None or window is not None else None
         if opts.intervene == "leader":
             leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), operator)
             intervener = leader.intervener
@@ -498,6 +502,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
 
         clock = {"t": time.perf_counter(), "updates": trainer.learner.updates, "overruns": 0}
         board = Board(run.path / TENSORBOARD_DIR, trainer.sink.interventions)
+        if window is not None:
+            window.status = lambda: _status_line(trainer)
         if on_start:
             on_start(trainer)
 
@@ -525,7 +531,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 on_episode(result, trainer)
 
         summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                              max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say))
+                              max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say),
+                              video=window)
         c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
         run.write_counters()
         _save_policy(run, ckpt, trainer)
@@ -540,6 +547,14 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             rig.close()
+
+
+def _status_line(trainer: Trainer) -> str:
+    """The window's bottom line: who moves the arm, and what the classifier thinks."""
+    from so101_sim2real.hilserl.live import who_controls
+
+    p = getattr(trainer.sink.rewards, "last_p", None)
+    return f"control: {who_controls(trainer.pilot)}" + ("" if p is None else f"   success p {p:.2f}")
 
 
 def _pauser(rig: Rig, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:

@@ -133,11 +133,13 @@ class Trainer:
 
     def run(self, episodes: int, first_seed: int = 0, realtime: bool = False,
             on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None,
-            judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None) -> RunSummary:
+            judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None,
+            video: object | None = None) -> RunSummary:
         """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off. ``judge``
         (the person's keys) decides success over the task; by default a reward classifier does.
         ``on_fault`` waits out a device fault (:mod:`~so101_sim2real.control.pause`); the learner
-        goes on meanwhile, and the episode the fault cut is thrown away and run again."""
+        goes on meanwhile, and the episode the fault cut is thrown away and run again. ``video``
+        takes each tick's composed frame (a :class:`~so101_sim2real.control.window.LiveWindow`)."""
         learner = threading.Thread(target=self._learn, name="hilserl-learner", daemon=True)
         self._stop.clear()
 
@@ -151,7 +153,7 @@ class Trainer:
         if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
             judge = self.sink.rewards
         runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
-                        max_steps=max_steps, judge=judge, on_fault=on_fault)
+                        max_steps=max_steps, judge=judge, on_fault=on_fault, video=video)
         self.rate = runner.rate  # its overrun count, read per episode
         learner.start()
         try:

@@ -1,0 +1,96 @@
+"""Small YAML records (board.yaml, camera.yaml): read, check each field, say what is wrong in one line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from so101_sim2real.errors import So101Error, did_you_mean
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; a one-line :class:`So101Error` for anything else."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise So101Error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise So101Error(f"{path}: cannot read this {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    from so101_sim2real.spec import yaml_problem
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise So101Error(f"{path}: {yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise So101Error(f"{path}: a {what} is a YAML mapping of fields, not {type(data).__name__}")
+    return data
+
+
+class Fields:
+    """Typed access to a record's fields; every failure names the file and the field."""
+
+    def __init__(self, data: dict[str, Any], path: str | Path, known: Iterable[str]):
+        self.data, self.path, self.known = data, str(path), list(known)
+        for key in data:
+            if key not in self.known:
+                raise self.error(key, "unknown field" + did_you_mean(key, self.known))
+
+    def error(self, name: str, problem: str) -> So101Error:
+        return So101Error(f"{self.path}: {name}: {problem}")
+
+    def get(self, name: str, default: Any = ...) -> Any:
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "missing")
+            return default
+        return self.data[name]
+
+    def number(self, name: str, default: Any = ..., minimum: float | None = None) -> float:
+        value = self.get(name, default)
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(name, f"expected a number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"must be at least {minimum}, got {value}")
+        return float(value)
+
+    def text(self, name: str, default: Any = ..., choices: Iterable[str] | None = None) -> str:
+        value = self.get(name, default)
+        if not isinstance(value, str):
+            raise self.error(name, f"expected text, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def flag(self, name: str, default: Any = ...) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {value!r}")
+        return value
+
+    def numbers(self, name: str, default: Any = ..., length: Iterable[int] | None = None) -> list[float]:
+        value = self.get(name, default)
+        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+            raise self.error(name, f"expected a list of numbers, got {value!r}")
+        allowed = list(length) if length is not None else None
+        if allowed is not None and len(value) not in allowed:
+            raise self.error(name, f"expected {' or '.join(map(str, allowed))} numbers, got {len(value)}")
+        return [float(v) for v in value]
+
+    def positive_ints(self, name: str, count: int) -> tuple[int, ...]:
+        value = self.get(name)
+        if (not isinstance(value, list) or len(value) != count
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+            raise self.error(name, f"expected {count} positive whole numbers, got {value!r}")
+        return tuple(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

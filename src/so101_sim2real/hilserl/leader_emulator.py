@@ -1,0 +1,268 @@
+"""``so101 emulate --leader``: an emulated leader arm on its own pty, with an optional scripted hand.
+
+The leader is built as ``--leader-port emulator`` builds it in a session (six STS3215s,
+the twin's calibration, no homing offsets): the driver in the other process connects
+it, writes its low gains and goals (it follows the follower) and turns it limp, exactly
+as on a real leader. Its calibration is written to a file for ``--leader-calibration``.
+
+A :class:`HandThread` plays a hand script (:mod:`~so101_sim2real.hilserl.hand_script`)
+on the emulator's own clock: it waits until the leader first follows (its torque goes
+on), then at each grab's time holds the servos where it wants them
+(:meth:`~so101_sim2real.hardware.emulator.Servo.grab`, stronger than the low-gain
+motors) and lets go after ``hold_s``. The other process sees only a leader that moves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so101_sim2real.arm import JOINT_NAMES
+from so101_sim2real.hardware.calibration import ArmCalibration
+from so101_sim2real.hardware.emulator import BusEmulator
+from so101_sim2real.hilserl.hand_script import Grab
+from so101_sim2real.hilserl.leader_hand import HandConfig
+
+HAND_TICK_S = 0.02  # the hand acts 50 times a second, whatever the session's period
+HAND_SPEED_DEG_S = 90.0  # a {JOINT: DEGREES} guide moves each joint this fast: a brisk hand
+# A hand guiding toward the cube watches the follower, which runs at its own rate in another
+# process: before the takeover is seen it pulls the leader at most LEAD_M ahead of it (far
+# enough to be seen at any loop rate), after it it waits whenever the follower trails by
+# more than FOLLOWER_LAG_M (so the grasp is the follower's, not only the leader's).
+LEAD_M, FOLLOWER_LAG_M = 0.05, 0.01
+CALIBRATION_NAME = "emulated_leader.json"
+
+
+@dataclass(frozen=True)
+class HandEvent:
+    """What the hand did, seconds after the leader started following."""
+
+    t_s: float
+    kind: str  # "grab" or "let go"
+    grab: int  # 1-based, as in the script
+    why: str = ""  # a let-go's reason
+
+    def __str__(self) -> str:
+        return f"hand: {self.kind} {self.grab} at {self.t_s:.1f} s" + (f" ({self.why})" if self.why else "")
+
+
+class _Still:
+    """Hold the leader where it was grabbed."""
+
+    def __init__(self, q: np.ndarray):
+        self.pose = q.copy()
+
+    def step(self, q: np.ndarray, limp: bool) -> np.ndarray | None:
+        return self.pose
+
+
+class _Joints:
+    """Move some joints by given degrees, at a hand's speed, then hold."""
+
+    def __init__(self, q: np.ndarray, offsets_deg: dict[str, float]):
+        delta = np.array([np.radians(offsets_deg.get(j, 0.0)) for j in JOINT_NAMES])
+        self.pose, self.goal = q.copy(), q + delta
+
+    def step(self, q: np.ndarray, limp: bool) -> np.ndarray | None:
+        reach = np.radians(HAND_SPEED_DEG_S) * HAND_TICK_S
+        self.pose = self.pose + np.clip(self.goal - self.pose, -reach, reach)
+        return self.pose
+
+
+class _Cube:
+    """The scripted expert's motion toward the twin's cube, as the in-process hand makes it
+    (``hilserl/leader_hand.py``); done (None) once the cube is lifted."""
+
+    def __init__(self, q: np.ndarray, twin: TwinView):
+        from so101_sim2real.sim.scripted import ScriptedExpert
+
+        self.twin, self.pose = twin, q.copy()
+        self.expert = ScriptedExpert(twin.task)
+        self.target = twin.kinematics.fk(self.pose[:-1])[0]
+
+    def step(self, q: np.ndarray, limp: bool) -> np.ndarray | None:
+        twin, kin = self.twin, self.twin.kinematics
+        with twin.lock:
+            lifted = twin.task.cube_pos()[2] > HandConfig().release_height_m and self.expert.phase == "lift"
+            follower = twin.task.qpos()[:6].copy()
+        if lifted:
+            return None
+        tcp = kin.fk(self.pose[:-1])[0]
+        if np.linalg.norm(kin.fk(follower[:-1])[0] - tcp) > (FOLLOWER_LAG_M if limp else LEAD_M):
+            return self.pose
+        with twin.lock:  # the expert reads the cube, which the physics thread moves
+            a = self.expert.act(tcp, self.target)
+        action = twin.action
+        self.target = self.target + np.clip(a[:3], -1.0, 1.0) * action.xyz_scale_m
+        arm = self.pose[:-1]
+        for _ in range(8):  # a hand puts the TCP where it wants it, not one damped IK step toward it
+            arm = kin.ik(arm, self.target)
+        self.pose = np.append(arm, action.gripper.to_rad(a[3]))
+        return self.pose
+
+
+@dataclass
+class TwinView:
+    """What a ``cube`` guide needs of the twin that runs in this process."""
+
+    task: object  # the LiftCubeTask the follower's servos drive
+    lock: object  # held while reading it: its physics runs in another thread
+    kinematics: object
+    action: object  # the spec's ActionSpec: step size and gripper mapping
+
+
+class HandThread:
+    """Plays the grabs of a hand script on an emulated leader, on its own 50 Hz clock."""
+
+    def __init__(self, emulator: BusEmulator, calibration: ArmCalibration, grabs: list[Grab],
+                 twin: TwinView | None = None, clock: Callable[[], float] = time.monotonic):
+        self.emulator, self.cal, self.grabs, self.twin, self.clock = emulator, calibration, grabs, twin, clock
+        self.started_at: float | None = None  # when the leader first followed
+        self.events: list[HandEvent] = []
+        self._next, self._guide = 0, None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="leader-hand", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._let_go()
+
+    @property
+    def holding(self) -> bool:
+        return self._guide is not None
+
+    def _run(self) -> None:
+        while not self._stop.wait(HAND_TICK_S):
+            self.tick()
+
+    def tick(self) -> None:
+        """One step of the script: wait for the leader to follow, grab, guide, let go."""
+        now = self.clock()
+        if self.started_at is None:
+            if self._following():
+                self.started_at = now
+            return
+        t = now - self.started_at
+        if self._guide is None:
+            if self._next < len(self.grabs) and t >= self.grabs[self._next].at_s:
+                self._grab(t)
+            return
+        grab = self.grabs[self._next]
+        pose = self._guide.step(self._leader_q(), limp=not self._following())
+        if pose is None or t >= grab.until_s:
+            self._let_go()
+            self.events.append(HandEvent(t, "let go", self._next + 1, "the cube is up" if pose is None else ""))
+            self._next += 1
+        else:
+            self._hold(pose)
+
+    def _grab(self, t: float) -> None:
+        guide, q = self.grabs[self._next].guide, self._leader_q()
+        if guide == "cube":
+            self._guide = _Cube(q, self.twin)
+        elif guide == "still":
+            self._guide = _Still(q)
+        else:
+            self._guide = _Joints(q, guide)
+        self._hold(self._guide.pose)
+        self.events.append(HandEvent(t, "grab", self._next + 1))
+
+    def _following(self) -> bool:
+        with self.emulator.lock:
+            return any(s.torque for s in self.emulator.servos)
+
+    def _leader_q(self) -> np.ndarray:
+        """The leader's joints now (sim radians), from the shafts themselves."""
+        raw = {}
+        with self.emulator.lock:
+            for joint in JOINT_NAMES:
+                servo = self.emulator.servo(self.cal.motors[joint].id)
+                servo.update()
+                raw[joint] = round(servo.actual) - servo.homing_offset
+        return self.cal.to_sim(raw)
+
+    def _hold(self, q: np.ndarray) -> None:
+        raw = self.cal.to_raw(q)
+        with self.emulator.lock:
+            for joint in JOINT_NAMES:
+                servo = self.emulator.servo(self.cal.motors[joint].id)
+                servo.grab(raw[joint] + servo.homing_offset)
+
+    def _let_go(self) -> None:
+        if self._guide is None:
+            return
+        with self.emulator.lock:
+            for joint in JOINT_NAMES:
+                self.emulator.servo(self.cal.motors[joint].id).let_go()
+        self._guide = None
+
+
+class EmulatedLeader:
+    """The leader arm of ``so101 emulate --leader``: its pty, its calibration file, its hand.
+
+    ``bridge`` (a :class:`~so101_sim2real.control.twin_bus.TwinBridge`, for ``--twin``)
+    places the leader where the twin arm is and lets ``cube`` grabs see the cube.
+    """
+
+    def __init__(self, grabs: list[Grab] | None = None, bridge: object | None = None):
+        from so101_sim2real.control.twin_bus import twin_arm_calibration
+
+        self.cal = twin_arm_calibration()
+        start = None
+        if bridge is not None:
+            with bridge.lock:
+                raw = self.cal.to_raw(bridge.task.qpos()[:6])
+            start = {self.cal.motors[j].id: raw[j] for j in JOINT_NAMES}
+        self.emulator = BusEmulator(list(self.cal.ids.values()), positions=start)
+        self.hand = HandThread(self.emulator, self.cal, grabs, _twin_view(bridge)) if grabs else None
+        self.folder: Path | None = None
+
+    @property
+    def calibration_file(self) -> Path:
+        return self.folder / CALIBRATION_NAME
+
+    def start(self) -> str:
+        """Write the calibration file, open the pty, start the hand; the pty's path."""
+        self.folder = Path(tempfile.mkdtemp(prefix="so101-leader-"))
+        self.cal.save(self.calibration_file)
+        path = self.emulator.start()
+        if self.hand is not None:
+            self.hand.start()
+        return path
+
+    def stop(self) -> None:
+        if self.hand is not None:
+            self.hand.stop()
+        self.emulator.stop()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> EmulatedLeader:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _twin_view(bridge: object | None) -> TwinView | None:
+    if bridge is None:
+        return None
+    from so101_sim2real.kinematics import Kinematics
+    from so101_sim2real.sim import scene as S
+
+    spec = bridge.task.spec
+    return TwinView(bridge.task, bridge.lock, Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS), spec.action)
