@@ -441,7 +441,8 @@ def emulate(
     leader's pty (--leader-port) and the leader's calibration file
     (--leader-calibration), e.g. so101 emulate --twin --leader --hand hand.yaml, then
     so101 hilserl train ... --robot so101 --port PTY1 --calibration twin --intervene
-    leader --leader-port PTY2 --leader-calibration FILE. The file is removed on exit.
+    leader --leader-port PTY2 --leader-calibration FILE (or twin: the same
+    calibration). The file is removed on exit.
     """
     import signal
     import time
@@ -711,8 +712,10 @@ def hilserl_train(
     leader_calibration: Annotated[Optional[str], typer.Option("--leader-calibration", help="The leader's "
                                                                                            "calibration: its id "
                                                                                            "('so101 calibrate "
-                                                                                           "joints --arm leader') "
-                                                                                           "or a .json.")] = None,
+                                                                                           "joints --arm leader'), "
+                                                                                           "a .json, or 'twin' for "
+                                                                                           "'so101 emulate "
+                                                                                           "--leader'.")] = None,
     reward: Annotated[Optional[str], typer.Option("--reward", help="success (default): 1 on the successful tick; "
                                                                    "dense: the task's v19 reward; classifier: "
                                                                    "success as the reward classifier sees it "

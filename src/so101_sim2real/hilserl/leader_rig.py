@@ -106,6 +106,10 @@ def _leader_calibration(name: str | None, port: str) -> object:
     if not name:
         raise So101Error(f"@leader_port {port}: the leader needs its calibration: @leader_calibration ID (from "
                          f"'so101 calibrate joints --arm leader') or a calibration .json")
+    if name == "twin":  # 'so101 emulate --leader': the emulated leader is calibrated like the twin
+        from so101_sim2real.control.twin_bus import twin_arm_calibration
+
+        return twin_arm_calibration()
     return resolve_calibration(name, "leader", "leader_calibration")
 
 
