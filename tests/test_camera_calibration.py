@@ -13,8 +13,8 @@ import pytest
 
 from fixtures import run_cli
 from so101_sim2real.calib.board import BoardSpec, board_layout, board_yaml_path, detect, object_points, render_board
-from so101_sim2real.calib.camera_fit import Coverage, ModelFit, View, choose, fit_camera
 from so101_sim2real.calib.camera_model import CameraModel
+from so101_sim2real.calibrate.camera_fit import Coverage, ModelFit, View, choose, fit_camera
 from so101_sim2real.errors import So101Error
 
 PINHOLE = CameraModel((480, 640), [[605.0, 0, 327.3], [0, 598.0, 236.8], [0, 0, 1]],

@@ -10,10 +10,10 @@ import so101_sim2real
 ROOT = Path(so101_sim2real.__file__).parent
 LAYERS = [
     {"errors", "arm", "spec", "interfaces", "simulator", "kinematics", "observation", "safe_pickle", "cameras",
-     "specs", "files", "devices", "__init__"},
+     "specs", "files", "devices", "calib", "__init__"},
     {"perception", "policy", "sim", "hardware"},
     {"control"},
-    {"hilserl", "compare"},
+    {"hilserl", "compare", "calibrate"},
     {"cli"},
     {"__main__"},
 ]

@@ -62,6 +62,10 @@ CASES = [
     ("infer --ckpt scripted --spec {tmp}/missing.yaml", "no such spec file"),
     ("infer --ckpt scripted --spec {yaml}", "YAML error at line 3"),
     ("infer --ckpt scripted --perturb {yaml}", "YAML error at line 3"),
+    # --rig: the rig's measured geometry (rig.yaml or camera.yaml)
+    ("infer --ckpt scripted --rig {tmp}/missing.yaml", "missing.yaml: no such rig file"),
+    ("infer --ckpt scripted --rig {yaml}", "YAML error at line 3"),
+    ("inspect --ckpt {ckpt} --rig {typo}", "lerner: unknown field"),
     # the bus: ports, ids, faults
     ("motors scan --port /dev/ttyNONE", "not found"),
     ("motors scan --port {tmp}", "that is a folder"),
@@ -84,6 +88,14 @@ CASES = [
     ("models add {tmp} --name me/depth", "not a model folder"),
     # perceive
     ("perceive {tmp}/missing.png --seg-ckpt {tmp}/missing.ckpt", "missing"),
+    # calibrate rig
+    ("calibrate rig --port emulator --out {tmp}/rig.yaml --board-at nope", "use X,Y or X,Y,YAW_DEG"),
+    ("calibrate rig --port emulator --out {tmp}/rig.yaml --poses 3", "at least 6"),
+    ("calibrate rig --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --camera-model"),
+    ("calibrate rig --port emulator --out {file}/rig.yaml", "cannot write"),
+    ("calibrate align --port emulator --out {tmp}/rig.yaml --camera 0", "drop --calibration"),
+    ("calibrate align --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --seg-ckpt"),
+    ("calibrate align --port emulator --out {tmp}/rig.yaml --rig {tmp}/missing.yaml", "missing.yaml"),
     # hilserl
     ("hilserl train --out {tmp}/r", "needs --ckpt"),
     ("hilserl train --out {file} --ckpt {ckpt}", "not a folder"),

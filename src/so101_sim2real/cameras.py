@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,6 +20,9 @@ import numpy as np
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.interfaces import Camera, Frame
 from so101_sim2real.spec import SOURCE_SIZE
+
+if TYPE_CHECKING:
+    from so101_sim2real.calib.camera_model import CameraModel
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -187,6 +192,45 @@ class ImageFolderCamera:
 
     def close(self) -> None:
         pass
+
+
+class UndistortedCamera:
+    """A camera's frames undistorted to the ideal pinhole image with the same K and size: what
+    the twin's camera with these intrinsics renders. This is the one place distortion is
+    handled; perception and the twin both see the ideal image.
+
+    Frames at another resolution of the calibrated aspect ratio use the model scaled to it;
+    the maps are made once per frame size, not per frame.
+    """
+
+    def __init__(self, camera: Camera, model: CameraModel):
+        self.camera, self.model = camera, model
+        self.active: CameraModel | None = None  # the model at the stream's frame size
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _maps_for(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if self._maps is None or self.active is None or self.active.size != size:
+            self.active = self.model if size == self.model.size else self.model.scaled_to(size)
+            self._maps = self.active.undistort_maps()
+        return self._maps
+
+    def read(self) -> Frame:
+        frame = self.camera.read()
+        maps = self._maps_for(tuple(frame.rgb.shape[:2]))
+        return replace(frame, rgb=self.active.undistort(frame.rgb, maps))
+
+    def __getattr__(self, name: str) -> object:  # frame_count, name, ...: the wrapped camera's
+        if name == "camera":
+            raise AttributeError(name)
+        return getattr(self.camera, name)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+def undistorted(camera: Camera, model: CameraModel) -> Camera:
+    """``camera`` through :class:`UndistortedCamera` when ``model`` has a lens distortion, else as it is."""
+    return UndistortedCamera(camera, model) if np.any(model.D != 0) else camera
 
 
 def open_camera(source: str, size: tuple[int, int] = SOURCE_SIZE, loop: bool = False) -> Camera:

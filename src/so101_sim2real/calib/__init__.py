@@ -1,2 +1,3 @@
-"""Camera calibration: the board (board.py), the camera model and its camera.yaml (camera_model.py),
-the fit of both lens models (camera_fit.py), gathering views (capture.py) and the report (report.py)."""
+"""The rig's geometry as files: the printed board (board.py), the camera model and its camera.yaml
+(camera_model.py), the rig file with the camera's mount and the joint offsets (rig_file.py).
+The twin and the real side both read them; the fits that write them are in ``calibrate``."""

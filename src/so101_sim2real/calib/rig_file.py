@@ -158,6 +158,14 @@ def load_rig(path: str | Path | None) -> RigGeometry:
     return default_rig() if path is None else RigGeometry.load(path)
 
 
+def read_rig(path: str | Path) -> RigGeometry:
+    """``--rig FILE``: a ``rig.yaml``, or a plain ``camera.yaml`` (its mount and joint offsets the sim's)."""
+    data = read_mapping(path, "rig file")
+    if "camera" not in data and "K" in data:  # a camera.yaml: its fields at the top level
+        return rig_from_camera(path)
+    return RigGeometry.load(path)
+
+
 def rig_from_camera(camera_yaml: str | Path) -> RigGeometry:
     """A rig whose intrinsics are measured and whose mount is still the sim's guess."""
     rig = RigGeometry(camera=CameraModel.load(camera_yaml))

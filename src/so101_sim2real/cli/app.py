@@ -61,6 +61,10 @@ CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="A 
 CameraOpt = Annotated[Optional[str], typer.Option("--camera", help="A serial port's eyes: a camera index (0), a "
                                                                    "device (/dev/video2), a video or an image "
                                                                    "folder (looped).")]
+RigOpt = Annotated[Optional[Path], typer.Option("--rig", help="The rig's measured geometry: a rig.yaml, or a "
+                                                               "camera.yaml from 'so101 calibrate camera'. The "
+                                                               "twin sees through its camera; an arm's frames are "
+                                                               "undistorted and its joint offsets added.")]
 PerceptionOpt = Annotated[str, typer.Option("--perception", help="sim: the twin's rendered classes and depth; "
                                                                  "real: the segmentation and depth networks on the "
                                                                  "camera's RGB (needs --seg-ckpt).")]
@@ -106,13 +110,27 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     trust_pickle: TrustOpt = False,
     spec: SpecOpt = None,
+    rig: RigOpt = None,
 ) -> None:
-    """Say what a checkpoint is: format, architecture, parameters, spec with sources, warnings."""
+    """Say what a checkpoint is: format, architecture, parameters, spec with sources, warnings,
+    and the camera the twin sees through (--rig, or the sim's uncalibrated guess)."""
     from so101_sim2real.policy.checkpoint import load_checkpoint
     from so101_sim2real.policy.report import describe, render_text
 
+    geometry = _rig_geometry(rig)
     report = describe(load_checkpoint(ckpt, trust_pickle=trust_pickle, spec_path=spec))
-    typer.echo(json.dumps(report, default=str) if as_json else render_text(report))
+    report["camera"] = {"rig": str(rig) if rig else None, "calibrated": geometry.calibrated,
+                        "describe": geometry.describe()}
+    typer.echo(json.dumps(report, default=str) if as_json
+               else render_text(report) + f"\n\ncamera: {geometry.describe()}")
+
+
+def _rig_geometry(rig: Path | None) -> object:
+    """``--rig FILE`` read now (a typo fails before anything loads), or the sim's uncalibrated guess."""
+    from so101_sim2real.calib.rig_file import default_rig
+    from so101_sim2real.control.rig import load_rig_file
+
+    return load_rig_file(rig) or default_rig()
 
 
 @app.command()
@@ -179,6 +197,7 @@ def infer(
     trust_pickle: TrustOpt = False,
     spec: SpecOpt = None,
     perturb: PerturbOpt = None,
+    rig: RigOpt = None,
     record_rgb: Annotated[bool, typer.Option("--record-rgb/--no-record-rgb", help="Keep the camera's RGB in "
                                                                                  "--record (the twin renders it "
                                                                                  "at ~0.5 s a frame on a CPU; "
@@ -203,6 +222,7 @@ def infer(
         raise So101Error(f"{idle[0]}: only with --record DIR")
     if ckpt == "scripted" and (idle := _given(ctx, "trust_pickle")):
         raise So101Error("--trust-pickle: only for a --ckpt file (the scripted expert loads none)")
+    geometry = _rig_geometry(rig)
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, record_rgb=record_rgb, video=video, realtime=realtime,
@@ -210,17 +230,20 @@ def infer(
                         overrides=overrides or [], device=device, perception=perception, models=models,
                         calibration=calibration, camera=camera,
                         wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None,
-                        perturbation=load_perturbation(perturb) if perturb else None)
+                        perturbation=load_perturbation(perturb) if perturb else None,
+                        rig=str(rig) if rig else None)
 
-    def started(rig, pilot) -> None:
-        eyes = "no rendering" if rig.perception is None else "wrist camera rendered, privileged seg + depth"
+    def started(run_rig, pilot) -> None:
+        eyes = "no rendering" if run_rig.perception is None else "wrist camera rendered, privileged seg + depth"
         if perception == "real":
             eyes = f"real perception, {profile} profile, on " + (f"camera {camera}" if camera else "the rendered RGB")
-        where = "the sim twin" if rig.robot.name == "sim" else f"{rig.robot.name} on {port}"
+        where = "the sim twin" if run_rig.robot.name == "sim" else f"{run_rig.robot.name} on {port}"
         if opts.perturbation is not None:
             where = f"the {opts.perturbation.describe()}"
         typer.echo(f"running {episodes} episode(s) of {pilot.name} on {where} ({eyes})")
-        notes, warnings = run_notes(rig)
+        undistorts = camera and rig and geometry.camera.D.any()
+        typer.echo(f"camera: {geometry.describe()}" + ("; frames undistorted before perception" if undistorts else ""))
+        notes, warnings = run_notes(run_rig)
         typer.echo("; ".join(notes))
         if overrides:
             typer.echo(f"spec overrides for this run (not what the policy was trained with): {', '.join(overrides)}")
@@ -534,13 +557,16 @@ def perceive(
     spec: Annotated[Optional[Path], typer.Option("--spec", help="Spec YAML (default: the packaged lift-cube "
                                                                "spec: crop, class table, normalisation).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of timings.")] = False,
+    rig: Annotated[Optional[Path], typer.Option("--rig", help="A rig.yaml or camera.yaml: frames are undistorted "
+                                                              "with its lens before perception.")] = None,
 ) -> None:
     """Show what the policy will see: run the real perception on images, a video or a camera.
 
     Writes one picture per frame to --out and prints per-stage timings (segmentation,
     depth, finish_frame) and the share of each class in the 84x84 observation.
     """
-    from so101_sim2real.cameras import OpenCVCamera, open_camera
+    from so101_sim2real.calib.rig_file import check_size
+    from so101_sim2real.cameras import OpenCVCamera, open_camera, undistorted
     from so101_sim2real.control.preview import run_preview, summarise
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
@@ -548,12 +574,20 @@ def perceive(
     obs_spec = (load_spec(spec) if spec else default_spec()).observation
     if frames is not None and frames < 1:
         raise So101Error("--frames must be at least 1")
+    geometry = _rig_geometry(rig) if rig else None
+    if geometry is not None and geometry.calibrated:
+        check_size(geometry, obs_spec.source_size)
     make = real_perception_factory(obs_spec, RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile,
                                                         device, trust_pickle))
     camera = open_camera(source, obs_spec.source_size)
     limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
+    if geometry is not None:
+        camera = undistorted(camera, geometry.camera)
     perception = make(camera)
     typer.echo(f"perceiving {source} ({profile} profile, {perception.workers} worker(s), {device})")
+    if geometry is not None:
+        typer.echo(f"camera: {geometry.describe()}; " + ("frames undistorted before perception"
+                                                         if geometry.camera.D.any() else "no lens distortion"))
     if perception.example_models:
         typer.echo(f"warning: {' and '.join(perception.example_models)}: example weights (random): the pictures "
                    f"show the workflow, not a segmentation or a depth", err=True)
@@ -678,10 +712,12 @@ for _name, _issue in (
 
 
 from so101_sim2real.cli.calibrate_camera import register as register_camera_calibration  # noqa: E402
+from so101_sim2real.cli.calibrate_rig import register as register_rig_calibration  # noqa: E402
 from so101_sim2real.cli.reward import reward_app  # noqa: E402 - registered with the other groups
 
 app.add_typer(reward_app, name="reward")
 register_camera_calibration(calibrate_app)
+register_rig_calibration(calibrate_app)
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
                           no_args_is_help=True, **PLAIN)
@@ -746,6 +782,7 @@ def hilserl_train(
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
+    rig: RigOpt = None,
     period: Annotated[Optional[float], typer.Option("--period", help="Control period on --robot so101, in "
                                                                      "seconds (default: measured at start, what "
                                                                      "this machine sustains for a whole tick).")
@@ -771,7 +808,8 @@ def hilserl_train(
     where = [name for name, value in (("--robot", robot != "sim"), ("--port", port), ("--calibration", calibration),
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
-                                      ("--profile", profile != "fast"), ("--period", period)) if value]
+                                      ("--profile", profile != "fast"), ("--period", period), ("--rig", rig))
+             if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
                                       ("--reward", reward), ("--classifier", classifier), ("--device", device),
@@ -799,6 +837,7 @@ def hilserl_train(
                                              robot=robot, port=port, calibration=calibration, camera=camera,
                                              perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
                                              depth_model=depth_model, profile=profile, period_s=period,
+                                             rig=str(rig) if rig else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),
                                              perturbation=load_perturbation(perturb) if perturb else None)

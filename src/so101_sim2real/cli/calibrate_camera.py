@@ -83,7 +83,7 @@ def calibrate_camera(
     undistorted next to the original, and prints both models' fit.
     """
     from so101_sim2real.calib.board import BoardSpec
-    from so101_sim2real.calib.camera_fit import MIN_VIEWS
+    from so101_sim2real.calibrate.camera_fit import MIN_VIEWS
     from so101_sim2real.files import writable_folder
 
     if (camera is None) == (images is None):
@@ -104,7 +104,7 @@ def calibrate_camera(
 def _from_images(folder: Path, spec):
     from tqdm import tqdm
 
-    from so101_sim2real.calib.capture import image_files, views_from_images
+    from so101_sim2real.calibrate.capture import image_files, views_from_images
 
     files = image_files(folder)
     bar = tqdm(total=len(files), unit="image", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
@@ -122,7 +122,7 @@ def _from_images(folder: Path, spec):
 
 
 def _from_camera(source: str, spec, wanted: int):
-    from so101_sim2real.calib.capture import views_from_camera
+    from so101_sim2real.calibrate.capture import views_from_camera
     from so101_sim2real.cameras import open_camera
 
     cam = open_camera(source)
@@ -139,8 +139,8 @@ def _from_camera(source: str, spec, wanted: int):
 
 
 def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, where: str) -> None:
-    from so101_sim2real.calib.camera_fit import fit_camera
-    from so101_sim2real.calib.report import ERRORS_PNG, UNDISTORTED_PNG, plot_undistorted, plot_view_errors
+    from so101_sim2real.calibrate.camera_fit import fit_camera
+    from so101_sim2real.calibrate.report import ERRORS_PNG, UNDISTORTED_PNG, plot_undistorted, plot_view_errors
 
     found = len(gathered.views)
     if found < min_views:

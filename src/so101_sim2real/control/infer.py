@@ -52,6 +52,7 @@ class InferOptions:
     camera: str | None = None  # a real port: a camera index or device, a video, an image folder
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
     perturbation: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
+    rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
 
 
 def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
@@ -77,7 +78,8 @@ def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec, Spec]:
 
 def rig_request(opts: InferOptions, with_camera: bool = True) -> RigRequest:
     return RigRequest(opts.robot, opts.port, opts.calibration, opts.camera, opts.perception,
-                      opts.models or RealModels(), opts.perturbation, with_camera, opts.wait_for_operator)
+                      opts.models or RealModels(), opts.perturbation, with_camera, opts.wait_for_operator,
+                      rig=opts.rig)
 
 
 def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:

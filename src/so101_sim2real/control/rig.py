@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.perturb import NoisyPerception, Perturbation
 from so101_sim2real.spec import Spec
+
+if TYPE_CHECKING:
+    from so101_sim2real.calib.rig_file import RigGeometry
 
 
 @dataclass
@@ -87,6 +91,7 @@ class RigRequest:
     perturbation: Perturbation | None = None  # the twin only
     with_camera: bool = True  # False: no rendering at all (a scripted pilot keeping no frames)
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
+    rig: str | None = None  # a rig.yaml (or camera.yaml): the twin's camera, or the arm's lens and joint offsets
 
     @property
     def real_port(self) -> bool:
@@ -109,6 +114,15 @@ def check_request(req: RigRequest) -> None:
         _check_arm_request(req)
     if req.perturbation is not None and req.robot != "sim":
         raise So101Error("@perturb changes the sim twin; it works with @robot sim only")
+    if req.rig:
+        load_rig_file(req.rig)  # a typo is refused before anything loads
+
+
+def load_rig_file(path: str | Path | None) -> RigGeometry | None:
+    """``@rig FILE`` read (a rig.yaml or a camera.yaml); None without one."""
+    from so101_sim2real.calib.rig_file import read_rig
+
+    return read_rig(path) if path else None
 
 
 def _check_arm_request(req: RigRequest) -> None:
@@ -138,7 +152,16 @@ def _check_arm_request(req: RigRequest) -> None:
 def build_rig(spec: Spec, req: RigRequest) -> Rig:
     """The rig a checked request describes: the twin, the driver on the emulated twin, or an arm."""
     check_request(req)
+    geometry = load_rig_file(req.rig)
+    if geometry is not None and geometry.calibrated:
+        from so101_sim2real.calib.rig_file import check_size
+
+        check_size(geometry, spec.observation.source_size)
     calibration = load_calibration(req.calibration) if req.real_port else None  # a typo fails before the networks
+    if calibration is not None and geometry is not None:
+        from so101_sim2real.hardware.calibration import with_joint_offsets
+
+        calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
     make_perception = None
     if req.perception == "real":
         from so101_sim2real.perception.real import RealModels, real_perception_factory
@@ -146,11 +169,12 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
                                                   allow_examples=not req.real_port or _pseudo_terminal(req.port))
     if req.real_port:
-        return _arm_rig(spec, req, make_perception, calibration)
+        return _arm_rig(spec, req, make_perception, calibration, geometry)
     if req.robot == "so101":
-        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception)
+        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception,
+                         geometry=geometry)
     return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
-                   perturbation=req.perturbation)
+                   perturbation=req.perturbation, geometry=geometry)
 
 
 def _pseudo_terminal(port: str) -> bool:
@@ -171,10 +195,13 @@ def load_calibration(name: str | None) -> object | None:
     return resolve_calibration(name, "follower")
 
 
-def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object) -> Rig:
-    from so101_sim2real.cameras import open_camera
+def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object,
+             geometry: RigGeometry | None = None) -> Rig:
+    from so101_sim2real.cameras import open_camera, undistorted
 
     camera = open_camera(req.camera, spec.observation.source_size, loop=True)
+    if geometry is not None:  # perception sees the ideal pinhole image the twin renders
+        camera = undistorted(camera, geometry.camera)
     try:
         return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
                          wait_for_operator=req.wait_for_operator)
@@ -183,18 +210,26 @@ def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | N
         raise
 
 
+def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig:
+    """The twin's scene: its wrist camera ``geometry``'s (intrinsics and mount), or today's without one."""
+    if geometry is None:
+        return S.SceneConfig()
+    return S.scene_for_rig(geometry, spec.observation.source_size)
+
+
 def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
-            perturbation: Perturbation | None = None) -> Rig:
+            perturbation: Perturbation | None = None, geometry: RigGeometry | None = None) -> Rig:
     """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes
     (rendered classes and depth, or ``make_perception`` on its rendered RGB). A
     ``perturbation`` makes it the perturbed twin: another control period, the camera
-    moved, noisy perception."""
+    moved, noisy perception. ``geometry`` (a rig file) is the camera the twin sees through;
+    its joint offsets belong to a real arm's calibration, not the twin."""
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
     from so101_sim2real.sim.robot import SimRobot
     from so101_sim2real.sim.task import LiftCubeTask
 
     perturbation = perturbation or Perturbation()
-    task = LiftCubeTask(spec, scene=perturbation.scene())
+    task = LiftCubeTask(spec, scene=perturbation.scene(twin_scene(spec, geometry)))
     robot = SimRobot(task.model, task.data, spec)
     live = task.data if spec.action.ik.pose_from == "live_physics" else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
@@ -260,7 +295,8 @@ def arm_needs_eyes(port: str) -> So101Error:
 
 def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
               make_perception: PerceptionFactory | None = None, calibration: object | None = None,
-              camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None) -> Rig:
+              camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
+              geometry: RigGeometry | None = None) -> Rig:
     """The real driver stack on a follower arm.
 
     ``port='emulator'`` runs the STS3215 emulator in this process with the sim twin as
@@ -268,9 +304,11 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     real driver path, end to end, without hardware. Any other port is an arm (or a
     separate ``so101 emulate --twin``): it needs its ``calibration``, a ``camera`` and
     the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
+    ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_rig`
+    has already put its lens on the camera and its joint offsets in the calibration.
     """
     if port == EMULATOR_PORT:
-        return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception)
+        return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception, geometry)
     from so101_sim2real.control.arm_episodes import ArmEpisodes
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
@@ -298,7 +336,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
 
 
 def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | None,
-                        make_perception: PerceptionFactory | None) -> Rig:
+                        make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None) -> Rig:
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
@@ -306,7 +344,7 @@ def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | Non
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
 
     emulator = BusEmulator(list(SERVO_IDS.values()))
-    bridge = attach_twin(emulator, spec)
+    bridge = attach_twin(emulator, spec, scene=twin_scene(spec, geometry))
     emulator.start()
     bus = MotorBus(emulator.path, bridge.calibration.ids)
     robot = SO101Follower(bus, bridge.calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)

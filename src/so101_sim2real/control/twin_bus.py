@@ -115,9 +115,11 @@ class TwinServo(Servo):
         self.update()
 
 
-def attach_twin(emu: BusEmulator, spec: Spec | None = None, seed: int = 0) -> TwinBridge:
-    """Replace ``emu``'s servos 1..6 by the twin's joints; starts and stops with the emulator."""
-    bridge = TwinBridge(LiftCubeTask(spec or default_spec()), emu.lock)
+def attach_twin(emu: BusEmulator, spec: Spec | None = None, seed: int = 0,
+                scene: S.SceneConfig | None = None) -> TwinBridge:
+    """Replace ``emu``'s servos 1..6 by the twin's joints; starts and stops with the emulator.
+    ``scene``: the twin's scene (e.g. a rig file's camera), today's by default."""
+    bridge = TwinBridge(LiftCubeTask(spec or default_spec(), scene=scene), emu.lock)
     bridge.task.reset(seed)
     ids = [s.servo_id for s in emu.servos]
     bridge.servos = [TwinServo(bridge.calibration.motors[j].id, bridge, i) for i, j in enumerate(JOINT_NAMES)

@@ -167,6 +167,15 @@ class ArmCalibration:
         return np.sort(ends, axis=1)
 
 
+def with_joint_offsets(calibration: ArmCalibration, offsets_rad: np.ndarray) -> ArmCalibration:
+    """The calibration whose sim angles are this one's plus ``offsets_rad`` (a rig file's joint
+    offsets, one per joint in JOINT_NAMES order): reading adds them, writing goals subtracts them."""
+    offsets = np.asarray(offsets_rad, dtype=np.float64).reshape(len(JOINT_NAMES))
+    sim = {j: JointMap(calibration.sim[j].sign, calibration.sim[j].offset_rad + float(off))
+           for j, off in zip(JOINT_NAMES, offsets, strict=True)}
+    return ArmCalibration(dict(calibration.motors), sim)
+
+
 def resolve_calibration(name: str, kind: str, option: str = "calibration") -> ArmCalibration:
     """An arm's calibration from a ``.json`` path or its id in LeRobot's folder (``kind``: follower or leader)."""
     path = Path(name).expanduser()

@@ -87,11 +87,12 @@ class RunOptions:
     # The control period on the driver (an arm, or the emulated one): None measures at each start
     # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
     period_s: float | None = None
+    rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
 
     def rig_request(self, wait_for_operator: Callable[[str], None] | None = None) -> RigRequest:
         models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device)
         return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
-                          self.perturbation, wait_for_operator=wait_for_operator)
+                          self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -610,6 +611,8 @@ def _load_with_critics(source: str | Path) -> Checkpoint:
 
 def _check_options(options: RunOptions, source: str = "") -> None:
     where = f"{source}: options." if source else "@"
+    if options.rig is not None and not isinstance(options.rig, str):
+        raise So101Error(f"{where}rig: expected the path of a rig.yaml or camera.yaml, got {options.rig!r}")
     request = options.rig_request()
     check_request(request)
     if options.period_s is not None and not 0.005 <= options.period_s <= 1.0:

@@ -57,6 +57,16 @@ def _import_triton_before_gl() -> None:
         import triton  # noqa: F401
 
 
+def _check_intrinsics_size(model: mujoco.MjModel, camera: str, size: tuple[int, int]) -> None:
+    """A camera with explicit intrinsics is only right at the resolution they were given for
+    (MuJoCo stretches its frustum over any other)."""
+    cam = model.camera(camera).id
+    if model.cam_sensorsize[cam].any() and tuple(model.cam_resolution[cam]) != (size[1], size[0]):
+        w, h = model.cam_resolution[cam]
+        raise So101Error(f"the twin's camera has intrinsics for {w}x{h} images, rendered at {size[1]}x{size[0]}: "
+                         f"build the scene for the spec's source size")
+
+
 class SimCamera:
     """Offscreen renders of the wrist camera at the spec's source size (H, W)."""
 
@@ -65,6 +75,7 @@ class SimCamera:
         height, width = spec.source_size
         if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
             raise So101Error(f"the scene's offscreen buffer is smaller than the camera's {width}x{height}")
+        _check_intrinsics_size(model, camera, (height, width))
         self.model, self.data, self.camera = model, data, camera
         _import_triton_before_gl()
         try:

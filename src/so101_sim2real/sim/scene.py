@@ -11,14 +11,18 @@ result against the user's own environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mujoco
 
 from so101_sim2real import arm
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.calib.rig_file import RigGeometry
 
 ARM_JOINTS, GRIPPER_JOINT, JOINTS = arm.ARM_JOINTS, arm.GRIPPER, arm.JOINT_NAMES  # the MJCF's names are the arm's
 GRIPPER_BODY = "gripper"
@@ -70,6 +74,10 @@ class SceneConfig:
     camera_pos: tuple[float, float, float] = (0.008, -0.065, -0.019)
     camera_euler: tuple[float, float, float] = (0.398, 0.0, 3.14159)  # MuJoCo XML convention
     camera_fovy: float = 70.5
+    # A calibrated camera's intrinsics: fx, fy, cx, cy in pixels (OpenCV's convention) of an image of
+    # camera_size (H, W), the size it renders at. None: the fovy camera (centred, square pixels).
+    camera_intrinsics: tuple[float, float, float, float] | None = None
+    camera_size: tuple[int, int] | None = None
     cube_half: float = 0.015
     cube_mass: float = 0.03
     cube_friction: tuple[float, float, float] = (0.5, 0.05, 0.001)
@@ -84,6 +92,9 @@ class SceneConfig:
     impratio: float = 10.0
     znear: float = 0.005
     offscreen: tuple[int, int] = (640, 480)  # (width, height) framebuffer for the camera
+    # A calibration board lying on the table (so101 calibrate rig on the twin): anything with
+    # ``add_to(spec)``, e.g. :class:`~so101_sim2real.sim.table_board.TableBoard`; None in the task.
+    table_board: object | None = None
 
 
 def arm_mjcf_path() -> Path:
@@ -176,6 +187,44 @@ def _add_camera(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
     cam = _body(spec, GRIPPER_BODY).add_camera(name=WRIST_CAMERA, pos=list(cfg.camera_pos), fovy=cfg.camera_fovy)
     cam.alt.type = mujoco.mjtOrientation.mjORIENTATION_EULER
     cam.alt.euler = list(cfg.camera_euler)
+    if cfg.camera_intrinsics is not None:
+        _set_intrinsics(cam, cfg.camera_intrinsics, cfg.camera_size)
+
+
+_PIXEL_PITCH = 1e-5  # m per pixel of the virtual sensor; only its ratio to the focal length matters
+
+
+def _set_intrinsics(cam: mujoco.MjsCamera, intrinsics: tuple[float, float, float, float],
+                    size: tuple[int, int] | None) -> None:
+    """MuJoCo's explicit intrinsics: with a sensor size set, fovy is ignored."""
+    from so101_sim2real.sim.board_view import mujoco_principal
+
+    if size is None:
+        raise So101Error("SceneConfig.camera_intrinsics needs camera_size (H, W), the size the camera renders at")
+    fx, fy, cx, cy = intrinsics
+    height, width = size
+    cam.resolution = [width, height]
+    cam.sensor_size = [width * _PIXEL_PITCH, height * _PIXEL_PITCH]
+    cam.focal_pixel = [fx, fy]
+    cam.principal_pixel = list(mujoco_principal(cx, cy, width, height))
+
+
+def scene_for_rig(rig: RigGeometry, size: tuple[int, int], base: SceneConfig | None = None) -> SceneConfig:
+    """The scene whose wrist camera is ``rig``'s, rendering images of ``size`` (H, W).
+
+    A calibrated camera gets MuJoCo's explicit intrinsics (its K scaled to ``size``; the
+    twin renders the ideal pinhole image, which is what the real frames are undistorted
+    to). An uncalibrated one (the sim's guess) keeps the fovy camera, so the default rig
+    is today's twin exactly.
+    """
+    base = base or SceneConfig()
+    scene = replace(base, camera_pos=tuple(rig.mount_pos), camera_euler=tuple(rig.mount_euler))
+    if not rig.calibrated:
+        # rounded: the fovy the guess was made from, not its last bits through tan and atan
+        return replace(scene, camera_fovy=round(rig.camera.fovy_deg(), 6), camera_intrinsics=None, camera_size=None)
+    camera = rig.camera.scaled_to(size)
+    return replace(scene, camera_intrinsics=(camera.fx, camera.fy, camera.cx, camera.cy),
+                   camera_size=(int(size[0]), int(size[1])))
 
 
 def build_spec(cfg: SceneConfig | None = None) -> mujoco.MjSpec:
@@ -196,6 +245,8 @@ def build_spec(cfg: SceneConfig | None = None) -> mujoco.MjSpec:
     _configure_collisions(spec, cfg)
     _add_world(spec, cfg)
     _add_camera(spec, cfg)
+    if cfg.table_board is not None:
+        cfg.table_board.add_to(spec)
     return spec
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from so101_sim2real.calib.board import BoardSpec, detector
-from so101_sim2real.calib.camera_fit import Coverage, View
+from so101_sim2real.calibrate.camera_fit import Coverage, View
 from so101_sim2real.cameras import IMAGE_SUFFIXES, CameraExhausted
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera

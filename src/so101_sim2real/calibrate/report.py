@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_sim2real.calib.camera_fit import FitReport
 from so101_sim2real.calib.camera_model import CameraModel
+from so101_sim2real.calibrate.camera_fit import FitReport
 from so101_sim2real.files import write_file
 
 ERRORS_PNG = "reprojection_errors.png"

@@ -1,0 +1,307 @@
+"""``so101 calibrate rig`` and ``align``: the wrist camera's mount (and the joints' zeros), measured.
+
+``rig`` fits both to views of a board on the table; ``align`` needs no board: it fits the
+mount to what the segmentation sees of the fingers and the table. Thin over
+:mod:`so101_sim2real.calib`; :func:`register` adds them to the ``calibrate`` group.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from so101_sim2real.errors import So101Error
+
+BOARD_AT_HELP = ("Where the board lies: X,Y of its squares' top-left corner in metres in the arm's base frame "
+                 "(x forward, y left), and optionally its turn in degrees, e.g. 0.145,0.075,0 (the default: "
+                 "a 7x5 board of 30 mm squares centred where the task's cube goes).")
+
+
+def _board_at(text: str) -> tuple[tuple[float, float], float]:
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or not all(math.isfinite(v) for v in values):
+        raise So101Error(f"--board-at {text!r}: use X,Y or X,Y,YAW_DEG, e.g. 0.145,0.075,0")
+    return (values[0], values[1]), math.radians(values[2]) if len(values) == 3 else 0.0
+
+
+def calibrate_rig(
+    port: Annotated[str, typer.Option("--port", help="The follower's serial port, or 'emulator': a rehearsal on "
+                                                     "the twin, whose mount and joint zeros are off by a known "
+                                                     "amount.")],
+    out: Annotated[Path, typer.Option("--out", help="The rig.yaml to write (camera, mount, joint offsets).")],
+    calibration: Annotated[Optional[str], typer.Option("--calibration", help="The follower's calibration: its "
+                                                                             "id or a .json.")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index (0) or a "
+                                                                   "device (/dev/video2).")] = None,
+    camera_model: Annotated[Optional[Path], typer.Option("--camera-model", help="camera.yaml from 'so101 "
+                                                                                "calibrate camera' (or a "
+                                                                                "rig.yaml to refine).")
+                            ] = None,
+    board: Annotated[Optional[Path], typer.Option("--board", help="The board.yaml of the printed board "
+                                                                  "(default: ChArUco 7x5, 30 mm).")] = None,
+    board_at: Annotated[str, typer.Option("--board-at", help=BOARD_AT_HELP)] = "0.145,0.075,0",
+    poses: Annotated[int, typer.Option("--poses", help="Poses the arm visits.")] = 12,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the pose set.")] = 0,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the overlay picture (default: "
+                                                                    "beside --out).")] = None,
+) -> None:
+    """Fit the camera's mount on the gripper and the joints' zero offsets to views of a board.
+
+    The board lies flat at --board-at. The arm visits --poses generated poses above it
+    (each goal clamped to the arm's ranges and step limit; torque off at the end); at
+    each, the board's corners are found, and one least-squares fit makes the sim's
+    kinematics agree with every view. Prints each value with its uncertainty and the
+    residual before and after; writes rig.yaml and an overlay of the fitted twin on the
+    pictures. Give the rig file to infer and hilserl with --rig.
+    """
+    from so101_sim2real.calib.board import BoardSpec
+    from so101_sim2real.files import writable_folder
+    from so101_sim2real.sim.table_board import TableBoard
+
+    if poses < 6:
+        raise So101Error("--poses must be at least 6 (the fit has 10 unknowns; 12 or more is better)")
+    origin, yaw = _board_at(board_at)
+    for folder in (out.parent, report or out.parent):
+        if problem := writable_folder(folder):
+            raise So101Error(f"cannot write to {folder}: {problem}")
+    table = TableBoard(BoardSpec.load(board) if board else BoardSpec(), origin, yaw)
+    if port == "emulator":
+        _rehearse(table, poses, seed, out, report or out.parent, camera_model)
+        return
+    missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
+                                        ("--camera-model", camera_model)) if value is None]
+    if missing:
+        raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)} (the camera's intrinsics come from "
+                         f"'so101 calibrate camera')")
+    _on_arm(port, calibration, camera, _guess(camera_model), table, poses, seed, out, report or out.parent)
+
+
+def _guess(path: Path):
+    from so101_sim2real.calib.rig_file import RigGeometry, rig_from_camera
+
+    if path.suffix in (".yaml", ".yml") and "format: so101-rig" in _head(path):
+        return RigGeometry.load(path)
+    return rig_from_camera(path)
+
+
+def _head(path: Path) -> str:
+    try:
+        return path.read_text()[:2000]
+    except OSError as exc:
+        raise So101Error(f"--camera-model {path}: cannot read it ({exc.strerror})") from None
+
+
+def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, report_dir) -> None:
+    from so101_sim2real.cameras import open_camera
+    from so101_sim2real.control.rig import load_calibration
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.calibration import with_joint_offsets
+    from so101_sim2real.hardware.so101 import SO101Follower
+
+    cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
+    cam = open_camera(camera_src)
+    robot = SO101Follower(MotorBus(port, cal.ids), cal)
+    try:
+        robot.connect()
+        typer.prompt(f"the arm will visit {count} poses above the board; keep clear of it. Enter to start",
+                     default="", show_default=False)
+        _calibrate(robot, cam, guess, table, count, seed, out, report_dir)
+    finally:
+        try:
+            robot.close()  # torque off first
+        finally:
+            cam.close()
+
+
+def _rehearse(table, count: int, seed: int, out: Path, report_dir: Path, camera_model: Path | None) -> None:
+    from so101_sim2real.calib.rig_file import default_rig
+    from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
+    from so101_sim2real.spec import default_spec
+
+    if camera_model is not None:
+        raise So101Error("--camera-model: the rehearsal's camera is the twin's own; drop it")
+    guess = default_rig()
+    truth = RigTruth().rig(guess)
+    typer.echo("rehearsal: the twin's camera is moved 8 mm / 4 deg from the sim's guess and its joint zeros are "
+               "off by -3 -3 +5 +5 0 deg; the fit does not know that")
+    with rig_rehearsal(default_spec(), table, truth) as (robot, camera):
+        fit = _calibrate(robot, camera, guess, table, count, seed, out, report_dir)
+    mm, deg = mount_error(fit.rig, truth)
+    off = np.degrees(fit.rig.joint_offsets_rad - truth.joint_offsets_rad)[:5]
+    typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off; joint offsets off by "
+               + " ".join(f"{v:+.2f}" for v in off) + " deg")
+
+
+def _calibrate(robot, camera, guess, table, count, seed, out, report_dir):
+    from so101_sim2real.calibrate.hand_eye import fit_rig
+    from so101_sim2real.calibrate.rig_capture import capture_views
+    from so101_sim2real.calibrate.rig_poses import rig_poses
+    from so101_sim2real.calibrate.rig_report import OVERLAY_PNG, plot_rig_overlay
+
+    limits = np.column_stack([robot.limits.low, robot.limits.high])
+    plan = rig_poses(limits, guess.camera, table, guess, count, seed, start=robot.read().position)
+    if len(plan) < count:
+        typer.echo(f"{count - len(plan)} pose(s) have no clear path from the others; visiting {len(plan)}")
+    captured = capture_views(robot, camera, table.board, plan, period_s=0.02, say=typer.echo)
+    fit = fit_rig(captured.views, guess.camera, table, guess)
+    for line in fit_table(fit, guess):
+        typer.echo(line)
+    for note in fit.notes:
+        typer.echo(note)
+    fit.rig.save(out)
+    picture = plot_rig_overlay(fit, guess, captured, table, report_dir / OVERLAY_PNG)
+    typer.echo(f"wrote {out}; overlay: {picture}")
+    return fit
+
+
+def fit_table(fit, guess) -> list[str]:
+    """The fitted values with their 1-sigma, and the residuals."""
+    from so101_sim2real.arm import JOINT_NAMES
+
+    rig = fit.rig
+    pos = ", ".join(f"{v * 1000:.1f}" for v in rig.mount_pos)
+    moved = np.subtract(rig.mount_pos, guess.mount_pos) * 1000
+    lines = [f"mount position (mm, gripper frame): {pos}  (moved {np.linalg.norm(moved):.1f} mm from the guess; "
+             f"+-{', '.join(f'{s:.2f}' for s in fit.sigma_mount_mm)})",
+             f"mount euler (rad, MuJoCo xyz): {', '.join(f'{v:.4f}' for v in rig.mount_euler)}  "
+             f"(+-{', '.join(f'{s:.2f}' for s in fit.sigma_mount_deg)} deg)"]
+    for joint, value in zip(JOINT_NAMES, np.degrees(rig.joint_offsets_rad), strict=True):
+        if joint in fit.sigma_offsets_deg:
+            lines.append(f"{joint:<14} offset {value:+6.2f} deg  (+-{fit.sigma_offsets_deg[joint]:.2f})")
+    before, after = (float(np.sqrt(np.mean(np.square(v)))) for v in (fit.rms_before_px, fit.rms_after_px))
+    lines.append(f"reprojection RMS: {before:.1f} px with the guess -> {after:.2f} px fitted, over "
+                 f"{len(fit.rms_after_px)} views (worst {max(fit.rms_after_px):.2f} px)")
+    return lines
+
+
+def calibrate_align(
+    port: Annotated[str, typer.Option("--port", help="The follower's serial port, or 'emulator': a rehearsal on "
+                                                     "the twin, whose camera is mounted 8 mm / 4 deg off the "
+                                                     "guess.")],
+    out: Annotated[Path, typer.Option("--out", help="The rig.yaml to write.")],
+    calibration: Annotated[Optional[str], typer.Option("--calibration", help="The follower's calibration: its "
+                                                                             "id or a .json.")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index or a "
+                                                                   "device.")] = None,
+    seg_ckpt: Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your segmentation checkpoint: it "
+                                                                        "finds the fingers and the table.")
+                        ] = None,
+    rig: Annotated[Optional[Path], typer.Option("--rig", help="A rig.yaml (or camera.yaml) to start from "
+                                                              "(default: the sim's guesses).")] = None,
+) -> None:
+    """Fit the camera's mount to the fingers and the table as the segmentation sees them.
+
+    Take the cube off the table. The arm holds the sim's start pose with four gripper
+    openings and three wrist turns; the twin, rendered at the same joints, is moved
+    until its class maps match the real ones. Prints the IoU per class before and
+    after; writes rig.yaml. Joint zeros must be right already (calibrate rig fits both).
+    """
+    from so101_sim2real.files import writable_folder
+
+    if problem := writable_folder(out.parent):
+        raise So101Error(f"cannot write to {out.parent}: {problem}")
+    if port == "emulator":
+        if any(v is not None for v in (calibration, camera, seg_ckpt)):
+            raise So101Error("--port emulator: the rehearsal's arm, camera and segmentation are the twin's; drop "
+                             "--calibration, --camera and --seg-ckpt")
+        _align_rehearsal(out, _start_rig(rig))
+        return
+    missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
+                                        ("--seg-ckpt", seg_ckpt)) if value is None]
+    if missing:
+        raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)}")
+    _align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out)
+
+
+def _start_rig(path: Path | None):
+    from so101_sim2real.calib.rig_file import default_rig
+
+    return default_rig() if path is None else _guess(path)
+
+
+def _align_rehearsal(out: Path, guess) -> None:
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    truth = RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
+    typer.echo("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
+    with rig_rehearsal(spec, None, truth) as (robot, camera):
+        def segment():
+            with camera.lock:
+                return camera.inner.seg_ids()
+
+        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()), 0.02, typer.echo)
+    fit = _align_and_write(views, spec, guess, out)
+    mm, deg = mount_error(fit.rig, truth)
+    typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off (the guess was "
+               f"{mount_error(guess, truth)[0]:.1f} mm / {mount_error(guess, truth)[1]:.1f} deg)")
+
+
+def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out) -> None:
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.cameras import open_camera
+    from so101_sim2real.control.rig import load_calibration
+    from so101_sim2real.hardware.bus import MotorBus
+    from so101_sim2real.hardware.calibration import with_joint_offsets
+    from so101_sim2real.hardware.so101 import SO101Follower
+    from so101_sim2real.observation import real_to_sim_ids
+    from so101_sim2real.perception.segmentation import load_segmentation
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    seg = load_segmentation(seg_ckpt)
+    cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
+    cam = open_camera(camera_src)
+    robot = SO101Follower(MotorBus(port, cal.ids), cal)
+
+    def segment():
+        real = seg.predict(cam.read().rgb, seg.input_size)
+        return real_to_sim_ids(real, spec.observation.segmentation.real_to_sim)
+
+    try:
+        robot.connect()
+        typer.prompt("take the cube off the table; the arm will move to the start pose. Enter to start",
+                     default="", show_default=False)
+        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()), 0.02,
+                                    typer.echo)
+    finally:
+        try:
+            robot.close()
+        finally:
+            cam.close()
+    _align_and_write(views, spec, guess, out)
+
+
+def _align_and_write(views, spec, guess, out: Path):
+    from so101_sim2real.calibrate.align import fit_mount
+
+    typer.echo("fitting the mount (about a minute) ...")
+    fit = fit_mount(views, spec, guess)
+    for cls in fit.iou_before:
+        typer.echo(f"{cls:<14} IoU {fit.iou_before[cls]:.3f} -> {fit.iou_after[cls]:.3f}")
+    moved = np.subtract(fit.rig.mount_pos, guess.mount_pos) * 1000
+    typer.echo(f"mount moved {np.linalg.norm(moved):.1f} mm from the guess: "
+               f"{', '.join(f'{v * 1000:.1f}' for v in fit.rig.mount_pos)} mm; euler "
+               f"{', '.join(f'{v:.4f}' for v in fit.rig.mount_euler)} rad ({fit.evaluations} renders of "
+               f"{len(views)} poses)")
+    fit.rig.save(out)
+    typer.echo(f"wrote {out}")
+    return fit
+
+
+def register(group: typer.Typer) -> None:
+    """Add ``rig`` and ``align`` to the ``calibrate`` group."""
+    group.command("rig")(calibrate_rig)
+    group.command("align")(calibrate_align)
