@@ -94,6 +94,7 @@ CASES = [
     ("calibrate rig --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --camera-model"),
     ("calibrate rig --port emulator --out {file}/rig.yaml", "cannot write"),
     ("calibrate align --port emulator --out {tmp}/rig.yaml --camera 0", "drop --calibration"),
+    ("calibrate align --port emulator --out {tmp}/rig.yaml --interactive", "--interactive: "),
     ("calibrate align --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --seg-ckpt"),
     ("calibrate align --port emulator --out {tmp}/rig.yaml --rig {tmp}/missing.yaml", "missing.yaml"),
     # hilserl

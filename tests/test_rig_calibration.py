@@ -145,3 +145,49 @@ def test_align_recovers_a_moved_mount_from_the_fingers_and_the_table(capsys, tmp
     for cls in ("table", "static_finger", "moving_finger"):
         assert ious["iou_after"][cls] > max(0.95, ious["iou_before"][cls])
     assert "moving_finger  IoU" in out
+
+
+def test_nudging_by_eye_moves_the_mount_along_the_cameras_own_axes_and_enter_keeps_it():
+    from so101_sim2real.calibrate.align_view import Nudge, nudge_loop, twin_picture
+    from so101_sim2real.control.window import LiveWindow
+
+    guess = default_rig()
+    nudge = Nudge(guess)
+    for key in "rrr":  # 3 mm forward, along the camera's viewing direction
+        nudge.key(key)
+    R = euler_to_matrix(guess.mount_euler)
+    forward = -R[:, 2]  # MuJoCo cameras look down their -z
+    assert np.allclose(np.subtract(nudge.rig.mount_pos, guess.mount_pos), 0.003 * forward)
+    nudge.key("+")
+    assert nudge.rig.camera.fovy_deg() == pytest.approx(71.0, abs=1e-6)
+
+    class Gui:
+        def __init__(self, typed):
+            self.typed, self.shown = list(typed), []
+
+        def namedWindow(self, *a):  # noqa: N802 - OpenCV's names
+            pass
+
+        def imshow(self, title, frame):
+            self.shown.append(frame)
+
+        def waitKey(self, ms):  # noqa: N802
+            return ord(self.typed.pop(0)) if self.typed else -1
+
+        def destroyWindow(self, title):  # noqa: N802
+            pass
+
+    renders = []
+
+    def render(rig, joints, size):
+        renders.append(rig.mount_pos)
+        return np.zeros((*size, 3), np.uint8)
+
+    real = np.full((48, 64, 3), 90, np.uint8)
+    kept = nudge_loop(guess, real, np.zeros(6), LiveWindow(gui=Gui("dd\r")), render=render)
+    assert kept is not None and len(renders) == 3  # rendered again only when the mount moved
+    right = R @ np.diag([1.0, -1.0, -1.0])[:, 0]
+    assert np.allclose(np.subtract(kept.mount_pos, guess.mount_pos), 0.002 * right)
+    assert nudge_loop(guess, real, np.zeros(6), LiveWindow(gui=Gui("d\x1b")), render=render) is None
+    picture = twin_picture(guess, np.array([0.0, 0.0, 0.0, 1.57, 1.57, 0.3]), (48, 64))
+    assert picture.shape == (48, 64, 3) and picture.std() > 5  # the twin's table and fingers, not a blank

@@ -196,6 +196,10 @@ def calibrate_align(
                         ] = None,
     rig: Annotated[Optional[Path], typer.Option("--rig", help="A rig.yaml (or camera.yaml) to start from "
                                                               "(default: the sim's guesses).")] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", help="No fit: a window with the real picture, "
+                                                                    "the twin's and their blend at the start "
+                                                                    "pose, and keys to nudge the mount and the "
+                                                                    "field of view by eye.")] = False,
 ) -> None:
     """Fit the camera's mount to the fingers and the table as the segmentation sees them.
 
@@ -208,17 +212,20 @@ def calibrate_align(
 
     if problem := writable_folder(out.parent):
         raise So101Error(f"cannot write to {out.parent}: {problem}")
+    window = _window() if interactive else None
     if port == "emulator":
         if any(v is not None for v in (calibration, camera, seg_ckpt)):
             raise So101Error("--port emulator: the rehearsal's arm, camera and segmentation are the twin's; drop "
                              "--calibration, --camera and --seg-ckpt")
-        _align_rehearsal(out, _start_rig(rig))
+        _align_rehearsal(out, _start_rig(rig), window)
         return
     missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
-                                        ("--seg-ckpt", seg_ckpt)) if value is None]
+                                        ("--seg-ckpt", None if interactive else seg_ckpt)) if value is None]
+    if interactive:
+        seg_ckpt = seg_ckpt or Path("-")  # not used: the person judges the overlay
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)}")
-    _align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out)
+    _align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out, window)
 
 
 def _start_rig(path: Path | None):
@@ -227,7 +234,37 @@ def _start_rig(path: Path | None):
     return default_rig() if path is None else _guess(path)
 
 
-def _align_rehearsal(out: Path, guess) -> None:
+def _window():
+    from so101_sim2real.control.window import LiveWindow, check_display
+
+    check_display("interactive")
+    return LiveWindow(option="interactive")
+
+
+def _by_eye(robot, take_picture, guess, window, out: Path) -> None:
+    """The start pose, one picture, the nudge loop; the rig written when the person keeps it."""
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.calibrate.align_view import KEYS_HELP, nudge_loop
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    pictures = []
+    views = capture_align_views(robot, lambda: pictures.append(take_picture()) or pictures[-1],
+                                align_poses(LiftCubeTask(default_spec()).start_pose())[:1], 0.02, typer.echo)
+    typer.echo(KEYS_HELP)
+    try:
+        nudged = nudge_loop(guess, pictures[-1], views[0].joints, window)
+    finally:
+        window.close()
+    if nudged is None:
+        typer.echo("left without saving")
+        return
+    nudged.fitted["align"] = {"by_eye": True}
+    nudged.save(out)
+    typer.echo(f"wrote {out}")
+
+
+def _align_rehearsal(out: Path, guess, window=None) -> None:
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
     from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
     from so101_sim2real.sim.task import LiftCubeTask
@@ -237,6 +274,10 @@ def _align_rehearsal(out: Path, guess) -> None:
     truth = RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
     typer.echo("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
     with rig_rehearsal(spec, None, truth) as (robot, camera):
+        if window is not None:
+            _by_eye(robot, lambda: camera.read().rgb, guess, window, out)
+            return
+
         def segment():
             with camera.lock:
                 return camera.inner.seg_ids()
@@ -248,7 +289,7 @@ def _align_rehearsal(out: Path, guess) -> None:
                f"{mount_error(guess, truth)[0]:.1f} mm / {mount_error(guess, truth)[1]:.1f} deg)")
 
 
-def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out) -> None:
+def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out, window=None) -> None:
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
     from so101_sim2real.cameras import open_camera
     from so101_sim2real.control.rig import load_calibration
@@ -261,7 +302,7 @@ def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out) -> None:
     from so101_sim2real.spec import default_spec
 
     spec = default_spec()
-    seg = load_segmentation(seg_ckpt)
+    seg = None if window is not None else load_segmentation(seg_ckpt)
     cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
     cam = open_camera(camera_src)
     robot = SO101Follower(MotorBus(port, cal.ids), cal)
@@ -274,6 +315,9 @@ def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out) -> None:
         robot.connect()
         typer.prompt("take the cube off the table; the arm will move to the start pose. Enter to start",
                      default="", show_default=False)
+        if window is not None:
+            _by_eye(robot, lambda: cam.read().rgb, guess, window, out)
+            return
         views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()), 0.02,
                                     typer.echo)
     finally:

@@ -25,24 +25,25 @@ from so101_sim2real.errors import So101Error
 TITLE = "so101"
 
 
-def check_display() -> None:
-    """Refuse, with what to do, where no window can open."""
+def check_display(option: str = "view") -> None:
+    """Refuse, with what to do, where no window can open (``option``: the flag that asked for one)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise So101Error("@view: there is no display here (DISPLAY is not set); run at the machine's desktop or "
-                         "with ssh -X, or drop @view (the terminal shows the live table)")
+        raise So101Error(f"@{option}: there is no display here (DISPLAY is not set); run at the machine's desktop "
+                         f"or with ssh -X, or drop @{option}")
 
 
 class LiveWindow:
     """A video sink (``add``/``close``) that shows each frame; ``poll`` gives the keys typed in it."""
 
-    def __init__(self, status: Callable[[], str] | None = None, title: str = TITLE, gui: object = cv2):
+    def __init__(self, status: Callable[[], str] | None = None, title: str = TITLE, gui: object = cv2,
+                 option: str = "view"):
         self.status, self.title, self.gui = status, title, gui
         self._keys = ""
         try:
             gui.namedWindow(title, cv2.WINDOW_AUTOSIZE)
         except cv2.error:
-            raise So101Error("@view: this OpenCV has no windows (the headless build the default install uses); "
-                             "pip uninstall -y opencv-python-headless && pip install opencv-python") from None
+            raise So101Error(f"@{option}: this OpenCV has no windows (the headless build the default install "
+                             f"uses); pip uninstall -y opencv-python-headless && pip install opencv-python") from None
 
     def add(self, frame: np.ndarray) -> None:
         """Show one composed RGB frame with the status line; collect any key pressed meanwhile."""
