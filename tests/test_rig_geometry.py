@@ -284,6 +284,11 @@ def test_a_hilserl_run_keeps_its_rig_and_a_resume_refuses_another(capsys, tmp_pa
 
     path = str(_calibrated_rig().save(tmp_path / "rig.yaml"))
     RunFolder.create(tmp_path / "run", RunOptions(ckpt="policy.pt", rig=path), TrainConfig())
-    assert RunFolder.open(tmp_path / "run").options.rig == path
+    kept = RunFolder.open(tmp_path / "run").options.rig
+    assert kept == str((tmp_path / "run" / "rig.yaml").resolve())  # its own copy, not the file given
+    (tmp_path / "rig.yaml").write_text("edited later: not yaml that a rig reads\n")
+    from so101_sim2real.calib.rig_file import RigGeometry
+
+    assert RigGeometry.load(kept).describe() == _calibrated_rig().describe()
     code, _, err = run(capsys, "hilserl", "train", "--out", str(tmp_path / "run"), "--resume", "--rig", path)
     assert code == 2 and "--rig: a resumed run keeps its own" in err

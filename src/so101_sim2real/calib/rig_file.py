@@ -77,6 +77,8 @@ class RigGeometry:
             return (f"{what}: the sim's guesses, not calibrated (so101 calibrate camera, then so101 calibrate rig "
                     f"or align)")
         offsets = np.degrees(self.joint_offsets_rad)
+        if not {"rig", "align"} & set(self.fitted):
+            what += " (the mount is the sim's guess: so101 calibrate rig or align measures it)"
         return what + ("; joint offsets " + " ".join(f"{v:+.1f}" for v in offsets) + " deg"
                        if np.abs(offsets).max() > 0 else "")
 

@@ -55,6 +55,7 @@ from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
 from so101_sim2real.spec import Spec, flatten, yaml_problem
 
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
+RIG_FILE = "rig.yaml"  # the run's own copy of --rig
 METRICS_FILE, OPTIMISERS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "optimisers.safetensors", "tensorboard"
 INTERVENERS, REWARD_NAMES = ("scripted", "leader", "none"), ("success", "dense", "classifier")
 
@@ -195,6 +196,11 @@ class RunFolder:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise So101Error(f"@out {path}: cannot create the run folder ({exc.strerror})") from None
+        if options.rig:  # the run keeps its own copy: a rig file edited later cannot change a resumed run
+            from so101_sim2real.calib.rig_file import read_rig
+
+            copy = read_rig(options.rig).save(path / RIG_FILE)
+            options = dataclasses.replace(options, rig=str(copy.resolve()))
         run = cls(path, options, cfg, {"env_steps": 0, "updates": 0, "episodes": 0, "next_seed": 0})
         run.write_config()
         run.write_counters()
