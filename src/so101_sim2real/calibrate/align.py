@@ -91,7 +91,7 @@ class MaskRenderer:
     """The twin's class map at :data:`ALIGN_SIZE` for given joints and mount; the cube out of view."""
 
     def __init__(self, spec: Spec, rig: RigGeometry, cube_xy: tuple[float, float] = OFF_TABLE_XY):
-        from so101_sim2real.sim.camera import _import_triton_before_gl, segmentation_lut
+        from so101_sim2real.sim.camera import offscreen_renderer, segmentation_lut
 
         scene = S.scene_for_rig(rig, ALIGN_SIZE)
         self.model = S.build_model(scene)
@@ -102,8 +102,7 @@ class MaskRenderer:
         self.qadr = [self.model.jnt_qposadr[self.model.joint(j).id] for j in S.JOINTS]
         cube = self.model.jnt_qposadr[self.model.joint(S.CUBE_JOINT).id]
         self.data.qpos[cube:cube + 7] = (*cube_xy, scene.cube_half, 1.0, 0.0, 0.0, 0.0)
-        _import_triton_before_gl()
-        self.renderer = mujoco.Renderer(self.model, *ALIGN_SIZE)
+        self.renderer = offscreen_renderer(self.model, *ALIGN_SIZE)
         self.renderer.enable_segmentation_rendering()
 
     def set_mount(self, R: np.ndarray, t: np.ndarray) -> None:
@@ -121,7 +120,9 @@ class MaskRenderer:
         return self.lut[ids + 1]
 
     def close(self) -> None:
-        self.renderer.close()
+        from so101_sim2real.sim.camera import close_renderer
+
+        close_renderer(self.renderer)
 
 
 def _soft(mask: np.ndarray) -> np.ndarray:

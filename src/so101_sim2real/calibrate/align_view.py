@@ -62,25 +62,27 @@ class Nudge:
         self.rig = replace(self.rig, mount_pos=tuple(np.array(self.rig.mount_pos) + R[:, axis] * metres))
 
 
-def twin_picture(rig: RigGeometry, joints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The twin's RGB at ``joints`` through ``rig``'s camera, at ``size`` (H, W)."""
+def twin_picture(rig: RigGeometry, joints: np.ndarray, size: tuple[int, int], board: object | None = None
+                 ) -> np.ndarray:
+    """The twin's RGB at ``joints`` (as read: ``rig``'s joint offsets are added) through ``rig``'s camera, at
+    ``size`` (H, W); the cube off the table, and ``board`` (a TableBoard) on it when given."""
     from so101_sim2real.calibrate.align import OFF_TABLE_XY
-    from so101_sim2real.sim.camera import _import_triton_before_gl
+    from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
 
-    scene = S.scene_for_rig(rig, size, replace(S.SceneConfig(), offscreen=(size[1], size[0])))
+    base = replace(S.SceneConfig(), offscreen=(size[1], size[0]), table_board=board)
+    scene = S.scene_for_rig(rig, size, base)
     model = S.build_model(scene)
     data = mujoco.MjData(model)
-    data.qpos[[model.jnt_qposadr[model.joint(j).id] for j in S.JOINTS]] = joints
+    data.qpos[[model.jnt_qposadr[model.joint(j).id] for j in S.JOINTS]] = joints + rig.joint_offsets_rad
     cube = model.jnt_qposadr[model.joint(S.CUBE_JOINT).id]
     data.qpos[cube:cube + 3] = (*OFF_TABLE_XY, scene.cube_half)
     mujoco.mj_forward(model, data)
-    _import_triton_before_gl()
-    renderer = mujoco.Renderer(model, *size)
+    renderer = offscreen_renderer(model, *size)
     try:
         renderer.update_scene(data, camera=S.WRIST_CAMERA)
         return renderer.render().copy()
     finally:
-        renderer.close()
+        close_renderer(renderer)
 
 
 def side_by_side(real: np.ndarray, twin: np.ndarray, caption: str) -> np.ndarray:

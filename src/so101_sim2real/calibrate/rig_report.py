@@ -9,18 +9,16 @@ over the picture. A fit that is right makes the blend look like one picture.
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import mujoco
 import numpy as np
 
 from so101_sim2real.calib.rig_file import RigGeometry
+from so101_sim2real.calibrate.align_view import twin_picture
 from so101_sim2real.calibrate.hand_eye import ArmGeometry, RigFit, euler_to_matrix, project_board
 from so101_sim2real.calibrate.rig_capture import Captured
 from so101_sim2real.files import write_file
-from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.table_board import TableBoard
 
 OVERLAY_PNG = "rig_overlay.png"
@@ -31,23 +29,6 @@ def _marks(image: np.ndarray, points: np.ndarray, colour: tuple[int, int, int], 
     for x, y in points:
         if np.isfinite(x) and np.isfinite(y):
             cv2.circle(image, (int(round(x)), int(round(y))), radius, colour, 2, cv2.LINE_AA)
-
-
-def _twin_render(rig: RigGeometry, board: TableBoard, joints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    scene = S.scene_for_rig(rig, size, replace(S.SceneConfig(), table_board=board, offscreen=(size[1], size[0])))
-    model = S.build_model(scene)
-    data = mujoco.MjData(model)
-    data.qpos[[model.jnt_qposadr[model.joint(j).id] for j in S.JOINTS]] = joints + rig.joint_offsets_rad
-    mujoco.mj_forward(model, data)
-    from so101_sim2real.sim.camera import _import_triton_before_gl
-
-    _import_triton_before_gl()  # Mesa's LLVM and triton's crash the process the other way round
-    renderer = mujoco.Renderer(model, *size)
-    try:
-        renderer.update_scene(data, camera=S.WRIST_CAMERA)
-        return renderer.render().copy()
-    finally:
-        renderer.close()
 
 
 def plot_rig_overlay(fit: RigFit, guess: RigGeometry, captured: Captured, board: TableBoard,
@@ -67,7 +48,7 @@ def plot_rig_overlay(fit: RigFit, guess: RigGeometry, captured: Captured, board:
             _marks(marked, px, colour, 5)
             rms.append(float(np.sqrt(np.nanmean(np.sum((px - view.image_points) ** 2, axis=1)))))
         _marks(marked, view.image_points, (40, 200, 40), 2)
-        blend = cv2.addWeighted(image, 0.5, _twin_render(fit.rig, board, view.joints, image.shape[:2]), 0.5, 0)
+        blend = cv2.addWeighted(image, 0.5, twin_picture(fit.rig, view.joints, image.shape[:2], board), 0.5, 0)
         for col, (picture, title) in enumerate(((marked, f"view {i + 1}: found (green), guess (red), fit (blue)"),
                                                 (blend, "the fitted twin over the picture"))):
             ax = fig.add_subplot(len(picks), 2, 2 * row + col + 1)

@@ -32,15 +32,21 @@ def _board_at(text: str) -> tuple[tuple[float, float], float]:
     return (values[0], values[1]), math.radians(values[2]) if len(values) == 3 else 0.0
 
 
+PortOpt = Annotated[str, typer.Option("--port", help="The follower's serial port, or 'emulator': a rehearsal on "
+                                                      "the twin, whose camera mount (and for rig, joint zeros) "
+                                                      "are off the guess by a known amount.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="The rig.yaml to write (camera, mount, joint offsets).")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="The follower's calibration: its id "
+                                                                             "or a .json.")]
+CameraOpt = Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index (0) or a device "
+                                                                   "(/dev/video2).")]
+
+
 def calibrate_rig(
-    port: Annotated[str, typer.Option("--port", help="The follower's serial port, or 'emulator': a rehearsal on "
-                                                     "the twin, whose mount and joint zeros are off by a known "
-                                                     "amount.")],
-    out: Annotated[Path, typer.Option("--out", help="The rig.yaml to write (camera, mount, joint offsets).")],
-    calibration: Annotated[Optional[str], typer.Option("--calibration", help="The follower's calibration: its "
-                                                                             "id or a .json.")] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index (0) or a "
-                                                                   "device (/dev/video2).")] = None,
+    port: PortOpt,
+    out: OutOpt,
+    calibration: CalibrationOpt = None,
+    camera: CameraOpt = None,
     camera_model: Annotated[Optional[Path], typer.Option("--camera-model", help="camera.yaml from 'so101 "
                                                                                 "calibrate camera' (or a "
                                                                                 "rig.yaml to refine).")
@@ -183,14 +189,10 @@ def fit_table(fit, guess) -> list[str]:
 
 
 def calibrate_align(
-    port: Annotated[str, typer.Option("--port", help="The follower's serial port, or 'emulator': a rehearsal on "
-                                                     "the twin, whose camera is mounted 8 mm / 4 deg off the "
-                                                     "guess.")],
-    out: Annotated[Path, typer.Option("--out", help="The rig.yaml to write.")],
-    calibration: Annotated[Optional[str], typer.Option("--calibration", help="The follower's calibration: its "
-                                                                             "id or a .json.")] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index or a "
-                                                                   "device.")] = None,
+    port: PortOpt,
+    out: OutOpt,
+    calibration: CalibrationOpt = None,
+    camera: CameraOpt = None,
     seg_ckpt: Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your segmentation checkpoint: it "
                                                                         "finds the fingers and the table.")
                         ] = None,

@@ -28,7 +28,7 @@ from so101_sim2real.arm import JOINT_NAMES
 from so101_sim2real.hardware.calibration import ArmCalibration
 from so101_sim2real.hardware.emulator import BusEmulator
 from so101_sim2real.hilserl.hand_script import Grab
-from so101_sim2real.hilserl.leader_hand import HandConfig
+from so101_sim2real.hilserl.leader_hand import HandConfig, hold_leader, release_leader
 
 HAND_TICK_S = 0.02  # the hand acts 50 times a second, whatever the session's period
 HAND_SPEED_DEG_S = 90.0  # a {JOINT: DEGREES} guide moves each joint this fast: a brisk hand
@@ -195,18 +195,12 @@ class HandThread:
         return self.cal.to_sim(raw)
 
     def _hold(self, q: np.ndarray) -> None:
-        raw = self.cal.to_raw(q)
-        with self.emulator.lock:
-            for joint in JOINT_NAMES:
-                servo = self.emulator.servo(self.cal.motors[joint].id)
-                servo.grab(raw[joint] + servo.homing_offset)
+        hold_leader(self.emulator, self.cal, q)
 
     def _let_go(self) -> None:
         if self._guide is None:
             return
-        with self.emulator.lock:
-            for joint in JOINT_NAMES:
-                self.emulator.servo(self.cal.motors[joint].id).let_go()
+        release_leader(self.emulator, self.cal)
         self._guide = None
 
 

@@ -29,6 +29,22 @@ from so101_sim2real.sim.scripted import ScriptedExpert
 from so101_sim2real.spec import ActionSpec
 
 
+def hold_leader(emulator: BusEmulator, calibration: ArmCalibration, q: np.ndarray) -> None:
+    """A hand holds the emulated leader at ``q`` (sim radians): its servos go where the hand puts them."""
+    raw = calibration.to_raw(q)
+    with emulator.lock:
+        for joint in JOINT_NAMES:
+            servo = emulator.servo(calibration.motors[joint].id)
+            servo.grab(raw[joint] + servo.homing_offset)
+
+
+def release_leader(emulator: BusEmulator, calibration: ArmCalibration) -> None:
+    """The hand lets go: the leader's own motors move it again."""
+    with emulator.lock:
+        for joint in JOINT_NAMES:
+            emulator.servo(calibration.motors[joint].id).let_go()
+
+
 @dataclass(frozen=True)
 class HandConfig:
     """When the hand helps, and for how long."""
@@ -91,17 +107,11 @@ class ScriptedLeaderHand:
         self._hold(self._pose)
 
     def _hold(self, q: np.ndarray) -> None:
-        raw = self.cal.to_raw(q)
-        with self.emulator.lock:
-            for joint in JOINT_NAMES:
-                servo = self.emulator.servo(self.cal.motors[joint].id)
-                servo.grab(raw[joint] + servo.homing_offset)
+        hold_leader(self.emulator, self.cal, q)
 
     def _let_go(self) -> None:
         if self.holding:
-            with self.emulator.lock:
-                for joint in JOINT_NAMES:
-                    self.emulator.servo(self.cal.motors[joint].id).let_go()
+            release_leader(self.emulator, self.cal)
         self.holding = False
 
 

@@ -176,19 +176,14 @@ class BoardTwin:
     """The board scene and a renderer: :meth:`photograph` gives what ``camera`` sees from a pose."""
 
     def __init__(self, board: BoardSpec, camera: CameraModel, dpi: int = BOARD_DPI):
-        from so101_sim2real.sim.camera import _import_triton_before_gl
+        from so101_sim2real.sim.camera import offscreen_renderer
 
         self.camera = camera
         self.canvas = _canvas_for(camera)
         self.maps = _lens_maps(camera, self.canvas)
         self.model = board_scene(board, self.canvas.size, self.canvas.f, self.canvas.c, dpi)
         self.data = mujoco.MjData(self.model)
-        _import_triton_before_gl()
-        try:
-            self.renderer = mujoco.Renderer(self.model, *self.canvas.size)
-        except Exception as exc:  # noqa: BLE001 - GL back-ends fail in many ways; all mean "no rendering"
-            raise So101Error(f"the twin cannot render offscreen ({exc}); on Linux install EGL (libegl1) or "
-                             f"OSMesa and set MUJOCO_GL=egl or osmesa") from None
+        self.renderer = offscreen_renderer(self.model, *self.canvas.size)
         self.render_s = self.lens_s = 0.0
 
     def ideal(self, pose: Pose) -> np.ndarray:
@@ -213,14 +208,11 @@ class BoardTwin:
         return image
 
     def close(self) -> None:
-        """Free the renderer with its own GL context current (see SimCamera.close)."""
+        """Free the renderer (in its own GL context)."""
+        from so101_sim2real.sim.camera import close_renderer
+
         renderer, self.renderer = getattr(self, "renderer", None), None
-        if renderer is None:
-            return
-        gl = getattr(renderer, "_gl_context", None)
-        if gl is not None and getattr(renderer, "_mjr_context", None) is not None:
-            gl.make_current()
-        renderer.close()
+        close_renderer(renderer)
 
     def __enter__(self) -> BoardTwin:
         return self

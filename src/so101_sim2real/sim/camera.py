@@ -67,6 +67,32 @@ def _check_intrinsics_size(model: mujoco.MjModel, camera: str, size: tuple[int, 
                          f"build the scene for the spec's source size")
 
 
+def offscreen_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """A renderer of ``height`` x ``width`` (triton imported first); a one-line error where GL is missing."""
+    _import_triton_before_gl()
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as exc:  # noqa: BLE001 - GL back-ends fail in many ways; all mean "no rendering"
+        backend = os.environ.get("MUJOCO_GL", "default")
+        raise So101Error(f"the twin cannot render offscreen (MUJOCO_GL={backend}: {exc}); on Linux install EGL "
+                         f"(libegl1) or OSMesa and set MUJOCO_GL=egl or osmesa before mujoco is imported") from None
+
+
+def close_renderer(renderer: mujoco.Renderer | None) -> None:
+    """Free a renderer with its own GL context current.
+
+    ``mujoco.Renderer.close`` frees GL objects in whichever context is current, so another
+    renderer's framebuffer would be freed instead (its segmentation then comes back as
+    colours) when renderers are closed out of creation order.
+    """
+    if renderer is None:
+        return
+    gl = getattr(renderer, "_gl_context", None)
+    if gl is not None and getattr(renderer, "_mjr_context", None) is not None:
+        gl.make_current()
+    renderer.close()
+
+
 class SimCamera:
     """Offscreen renders of the wrist camera at the spec's source size (H, W)."""
 
@@ -77,14 +103,7 @@ class SimCamera:
             raise So101Error(f"the scene's offscreen buffer is smaller than the camera's {width}x{height}")
         _check_intrinsics_size(model, camera, (height, width))
         self.model, self.data, self.camera = model, data, camera
-        _import_triton_before_gl()
-        try:
-            self.renderer = mujoco.Renderer(model, height, width)
-        except Exception as exc:  # noqa: BLE001 - GL back-ends fail in many ways; all mean "no rendering"
-            backend = os.environ.get("MUJOCO_GL", "default")
-            raise So101Error(f"the twin's camera cannot render offscreen (MUJOCO_GL={backend}: {exc}); on Linux "
-                             f"install EGL (libegl1) or OSMesa and set MUJOCO_GL=egl or osmesa before mujoco is "
-                             f"imported") from None
+        self.renderer = offscreen_renderer(model, height, width)
         self.lut = segmentation_lut(model, spec.segmentation.classes)
         self.options = mujoco.MjvOption()
         self.options.sitegroup[:] = 0  # the TCP and base frame markers are not in the picture
@@ -116,19 +135,9 @@ class SimCamera:
         return self._render("depth").copy()
 
     def close(self) -> None:
-        """Free the renderer with its own GL context current.
-
-        ``mujoco.Renderer.close`` frees GL objects in whichever context is current, so a
-        second camera's framebuffer would be freed instead (its segmentation then
-        comes back as colours) when cameras are closed out of creation order.
-        """
+        """Free the renderer (in its own GL context: :func:`close_renderer`)."""
         renderer, self.renderer = getattr(self, "renderer", None), None
-        if renderer is None:
-            return
-        gl = getattr(renderer, "_gl_context", None)
-        if gl is not None and getattr(renderer, "_mjr_context", None) is not None:
-            gl.make_current()
-        renderer.close()
+        close_renderer(renderer)
 
     def __del__(self) -> None:
         self.close()
