@@ -288,3 +288,19 @@ def test_a_board_yaml_that_does_not_parse_is_one_line(capsys, tmp_path):
     _one_line_error(code, out, err, "board.yaml", "YAML error")
     code, out, err = run_cli(capsys, "calibrate", "camera", "--out", str(tmp_path / "camera.yaml"))
     _one_line_error(code, out, err, "--camera", "--images")
+
+
+@pytest.mark.slow
+def test_the_camera_rehearsal_recovers_the_twins_lens(capsys, tmp_path):
+    from fixtures import run_cli
+    from so101_sim2real.calib.camera_model import CameraModel
+    from so101_sim2real.sim.board_view import REHEARSAL_LENS
+
+    code, out, err = run_cli(capsys, "calibrate", "camera", "--camera", "twin", "--out", str(tmp_path / "camera.yaml"))
+    assert code == 0, err
+    model = CameraModel.load(tmp_path / "camera.yaml")
+    assert model.model == "pinhole" and model.rms < 0.5
+    for got, want in ((model.fx, REHEARSAL_LENS.fx), (model.fy, REHEARSAL_LENS.fy), (model.cx, REHEARSAL_LENS.cx),
+                      (model.cy, REHEARSAL_LENS.cy)):
+        assert abs(got / want - 1) < 0.01
+    assert "against the rehearsal's lens" in out

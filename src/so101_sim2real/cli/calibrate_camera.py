@@ -65,7 +65,9 @@ def calibrate_camera(
     out: Annotated[Path, typer.Option("--out", help="The camera.yaml to write.")],
     camera: Annotated[Optional[str], typer.Option("--camera", help="Live: a camera index (0) or device "
                                                                    "(/dev/video2); a view is taken whenever "
-                                                                   "the board is in sight and adds coverage.")
+                                                                   "the board is in sight and adds coverage. "
+                                                                   "'twin': a rehearsal, the twin's board "
+                                                                   "through a known lens.")
                       ] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="A folder of pictures of the board.")] = None,
     board: Annotated[Optional[Path], typer.Option("--board", help="The board.yaml written by 'so101 calibrate "
@@ -97,8 +99,15 @@ def calibrate_camera(
             raise So101Error(f"cannot write to {folder}: {problem}")
     spec = BoardSpec.load(board) if board else BoardSpec()
     gathered = _from_images(images, spec) if images is not None else _from_camera(camera, spec, views)
-    _fit_and_write(gathered, spec, min_views, out, report or out.parent,
-                   f"--images {images}" if images is not None else f"--camera {camera}")
+    model = _fit_and_write(gathered, spec, min_views, out, report or out.parent,
+                           f"--images {images}" if images is not None else f"--camera {camera}")
+    if camera == "twin":
+        from so101_sim2real.sim.board_view import REHEARSAL_LENS as truth
+
+        errors = [100 * (got / want - 1) for got, want in ((model.fx, truth.fx), (model.fy, truth.fy),
+                                                          (model.cx, truth.cx), (model.cy, truth.cy))]
+        typer.echo("against the rehearsal's lens: " + ", ".join(
+            f"{name} {e:+.2f}%" for name, e in zip(("fx", "fy", "cx", "cy"), errors, strict=True)))
 
 
 def _from_images(folder: Path, spec):
@@ -125,7 +134,12 @@ def _from_camera(source: str, spec, wanted: int):
     from so101_sim2real.calibrate.capture import views_from_camera
     from so101_sim2real.cameras import open_camera
 
-    cam = open_camera(source)
+    if source == "twin":
+        from so101_sim2real.sim.board_view import BoardCamera
+
+        cam = BoardCamera(spec)
+    else:
+        cam = open_camera(source)
     typer.echo(f"show the board ({spec.describe()}) to camera {source}: move and tilt it over the whole picture; "
                f"a view is taken when it adds coverage; {wanted} views or Ctrl-C to stop")
     try:
@@ -138,7 +152,7 @@ def _from_camera(source: str, spec, wanted: int):
     return gathered
 
 
-def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, where: str) -> None:
+def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, where: str):
     from so101_sim2real.calibrate.camera_fit import fit_camera
     from so101_sim2real.calibrate.report import ERRORS_PNG, UNDISTORTED_PNG, plot_undistorted, plot_view_errors
 
@@ -162,6 +176,7 @@ def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, 
         typer.echo(f"warning: RMS {model.rms:.2f} px is high for a calibration (expect under 0.5): blurred "
                    f"pictures, a board that is not flat, or a board.yaml whose square_mm is not the printed one",
                    err=True)
+    return model
 
 
 def _table(fit) -> list[str]:

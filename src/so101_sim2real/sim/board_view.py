@@ -228,3 +228,33 @@ def render_board_views(board: BoardSpec, camera: CameraModel, count: int = 16, s
     with BoardTwin(board, camera) as twin:
         images = [twin.photograph(p) for p in poses]
         return BoardViews(images, camera, poses, twin.render_s, twin.lens_s, twin.canvas.size)
+
+
+# The lens ``so101 calibrate camera --camera twin`` photographs through: a wide pinhole with
+# barrel distortion and an off-centre principal point, like a cheap wrist camera's.
+REHEARSAL_LENS = CameraModel(size=(480, 640), K=np.array([[420.0, 0, 322.0], [0, 418.0, 236.0], [0, 0, 1]]),
+                             D=np.array([-0.25, 0.08, 0.001, -0.0015, -0.01]), source="the rehearsal's lens")
+
+
+class BoardCamera:
+    """A camera (``read``/``close``) that shows the twin's board from a new pose on every read,
+    through ``camera``'s lens: what a person waving the board in front of a camera gives."""
+
+    def __init__(self, board: BoardSpec, camera: CameraModel = REHEARSAL_LENS, count: int = 40, seed: int = 0):
+        self.camera = camera
+        self.poses = view_poses(board, camera, count, seed)
+        self.twin = BoardTwin(board, camera)
+        self._next = 0
+
+    def read(self):
+        from so101_sim2real.cameras import CameraExhausted
+        from so101_sim2real.interfaces import Frame
+
+        if self._next >= len(self.poses):
+            raise CameraExhausted(f"the rehearsal showed the board from all {len(self.poses)} poses")
+        image = self.twin.photograph(self.poses[self._next])
+        self._next += 1
+        return Frame(image, float(self._next), self._next)
+
+    def close(self) -> None:
+        self.twin.close()
