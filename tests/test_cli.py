@@ -22,13 +22,6 @@ def test_help_lists_every_command_group(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["compare-sim"])
-def test_unbuilt_groups_exit_2_and_say_so(capsys, name):
-    code, out, err = run(capsys, name, "scan", "--port", "/dev/ttyACM0")
-    assert code == 2 and out == ""
-    assert "not available yet" in err
-
-
 def test_inspect_json_is_one_object(capsys, snapshot):
     code, out, _ = run(capsys, "inspect", "--ckpt", str(snapshot), "--json")
     assert code == 0
@@ -188,7 +181,7 @@ def test_json_episodes_say_return_and_an_early_interrupt_says_so():
 
 def test_compare_sim_help_is_help(capsys):
     code, out, _ = run(capsys, "compare-sim", "--help")
-    assert code == 0 and "Not available yet" in out
+    assert code == 0 and "recording" in out and "--json" in out
 
 
 def test_find_port_lists_ports_under_a_header(capsys, monkeypatch):

@@ -687,28 +687,9 @@ def models_list(
         typer.echo(f"the default depth model is not cached: so101 models download {DEFAULT_DEPTH_MODEL}")
 
 
-def _not_yet(name: str, issue: str) -> None:
-    """Register a command of the product that is not built yet: it says so and exits 2."""
+from so101_sim2real.cli.compare_sim import register as register_compare_sim  # noqa: E402
 
-    def command(ctx: typer.Context) -> None:
-        if {"--help", "-h"} & set(ctx.args):
-            typer.echo(f"Usage: so101 {name}\n\n  Not available yet ({issue}).")
-            raise typer.Exit(code=0)
-        typer.echo(f"so101 {name}: not available yet ({issue}); nothing was done.", err=True)
-        raise typer.Exit(code=2)
-
-    command.__doc__ = f"(not available yet: {issue})"
-    app.command(
-        name=name,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        add_help_option=False,
-    )(command)
-
-
-for _name, _issue in (
-    ("compare-sim", "sim-vs-real comparison"),
-):
-    _not_yet(_name, _issue)
+register_compare_sim(app)
 
 
 from so101_sim2real.cli.calibrate_camera import register as register_camera_calibration  # noqa: E402

@@ -1,0 +1,116 @@
+"""``so101 compare-sim``: a recording replayed through the twin, measured and diagnosed.
+
+Registered on the main app by app.py (this module never imports app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from so101_sim2real.errors import So101Error
+
+
+def _open(folder: Path):
+    from so101_sim2real.control.recording import Recording
+
+    if not folder.exists():
+        raise So101Error(f"{folder}: no such recording folder")
+    if not folder.is_dir():
+        raise So101Error(f"{folder}: not a folder; give a recording folder (infer --record DIR)")
+    return Recording(folder)
+
+
+def _headline(report) -> list[str]:
+    def num(v: float | None, fmt: str = ".3f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    seg, disp, t = report.segmentation, report.disparity, report.timing
+    lines = [f"{report.recording} episode {report.episode}: {report.ticks} ticks replayed through the twin",
+             f"  {'class':<16}{'IoU':>8}"]
+    lines += [f"  {name:<16}{num(iou):>8}" for name, iou in seg.iou.items()]
+    lines += [f"  {'pixel agreement':<16}{num(seg.agreement):>8}",
+              f"  disparity (agreeing pixels): Spearman {num(disp.spearman)}, median-scaled rel. error "
+              f"{num(disp.rel_error)}",
+              f"  period p50 {num(t.p50_s and t.p50_s * 1e3, '.1f')} ms, p95 {num(t.p95_s and t.p95_s * 1e3, '.1f')} "
+              f"ms, jitter {num(t.jitter_s and t.jitter_s * 1e3, '.1f')} ms; spec {t.spec_period_s * 1e3:.1f} ms"]
+    if not report.findings:
+        lines.append("no findings: the recording matches the twin")
+    lines += [f"finding: {f.line()}" for f in report.findings]
+    return lines
+
+
+def _plot_iou(report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    per_tick = np.array([[np.nan if v is None else v for v in row] for row in report.segmentation.per_tick_iou],
+                        dtype=float).reshape(report.ticks, -1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, name in enumerate(report.segmentation.classes):
+        if np.isfinite(per_tick[:, k]).any():
+            ax.plot(per_tick[:, k], label=name)
+    ax.set(xlabel="tick", ylabel="IoU (recorded vs twin)", ylim=(0, 1.02), title=f"episode {report.episode}")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write(report, out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise So101Error(f"{out}: cannot create the report folder ({exc.strerror})") from None
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    _plot_iou(report, out / "iou.png")
+
+
+def compare_sim(
+    recording: Annotated[Path, typer.Argument(help="A recording folder (so101 infer --record DIR).")],
+    episode: Annotated[int, typer.Option("--episode", help="Which episode (its position, from 0).")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write report.json and iou.png here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
+) -> None:
+    """Replay a recording through the twin and say where they differ.
+
+    Each tick poses the twin at the recorded joints (and cube) and compares its
+    observation with the recorded one: per-class IoU, disparity rank correlation,
+    and the control period; then names the mismatches it recognises.
+    """
+    from tqdm import tqdm
+
+    from so101_sim2real.compare.replay import replay
+
+    rec = _open(recording)
+    bar = tqdm(unit="tick", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+    def tick(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(1)
+
+    try:
+        report = replay(rec, episode, on_tick=tick)
+    finally:
+        bar.close()
+    if out is not None:
+        _write(report, out)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+        return
+    for line in _headline(report):
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"report in {out}/")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``compare-sim`` to the main app."""
+    app.command("compare-sim")(compare_sim)

@@ -1,0 +1,425 @@
+"""A recording replayed through the twin: where the recorded observation and the twin's part.
+
+For each recorded tick the twin is posed where the recording says (its joints, and the
+cube where ``cube_pos`` says, else at the task's nominal place), and its privileged
+observation is rendered through the same :class:`~so101_sim2real.sim.camera.PrivilegedPerception`
+and ``finish_frame`` the policy saw in training. The recorded frame is then compared
+with it: segmentation per class (IoU, confusion), disparity where both segmentations
+agree (rank correlation, median-scaled relative error), and the recorded control period
+against the spec's. :func:`findings` names the mismatches it recognises, with what to run next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import mujoco
+import numpy as np
+
+from so101_sim2real.control.recording import Recording
+from so101_sim2real.errors import So101Error
+from so101_sim2real.sim import scene as S
+from so101_sim2real.spec import Spec
+
+NOMINAL_CUBE = (0.25, 0.0, 0.015)  # the task's cube_xy at rest on the table (half side 15 mm)
+PERIOD_TOLERANCE = 0.2  # a recorded p50 period this far off the spec's is a finding
+FINGERS = ("static_finger", "moving_finger")
+MIN_CLASS_SHARE = 1e-3  # a recorded id holding less of the pixels is noise, not a class
+REMAP_SHARE = 0.6  # a recorded id whose pixels land this much on one other twin id is that id, renamed
+SHIFT_MIN_PX = 1.0  # mean finger centroid shift, in policy-frame pixels, that says the camera moved
+SHIFT_CONSISTENT = 0.8  # share of ticks whose shift points the mean's way
+MIN_MASK_PX = 20  # fewer pixels give no trustworthy centroid
+
+
+@dataclass
+class SegmentationMetrics:
+    """Recorded vs twin class ids over the episode."""
+
+    classes: list[str]
+    iou: dict[str, float | None]  # None: the class is in neither frame all episode
+    agreement: float  # share of pixels with the same id
+    confusion: list[list[int]]  # [recorded id][twin id], pixel counts summed over the episode
+    per_tick_iou: list[list[float | None]]  # [tick][class]
+
+
+@dataclass
+class DisparityMetrics:
+    """Recorded vs twin disparity on the pixels where both segmentations agree."""
+
+    spearman: float | None  # median over ticks of the per-tick rank correlation
+    rel_error: float | None  # median over ticks of the median-scaled absolute relative error
+    pixels: int  # compared, over the episode
+    per_tick_spearman: list[float | None]
+
+
+@dataclass
+class TimingMetrics:
+    """The recorded control period (differences of ``time``) against the spec's."""
+
+    spec_period_s: float
+    p50_s: float | None
+    p95_s: float | None
+    jitter_s: float | None  # standard deviation of the period
+    offset: float | None  # p50 / spec - 1
+
+
+@dataclass
+class FingerShift:
+    """How far a finger's mask centroid sits in the recording from the twin's, in policy-frame pixels."""
+
+    name: str
+    mean_dx: float
+    mean_dy: float
+    consistent: float  # share of ticks whose shift points the mean's way
+    ticks: int
+
+    @property
+    def magnitude(self) -> float:
+        return float(np.hypot(self.mean_dx, self.mean_dy))
+
+
+@dataclass
+class Finding:
+    """A recognised mismatch: what it is, the numbers that show it, what to run next."""
+
+    name: str
+    evidence: dict
+    next: str
+
+    def line(self) -> str:
+        numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items())
+        return f"{self.name}: {numbers} -> {self.next}"
+
+
+@dataclass
+class ReplayReport:
+    """Everything ``compare-sim`` measured on one recorded episode."""
+
+    recording: str
+    episode: int
+    ticks: int
+    segmentation: SegmentationMetrics
+    disparity: DisparityMetrics
+    timing: TimingMetrics
+    finger_shifts: list[FingerShift]
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (NaN as None)."""
+        return _plain(asdict(self))
+
+
+def _short(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _plain(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+# ------------------------------------------------------------------ the twin, posed
+
+
+class PosedTwin:
+    """The nominal twin, posed at recorded states and seen through its privileged perception."""
+
+    def __init__(self, spec: Spec):
+        from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
+        from so101_sim2real.sim.task import LiftCubeTask
+
+        self.task = LiftCubeTask(spec)
+        m = self.task.model
+        self._joints = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
+        self._cube = m.jnt_qposadr[m.joint(S.CUBE_JOINT).id]
+        self.perception = PrivilegedPerception(SimCamera(m, self.task.data, spec.observation), spec.observation)
+
+    def observe(self, joint_pos: np.ndarray, cube_pos: np.ndarray | None, joint_vel: np.ndarray | None = None,
+                lag_s: float = 0.0) -> np.ndarray:
+        """The policy frame the twin sees with its joints at ``joint_pos`` (moved back ``lag_s`` along
+        ``joint_vel``) and the cube at ``cube_pos``."""
+        d = self.task.data
+        d.qpos[self._joints] = joint_pos if joint_vel is None else joint_pos - lag_s * np.asarray(joint_vel)
+        cube = NOMINAL_CUBE if cube_pos is None else cube_pos
+        # The recording keeps the cube's position only: upright is the best guess at its orientation.
+        d.qpos[self._cube:self._cube + 7] = [*cube, 1.0, 0.0, 0.0, 0.0]
+        mujoco.mj_forward(self.task.model, d)
+        return self.perception.observe().frame
+
+    def close(self) -> None:
+        self.perception.close()
+
+
+# ------------------------------------------------------------------ per-tick measures
+
+
+def _confusion(recorded: np.ndarray, twin: np.ndarray, n_twin: int) -> np.ndarray:
+    """(256, n_twin) pixel counts: recorded ids may be anything a uint8 holds."""
+    return np.bincount(recorded.astype(np.int64).ravel() * n_twin + twin.ravel(),
+                       minlength=256 * n_twin).reshape(256, n_twin)
+
+
+def _iou(conf: np.ndarray) -> np.ndarray:
+    """Per twin class IoU from a (256, K) confusion matrix; NaN where the class is in neither."""
+    k = conf.shape[1]
+    inter = np.diag(conf[:k])
+    union = conf[:k].sum(axis=1) + conf.sum(axis=0) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), as Spearman wants for uint8 data."""
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - (counts - 1) / 2.0)[inverse]).astype(np.float64)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two samples: Pearson's of their ranks; NaN when either is constant."""
+    ra, rb = _ranks(np.ravel(a)), _ranks(np.ravel(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def median_scaled_rel_error(recorded: np.ndarray, twin: np.ndarray) -> float:
+    """mean |s * recorded - twin| / twin with s = median(twin) / median(recorded), over twin > 0:
+    the error left once the two disparities' scales are matched."""
+    keep = twin > 0
+    rec, ref = recorded[keep].astype(np.float64), twin[keep].astype(np.float64)
+    if rec.size == 0 or np.median(rec) <= 0:
+        return float("nan")
+    scaled = rec * (np.median(ref) / np.median(rec))
+    return float(np.mean(np.abs(scaled - ref) / ref))
+
+
+def _centroids(seg: np.ndarray) -> np.ndarray:
+    """(256, 3): per id, sum of x, sum of y, pixel count."""
+    ys, xs = np.indices(seg.shape)
+    ids = seg.astype(np.int64).ravel()
+    return np.stack([np.bincount(ids, weights=xs.ravel(), minlength=256),
+                     np.bincount(ids, weights=ys.ravel(), minlength=256),
+                     np.bincount(ids, minlength=256).astype(np.float64)], axis=1)
+
+
+@dataclass
+class _Tick:
+    confusion: np.ndarray
+    iou: np.ndarray
+    spearman: float
+    rel_error: float
+    pixels: int
+    rec_centroids: np.ndarray
+    twin_centroids: np.ndarray
+
+
+def compare_frames(recorded: np.ndarray, twin: np.ndarray, spec: Spec) -> _Tick:
+    """One tick's measures: recorded and twin policy frames ``(C, H, W)`` uint8."""
+    channels = list(spec.observation.channels)
+    seg_rec, seg_twin = recorded[channels.index("seg")], twin[channels.index("seg")]
+    conf = _confusion(seg_rec, seg_twin, len(spec.observation.segmentation.classes))
+    rho = err = float("nan")
+    pixels = 0
+    if "disparity" in channels:
+        agree = seg_rec == seg_twin
+        d_rec, d_twin = recorded[channels.index("disparity")][agree], twin[channels.index("disparity")][agree]
+        pixels = int(agree.sum())
+        if pixels > 1:
+            rho, err = spearman(d_rec, d_twin), median_scaled_rel_error(d_rec, d_twin)
+    return _Tick(conf, _iou(conf), rho, err, pixels, _centroids(seg_rec), _centroids(seg_twin))
+
+
+# ------------------------------------------------------------------ the episode
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def _median(values: list[float]) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else None
+
+
+def timing(time_s: np.ndarray, spec_period_s: float) -> TimingMetrics:
+    """The recorded period's p50, p95 and jitter against the spec's control period."""
+    dt = np.diff(np.asarray(time_s, dtype=np.float64))
+    if dt.size == 0:
+        return TimingMetrics(spec_period_s, None, None, None, None)
+    p50 = float(np.percentile(dt, 50))
+    return TimingMetrics(spec_period_s, p50, float(np.percentile(dt, 95)), float(dt.std()),
+                         p50 / spec_period_s - 1.0)
+
+
+def _segmentation(ticks: list[_Tick], classes: list[str]) -> SegmentationMetrics:
+    conf = sum(t.confusion for t in ticks)
+    used = np.flatnonzero(conf.sum(axis=1))
+    rows = max(len(classes), int(used.max()) + 1 if used.size else 0)
+    iou = _iou(conf)
+    total = conf.sum()
+    agreement = float(np.trace(conf[:len(classes)]) / total) if total else float("nan")
+    return SegmentationMetrics(classes, {c: _none_if_nan(v) for c, v in zip(classes, iou, strict=True)},
+                               agreement, conf[:rows].tolist(),
+                               [[_none_if_nan(v) for v in t.iou] for t in ticks])
+
+
+def finger_shifts(ticks: list[_Tick], classes: list[str], remap: dict[int, int] | None = None) -> list[FingerShift]:
+    """Per finger class, the mean recorded-minus-twin centroid shift over the ticks that see it in both.
+    ``remap`` (recorded id -> twin id) reads the recorded ids as the twin's first."""
+    out = []
+    for name in FINGERS:
+        if name not in classes:
+            continue
+        k = classes.index(name)
+        rec_ids = [r for r, t in (remap or {}).items() if t == k] or [k]
+        shifts = []
+        for t in ticks:
+            rec = t.rec_centroids[rec_ids].sum(axis=0)
+            twin = t.twin_centroids[k]
+            if rec[2] >= MIN_MASK_PX and twin[2] >= MIN_MASK_PX:
+                shifts.append(rec[:2] / rec[2] - twin[:2] / twin[2])
+        if not shifts:
+            continue
+        s = np.array(shifts)
+        mean = s.mean(axis=0)
+        norm = np.linalg.norm(mean)
+        consistent = float(np.mean(s @ mean > 0)) if norm > 0 else 0.0
+        out.append(FingerShift(name, float(mean[0]), float(mean[1]), consistent, len(shifts)))
+    return out
+
+
+def replay(recording: Recording, episode: int = 0,
+           on_tick: Callable[[int, int], None] | None = None) -> ReplayReport:
+    """Pose the twin at every tick of ``episode`` and compare its observation with the recorded one."""
+    n = len(recording.episodes)
+    if not 0 <= episode < n:
+        raise So101Error(f"{recording.folder}: episode {episode} out of range (the recording holds 0..{n - 1})")
+    arrays = recording.load(episode)
+    spec = recording.spec
+    for key in ("time", "joint_pos", "obs"):
+        if key not in arrays:
+            raise So101Error(f"{recording.folder}: episode {episode} has no '{key}' to compare (recorded "
+                             f"without the camera?)")
+    if "seg" not in spec.observation.channels:
+        raise So101Error(f"{recording.folder}: the spec's channels {spec.observation.channels} hold no seg channel")
+    # The twin renders the poses of its last physics step's start (mj_step computes the kinematics,
+    # then integrates) while it reads the joints after it: its frames lag its joints by one physics
+    # step, which is a finger's width on a closing gripper. Semi-implicit Euler steps positions by
+    # the new velocity, so joint_pos - dt * joint_vel is the rendered pose exactly.
+    lag_s = spec.control.physics_timestep_s if recording.meta.get("robot") == "sim" else 0.0
+    twin = PosedTwin(spec)
+    ticks = []
+    try:
+        cubes, vels = arrays.get("cube_pos"), arrays.get("joint_vel")
+        for i, (joints, obs) in enumerate(zip(arrays["joint_pos"], arrays["obs"], strict=True)):
+            frame = twin.observe(joints, None if cubes is None else cubes[i], None if vels is None else vels[i], lag_s)
+            ticks.append(compare_frames(obs, frame, spec))
+            if on_tick:
+                on_tick(i + 1, len(arrays["obs"]))
+    finally:
+        twin.close()
+    return _report(recording, episode, spec, ticks, arrays["time"])
+
+
+def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray) -> ReplayReport:
+    classes = list(spec.observation.segmentation.classes)
+    seg = _segmentation(ticks, classes)
+    disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
+                            sum(t.pixels for t in ticks), [_none_if_nan(t.spearman) for t in ticks])
+    period = timing(time_s, spec.control.period_s)
+    remap = id_remap(np.array(seg.confusion), classes)
+    shifts = finger_shifts(ticks, classes, remap)
+    report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts)
+    report.findings = findings(report, remap)
+    return report
+
+
+# ------------------------------------------------------------------ findings
+
+
+def id_remap(confusion: np.ndarray, classes: list[str]) -> dict[int, int] | None:
+    """Recorded id -> twin id when the recorded ids are the twin's renamed (a permutation or an
+    offset, one to one), with at least one id moved; None otherwise.
+
+    A recorded id with real mass whose pixels land mostly on one twin id maps there. A
+    cube the twin places elsewhere lands on the table too, but then two ids map to the
+    table: not one to one, so not a renaming.
+    """
+    total = confusion.sum()
+    if total == 0:
+        return None
+    mapping = {}
+    for r, row in enumerate(confusion):
+        if row.sum() < MIN_CLASS_SHARE * total:
+            continue
+        t = int(row.argmax())
+        if row[t] < REMAP_SHARE * row.sum():
+            return None  # spread over several classes: noise or a scene difference, not a renaming
+        mapping[r] = t
+    moved = {r: t for r, t in mapping.items() if r != t}
+    if not moved or len(set(mapping.values())) != len(mapping):
+        return None
+    return mapping
+
+
+def _offset(mapping: dict[int, int]) -> int | None:
+    """k when every moved id is the twin's plus k (two or more of them), else None."""
+    moved = {r: t for r, t in mapping.items() if r != t}
+    offsets = {r - t for r, t in moved.items()}
+    return offsets.pop() if len(offsets) == 1 and len(moved) >= 2 else None
+
+
+def _describe_remap(mapping: dict[int, int], classes: list[str]) -> str:
+    k = _offset(mapping)
+    if k is not None:
+        return f"recorded id = twin id {'+' if k > 0 else '-'} {abs(k)}"
+    return ", ".join(f"{r}->{t} ({classes[t]})" for r, t in sorted(mapping.items()) if r != t)
+
+
+def fix_table(mapping: dict[int, int], n_classes: int) -> list[int]:
+    """The lookup table (index = recorded id) that undoes ``mapping``: an offset extends to the ids
+    this episode did not show; a permutation leaves them as they are."""
+    k = _offset(mapping)
+    size = max(max(mapping) + 1, n_classes + max(k or 0, 0))
+    table = [min(max(i - k, 0), n_classes - 1) if k is not None else i for i in range(size)]
+    for r, t in mapping.items():
+        table[r] = t
+    return table
+
+
+def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[Finding]:
+    """The named mismatches the report shows; a clean twin recording has none."""
+    out = []
+    classes = report.segmentation.classes
+    if remap:
+        moved = {r: t for r, t in remap.items() if r != t}
+        table = fix_table(remap, len(classes))
+        out.append(Finding("class ids not remapped",
+                           {"agreement": report.segmentation.agreement, "mapping": _describe_remap(remap, classes),
+                            "recorded_to_twin": {str(r): t for r, t in sorted(moved.items())}},
+                           f"map recorded ids to sim ids with {table} (index = recorded id), e.g. fix "
+                           f"observation.segmentation.real_to_sim"))
+    t = report.timing
+    if t.offset is not None and abs(t.offset) > PERIOD_TOLERANCE:
+        out.append(Finding("control period differs from the spec",
+                           {"p50_ms": t.p50_s * 1e3, "p95_ms": t.p95_s * 1e3, "spec_ms": t.spec_period_s * 1e3,
+                            "offset": t.offset},
+                           "make the loop keep the spec's period (profile with so101 infer --json), or fine-tune "
+                           "at the real period in the perturbed twin (period_s)"))
+    moved = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
+    if moved:
+        dx, dy = np.mean([s.mean_dx for s in moved]), np.mean([s.mean_dy for s in moved])
+        out.append(Finding("camera pose offset",
+                           {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
+                            "classes": ",".join(s.name for s in moved)},
+                           "measure the camera's mount: so101 calibrate align"))
+    return out
