@@ -70,9 +70,12 @@ def test_a_clean_twin_recording_matches_the_twin(capsys, clean, tmp_path):
     assert np.nanmin(per_tick) >= 0.99, np.nanmin(per_tick, axis=1)
     assert report["disparity"]["spearman"] >= 0.99
     assert report["timing"]["p50_s"] == pytest.approx(0.02)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "none: the recording matches the twin" in page
+    assert "src=\"http" not in page and "src='http" not in page and page.count("data:image/png;base64,") >= 2
 
 
-def test_swapped_class_ids_are_named_with_the_mapping(capsys, copy):
+def test_swapped_class_ids_are_named_with_the_mapping(capsys, copy, tmp_path):
     swap = np.array([0, 2, 1, 3, 4], dtype=np.uint8)  # table <-> cube
     _edit(copy, obs=lambda obs: np.concatenate([swap[obs[:, :1]], obs[:, 1:]], axis=1))
     report = _json(capsys, copy)
@@ -80,6 +83,7 @@ def test_swapped_class_ids_are_named_with_the_mapping(capsys, copy):
     assert names == ["class ids not remapped"], names
     assert report["findings"][0]["evidence"]["recorded_to_twin"] == {"1": 2, "2": 1}
     assert report["segmentation"]["iou"]["table"] < 0.2
+    assert len(report["worst_ticks"]) == 4  # the page shows the ticks that agree least
 
 
 def test_offset_class_ids_are_named_as_an_offset(capsys, copy):

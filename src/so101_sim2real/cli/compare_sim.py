@@ -64,19 +64,23 @@ def _plot_iou(report, path: Path) -> None:
     plt.close(fig)
 
 
-def _write(report, out: Path) -> None:
+def _write(report, out: Path, channels: list[str]) -> None:
+    from so101_sim2real.compare.html import write_page
+
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise So101Error(f"{out}: cannot create the report folder ({exc.strerror})") from None
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     _plot_iou(report, out / "iou.png")
+    write_page(report, channels, out)
 
 
 def compare_sim(
     recording: Annotated[Path, typer.Argument(help="A recording folder (so101 infer --record DIR).")],
     episode: Annotated[int, typer.Option("--episode", help="Which episode (its position, from 0).")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write report.json and iou.png here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write index.html (one page, offline), "
+                                                              "report.json and iou.png here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
 ) -> None:
     """Replay a recording through the twin and say where they differ.
@@ -101,7 +105,7 @@ def compare_sim(
     finally:
         bar.close()
     if out is not None:
-        _write(report, out)
+        _write(report, out, list(rec.spec.observation.channels))
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
         return

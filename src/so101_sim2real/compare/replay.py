@@ -93,6 +93,19 @@ class Finding:
 
 
 @dataclass
+class WorstTick:
+    """A tick where the recording and the twin agree least, with both frames."""
+
+    tick: int
+    agreement: float
+    recorded: np.ndarray  # (C, H, W) uint8
+    twin: np.ndarray
+
+
+WORST_KEPT = 4
+
+
+@dataclass
 class ReplayReport:
     """Everything ``compare-sim`` measured on one recorded episode."""
 
@@ -104,10 +117,14 @@ class ReplayReport:
     timing: TimingMetrics
     finger_shifts: list[FingerShift]
     findings: list[Finding] = field(default_factory=list)
+    worst: list[WorstTick] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (NaN as None)."""
-        return _plain(asdict(self))
+        data = asdict(self)
+        data.pop("worst")
+        data["worst_ticks"] = [w.tick for w in self.worst]
+        return _plain(data)
 
 
 def _short(v: object) -> str:
@@ -317,17 +334,30 @@ def replay(recording: Recording, episode: int = 0,
     # the new velocity, so joint_pos - dt * joint_vel is the rendered pose exactly.
     lag_s = spec.control.physics_timestep_s if recording.meta.get("robot") == "sim" else 0.0
     twin = PosedTwin(spec)
-    ticks = []
+    ticks, worst = [], []
     try:
         cubes, vels = arrays.get("cube_pos"), arrays.get("joint_vel")
         for i, (joints, obs) in enumerate(zip(arrays["joint_pos"], arrays["obs"], strict=True)):
             frame = twin.observe(joints, None if cubes is None else cubes[i], None if vels is None else vels[i], lag_s)
             ticks.append(compare_frames(obs, frame, spec))
+            worst = _keep_worst(worst, WorstTick(i, _agreement(ticks[-1]), obs.copy(), np.array(frame)))
             if on_tick:
                 on_tick(i + 1, len(arrays["obs"]))
     finally:
         twin.close()
-    return _report(recording, episode, spec, ticks, arrays["time"])
+    report = _report(recording, episode, spec, ticks, arrays["time"])
+    report.worst = sorted(worst, key=lambda w: w.tick)
+    return report
+
+
+def _agreement(tick: _Tick) -> float:
+    total = tick.confusion.sum()
+    return float(np.trace(tick.confusion) / total) if total else 1.0
+
+
+def _keep_worst(kept: list[WorstTick], new: WorstTick) -> list[WorstTick]:
+    """The :data:`WORST_KEPT` ticks of lowest agreement so far (frames are kept for a few ticks only)."""
+    return sorted(kept + [new], key=lambda w: w.agreement)[:WORST_KEPT]
 
 
 def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray) -> ReplayReport:
