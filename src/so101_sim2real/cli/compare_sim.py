@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
+from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 
 
@@ -88,6 +90,7 @@ def compare_sim(
     Each tick poses the twin at the recorded joints (and cube) and compares its
     observation with the recorded one: per-class IoU, disparity rank correlation,
     and the control period; then names the mismatches it recognises.
+    'so101 compare-sim sensitivity --help': the gap budget in the twin.
     """
     from tqdm import tqdm
 
@@ -115,6 +118,73 @@ def compare_sim(
         typer.echo(f"report in {out}/")
 
 
+def sensitivity(
+    ckpt: Annotated[str, typer.Option("--ckpt", help="A checkpoint (as for so101 infer), or 'scripted' for "
+                                                     "the scripted expert.")],
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes per row (the same seeds in each).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode.")] = 0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
+                                                                         "spec's limit.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="A compare-sim report.json: rows at its "
+                                                                    "measured amounts.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write sensitivity.json and sensitivity.png "
+                                                              "here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle to run code while "
+                                                                      "loading the checkpoint.")] = False,
+) -> None:
+    """The gap budget: which sim-to-real gap costs the policy how much success.
+
+    In the twin, one gap at a time (control period, camera shift and tilt,
+    segmentation edge flips, disparity noise, action latency), the policy runs
+    the same seeded episodes as on the nominal twin; the gaps are ranked by the
+    success they cost, in percentage points.
+    """
+    from tqdm import tqdm
+
+    from so101_sim2real.compare import sensitivity as S
+    from so101_sim2real.control.infer import InferOptions
+    from so101_sim2real.spec import default_spec
+
+    if episodes < 1:
+        raise So101Error("--episodes must be at least 1")
+    measured = S.read_report(report) if report is not None else None
+    gaps = S.default_gaps(default_spec().control.period_s, measured)
+    opts = InferOptions(ckpt=ckpt, episodes=episodes, seed=seed, max_steps=max_steps, trust_pickle=trust_pickle)
+    bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
+               leave=False)
+    try:
+        rep = S.sensitivity(opts, gaps, on_episode=lambda: bar.update(1), report=report and str(report))
+    finally:
+        bar.close()
+    if out is not None:
+        S.write(rep, out)
+    if as_json:
+        typer.echo(json.dumps(rep.to_dict()))
+        return
+    for line in S.render_table(rep):
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"sensitivity.json and sensitivity.png in {out}/")
+
+
+class _CompareSim(TyperCommand):
+    """``compare-sim RECORDING`` and ``compare-sim sensitivity``: a positional argument and a
+    subcommand cannot share one click group, so a first argument ``sensitivity`` hands the rest
+    of the line to that command (a recording folder of that name: ``./sensitivity``)."""
+
+    commands: dict = {}  # read by help walkers, as a group's
+
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201 - click's signature
+        if args and args[0] == "sensitivity":
+            sub = self.commands["sensitivity"]
+            return sub.make_context(f"{info_name} sensitivity", list(args[1:]), parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``compare-sim`` to the main app."""
-    app.command("compare-sim")(compare_sim)
+    """Add ``compare-sim`` (and its ``sensitivity``) to the main app."""
+    sub = typer.Typer(add_completion=False, **PLAIN)
+    sub.command("sensitivity")(sensitivity)
+    _CompareSim.commands = {"sensitivity": typer.main.get_command(sub)}
+    app.command("compare-sim", cls=_CompareSim)(compare_sim)

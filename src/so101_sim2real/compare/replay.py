@@ -443,7 +443,7 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
         out.append(Finding("control period differs from the spec",
                            {"p50_ms": t.p50_s * 1e3, "p95_ms": t.p95_s * 1e3, "spec_ms": t.spec_period_s * 1e3,
                             "offset": t.offset},
-                           "make the loop keep the spec's period (profile with so101 infer --json), or fine-tune "
+                           "make the loop keep the spec's period (profile with 'so101 infer --json'), or fine-tune "
                            "at the real period in the perturbed twin (period_s)"))
     moved = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
     if moved:

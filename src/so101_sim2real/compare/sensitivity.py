@@ -1,0 +1,242 @@
+"""The gap budget: which sim-to-real gap costs a pilot how much success.
+
+In the twin, one perturbation at a time (a slower control period, the camera moved or
+tilted, noisy segmentation edges or disparity, a late action), the pilot runs the same
+seeded episodes as on the nominal twin. Each row's cost is the nominal success minus
+its own, in percentage points, so the rows rank the gaps worth closing first. Where a
+``compare-sim`` report measured an amount (the recorded period), a row uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from so101_sim2real.control.pilots import Observation, Pilot
+from so101_sim2real.errors import So101Error
+from so101_sim2real.sim.perturb import Perturbation
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.infer import InferOptions
+
+DEFAULT_PERIODS_S = (0.05, 0.1)
+DEFAULT_SHIFTS_MM = (3.0, 8.0)
+DEFAULT_TILTS_DEG = (2.0, 4.0)
+DEFAULT_EDGE_FLIPS = (0.1, 0.3)
+DEFAULT_DISPARITY_STDS = (3.0, 6.0)
+DEFAULT_LATENCIES_MS = (40.0, 100.0)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One row: a named perturbation of the twin, plus an optional action latency in ticks."""
+
+    name: str
+    perturbation: Perturbation = field(default_factory=Perturbation)
+    latency_ticks: int = 0
+
+
+@dataclass
+class GapResult:
+    """How a pilot did under one gap, over the run's seeds."""
+
+    name: str
+    successes: int
+    episodes: int
+    cost_points: float = 0.0  # nominal success minus this row's, in percentage points
+    stderr_points: float = 0.0  # binomial standard error of that difference
+
+    @property
+    def success(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "success": self.success, "successes": self.successes, "episodes": self.episodes,
+                "cost_points": self.cost_points, "stderr_points": self.stderr_points}
+
+
+@dataclass
+class SensitivityReport:
+    """The nominal run and every gap, sorted by cost (highest first)."""
+
+    pilot: str
+    seeds: list[int]
+    nominal: GapResult
+    rows: list[GapResult]
+    report: str | None = None  # the compare-sim report the measured amounts came from
+
+    @property
+    def noise_points(self) -> float:
+        """Two binomial standard errors at p = 0.5: a difference below this is noise."""
+        return 100.0 / math.sqrt(len(self.seeds)) if self.seeds else 100.0
+
+    def to_dict(self) -> dict:
+        return {"pilot": self.pilot, "seeds": self.seeds, "episodes": len(self.seeds), "report": self.report,
+                "noise_points": self.noise_points, "nominal": self.nominal.to_dict(),
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+class LatePilot:
+    """Acts on the observation from ``ticks`` ticks ago: the latency of a real loop."""
+
+    def __init__(self, inner: Pilot, ticks: int):
+        self.inner, self.ticks = inner, ticks
+        self.name, self.needs_pixels = inner.name, inner.needs_pixels
+        self._seen: deque[Observation] = deque(maxlen=ticks + 1)
+
+    def reset(self, obs: Observation) -> None:
+        self._seen.clear()
+        self._seen.extend([obs] * (self.ticks + 1))  # before the first tick only the first observation exists
+        self.inner.reset(obs)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        self._seen.append(obs)
+        return self.inner.act(self._seen[0])
+
+
+# ------------------------------------------------------------------ the rows
+
+
+def default_gaps(spec_period_s: float, measured: dict | None = None) -> list[Gap]:
+    """The default rows; ``measured`` (from :func:`read_report`) adds a row at the recorded period
+    and names the recorded finger shift next to the camera rows."""
+    measured = measured or {}
+    gaps = [Gap(f"period {p * 1e3:.0f} ms", Perturbation(period_s=p)) for p in DEFAULT_PERIODS_S]
+    if (p := measured.get("period_s")) and all(abs(p - q) > 1e-3 for q in (spec_period_s, *DEFAULT_PERIODS_S)):
+        gaps.insert(0, Gap(f"period {p * 1e3:.0f} ms (recorded p50)", Perturbation(period_s=p)))
+    seen = f" (recorded fingers moved {measured['finger_shift_px']:.1f} px)" if "finger_shift_px" in measured else ""
+    for mm in DEFAULT_SHIFTS_MM:  # the norm split over x, y, z: no axis is favoured
+        d = mm / math.sqrt(3.0)
+        gaps.append(Gap(f"camera shift {mm:g} mm{seen}", Perturbation(camera_shift_mm=(d, d, d))))
+    for deg in DEFAULT_TILTS_DEG:
+        gaps.append(Gap(f"camera tilt {deg:g} deg about x{seen}", Perturbation(camera_tilt_deg=(deg, 0.0, 0.0))))
+    gaps += [Gap(f"seg edge flips p={p:g}", Perturbation(seg_edge_flip=p)) for p in DEFAULT_EDGE_FLIPS]
+    gaps += [Gap(f"disparity noise std {s:g}", Perturbation(disparity_noise=s)) for s in DEFAULT_DISPARITY_STDS]
+    for ms in DEFAULT_LATENCIES_MS:
+        ticks = max(1, round(ms / 1e3 / spec_period_s))
+        gaps.append(Gap(f"action latency {ticks * spec_period_s * 1e3:.0f} ms ({ticks} ticks)", latency_ticks=ticks))
+    return gaps
+
+
+def read_report(path: str | Path) -> dict:
+    """The measured amounts of a ``compare-sim`` report.json: ``period_s`` (the recorded p50) and
+    ``finger_shift_px`` (the largest mean finger shift), where it has them."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise So101Error(f"{path}: cannot read the report ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise So101Error(f"{path}: not JSON; give the report.json of 'so101 compare-sim --out'") from None
+    timing = data.get("timing") if isinstance(data, dict) else None
+    if not isinstance(timing, dict) or "p50_s" not in timing or not isinstance(data.get("finger_shifts"), list):
+        raise So101Error(f"{path}: not a compare-sim report (the report.json of 'so101 compare-sim --out')")
+    out: dict = {}
+    p50 = timing["p50_s"]
+    if isinstance(p50, (int, float)) and not isinstance(p50, bool) and p50 > 0:
+        out["period_s"] = float(p50)
+    shifts = [math.hypot(s.get("mean_dx", 0.0), s.get("mean_dy", 0.0)) for s in data["finger_shifts"]
+              if isinstance(s, dict)]
+    if shifts:
+        out["finger_shift_px"] = max(shifts)
+    return out
+
+
+# ------------------------------------------------------------------ the runs
+
+
+def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None) -> int:
+    """Successes of one row's episodes, built exactly as ``so101 infer`` builds its run."""
+    from so101_sim2real.control.infer import build
+    from so101_sim2real.control.runner import Runner
+
+    row_opts = replace(opts, perturbation=replace(gap.perturbation, seed=opts.seed))
+    rig, pilot, _, _ = build(row_opts)
+    try:
+        if gap.latency_ticks:
+            pilot = LatePilot(pilot, gap.latency_ticks)
+        counted = (lambda _: on_episode()) if on_episode else None
+        runner = Runner(rig, pilot, max_steps=opts.max_steps, on_episode=counted)
+        summary = runner.run([opts.seed + i for i in range(opts.episodes)])
+    finally:
+        rig.close()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    return sum(bool(e.success) for e in summary.episodes)
+
+
+def _score(nominal: GapResult, row: GapResult) -> GapResult:
+    p0, p = nominal.success, row.success
+    se = math.sqrt(p0 * (1 - p0) / nominal.episodes + p * (1 - p) / row.episodes)
+    return replace(row, cost_points=100.0 * (p0 - p), stderr_points=100.0 * se)
+
+
+def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], None] | None = None,
+                report: str | None = None) -> SensitivityReport:
+    """Run the nominal twin and each gap over ``opts``'s seeds (an :class:`InferOptions` on the
+    twin) and rank the gaps by the success they cost."""
+    from so101_sim2real.control.infer import SCRIPTED
+
+    if opts.robot != "sim":
+        raise So101Error("the gap budget runs in the twin: @robot sim")
+    n = opts.episodes
+    nominal = GapResult("nominal twin", _run_row(opts, Gap("nominal twin"), on_episode), n)
+    rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode), n)) for g in gaps]
+    rows.sort(key=lambda r: -r.cost_points)  # stable: equal costs keep the default order
+    pilot = SCRIPTED if opts.ckpt == SCRIPTED else Path(opts.ckpt).name
+    return SensitivityReport(pilot, [opts.seed + i for i in range(n)], nominal, rows, report)
+
+
+# ------------------------------------------------------------------ the output
+
+
+def render_table(rep: SensitivityReport) -> list[str]:
+    """The rows as a table sorted by cost, with the noise floor stated."""
+    width = max(len(r.name) for r in [rep.nominal, *rep.rows])
+    nom = rep.nominal
+    lines = [f"{rep.pilot}: success under one gap at a time, {len(rep.seeds)} episodes each "
+             f"(seeds {rep.seeds[0]}-{rep.seeds[-1]})",
+             f"  {'gap':<{width}}  {'success':>8}  {'cost pts':>9}  {'+-se':>6}  {'episodes':>8}",
+             f"  {nom.name:<{width}}  {nom.success:>8.0%}  {'-':>9}  {'-':>6}  {nom.episodes:>8}"]
+    lines += [f"  {r.name:<{width}}  {r.success:>8.0%}  {r.cost_points:>+9.0f}  {r.stderr_points:>6.0f}  "
+              f"{r.episodes:>8}" for r in rep.rows]
+    lines.append(f"with {len(rep.seeds)} episodes a cost under ~{rep.noise_points:.0f} points is noise")
+    return lines
+
+
+def plot(rep: SensitivityReport, path: Path) -> None:
+    """A horizontal bar per gap, its cost in points, the most costly on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rep.rows[::-1]  # barh draws bottom-up
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.5))
+    ax.barh([r.name for r in rows], [r.cost_points for r in rows], xerr=[r.stderr_points for r in rows],
+            color=["tab:red" if r.cost_points > 0 else "tab:gray" for r in rows])
+    ax.axvline(rep.noise_points, ls="--", color="k", lw=0.8, label=f"noise (~{rep.noise_points:.0f} pts)")
+    ax.set(xlabel="success cost vs nominal twin (percentage points)",
+           title=f"{rep.pilot}: nominal success {rep.nominal.success:.0%}, {len(rep.seeds)} episodes")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(rep: SensitivityReport, out: Path) -> None:
+    """``sensitivity.json`` and ``sensitivity.png`` in ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise So101Error(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    (out / "sensitivity.json").write_text(json.dumps(rep.to_dict(), indent=2))
+    plot(rep, out / "sensitivity.png")
+
