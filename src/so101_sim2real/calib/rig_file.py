@@ -18,7 +18,7 @@ fitted and its residuals under ``fitted``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,6 @@ class RigGeometry:
         self.mount_pos = tuple(float(v) for v in self.mount_pos)
         self.mount_euler = tuple(float(v) for v in self.mount_euler)
         self.joint_offsets_rad = np.asarray(self.joint_offsets_rad, dtype=np.float64).reshape(len(JOINT_NAMES))
-
-    def with_mount(self, pos: tuple[float, ...], euler: tuple[float, ...]) -> RigGeometry:
-        return replace(self, mount_pos=tuple(pos), mount_euler=tuple(euler))
 
     def describe(self) -> str:
         """One line for inspect/infer: what the twin's camera is, and whether it was measured."""
