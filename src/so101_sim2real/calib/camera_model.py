@@ -166,7 +166,12 @@ class CameraModel:
     @classmethod
     def load(cls, path: str | Path) -> CameraModel:
         """Read ``camera.yaml``; a one-line :class:`So101Error` naming the field that is wrong."""
-        f = Fields(read_mapping(path, "camera file"), path, _FIELDS)
+        return cls.from_mapping(read_mapping(path, "camera file"), path)
+
+    @classmethod
+    def from_mapping(cls, data: dict, where: str | Path) -> CameraModel:
+        """A camera from ``camera.yaml``'s fields (``where`` names it in errors: a file, or a rig file's part)."""
+        f = Fields(data, where, _FIELDS)
         model = f.text("model", choices=MODELS)
         size = f.positive_ints("size", 2)
         K = _matrix(f)

@@ -122,16 +122,7 @@ def _camera(f: Fields, path: str | Path) -> CameraModel:
     data = f.get("camera")
     if not isinstance(data, dict):
         raise f.error("camera", "expected the fields of a camera.yaml (model, size, K, D)")
-    import tempfile
-
-    # The camera part is a camera.yaml inline: read by the same checks, with its own field names.
-    with tempfile.TemporaryDirectory() as tmp:
-        inner = Path(tmp) / "camera.yaml"
-        inner.write_text(yaml.safe_dump(data))
-        try:
-            return CameraModel.load(inner)
-        except So101Error as exc:
-            raise So101Error(str(exc).replace(str(inner), f"{path}: camera")) from None
+    return CameraModel.from_mapping(data, f"{path}: camera")
 
 
 def _plain(value: Any) -> Any:
