@@ -68,12 +68,9 @@ def _plot_iou(report, path: Path) -> None:
 
 def _write(report, out: Path, channels: list[str]) -> None:
     from so101_sim2real.compare.html import write_page
+    from so101_sim2real.files import write_file
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise So101Error(f"{out}: cannot create the report folder ({exc.strerror})") from None
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    write_file(out / "report.json", json.dumps(report.to_dict(), indent=2))  # the folder too; one-line errors
     _plot_iou(report, out / "iou.png")
     write_page(report, channels, out)
 

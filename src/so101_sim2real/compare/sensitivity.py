@@ -233,10 +233,8 @@ def plot(rep: SensitivityReport, path: Path) -> None:
 
 def write(rep: SensitivityReport, out: Path) -> None:
     """``sensitivity.json`` and ``sensitivity.png`` in ``out``."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise So101Error(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    (out / "sensitivity.json").write_text(json.dumps(rep.to_dict(), indent=2))
+    from so101_sim2real.files import write_file
+
+    write_file(out / "sensitivity.json", json.dumps(rep.to_dict(), indent=2))  # the folder too; one-line errors
     plot(rep, out / "sensitivity.png")
 
