@@ -70,6 +70,8 @@ def test_a_clean_twin_recording_matches_the_twin(capsys, clean, tmp_path):
     assert np.nanmin(per_tick) >= 0.99, np.nanmin(per_tick, axis=1)
     assert report["disparity"]["spearman"] >= 0.99
     assert report["timing"]["p50_s"] == pytest.approx(0.02)
+    # the recorded targets, replayed open loop from the first row, move the twin exactly as recorded
+    assert all(j["rms_error_rad"] < 1e-6 for j in report["dynamics"]["joints"]), report["dynamics"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "none: the recording matches the twin" in page
     assert "src=\"http" not in page and "src='http" not in page and page.count("data:image/png;base64,") >= 2
@@ -147,3 +149,13 @@ def test_timing_reads_the_period_of_the_time_column():
 
 def test_the_recording_reader_is_the_recorders(clean):
     assert len(Recording(clean).episodes) == 1
+
+
+def test_an_arm_that_lags_its_targets_is_named_with_the_lag(capsys, copy):
+    def late(joints):  # the recorded arm 3 ticks behind where its targets took the twin
+        return np.concatenate([np.repeat(joints[:1], 3, axis=0), joints[:-3]])
+
+    _edit(copy, joint_pos=late)
+    report = _json(capsys, copy)
+    lags = [f for f in report["findings"] if f["name"] == "the arm lags its targets more than the twin"]
+    assert lags and lags[0]["evidence"]["lag_ticks"] == 3, report["findings"]

@@ -40,6 +40,10 @@ def _headline(report) -> list[str]:
               f"{num(disp.rel_error)}",
               f"  period p50 {num(t.p50_s and t.p50_s * 1e3, '.1f')} ms, p95 {num(t.p95_s and t.p95_s * 1e3, '.1f')} "
               f"ms, jitter {num(t.jitter_s and t.jitter_s * 1e3, '.1f')} ms; spec {t.spec_period_s * 1e3:.1f} ms"]
+    if report.dynamics is not None:
+        worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
+        lines.append(f"  targets replayed open loop: tracking RMS up to {worst.rms_error_rad:.4f} rad ({worst.name}), "
+                     f"lag {report.dynamics.worst_lag} ticks")
     if not report.findings:
         lines.append("no findings: the recording matches the twin")
     lines += [f"finding: {f.line()}" for f in report.findings]

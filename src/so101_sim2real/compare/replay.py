@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import mujoco
 import numpy as np
 
+from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
@@ -29,6 +30,7 @@ MIN_CLASS_SHARE = 1e-3  # a recorded id holding less of the pixels is noise, not
 REMAP_SHARE = 0.6  # a recorded id whose pixels land this much on one other twin id is that id, renamed
 SHIFT_MIN_PX = 1.0  # mean finger centroid shift, in policy-frame pixels, that says the camera moved
 SHIFT_CONSISTENT = 0.8  # share of ticks whose shift points the mean's way
+LAG_TICKS = 2  # the recorded joints this many ticks behind the twin's replay of the same targets
 MIN_MASK_PX = 20  # fewer pixels give no trustworthy centroid
 
 
@@ -117,6 +119,7 @@ class ReplayReport:
     timing: TimingMetrics
     finger_shifts: list[FingerShift]
     findings: list[Finding] = field(default_factory=list)
+    dynamics: DynamicsMetrics | None = None  # the recorded targets replayed open loop (None: no targets)
     worst: list[WorstTick] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
@@ -345,7 +348,8 @@ def replay(recording: Recording, episode: int = 0,
                 on_tick(i + 1, len(arrays["obs"]))
     finally:
         twin.close()
-    report = _report(recording, episode, spec, ticks, arrays["time"])
+    dynamics = replay_targets(recording, episode) if "target" in arrays else None
+    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics)
     report.worst = sorted(worst, key=lambda w: w.tick)
     return report
 
@@ -360,7 +364,8 @@ def _keep_worst(kept: list[WorstTick], new: WorstTick) -> list[WorstTick]:
     return sorted(kept + [new], key=lambda w: w.agreement)[:WORST_KEPT]
 
 
-def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray) -> ReplayReport:
+def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray,
+            dynamics: DynamicsMetrics | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
     disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
@@ -368,7 +373,7 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
     period = timing(time_s, spec.control.period_s)
     remap = id_remap(np.array(seg.confusion), classes)
     shifts = finger_shifts(ticks, classes, remap)
-    report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts)
+    report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts, dynamics=dynamics)
     report.findings = findings(report, remap)
     return report
 
@@ -452,4 +457,11 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
                             "classes": ",".join(s.name for s in moved)},
                            "measure the camera's mount: so101 calibrate align"))
+    dyn = report.dynamics
+    if dyn is not None and abs(dyn.worst_lag) >= LAG_TICKS:
+        joints = [j.name for j in dyn.joints if j.lag_ticks == dyn.worst_lag]
+        out.append(Finding("the arm lags its targets more than the twin",
+                           {"lag_ticks": dyn.worst_lag, "joints": ",".join(joints)},
+                           "check the servos' gains and acceleration ('so101 motors scan') and the loop's latency; "
+                           "'so101 compare-sim sensitivity' shows what such a lag costs the policy"))
     return out

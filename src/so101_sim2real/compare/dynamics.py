@@ -1,0 +1,102 @@
+"""The recorded joint targets replayed open loop in the twin: does the real arm move as the twin's does?
+
+The twin starts where the recording's first row is (joints and their velocities, the cube
+where it was recorded or at its nominal place) and gets, tick by tick, the joint targets the recording
+sent (``target``), each held for the recorded period. Its joints are then compared with
+the recorded ones: the tracking error per joint (RMS over the episode), and the lag, the
+shift in ticks that best lines up the two joint velocity traces (cross-correlation). A real
+arm that lags its targets more than the twin (soft gains, a slow bus, a late loop) shows
+as a positive lag; one that moves a joint the twin does not (a wrong sign, a loose horn) as
+a large error on that joint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from so101_sim2real.control.recording import Recording
+from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import JOINT_NAMES
+from so101_sim2real.sim import scene as S
+
+MAX_LAG_TICKS = 10
+MIN_MOTION_RAD = 0.02  # a joint that moved less than this over the episode has no lag to measure
+
+
+@dataclass
+class JointTracking:
+    """One joint: how far the twin's replay is from the recording."""
+
+    name: str
+    rms_error_rad: float
+    max_error_rad: float
+    lag_ticks: int | None  # recorded behind the twin (>0) or ahead (<0); None where the joint barely moved
+
+
+@dataclass
+class DynamicsMetrics:
+    ticks: int
+    joints: list[JointTracking]
+
+    @property
+    def worst_lag(self) -> int:
+        lags = [j.lag_ticks for j in self.joints if j.lag_ticks is not None]
+        return max(lags, key=abs) if lags else 0
+
+
+def replay_targets(recording: Recording, episode: int = 0) -> DynamicsMetrics:
+    """The twin driven open loop by the episode's recorded targets, compared joint by joint."""
+    from so101_sim2real.sim.task import LiftCubeTask
+
+    arrays = recording.load(episode)
+    for key in ("time", "joint_pos", "target"):
+        if key not in arrays:
+            raise So101Error(f"{recording.folder}: episode {episode} has no '{key}': its targets cannot be replayed")
+    recorded, targets, times = arrays["joint_pos"], arrays["target"], arrays["time"]
+    task = LiftCubeTask(recording.spec)
+    m, d = task.model, task.data
+    qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
+    act = np.array([m.actuator(j).id for j in S.JOINTS])
+    mujoco.mj_resetData(m, d)
+    d.qpos[qpos] = recorded[0]
+    if "joint_vel" in arrays:  # the first row may catch the arm moving (a reset just ended)
+        d.qvel[[m.jnt_dofadr[m.joint(j).id] for j in S.JOINTS]] = arrays["joint_vel"][0]
+    d.ctrl[act] = targets[0]
+    cube = m.jnt_qposadr[m.joint(S.CUBE_JOINT).id]
+    first_cube = arrays["cube_pos"][0] if "cube_pos" in arrays else (0.25, 0.0, task.scene.cube_half)
+    d.qpos[cube:cube + 7] = [*first_cube, 1.0, 0.0, 0.0, 0.0]
+    mujoco.mj_forward(m, d)
+    periods = np.diff(times) if len(times) > 1 else np.array([recording.spec.control.period_s])
+    twin = [recorded[0].copy()]
+    for i in range(len(recorded) - 1):
+        d.ctrl[act] = targets[i]
+        for _ in range(max(1, round(float(periods[i]) / m.opt.timestep))):
+            mujoco.mj_step(m, d)
+        twin.append(d.qpos[qpos].copy())
+    return _compare(np.array(twin), recorded)
+
+
+def _compare(twin: np.ndarray, recorded: np.ndarray) -> DynamicsMetrics:
+    error = recorded - twin
+    joints = [JointTracking(name, float(np.sqrt(np.mean(error[:, k] ** 2))), float(np.abs(error[:, k]).max()),
+                            lag_ticks(twin[:, k], recorded[:, k])) for k, name in enumerate(JOINT_NAMES)]
+    return DynamicsMetrics(len(recorded), joints)
+
+
+def lag_ticks(reference: np.ndarray, follower: np.ndarray, max_lag: int = MAX_LAG_TICKS) -> int | None:
+    """The shift (ticks) of ``follower`` behind ``reference`` that best lines up their velocities."""
+    if np.ptp(reference) < MIN_MOTION_RAD or len(reference) < 4:
+        return None
+    a, b = np.diff(reference), np.diff(follower)
+    a, b = a - a.mean(), b - b.mean()
+    best, best_score = 0, -np.inf
+    span = min(max_lag, len(a) - 3)  # at least 3 velocities overlap at every shift tried
+    for lag in range(-span, span + 1):
+        x, y = (a[:len(a) - lag], b[lag:]) if lag >= 0 else (a[-lag:], b[:len(b) + lag])
+        score = float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12))  # shape, not size
+        if score > best_score:
+            best, best_score = lag, score
+    return best
