@@ -159,3 +159,17 @@ def test_an_arm_that_lags_its_targets_is_named_with_the_lag(capsys, copy):
     report = _json(capsys, copy)
     lags = [f for f in report["findings"] if f["name"] == "the arm lags its targets more than the twin"]
     assert lags and lags[0]["evidence"]["lag_ticks"] == 3, report["findings"]
+
+
+def test_disparity_normalised_over_another_region_is_named(capsys, copy):
+    def renormalised(obs):  # the same depth order, stretched as a crop's min-max would stretch it
+        out = obs.copy()
+        d = out[:, 1].astype(float)
+        out[:, 1] = np.clip((d - 30) * 1.6, 0, 255).astype(np.uint8)
+        return out
+
+    _edit(copy, obs=renormalised)
+    report = _json(capsys, copy)
+    names = [f["name"] for f in report["findings"]]
+    assert names == ["disparity normalised another way"], report["findings"]
+    assert report["segmentation"]["agreement"] > 0.99  # the seg channel untouched

@@ -31,6 +31,9 @@ REMAP_SHARE = 0.6  # a recorded id whose pixels land this much on one other twin
 SHIFT_MIN_PX = 1.0  # mean finger centroid shift, in policy-frame pixels, that says the camera moved
 SHIFT_CONSISTENT = 0.8  # share of ticks whose shift points the mean's way
 LAG_TICKS = 2  # the recorded joints this many ticks behind the twin's replay of the same targets
+# Disparity in the same order but at other values: normalised over another region (the crop, not the
+# whole frame) or with another interpolation. Noise lowers the rank correlation; a renormalisation does not.
+RANK_AGREES, VALUES_DIFFER = 0.98, 0.10
 MIN_MASK_PX = 20  # fewer pixels give no trustworthy centroid
 
 
@@ -457,6 +460,12 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
                             "classes": ",".join(s.name for s in moved)},
                            "measure the camera's mount: so101 calibrate align"))
+    disp = report.disparity
+    if disp.spearman is not None and disp.spearman >= RANK_AGREES and (disp.rel_error or 0.0) >= VALUES_DIFFER:
+        out.append(Finding("disparity normalised another way",
+                           {"spearman": disp.spearman, "rel_error": disp.rel_error},
+                           "the near-far order agrees but not the values: normalise as trained (the spec's "
+                           "observation.disparity: the whole frame, min-max per frame) and resize as trained"))
     dyn = report.dynamics
     if dyn is not None and abs(dyn.worst_lag) >= LAG_TICKS:
         joints = [j.name for j in dyn.joints if j.lag_ticks == dyn.worst_lag]
