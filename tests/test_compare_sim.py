@@ -173,3 +173,17 @@ def test_disparity_normalised_over_another_region_is_named(capsys, copy):
     names = [f["name"] for f in report["findings"]]
     assert names == ["disparity normalised another way"], report["findings"]
     assert report["segmentation"]["agreement"] > 0.99  # the seg channel untouched
+
+
+def test_degrees_in_the_state_are_named(capsys, copy):
+    def in_degrees(state):  # joint positions written in degrees, the rest as it was
+        out = state.copy()
+        out[:, :6] = np.degrees(out[:, :6])
+        return out
+
+    clean = _json(capsys, copy)
+    assert all(c["rms"] < 1e-3 for c in clean["state"]), clean["state"]  # the twin computes the same state
+    _edit(copy, state=in_degrees)
+    report = _json(capsys, copy)
+    slips = [f for f in report["findings"] if f["name"] == "degrees and radians mixed in the state"]
+    assert slips and slips[0]["evidence"]["fields"] == "joint_pos", report["findings"]

@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
+from so101_sim2real.compare.state_check import StateFieldCheck, compare_states, twin_states
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
@@ -123,6 +124,7 @@ class ReplayReport:
     finger_shifts: list[FingerShift]
     findings: list[Finding] = field(default_factory=list)
     dynamics: DynamicsMetrics | None = None  # the recorded targets replayed open loop (None: no targets)
+    state: list[StateFieldCheck] | None = None  # the recorded state against the twin's (None: not recorded)
     worst: list[WorstTick] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
@@ -352,7 +354,10 @@ def replay(recording: Recording, episode: int = 0,
     finally:
         twin.close()
     dynamics = replay_targets(recording, episode) if "target" in arrays else None
-    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics)
+    state = None
+    if {"state", "joint_vel"} <= set(arrays) and spec.state.size:
+        state = compare_states(arrays["state"], twin_states(arrays["joint_pos"], arrays["joint_vel"], spec), spec)
+    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state)
     report.worst = sorted(worst, key=lambda w: w.tick)
     return report
 
@@ -368,7 +373,7 @@ def _keep_worst(kept: list[WorstTick], new: WorstTick) -> list[WorstTick]:
 
 
 def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray,
-            dynamics: DynamicsMetrics | None = None) -> ReplayReport:
+            dynamics: DynamicsMetrics | None = None, state: list[StateFieldCheck] | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
     disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
@@ -376,7 +381,8 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
     period = timing(time_s, spec.control.period_s)
     remap = id_remap(np.array(seg.confusion), classes)
     shifts = finger_shifts(ticks, classes, remap)
-    report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts, dynamics=dynamics)
+    report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts, dynamics=dynamics,
+                          state=state)
     report.findings = findings(report, remap)
     return report
 
@@ -466,6 +472,12 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            {"spearman": disp.spearman, "rel_error": disp.rel_error},
                            "the near-far order agrees but not the values: normalise as trained (the spec's "
                            "observation.disparity: the whole frame, min-max per frame) and resize as trained"))
+    slips = [c for c in report.state or [] if c.degrees_for_radians]
+    if slips:
+        out.append(Finding("degrees and radians mixed in the state",
+                           {"fields": ",".join(c.name for c in slips), "scale": slips[0].scale},
+                           "the state is in the sim's units (radians, metres): convert where the state is built, "
+                           "before the policy sees it"))
     dyn = report.dynamics
     if dyn is not None and abs(dyn.worst_lag) >= LAG_TICKS:
         joints = [j.name for j in dyn.joints if j.lag_ticks == dyn.worst_lag]
