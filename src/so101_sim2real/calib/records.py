@@ -12,21 +12,28 @@ import yaml
 from so101_sim2real.errors import So101Error, did_you_mean
 
 
-def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file; a one-line :class:`So101Error` for anything else."""
+def read_yaml(path: str | Path, what: str, name: str | None = None) -> Any:
+    """A YAML file's contents; a one-line :class:`So101Error` (starting with ``name``, by default the
+    path) when it is missing, unreadable or not YAML."""
     path = Path(path)
+    name = name or str(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise So101Error(f"{path}: no such {what}") from None
+        raise So101Error(f"{name}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise So101Error(f"{path}: cannot read this {what} ({getattr(exc, 'strerror', None) or exc})") from None
+        raise So101Error(f"{name}: cannot read this {what} ({getattr(exc, 'strerror', None) or exc})") from None
     from so101_sim2real.spec import yaml_problem
 
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise So101Error(f"{path}: {yaml_problem(exc)}") from None
+        raise So101Error(f"{name}: {yaml_problem(exc)}") from None
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; a one-line :class:`So101Error` for anything else."""
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise So101Error(f"{path}: a {what} is a YAML mapping of fields, not {type(data).__name__}")
     return data

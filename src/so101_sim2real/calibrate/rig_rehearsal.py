@@ -53,7 +53,7 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> I
     """(follower, camera) of the emulated rig, the cube off the table; everything stopped on the way out.
     ``camera.inner`` is the twin's :class:`~so101_sim2real.sim.camera.SimCamera` (its ``seg_ids`` are
     the true segmentation), ``camera.lock`` the world's lock."""
-    from so101_sim2real.control.rig import _LockedCamera
+    from so101_sim2real.control.rig import LockedCamera
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.calibration import with_joint_offsets
@@ -71,7 +71,7 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> I
         calibration = with_joint_offsets(bridge.calibration, -truth.joint_offsets_rad)  # zeros off by the truth
         robot = SO101Follower(MotorBus(emulator.path, calibration.ids), calibration)
         robot.connect()
-        camera = _LockedCamera(SimCamera(bridge.task.model, bridge.task.data, spec.observation), bridge.lock)
+        camera = LockedCamera(SimCamera(bridge.task.model, bridge.task.data, spec.observation), bridge.lock)
         yield robot, camera
     finally:
         try:

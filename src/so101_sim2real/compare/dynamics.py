@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from so101_sim2real.control.recording import Recording
-from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.sim import scene as S
+from so101_sim2real.spec import Spec
 
 MAX_LAG_TICKS = 10
 MIN_MOTION_RAD = 0.02  # a joint that moved less than this over the episode has no lag to measure
@@ -47,16 +46,13 @@ class DynamicsMetrics:
         return max(lags, key=abs) if lags else 0
 
 
-def replay_targets(recording: Recording, episode: int = 0) -> DynamicsMetrics:
-    """The twin driven open loop by the episode's recorded targets, compared joint by joint."""
+def replay_targets(arrays: dict[str, np.ndarray], spec: Spec) -> DynamicsMetrics:
+    """The twin driven open loop by an episode's recorded targets (``Recording.load``'s arrays, with
+    ``time``, ``joint_pos`` and ``target``), compared joint by joint."""
     from so101_sim2real.sim.task import LiftCubeTask
 
-    arrays = recording.load(episode)
-    for key in ("time", "joint_pos", "target"):
-        if key not in arrays:
-            raise So101Error(f"{recording.folder}: episode {episode} has no '{key}': its targets cannot be replayed")
     recorded, targets, times = arrays["joint_pos"], arrays["target"], arrays["time"]
-    task = LiftCubeTask(recording.spec)
+    task = LiftCubeTask(spec)
     m, d = task.model, task.data
     qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
     act = np.array([m.actuator(j).id for j in S.JOINTS])
@@ -69,7 +65,7 @@ def replay_targets(recording: Recording, episode: int = 0) -> DynamicsMetrics:
     first_cube = arrays["cube_pos"][0] if "cube_pos" in arrays else (0.25, 0.0, task.scene.cube_half)
     d.qpos[cube:cube + 7] = [*first_cube, 1.0, 0.0, 0.0, 0.0]
     mujoco.mj_forward(m, d)
-    periods = np.diff(times) if len(times) > 1 else np.array([recording.spec.control.period_s])
+    periods = np.diff(times) if len(times) > 1 else np.array([spec.control.period_s])
     twin = [recorded[0].copy()]
     for i in range(len(recorded) - 1):
         d.ctrl[act] = targets[i]

@@ -353,7 +353,7 @@ def replay(recording: Recording, episode: int = 0,
                 on_tick(i + 1, len(arrays["obs"]))
     finally:
         twin.close()
-    dynamics = replay_targets(recording, episode) if "target" in arrays else None
+    dynamics = replay_targets(arrays, spec) if "target" in arrays else None
     state = None
     if {"state", "joint_vel"} <= set(arrays) and spec.state.size:
         state = compare_states(arrays["state"], twin_states(arrays["joint_pos"], arrays["joint_vel"], spec), spec)

@@ -258,7 +258,7 @@ class _LockedPerception:
         self.inner.close()
 
 
-class _LockedCamera:
+class LockedCamera:
     """A camera in a world that another thread steps: renders hold its lock."""
 
     def __init__(self, inner: Camera, lock: object):
@@ -360,7 +360,7 @@ def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | Non
     if with_camera:
         camera = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
         if make_perception:  # only the render holds the lock, not the networks
-            perception = make_perception(_LockedCamera(camera, bridge.lock))
+            perception = make_perception(LockedCamera(camera, bridge.lock))
         else:
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
     return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,

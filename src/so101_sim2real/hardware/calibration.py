@@ -20,6 +20,7 @@ import numpy as np
 
 from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES, SERVO_IDS
 from so101_sim2real.errors import So101Error
+from so101_sim2real.files import write_file
 
 LEROBOT_ROOT_ENV = "HF_LEROBOT_CALIBRATION"
 LAYOUTS = {
@@ -75,13 +76,6 @@ def new_lerobot_path(kind: str, robot_id: str, root: Path | None = None) -> Path
     return (root or lerobot_root()).joinpath(*LAYOUTS[kind][0], f"{robot_id}.json")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def read_lerobot(path: Path) -> dict[str, MotorCalibration]:
     try:
         data = json.loads(Path(path).read_text())
@@ -106,7 +100,7 @@ def read_lerobot(path: Path) -> dict[str, MotorCalibration]:
 
 
 def write_lerobot(path: Path, motors: dict[str, MotorCalibration]) -> None:
-    _atomic_write(Path(path), json.dumps({j: asdict(m) for j, m in motors.items()}, indent=4))
+    write_file(Path(path), json.dumps({j: asdict(m) for j, m in motors.items()}, indent=4))
 
 
 def sim_map_path(lerobot_file: Path) -> Path:
@@ -137,7 +131,7 @@ class ArmCalibration:
 
     def save(self, lerobot_file: Path) -> None:
         write_lerobot(lerobot_file, self.motors)
-        _atomic_write(sim_map_path(lerobot_file), json.dumps({j: asdict(m) for j, m in self.sim.items()}, indent=4))
+        write_file(sim_map_path(lerobot_file), json.dumps({j: asdict(m) for j, m in self.sim.items()}, indent=4))
 
     @property
     def ids(self) -> dict[str, int]:

@@ -20,11 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from so101_sim2real.arm import JOINT_NAMES
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.spec import yaml_problem
 
 GRAB_KEYS = ("at_s", "hold_s", "guide")
 NAMED_GUIDES = ("cube", "still")
@@ -48,17 +45,10 @@ class Grab:
 
 def load_hand_script(path: str | Path, twin: bool) -> list[Grab]:
     """The grabs in a hand script file (``twin``: the twin runs here, so ``cube`` is allowed)."""
-    path = Path(path)
+    from so101_sim2real.calib.records import read_yaml
+
     source = f"@hand {path}"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise So101Error(f"{source}: no such file") from None
-    except OSError as exc:
-        raise So101Error(f"{source}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise So101Error(f"{source}: {yaml_problem(exc)}") from None
-    return parse_hand_script(data, source, twin)
+    return parse_hand_script(read_yaml(path, "file", source), source, twin)
 
 
 def parse_hand_script(data: Any, source: str, twin: bool) -> list[Grab]:

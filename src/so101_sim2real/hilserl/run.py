@@ -40,6 +40,7 @@ from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.control.window import KeySources
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import DeviceFault, So101Error, did_you_mean
+from so101_sim2real.files import write_file
 from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.hilserl.keys import OperatorKeys
 from so101_sim2real.hilserl.leader_rig import open_leader
@@ -94,12 +95,6 @@ class RunOptions:
         models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device)
         return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
                           self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
@@ -241,10 +236,10 @@ class RunFolder:
         options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos),
                    "perturbation": None if p is None else _plain(dataclasses.asdict(p))}
         data = {"options": options, "config": dataclasses.asdict(self.cfg)}
-        _atomic_write(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
+        write_file(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def write_counters(self) -> None:
-        _atomic_write(self.path / COUNTERS_FILE, json.dumps(self.counters, indent=2))
+        write_file(self.path / COUNTERS_FILE, json.dumps(self.counters, indent=2))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """One JSON line; a line cut by a kill is skipped by readers."""
