@@ -20,14 +20,30 @@ from so101_sim2real.spec import default_spec
 STEPS = 10
 
 
-def _record(folder, perturbation: Perturbation | None = None):
+def _record(folder, perturbation: Perturbation | None = None, pilot=None, steps: int = STEPS, swap_xy: bool = False):
     rig = sim_rig(default_spec(), perturbation=perturbation)
+    if swap_xy:  # the user's controller bug: the action's x moves the target along y and back
+        command = rig.controller.command
+        rig.controller.command = lambda action, q: command(np.asarray(action)[[1, 0, 2, 3]], q)
     try:
         rec = Recorder(folder, rig.spec, "sim", "scripted", rig.period_s, with_rgb=False)
-        Runner(rig, ScriptedPilot(rig.twin), recorder=rec, max_steps=STEPS).run([0])
+        Runner(rig, pilot or ScriptedPilot(rig.twin), recorder=rec, max_steps=steps).run([0])
     finally:
         rig.close()
     return folder
+
+
+class Wander:
+    """Moves along x, y and z at once at three frequencies: every axis commanded on its own."""
+
+    name, needs_pixels = "wander", False
+
+    def reset(self, obs) -> None:
+        self.t = 0
+
+    def act(self, obs) -> np.ndarray:
+        self.t += 1
+        return np.array([np.sin(self.t / 3), np.sin(self.t / 5 + 1), 0.6 * np.sin(self.t / 7 + 2), 1.0], np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +122,7 @@ def test_a_slow_control_loop_is_named(capsys, copy):
 
 
 def test_a_moved_camera_is_named(capsys, tmp_path):
-    folder = _record(tmp_path / "moved", Perturbation(camera_shift_mm=(6.0, 0.0, 0.0), camera_tilt_deg=(4.0, 0.0, 0.0)))
+    folder = _record(tmp_path / "moved", Perturbation(camera_shift_mm=(8.0, 0.0, 0.0), camera_tilt_deg=(4.0, 0.0, 0.0)))
     report = _json(capsys, folder)
     # the moved camera loses the moving finger to the table: not a renaming (the table is the table too)
     assert [f["name"] for f in report["findings"]] == ["camera pose offset"], report["finger_shifts"]
@@ -187,3 +203,18 @@ def test_degrees_in_the_state_are_named(capsys, copy):
     report = _json(capsys, copy)
     slips = [f for f in report["findings"] if f["name"] == "degrees and radians mixed in the state"]
     assert slips and slips[0]["evidence"]["fields"] == "joint_pos", report["findings"]
+
+
+@pytest.mark.parametrize("swap_xy", [False, True])
+def test_an_xy_swap_in_the_controller_is_named(capsys, tmp_path, swap_xy):
+    folder = _record(tmp_path / "rec", pilot=Wander(), steps=40, swap_xy=swap_xy)
+    report = _json(capsys, folder)
+    names = [f["name"] for f in report["findings"]]
+    if not swap_xy:  # the same wandering through a correct controller: nothing to name
+        assert names == [] and report["motion"]["moves"] == {"x": "x", "y": "y", "z": "z"}, report["findings"]
+        assert report["motion"]["r2_identity"] > 0.7
+        return
+    assert names == ["commanded and measured end-effector motion on different axes"], report["findings"]
+    assert report["findings"][0]["evidence"]["moves"] == "+x -> +y, +y -> +x"
+    # the observation is the twin's own: only the motion gives the swap away
+    assert report["segmentation"]["iou"]["table"] >= 0.99, report["segmentation"]["iou"]

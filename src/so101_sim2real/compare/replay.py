@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
+from so101_sim2real.compare.motion import AxisCheck, axis_check
 from so101_sim2real.compare.state_check import StateFieldCheck, compare_states, twin_states
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
@@ -125,6 +126,7 @@ class ReplayReport:
     findings: list[Finding] = field(default_factory=list)
     dynamics: DynamicsMetrics | None = None  # the recorded targets replayed open loop (None: no targets)
     state: list[StateFieldCheck] | None = None  # the recorded state against the twin's (None: not recorded)
+    motion: AxisCheck | None = None  # commanded vs measured EE motion (None: too short, or not recorded)
     worst: list[WorstTick] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
@@ -357,7 +359,10 @@ def replay(recording: Recording, episode: int = 0,
     state = None
     if {"state", "joint_vel"} <= set(arrays) and spec.state.size:
         state = compare_states(arrays["state"], twin_states(arrays["joint_pos"], arrays["joint_vel"], spec), spec)
-    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state)
+    motion = None
+    if {"action", "tcp_pos"} <= set(arrays):
+        motion = axis_check(arrays["action"], arrays["tcp_pos"], spec.action.xyz_scale_m)
+    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion)
     report.worst = sorted(worst, key=lambda w: w.tick)
     return report
 
@@ -373,7 +378,8 @@ def _keep_worst(kept: list[WorstTick], new: WorstTick) -> list[WorstTick]:
 
 
 def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray,
-            dynamics: DynamicsMetrics | None = None, state: list[StateFieldCheck] | None = None) -> ReplayReport:
+            dynamics: DynamicsMetrics | None = None, state: list[StateFieldCheck] | None = None,
+            motion: AxisCheck | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
     disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
@@ -382,7 +388,7 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
     remap = id_remap(np.array(seg.confusion), classes)
     shifts = finger_shifts(ticks, classes, remap)
     report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts, dynamics=dynamics,
-                          state=state)
+                          state=state, motion=motion)
     report.findings = findings(report, remap)
     return report
 
@@ -478,6 +484,14 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            {"fields": ",".join(c.name for c in slips), "scale": slips[0].scale},
                            "the state is in the sim's units (radians, metres): convert where the state is built, "
                            "before the policy sees it"))
+    if report.motion is not None and report.motion.swapped:
+        m = report.motion
+        out.append(Finding("commanded and measured end-effector motion on different axes",
+                           {"moves": ", ".join(f"+{a} -> {b if b.startswith('-') else '+' + b}"
+                                               for a, b in m.swapped.items()),
+                            "r2_as_commanded": m.r2_identity, "r2_through_map": m.r2_best},
+                           "the action is a world-frame x, y, z step: check where the controller turns it into "
+                           "end-effector targets (axis order and signs), then record again"))
     dyn = report.dynamics
     if dyn is not None and abs(dyn.worst_lag) >= LAG_TICKS:
         joints = [j.name for j in dyn.joints if j.lag_ticks == dyn.worst_lag]
