@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from so101_sim2real.control.pilots import ScriptedPilot
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import Runner
+from so101_sim2real.control.video import PANEL
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import default_spec
 
@@ -20,13 +22,14 @@ from so101_sim2real.spec import default_spec
 STEPS = 10
 
 
-def _record(folder, perturbation: Perturbation | None = None, pilot=None, steps: int = STEPS, swap_xy: bool = False):
+def _record(folder, perturbation: Perturbation | None = None, pilot=None, steps: int = STEPS, swap_xy: bool = False,
+            with_rgb: bool = False):
     rig = sim_rig(default_spec(), perturbation=perturbation)
     if swap_xy:  # the user's controller bug: the action's x moves the target along y and back
         command = rig.controller.command
         rig.controller.command = lambda action, q: command(np.asarray(action)[[1, 0, 2, 3]], q)
     try:
-        rec = Recorder(folder, rig.spec, "sim", "scripted", rig.period_s, with_rgb=False)
+        rec = Recorder(folder, rig.spec, "sim", "scripted", rig.period_s, with_rgb=with_rgb)
         Runner(rig, pilot or ScriptedPilot(rig.twin), recorder=rec, max_steps=steps).run([0])
     finally:
         rig.close()
@@ -48,7 +51,7 @@ class Wander:
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-    return _record(tmp_path_factory.mktemp("clean") / "rec")
+    return _record(tmp_path_factory.mktemp("clean") / "rec", with_rgb=True)
 
 
 @pytest.fixture
@@ -90,6 +93,12 @@ def test_a_clean_twin_recording_matches_the_twin(capsys, clean, tmp_path):
     assert all(j["rms_error_rad"] < 1e-6 for j in report["dynamics"]["joints"]), report["dynamics"]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "none: the recording matches the twin" in page
+    # the whole episode, one row per tick: camera | recorded seg, disparity | twin's | difference
+    video = cv2.VideoCapture(str(tmp_path / "report" / "compare.mp4"))
+    ok, first = video.read()
+    assert ok and video.get(cv2.CAP_PROP_FRAME_COUNT) == STEPS
+    assert first.shape[0] == PANEL and first.shape[1] == round(PANEL * 4 / 3) + 5 * PANEL
+    assert not list((tmp_path / "report").glob(".*"))  # no partial file left behind
     assert "src=\"http" not in page and "src='http" not in page and page.count("data:image/png;base64,") >= 2
 
 

@@ -79,11 +79,18 @@ def _write(report, out: Path, channels: list[str]) -> None:
     write_page(report, channels, out)
 
 
+def _video(out: Path, channels: list[str], rec):
+    from so101_sim2real.compare.pictures import EpisodeVideo
+
+    period = float(rec.meta.get("period_s") or rec.spec.control.period_s)
+    return EpisodeVideo(out, channels, fps=min(1.0 / period, 50.0))
+
+
 def compare_sim(
     recording: Annotated[Path, typer.Argument(help="A recording folder (so101 infer --record DIR).")],
     episode: Annotated[int, typer.Option("--episode", help="Which episode (its position, from 0).")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write index.html (one page, offline), "
-                                                              "report.json and iou.png here.")] = None,
+                                                              "compare.mp4, report.json and iou.png here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
 ) -> None:
     """Replay a recording through the twin and say where they differ.
@@ -98,18 +105,24 @@ def compare_sim(
     from so101_sim2real.compare.replay import replay
 
     rec = _open(recording)
+    channels = list(rec.spec.observation.channels)
+    video = _video(out, channels, rec) if out is not None else None
     bar = tqdm(unit="tick", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
     def tick(done: int, total: int) -> None:
         bar.total = total
         bar.update(1)
 
+    done = False
     try:
-        report = replay(rec, episode, on_tick=tick)
+        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add)
+        done = True
     finally:
         bar.close()
+        if video is not None:
+            video.close(keep=done)
     if out is not None:
-        _write(report, out, list(rec.spec.observation.channels))
+        _write(report, out, channels)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
         return

@@ -2,7 +2,7 @@
 
 The headline table and the findings, per-class IoU and disparity rank correlation over
 the episode, and the ticks where the recording and the twin agree least, side by side:
-recorded seg and disparity | the twin's | where they differ. Pictures are inlined as PNG
+[camera |] recorded seg and disparity | the twin's | where they differ. Pictures are inlined as PNG
 data, so the page can be mailed or archived on its own.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from so101_sim2real.compare.replay import ReplayReport, WorstTick
-from so101_sim2real.control.video import label, policy_panels
+from so101_sim2real.compare.pictures import VIDEO, side_by_side
+from so101_sim2real.compare.replay import ReplayReport
 from so101_sim2real.files import write_file
 
 INDEX = "index.html"
@@ -56,20 +56,6 @@ def curves(report: ReplayReport) -> str:
     return _figure_png(fig)
 
 
-def side_by_side(worst: WorstTick, channels: list[str]) -> np.ndarray:
-    """recorded channels | twin channels | the pixels whose class differs (white), one RGB row."""
-    recorded = policy_panels(worst.recorded, channels)
-    twin = policy_panels(worst.twin, channels)
-    seg = channels.index("seg")
-    differ = (worst.recorded[seg] != worst.twin[seg]).astype(np.uint8) * 255
-    diff = cv2.resize(np.repeat(differ[..., None], 3, axis=2), recorded[0].shape[1::-1],
-                      interpolation=cv2.INTER_NEAREST)
-    label(recorded[0], "recorded", first_row=1)
-    label(twin[0], "twin", first_row=1)
-    label(diff, f"seg differs: {100 * (1 - worst.agreement):.1f}%")
-    return np.hstack(recorded + twin + [diff])
-
-
 def _table(report: ReplayReport) -> str:
     seg, disp, t = report.segmentation, report.disparity, report.timing
 
@@ -82,6 +68,14 @@ def _table(report: ReplayReport) -> str:
              ("period p50 / p95 (ms)", f"{num(t.p50_s and t.p50_s * 1e3, '.1f')} / "
                                        f"{num(t.p95_s and t.p95_s * 1e3, '.1f')}"),
              ("the spec's period (ms)", f"{t.spec_period_s * 1e3:.1f}")]
+    if report.dynamics is not None:
+        worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
+        rows += [("targets replayed open loop: worst joint RMS (rad)", f"{worst.rms_error_rad:.4f} ({worst.name})"),
+                 ("recorded joints behind the twin's replay (ticks)", str(report.dynamics.worst_lag))]
+    if report.motion is not None:
+        m = report.motion
+        rows.append(("EE motion explained as commanded / best axis map (R²)",
+                     f"{m.r2_identity:.2f} / {m.r2_best:.2f}"))
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table><tr><th>measure</th><th>value</th></tr>{body}</table>"
 
@@ -100,7 +94,11 @@ img{{max-width:100%}}</style></head><body>
 {_table(report)}
 <h2>Findings</h2><ul>{findings}</ul>
 <h2>Over the episode</h2><img src="{curves(report)}">
-<h2>Where they agree least</h2>{frames}
+<h2>Where they agree least</h2>
+<p>Each row: {"the recorded camera | " if any(w.rgb is not None for w in report.worst) else ""}the recorded policy
+channels | the twin's | the difference (white: the class differs; grey: twice the disparity difference).
+The whole episode in this layout: <a href="{VIDEO}">{VIDEO}</a> (MPEG-4; a video player opens it).</p>
+{frames}
 </body></html>
 """
     return write_file(Path(out) / INDEX, page)

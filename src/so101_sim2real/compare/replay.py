@@ -100,13 +100,14 @@ class Finding:
 
 
 @dataclass
-class WorstTick:
-    """A tick where the recording and the twin agree least, with both frames."""
+class TickFrames:
+    """One tick's pictures: the recorded camera image and policy frame, and the twin's frame."""
 
     tick: int
-    agreement: float
+    agreement: float  # share of seg pixels with the same id
     recorded: np.ndarray  # (C, H, W) uint8
     twin: np.ndarray
+    rgb: np.ndarray | None = None  # the recorded camera image, where the recording kept it
 
 
 WORST_KEPT = 4
@@ -127,7 +128,7 @@ class ReplayReport:
     dynamics: DynamicsMetrics | None = None  # the recorded targets replayed open loop (None: no targets)
     state: list[StateFieldCheck] | None = None  # the recorded state against the twin's (None: not recorded)
     motion: AxisCheck | None = None  # commanded vs measured EE motion (None: too short, or not recorded)
-    worst: list[WorstTick] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
+    worst: list[TickFrames] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (NaN as None)."""
@@ -324,9 +325,13 @@ def finger_shifts(ticks: list[_Tick], classes: list[str], remap: dict[int, int] 
     return out
 
 
-def replay(recording: Recording, episode: int = 0,
-           on_tick: Callable[[int, int], None] | None = None) -> ReplayReport:
-    """Pose the twin at every tick of ``episode`` and compare its observation with the recorded one."""
+def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int], None] | None = None,
+           on_frames: Callable[[TickFrames], None] | None = None) -> ReplayReport:
+    """Pose the twin at every tick of ``episode`` and compare its observation with the recorded one.
+
+    ``on_tick(done, total)`` follows the progress; ``on_frames`` sees every tick's pictures
+    (for a video) as they are made, so they need not all be kept.
+    """
     n = len(recording.episodes)
     if not 0 <= episode < n:
         raise So101Error(f"{recording.folder}: episode {episode} out of range (the recording holds 0..{n - 1})")
@@ -350,7 +355,11 @@ def replay(recording: Recording, episode: int = 0,
         for i, (joints, obs) in enumerate(zip(arrays["joint_pos"], arrays["obs"], strict=True)):
             frame = twin.observe(joints, None if cubes is None else cubes[i], None if vels is None else vels[i], lag_s)
             ticks.append(compare_frames(obs, frame, spec))
-            worst = _keep_worst(worst, WorstTick(i, _agreement(ticks[-1]), obs.copy(), np.array(frame)))
+            rgb = recording.rgb(arrays, i) if "rgb_jpeg" in arrays else None
+            frames = TickFrames(i, _agreement(ticks[-1]), obs.copy(), np.array(frame), rgb)
+            worst = _keep_worst(worst, frames, apart=max(1, len(arrays["obs"]) // (2 * WORST_KEPT)))
+            if on_frames:
+                on_frames(frames)
             if on_tick:
                 on_tick(i + 1, len(arrays["obs"]))
     finally:
@@ -372,8 +381,13 @@ def _agreement(tick: _Tick) -> float:
     return float(np.trace(tick.confusion) / total) if total else 1.0
 
 
-def _keep_worst(kept: list[WorstTick], new: WorstTick) -> list[WorstTick]:
-    """The :data:`WORST_KEPT` ticks of lowest agreement so far (frames are kept for a few ticks only)."""
+def _keep_worst(kept: list[TickFrames], new: TickFrames, apart: int = 1) -> list[TickFrames]:
+    """The :data:`WORST_KEPT` ticks of lowest agreement so far, at least ``apart`` ticks from each
+    other (neighbours look alike; the page should show different moments)."""
+    near = [k for k in kept if abs(k.tick - new.tick) < apart]
+    if any(k.agreement <= new.agreement for k in near):
+        return kept
+    kept = [k for k in kept if k not in near]
     return sorted(kept + [new], key=lambda w: w.agreement)[:WORST_KEPT]
 
 
