@@ -88,6 +88,9 @@ def test_a_clean_twin_recording_matches_the_twin(capsys, clean, tmp_path):
     per_tick = np.array(report["segmentation"]["per_tick_iou"], dtype=float)
     assert np.nanmin(per_tick) >= 0.99, np.nanmin(per_tick, axis=1)
     assert report["disparity"]["spearman"] >= 0.99
+    bands = report["disparity"]["by_band"]
+    assert set(bands) == {"far", "middle", "near"} and all(v < 0.01 for v in bands.values() if v is not None), bands
+    assert report["cube"]["source"] == "recorded"
     assert report["timing"]["p50_s"] == pytest.approx(0.02)
     # the recorded targets, replayed open loop from the first row, move the twin exactly as recorded
     assert all(j["rms_error_rad"] < 1e-6 for j in report["dynamics"]["joints"]), report["dynamics"]
@@ -227,3 +230,21 @@ def test_an_xy_swap_in_the_controller_is_named(capsys, tmp_path, swap_xy):
     assert report["findings"][0]["evidence"]["moves"] == "+x -> +y, +y -> +x"
     # the observation is the twin's own: only the motion gives the swap away
     assert report["segmentation"]["iou"]["table"] >= 0.99, report["segmentation"]["iou"]
+
+
+def _drop(folder, key):
+    path = folder / "episode_0000.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != key}
+    np.savez_compressed(path, **arrays)
+
+
+def test_a_recording_without_the_cube_gets_it_fitted_to_the_first_frames(capsys, copy):
+    with np.load(copy / "episode_0000.npz") as z:
+        truth = z["cube_pos"][0]
+    _drop(copy, "cube_pos")  # as a real arm records: the joints, not the cube
+    report = _json(capsys, copy)
+    cube = report["cube"]
+    assert cube["source"] == "fitted" and cube["tick"] == 0 and cube["iou"] > 0.95, cube
+    assert np.allclose(cube["position"][:2], truth[:2], atol=0.002), (cube["position"], truth)
+    assert report["segmentation"]["iou"]["cube"] > 0.95 and report["findings"] == []

@@ -37,9 +37,13 @@ def _headline(report) -> list[str]:
     lines += [f"  {name:<16}{num(iou):>8}" for name, iou in seg.iou.items()]
     lines += [f"  {'pixel agreement':<16}{num(seg.agreement):>8}",
               f"  disparity (agreeing pixels): Spearman {num(disp.spearman)}, median-scaled rel. error "
-              f"{num(disp.rel_error)}",
+              f"{num(disp.rel_error)}; by depth band " + ", ".join(f"{k} {num(v)}" for k, v in disp.by_band.items()),
               f"  period p50 {num(t.p50_s and t.p50_s * 1e3, '.1f')} ms, p95 {num(t.p95_s and t.p95_s * 1e3, '.1f')} "
               f"ms, jitter {num(t.jitter_s and t.jitter_s * 1e3, '.1f')} ms; spec {t.spec_period_s * 1e3:.1f} ms"]
+    if report.cube.source != "recorded":
+        c = report.cube
+        lines.append(f"  cube not recorded: {c.source} at ({', '.join(f'{v:.3f}' for v in c.position)}) m"
+                     + (f", IoU {c.iou:.2f} at tick {c.tick}" if c.iou is not None else ""))
     if report.dynamics is not None:
         worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
         lines.append(f"  targets replayed open loop: tracking RMS up to {worst.rms_error_rad:.4f} rad ({worst.name}), "

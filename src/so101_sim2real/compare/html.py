@@ -65,6 +65,7 @@ def _table(report: ReplayReport) -> str:
     rows = [(name, num(iou)) for name, iou in seg.iou.items()]
     rows += [("pixel agreement", num(seg.agreement)), ("disparity Spearman", num(disp.spearman)),
              ("disparity median-scaled error", num(disp.rel_error)),
+             ("... by the twin's depth band", ", ".join(f"{k} {num(v)}" for k, v in disp.by_band.items())),
              ("period p50 / p95 (ms)", f"{num(t.p50_s and t.p50_s * 1e3, '.1f')} / "
                                        f"{num(t.p95_s and t.p95_s * 1e3, '.1f')}"),
              ("the spec's period (ms)", f"{t.spec_period_s * 1e3:.1f}")]
@@ -72,6 +73,10 @@ def _table(report: ReplayReport) -> str:
         worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
         rows += [("targets replayed open loop: worst joint RMS (rad)", f"{worst.rms_error_rad:.4f} ({worst.name})"),
                  ("recorded joints behind the twin's replay (ticks)", str(report.dynamics.worst_lag))]
+    if report.cube.source != "recorded":
+        c = report.cube
+        rows.append(("cube (not recorded)", f"{c.source} at ({', '.join(f'{v:.3f}' for v in c.position)}) m"
+                     + (f", IoU {c.iou:.2f} at tick {c.tick}" if c.iou is not None else "")))
     if report.motion is not None:
         m = report.motion
         rows.append(("EE motion explained as commanded / best axis map (R²)",

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import mujoco
 import numpy as np
 
+from so101_sim2real.compare.cube_fit import CubePlacement, fit_cube
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.compare.motion import AxisCheck, axis_check
 from so101_sim2real.compare.state_check import StateFieldCheck, compare_states, twin_states
@@ -58,6 +59,7 @@ class DisparityMetrics:
     rel_error: float | None  # median over ticks of the median-scaled absolute relative error
     pixels: int  # compared, over the episode
     per_tick_spearman: list[float | None]
+    by_band: dict[str, float | None] = field(default_factory=dict)  # mean error by the twin's depth band
 
 
 @dataclass
@@ -128,6 +130,7 @@ class ReplayReport:
     dynamics: DynamicsMetrics | None = None  # the recorded targets replayed open loop (None: no targets)
     state: list[StateFieldCheck] | None = None  # the recorded state against the twin's (None: not recorded)
     motion: AxisCheck | None = None  # commanded vs measured EE motion (None: too short, or not recorded)
+    cube: CubePlacement = field(default_factory=lambda: CubePlacement("recorded"))
     worst: list[TickFrames] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:
@@ -219,15 +222,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
-def median_scaled_rel_error(recorded: np.ndarray, twin: np.ndarray) -> float:
-    """mean |s * recorded - twin| / twin with s = median(twin) / median(recorded), over twin > 0:
-    the error left once the two disparities' scales are matched."""
+def _scaled_errors(recorded: np.ndarray, twin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel with twin > 0: |s * recorded - twin| / twin with s = median(twin) / median(recorded),
+    and the twin's disparity there."""
     keep = twin > 0
     rec, ref = recorded[keep].astype(np.float64), twin[keep].astype(np.float64)
     if rec.size == 0 or np.median(rec) <= 0:
-        return float("nan")
+        return np.empty(0), np.empty(0)
     scaled = rec * (np.median(ref) / np.median(rec))
-    return float(np.mean(np.abs(scaled - ref) / ref))
+    return np.abs(scaled - ref) / ref, ref
+
+
+def median_scaled_rel_error(recorded: np.ndarray, twin: np.ndarray) -> float:
+    """The mean of :func:`_scaled_errors`: the error left once the two disparities' scales are matched."""
+    errors, _ = _scaled_errors(recorded, twin)
+    return float(errors.mean()) if errors.size else float("nan")
+
+
+# The twin's disparity (uint8, near = big) split in thirds: where in depth the error sits.
+BANDS = {"far": (0, 85), "middle": (85, 170), "near": (170, 256)}
+
+
+def _band_sums(errors: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(len(BANDS), 2): per band, the sum of errors and the pixel count."""
+    return np.array([[errors[(ref >= lo) & (ref < hi)].sum(), ((ref >= lo) & (ref < hi)).sum()]
+                     for lo, hi in BANDS.values()])
 
 
 def _centroids(seg: np.ndarray) -> np.ndarray:
@@ -246,6 +265,7 @@ class _Tick:
     spearman: float
     rel_error: float
     pixels: int
+    bands: np.ndarray  # (len(BANDS), 2): error sums and pixel counts by the twin's depth band
     rec_centroids: np.ndarray
     twin_centroids: np.ndarray
 
@@ -256,14 +276,16 @@ def compare_frames(recorded: np.ndarray, twin: np.ndarray, spec: Spec) -> _Tick:
     seg_rec, seg_twin = recorded[channels.index("seg")], twin[channels.index("seg")]
     conf = _confusion(seg_rec, seg_twin, len(spec.observation.segmentation.classes))
     rho = err = float("nan")
-    pixels = 0
+    pixels, bands = 0, np.zeros((len(BANDS), 2))
     if "disparity" in channels:
         agree = seg_rec == seg_twin
         d_rec, d_twin = recorded[channels.index("disparity")][agree], twin[channels.index("disparity")][agree]
         pixels = int(agree.sum())
         if pixels > 1:
-            rho, err = spearman(d_rec, d_twin), median_scaled_rel_error(d_rec, d_twin)
-    return _Tick(conf, _iou(conf), rho, err, pixels, _centroids(seg_rec), _centroids(seg_twin))
+            errors, ref = _scaled_errors(d_rec, d_twin)
+            rho, err = spearman(d_rec, d_twin), float(errors.mean()) if errors.size else float("nan")
+            bands = _band_sums(errors, ref)
+    return _Tick(conf, _iou(conf), rho, err, pixels, bands, _centroids(seg_rec), _centroids(seg_twin))
 
 
 # ------------------------------------------------------------------ the episode
@@ -341,6 +363,9 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
         if key not in arrays:
             raise So101Error(f"{recording.folder}: episode {episode} has no '{key}' to compare (recorded "
                              f"without the camera?)")
+    if len(arrays["joint_pos"]) != len(arrays["obs"]):
+        raise So101Error(f"{recording.folder}: episode {episode} holds {len(arrays['joint_pos'])} joint rows and "
+                         f"{len(arrays['obs'])} frames; the file is damaged (record it again)")
     if "seg" not in spec.observation.channels:
         raise So101Error(f"{recording.folder}: the spec's channels {spec.observation.channels} hold no seg channel")
     # The twin renders the poses of its last physics step's start (mj_step computes the kinematics,
@@ -350,14 +375,25 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     lag_s = spec.control.physics_timestep_s if recording.meta.get("robot") == "sim" else 0.0
     twin = PosedTwin(spec)
     ticks, worst = [], []
+    vels = arrays.get("joint_vel")
+    joints = arrays["joint_pos"]
+
+    def render(i: int, cube: np.ndarray | None) -> np.ndarray:
+        return twin.observe(joints[i], cube, None if vels is None else vels[i], lag_s)
+
     try:
-        cubes, vels = arrays.get("cube_pos"), arrays.get("joint_vel")
-        for i, (joints, obs) in enumerate(zip(arrays["joint_pos"], arrays["obs"], strict=True)):
-            frame = twin.observe(joints, None if cubes is None else cubes[i], None if vels is None else vels[i], lag_s)
+        if "cube_pos" in arrays:
+            cube, cubes = CubePlacement("recorded"), arrays["cube_pos"]
+        else:  # a real arm's recording: where the first frames show the cube
+            cube = fit_cube(render, arrays["obs"], spec, NOMINAL_CUBE)
+            cubes = np.repeat(np.array([cube.position]), len(joints), axis=0)
+        apart = max(1, len(arrays["obs"]) // (2 * WORST_KEPT))
+        for i, obs in enumerate(arrays["obs"]):
+            frame = render(i, cubes[i])
             ticks.append(compare_frames(obs, frame, spec))
             rgb = recording.rgb(arrays, i) if "rgb_jpeg" in arrays else None
             frames = TickFrames(i, _agreement(ticks[-1]), obs.copy(), np.array(frame), rgb)
-            worst = _keep_worst(worst, frames, apart=max(1, len(arrays["obs"]) // (2 * WORST_KEPT)))
+            worst = _keep_worst(worst, frames, apart)
             if on_frames:
                 on_frames(frames)
             if on_tick:
@@ -373,6 +409,7 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
         motion = axis_check(arrays["action"], arrays["tcp_pos"], spec.action.xyz_scale_m)
     report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion)
     report.worst = sorted(worst, key=lambda w: w.tick)
+    report.cube = cube
     return report
 
 
@@ -396,8 +433,10 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
             motion: AxisCheck | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
+    bands = sum(t.bands for t in ticks)
+    by_band = {name: float(b[0] / b[1]) if b[1] else None for name, b in zip(BANDS, bands, strict=True)}
     disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
-                            sum(t.pixels for t in ticks), [_none_if_nan(t.spearman) for t in ticks])
+                            sum(t.pixels for t in ticks), [_none_if_nan(t.spearman) for t in ticks], by_band)
     period = timing(time_s, spec.control.period_s)
     remap = id_remap(np.array(seg.confusion), classes)
     shifts = finger_shifts(ticks, classes, remap)
