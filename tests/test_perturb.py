@@ -8,7 +8,14 @@ import pytest
 from fixtures import run_cli as run
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.perturb import NoisyPerception, Perturbation, load_perturbation, seg_edge_noise
+from so101_sim2real.sim.perturb import (
+    NoisyPerception,
+    Perturbation,
+    cube_dropout,
+    load_perturbation,
+    seg_edge_noise,
+    seg_erode,
+)
 from so101_sim2real.spec import default_spec
 
 
@@ -109,3 +116,66 @@ def test_a_run_folder_keeps_its_perturbation(tmp_path):
     p = Perturbation(period_s=0.1, camera_tilt_deg=(1.0, 2.0, 3.0), seg_edge_flip=0.2, seed=4)
     RunFolder.create(tmp_path / "run", RunOptions(ckpt="x.pt", perturbation=p), TrainConfig())
     assert RunFolder.open(tmp_path / "run").options.perturbation == p
+
+
+def test_erosion_takes_rings_off_the_thin_parts_only():
+    seg = np.ones((12, 12), np.uint8)  # table
+    seg[2:10, 2:10] = 2  # an 8x8 cube
+    once, twice = seg_erode(seg, 1, (2, 3, 4)), seg_erode(seg, 2, (2, 3, 4))
+    assert (once == 2).sum() == 36 and (twice == 2).sum() == 16
+    assert set(np.unique(twice)) == {1, 2}  # what the cube lost became the table around it
+    assert (seg_erode(seg, 0, (2, 3, 4)) == seg).all()
+
+
+def test_cube_dropout_reads_cube_pixels_as_the_table():
+    seg = np.full((40, 40), 2, np.uint8)
+    rng = np.random.default_rng(0)
+    half = cube_dropout(seg, 0.5, cube=2, table=1, rng=rng)
+    assert 0.4 < (half == 1).mean() < 0.6 and set(np.unique(half)) == {1, 2}
+    assert (cube_dropout(seg, 1.0, 2, 1, rng) == 1).all() and (cube_dropout(seg, 0.0, 2, 1, rng) == seg).all()
+
+
+def test_joint_offsets_shift_what_is_read_and_where_targets_land():
+    from so101_sim2real.control.rig import sim_rig
+
+    offset = (5.0, 0.0, -3.0, 0.0, 0.0, 2.0)
+    rig = sim_rig(default_spec(), with_camera=False, perturbation=Perturbation(joint_offset_deg=offset))
+    try:
+        rig.reset(0)
+        true = rig.robot.inner.read().position
+        assert np.allclose(rig.robot.read().position - true, np.deg2rad(offset))
+        rig.robot.write(np.zeros(6))
+        assert np.allclose(rig.task.data.ctrl[:6], -np.deg2rad(offset))
+    finally:
+        rig.close()
+
+
+def test_the_field_of_view_and_the_disparity_region_change_what_the_twin_sees():
+    from so101_sim2real.control.rig import sim_rig
+
+    assert Perturbation(camera_fovy_deg=-5.0).scene().camera_fovy == S.SceneConfig().camera_fovy - 5.0
+    frames = {}
+    for region in (None, "crop"):
+        rig = sim_rig(default_spec(), perturbation=Perturbation(disparity_region=region))
+        try:
+            assert rig.perception.spec.disparity.normalise_region == (region or "full_frame")
+            rig.reset(0)
+            frames[region] = rig.perception.observe().frame
+        finally:
+            rig.close()
+    assert (frames[None][0] == frames["crop"][0]).all()  # the classes are the same
+    # at the reset pose the crop holds nearly the frame's nearest and farthest points: a small change
+    assert (frames[None][1] != frames["crop"][1]).any()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("joint_offset_deg: [1, 2]\n", "six numbers"),
+    ("disparity_region: corner\n", "crop or full_frame"),
+    ("seg_erode_px: 1.5\n", "whole number"),
+    ("cube_dropout: 2\n", "[0, 1]"),
+])
+def test_bad_new_settings_are_one_line(tmp_path, text, expected):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(So101Error, match=re.escape(expected)):
+        load_perturbation(path)

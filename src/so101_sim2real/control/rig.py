@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Rob
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.perturb import NoisyPerception, Perturbation
+from so101_sim2real.sim.perturb import NoisyPerception, OffsetRobot, Perturbation
 from so101_sim2real.spec import Spec
 
 if TYPE_CHECKING:
@@ -164,10 +164,13 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
     make_perception = None
     if req.perception == "real":
+        from so101_sim2real.control.frames import twin_frames
+        from so101_sim2real.perception.fidelity import CHECK_FRAMES
         from so101_sim2real.perception.real import RealModels, real_perception_factory
 
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
-                                                  allow_examples=not req.real_port or _pseudo_terminal(req.port))
+                                                  allow_examples=not req.real_port or _pseudo_terminal(req.port),
+                                                  frames=lambda: twin_frames(CHECK_FRAMES, spec))
     if req.real_port:
         return _arm_rig(spec, req, make_perception, calibration, geometry)
     if req.robot == "so101":
@@ -231,15 +234,21 @@ def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
     perturbation = perturbation or Perturbation()
     task = LiftCubeTask(spec, scene=perturbation.scene(twin_scene(spec, geometry)))
     robot = SimRobot(task.model, task.data, spec)
+    if any(perturbation.joint_offset_deg):
+        robot = OffsetRobot(robot, np.deg2rad(perturbation.joint_offset_deg))
     live = task.data if spec.action.ik.pose_from == "live_physics" else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
     if with_camera:
         camera = SimCamera(task.model, task.data, spec.observation)
-        perception = make_perception(camera) if make_perception else PrivilegedPerception(camera, spec.observation)
-        if perturbation.seg_edge_flip or perturbation.disparity_noise:
-            perception = NoisyPerception(perception, perturbation, spec.observation.channels)
+        seen = spec.observation
+        if perturbation.disparity_region:  # normalised another way than the policy was trained on
+            seen = replace(seen, disparity=replace(seen.disparity, normalise_region=perturbation.disparity_region))
+        perception = make_perception(camera) if make_perception else PrivilegedPerception(camera, seen)
+        if perturbation.noisy_perception:
+            perception = NoisyPerception(perception, perturbation, spec.observation.channels,
+                                         list(spec.observation.segmentation.classes))
     period = perturbation.period_s or spec.control.period_s
     return Rig(spec, robot, task, controller, perception, period, twin=task)
 
