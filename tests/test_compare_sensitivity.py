@@ -42,14 +42,35 @@ def test_a_late_pilot_acts_on_the_observation_from_k_ticks_ago():
 def test_a_compare_sim_report_adds_a_row_at_the_recorded_period_and_names_the_finger_shift(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"timing": {"p50_s": 0.083, "spec_period_s": 0.02},
-                                "finger_shifts": [{"name": "static_finger", "mean_dx": 3.0, "mean_dy": 4.0}]}))
+                                "finger_shifts": [{"name": "static_finger", "mean_dx": 3.0, "mean_dy": 4.0}],
+                                "dynamics": {"joints": [{"lag_ticks": 3}, {"lag_ticks": None}]}}))
     measured = read_report(path)
-    assert measured == {"period_s": 0.083, "finger_shift_px": 5.0}
+    assert measured == {"period_s": 0.083, "finger_shift_px": 5.0, "finger_shift": (3.0, 4.0), "lag_ticks": 3}
     gaps = default_gaps(0.02, measured)
     recorded = [g for g in gaps if "recorded p50" in g.name]
     assert len(recorded) == 1 and recorded[0].perturbation.period_s == 0.083
+    lag = [g for g in gaps if "recorded lag" in g.name]
+    assert len(lag) == 1 and lag[0].latency_ticks == 3
     assert all("5.0 px" in g.name for g in gaps if g.name.startswith("camera"))
-    assert len(default_gaps(0.02)) == len(gaps) - 1
+    assert len(default_gaps(0.02)) == len(gaps) - 2
+
+
+def test_measured_gaps_are_matched_on_the_twins_frames():
+    from so101_sim2real.compare.gap_match import measured_gaps
+    from so101_sim2real.spec import default_spec
+
+    matches = {m.name: m for m in measured_gaps(default_spec(), {"iou": {"cube": 0.6, "static_finger": 0.8,
+                                                                         "moving_finger": None},
+                                                                 "rel_error": 0.05, "finger_shift": (3.0, 0.0)})}
+    assert set(matches) == {"seg erosion", "cube pixels missed", "disparity noise", "camera tilt"}, matches
+    # edge flips alone cannot bring the thin classes down to 0.7 (even p=1 leaves ~0.88): no row for them
+    assert abs(matches["cube pixels missed"].achieved - 0.6) < 0.05
+    assert 0.3 < matches["cube pixels missed"].perturbation.cube_dropout < 0.5
+    assert abs(matches["disparity noise"].achieved - 0.05) < 0.02
+    tilt = matches["camera tilt"]
+    assert tilt.achieved == pytest.approx(3.0, abs=0.3) and abs(tilt.perturbation.camera_tilt_deg[1]) > 0.5
+    near = {m.name: m for m in measured_gaps(default_spec(), {"iou": {"static_finger": 0.93}})}
+    assert abs(near["seg edge flips"].achieved - 0.93) < 0.05, near
 
 
 @pytest.mark.slow

@@ -144,7 +144,7 @@ def sensitivity(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cut episodes shorter than the "
                                                                          "spec's limit.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="A compare-sim report.json: rows at its "
-                                                                    "measured amounts.")] = None,
+                                                                    "measured amounts too.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write sensitivity.json and sensitivity.png "
                                                               "here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -153,21 +153,28 @@ def sensitivity(
 ) -> None:
     """The gap budget: which sim-to-real gap costs the policy how much success.
 
-    In the twin, one gap at a time (control period, camera shift and tilt,
-    segmentation edge flips, disparity noise, action latency), the policy runs
-    the same seeded episodes as on the nominal twin; the gaps are ranked by the
-    success they cost, in percentage points.
+    In the twin, one gap at a time (control period, camera shift, tilt and
+    field of view, segmentation edge flips, erosion and missed cube pixels,
+    disparity noise and normalisation region, action latency, joint calibration
+    offsets), the policy runs the same seeded episodes as on the nominal twin;
+    the gaps are ranked by the success they cost, in percentage points. With
+    --report, rows are added at the amounts that report measured: the recorded
+    period and lag, and segmentation noise, disparity noise and a camera tilt
+    matched on the twin's frames to the recorded IoU, error and finger shift.
     """
     from tqdm import tqdm
 
     from so101_sim2real.compare import sensitivity as S
+    from so101_sim2real.compare.gap_match import measured_gaps
     from so101_sim2real.control.infer import InferOptions
     from so101_sim2real.spec import default_spec
 
     if episodes < 1:
         raise So101Error("--episodes must be at least 1")
     measured = S.read_report(report) if report is not None else None
-    gaps = S.default_gaps(default_spec().control.period_s, measured)
+    spec = default_spec()
+    matches = measured_gaps(spec, measured) if measured else []
+    gaps = S.default_gaps(spec.control.period_s, measured, matches)
     opts = InferOptions(ckpt=ckpt, episodes=episodes, seed=seed, max_steps=max_steps, trust_pickle=trust_pickle)
     bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
                leave=False)

@@ -29,9 +29,13 @@ if TYPE_CHECKING:
 DEFAULT_PERIODS_S = (0.05, 0.1)
 DEFAULT_SHIFTS_MM = (3.0, 8.0)
 DEFAULT_TILTS_DEG = (2.0, 4.0)
+DEFAULT_FOVY_DEG = (5.0,)
 DEFAULT_EDGE_FLIPS = (0.1, 0.3)
+DEFAULT_ERODE_PX = (1, 2)
+DEFAULT_CUBE_DROPOUTS = (0.3,)
 DEFAULT_DISPARITY_STDS = (3.0, 6.0)
-DEFAULT_LATENCIES_MS = (40.0, 100.0)
+DEFAULT_LATENCIES_MS = (40.0, 100.0, 150.0)
+DEFAULT_JOINT_OFFSETS_DEG = (2.0, 5.0)  # on the five arm joints, signs alternating
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,10 @@ class LatePilot:
 # ------------------------------------------------------------------ the rows
 
 
-def default_gaps(spec_period_s: float, measured: dict | None = None) -> list[Gap]:
-    """The default rows; ``measured`` (from :func:`read_report`) adds a row at the recorded period
-    and names the recorded finger shift next to the camera rows."""
+def default_gaps(spec_period_s: float, measured: dict | None = None, matches: list | None = None) -> list[Gap]:
+    """The default rows. ``measured`` (from :func:`read_report`) adds rows at the recorded period
+    and lag and names the recorded finger shift next to the camera rows; ``matches`` (from
+    :func:`~so101_sim2real.compare.gap_match.measured_gaps`) add one row per matched perturbation."""
     measured = measured or {}
     gaps = [Gap(f"period {p * 1e3:.0f} ms", Perturbation(period_s=p)) for p in DEFAULT_PERIODS_S]
     if (p := measured.get("period_s")) and all(abs(p - q) > 1e-3 for q in (spec_period_s, *DEFAULT_PERIODS_S)):
@@ -117,17 +122,31 @@ def default_gaps(spec_period_s: float, measured: dict | None = None) -> list[Gap
         gaps.append(Gap(f"camera shift {mm:g} mm{seen}", Perturbation(camera_shift_mm=(d, d, d))))
     for deg in DEFAULT_TILTS_DEG:
         gaps.append(Gap(f"camera tilt {deg:g} deg about x{seen}", Perturbation(camera_tilt_deg=(deg, 0.0, 0.0))))
+    gaps += [Gap(f"field of view {deg:+g} deg", Perturbation(camera_fovy_deg=deg)) for deg in DEFAULT_FOVY_DEG]
     gaps += [Gap(f"seg edge flips p={p:g}", Perturbation(seg_edge_flip=p)) for p in DEFAULT_EDGE_FLIPS]
+    gaps += [Gap(f"seg cube and fingers eroded {k} px", Perturbation(seg_erode_px=k)) for k in DEFAULT_ERODE_PX]
+    gaps += [Gap(f"seg cube pixels missed p={p:g}", Perturbation(cube_dropout=p)) for p in DEFAULT_CUBE_DROPOUTS]
     gaps += [Gap(f"disparity noise std {s:g}", Perturbation(disparity_noise=s)) for s in DEFAULT_DISPARITY_STDS]
+    gaps.append(Gap("disparity normalised over the crop", Perturbation(disparity_region="crop")))
     for ms in DEFAULT_LATENCIES_MS:
         ticks = max(1, round(ms / 1e3 / spec_period_s))
         gaps.append(Gap(f"action latency {ticks * spec_period_s * 1e3:.0f} ms ({ticks} ticks)", latency_ticks=ticks))
+    if (lag := measured.get("lag_ticks")) and lag > 0 and all(
+            lag != max(1, round(ms / 1e3 / spec_period_s)) for ms in DEFAULT_LATENCIES_MS):
+        gaps.append(Gap(f"action latency {lag} ticks (recorded lag)", latency_ticks=lag))
+    for deg in DEFAULT_JOINT_OFFSETS_DEG:
+        gaps.append(Gap(f"joint offsets {deg:g} deg", Perturbation(joint_offset_deg=(deg, -deg, deg, -deg, deg, 0.0))))
+    for m in matches or []:
+        gaps.append(Gap(f"{m.name} as recorded: {m.perturbation.describe().split(': ', 1)[1]} "
+                        f"({m.achieved:.2f} on the twin vs {m.measured:.2f} recorded)", m.perturbation))
     return gaps
 
 
 def read_report(path: str | Path) -> dict:
-    """The measured amounts of a ``compare-sim`` report.json: ``period_s`` (the recorded p50) and
-    ``finger_shift_px`` (the largest mean finger shift), where it has them."""
+    """The measured amounts of a ``compare-sim`` report.json, where it has them: ``period_s`` (the
+    recorded p50), ``finger_shift_px`` (the largest mean finger shift) and ``finger_shift`` (the mean
+    dx, dy), ``iou`` (per class), ``rel_error`` (disparity) and ``lag_ticks`` (the recorded joints
+    behind the twin's replay of their targets)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -140,13 +159,31 @@ def read_report(path: str | Path) -> dict:
         raise So101Error(f"{path}: not a compare-sim report (the report.json of 'so101 compare-sim --out')")
     out: dict = {}
     p50 = timing["p50_s"]
-    if isinstance(p50, (int, float)) and not isinstance(p50, bool) and p50 > 0:
+    if _number(p50) and p50 > 0:
         out["period_s"] = float(p50)
-    shifts = [math.hypot(s.get("mean_dx", 0.0), s.get("mean_dy", 0.0)) for s in data["finger_shifts"]
-              if isinstance(s, dict)]
+    shifts = [s for s in data["finger_shifts"] if isinstance(s, dict) and _number(s.get("mean_dx"))
+              and _number(s.get("mean_dy"))]
     if shifts:
-        out["finger_shift_px"] = max(shifts)
+        largest = max(shifts, key=lambda s: math.hypot(s["mean_dx"], s["mean_dy"]))
+        out["finger_shift_px"] = math.hypot(largest["mean_dx"], largest["mean_dy"])
+        out["finger_shift"] = (float(np.mean([s["mean_dx"] for s in shifts])),
+                               float(np.mean([s["mean_dy"] for s in shifts])))
+    iou = (data.get("segmentation") or {}).get("iou") if isinstance(data.get("segmentation"), dict) else None
+    if isinstance(iou, dict):
+        out["iou"] = {str(k): float(v) for k, v in iou.items() if _number(v)}
+    rel = data.get("disparity", {}).get("rel_error") if isinstance(data.get("disparity"), dict) else None
+    if _number(rel):
+        out["rel_error"] = float(rel)
+    dyn = data.get("dynamics")
+    if isinstance(dyn, dict) and isinstance(dyn.get("joints"), list):
+        lags = [j.get("lag_ticks") for j in dyn["joints"] if isinstance(j, dict) and _number(j.get("lag_ticks"))]
+        if lags:
+            out["lag_ticks"] = int(max(lags))
     return out
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # ------------------------------------------------------------------ the runs

@@ -62,8 +62,8 @@ class Perturbation:
         if self.period_s is not None:
             parts.append(f"period {self.period_s * 1000:.0f} ms")
         if any(self.camera_shift_mm) or any(self.camera_tilt_deg):
-            shift = ", ".join(f"{v:g}" for v in self.camera_shift_mm)
-            tilt = ", ".join(f"{v:g}" for v in self.camera_tilt_deg)
+            shift = ", ".join(f"{v:.3g}" for v in self.camera_shift_mm)
+            tilt = ", ".join(f"{v:.3g}" for v in self.camera_tilt_deg)
             parts.append(f"camera moved ({shift}) mm, tilted ({tilt}) deg")
         if self.camera_fovy_deg:
             parts.append(f"fovy {self.camera_fovy_deg:+g} deg")
