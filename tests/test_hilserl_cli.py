@@ -37,6 +37,12 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     assert folder.load_optimisers(learner)  # the AdamW moments come back with the weights
     assert {float(s["step"]) for s in learner.critic_opt.state.values()} == {float(counters["updates"])}
 
+    # the run's episodes are a recording compare-sim reads: on the nominal twin it matches the twin
+    code, text, err = run(capsys, "compare-sim", str(out), "--episode", "1", "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["ticks"] == 12 and report["segmentation"]["iou"]["table"] > 0.99, report["segmentation"]["iou"]
+
     code, text, _ = run(capsys, "hilserl", "status", str(out), "--json")
     info = json.loads(text)
     assert code == 0 and info["counters"] == counters and info["episodes_recorded"] == 2

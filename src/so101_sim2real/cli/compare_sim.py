@@ -24,6 +24,8 @@ def _open(folder: Path):
         raise So101Error(f"{folder}: no such recording folder")
     if not folder.is_dir():
         raise So101Error(f"{folder}: not a folder; give a recording folder (infer --record DIR)")
+    if (folder / "episodes" / "recording.json").is_file() and not (folder / "recording.json").exists():
+        folder = folder / "episodes"  # a HIL-SERL run folder: its episodes are a recording
     return Recording(folder)
 
 
@@ -91,7 +93,8 @@ def _video(out: Path, channels: list[str], rec):
 
 
 def compare_sim(
-    recording: Annotated[Path, typer.Argument(help="A recording folder (so101 infer --record DIR).")],
+    recording: Annotated[Path, typer.Argument(help="A recording folder (so101 infer --record DIR), or a "
+                                                   "HIL-SERL run folder (its episodes).")],
     episode: Annotated[int, typer.Option("--episode", help="Which episode (its position, from 0).")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write index.html (one page, offline), "
                                                               "compare.mp4, report.json and iou.png here.")] = None,
