@@ -23,8 +23,8 @@ STEPS = 10
 
 
 def _record(folder, perturbation: Perturbation | None = None, pilot=None, steps: int = STEPS, swap_xy: bool = False,
-            with_rgb: bool = False):
-    rig = sim_rig(default_spec(), perturbation=perturbation)
+            with_rgb: bool = False, geometry=None):
+    rig = sim_rig(default_spec(), perturbation=perturbation, geometry=geometry)
     if swap_xy:  # the user's controller bug: the action's x moves the target along y and back
         command = rig.controller.command
         rig.controller.command = lambda action, q: command(np.asarray(action)[[1, 0, 2, 3]], q)
@@ -248,3 +248,21 @@ def test_a_recording_without_the_cube_gets_it_fitted_to_the_first_frames(capsys,
     assert cube["source"] == "fitted" and cube["tick"] == 0 and cube["iou"] > 0.95, cube
     assert np.allclose(cube["position"][:2], truth[:2], atol=0.002), (cube["position"], truth)
     assert report["segmentation"]["iou"]["cube"] > 0.95 and report["findings"] == []
+
+
+def test_with_the_rigs_measured_camera_the_pose_offset_is_gone(capsys, tmp_path):
+    from dataclasses import replace
+
+    from so101_sim2real.calib.rig_file import default_rig
+
+    guess = default_rig()
+    moved = replace(guess, mount_pos=tuple(np.add(guess.mount_pos, (0.008, 0.0, 0.0))),
+                    mount_euler=tuple(np.add(guess.mount_euler, (np.radians(4.0), 0.0, 0.0))))
+    folder = _record(tmp_path / "rec", geometry=moved)  # the real camera sits elsewhere than the sim's guess
+    rig_file = moved.save(tmp_path / "rig.yaml")
+    assert [f["name"] for f in _json(capsys, folder)["findings"]] == ["camera pose offset"]
+    code, out, err = run_cli(capsys, "compare-sim", str(folder), "--rig", str(rig_file))
+    assert code == 0, err
+    assert "twin camera:" in out and "no findings" in out, out
+    code, _, err = run_cli(capsys, "compare-sim", str(folder), "--rig", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml" in err and "Traceback" not in err

@@ -29,6 +29,16 @@ def _open(folder: Path):
     return Recording(folder)
 
 
+def _geometry(rig: Path | None, rec):
+    """The camera the twin sees through: ``--rig``, else a run folder's own copy, else the sim's guess."""
+    from so101_sim2real.control.rig import load_rig_file
+
+    if rig is None and rec.folder.name == "episodes" and (rec.folder.parent / "rig.yaml").is_file():
+        rig = rec.folder.parent / "rig.yaml"
+    geometry = load_rig_file(rig)
+    return geometry, geometry and f"twin camera: {geometry.describe()} ({rig})"
+
+
 def _headline(report) -> list[str]:
     def num(v: float | None, fmt: str = ".3f") -> str:
         return "-" if v is None else format(v, fmt)
@@ -99,6 +109,9 @@ def compare_sim(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write index.html (one page, offline), "
                                                               "compare.mp4, report.json and iou.png here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
+    rig: Annotated[Optional[Path], typer.Option("--rig", help="A rig.yaml or camera.yaml: the twin sees through "
+                                                              "this measured camera (a run folder's own rig.yaml "
+                                                              "is used without it).")] = None,
 ) -> None:
     """Replay a recording through the twin and say where they differ.
 
@@ -112,6 +125,7 @@ def compare_sim(
     from so101_sim2real.compare.replay import replay
 
     rec = _open(recording)
+    geometry, rig_note = _geometry(rig, rec)
     channels = list(rec.spec.observation.channels)
     video = _video(out, channels, rec) if out is not None else None
     bar = tqdm(unit="tick", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
@@ -122,7 +136,7 @@ def compare_sim(
 
     done = False
     try:
-        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add)
+        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add, geometry=geometry)
         done = True
     finally:
         bar.close()
@@ -133,6 +147,8 @@ def compare_sim(
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
         return
+    if rig_note:
+        typer.echo(rig_note)
     for line in _headline(report):
         typer.echo(line)
     if out is not None:

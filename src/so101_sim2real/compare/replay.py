@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import mujoco
 import numpy as np
 
+from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.compare.cube_fit import CubePlacement, fit_cube
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.compare.motion import AxisCheck, axis_check
@@ -161,13 +162,15 @@ def _plain(obj: object) -> object:
 
 
 class PosedTwin:
-    """The nominal twin, posed at recorded states and seen through its privileged perception."""
+    """The nominal twin (through the rig's measured camera, when given), posed at recorded states and
+    seen through its privileged perception."""
 
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, geometry: RigGeometry | None = None):
+        from so101_sim2real.control.rig import twin_scene
         from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
         from so101_sim2real.sim.task import LiftCubeTask
 
-        self.task = LiftCubeTask(spec)
+        self.task = LiftCubeTask(spec, scene=twin_scene(spec, geometry))
         m = self.task.model
         self._joints = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
         self._cube = m.jnt_qposadr[m.joint(S.CUBE_JOINT).id]
@@ -348,8 +351,12 @@ def finger_shifts(ticks: list[_Tick], classes: list[str], remap: dict[int, int] 
 
 
 def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int], None] | None = None,
-           on_frames: Callable[[TickFrames], None] | None = None) -> ReplayReport:
+           on_frames: Callable[[TickFrames], None] | None = None,
+           geometry: RigGeometry | None = None) -> ReplayReport:
     """Pose the twin at every tick of ``episode`` and compare its observation with the recorded one.
+
+    ``geometry`` (a rig file) is the camera the twin sees through: the rig's measured one
+    rather than the sim's guess, so what is left is what calibration cannot fix.
 
     ``on_tick(done, total)`` follows the progress; ``on_frames`` sees every tick's pictures
     (for a video) as they are made, so they need not all be kept.
@@ -373,7 +380,7 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     # step, which is a finger's width on a closing gripper. Semi-implicit Euler steps positions by
     # the new velocity, so joint_pos - dt * joint_vel is the rendered pose exactly.
     lag_s = spec.control.physics_timestep_s if recording.meta.get("robot") == "sim" else 0.0
-    twin = PosedTwin(spec)
+    twin = PosedTwin(spec, geometry)
     ticks, worst = [], []
     vels = arrays.get("joint_vel")
     joints = arrays["joint_pos"]
