@@ -1,7 +1,7 @@
 """A recording replayed through the twin: where the recorded observation and the twin's part.
 
 For each recorded tick the twin is posed where the recording says (its joints, and the
-cube where ``cube_pos`` says, else at the task's nominal place), and its privileged
+cube where ``cube_pos`` and ``cube_quat`` say, else fitted to the first frames' cube mask), and its privileged
 observation is rendered through the same :class:`~so101_sim2real.sim.camera.PrivilegedPerception`
 and ``finish_frame`` the policy saw in training. The recorded frame is then compared
 with it: segmentation per class (IoU, confusion), disparity where both segmentations
@@ -177,14 +177,14 @@ class PosedTwin:
         self.perception = PrivilegedPerception(SimCamera(m, self.task.data, spec.observation), spec.observation)
 
     def observe(self, joint_pos: np.ndarray, cube_pos: np.ndarray | None, joint_vel: np.ndarray | None = None,
-                lag_s: float = 0.0) -> np.ndarray:
+                lag_s: float = 0.0, cube_quat: np.ndarray | None = None) -> np.ndarray:
         """The policy frame the twin sees with its joints at ``joint_pos`` (moved back ``lag_s`` along
         ``joint_vel``) and the cube at ``cube_pos``."""
         d = self.task.data
         d.qpos[self._joints] = joint_pos if joint_vel is None else joint_pos - lag_s * np.asarray(joint_vel)
         cube = NOMINAL_CUBE if cube_pos is None else cube_pos
-        # The recording keeps the cube's position only: upright is the best guess at its orientation.
-        d.qpos[self._cube:self._cube + 7] = [*cube, 1.0, 0.0, 0.0, 0.0]
+        # Without a recorded orientation (a real arm's recording), upright is the best guess.
+        d.qpos[self._cube:self._cube + 7] = [*cube, *(cube_quat if cube_quat is not None else (1.0, 0.0, 0.0, 0.0))]
         mujoco.mj_forward(self.task.model, d)
         return self.perception.observe().frame
 
@@ -385,8 +385,11 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     vels = arrays.get("joint_vel")
     joints = arrays["joint_pos"]
 
+    quats = arrays.get("cube_quat")
+
     def render(i: int, cube: np.ndarray | None) -> np.ndarray:
-        return twin.observe(joints[i], cube, None if vels is None else vels[i], lag_s)
+        return twin.observe(joints[i], cube, None if vels is None else vels[i], lag_s,
+                            None if quats is None else quats[i])
 
     try:
         if "cube_pos" in arrays:

@@ -62,6 +62,7 @@ class LiftCubeTask:
         sensor = self.model.sensor(S.CUBE_SENSOR)
         self._cube_sensor = slice(sensor.adr[0], sensor.adr[0] + 3)
         self._cube_geom = self.model.geom(S.CUBE_GEOM).id
+        self._cube_body = self.model.body(S.CUBE_BODY).id
         self._pads = (self.model.geom(S.STATIC_PAD).id, self.model.geom(S.MOVING_PAD).id)
         self.rng = np.random.default_rng()
         self.steps = 0
@@ -74,6 +75,11 @@ class LiftCubeTask:
     def cube_pos(self) -> np.ndarray:
         """The ``cube_pos`` sensor: where the last physics step found the cube (as training read it)."""
         return self.data.sensordata[self._cube_sensor].copy()
+
+    def cube_quat(self) -> np.ndarray:
+        """The cube's orientation (w, x, y, z) at the same moment as :meth:`cube_pos`: the pose the
+        camera rendered."""
+        return self.data.xquat[self._cube_body].copy()
 
     def qpos(self) -> np.ndarray:
         """The world's positions in the training env's 13-D layout: 5 arm joints + gripper
