@@ -14,6 +14,10 @@ weights the networks have random weights of the real sizes (the same compute). G
 both ``--seg-ckpt`` and ``--depth-model``, it also reports how far ``fast`` is from
 ``exact``: disparity rank correlation and segmentation pixel agreement at 84x84.
 Rows for CUDA are added when a GPU is present.
+
+Each installed backend (OpenVINO at its default precision and f32, ONNX Runtime) adds a
+``fast`` row, with its fidelity against torch fp32 on the same frames: seg pixel
+agreement and disparity Spearman at 84x84, worst frame (``--backends`` picks them).
 """
 
 from __future__ import annotations
@@ -26,30 +30,15 @@ import time
 import numpy as np
 import torch
 
+from so101_sim2real.control.frames import twin_frames
 from so101_sim2real.control.timing import p50_p95
+from so101_sim2real.perception.backends import TORCH, candidates, parse_backend
 from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
+from so101_sim2real.perception.fidelity import compare_frames
 from so101_sim2real.perception.real import PROFILES, RealPerception
 from so101_sim2real.perception.segmentation import SegmentationModel, SegmentationNet, load_segmentation
 from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import default_spec
-
-
-def twin_frames(count: int) -> list[np.ndarray]:
-    """RGB renders of the twin's wrist camera at the first ``count`` seeded resets."""
-    from so101_sim2real.sim.camera import SimCamera
-    from so101_sim2real.sim.task import LiftCubeTask
-
-    spec = default_spec()
-    task = LiftCubeTask(spec)
-    camera = SimCamera(task.model, task.data, spec.observation)
-    try:
-        frames = []
-        for seed in range(count):
-            task.reset(seed)
-            frames.append(camera.read().rgb)
-        return frames
-    finally:
-        camera.close()
 
 
 def folder_frames(folder: str) -> list[np.ndarray]:
@@ -115,6 +104,24 @@ def agreement(perception_fast: RealPerception, perception_exact: RealPerception,
             "frames": len(frames)}
 
 
+def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthModel, spec, reference: RealPerception,
+                 policy: Policy, frames: list[np.ndarray], sync, device: str) -> list[dict]:
+    """The fast profile (full-frame normalisation) on each backend, with its fidelity against torch fp32."""
+    chosen = [parse_backend(b) for b in args.backends.split(",")] if args.backends else candidates()
+    rows = []
+    for backend in (b for b in chosen if b is not None and b != TORCH):
+        perception = RealPerception(None, seg.on_backend(backend), depth.on_backend(backend), spec.observation,
+                                    "fast", workers=args.workers)
+        row = bench_profile(perception, policy, frames, args.iters, sync)
+        fidelity = compare_frames(reference, perception, frames)
+        perception.close()
+        rows.append({"device": device, "backend": str(backend), "profile": "fast", "normalise_region": "full_frame",
+                     "iters": args.iters, **row, "fidelity": {"seg_pixel_agreement": fidelity.seg_agreement,
+                                                            "disparity_spearman": fidelity.disparity_spearman,
+                                                            "frames": fidelity.frames, "passed": fidelity.passed}})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seg-ckpt", help="the user's EfficientViT Lightning checkpoint (default: random weights)")
@@ -125,6 +132,8 @@ def main() -> None:
                         help="2: seg and depth concurrently, 1: one after the other (default: what infer picks)")
     parser.add_argument("--iters", type=int, default=40, help="timed observations for the fast profile")
     parser.add_argument("--exact-iters", type=int, default=6, help="timed observations for the exact profile")
+    parser.add_argument("--backends", help="comma-separated, e.g. openvino:bf16,onnxruntime (default: every "
+                                           "installed one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,7 +153,9 @@ def main() -> None:
             built[name, region] = RealPerception(None, seg, depth, obs_spec, name, workers=args.workers)
             iters = args.iters if name == "fast" or device == "cuda" else args.exact_iters
             row = bench_profile(built[name, region], policy, frames, iters, sync)
-            results.append({"device": device, "profile": name, "normalise_region": region, "iters": iters, **row})
+            results.append({"device": device, "backend": str(TORCH), "profile": name, "normalise_region": region,
+                            "iters": iters, **row})
+        results += backend_rows(args, seg, depth, spec, built["fast", "full_frame"], policy, frames, sync, device)
         if args.seg_ckpt and args.depth_model:
             results[-1]["fast_vs_exact"] = agreement(built["fast", "full_frame"], built["exact", "full_frame"],
                                                      frames)
@@ -158,11 +169,15 @@ def main() -> None:
     print(f"real perception, 640x480 input, {args.threads} CPU threads, {workers} worker(s), "
           f"{'given' if args.seg_ckpt else 'random'} seg / {'given' if args.depth_model else 'random'} depth weights")
     stages = ("seg", "depth", "finish", "policy", "end_to_end")
-    print(f"{'device':<7}{'profile':<8}{'normalised':<12}" + "".join(f"{s + ' p50/p95 ms':>24}" for s in stages)
-          + f"{'Hz':>7}")
+    print(f"{'device':<7}{'backend':<17}{'profile':<8}{'normalised':<12}"
+          + "".join(f"{s + ' p50/p95 ms':>24}" for s in stages) + f"{'Hz':>7}  fidelity vs torch f32 (seg, disparity)")
     for r in results:
         cells = "".join(f"{r[s]['p50_ms']:>13.1f} /{r[s]['p95_ms']:>8.1f}" for s in stages)
-        print(f"{r['device']:<7}{r['profile']:<8}{r['normalise_region']:<12}{cells}{r['hz']:>7.1f}")
+        f = r.get("fidelity")
+        shown = (f"  {f['seg_pixel_agreement']:.4f}, {f['disparity_spearman']:.4f} "
+                 f"{'pass' if f['passed'] else 'FAIL'}") if f else ""
+        print(f"{r['device']:<7}{r['backend']:<17}{r['profile']:<8}{r['normalise_region']:<12}{cells}{r['hz']:>7.1f}"
+              f"{shown}")
         if "fast_vs_exact" in r:
             a = r["fast_vs_exact"]
             print(f"  fast vs exact on {a['frames']} frames: seg pixel agreement {a['seg_pixel_agreement']:.3f}, "

@@ -40,7 +40,8 @@ def test_perceive_writes_one_picture_per_frame(capsys, tmp_path, twin_images, se
     picture = cv2.imread(str(pictures[0]))
     assert picture.shape[0] == 240 and picture.shape[1] > 4 * 240  # camera | seg | disparity | 2 channels
     lines = stdout.strip().splitlines()
-    assert lines[1].startswith("frame 0: seg") and "cube" in lines[1]
+    assert lines[1].startswith("perception backend: ")  # which backend, and why
+    assert lines[2].startswith("frame 0: seg") and "cube" in lines[2]
     summary = json.loads(lines[-1])
     assert summary["frames"] == 2 and summary["profile"] == "fast" and summary["total_ms"]["p50"] > 0
 

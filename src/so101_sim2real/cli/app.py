@@ -47,6 +47,11 @@ ProfileOpt = Annotated[str, typer.Option("--profile", help="fast: seg on the cro
                                                            "size, depth at 518. --set observation.disparity."
                                                            "normalise_region=crop lets depth crop first too: "
                                                            "faster, but not the training observation.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="Where the perception networks run: auto (the fastest "
+                                                           "that keeps torch's frames: seg agreement and "
+                                                           "disparity rank correlation >= 0.995 on twin renders), "
+                                                           "torch, openvino (openvino:f32, openvino:bf16) or "
+                                                           "onnxruntime.")]
 RobotOpt = Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
                                                        "Feetech driver; with --port emulator it drives the twin).")
                      ]
@@ -192,6 +197,7 @@ def infer(
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
+    backend: BackendOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
                                                          "mean_return, mean_length, latency_ms, per_episode.")] = False,
     trust_pickle: TrustOpt = False,
@@ -215,7 +221,7 @@ def infer(
     from so101_sim2real.sim.perturb import load_perturbation
 
     # Options that would do nothing in the chosen mode are refused, not silently ignored.
-    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile")):
+    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile", "backend")):
         raise So101Error(f"{', '.join(idle)}: only with --perception real (the default, sim, renders the twin's own "
                          f"segmentation and depth)")
     if record is None and (idle := _given(ctx, "record_rgb")):
@@ -223,7 +229,7 @@ def infer(
     if ckpt == "scripted" and (idle := _given(ctx, "trust_pickle")):
         raise So101Error("--trust-pickle: only for a --ckpt file (the scripted expert loads none)")
     geometry = _rig_geometry(rig)
-    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle)
+    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, record_rgb=record_rgb, video=video, realtime=realtime,
                         trust_pickle=trust_pickle, spec_path=spec,
@@ -547,6 +553,9 @@ def perceive(
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
+    backend: BackendOpt = "auto",
+    check: Annotated[bool, typer.Option("--check", help="Time every installed backend against torch fp32 on twin "
+                                                        "renders, print its fidelity numbers, and stop.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for one side-by-side picture per frame: "
                                                               "camera | segmentation | disparity | the policy's "
                                                               "channels.")] = Path("perceive_out"),
@@ -567,24 +576,34 @@ def perceive(
     """
     from so101_sim2real.calib.rig_file import check_size
     from so101_sim2real.cameras import OpenCVCamera, open_camera, undistorted
+    from so101_sim2real.control.frames import twin_frames
     from so101_sim2real.control.preview import run_preview, summarise
+    from so101_sim2real.perception.fidelity import CHECK_FRAMES
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
 
-    obs_spec = (load_spec(spec) if spec else default_spec()).observation
+    full_spec = load_spec(spec) if spec else default_spec()
+    obs_spec = full_spec.observation
     if frames is not None and frames < 1:
         raise So101Error("--frames must be at least 1")
     geometry = _rig_geometry(rig) if rig else None
     if geometry is not None and geometry.calibrated:
         check_size(geometry, obs_spec.source_size)
-    make = real_perception_factory(obs_spec, RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile,
-                                                        device, trust_pickle))
+    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend)
+    if check:
+        from so101_sim2real.control.frames import check_backends
+
+        for line in check_backends(full_spec, models):
+            typer.echo(line)
+        return
+    make = real_perception_factory(obs_spec, models, frames=lambda: twin_frames(CHECK_FRAMES, full_spec))
     camera = open_camera(source, obs_spec.source_size)
     limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
     if geometry is not None:
         camera = undistorted(camera, geometry.camera)
     perception = make(camera)
     typer.echo(f"perceiving {source} ({profile} profile, {perception.workers} worker(s), {device})")
+    typer.echo(perception.backend_line)
     if geometry is not None:
         typer.echo(f"camera: {geometry.describe()}; " + ("frames undistorted before perception"
                                                          if geometry.camera.D.any() else "no lens distortion"))
@@ -763,6 +782,7 @@ def hilserl_train(
     seg_ckpt: SegOpt = None,
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
+    backend: BackendOpt = "auto",
     rig: RigOpt = None,
     period: Annotated[Optional[float], typer.Option("--period", help="Control period on --robot so101, in "
                                                                      "seconds (default: measured at start, what "
@@ -789,7 +809,8 @@ def hilserl_train(
     where = [name for name, value in (("--robot", robot != "sim"), ("--port", port), ("--calibration", calibration),
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
-                                      ("--profile", profile != "fast"), ("--period", period), ("--rig", rig))
+                                      ("--profile", profile != "fast"), ("--backend", backend != "auto"),
+                                      ("--period", period), ("--rig", rig))
              if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
@@ -817,7 +838,8 @@ def hilserl_train(
                                              classifier=str(classifier) if classifier else None,
                                              robot=robot, port=port, calibration=calibration, camera=camera,
                                              perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
-                                             depth_model=depth_model, profile=profile, period_s=period,
+                                             depth_model=depth_model, profile=profile, backend=backend,
+                                             period_s=period,
                                              rig=str(rig) if rig else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),

@@ -140,6 +140,8 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
         notes.append(f"twin: {mujoco_line(spec)}")
         if warning := mujoco_warning(spec):
             warnings.append(warning)
+    if line := getattr(rig.perception, "backend_line", None):
+        notes.append(line)
     if examples := getattr(rig.perception, "example_models", None):
         warnings.append(f"{' and '.join(examples)}: example weights (random): the policy sees noise; this run "
                         f"shows the workflow, not the policy")

@@ -9,6 +9,7 @@ so a frame never goes through PIL.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.backends import TORCH, Backend, CoreRunner
 from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.perception.segmentation import to_tensor
 
@@ -54,6 +56,15 @@ class DepthModel:
     net: torch.nn.Module
     source: str
     device: torch.device
+    backend: Backend = TORCH
+    cache: Path | None = None  # exported graphs (default: beside the model cache)
+
+    def __post_init__(self):
+        self._core = CoreRunner(DepthCore(self.net), self.backend, self.cache)
+
+    def on_backend(self, backend: Backend, cache: Path | None = None) -> DepthModel:
+        """The same network (shared weights) with its core on ``backend``."""
+        return dataclasses.replace(self, backend=backend, cache=cache)
 
     @property
     def example(self) -> bool:
@@ -66,9 +77,22 @@ class DepthModel:
         """RGB uint8 ``(H, W, 3)`` -> disparity float32 ``(h, w)`` at ``out_size`` (default: the image's)."""
         size = input_size(rgb.shape[0], rgb.shape[1], side)
         x = to_tensor(rgb, size, self.device, mode="bicubic")
-        disparity = self.net(pixel_values=x).predicted_depth[:, None]
+        disparity = self._core(x)[:, None]
         disparity = F.interpolate(disparity, size=out_size or rgb.shape[:2], mode="bilinear", align_corners=False)
         return disparity[0, 0].float().cpu().numpy()
+
+
+class DepthCore(torch.nn.Module):
+    """The network's ``predicted_depth`` (before any resize to the map size) as a module's forward, for exporters."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        # in the net's mode: an exporter puts the wrapper back in its own mode afterwards, recursively
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values=x).predicted_depth
 
 
 def load_depth(source: str | Path = DEFAULT_DEPTH_MODEL, device: str | torch.device = "cpu",

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -115,8 +116,9 @@ class RealPerception:
     """Camera -> (seg, depth) concurrently -> sim class ids -> ``finish_frame``."""
 
     def __init__(self, camera: Camera | None, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
-                 profile: Profile | str = "fast", workers: int | None = None):
+                 profile: Profile | str = "fast", workers: int | None = None, backend_line: str | None = None):
         self.camera, self.seg, self.depth, self.spec = camera, seg, depth, spec
+        self.backend_line = backend_line  # which backend runs the networks, and why (see perception.fidelity)
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         _check_classes(seg, spec)
         # Depth can crop first only if nothing outside the crop matters to the observation.
@@ -210,17 +212,27 @@ class RealModels:
     profile: str = "fast"
     device: str = "cpu"
     trust_pickle: bool = False
+    backend: str = "auto"  # torch, openvino[:f32|:bf16], onnxruntime, or auto: the fastest that passes the check
 
 
-def real_perception_factory(spec: ObservationSpec, models: RealModels,
-                            allow_examples: bool = True) -> Callable[[Camera | None], RealPerception]:
+def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_examples: bool = True,
+                            frames: Callable[[], Sequence[np.ndarray]] | None = None,
+                            cache: Path | None = None) -> Callable[[Camera | None], RealPerception]:
     """Load both networks now, from local files or the cache only, so that a bad path fails
     before anything moves; the returned function binds them to a camera. ``allow_examples``
-    False (a real arm) refuses the random example weights."""
+    False (a real arm) refuses the random example weights.
+
+    ``models.backend`` picks where the networks run; any backend but torch is first checked
+    against torch on ``frames()`` (the twin's renders; without them ``auto`` stays on torch).
+    ``cache``: the exported graphs' folder (default: beside the model cache).
+    """
+    from so101_sim2real.perception.backends import parse_backend
     from so101_sim2real.perception.depth import load_depth
+    from so101_sim2real.perception.fidelity import choose_backend
     from so101_sim2real.perception.segmentation import load_segmentation
 
     profile = get_profile(models.profile)
+    parse_backend(models.backend)  # a typo or a missing package fails before any network loads
     check_device(models.device)
     if not models.seg_ckpt:
         raise So101Error("real perception needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
@@ -233,4 +245,7 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels,
         raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
                          f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
                          f"emulator's pty, from 'so101 emulate --twin', takes them)")
-    return lambda camera: RealPerception(camera, seg, depth, spec, profile)
+    choice = choose_backend(seg, depth, spec, profile, models.backend, frames, cache=cache)
+    line = choice.line()
+    return lambda camera: RealPerception(camera, choice.trial.seg, choice.trial.depth, spec, profile,
+                                         backend_line=line)

@@ -15,6 +15,7 @@ pretrained weights, so loading needs no network.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, UnsafePickleError
+from so101_sim2real.perception.backends import TORCH, Backend, CoreRunner
 from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import SOURCE_SIZE
@@ -62,6 +64,10 @@ class SegmentationNet(nn.Module):
         return self.seg_head.out_channels
 
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        return upsample(self.core(x), out_size or x.shape[-2:])
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at stride 4: everything before the output-size-dependent upsampling."""
         feats = self.backbone(x)
         top = self.lateral_convs[-1](feats[-1])
         for level in range(len(feats) - 2, -1, -1):
@@ -71,8 +77,24 @@ class SegmentationNet(nn.Module):
         # do not change the result, so they are not run. The 1x1 head commutes with the
         # bilinear upsampling (both linear, weights summing to 1), so it runs first, on
         # 64x fewer pixels.
-        logits = self.seg_head(self.output_convs[0](top))
-        return F.interpolate(logits, size=out_size or x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.seg_head(self.output_convs[0](top))
+
+
+class SegmentationCore(nn.Module):
+    """:meth:`SegmentationNet.core` as a module's forward, for exporters."""
+
+    def __init__(self, net: SegmentationNet):
+        super().__init__()
+        self.net = net
+        # in the net's mode: an exporter puts the wrapper back in its own mode afterwards, recursively
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.core(x)
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 @dataclass
@@ -84,6 +106,15 @@ class SegmentationModel:
     source: str
     device: torch.device
     example: bool = False  # random weights from `so101 models example`
+    backend: Backend = TORCH
+    cache: Path | None = None  # exported graphs (default: beside the model cache)
+
+    def __post_init__(self):
+        self._core = CoreRunner(SegmentationCore(self.net), self.backend, self.cache)
+
+    def on_backend(self, backend: Backend, cache: Path | None = None) -> SegmentationModel:
+        """The same network (shared weights) with its core on ``backend``."""
+        return dataclasses.replace(self, backend=backend, cache=cache)
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +129,7 @@ class SegmentationModel:
         before the network; logits are upsampled to ``out_size`` before the argmax.
         """
         x = to_tensor(rgb, size or self.input_size, self.device, mode="bilinear")
-        logits = self.net(x, out_size=out_size or rgb.shape[:2])
+        logits = upsample(self._core(x), out_size or rgb.shape[:2])
         return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 

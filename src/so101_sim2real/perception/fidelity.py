@@ -1,0 +1,239 @@
+"""Is a faster backend still the same perception? Checked on frames, never assumed.
+
+A backend computes the networks' cores in another runtime, maybe another precision.
+What matters is the policy's observation, so the check compares whole
+:meth:`RealPerception.perceive` frames (84x84, after ``finish_frame``) against torch
+fp32 on the same images: the share of equal pixels in the seg channel, and the
+Spearman rank correlation of the disparity channel (the policy sees min-max
+normalised disparity, so ranks are what a backend must keep). The worst frame counts.
+
+:func:`choose_backend` is what ``@backend`` means: ``auto`` times each installed
+backend and takes the fastest that passes; a named one is used only if it passes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.perception.backends import TORCH, Backend, candidates, parse_backend
+from so101_sim2real.perception.depth import DepthModel
+from so101_sim2real.perception.real import Profile, RealPerception
+from so101_sim2real.perception.segmentation import SegmentationModel
+from so101_sim2real.spec import ObservationSpec
+
+CHECK_FRAMES = 3  # twin renders per check: ~0.5 s each on a CPU
+TIMED_CALLS = 3  # perceive calls timed per backend, after the warm-up
+WARMUP_CALLS = 2  # the first compiles; torch's first calls in a process were measured 4-10x slow
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a backend must keep of torch fp32's frames, on its worst frame."""
+
+    seg_agreement: float = 0.995
+    disparity_spearman: float = 0.995
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A backend's frames against torch fp32's on the same images (worst frame)."""
+
+    seg_agreement: float  # share of seg-channel pixels equal to torch's
+    disparity_spearman: float  # rank correlation of the disparity channel with torch's
+    frames: int
+    thresholds: Thresholds = Thresholds()
+
+    def failures(self) -> list[str]:
+        """One phrase per number below its threshold."""
+        t, out = self.thresholds, []
+        if not self.seg_agreement >= t.seg_agreement:  # `not >=`: a NaN fails
+            out.append(f"seg agreement {self.seg_agreement:.4f} < {t.seg_agreement}")
+        if not self.disparity_spearman >= t.disparity_spearman:
+            out.append(f"disparity Spearman {self.disparity_spearman:.4f} < {t.disparity_spearman}")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures()
+
+    def summary(self) -> str:
+        return f"fidelity seg {self.seg_agreement:.4f}, disparity {self.disparity_spearman:.4f}"
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Median milliseconds of :meth:`RealPerception.perceive` stages, networks one after the other."""
+
+    seg_ms: float
+    depth_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One backend tried: its speed, its fidelity (None for torch, the reference), or why it did not run."""
+
+    backend: Backend
+    speed: Speed | None = None
+    fidelity: Fidelity | None = None
+    error: str | None = None
+    seg: SegmentationModel | None = field(default=None, repr=False, compare=False)
+    depth: DepthModel | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and (self.fidelity is None or self.fidelity.passed)
+
+    def line(self) -> str:
+        """``openvino f32: seg 5.1 ms, depth 11.8 ms, total 19.0 ms; fidelity seg 0.9990, disparity 0.9980: pass``."""
+        if self.error is not None:
+            return f"{self.backend}: did not run ({self.error})"
+        s = self.speed
+        text = f"{self.backend}: seg {s.seg_ms:.1f} ms, depth {s.depth_ms:.1f} ms, total {s.total_ms:.1f} ms"
+        if self.fidelity is None:
+            return text + "; the reference"
+        verdict = "pass" if self.fidelity.passed else "FAIL: " + ", ".join(self.fidelity.failures())
+        return f"{text}; {self.fidelity.summary()}: {verdict}"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a run uses, the trials that chose it, and the two models on it."""
+
+    trial: Trial
+    reference: Trial | None  # torch's trial, when one ran
+    refused: tuple[Trial, ...] = ()
+
+    @property
+    def backend(self) -> Backend:
+        return self.trial.backend
+
+    def line(self) -> str:
+        """One line: which, how fast against torch, how faithful, and what was refused."""
+        t, ref = self.trial, self.reference
+        text = f"perception backend: {t.backend}"
+        if t.fidelity is not None and ref is not None and ref.speed is not None:
+            text += (f" (depth {t.speed.depth_ms:.1f} ms, seg {t.speed.seg_ms:.1f} ms vs torch {ref.speed.depth_ms:.1f}"
+                     f", {ref.speed.seg_ms:.1f} ms; {t.fidelity.summary()})")
+        elif t.speed is not None:
+            text += f" (depth {t.speed.depth_ms:.1f} ms, seg {t.speed.seg_ms:.1f} ms; the fastest that passed)"
+        if self.refused:
+            text += "; not " + "; ".join(_why_not(r) for r in self.refused)
+        return text
+
+
+def _why_not(trial: Trial) -> str:
+    if trial.error is not None:
+        return f"{trial.backend} (did not run: {trial.error})"
+    if trial.fidelity is not None and not trial.fidelity.passed:
+        return f"{trial.backend} ({', '.join(trial.fidelity.failures())})"
+    return f"{trial.backend} (slower: {trial.speed.total_ms:.1f} ms)"
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation of two images (ties share their mean rank); 1.0 for two equal constant images."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.min() == a.max() or b.min() == b.max():
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def compare_frames(reference: RealPerception, candidate: RealPerception, images: Sequence[np.ndarray],
+                   thresholds: Thresholds = Thresholds()) -> Fidelity:
+    """Both perceptions on the same images: the candidate's worst-frame seg agreement and disparity Spearman."""
+    seg_at = reference.spec.channels.index("seg")
+    disp_at = reference.spec.channels.index("disparity")
+    agreement, rank = [], []
+    for rgb in images:
+        a, b = reference.perceive(rgb).frame, candidate.perceive(rgb).frame
+        agreement.append(float(np.mean(a[seg_at] == b[seg_at])))
+        rank.append(spearman(a[disp_at], b[disp_at]))
+    return Fidelity(min(agreement), min(rank), len(images), thresholds)
+
+
+def time_perception(perception: RealPerception, images: Sequence[np.ndarray], calls: int = TIMED_CALLS) -> Speed:
+    """Median stage times over ``calls`` perceives, after the warm-up (where a backend compiles)."""
+    timings = []
+    for i in range(calls + WARMUP_CALLS):
+        perception.perceive(images[i % len(images)])
+        if i >= WARMUP_CALLS:
+            timings.append(perception.last_timing)
+    return Speed(*(statistics.median(getattr(t, name) for t in timings) for name in ("seg_ms", "depth_ms",
+                                                                                       "total_ms")))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
+              profile: Profile | str, images: Sequence[np.ndarray], reference: RealPerception | None,
+              thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> Trial:
+    """Time ``backend`` on ``images`` and, unless it is torch, check it against ``reference``."""
+    seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
+    perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1)  # stages timed one by one
+    try:
+        speed = time_perception(perception, images)
+        fidelity = None if backend == TORCH or reference is None else compare_frames(reference, perception, images,
+                                                                                     thresholds)
+    except Exception as exc:  # noqa: BLE001 - an exporter or runtime that cannot take the graph: not this one
+        return Trial(backend, error=_first_line(exc))
+    finally:
+        perception.close()
+    return Trial(backend, speed, fidelity, seg=seg_b, depth=depth_b)
+
+
+def try_backends(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+                 images: Sequence[np.ndarray], backends: Sequence[Backend] | None = None,
+                 thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> list[Trial]:
+    """Torch first (the reference), then each of ``backends`` (default: every installed one), all on ``images``."""
+    reference = RealPerception(None, seg.on_backend(TORCH), depth.on_backend(TORCH), spec, profile, workers=1)
+    try:
+        trials = [run_trial(TORCH, seg, depth, spec, profile, images, None, thresholds, cache)]
+        for backend in backends if backends is not None else candidates():
+            if backend != TORCH:
+                trials.append(run_trial(backend, seg, depth, spec, profile, images, reference, thresholds, cache))
+        return trials
+    finally:
+        reference.close()
+
+
+def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+                   wanted: str = "auto", frames: Callable[[], Sequence[np.ndarray]] | None = None,
+                   thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> BackendChoice:
+    """What ``@backend wanted`` runs on: torch as asked; a named backend if it passes the check (else a
+    one-line error); ``auto``: the fastest that passes, torch if none is faster."""
+    backend = parse_backend(wanted)
+    if backend is not None and backend.name == "torch":
+        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
+    images = list(frames()) if frames is not None else []
+    if not images:
+        if backend is not None:
+            raise So101Error(f"@backend {wanted}: no frames to check it against torch on; use @backend torch")
+        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
+    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else None, thresholds, cache)
+    reference, others = trials[0], trials[1:]
+    if backend is not None:
+        trial = others[0]
+        if not trial.usable:
+            raise So101Error(f"@backend {wanted}: refused: {_why_not(trial)} against torch f32 on "
+                             f"{len(images)} twin frames; use @backend auto or torch")
+        return BackendChoice(trial, reference)
+    return _fastest(reference, others)
+
+
+def _fastest(reference: Trial, others: list[Trial]) -> BackendChoice:
+    """The fastest usable trial (torch when nothing usable beats it), and why each other one is not it."""
+    usable = sorted((t for t in [reference, *others] if t.usable), key=lambda t: t.speed.total_ms)
+    best = usable[0]
+    refused = tuple(t for t in others if t is not best)
+    return BackendChoice(best, reference, refused)

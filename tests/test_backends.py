@@ -1,0 +1,209 @@
+"""Perception backends: exported cores agree with torch, are cached by key, and are checked before use.
+
+The networks have random weights of the real sizes, loaded the way real weights are (a
+Lightning checkpoint, a save_pretrained folder); frames are the twin's wrist camera.
+One compiled cache per module, so each backend exports each network once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures import run_cli, write_lightning_seg_ckpt
+from so101_sim2real.errors import So101Error
+from so101_sim2real.perception import backends, fidelity
+from so101_sim2real.perception.backends import TORCH, Backend, entry_folder, graph_key, parse_backend
+from so101_sim2real.perception.depth import load_depth
+from so101_sim2real.perception.fidelity import Thresholds, choose_backend, compare_frames
+from so101_sim2real.perception.real import RealPerception
+from so101_sim2real.perception.segmentation import SegmentationCore, load_segmentation, to_tensor
+from so101_sim2real.spec import default_spec
+
+SPEC = default_spec().observation
+ORT, OV = Backend("onnxruntime", "f32"), Backend("openvino", "f32")
+SEG_SHAPE = (1, 3, 192, 256)  # the fast profile's seg input for a 640x480 crop of the default spec
+
+
+@pytest.fixture(scope="module")
+def seg(seg_ckpt):
+    return load_segmentation(seg_ckpt)
+
+
+@pytest.fixture(scope="module")
+def depth(depth_folder):
+    return load_depth(depth_folder)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    from so101_sim2real.control.frames import twin_frames
+
+    return twin_frames(2)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts ONNX exports (every cache miss makes one)."""
+    calls = []
+    real = backends._export_onnx
+
+    def counted(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(backends, "_export_onnx", counted)
+    return calls
+
+
+def _perception(seg, depth, backend, cache):
+    return RealPerception(None, seg.on_backend(backend, cache), depth.on_backend(backend, cache), SPEC, "fast",
+                          workers=1)
+
+
+@pytest.mark.parametrize("backend", [ORT, pytest.param(OV, marks=pytest.mark.slow)], ids=str)  # OV: ~35 s
+def test_a_backend_agrees_with_torch_on_twin_frames(backend, seg, depth, frames, cache):
+    x = to_tensor(frames[0], SEG_SHAPE[2:], seg.device, "bilinear")
+    with torch.inference_mode():
+        ref, out = seg.net.core(x), seg.on_backend(backend, cache)._core(x)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-3)
+    fidelity = compare_frames(_perception(seg, depth, TORCH, None), _perception(seg, depth, backend, cache), frames)
+    assert fidelity.passed, fidelity.failures()
+    assert fidelity.seg_agreement > 0.999 and fidelity.disparity_spearman > 0.999
+
+
+def test_the_second_load_uses_the_cache(seg, frames, cache, exports):
+    x = to_tensor(frames[0], (96, 128), seg.device, "bilinear")
+    with torch.inference_mode():
+        first = seg.on_backend(ORT, cache)._core(x)
+        assert exports == [(1, 3, 96, 128)]
+        second = seg.on_backend(ORT, cache)._core(x)  # a new model: a new runner, the same key
+    assert exports == [(1, 3, 96, 128)]
+    assert torch.equal(first, second)
+
+
+def _entry(module, shape, backend, cache):
+    return entry_folder(cache, graph_key(module, backends.weights_hash(module), shape, backend))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong key", "no key"])
+def test_a_corrupt_entry_is_rebuilt_never_used(damage, seg, frames, cache, exports):
+    x = to_tensor(frames[0], (64, 96), seg.device, "bilinear")
+    with torch.inference_mode():
+        expected = seg.net.core(x)
+        seg.on_backend(ORT, cache)._core(x)
+        built = len(exports)  # 1, or 0 where an earlier case left the entry
+        folder = _entry(SegmentationCore(seg.net), (1, 3, 64, 96), ORT, cache)
+        model, key = folder / "model.onnx", folder / "key.json"
+        if damage == "truncated":
+            model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+        elif damage == "wrong key":
+            record = json.loads(key.read_text())
+            key.write_text(json.dumps({**record, "weights": "0" * 64}))
+        else:
+            key.unlink()
+        out = seg.on_backend(ORT, cache)._core(x)
+    assert len(exports) == built + 1  # rebuilt
+    assert torch.allclose(out, expected, atol=1e-4, rtol=1e-3)
+    assert json.loads(key.read_text())["weights"] == backends.weights_hash(SegmentationCore(seg.net))
+
+
+def test_other_weights_are_another_entry(seg, tmp_path):
+    write_lightning_seg_ckpt(tmp_path / "other.ckpt", seed=1)
+    other = load_segmentation(tmp_path / "other.ckpt")
+    a, b = SegmentationCore(seg.net), SegmentationCore(other.net)
+    assert backends.weights_hash(a) != backends.weights_hash(b)
+    assert _entry(a, SEG_SHAPE, ORT, tmp_path) != _entry(b, SEG_SHAPE, ORT, tmp_path)
+    assert _entry(a, SEG_SHAPE, ORT, tmp_path) != _entry(a, (1, 3, 96, 128), ORT, tmp_path)
+    assert _entry(a, SEG_SHAPE, ORT, tmp_path) != _entry(a, SEG_SHAPE, OV, tmp_path)
+
+
+@pytest.fixture
+def lossy_onnxruntime(monkeypatch):
+    """ONNX Runtime with a perturbed output: noise of the logits' and disparity's own scale."""
+    load = backends._LOADERS["onnxruntime"]
+
+    def lossy(files, backend, device):
+        run = load(files, backend, device)
+        gen = torch.Generator().manual_seed(0)
+        return lambda x: (out := run(x)) + out.std() * torch.randn(out.shape, generator=gen)
+
+    monkeypatch.setitem(backends._LOADERS, "onnxruntime", lossy)
+
+
+def test_a_backend_that_fails_the_check_is_refused_in_one_line(seg, depth, frames, cache, lossy_onnxruntime,
+                                                               monkeypatch):
+    with pytest.raises(So101Error) as caught:
+        choose_backend(seg, depth, SPEC, "fast", "onnxruntime", lambda: frames, cache=cache)
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith("backend onnxruntime: refused")
+    assert "seg agreement 0." in text and "< 0.995" in text
+    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])  # OpenVINO's export is a slow test's
+    choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    assert choice.backend == TORCH and "not onnxruntime f32 (seg agreement" in choice.line()
+
+
+def test_thresholds_are_configurable(seg, depth, frames, cache, lossy_onnxruntime):
+    lenient = Thresholds(seg_agreement=0.0, disparity_spearman=-1.0)
+    choice = choose_backend(seg, depth, SPEC, "fast", "onnxruntime", lambda: frames, lenient, cache)
+    assert choice.backend == ORT and choice.trial.fidelity.seg_agreement < 0.995
+
+
+@pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["ort", "installed"])
+def test_auto_takes_the_fastest_passing_backend(every, seg, depth, frames, cache, monkeypatch):
+    if not every:
+        monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
+    choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    tried = {t.backend.name for t in [choice.trial, choice.reference, *choice.refused]}
+    assert tried == ({"torch", "onnxruntime", "openvino"} if every else {"torch", "onnxruntime"})
+    assert choice.trial.usable
+    passing = [t for t in [choice.trial, choice.reference, *choice.refused] if t.usable]
+    assert choice.trial.speed.total_ms == min(t.speed.total_ms for t in passing)
+    assert choice.line().startswith(f"perception backend: {choice.backend}")
+    assert "\n" not in choice.line()
+    # the chosen models run on that backend
+    assert choice.trial.seg.backend == choice.backend and choice.trial.depth.backend == choice.backend
+
+
+def test_torch_needs_no_frames_and_auto_without_frames_stays_on_torch(seg, depth):
+    for wanted in ("torch", "auto"):
+        choice = choose_backend(seg, depth, SPEC, "fast", wanted, None)
+        assert choice.backend == TORCH and choice.trial.seg is seg
+
+
+def test_backend_names_are_checked_in_one_line(monkeypatch):
+    assert parse_backend("auto") is None
+    assert parse_backend("onnxruntime") == ORT
+    assert parse_backend("openvino:f32") == OV
+    for text, message in (("tensorrt", "unknown; backends: auto, torch, openvino, onnxruntime"),
+                          ("onnxruntime:bf16", "onnxruntime runs in f32 here")):
+        with pytest.raises(So101Error, match=message):
+            parse_backend(text)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(So101Error, match="the openvino package is not installed; pip install openvino"):
+        parse_backend("openvino")
+
+
+def test_infer_refuses_backend_without_real_perception(capsys):
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--backend", "openvino")
+    assert code != 0 and "--backend: only with --perception real" in err
+
+
+@pytest.mark.slow  # loads both networks and tries every backend (~30 s)
+def test_perceive_check_prints_every_backend(capsys, seg_ckpt, depth_folder, monkeypatch, tmp_path):
+    monkeypatch.setattr(backends, "compiled_dir", lambda model_cache=None: tmp_path)
+    code, out, err = run_cli(capsys, "perceive", "unused", "--check", "--seg-ckpt", str(seg_ckpt), "--depth-model",
+                             str(depth_folder))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[1].startswith("torch f32: seg") and lines[1].endswith("the reference")
+    assert any(line.startswith("onnxruntime f32: seg") and line.endswith(": pass") for line in lines)
+    assert np.all([("fidelity seg" in line) for line in lines[2:]])
