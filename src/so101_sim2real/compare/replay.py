@@ -392,8 +392,9 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
                             None if quats is None else quats[i])
 
     try:
-        if "cube_pos" in arrays:
-            cube, cubes = CubePlacement("recorded"), arrays["cube_pos"]
+        if "cube_pos" in arrays:  # recorded after each row's step: row i's frame shows row i - 1's cube
+            cube, cubes = CubePlacement("recorded"), _seen(arrays["cube_pos"])
+            quats = None if quats is None else _seen(quats)
         else:  # a real arm's recording: where the first frames show the cube
             cube = fit_cube(render, arrays["obs"], spec, NOMINAL_CUBE)
             cubes = np.repeat(np.array([cube.position]), len(joints), axis=0)
@@ -421,6 +422,12 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     report.worst = sorted(worst, key=lambda w: w.tick)
     report.cube = cube
     return report
+
+
+def _seen(after_step: np.ndarray) -> np.ndarray:
+    """Per row, the value its frame saw: the previous row's (the first row's for the first frame, which
+    the first step has barely moved)."""
+    return np.concatenate([after_step[:1], after_step[:-1]])
 
 
 def _agreement(tick: _Tick) -> float:

@@ -21,8 +21,9 @@ A recording is a folder::
         obs         (N, C, H, W) uint8   policy frame seen at this row (when perceived)
         rgb_jpeg    (M,)        uint8    JPEG bytes of the camera image, concatenated
         rgb_offsets (N + 1,)    int64    frame i is rgb_jpeg[offsets[i]:offsets[i + 1]]
-        cube_pos    (N, 3)      float64  the twin's cube position (sim runs only)
-        cube_quat   (N, 4)      float64  the twin's cube orientation, w x y z (sim runs only)
+        cube_pos    (N, 3)      float64  the twin's cube position after the row's step (sim runs only):
+                                         row i's frame shows the cube at cube_pos[i - 1]
+        cube_quat   (N, 4)      float64  its orientation then, w x y z (sim runs only)
 
 Arrays are stored with ``numpy.savez_compressed`` and read back without pickle.
 """

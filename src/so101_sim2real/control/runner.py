@@ -178,9 +178,6 @@ class Runner:
 
     def _observe(self, joints: JointState) -> Observation:
         perceived = None
-        twin = self.rig.twin
-        # the twin's cube where this observation saw it: _keep runs after the tick has moved it
-        self._cube = None if twin is None else (twin.cube_pos(), twin.cube_quat())
         if self.perceive:
             with self.timer.stage("obs"):
                 perceived = self.rig.perception.observe(with_rgb=self.want_rgb)
@@ -253,14 +250,15 @@ class Runner:
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
         p = obs.perceived
         if self.recorder:
-            cube = self._cube or (None, None)
+            twin = self.rig.twin
             self.recorder.add(
                 time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
                 tcp_pos=obs.proprio.tcp_pos, state=None if self._state is None else self._state.build(obs.proprio),
                 action=action,
                 ee_target=cmd.ee_target, requested=cmd.requested,
                 target=cmd.targets, reward=reward, obs=None if p is None else p.frame,
-                cube_pos=cube[0], cube_quat=cube[1],
+                cube_pos=None if twin is None else twin.cube_pos(),  # after the row's step, as labels expect
+                cube_quat=None if twin is None else twin.cube_quat(),
                 rgb=None if p is None else p.rgb,
             )
         if self.video and p is not None:
