@@ -15,6 +15,14 @@ both ``--seg-ckpt`` and ``--depth-model``, it also reports how far ``fast`` is f
 ``exact``: disparity rank correlation and segmentation pixel agreement at 84x84.
 Rows for CUDA are added when a GPU is present.
 
+The loop rows run the real loop on the backend ``auto`` picks: a camera delivering twin
+renders at 30 fps, perception, the policy, and a command written and read back over the
+STS3215 emulator's pseudo-terminal; once with the stages one after the other, once with
+perception a frame ahead in its own thread (``control/overlap.py``), and once more with
+HIL-SERL's learner updating beside it on ``--learner-threads`` torch threads. Reported:
+the loop's period, perception's own time (its p95 should stay within 20% of the solo
+row with the learner running), and the latency from the camera read to the command.
+
 Each installed backend (OpenVINO at its default precision and f32, ONNX Runtime) adds a
 ``fast`` row, with its fidelity against torch fp32 on the same frames: seg pixel
 agreement and disparity Spearman at 84x84, worst frame (``--backends`` picks them).
@@ -25,13 +33,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.control.frames import twin_frames
 from so101_sim2real.control.timing import p50_p95
+from so101_sim2real.interfaces import Frame
 from so101_sim2real.perception.backends import TORCH, candidates, parse_backend
 from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
 from so101_sim2real.perception.fidelity import compare_frames
@@ -122,6 +135,138 @@ def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthM
     return rows
 
 
+class PacedCamera:
+    """Twin renders delivered at a camera's rate: ``read`` blocks until the next frame is due, as a
+    USB camera at 30 fps does."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 30.0):
+        self.frames, self.period = frames, 1.0 / fps
+        self._next, self._i = time.monotonic(), 0
+
+    def read(self) -> Frame:
+        now = time.monotonic()
+        if now < self._next:
+            time.sleep(self._next - now)
+        self._next = max(self._next + self.period, time.monotonic())
+        self._i += 1
+        return Frame(self.frames[self._i % len(self.frames)], time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+class EmulatedArm:
+    """The follower's driver on the STS3215 emulator (the twin's physics behind it): real bus I/O."""
+
+    def __init__(self, spec):
+        from so101_sim2real.control.twin_bus import attach_twin
+        from so101_sim2real.hardware.bus import MotorBus
+        from so101_sim2real.hardware.emulator import BusEmulator
+        from so101_sim2real.hardware.so101 import SO101Follower
+
+        self.emulator = BusEmulator(list(SERVO_IDS.values()))
+        bridge = attach_twin(self.emulator, spec)
+        self.emulator.start()
+        self.robot = SO101Follower(MotorBus(self.emulator.path, bridge.calibration.ids), bridge.calibration)
+        self.robot.on_close.append(self.emulator.stop)
+        self.robot.connect()
+
+    def close(self) -> None:
+        self.robot.close()
+
+
+class LearnerThread:
+    """HIL-SERL's learner updating on a filled buffer as fast as it may, on its own thread budget."""
+
+    def __init__(self, threads: int):
+        import tempfile
+
+        from bench_learner import filled_buffer, users_snapshot
+
+        from so101_sim2real.hilserl.learner import Learner, LearnerConfig
+        from so101_sim2real.policy.runtime import build_agent
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = users_snapshot(Path(tmp))
+        self.learner = Learner(build_agent(ckpt), LearnerConfig(batch_size=64))
+        self.buffer, self.threads, self.updates = filled_buffer(), threads, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from so101_sim2real.hilserl.trainer import _lower_priority
+
+        torch.set_num_threads(self.threads)
+        _lower_priority()
+        while not self._stop.is_set():
+            self.learner.update(self.buffer.sample(64))
+            self.updates += 1
+            time.sleep(0)
+
+    def close(self) -> int:
+        """Stop; the updates it made."""
+        self._stop.set()
+        self._thread.join()
+        return self.updates
+
+
+def loop_row(make: Callable[[], RealPerception], arm: EmulatedArm, policy: Policy, ticks: int, overlap: bool,
+             learner_threads: int = 0) -> dict:
+    """The real loop's period: camera -> perception -> policy -> command on the bus, ``ticks`` times;
+    with ``overlap`` perception runs a frame ahead in its own thread; ``learner_threads`` > 0 runs
+    HIL-SERL's learner beside it on that many torch threads."""
+    from so101_sim2real.control.overlap import OverlappedPerception
+
+    perception = make()
+    state = np.zeros(policy.state_shape, dtype=np.float32) if policy.state_shape[1] else None
+    source = OverlappedPerception(perception) if overlap else perception
+    learner = LearnerThread(learner_threads) if learner_threads else None
+    periods, latency, perceive = [], [], []
+    try:
+        last = time.monotonic()
+        for i in range(ticks + 2):
+            seen = source.observe()
+            policy.act(np.stack([seen.frame] * perception.spec.frame_stack), state)
+            joints = arm.robot.read()
+            arm.robot.write(joints.position)  # hold still: the bus round trip of a real command
+            now = time.monotonic()
+            if i >= 2:  # the first two warm up
+                periods.append((now - last) * 1e3)
+                latency.append((now - (seen.captured_at or seen.timestamp)) * 1e3)
+                perceive.append(perception.last_timing.total_ms)
+            last = now
+    finally:
+        updates = learner.close() if learner else 0
+        source.close()
+    period, stage, lag = p50_p95(periods), p50_p95(perceive), p50_p95(latency)
+    return {"overlap": overlap, "learner_threads": learner_threads, "ticks": ticks, "period_p50_ms": period[0],
+            "period_p95_ms": period[1], "hz": 1e3 / period[0], "perception_p50_ms": stage[0],
+            "perception_p95_ms": stage[1], "photon_to_command_p50_ms": lag[0], "learner_updates": updates}
+
+
+def loop_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthModel, spec, policy: Policy,
+              frames: list[np.ndarray]) -> list[dict]:
+    """The loop on the backend 'auto' picks: overlap off and on, then on with the learner beside it."""
+    from so101_sim2real.perception.fidelity import choose_backend
+
+    choice = choose_backend(seg, depth, spec.observation, "fast", "auto", lambda: frames[:3])
+    seg_b, depth_b = choice.trial.seg, choice.trial.depth
+
+    def make() -> RealPerception:
+        return RealPerception(PacedCamera(frames), seg_b, depth_b, spec.observation, "fast", workers=args.workers)
+
+    arm = EmulatedArm(spec)
+    try:
+        rows = [loop_row(make, arm, policy, args.loop_ticks, overlap) for overlap in (False, True)]
+        rows.append(loop_row(make, arm, policy, args.loop_ticks, True, args.learner_threads))
+    finally:
+        arm.close()
+    for r in rows:
+        r["backend"] = str(choice.backend)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seg-ckpt", help="the user's EfficientViT Lightning checkpoint (default: random weights)")
@@ -134,6 +279,8 @@ def main() -> None:
     parser.add_argument("--exact-iters", type=int, default=6, help="timed observations for the exact profile")
     parser.add_argument("--backends", help="comma-separated, e.g. openvino:bf16,onnxruntime (default: every "
                                            "installed one)")
+    parser.add_argument("--loop-ticks", type=int, default=40, help="ticks per loop row (0: no loop rows)")
+    parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the learner beside the loop")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -162,9 +309,10 @@ def main() -> None:
         for p in built.values():
             p.close()
     workers = built["fast", "full_frame"].workers
+    loops = loop_rows(args, seg, depth, spec, Policy(users_policy_shape(), "cpu"), frames) if args.loop_ticks else []
     if args.json:
         print(json.dumps({"threads": args.threads, "workers": workers, "cpu": platform.processor(),
-                          "results": results}))
+                          "results": results, "loop": loops}))
         return
     print(f"real perception, 640x480 input, {args.threads} CPU threads, {workers} worker(s), "
           f"{'given' if args.seg_ckpt else 'random'} seg / {'given' if args.depth_model else 'random'} depth weights")
@@ -182,6 +330,16 @@ def main() -> None:
             a = r["fast_vs_exact"]
             print(f"  fast vs exact on {a['frames']} frames: seg pixel agreement {a['seg_pixel_agreement']:.3f}, "
                   f"disparity rank correlation {a['disparity_rank_correlation']:.3f}")
+    if loops:
+        print(f"the loop (camera at 30 fps -> perception on {loops[0]['backend']} -> policy -> command on the "
+              f"emulated bus), {args.loop_ticks} ticks:")
+        print(f"  {'overlap':<8}{'learner':>8}{'period p50/p95 ms':>20}{'Hz':>7}{'perception p50/p95 ms':>24}"
+              f"{'photon->command p50 ms':>25}{'updates':>9}")
+        for r in loops:
+            print(f"  {'on' if r['overlap'] else 'off':<8}{r['learner_threads'] or '-':>8}"
+                  f"{r['period_p50_ms']:>11.1f} /{r['period_p95_ms']:>7.1f}{r['hz']:>7.1f}"
+                  f"{r['perception_p50_ms']:>15.1f} /{r['perception_p95_ms']:>7.1f}"
+                  f"{r['photon_to_command_p50_ms']:>25.1f}{r['learner_updates']:>9}")
     print("profiles: " + "; ".join(f"{p.name}: crop first {p.crop_first} (only when normalised over the crop), "
                                    f"seg side {p.seg_side or 'trained'}, depth side {p.depth_side}"
                                    for p in PROFILES.values()))

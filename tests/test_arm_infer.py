@@ -50,11 +50,11 @@ def emulated_arm():
 
 @pytest.mark.slow
 def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_arm, twin_video, snapshot,
-                                                                seg_ckpt, depth_folder):
+                                                                seg_ckpt, depth_folder, tmp_path):
     code, out, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--robot", "so101", "--port", emulated_arm,
                              "--calibration", "twin", "--camera", str(twin_video), "--perception", "real",
                              "--seg-ckpt", str(seg_ckpt), "--depth-model", str(depth_folder), "-n", "2",
-                             "--max-steps", "4", "--json")
+                             "--max-steps", "4", "--json", "--record", str(tmp_path / "rec"), "--no-record-rgb")
     assert code == 0, err
     assert f"so101 on {emulated_arm}" in out and f"camera {twin_video}" in out
     assert "success not scored" in out
@@ -62,6 +62,10 @@ def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_
     assert result["success_rate"] is None  # nothing judges a real arm
     assert [e["steps"] for e in result["per_episode"]] == [4, 4]
     assert result["latency_ms"]["so101"]["p50_ms"] > 0 and result["latency_ms"]["obs"]["p50_ms"] > 0
+    # perception ran a frame ahead (the default on a port): each row knows its camera-read-to-command time
+    with np.load(tmp_path / "rec" / "episode_0000.npz") as z:
+        latency = z["photon_to_command_s"]
+    assert latency.shape == (4,) and np.all(latency > 0) and np.all(latency < 30), latency
     # Torque is off at the end, as the servos themselves report it.
     bus = MotorBus(emulated_arm, twin_arm_calibration().ids)
     bus.open()

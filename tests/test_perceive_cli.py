@@ -87,3 +87,11 @@ def test_infer_with_real_perception_on_the_twin(capsys, snapshot, seg_ckpt, dept
     result = json.loads(out.strip().splitlines()[-1])
     assert result["episodes"] == 1 and result["per_episode"][0]["steps"] == 3
     assert result["latency_ms"]["obs"]["p50_ms"] > 0
+
+
+
+@pytest.mark.parametrize("where", [(), ("--robot", "so101", "--port", "emulator")])
+def test_overlap_is_refused_where_the_camera_renders_in_the_loops_thread(capsys, snapshot, seg_ckpt, where):
+    code, _, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), *where, "--perception", "real", "--seg-ckpt",
+                           str(seg_ckpt), "--overlap", "-n", "1")
+    assert code == 2 and "only for an arm on a serial port" in err, err

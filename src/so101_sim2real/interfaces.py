@@ -111,6 +111,7 @@ class Perceived:
     disparity: np.ndarray  # (H0, W0) inverse depth, near = bigger
     rgb: np.ndarray | None  # (H0, W0, 3) uint8 when asked for or available
     timestamp: float
+    captured_at: float | None = None  # time.monotonic() as its camera read began (a loop that perceives ahead)
 
 
 class Perception(Protocol):

@@ -52,6 +52,11 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="Where the perception
                                                            "disparity rank correlation >= 0.995 on twin renders), "
                                                            "torch, openvino (openvino:f32, openvino:bf16) or "
                                                            "onnxruntime.")]
+OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="On an arm on a serial port: "
+                                                                        "perceive the next frame in its own "
+                                                                        "thread while the loop acts on the last, "
+                                                                        "so the period is perception's alone, "
+                                                                        "not perception plus the rest.")]
 RobotOpt = Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
                                                        "Feetech driver; with --port emulator it drives the twin).")
                      ]
@@ -198,6 +203,7 @@ def infer(
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
     backend: BackendOpt = "auto",
+    overlap: OverlapOpt = True,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
                                                          "mean_return, mean_length, latency_ms, per_episode.")] = False,
     trust_pickle: TrustOpt = False,
@@ -221,15 +227,19 @@ def infer(
     from so101_sim2real.sim.perturb import load_perturbation
 
     # Options that would do nothing in the chosen mode are refused, not silently ignored.
-    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile", "backend")):
+    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile", "backend", "overlap")):
         raise So101Error(f"{', '.join(idle)}: only with --perception real (the default, sim, renders the twin's own "
                          f"segmentation and depth)")
     if record is None and (idle := _given(ctx, "record_rgb")):
         raise So101Error(f"{idle[0]}: only with --record DIR")
+    if (robot == "sim" or port == "emulator") and (idle := _given(ctx, "overlap")):
+        raise So101Error(f"{idle[0]}: only for an arm on a serial port (the twin's camera renders in the loop's "
+                         f"own thread, so it cannot run ahead)")
     if ckpt == "scripted" and (idle := _given(ctx, "trust_pickle")):
         raise So101Error("--trust-pickle: only for a --ckpt file (the scripted expert loads none)")
     geometry = _rig_geometry(rig)
-    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend)
+    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend,
+                        overlap)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, record_rgb=record_rgb, video=video, realtime=realtime,
                         trust_pickle=trust_pickle, spec_path=spec,
@@ -783,6 +793,7 @@ def hilserl_train(
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
     backend: BackendOpt = "auto",
+    overlap: OverlapOpt = True,
     rig: RigOpt = None,
     period: Annotated[Optional[float], typer.Option("--period", help="Control period on --robot so101, in "
                                                                      "seconds (default: measured at start, what "
@@ -810,7 +821,7 @@ def hilserl_train(
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
                                       ("--profile", profile != "fast"), ("--backend", backend != "auto"),
-                                      ("--period", period), ("--rig", rig))
+                                      ("--no-overlap", not overlap), ("--period", period), ("--rig", rig))
              if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
@@ -839,7 +850,7 @@ def hilserl_train(
                                              robot=robot, port=port, calibration=calibration, camera=camera,
                                              perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
                                              depth_model=depth_model, profile=profile, backend=backend,
-                                             period_s=period,
+                                             overlap=overlap, period_s=period,
                                              rig=str(rig) if rig else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),

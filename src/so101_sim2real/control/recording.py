@@ -24,6 +24,8 @@ A recording is a folder::
         cube_pos    (N, 3)      float64  the twin's cube position after the row's step (sim runs only):
                                          row i's frame shows the cube at cube_pos[i - 1]
         cube_quat   (N, 4)      float64  its orientation then, w x y z (sim runs only)
+        photon_to_command_s (N,) float64 from the camera read that made the row's frame to its command
+                                         (a loop that perceives ahead; see control/overlap.py)
 
 Arrays are stored with ``numpy.savez_compressed`` and read back without pickle.
 """

@@ -171,6 +171,8 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
                                                   allow_examples=not req.real_port or _pseudo_terminal(req.port),
                                                   frames=lambda: twin_frames(CHECK_FRAMES, spec))
+        if req.real_port and (req.models or RealModels()).overlap:
+            make_perception = _ahead(make_perception)
     if req.real_port:
         return _arm_rig(spec, req, make_perception, calibration, geometry)
     if req.robot == "so101":
@@ -178,6 +180,16 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
                          geometry=geometry)
     return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
                    perturbation=req.perturbation, geometry=geometry)
+
+
+def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
+    """Perception a frame ahead in its own thread (control.overlap), on a serial port's camera: a real
+    one reads from any thread. The twin's camera renders through a GL context bound to the loop's
+    thread (and the plain twin steps its physics there), so the twin and the in-process emulator
+    never get this."""
+    from so101_sim2real.control.overlap import OverlappedPerception
+
+    return lambda camera: OverlappedPerception(make_perception(camera), with_rgb=True)
 
 
 def _pseudo_terminal(port: str) -> bool:

@@ -204,6 +204,7 @@ class Runner:
             while True:
                 with self.timer.stage("policy"):
                     action = np.asarray(self.pilot.act(obs), dtype=np.float32)
+                self._commanded_at = time.monotonic()
                 cmd, result = tick(rig, action, joints, self.timer)
                 if self.judge:  # success seen in this tick's frame (a real arm's only judge)
                     result = self.judge.judge(obs, result, steps + 1)
@@ -260,6 +261,7 @@ class Runner:
                 cube_pos=None if twin is None else twin.cube_pos(),  # after the row's step, as labels expect
                 cube_quat=None if twin is None else twin.cube_quat(),
                 rgb=None if p is None else p.rgb,
+                photon_to_command_s=None if p is None or p.captured_at is None else self._commanded_at - p.captured_at,
             )
         if self.video and p is not None:
             self._last_view = (p.rgb, p.frame)

@@ -87,13 +87,15 @@ class RunOptions:
     depth_model: str = DEFAULT_DEPTH_MODEL
     profile: str = "fast"
     backend: str = "auto"  # where the perception networks run (RealModels.backend)
+    overlap: bool = True  # on an arm: perceive the next frame while the loop acts (RealModels.overlap)
     # The control period on the driver (an arm, or the emulated one): None measures at each start
     # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
     period_s: float | None = None
     rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
 
     def rig_request(self, wait_for_operator: Callable[[str], None] | None = None) -> RigRequest:
-        models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device, backend=self.backend)
+        models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device, backend=self.backend,
+                            overlap=self.overlap)
         return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
                           self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
 

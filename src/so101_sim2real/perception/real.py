@@ -213,6 +213,7 @@ class RealModels:
     device: str = "cpu"
     trust_pickle: bool = False
     backend: str = "auto"  # torch, openvino[:f32|:bf16], onnxruntime, or auto: the fastest that passes the check
+    overlap: bool = True  # on an arm on a serial port: perceive the next frame while the loop acts
 
 
 def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_examples: bool = True,
