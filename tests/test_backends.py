@@ -8,6 +8,7 @@ One compiled cache per module, so each backend exports each network once.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -48,6 +49,12 @@ def frames():
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices(cache):
+    """Each test times its backends afresh: auto's remembered picks are the remembering test's."""
+    shutil.rmtree(cache / "choices", ignore_errors=True)
 
 
 @pytest.fixture
@@ -207,3 +214,32 @@ def test_perceive_check_prints_every_backend(capsys, seg_ckpt, depth_folder, mon
     assert lines[1].startswith("torch f32: seg") and lines[1].endswith("the reference")
     assert any(line.startswith("onnxruntime f32: seg") and line.endswith(": pass") for line in lines)
     assert np.all([("fidelity seg" in line) for line in lines[2:]])
+
+
+def test_auto_remembers_its_pick_and_still_checks_it_each_load(seg, depth, frames, cache, monkeypatch):
+    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
+    first = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    assert first.remembered is None and first.reference is not None  # timed
+    again = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    assert again.remembered is not None and again.backend == first.backend and again.reference is None
+    assert "auto's pick of" in again.line()
+    if again.backend != TORCH:  # checked now, not trusted from before
+        assert again.trial.fidelity is not None and again.trial.fidelity.passed
+    [record] = (cache / "choices").glob("*.json")
+    record.write_text("{not json")  # a damaged record: timed afresh
+    assert choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache).remembered is None
+
+
+def test_a_remembered_pick_that_fails_its_check_now_is_chosen_afresh(seg, depth, frames, cache, monkeypatch):
+    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
+    record = fidelity._choice_file(seg, depth, SPEC, "fast", cache)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"backend": "onnxruntime:f32", "chosen": "before"}))
+    good = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    assert good.remembered == "before" and good.backend == ORT
+    load = backends._LOADERS["onnxruntime"]
+    monkeypatch.setitem(backends._LOADERS, "onnxruntime",  # its graph now loses the frames
+                        lambda files, b, d: (lambda x: torch.randn_like(load(files, b, d)(x))))
+    record.write_text(json.dumps({"backend": "onnxruntime:f32", "chosen": "before"}))
+    fresh = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
+    assert fresh.remembered is None and fresh.backend == TORCH

@@ -13,6 +13,7 @@ backend and takes the fastest that passes; a named one is used only if it passes
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class BackendChoice:
     trial: Trial
     reference: Trial | None  # torch's trial, when one ran
     refused: tuple[Trial, ...] = ()
+    remembered: str | None = None  # when auto chose it (its pick kept for this setup), if not timed now
 
     @property
     def backend(self) -> Backend:
@@ -118,6 +120,10 @@ class BackendChoice:
         """One line: which, how fast against torch, how faithful, and what was refused."""
         t, ref = self.trial, self.reference
         text = f"perception backend: {t.backend}"
+        if self.remembered is not None:
+            checked = f"; {t.fidelity.summary()} now" if t.fidelity is not None else ""
+            return (f"{text} (auto's pick of {self.remembered} for these weights on this machine{checked}; "
+                    f"delete the cache's compiled/choices to time them again)")
         if t.fidelity is not None and ref is not None and ref.speed is not None:
             text += (f" (depth {t.speed.depth_ms:.1f} ms, seg {t.speed.seg_ms:.1f} ms vs torch {ref.speed.depth_ms:.1f}"
                      f", {ref.speed.seg_ms:.1f} ms; {t.fidelity.summary()})")
@@ -211,7 +217,10 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
                    wanted: str = "auto", frames: Callable[[], Sequence[np.ndarray]] | None = None,
                    thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> BackendChoice:
     """What ``@backend wanted`` runs on: torch as asked; a named backend if it passes the check (else a
-    one-line error); ``auto``: the fastest that passes, torch if none is faster."""
+    one-line error); ``auto``: the fastest that passes, torch if none is faster.
+
+    ``auto`` remembers its pick for these weights, sizes, versions and this machine; the next
+    load checks only that backend's fidelity (the check is never skipped) instead of timing all."""
     backend = parse_backend(wanted)
     if backend is not None and backend.name == "torch":
         return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
@@ -220,6 +229,10 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
         if backend is not None:
             raise So101Error(f"@backend {wanted}: no frames to check it against torch on; use @backend torch")
         return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
+    remembered = _choice_file(seg, depth, spec, profile, cache) if backend is None else None
+    if remembered is not None and (again := _recheck(remembered, seg, depth, spec, profile, images, thresholds,
+                                                      cache)) is not None:
+        return again
     trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else None, thresholds, cache)
     reference, others = trials[0], trials[1:]
     if backend is not None:
@@ -228,7 +241,91 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
             raise So101Error(f"@backend {wanted}: refused: {_why_not(trial)} against torch f32 on "
                              f"{len(images)} twin frames; use @backend auto or torch")
         return BackendChoice(trial, reference)
-    return _fastest(reference, others)
+    choice = _fastest(reference, others)
+    if remembered is not None:
+        _remember(remembered, choice)
+    return choice
+
+
+# ------------------------------------------------------------------ auto's remembered pick
+
+
+def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+                 cache: Path | None) -> Path | None:
+    """Where auto's pick for exactly this setup is kept (None: no writable cache)."""
+    import hashlib
+    import json
+    import platform
+
+    import torch
+
+    from so101_sim2real.files import writable_folder
+    from so101_sim2real.perception.backends import backend_version, compiled_dir, installed, weights_hash
+
+    root = (cache if cache is not None else compiled_dir()) / "choices"
+    if writable_folder(root) is not None:
+        return None
+    key = {"seg": weights_hash(seg.net), "depth": weights_hash(depth.net),
+           "profile": profile if isinstance(profile, str) else profile.name,
+           "region": spec.disparity.normalise_region, "source": list(spec.source_size),
+           "threads": torch.get_num_threads(), "device": str(seg.device), "machine": _machine(platform),
+           "candidates": [str(b) for b in candidates()],
+           "versions": {n: backend_version(n) for n in ("openvino", "onnxruntime") if installed(n)}}
+    return root / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+
+
+def _machine(platform) -> str:  # noqa: ANN001 - the module
+    """The CPU model: another CPU may rank the backends otherwise."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _remember(path: Path, choice: BackendChoice) -> None:
+    import json
+    import time
+
+    from so101_sim2real.files import write_file
+
+    b = choice.backend
+    record = {"backend": f"{b.name}:{b.precision}", "chosen": time.strftime("%Y-%m-%d %H:%M"), "line": choice.line()}
+    with contextlib.suppress(So101Error):  # a cache that cannot be written costs the next start its timing
+        write_file(path, json.dumps(record, indent=1))
+
+
+def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+             images: Sequence[np.ndarray], thresholds: Thresholds, cache: Path | None) -> BackendChoice | None:
+    """The remembered pick, its fidelity checked again on ``images``; None to choose afresh (no record, an
+    unreadable one, or a pick that no longer passes)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+        backend = parse_backend(record["backend"])
+    except (OSError, ValueError, KeyError, TypeError, So101Error):
+        return None
+    if backend is None:
+        return None
+    if backend == TORCH:
+        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None, remembered=record.get("chosen", "?"))
+    seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
+    reference = RealPerception(None, seg.on_backend(TORCH), depth.on_backend(TORCH), spec, profile, workers=1)
+    candidate = RealPerception(None, seg_b, depth_b, spec, profile, workers=1)
+    try:
+        fidelity = compare_frames(reference, candidate, images, thresholds)
+    except Exception:  # noqa: BLE001 - a runtime that no longer takes the graph: choose afresh
+        return None
+    finally:
+        reference.close()
+        candidate.close()
+    if not fidelity.passed:
+        return None
+    return BackendChoice(Trial(backend, fidelity=fidelity, seg=seg_b, depth=depth_b), None,
+                         remembered=record.get("chosen", "?"))
 
 
 def _fastest(reference: Trial, others: list[Trial]) -> BackendChoice:
