@@ -13,6 +13,7 @@ import types
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -215,7 +216,8 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), seed: int = 0, prefix: str = "model."):
+def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), seed: int = 0, prefix: str = "model.",
+                             net=None):
     """A segmentation checkpoint as PyTorch Lightning writes it: ``hyper_parameters`` is an
     ``AttributeDict`` from Lightning's own module, which this environment does not have, so a
     stand-in of the same module and name is pickled (the bytes Lightning writes)."""
@@ -236,7 +238,7 @@ def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), 
     sys.modules[module_name] = module
     try:
         torch.manual_seed(seed)
-        net = SegmentationNet(num_classes).eval()
+        net = net if net is not None else SegmentationNet(num_classes).eval()
         hparams = attribute_dict(num_classes=num_classes, img_height=input_size[0], img_width=input_size[1],
                                  lr=1e-3, backbone="efficientvit_b0")
         torch.save({"epoch": 41, "global_step": 5000, "pytorch-lightning_version": "2.4.0",
@@ -254,8 +256,8 @@ def write_lightning_seg_ckpt(path, num_classes: int = 6, input_size=(480, 640), 
     return net
 
 
-def write_depth_folder(path):
-    """Depth Anything V2 Small with random weights, saved the way a downloaded model is laid out."""
+def write_depth_folder(path, net=None):
+    """Depth Anything V2 Small (random weights unless ``net``), saved the way a downloaded model is laid out."""
     from transformers import DepthAnythingForDepthEstimation
     from transformers.utils import logging
 
@@ -263,6 +265,83 @@ def write_depth_folder(path):
 
     logging.disable_progress_bar()  # its bar would land in the stderr of whichever test made the folder
     torch.manual_seed(0)
-    net = DepthAnythingForDepthEstimation(small_config()).eval()
+    net = net if net is not None else DepthAnythingForDepthEstimation(small_config()).eval()
     net.save_pretrained(path)
     return net
+
+
+def twin_views(seeds=range(6)):
+    """The twin's wrist camera at seeded resets: RGB, sim class ids and metric depth, per seed."""
+    from so101_sim2real.sim.camera import SimCamera
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    task = LiftCubeTask(spec)
+    camera = SimCamera(task.model, task.data, spec.observation)
+    try:
+        views = []
+        for seed in seeds:
+            task.reset(seed)
+            views.append((camera.read().rgb, camera.seg_ids(), camera.depth_m()))
+        return views
+    finally:
+        camera.close()
+
+
+def fit_to_twin(views, seed: int = 0):
+    """The real architectures with outputs of real structure: random backbones, and the heads fitted
+    for half a minute to the twin's own labels on its rendered RGB (the segmentation head to the
+    classes at the fast profile's crop input, the depth head to the normalised disparity at its
+    full-frame input). Random weights give near-tied logits and shapeless disparity, where a
+    precision change moves the observation more than it would on a trained network."""
+    import torch.nn.functional as F
+    from transformers import DepthAnythingForDepthEstimation
+
+    from so101_sim2real.observation import center_crop_box
+    from so101_sim2real.perception.depth import PATCH, input_size, small_config
+    from so101_sim2real.perception.segmentation import SegmentationNet, to_tensor
+    from so101_sim2real.spec import default_spec
+
+    torch.manual_seed(seed)
+    cpu = torch.device("cpu")
+    spec = default_spec()
+    height, width = views[0][0].shape[:2]
+    rows, cols = center_crop_box(height, width, spec.observation.crop)
+    seg = SegmentationNet(6).eval()
+    with torch.no_grad():  # the features before the head, once: only the head learns
+        feats, labels = [], []
+        for rgb, ids, _ in views:
+            x = to_tensor(np.ascontiguousarray(rgb[rows, cols]), (192, 192), cpu, "bilinear")
+            top = seg.output_convs[0](seg.fpn(x))
+            feats.append(top)
+            real = torch.from_numpy(ids[rows, cols].astype(np.int64) + 1)[None, None].float()  # sim k = real k + 1
+            labels.append(F.interpolate(real, size=top.shape[-2:], mode="nearest")[0, 0].long())
+        feats, labels = torch.cat(feats), torch.stack(labels)
+    opt = torch.optim.Adam(seg.seg_head.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = F.cross_entropy(seg.seg_head(feats), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    depth = DepthAnythingForDepthEstimation(small_config()).eval()
+    size = input_size(height, width, 140)
+    ph, pw = size[0] // PATCH, size[1] // PATCH
+    with torch.no_grad():
+        necks, targets = [], []
+        for rgb, _, metres in views:
+            out = depth.backbone.forward_with_filtered_kwargs(to_tensor(rgb, size, cpu, "bicubic"))
+            necks.append(depth.neck(out.feature_maps, ph, pw))
+            disparity = 1.0 / (torch.from_numpy(metres) + 1e-3)
+            targets.append((disparity - disparity.min()) / (disparity.max() - disparity.min()))
+    opt = torch.optim.Adam(depth.head.parameters(), lr=3e-3)
+    for _ in range(60):
+        for neck, target in zip(necks, targets, strict=True):
+            pred = F.interpolate(depth.head(neck, ph, pw)[:, None], size=target.shape, mode="bilinear",
+                                 align_corners=False)[0, 0]
+            loss = F.mse_loss(pred, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return seg.eval(), depth.eval()
+

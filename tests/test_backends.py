@@ -7,6 +7,7 @@ One compiled cache per module, so each backend exports each network once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -243,3 +244,57 @@ def test_a_remembered_pick_that_fails_its_check_now_is_chosen_afresh(seg, depth,
     record.write_text(json.dumps({"backend": "onnxruntime:f32", "chosen": "before"}))
     fresh = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     assert fresh.remembered is None and fresh.backend == TORCH
+
+
+# ---------------------------------------------------------------- networks with real structure
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """The heads fitted to the twin (fixtures.fit_to_twin), saved and loaded as a user's weights are."""
+    from fixtures import fit_to_twin, twin_views, write_depth_folder
+
+    views = twin_views()
+    seg_net, depth_net = fit_to_twin(views)
+    folder = tmp_path_factory.mktemp("fitted")
+    write_lightning_seg_ckpt(folder / "seg.ckpt", net=seg_net)
+    write_depth_folder(folder / "depth", net=depth_net)
+    return load_segmentation(folder / "seg.ckpt"), load_depth(folder / "depth"), [v[0] for v in views]
+
+
+def _rounded(model, dtype):
+    """The same model with its weights rounded to ``dtype``: what a bf16 or fp16 runtime keeps of them."""
+    import copy
+
+    return dataclasses.replace(model, net=copy.deepcopy(model.net).to(dtype).float())
+
+
+@pytest.mark.slow
+def test_the_fitted_networks_see_the_twin_and_keep_their_frames_in_bf16(fitted, seg, depth, cache):
+    from so101_sim2real.control.rig import sim_rig
+
+    fit_seg, fit_depth, images = fitted
+    mine = RealPerception(None, fit_seg, fit_depth, SPEC, "fast", workers=1)
+    rig = sim_rig(default_spec())  # the twin's own observation at the same reset
+    try:
+        rig.reset(0)
+        twin = rig.perception.observe().frame
+    finally:
+        rig.close()
+    frame = mine.perceive(images[0]).frame
+    assert np.mean(frame[0] == twin[0]) > 0.8  # classes where the twin has them
+    assert fidelity.spearman(frame[1], twin[1]) > 0.6  # near and far where the twin has them
+    # bf16 weights keep a trained-like network's observation; random weights lose more of theirs, so on
+    # random weights the check would refuse a precision a real network keeps
+    kept = {}
+    for name, (s, d) in {"fitted": (fit_seg, fit_depth), "random": (seg, depth)}.items():
+        reference = RealPerception(None, s, d, SPEC, "fast", workers=1)
+        rounded = RealPerception(None, _rounded(s, torch.bfloat16), _rounded(d, torch.bfloat16), SPEC, "fast",
+                                 workers=1)
+        kept[name] = compare_frames(reference, rounded, images[:3])
+    assert kept["fitted"].passed, kept["fitted"].summary()
+    assert kept["random"].disparity_spearman < kept["fitted"].disparity_spearman, kept
+    # and an exported backend keeps the fitted networks' frames
+    choice = choose_backend(fit_seg, fit_depth, SPEC, "fast", "onnxruntime", lambda: images[:3],
+                            cache=cache)
+    assert choice.trial.fidelity.passed and choice.trial.fidelity.seg_agreement >= 0.995

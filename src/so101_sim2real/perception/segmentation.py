@@ -66,13 +66,18 @@ class SegmentationNet(nn.Module):
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         return upsample(self.core(x), out_size or x.shape[-2:])
 
-    def core(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits at stride 4: everything before the output-size-dependent upsampling."""
+    def fpn(self, x: torch.Tensor) -> torch.Tensor:
+        """The FPN's finest level: the backbone's levels merged top-down."""
         feats = self.backbone(x)
         top = self.lateral_convs[-1](feats[-1])
         for level in range(len(feats) - 2, -1, -1):
             lateral = self.lateral_convs[level](feats[level])
             top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        return top
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at stride 4: everything before the output-size-dependent upsampling."""
+        top = self.fpn(x)
         # Only the finest level feeds the head; the coarser output convs hold weights but
         # do not change the result, so they are not run. The 1x1 head commutes with the
         # bilinear upsampling (both linear, weights summing to 1), so it runs first, on
