@@ -55,3 +55,19 @@ def depth_folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("depth") / "Depth-Anything-V2-Small-hf"
     write_depth_folder(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def seg(seg_ckpt):
+    """The segmentation checkpoint loaded (random weights of the real size)."""
+    from so101_sim2real.perception.segmentation import load_segmentation
+
+    return load_segmentation(seg_ckpt)
+
+
+@pytest.fixture(scope="module")
+def depth(depth_folder):
+    """The depth folder loaded (random weights of the real size)."""
+    from so101_sim2real.perception.depth import load_depth
+
+    return load_depth(depth_folder)

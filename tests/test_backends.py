@@ -31,16 +31,6 @@ SEG_SHAPE = (1, 3, 192, 256)  # the fast profile's seg input for a 640x480 crop 
 
 
 @pytest.fixture(scope="module")
-def seg(seg_ckpt):
-    return load_segmentation(seg_ckpt)
-
-
-@pytest.fixture(scope="module")
-def depth(depth_folder):
-    return load_depth(depth_folder)
-
-
-@pytest.fixture(scope="module")
 def frames():
     from so101_sim2real.control.frames import twin_frames
 

@@ -23,16 +23,6 @@ from so101_sim2real.spec import default_spec
 SPEC = default_spec().observation
 
 
-@pytest.fixture(scope="module")
-def seg(seg_ckpt):
-    return load_segmentation(seg_ckpt)
-
-
-@pytest.fixture(scope="module")
-def depth(depth_folder):
-    return load_depth(depth_folder)
-
-
 def _scene(h: int = 480, w: int = 640) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic wrist-camera scene: table receding upwards, a near cube, fingers at the bottom corners."""
     rows = np.linspace(0.0, 1.0, h)[:, None]

@@ -32,6 +32,7 @@ from torch import nn
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import writable_folder, write_folder
+from so101_sim2real.perception.hub import file_sha256
 
 NAMES = ("torch", "openvino", "onnxruntime")
 PRECISIONS = ("f32", "bf16")
@@ -158,14 +159,6 @@ def entry_folder(root: Path, key: dict) -> Path:
     return root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _export_onnx(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     """The core as ONNX at one input shape, by the TorchScript exporter (works on the timm and
     transformers graphs here; the dynamo exporter needs onnxscript and is slower to export)."""
@@ -195,7 +188,7 @@ def _build(module: nn.Module, shape: tuple[int, ...], backend: Backend, folder: 
         onnx_path.unlink()
     else:
         files = ["model.onnx"]
-    record = {**key, "files": {name: _file_hash(folder / name) for name in files}}
+    record = {**key, "files": {name: file_sha256(folder / name) for name in files}}
     (folder / "key.json").write_text(json.dumps(record, indent=1))
 
 
@@ -206,7 +199,7 @@ def _entry_files(folder: Path, key: dict) -> list[Path] | None:
         files = record.pop("files")
         if record != key or not files:
             return None
-        if any(_file_hash(folder / name) != digest for name, digest in files.items()):
+        if any(file_sha256(folder / name) != digest for name, digest in files.items()):
             return None
         return [folder / name for name in files]
     except (OSError, ValueError, KeyError, AttributeError, TypeError):

@@ -83,7 +83,7 @@ def add_folder(folder: str | Path, repo_id: str, cache: str | Path | None = None
         raise So101Error(f"{folder}: example weights (random, from 'so101 models example'); filed as {repo_id} they "
                          f"would pass for the real model. Use the folder directly: @depth_model {folder}")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    digests = {p: _sha256(p) for p in files}
+    digests = {p: file_sha256(p) for p in files}
     revision = hashlib.sha1("".join(f"{p.relative_to(folder)}:{d}" for p, d in digests.items()).encode()).hexdigest()
     repo = _repo_folder(cache_dir(cache), repo_id)
     snapshot = repo / "snapshots" / revision
@@ -102,7 +102,8 @@ def add_folder(folder: str | Path, repo_id: str, cache: str | Path | None = None
     return snapshot
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
