@@ -288,3 +288,11 @@ def test_the_fitted_networks_see_the_twin_and_keep_their_frames_in_bf16(fitted, 
     choice = choose_backend(fit_seg, fit_depth, SPEC, "fast", "onnxruntime", lambda: images[:3],
                             cache=cache)
     assert choice.trial.fidelity.passed and choice.trial.fidelity.seg_agreement >= 0.995
+
+
+def test_after_openvino_compiles_a_signal_handler_still_has_room(seg, frames, cache):
+    """OpenVINO leaves an 11 KiB alternate signal stack on the compiling thread; a SIGTERM handler
+    (Python's run on it) then overflowed it, and the process segfaulted instead of stopping the arm."""
+    seg.on_backend(OV, cache).predict(frames[0], (192, 256))
+    size = backends.signal_stack_size()
+    assert size is None or size >= backends.SIGNAL_STACK, size

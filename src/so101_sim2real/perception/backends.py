@@ -18,10 +18,13 @@ torch fp32 on real frames (:mod:`so101_sim2real.perception.fidelity`).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import json
+import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,6 +213,43 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())  # the same thread budget the user gave torch
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+SIGNAL_STACK = 1 << 18  # bytes: room for a signal handler that saves the CPU's whole vector state, twice
+_SS_DISABLE = 2
+_stacks = threading.local()  # each thread's stack must live as long as the thread may take a signal
+
+
+def signal_stack_size() -> int | None:
+    """The calling thread's alternate signal stack in bytes; None when it has none (or not on Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    current = _StackT()
+    if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & _SS_DISABLE:
+        return None
+    return int(current.ss_size)
+
+
+def roomy_signal_stack() -> None:
+    """Give the calling thread a large alternate signal stack if it has a small one.
+
+    OpenVINO's CPU plugin leaves an 11 KiB alternate signal stack on the thread that compiles.
+    Python installs its handlers with SA_ONSTACK, so a SIGTERM or Ctrl-C handler then runs on
+    those 11 KiB, and the dynamic linker's lazy binding (which saves the vector registers on the
+    stack) overflows it: the process died with a segfault instead of stopping the arm with
+    torque off.
+    """
+    size = signal_stack_size()
+    if size is None or size >= SIGNAL_STACK:
+        return
+    buffer = ctypes.create_string_buffer(SIGNAL_STACK)
+    stack = _StackT(ctypes.cast(buffer, ctypes.c_void_p), 0, SIGNAL_STACK)
+    if ctypes.CDLL(None).sigaltstack(ctypes.byref(stack), None) == 0:
+        _stacks.buffer = buffer
+
+
 def _load_openvino(files: list[Path], backend: Backend, device: torch.device) -> Core:
     import openvino as ov
 
@@ -218,6 +258,7 @@ def _load_openvino(files: list[Path], backend: Backend, device: torch.device) ->
     compiled = core.compile_model(core.read_model(str(xml)), "CPU", {
         "INFERENCE_PRECISION_HINT": backend.precision, "INFERENCE_NUM_THREADS": _threads(),
         "PERFORMANCE_HINT": "LATENCY"})
+    roomy_signal_stack()
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
