@@ -115,9 +115,12 @@ def compare_sim(
 ) -> None:
     """Replay a recording through the twin and say where they differ.
 
-    Each tick poses the twin at the recorded joints (and cube) and compares its
-    observation with the recorded one: per-class IoU, disparity rank correlation,
-    and the control period; then names the mismatches it recognises.
+    Each tick poses the twin at the recorded joints (and the cube: recorded, or
+    fitted to the first frames) and compares its observation with the recorded
+    one: per-class IoU, disparity rank correlation and error (by depth band), the
+    control period, the 18-D state, the recorded targets replayed open loop, and
+    commanded against measured end-effector motion; then names the mismatches it
+    recognises, each with what to run next.
     'so101 compare-sim sensitivity --help': the gap budget in the twin.
     """
     from tqdm import tqdm
