@@ -402,7 +402,8 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
         for i, obs in enumerate(arrays["obs"]):
             frame = render(i, cubes[i])
             ticks.append(compare_frames(obs, frame, spec))
-            rgb = recording.rgb(arrays, i) if "rgb_jpeg" in arrays else None
+            # the camera image is decoded here only for a video; the page's few get theirs at the end
+            rgb = recording.rgb(arrays, i) if on_frames and "rgb_jpeg" in arrays else None
             frames = TickFrames(i, _agreement(ticks[-1]), obs.copy(), np.array(frame), rgb)
             worst = _keep_worst(worst, frames, apart)
             if on_frames:
@@ -419,6 +420,9 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     if {"action", "tcp_pos"} <= set(arrays):
         motion = axis_check(arrays["action"], arrays["tcp_pos"], spec.action.xyz_scale_m)
     report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion)
+    for w in worst:
+        if w.rgb is None and "rgb_jpeg" in arrays:
+            w.rgb = recording.rgb(arrays, w.tick)
     report.worst = sorted(worst, key=lambda w: w.tick)
     report.cube = cube
     return report
