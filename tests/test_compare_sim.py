@@ -154,9 +154,15 @@ def test_a_misplaced_cube_is_not_taken_for_renamed_ids(capsys, copy):
     ([__file__], "not a folder"),
     (["."], "not a recording"),
     (["{clean}", "--episode", "5"], "episode 5 out of range"),
+    (["{cut}"], "unreadable episode file"),
+    (["{clean}", "--out", "/proc/no-report"], "cannot write the report there"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, clean, tmp_path, args, expected):
-    args = [a.replace("{clean}", str(clean)) if a != "missing-folder" else str(tmp_path / a) for a in args]
+    cut = shutil.copytree(clean, tmp_path / "cut")  # an episode file cut short, as a kill mid-write leaves it
+    data = (cut / "episode_0000.npz").read_bytes()
+    (cut / "episode_0000.npz").write_bytes(data[:len(data) // 2])
+    args = [a.replace("{clean}", str(clean)).replace("{cut}", str(cut)) if a != "missing-folder"
+            else str(tmp_path / a) for a in args]
     code, out, err = run_cli(capsys, "compare-sim", *args)
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
 

@@ -58,7 +58,10 @@ class EpisodeVideo:
         out = Path(out)
         if (why := writable_folder(out)) is not None:
             raise So101Error(f"{out}: cannot write the report there ({why})")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise So101Error(f"{out}: cannot write the report there ({exc.strerror})") from None
         self.channels, self.path = channels, out / VIDEO
         self.writer = VideoWriter(out / f".{VIDEO}.{os.getpid()}.partial.mp4", fps)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,7 +164,7 @@ class Recording:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a file cut short by a kill
             raise So101Error(f"{path}: unreadable episode file ({exc})") from None
 
     def rgb(self, arrays: dict[str, np.ndarray], row: int) -> np.ndarray:
