@@ -19,13 +19,19 @@ The loop rows run the real loop on the backend ``auto`` picks: a camera deliveri
 renders at 30 fps, perception, the policy, and a command written and read back over the
 STS3215 emulator's pseudo-terminal; once with the stages one after the other, once with
 perception a frame ahead in its own thread (``control/overlap.py``), and once more with
-HIL-SERL's learner updating beside it on ``--learner-threads`` torch threads. Reported:
-the loop's period, perception's own time (its p95 should stay within 20% of the solo
-row with the learner running), and the latency from the camera read to the command.
+HIL-SERL's learner updating beside it on ``--learner-threads`` torch threads. They run for
+each perception thread budget: ``--threads``, and what ``hilserl train`` gives perception
+by default (the cores the learner leaves). Reported: the loop's period, perception's own
+time (its p95 should stay within 20% of the solo row with the learner running), the
+latency from the camera read to the command, and the learner's updates per second.
 
 Each installed backend (OpenVINO at its default precision and f32, ONNX Runtime) adds a
-``fast`` row, with its fidelity against torch fp32 on the same frames: seg pixel
-agreement and disparity Spearman at 84x84, worst frame (``--backends`` picks them).
+``fast`` and an ``exact`` row, with its fidelity against torch fp32 in the same profile
+on the same frames: seg pixel agreement and disparity Spearman at 84x84, worst frame
+(``--backends`` picks them).
+
+Last, what the networks cost: GFLOP per observation in each profile against this CPU's
+fp32 matrix-multiply rate on the same threads, the floor no fp32 backend gets far below.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.control.frames import twin_frames
 from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.interfaces import Frame
-from so101_sim2real.perception.backends import TORCH, candidates, parse_backend
+from so101_sim2real.perception.backends import TORCH, candidates, parse_backend, use_threads
 from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
 from so101_sim2real.perception.fidelity import compare_frames
 from so101_sim2real.perception.real import PROFILES, RealPerception
@@ -117,22 +123,56 @@ def agreement(perception_fast: RealPerception, perception_exact: RealPerception,
             "frames": len(frames)}
 
 
-def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthModel, spec, reference: RealPerception,
-                 policy: Policy, frames: list[np.ndarray], sync, device: str) -> list[dict]:
-    """The fast profile (full-frame normalisation) on each backend, with its fidelity against torch fp32."""
+def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthModel, spec,
+                 references: dict[str, RealPerception], policy: Policy, frames: list[np.ndarray], sync,
+                 device: str) -> list[dict]:
+    """Each profile (full-frame normalisation) on each backend, with its fidelity against torch fp32
+    in the same profile."""
     chosen = [parse_backend(b) for b in args.backends.split(",")] if args.backends else candidates()
     rows = []
-    for backend in (b for b in chosen if b is not None and b != TORCH):
-        perception = RealPerception(None, seg.on_backend(backend), depth.on_backend(backend), spec.observation,
-                                    "fast", workers=args.workers)
-        row = bench_profile(perception, policy, frames, args.iters, sync)
-        fidelity = compare_frames(reference, perception, frames)
-        perception.close()
-        rows.append({"device": device, "backend": str(backend), "profile": "fast", "normalise_region": "full_frame",
-                     "iters": args.iters, **row, "fidelity": {"seg_pixel_agreement": fidelity.seg_agreement,
-                                                            "disparity_spearman": fidelity.disparity_spearman,
-                                                            "frames": fidelity.frames, "passed": fidelity.passed}})
+    for profile, reference in references.items():
+        iters = args.iters if profile == "fast" else args.exact_iters
+        if not iters:
+            continue
+        for backend in (b for b in chosen if b is not None and b != TORCH):
+            perception = RealPerception(None, seg.on_backend(backend), depth.on_backend(backend), spec.observation,
+                                        profile, workers=args.workers)
+            row = bench_profile(perception, policy, frames, iters, sync)
+            fidelity = compare_frames(reference, perception, frames)
+            perception.close()
+            rows.append({"device": device, "backend": str(backend), "profile": profile,
+                         "normalise_region": "full_frame", "iters": iters, **row,
+                         "fidelity": {"seg_pixel_agreement": fidelity.seg_agreement,
+                                      "disparity_spearman": fidelity.disparity_spearman,
+                                      "frames": fidelity.frames, "passed": fidelity.passed}})
     return rows
+
+
+def compute(seg: SegmentationModel, depth: DepthModel, spec, frame: np.ndarray) -> dict:
+    """What the networks ask of the CPU: GFLOP per observation in each profile, and this CPU's
+    fp32 matrix-multiply rate on the same threads, so the table shows how near the hardware's
+    limit each backend runs (a backend cannot beat GFLOP / rate by much)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from so101_sim2real.perception.depth import input_size
+
+    out = {}
+    for name in ("fast", "exact"):
+        perception = RealPerception(None, seg, depth, spec.observation, name, workers=1)
+        seg_image, depth_image, seg_size = perception._plan(frame)
+        with torch.inference_mode(), FlopCounterMode(display=False) as seg_flops:
+            seg._core(torch.zeros(1, 3, *seg_size))
+        with torch.inference_mode(), FlopCounterMode(display=False) as depth_flops:
+            depth._core(torch.zeros(1, 3, *input_size(*depth_image.shape[:2], perception.profile.depth_side)))
+        out[name] = {"seg_gflop": seg_flops.get_total_flops() / 1e9, "depth_gflop": depth_flops.get_total_flops() / 1e9}
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    times = []
+    for _ in range(23):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    out["matmul_gflop_per_s"] = 2 * 1024**3 / float(np.median(times[3:])) / 1e9
+    return out
 
 
 class PacedCamera:
@@ -219,10 +259,12 @@ def loop_row(make: Callable[[], RealPerception], arm: EmulatedArm, policy: Polic
     from so101_sim2real.control.overlap import OverlappedPerception
 
     perception = make()
+    use_threads(perception.threads)  # the loop's own thread (the policy) on the same budget
     state = np.zeros(policy.state_shape, dtype=np.float32) if policy.state_shape[1] else None
     source = OverlappedPerception(perception) if overlap else perception
     learner = LearnerThread(learner_threads) if learner_threads else None
     periods, latency, perceive = [], [], []
+    started = time.monotonic()
     try:
         last = time.monotonic()
         for i in range(ticks + 2):
@@ -239,31 +281,40 @@ def loop_row(make: Callable[[], RealPerception], arm: EmulatedArm, policy: Polic
     finally:
         updates = learner.close() if learner else 0
         source.close()
+    elapsed = time.monotonic() - started
     period, stage, lag = p50_p95(periods), p50_p95(perceive), p50_p95(latency)
-    return {"overlap": overlap, "learner_threads": learner_threads, "ticks": ticks, "period_p50_ms": period[0],
-            "period_p95_ms": period[1], "hz": 1e3 / period[0], "perception_p50_ms": stage[0],
-            "perception_p95_ms": stage[1], "photon_to_command_p50_ms": lag[0], "learner_updates": updates}
+    return {"perception_threads": perception.threads, "overlap": overlap, "learner_threads": learner_threads,
+            "ticks": ticks, "period_p50_ms": period[0], "period_p95_ms": period[1], "hz": 1e3 / period[0],
+            "perception_p50_ms": stage[0], "perception_p95_ms": stage[1], "photon_to_command_p50_ms": lag[0],
+            "learner_updates": updates, "learner_updates_per_s": updates / elapsed}
 
 
 def loop_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthModel, spec, policy: Policy,
               frames: list[np.ndarray]) -> list[dict]:
-    """The loop on the backend 'auto' picks: overlap off and on, then on with the learner beside it."""
+    """The loop on the backend 'auto' picks, for each perception thread budget (every thread, and
+    what HIL-SERL gives it by default: the cores its learner leaves): overlap off and on, then on
+    with the learner beside it."""
+    from so101_sim2real.hilserl.run import cores_left
     from so101_sim2real.perception.fidelity import choose_backend
 
-    choice = choose_backend(seg, depth, spec.observation, "fast", "auto", lambda: frames[:3])
-    seg_b, depth_b = choice.trial.seg, choice.trial.depth
-
-    def make() -> RealPerception:
-        return RealPerception(PacedCamera(frames), seg_b, depth_b, spec.observation, "fast", workers=args.workers)
-
+    rows = []
     arm = EmulatedArm(spec)
     try:
-        rows = [loop_row(make, arm, policy, args.loop_ticks, overlap) for overlap in (False, True)]
-        rows.append(loop_row(make, arm, policy, args.loop_ticks, True, args.learner_threads))
+        for threads in sorted({args.threads, cores_left(args.learner_threads)}, reverse=True):
+            choice = choose_backend(seg, depth, spec.observation, "fast", "auto", lambda: frames[:3],
+                                    threads=threads)
+
+            def make(threads: int = threads, chosen=choice.trial) -> RealPerception:  # noqa: ANN001
+                return RealPerception(PacedCamera(frames), chosen.seg, chosen.depth, spec.observation, "fast",
+                                      workers=args.workers, threads=threads)
+
+            budget = [loop_row(make, arm, policy, args.loop_ticks, overlap) for overlap in (False, True)]
+            budget.append(loop_row(make, arm, policy, args.loop_ticks, True, args.learner_threads))
+            for r in budget:
+                r["backend"] = str(choice.backend)
+            rows += budget
     finally:
         arm.close()
-    for r in rows:
-        r["backend"] = str(choice.backend)
     return rows
 
 
@@ -276,10 +327,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="2: seg and depth concurrently, 1: one after the other (default: what infer picks)")
     parser.add_argument("--iters", type=int, default=40, help="timed observations for the fast profile")
-    parser.add_argument("--exact-iters", type=int, default=6, help="timed observations for the exact profile")
+    parser.add_argument("--exact-iters", type=int, default=6, help="timed observations for the exact profile "
+                                                                    "(0: no exact rows on the exported backends)")
     parser.add_argument("--backends", help="comma-separated, e.g. openvino:bf16,onnxruntime (default: every "
                                            "installed one)")
-    parser.add_argument("--loop-ticks", type=int, default=40, help="ticks per loop row (0: no loop rows)")
+    parser.add_argument("--loop-ticks", type=int, default=60, help="ticks per loop row (0: no loop rows)")
     parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the learner beside the loop")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -302,7 +354,8 @@ def main() -> None:
             row = bench_profile(built[name, region], policy, frames, iters, sync)
             results.append({"device": device, "backend": str(TORCH), "profile": name, "normalise_region": region,
                             "iters": iters, **row})
-        results += backend_rows(args, seg, depth, spec, built["fast", "full_frame"], policy, frames, sync, device)
+        references = {"fast": built["fast", "full_frame"], "exact": built["exact", "full_frame"]}
+        results += backend_rows(args, seg, depth, spec, references, policy, frames, sync, device)
         if args.seg_ckpt and args.depth_model:
             results[-1]["fast_vs_exact"] = agreement(built["fast", "full_frame"], built["exact", "full_frame"],
                                                      frames)
@@ -310,9 +363,11 @@ def main() -> None:
             p.close()
     workers = built["fast", "full_frame"].workers
     loops = loop_rows(args, seg, depth, spec, Policy(users_policy_shape(), "cpu"), frames) if args.loop_ticks else []
+    torch.set_num_threads(args.threads)
+    cost = compute(*models(args, "cpu"), spec, frames[0])
     if args.json:
         print(json.dumps({"threads": args.threads, "workers": workers, "cpu": platform.processor(),
-                          "results": results, "loop": loops}))
+                          "results": results, "loop": loops, "compute": cost}))
         return
     print(f"real perception, 640x480 input, {args.threads} CPU threads, {workers} worker(s), "
           f"{'given' if args.seg_ckpt else 'random'} seg / {'given' if args.depth_model else 'random'} depth weights")
@@ -332,14 +387,26 @@ def main() -> None:
                   f"disparity rank correlation {a['disparity_rank_correlation']:.3f}")
     if loops:
         print(f"the loop (camera at 30 fps -> perception on {loops[0]['backend']} -> policy -> command on the "
-              f"emulated bus), {args.loop_ticks} ticks:")
-        print(f"  {'overlap':<8}{'learner':>8}{'period p50/p95 ms':>20}{'Hz':>7}{'perception p50/p95 ms':>24}"
-              f"{'photon->command p50 ms':>25}{'updates':>9}")
+              f"emulated bus), {args.loop_ticks} ticks; 'p95 vs solo': perception's p95 with the learner over "
+              f"its p95 with overlap alone, on the same threads:")
+        print(f"  {'threads':<8}{'overlap':<8}{'learner':>8}{'period p50/p95 ms':>20}{'Hz':>7}"
+              f"{'perception p50/p95 ms':>24}{'p95 vs solo':>12}{'photon->command p50 ms':>25}{'updates/s':>11}")
         for r in loops:
-            print(f"  {'on' if r['overlap'] else 'off':<8}{r['learner_threads'] or '-':>8}"
+            solo = next(o for o in loops if o["perception_threads"] == r["perception_threads"] and o["overlap"]
+                        and not o["learner_threads"])
+            ratio = f"{r['perception_p95_ms'] / solo['perception_p95_ms'] - 1:+.0%}" if r["learner_threads"] else "-"
+            print(f"  {r['perception_threads']:<8}{'on' if r['overlap'] else 'off':<8}{r['learner_threads'] or '-':>8}"
                   f"{r['period_p50_ms']:>11.1f} /{r['period_p95_ms']:>7.1f}{r['hz']:>7.1f}"
-                  f"{r['perception_p50_ms']:>15.1f} /{r['perception_p95_ms']:>7.1f}"
-                  f"{r['photon_to_command_p50_ms']:>25.1f}{r['learner_updates']:>9}")
+                  f"{r['perception_p50_ms']:>15.1f} /{r['perception_p95_ms']:>7.1f}{ratio:>12}"
+                  f"{r['photon_to_command_p50_ms']:>25.1f}{r['learner_updates_per_s']:>11.2f}")
+    rate = cost["matmul_gflop_per_s"]
+    print(f"compute per observation, against this CPU's fp32 matrix multiply ({rate:.0f} GFLOP/s on "
+          f"{args.threads} threads):")
+    for name in ("fast", "exact"):
+        c = cost[name]
+        total = c["seg_gflop"] + c["depth_gflop"]
+        print(f"  {name:<6} seg {c['seg_gflop']:.2f} + depth {c['depth_gflop']:.2f} = {total:.2f} GFLOP: "
+              f"{1e3 * total / rate:.0f} ms at the matmul rate")
     print("profiles: " + "; ".join(f"{p.name}: crop first {p.crop_first} (only when normalised over the crop), "
                                    f"seg side {p.seg_side or 'trained'}, depth side {p.depth_side}"
                                    for p in PROFILES.values()))

@@ -144,7 +144,8 @@ def test_a_backend_that_fails_the_check_is_refused_in_one_line(seg, depth, frame
     text = str(caught.value)
     assert "\n" not in text and text.startswith("backend onnxruntime: refused")
     assert "seg agreement 0." in text and "< 0.995" in text
-    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])  # OpenVINO's export is a slow test's
+    # OpenVINO's export is a slow test's
+    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
     choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     assert choice.backend == TORCH and "not onnxruntime f32 (seg agreement" in choice.line()
 
@@ -158,7 +159,7 @@ def test_thresholds_are_configurable(seg, depth, frames, cache, lossy_onnxruntim
 @pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["ort", "installed"])
 def test_auto_takes_the_fastest_passing_backend(every, seg, depth, frames, cache, monkeypatch):
     if not every:
-        monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
+        monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
     choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     tried = {t.backend.name for t in [choice.trial, choice.reference, *choice.refused]}
     assert tried == ({"torch", "onnxruntime", "openvino"} if every else {"torch", "onnxruntime"})
@@ -196,19 +197,24 @@ def test_infer_refuses_backend_without_real_perception(capsys):
 
 
 @pytest.mark.slow  # loads both networks and tries every backend (~30 s)
-def test_perceive_check_prints_every_backend(capsys, seg_ckpt, depth_folder, monkeypatch, tmp_path):
-    monkeypatch.setattr(backends, "compiled_dir", lambda model_cache=None: tmp_path)
-    code, out, err = run_cli(capsys, "perceive", "unused", "--check", "--seg-ckpt", str(seg_ckpt), "--depth-model",
-                             str(depth_folder))
+def test_perceive_check_prints_every_backend(capsys, seg_ckpt, depth_folder, frames, monkeypatch, tmp_path):
+    import cv2
+
+    monkeypatch.setattr(backends, "compiled_dir", lambda model_cache=None: tmp_path / "compiled")
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rgb[..., ::-1])
+    code, out, err = run_cli(capsys, "perceive", str(tmp_path), "--check", "--seg-ckpt", str(seg_ckpt),
+                             "--depth-model", str(depth_folder), "--perception-threads", "1")
     assert code == 0, err
     lines = out.strip().splitlines()
+    assert f"2 frames of {tmp_path}, 1 thread(s)" in lines[0]  # the source's own frames, on the budget
     assert lines[1].startswith("torch f32: seg") and lines[1].endswith("the reference")
     assert any(line.startswith("onnxruntime f32: seg") and line.endswith(": pass") for line in lines)
     assert np.all([("fidelity seg" in line) for line in lines[2:]])
 
 
 def test_auto_remembers_its_pick_and_still_checks_it_each_load(seg, depth, frames, cache, monkeypatch):
-    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
+    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
     first = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     assert first.remembered is None and first.reference is not None  # timed
     again = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
@@ -222,8 +228,8 @@ def test_auto_remembers_its_pick_and_still_checks_it_each_load(seg, depth, frame
 
 
 def test_a_remembered_pick_that_fails_its_check_now_is_chosen_afresh(seg, depth, frames, cache, monkeypatch):
-    monkeypatch.setattr(fidelity, "candidates", lambda: [ORT, TORCH])
-    record = fidelity._choice_file(seg, depth, SPEC, "fast", cache)
+    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
+    record = fidelity._choice_file(seg, depth, SPEC, "fast", cache, None)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"backend": "onnxruntime:f32", "chosen": "before"}))
     good = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
@@ -296,3 +302,59 @@ def test_after_openvino_compiles_a_signal_handler_still_has_room(seg, frames, ca
     seg.on_backend(OV, cache).predict(frames[0], (192, 256))
     size = backends.signal_stack_size()
     assert size is None or size >= backends.SIGNAL_STACK, size
+
+
+# ---------------------------------------------------------------- thread budgets
+
+
+@pytest.fixture
+def torch_threads():
+    """The test's thread settings undone: torch keeps a count per thread, and the main thread's is shared."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_the_thread_budget_reaches_every_backend(seg, depth, frames, cache, monkeypatch, torch_threads):
+    import onnxruntime as ort
+
+    sessions = []
+    real = ort.InferenceSession
+
+    def recorded(path, options, **kwargs):
+        sessions.append(options.intra_op_num_threads)
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recorded)
+    torch.set_num_threads(2)
+    depth.on_backend(ORT.with_threads(1), cache).predict(frames[0], 140)  # compiled where torch has 2
+    assert sessions == [1]
+    choice = choose_backend(seg, depth, SPEC, "fast", "onnxruntime", lambda: frames, cache=cache, threads=1)
+    assert choice.backend == ORT and choice.backend.threads == 1
+    assert sessions == [1, 1, 1]  # seg and depth, each on the budget
+    # torch's own stages (pre- and post-processing, and the torch backend) run on it too, in every thread
+    seen = []
+
+    def watched(model):
+        inner = model.predict
+        model.predict = lambda *a, **k: seen.append(torch.get_num_threads()) or inner(*a, **k)
+        return model
+
+    for workers in (1, 2):  # 2: seg runs in the perception's pool thread
+        torch.set_num_threads(2)
+        perception = RealPerception(None, watched(seg.on_backend(TORCH)), watched(depth.on_backend(TORCH)), SPEC,
+                                    "fast", workers=workers, threads=1)
+        perception.perceive(frames[0])
+        perception.close()
+    assert seen == [1, 1, 1, 1]
+
+
+def test_a_zero_thread_budget_is_refused_before_the_networks_load(capsys, tmp_path, frames):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "0.png"), frames[0][..., ::-1])
+    code, _, err = run_cli(capsys, "perceive", str(tmp_path), "--seg-ckpt", str(tmp_path / "none.ckpt"),
+                           "--perception-threads", "0")
+    assert code == 2 and "--perception-threads 0: give at least 1" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--perception-threads", "1")
+    assert code != 0 and "--perception-threads: only with --perception real" in err

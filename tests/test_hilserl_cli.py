@@ -91,6 +91,7 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--device", "banana"], "not a torch device"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--set", "utd=["], "not valid YAML"),
     (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--reward", "sparse"], "success, dense, classifier"),
+    (["--out", "{tmp}/r", "--ckpt", "{ckpt}", "--perception-threads", "2"], "only with --perception real"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(capsys, snapshot, tmp_path, args, expected):
     afile = tmp_path / "afile"
@@ -233,3 +234,19 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
         code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", *changed)
         assert code == 2 and "a resumed run keeps its own" in err and changed[0] in err
     assert np.isfinite(episode["action"]).all()
+
+
+def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
+    """Perception and learner together never ask for more threads than there are cores."""
+    from so101_sim2real.hilserl import run as hilserl_run
+    from so101_sim2real.hilserl.run import RunOptions
+
+    monkeypatch.setattr(hilserl_run.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    real = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt")
+    assert real.rig_request(learner_threads=1).models.threads == 3
+    assert real.rig_request(learner_threads=8).models.threads == 1  # never none
+    assert real.rig_request().models.threads is None  # no learner (a plain run): torch's count
+    given = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", perception_threads=2)
+    assert given.rig_request(learner_threads=1).models.threads == 2
+    on_gpu = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", device="cuda")
+    assert on_gpu.rig_request(learner_threads=1).models.threads is None

@@ -95,3 +95,38 @@ def test_overlap_is_refused_where_the_camera_renders_in_the_loops_thread(capsys,
     code, _, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), *where, "--perception", "real", "--seg-ckpt",
                            str(seg_ckpt), "--overlap", "-n", "1")
     assert code == 2 and "only for an arm on a serial port" in err, err
+
+
+def test_backends_are_checked_on_frames_spread_over_the_source(tmp_path):
+    """A file or folder: frames spread over it, read by a second reader (the run still sees every
+    frame from the first); a live camera: its next frames, a few apart."""
+    import numpy as np
+
+    from so101_sim2real.cameras import open_camera
+    from so101_sim2real.control.frames import LIVE_GAP, source_frames
+    from so101_sim2real.interfaces import Frame
+
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), i * 40, np.uint8))
+    camera = open_camera(str(tmp_path))
+    images = source_frames(camera, 3, lambda: open_camera(str(tmp_path)))
+    assert [int(im[0, 0, 0]) for im in images] == [0, 80, 160]  # first, middle, last
+    assert int(camera.read().rgb[0, 0, 0]) == 0  # the run's camera still starts at the first frame
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("0.png", "4.png"):
+        (two / name).write_bytes((tmp_path / name).read_bytes())
+    assert len(source_frames(open_camera(str(two)), 3, lambda: open_camera(str(two)))) == 2  # all there are
+    assert len(source_frames(open_camera(str(tmp_path / "3.png")), 3, lambda: open_camera(str(tmp_path / "3.png"))))\
+        == 1
+
+    class Live:
+        count = 0
+
+        def read(self) -> Frame:
+            self.count += 1
+            return Frame(np.full((4, 4, 3), self.count, np.uint8), float(self.count))
+
+    live = Live()
+    images = source_frames(live, 3, lambda: pytest.fail("a live camera is not opened twice"))
+    assert [int(im[0, 0, 0]) for im in images] == [1, 1 + LIVE_GAP, 1 + 2 * LIVE_GAP]

@@ -57,6 +57,11 @@ OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="On an 
                                                                         "thread while the loop acts on the last, "
                                                                         "so the period is perception's alone, "
                                                                         "not perception plus the rest.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--perception-threads", help="CPU threads of the perception "
+                                                                            "networks, whichever backend runs "
+                                                                            "them (default: torch's count, every "
+                                                                            "core; hilserl train: the cores its "
+                                                                            "learner leaves).")]
 RobotOpt = Annotated[str, typer.Option("--robot", help="Where to run: 'sim' (the MuJoCo twin) or 'so101' (the "
                                                        "Feetech driver; with --port emulator it drives the twin).")
                      ]
@@ -204,6 +209,7 @@ def infer(
     profile: ProfileOpt = "fast",
     backend: BackendOpt = "auto",
     overlap: OverlapOpt = True,
+    perception_threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
                                                          "mean_return, mean_length, latency_ms, per_episode.")] = False,
     trust_pickle: TrustOpt = False,
@@ -227,7 +233,8 @@ def infer(
     from so101_sim2real.sim.perturb import load_perturbation
 
     # Options that would do nothing in the chosen mode are refused, not silently ignored.
-    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile", "backend", "overlap")):
+    if perception != "real" and (idle := _given(ctx, "seg_ckpt", "depth_model", "profile", "backend", "overlap",
+                                                  "perception_threads")):
         raise So101Error(f"{', '.join(idle)}: only with --perception real (the default, sim, renders the twin's own "
                          f"segmentation and depth)")
     if record is None and (idle := _given(ctx, "record_rgb")):
@@ -239,7 +246,7 @@ def infer(
         raise So101Error("--trust-pickle: only for a --ckpt file (the scripted expert loads none)")
     geometry = _rig_geometry(rig)
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend,
-                        overlap)
+                        overlap, perception_threads)
     opts = InferOptions(ckpt=ckpt, robot=robot, port=port, episodes=episodes, seed=seed, max_steps=max_steps,
                         record=record, record_rgb=record_rgb, video=video, realtime=realtime,
                         trust_pickle=trust_pickle, spec_path=spec,
@@ -564,8 +571,10 @@ def perceive(
     depth_model: DepthOpt = DEFAULT_DEPTH_MODEL,
     profile: ProfileOpt = "fast",
     backend: BackendOpt = "auto",
-    check: Annotated[bool, typer.Option("--check", help="Time every installed backend against torch fp32 on twin "
-                                                        "renders, print its fidelity numbers, and stop.")] = False,
+    perception_threads: ThreadsOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="Time every installed backend against torch fp32 on "
+                                                        "three frames of SOURCE, print its fidelity numbers, and "
+                                                        "stop.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for one side-by-side picture per frame: "
                                                               "camera | segmentation | disparity | the policy's "
                                                               "channels.")] = Path("perceive_out"),
@@ -586,8 +595,9 @@ def perceive(
     """
     from so101_sim2real.calib.rig_file import check_size
     from so101_sim2real.cameras import OpenCVCamera, open_camera, undistorted
-    from so101_sim2real.control.frames import twin_frames
+    from so101_sim2real.control.frames import check_backends, source_frames
     from so101_sim2real.control.preview import run_preview, summarise
+    from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.fidelity import CHECK_FRAMES
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
@@ -599,18 +609,27 @@ def perceive(
     geometry = _rig_geometry(rig) if rig else None
     if geometry is not None and geometry.calibrated:
         check_size(geometry, obs_spec.source_size)
-    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend)
-    if check:
-        from so101_sim2real.control.frames import check_backends
+    models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend,
+                        threads=perception_threads)
 
-        for line in check_backends(full_spec, models):
-            typer.echo(line)
-        return
-    make = real_perception_factory(obs_spec, models, frames=lambda: twin_frames(CHECK_FRAMES, full_spec))
-    camera = open_camera(source, obs_spec.source_size)
+    def opened() -> Camera:
+        camera = open_camera(source, obs_spec.source_size)
+        return undistorted(camera, geometry.camera) if geometry is not None else camera
+
+    camera = opened()
     limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
-    if geometry is not None:
-        camera = undistorted(camera, geometry.camera)
+    try:  # backends are checked on the source's own frames
+        if check:
+            images = source_frames(camera, CHECK_FRAMES, opened)
+            for line in check_backends(full_spec, models, images, f"frames of {source}"):
+                typer.echo(line)
+            camera.close()
+            return
+        make = real_perception_factory(obs_spec, models,
+                                       frames=lambda: source_frames(camera, CHECK_FRAMES, opened))
+    except BaseException:
+        camera.close()
+        raise
     perception = make(camera)
     typer.echo(f"perceiving {source} ({profile} profile, {perception.workers} worker(s), {device})")
     typer.echo(perception.backend_line)
@@ -794,6 +813,7 @@ def hilserl_train(
     profile: ProfileOpt = "fast",
     backend: BackendOpt = "auto",
     overlap: OverlapOpt = True,
+    perception_threads: ThreadsOpt = None,
     rig: RigOpt = None,
     period: Annotated[Optional[float], typer.Option("--period", help="Control period on --robot so101, in "
                                                                      "seconds (default: measured at start, what "
@@ -821,7 +841,8 @@ def hilserl_train(
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
                                       ("--profile", profile != "fast"), ("--backend", backend != "auto"),
-                                      ("--no-overlap", not overlap), ("--period", period), ("--rig", rig))
+                                      ("--no-overlap", not overlap), ("--perception-threads", perception_threads),
+                                      ("--period", period), ("--rig", rig))
              if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
@@ -850,7 +871,8 @@ def hilserl_train(
                                              robot=robot, port=port, calibration=calibration, camera=camera,
                                              perception=perception, seg_ckpt=str(seg_ckpt) if seg_ckpt else None,
                                              depth_model=depth_model, profile=profile, backend=backend,
-                                             overlap=overlap, period_s=period,
+                                             overlap=overlap, perception_threads=perception_threads,
+                                             period_s=period,
                                              rig=str(rig) if rig else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),

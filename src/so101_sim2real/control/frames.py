@@ -1,12 +1,15 @@
-"""Camera-like images without a camera: the sim twin's wrist camera at seeded resets.
+"""Images to check a perception backend on: the sim twin's wrist camera at seeded resets,
+or a few frames of the source ``so101 perceive`` runs on.
 
-The real perception checks an exported backend against torch on these (what the arm's
-camera sees is the twin's scene, rendered), and ``scripts/bench_perception.py`` times
-on them.
+The real perception checks an exported backend against torch on these, and
+``scripts/bench_perception.py`` times on the twin's. On a real arm the twin's renders
+stand in for the camera (the backend is chosen before the arm connects);
+``so101 perceive`` checks on the user's own frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +18,10 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.spec import Spec, default_spec
 
 if TYPE_CHECKING:
+    from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.real import RealModels
+
+LIVE_GAP = 10  # a live camera's check frames are this many frames apart (a third of a second at 30 fps)
 
 
 def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
@@ -36,9 +42,35 @@ def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
         camera.close()
 
 
-def check_backends(spec: Spec, models: RealModels) -> list[str]:
-    """'so101 perceive --check': every installed backend timed and checked against torch fp32 on twin
-    renders, one line each."""
+def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> list[np.ndarray]:
+    """``count`` frames of what perception will see: spread over a file or folder (read through
+    ``reopen()``, a second reader, so ``camera`` still starts at its first frame), or a live
+    camera's next frames, :data:`LIVE_GAP` apart."""
+    total = getattr(camera, "frame_count", None)
+    if total is None:  # live: what it shows now
+        frames = []
+        for i in range(count * LIVE_GAP):
+            image = camera.read()
+            if i % LIVE_GAP == 0:
+                frames.append(image.rgb)
+        return frames
+    n = min(count, total)
+    picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
+    reader, frames = reopen(), []
+    try:
+        for index in range(picks[-1] + 1):
+            image = reader.read()
+            if index in picks:
+                frames.append(image.rgb)
+    finally:
+        reader.close()
+    return frames
+
+
+def check_backends(spec: Spec, models: RealModels, images: list[np.ndarray] | None = None,
+                   shown: str = "twin frames") -> list[str]:
+    """'so101 perceive --check': every installed backend timed and checked against torch fp32 on
+    ``images`` (default: twin renders), one line each; ``shown`` names the images."""
     from so101_sim2real.perception.depth import load_depth
     from so101_sim2real.perception.fidelity import CHECK_FRAMES, Thresholds, try_backends
     from so101_sim2real.perception.real import get_profile
@@ -48,9 +80,12 @@ def check_backends(spec: Spec, models: RealModels) -> list[str]:
         raise So101Error("the check needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint to run")
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     depth = load_depth(models.depth_model, models.device)
-    images = twin_frames(CHECK_FRAMES, spec)
-    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), images)
+    images = images if images is not None else twin_frames(CHECK_FRAMES, spec)
+    if not images:
+        raise So101Error(f"{shown}: no frames to check the backends on")
+    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), images, threads=models.threads)
     t = Thresholds()
-    return [f"{models.profile} profile, {len(images)} twin frames; a backend passes with seg agreement >= "
+    threads = f"{models.threads} thread(s)" if models.threads else "torch's thread count"
+    return [f"{models.profile} profile, {len(images)} {shown}, {threads}; a backend passes with seg agreement >= "
             f"{t.seg_agreement} and disparity Spearman >= {t.disparity_spearman} on its worst frame"] + [
         trial.line() for trial in trials]

@@ -88,16 +88,30 @@ class RunOptions:
     profile: str = "fast"
     backend: str = "auto"  # where the perception networks run (RealModels.backend)
     overlap: bool = True  # on an arm: perceive the next frame while the loop acts (RealModels.overlap)
+    perception_threads: int | None = None  # the networks' CPU threads; None: the cores the learner leaves
     # The control period on the driver (an arm, or the emulated one): None measures at each start
     # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
     period_s: float | None = None
     rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
 
-    def rig_request(self, wait_for_operator: Callable[[str], None] | None = None) -> RigRequest:
+    def rig_request(self, wait_for_operator: Callable[[str], None] | None = None,
+                    learner_threads: int | None = None) -> RigRequest:
+        """Where the actor runs; ``learner_threads``: the learner's CPU budget, which the real
+        perception's default thread count leaves free."""
+        threads = self.perception_threads
+        if threads is None and learner_threads is not None and self.device == "cpu":
+            threads = cores_left(learner_threads)
         models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device, backend=self.backend,
-                            overlap=self.overlap)
+                            overlap=self.overlap, threads=threads)
         return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
                           self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
+
+
+def cores_left(learner_threads: int) -> int:
+    """The CPU cores this process may use, less the learner's: perception and learner never
+    ask for more threads than there are cores (oversubscribed, perception's p95 grows)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - learner_threads)
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
@@ -465,7 +479,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator))
+    rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
     realtime = realtime or run.options.robot != "sim"  # an arm's time passes by itself
     board = leader = None
     try:
@@ -619,6 +633,12 @@ def _check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}rig: expected the path of a rig.yaml or camera.yaml, got {options.rig!r}")
     request = options.rig_request()
     check_request(request)
+    if options.perception_threads is not None and (not isinstance(options.perception_threads, int)
+                                                   or options.perception_threads < 1):
+        raise So101Error(f"{where}perception_threads {options.perception_threads!r}: give at least 1")
+    if options.perception_threads is not None and options.perception != "real":
+        raise So101Error(f"{where}perception_threads: only with @perception real (the twin renders its own "
+                         f"observation)")
     if options.period_s is not None and not 0.005 <= options.period_s <= 1.0:
         raise So101Error(f"{where}period {options.period_s}: a control period in seconds, 0.005 to 1")
     if options.period_s is not None and options.robot == "sim":

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,13 +48,21 @@ Core = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Backend:
-    """A runtime and the precision it computes in."""
+    """A runtime, the precision it computes in, and its CPU thread budget.
+
+    ``threads`` does not change what is computed, so it takes no part in equality or in
+    the cache's key; None means torch's thread count in the thread that compiles.
+    """
 
     name: str = "torch"
     precision: str = "f32"
+    threads: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.name} {self.precision}"
+
+    def with_threads(self, threads: int | None) -> Backend:
+        return replace(self, threads=threads)
 
 
 TORCH = Backend()
@@ -97,16 +105,16 @@ def parse_backend(text: str) -> Backend | None:
     return Backend(name, precision)
 
 
-def candidates() -> list[Backend]:
+def candidates(threads: int | None = None) -> list[Backend]:
     """What ``auto`` tries, usually fastest first: the installed exported backends, then torch."""
     out = []
     if installed("openvino"):
-        out.append(Backend("openvino", default_precision("openvino")))
+        out.append(Backend("openvino", default_precision("openvino"), threads))
         if out[-1].precision == "bf16":
-            out.append(Backend("openvino", "f32"))  # where bf16 fails the check, f32 may still beat torch
+            out.append(Backend("openvino", "f32", threads))  # where bf16 fails the check, f32 may still beat torch
     if installed("onnxruntime"):
-        out.append(Backend("onnxruntime", "f32"))
-    return out + [TORCH]
+        out.append(Backend("onnxruntime", "f32", threads))
+    return out + [TORCH.with_threads(threads)]
 
 
 def compiled_dir(model_cache: str | Path | None = None) -> Path:
@@ -209,8 +217,15 @@ def _entry_files(folder: Path, key: dict) -> list[Path] | None:
         return None
 
 
-def _threads() -> int:
-    return max(1, torch.get_num_threads())  # the same thread budget the user gave torch
+def _threads(backend: Backend) -> int:
+    return backend.threads or max(1, torch.get_num_threads())  # by default the budget the user gave torch
+
+
+def use_threads(threads: int | None) -> None:
+    """Torch's intra-op thread count for the calling thread: torch keeps one per thread, and a
+    thread started later begins with the count set last anywhere, so each stage sets its own."""
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class _StackT(ctypes.Structure):
@@ -256,7 +271,7 @@ def _load_openvino(files: list[Path], backend: Backend, device: torch.device) ->
     core = ov.Core()
     xml = next(f for f in files if f.suffix == ".xml")
     compiled = core.compile_model(core.read_model(str(xml)), "CPU", {
-        "INFERENCE_PRECISION_HINT": backend.precision, "INFERENCE_NUM_THREADS": _threads(),
+        "INFERENCE_PRECISION_HINT": backend.precision, "INFERENCE_NUM_THREADS": _threads(backend),
         "PERFORMANCE_HINT": "LATENCY"})
     roomy_signal_stack()
     request = compiled.create_infer_request()
@@ -272,7 +287,7 @@ def _load_onnxruntime(files: list[Path], backend: Backend, device: torch.device)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _threads()
+    options.intra_op_num_threads = _threads(backend)
     options.log_severity_level = 3  # its warnings about unused initialisers say nothing to a user
     # idle threads spinning after a run would take the cores from the other network (seg and depth may overlap)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

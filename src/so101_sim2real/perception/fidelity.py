@@ -186,7 +186,8 @@ def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec:
               thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> Trial:
     """Time ``backend`` on ``images`` and, unless it is torch, check it against ``reference``."""
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
-    perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1)  # stages timed one by one
+    # stages timed one by one, on the backend's thread budget
+    perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=backend.threads)
     try:
         speed = time_perception(perception, images)
         fidelity = None if backend == TORCH or reference is None else compare_frames(reference, perception, images,
@@ -198,14 +199,23 @@ def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec:
     return Trial(backend, speed, fidelity, seg=seg_b, depth=depth_b)
 
 
+def _reference(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+               threads: int | None) -> RealPerception:
+    """Torch fp32: what every backend is checked against."""
+    return RealPerception(None, seg.on_backend(TORCH), depth.on_backend(TORCH), spec, profile, workers=1,
+                          threads=threads)
+
+
 def try_backends(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
                  images: Sequence[np.ndarray], backends: Sequence[Backend] | None = None,
-                 thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> list[Trial]:
-    """Torch first (the reference), then each of ``backends`` (default: every installed one), all on ``images``."""
-    reference = RealPerception(None, seg.on_backend(TORCH), depth.on_backend(TORCH), spec, profile, workers=1)
+                 thresholds: Thresholds = Thresholds(), cache: Path | None = None,
+                 threads: int | None = None) -> list[Trial]:
+    """Torch first (the reference), then each of ``backends`` (default: every installed one), all on ``images``
+    and on ``threads`` CPU threads (default: torch's count)."""
+    reference = _reference(seg, depth, spec, profile, threads)
     try:
-        trials = [run_trial(TORCH, seg, depth, spec, profile, images, None, thresholds, cache)]
-        for backend in backends if backends is not None else candidates():
+        trials = [run_trial(TORCH.with_threads(threads), seg, depth, spec, profile, images, None, thresholds, cache)]
+        for backend in backends if backends is not None else candidates(threads):
             if backend != TORCH:
                 trials.append(run_trial(backend, seg, depth, spec, profile, images, reference, thresholds, cache))
         return trials
@@ -215,31 +225,35 @@ def try_backends(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
 
 def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
                    wanted: str = "auto", frames: Callable[[], Sequence[np.ndarray]] | None = None,
-                   thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> BackendChoice:
+                   thresholds: Thresholds = Thresholds(), cache: Path | None = None,
+                   threads: int | None = None) -> BackendChoice:
     """What ``@backend wanted`` runs on: torch as asked; a named backend if it passes the check (else a
-    one-line error); ``auto``: the fastest that passes, torch if none is faster.
+    one-line error); ``auto``: the fastest that passes, torch if none is faster. Every backend runs
+    on ``threads`` CPU threads (default: torch's count), and is timed on them.
 
-    ``auto`` remembers its pick for these weights, sizes, versions and this machine; the next
-    load checks only that backend's fidelity (the check is never skipped) instead of timing all."""
+    ``auto`` remembers its pick for these weights, sizes, versions, thread budget and this machine;
+    the next load checks only that backend's fidelity (the check is never skipped) instead of timing all."""
     backend = parse_backend(wanted)
+    backend = backend.with_threads(threads) if backend is not None else None
     if backend is not None and backend.name == "torch":
-        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
+        return BackendChoice(Trial(backend, seg=seg, depth=depth), None)
     images = list(frames()) if frames is not None else []
     if not images:
         if backend is not None:
             raise So101Error(f"@backend {wanted}: no frames to check it against torch on; use @backend torch")
-        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None)
-    remembered = _choice_file(seg, depth, spec, profile, cache) if backend is None else None
+        return BackendChoice(Trial(TORCH.with_threads(threads), seg=seg, depth=depth), None)
+    remembered = _choice_file(seg, depth, spec, profile, cache, threads) if backend is None else None
     if remembered is not None and (again := _recheck(remembered, seg, depth, spec, profile, images, thresholds,
-                                                      cache)) is not None:
+                                                      cache, threads)) is not None:
         return again
-    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else None, thresholds, cache)
+    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else None, thresholds, cache,
+                          threads)
     reference, others = trials[0], trials[1:]
     if backend is not None:
         trial = others[0]
         if not trial.usable:
             raise So101Error(f"@backend {wanted}: refused: {_why_not(trial)} against torch f32 on "
-                             f"{len(images)} twin frames; use @backend auto or torch")
+                             f"{len(images)} frames; use @backend auto or torch")
         return BackendChoice(trial, reference)
     choice = _fastest(reference, others)
     if remembered is not None:
@@ -251,7 +265,7 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
 
 
 def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
-                 cache: Path | None) -> Path | None:
+                 cache: Path | None, threads: int | None) -> Path | None:
     """Where auto's pick for exactly this setup is kept (None: no writable cache)."""
     import hashlib
     import json
@@ -268,7 +282,7 @@ def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
     key = {"seg": weights_hash(seg.net), "depth": weights_hash(depth.net),
            "profile": profile if isinstance(profile, str) else profile.name,
            "region": spec.disparity.normalise_region, "source": list(spec.source_size),
-           "threads": torch.get_num_threads(), "device": str(seg.device), "machine": _machine(platform),
+           "threads": threads or torch.get_num_threads(), "device": str(seg.device), "machine": _machine(platform),
            "candidates": [str(b) for b in candidates()],
            "versions": {n: backend_version(n) for n in ("openvino", "onnxruntime") if installed(n)}}
     return root / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
@@ -298,7 +312,8 @@ def _remember(path: Path, choice: BackendChoice) -> None:
 
 
 def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
-             images: Sequence[np.ndarray], thresholds: Thresholds, cache: Path | None) -> BackendChoice | None:
+             images: Sequence[np.ndarray], thresholds: Thresholds, cache: Path | None,
+             threads: int | None) -> BackendChoice | None:
     """The remembered pick, its fidelity checked again on ``images``; None to choose afresh (no record, an
     unreadable one, or a pick that no longer passes)."""
     import json
@@ -310,11 +325,12 @@ def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: Observ
         return None
     if backend is None:
         return None
+    backend = backend.with_threads(threads)
     if backend == TORCH:
-        return BackendChoice(Trial(TORCH, seg=seg, depth=depth), None, remembered=record.get("chosen", "?"))
+        return BackendChoice(Trial(backend, seg=seg, depth=depth), None, remembered=record.get("chosen", "?"))
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
-    reference = RealPerception(None, seg.on_backend(TORCH), depth.on_backend(TORCH), spec, profile, workers=1)
-    candidate = RealPerception(None, seg_b, depth_b, spec, profile, workers=1)
+    reference = _reference(seg, depth, spec, profile, threads)
+    candidate = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=threads)
     try:
         fidelity = compare_frames(reference, candidate, images, thresholds)
     except Exception:  # noqa: BLE001 - a runtime that no longer takes the graph: choose afresh

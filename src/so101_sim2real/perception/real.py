@@ -36,6 +36,7 @@ from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
 from so101_sim2real.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.backends import use_threads
 from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
@@ -81,18 +82,18 @@ def _scaled(size: tuple[int, int], side: int) -> tuple[int, int]:
     return round(size[0] * scale), round(size[1] * scale)
 
 
-def auto_workers(device: str | object) -> int:
+def auto_workers(device: str | object, threads: int | None = None) -> int:
     """Two concurrent networks where there is room for both, else one after the other.
 
-    Each network already uses every intra-op thread; on a 2-core CPU running them
-    concurrently oversubscribes the cores and was measured slower (108 vs 71 ms p50
-    end to end in the fast profile), so they run one after the other there.
+    Each network already uses every thread of the budget (``threads``, default torch's count);
+    on a 2-core CPU running them concurrently oversubscribes the cores and was measured slower
+    (108 vs 71 ms p50 end to end in the fast profile), so they run one after the other there.
     """
     import torch
 
     if str(device).startswith("cuda"):
         return 2
-    return 2 if (os.cpu_count() or 1) >= 2 * torch.get_num_threads() else 1
+    return 2 if (os.cpu_count() or 1) >= 2 * (threads or torch.get_num_threads()) else 1
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,17 @@ class RealPerception:
     """Camera -> (seg, depth) concurrently -> sim class ids -> ``finish_frame``."""
 
     def __init__(self, camera: Camera | None, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
-                 profile: Profile | str = "fast", workers: int | None = None, backend_line: str | None = None):
+                 profile: Profile | str = "fast", workers: int | None = None, backend_line: str | None = None,
+                 threads: int | None = None):
         self.camera, self.seg, self.depth, self.spec = camera, seg, depth, spec
         self.backend_line = backend_line  # which backend runs the networks, and why (see perception.fidelity)
+        # torch's threads wherever perception runs (the exported backends take theirs from Backend.threads)
+        self.threads = threads
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         _check_classes(seg, spec)
         # Depth can crop first only if nothing outside the crop matters to the observation.
         self.crop_first = self.profile.crop_first and spec.disparity.normalise_region == "crop"
-        self.workers = workers or auto_workers(seg.device)
+        self.workers = workers or auto_workers(seg.device, threads)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="perception") if self.workers > 1 else None
         self.last_timing: Timing | None = None
 
@@ -163,6 +167,7 @@ class RealPerception:
         return full
 
     def _timed(self, fn, *args) -> tuple[np.ndarray, float]:
+        use_threads(self.threads)  # in the pool's thread too
         t0 = time.perf_counter()
         out = fn(*args)
         return out, (time.perf_counter() - t0) * 1e3
@@ -214,6 +219,7 @@ class RealModels:
     trust_pickle: bool = False
     backend: str = "auto"  # torch, openvino[:f32|:bf16], onnxruntime, or auto: the fastest that passes the check
     overlap: bool = True  # on an arm on a serial port: perceive the next frame while the loop acts
+    threads: int | None = None  # CPU threads of the networks, whichever backend; None: torch's count
 
 
 def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_examples: bool = True,
@@ -234,6 +240,8 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
 
     profile = get_profile(models.profile)
     parse_backend(models.backend)  # a typo or a missing package fails before any network loads
+    if models.threads is not None and models.threads < 1:
+        raise So101Error(f"@perception_threads {models.threads}: give at least 1")
     check_device(models.device)
     if not models.seg_ckpt:
         raise So101Error("real perception needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
@@ -246,7 +254,7 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
         raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
                          f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
                          f"emulator's pty, from 'so101 emulate --twin', takes them)")
-    choice = choose_backend(seg, depth, spec, profile, models.backend, frames, cache=cache)
+    choice = choose_backend(seg, depth, spec, profile, models.backend, frames, cache=cache, threads=models.threads)
     line = choice.line()
     return lambda camera: RealPerception(camera, choice.trial.seg, choice.trial.depth, spec, profile,
-                                         backend_line=line)
+                                         backend_line=line, threads=models.threads)
