@@ -145,7 +145,7 @@ def test_a_backend_that_fails_the_check_is_refused_in_one_line(seg, depth, frame
     assert "\n" not in text and text.startswith("backend onnxruntime: refused")
     assert "seg agreement 0." in text and "< 0.995" in text
     # OpenVINO's export is a slow test's
-    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
+    monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
     choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     assert choice.backend == TORCH and "not onnxruntime f32 (seg agreement" in choice.line()
 
@@ -159,7 +159,7 @@ def test_thresholds_are_configurable(seg, depth, frames, cache, lossy_onnxruntim
 @pytest.mark.parametrize("every", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["ort", "installed"])
 def test_auto_takes_the_fastest_passing_backend(every, seg, depth, frames, cache, monkeypatch):
     if not every:
-        monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
+        monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
     choice = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     tried = {t.backend.name for t in [choice.trial, choice.reference, *choice.refused]}
     assert tried == ({"torch", "onnxruntime", "openvino"} if every else {"torch", "onnxruntime"})
@@ -214,7 +214,7 @@ def test_perceive_check_prints_every_backend(capsys, seg_ckpt, depth_folder, fra
 
 
 def test_auto_remembers_its_pick_and_still_checks_it_each_load(seg, depth, frames, cache, monkeypatch):
-    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
+    monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
     first = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
     assert first.remembered is None and first.reference is not None  # timed
     again = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache)
@@ -228,7 +228,7 @@ def test_auto_remembers_its_pick_and_still_checks_it_each_load(seg, depth, frame
 
 
 def test_a_remembered_pick_that_fails_its_check_now_is_chosen_afresh(seg, depth, frames, cache, monkeypatch):
-    monkeypatch.setattr(fidelity, "candidates", lambda threads=None: [ORT, TORCH])
+    monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
     record = fidelity._choice_file(seg, depth, SPEC, "fast", cache, None)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"backend": "onnxruntime:f32", "chosen": "before"}))
@@ -358,3 +358,33 @@ def test_a_zero_thread_budget_is_refused_before_the_networks_load(capsys, tmp_pa
     assert code == 2 and "--perception-threads 0: give at least 1" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--perception-threads", "1")
     assert code != 0 and "--perception-threads: only with --perception real" in err
+
+
+# ---------------------------------------------------------------- fp16 for networks on a GPU
+
+
+def test_torch_fp16_is_for_a_gpu_and_auto_tries_it_there(seg, depth, frames, monkeypatch):
+    assert parse_backend("torch:f16") == Backend("torch", "f16")
+    with pytest.raises(So101Error, match="torch runs in f32 or f16 here"):
+        parse_backend("torch:bf16")
+    with pytest.raises(So101Error, match="fp16 is for networks on a GPU"):  # these networks are on the CPU
+        choose_backend(seg, depth, SPEC, "fast", "torch:f16", lambda: frames)
+    monkeypatch.setattr(backends, "cuda_provider", lambda: False)
+    assert backends.candidates(gpu=True) == [Backend("torch", "f16"), TORCH]
+    monkeypatch.setattr(backends, "cuda_provider", lambda: True)
+    assert backends.candidates(gpu=True) == [Backend("torch", "f16"), ORT, TORCH]
+    assert Backend("torch", "f16") not in backends.candidates()  # a CPU's: the exported runtimes
+
+
+def test_the_fp16_core_computes_the_networks_output_and_leaves_the_reference_alone(depth, frames):
+    from so101_sim2real.perception.depth import DepthCore
+
+    core = DepthCore(depth.net)
+    x = to_tensor(frames[0], (140, 182), torch.device("cpu"), mode="bicubic")
+    half = backends.compile_core(core, tuple(x.shape), Backend("torch", "f16"))
+    with torch.inference_mode():
+        reference, out = core(x), half(x)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert fidelity.spearman(out.numpy(), reference.numpy()) > 0.99  # fp16 rounding, not another network
+    assert not torch.equal(out, reference)  # it did compute in fp16
+    assert next(depth.net.parameters()).dtype == torch.float32  # the reference keeps its weights

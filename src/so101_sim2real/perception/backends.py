@@ -1,4 +1,4 @@
-"""Where a perception network's core runs: torch (the reference), OpenVINO or ONNX Runtime.
+"""Where a perception network's core runs: torch (the reference; fp16 on a GPU), OpenVINO or ONNX Runtime.
 
 The *core* is the part of a network before anything that depends on the output size
 (segmentation: the logits at stride 4, before the upsampling to the map size; depth:
@@ -38,7 +38,7 @@ from so101_sim2real.files import writable_folder, write_folder
 from so101_sim2real.perception.hub import file_sha256
 
 NAMES = ("torch", "openvino", "onnxruntime")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = {"torch": ("f32", "f16"), "openvino": ("f32", "bf16"), "onnxruntime": ("f32",)}
 GRAPH_VERSION = 1  # bump when the export (opset, wrapper modules) changes: old entries then miss
 OPSET = 17
 _PACKAGE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
@@ -93,20 +93,31 @@ def parse_backend(text: str) -> Backend | None:
     shown = f"@backend {text}"
     if name not in NAMES:
         raise So101Error(f"{shown}: unknown; backends: auto, {', '.join(NAMES)} (openvino:f32, openvino:bf16 set its "
-                         f"precision)")
+                         f"precision; torch:f16 on a GPU)")
     if not installed(name):
         raise So101Error(f"{shown}: the {_PACKAGE[name]} package is not installed; pip install {_PACKAGE[name]}, or "
                          f"use @backend auto")
     precision = precision or default_precision(name)
-    if precision not in PRECISIONS or (precision == "bf16" and name != "openvino"):
-        raise So101Error(f"{shown}: {name} runs in f32 here" + (" or bf16" if name == "openvino" else ""))
+    if precision not in PRECISIONS[name]:
+        raise So101Error(f"{shown}: {name} runs in {' or '.join(PRECISIONS[name])} here")
     if precision == "bf16" and not cpu_has_bf16():
         raise So101Error(f"{shown}: this CPU has no bf16 instructions; use @backend openvino:f32")
     return Backend(name, precision)
 
 
-def candidates(threads: int | None = None) -> list[Backend]:
-    """What ``auto`` tries, usually fastest first: the installed exported backends, then torch."""
+def cuda_provider() -> bool:
+    """ONNX Runtime can run on a GPU here (the onnxruntime-gpu package and its CUDA libraries)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def candidates(threads: int | None = None, gpu: bool = False) -> list[Backend]:
+    """What ``auto`` tries, usually fastest first: the installed exported backends, then torch.
+    For networks on a GPU: torch in fp16, ONNX Runtime where it has its CUDA provider, torch."""
+    if gpu:
+        gpu_runtime = [Backend("onnxruntime", "f32")] if installed("onnxruntime") and cuda_provider() else []
+        return [Backend("torch", "f16"), *gpu_runtime, TORCH]
     out = []
     if installed("openvino"):
         out.append(Backend("openvino", default_precision("openvino"), threads))
@@ -313,7 +324,7 @@ def compile_core(module: nn.Module, shape: tuple[int, ...], backend: Backend, ca
     entry is there, else exported (and cached where the folder is writable)."""
     device = next(module.parameters()).device
     if backend.name == "torch":
-        return module
+        return _half(module) if backend.precision == "f16" else module
     key = graph_key(module, weights or weights_hash(module), shape, backend)
     root = cache if cache is not None else compiled_dir()
     folder = entry_folder(root, key)
@@ -328,6 +339,19 @@ def compile_core(module: nn.Module, shape: tuple[int, ...], backend: Backend, ca
     with tempfile.TemporaryDirectory() as tmp:  # an unwritable cache: export for this run only
         _build(module, shape, backend, Path(tmp), key)
         return _load_built(Path(tmp), key, backend, device)
+
+
+def _half(module: nn.Module) -> Core:
+    """The core with fp16 weights and activations (a GPU's tensor cores), its output back in f32;
+    the f32 module is left as it is (it stays the reference)."""
+    import copy
+
+    half = copy.deepcopy(module).half()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return half(x.half()).float()
+
+    return run
 
 
 def _load_built(folder: Path, key: dict, backend: Backend, device: torch.device) -> Core:

@@ -119,7 +119,8 @@ class BackendChoice:
     def line(self) -> str:
         """One line: which, how fast against torch, how faithful, and what was refused."""
         t, ref = self.trial, self.reference
-        text = f"perception backend: {t.backend}"
+        threads = t.backend.threads
+        text = f"perception backend: {t.backend}" + (f" on {threads} thread{'s' * (threads > 1)}" if threads else "")
         if self.remembered is not None:
             checked = f"; {t.fidelity.summary()} now" if t.fidelity is not None else ""
             return (f"{text} (auto's pick of {self.remembered} for these weights on this machine{checked}; "
@@ -235,7 +236,11 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
     the next load checks only that backend's fidelity (the check is never skipped) instead of timing all."""
     backend = parse_backend(wanted)
     backend = backend.with_threads(threads) if backend is not None else None
-    if backend is not None and backend.name == "torch":
+    gpu = seg.device.type == "cuda"
+    if backend is not None and backend.precision == "f16" and not gpu:
+        raise So101Error(f"@backend {wanted}: fp16 is for networks on a GPU (@device cuda); on a CPU use @backend "
+                         f"auto, openvino or onnxruntime")
+    if backend == TORCH:  # the reference itself: nothing to check
         return BackendChoice(Trial(backend, seg=seg, depth=depth), None)
     images = list(frames()) if frames is not None else []
     if not images:
@@ -246,8 +251,8 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
     if remembered is not None and (again := _recheck(remembered, seg, depth, spec, profile, images, thresholds,
                                                       cache, threads)) is not None:
         return again
-    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else None, thresholds, cache,
-                          threads)
+    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else candidates(threads, gpu),
+                          thresholds, cache, threads)
     reference, others = trials[0], trials[1:]
     if backend is not None:
         trial = others[0]
@@ -283,7 +288,7 @@ def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
            "profile": profile if isinstance(profile, str) else profile.name,
            "region": spec.disparity.normalise_region, "source": list(spec.source_size),
            "threads": threads or torch.get_num_threads(), "device": str(seg.device), "machine": _machine(platform),
-           "candidates": [str(b) for b in candidates()],
+           "candidates": [str(b) for b in candidates(gpu=seg.device.type == "cuda")],
            "versions": {n: backend_version(n) for n in ("openvino", "onnxruntime") if installed(n)}}
     return root / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
 
