@@ -58,6 +58,9 @@ def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_
     assert code == 0, err
     assert f"so101 on {emulated_arm}" in out and f"camera {twin_video}" in out
     assert "success not scored" in out
+    # which backend runs the networks, and (unless torch itself) its check on the camera's own frames
+    [line] = [x for x in out.splitlines() if "perception backend: " in x]
+    assert "perception backend: torch" in line or "on 3 camera frames too: fidelity seg 1.0000" in line, line
     result = json.loads(out.strip().splitlines()[-1])
     assert result["success_rate"] is None  # nothing judges a real arm
     assert [e["steps"] for e in result["per_episode"]] == [4, 4]

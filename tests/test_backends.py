@@ -388,3 +388,32 @@ def test_the_fp16_core_computes_the_networks_output_and_leaves_the_reference_alo
     assert fidelity.spearman(out.numpy(), reference.numpy()) > 0.99  # fp16 rounding, not another network
     assert not torch.equal(out, reference)  # it did compute in fp16
     assert next(depth.net.parameters()).dtype == torch.float32  # the reference keeps its weights
+
+
+def test_a_pick_is_checked_again_on_the_cameras_own_frames(seg, depth, frames, cache, monkeypatch):
+    """Chosen on twin renders, checked again on what the arm's camera shows: kept if it passes;
+    else auto falls back to torch and a named backend is refused."""
+    from so101_sim2real.perception.fidelity import camera_frames, confirm_on_camera
+
+    monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
+    choice = choose_backend(seg, depth, SPEC, "fast", "onnxruntime", lambda: frames, cache=cache)
+    kept = confirm_on_camera(choice, frames, SPEC, "fast", "onnxruntime")
+    assert kept.backend == ORT and kept.camera.passed and "on 2 camera frames too: fidelity seg 1.0000" in kept.line()
+    strict = Thresholds(seg_agreement=1.01, disparity_spearman=1.01)  # what no backend keeps: a scene it fails on
+    fallen = confirm_on_camera(choice, frames, SPEC, "fast", "auto", strict)
+    assert fallen.backend == TORCH and fallen.trial.seg.backend == TORCH and fallen.trial.depth.backend == TORCH
+    assert "onnxruntime f32 passed on twin renders but not on 2 camera frames (seg agreement" in fallen.line()
+    with pytest.raises(So101Error, match="backend onnxruntime: refused on 2 camera frames: seg agreement"):
+        confirm_on_camera(choice, frames, SPEC, "fast", "onnxruntime", strict)
+
+    class Live:
+        count = 0
+
+        def read(self):
+            from so101_sim2real.interfaces import Frame
+
+            self.count += 1
+            return Frame(frames[0], float(self.count))
+
+    live = Live()
+    assert len(camera_frames(live, 3, gap=4)) == 3 and live.count == 12  # every 4th frame

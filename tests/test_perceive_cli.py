@@ -103,8 +103,9 @@ def test_backends_are_checked_on_frames_spread_over_the_source(tmp_path):
     import numpy as np
 
     from so101_sim2real.cameras import open_camera
-    from so101_sim2real.control.frames import LIVE_GAP, source_frames
+    from so101_sim2real.control.frames import source_frames
     from so101_sim2real.interfaces import Frame
+    from so101_sim2real.perception.fidelity import LIVE_GAP
 
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), i * 40, np.uint8))

@@ -885,6 +885,8 @@ def hilserl_train(
     def started(trainer) -> None:
         if trainer.period_note:
             typer.echo(trainer.period_note)
+        if line := getattr(trainer.rig.perception, "backend_line", None):
+            typer.echo(line)
         shown["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
         if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
             from rich.live import Live

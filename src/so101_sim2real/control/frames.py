@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.real import RealModels
 
-LIVE_GAP = 10  # a live camera's check frames are this many frames apart (a third of a second at 30 fps)
 
 
 def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
@@ -45,15 +44,12 @@ def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
 def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> list[np.ndarray]:
     """``count`` frames of what perception will see: spread over a file or folder (read through
     ``reopen()``, a second reader, so ``camera`` still starts at its first frame), or a live
-    camera's next frames, :data:`LIVE_GAP` apart."""
+    camera's next frames, ``LIVE_GAP`` apart."""
+    from so101_sim2real.perception.fidelity import camera_frames
+
     total = getattr(camera, "frame_count", None)
     if total is None:  # live: what it shows now
-        frames = []
-        for i in range(count * LIVE_GAP):
-            image = camera.read()
-            if i % LIVE_GAP == 0:
-                frames.append(image.rgb)
-        return frames
+        return camera_frames(camera, count)
     n = min(count, total)
     picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
     reader, frames = reopen(), []

@@ -46,6 +46,16 @@ class OverlappedPerception:
     def last_timing(self):  # noqa: ANN201 - the inner perception's per-stage timing, for the profiles
         return getattr(self.inner, "last_timing", None)
 
+    @property
+    def backend_line(self) -> str | None:
+        """Which backend runs the inner perception's networks, and why."""
+        return getattr(self.inner, "backend_line", None)
+
+    @property
+    def example_models(self) -> list[str]:
+        """The inner perception's networks on random example weights."""
+        return getattr(self.inner, "example_models", [])
+
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()

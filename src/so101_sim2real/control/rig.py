@@ -170,7 +170,8 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
 
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
                                                   allow_examples=not req.real_port or _pseudo_terminal(req.port),
-                                                  frames=lambda: twin_frames(CHECK_FRAMES, spec))
+                                                  frames=lambda: twin_frames(CHECK_FRAMES, spec),
+                                                  camera_check=bool(req.real_port))
         if req.real_port and (req.models or RealModels()).overlap:
             make_perception = _ahead(make_perception)
     if req.real_port:

@@ -14,6 +14,7 @@ backend and takes the fastest that passes; a named one is used only if it passes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import Camera
 from so101_sim2real.perception.backends import TORCH, Backend, candidates, parse_backend
 from so101_sim2real.perception.depth import DepthModel
 from so101_sim2real.perception.real import Profile, RealPerception
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
 
-CHECK_FRAMES = 3  # twin renders per check: ~0.5 s each on a CPU
+CHECK_FRAMES = 3  # frames per check (a twin render: ~0.5 s on a CPU)
+LIVE_GAP = 10  # a live camera's check frames are this many frames apart (a third of a second at 30 fps)
 TIMED_CALLS = 3  # perceive calls timed per backend, after the warm-up
 WARMUP_CALLS = 2  # the first compiles; torch's first calls in a process were measured 4-10x slow
 
@@ -111,6 +114,8 @@ class BackendChoice:
     reference: Trial | None  # torch's trial, when one ran
     refused: tuple[Trial, ...] = ()
     remembered: str | None = None  # when auto chose it (its pick kept for this setup), if not timed now
+    camera: Fidelity | None = None  # the chosen backend checked again on the camera's own frames
+    camera_refused: Trial | None = None  # auto's pick that passed on twin renders but not on the camera's frames
 
     @property
     def backend(self) -> Backend:
@@ -118,6 +123,15 @@ class BackendChoice:
 
     def line(self) -> str:
         """One line: which, how fast against torch, how faithful, and what was refused."""
+        text = self._chosen_line()
+        if self.camera is not None:
+            text += f"; on {self.camera.frames} camera frames too: {self.camera.summary()}"
+        if (r := self.camera_refused) is not None:
+            text += (f"; {r.backend} passed on twin renders but not on {r.fidelity.frames} camera frames "
+                     f"({', '.join(r.fidelity.failures())})")
+        return text
+
+    def _chosen_line(self) -> str:
         t, ref = self.trial, self.reference
         threads = t.backend.threads
         text = f"perception backend: {t.backend}" + (f" on {threads} thread{'s' * (threads > 1)}" if threads else "")
@@ -264,6 +278,43 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
     if remembered is not None:
         _remember(remembered, choice)
     return choice
+
+
+def camera_frames(camera: Camera, count: int = CHECK_FRAMES, gap: int = LIVE_GAP) -> list[np.ndarray]:
+    """A live camera's next ``count`` frames, ``gap`` frames apart: what it shows now."""
+    frames = []
+    for i in range(count * gap):
+        image = camera.read()
+        if i % gap == 0:
+            frames.append(image.rgb)
+    return frames
+
+
+def confirm_on_camera(choice: BackendChoice, images: Sequence[np.ndarray], spec: ObservationSpec,
+                      profile: Profile | str, wanted: str = "auto",
+                      thresholds: Thresholds = Thresholds()) -> BackendChoice:
+    """The backend chosen on twin renders, checked again on the camera's own frames (a real scene's
+    textures may lose what the renders keep): kept if it passes; else ``auto`` falls back to torch
+    and a named backend is refused in one line."""
+    trial = choice.trial
+    if choice.backend == TORCH or not images:
+        return choice
+    threads = trial.backend.threads
+    reference = _reference(trial.seg, trial.depth, spec, profile, threads)
+    candidate = RealPerception(None, trial.seg, trial.depth, spec, profile, workers=1, threads=threads)
+    try:
+        fidelity = compare_frames(reference, candidate, images, thresholds)
+    finally:
+        reference.close()
+        candidate.close()
+    if fidelity.passed:
+        return dataclasses.replace(choice, camera=fidelity)
+    if wanted != "auto":
+        raise So101Error(f"@backend {wanted}: refused on {len(images)} camera frames: "
+                         f"{', '.join(fidelity.failures())} against torch f32; use @backend auto or torch")
+    torch_trial = Trial(TORCH.with_threads(threads), seg=trial.seg.on_backend(TORCH),
+                        depth=trial.depth.on_backend(TORCH))
+    return BackendChoice(torch_trial, None, camera_refused=dataclasses.replace(trial, fidelity=fidelity))
 
 
 # ------------------------------------------------------------------ auto's remembered pick

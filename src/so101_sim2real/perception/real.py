@@ -224,18 +224,21 @@ class RealModels:
 
 def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_examples: bool = True,
                             frames: Callable[[], Sequence[np.ndarray]] | None = None,
-                            cache: Path | None = None) -> Callable[[Camera | None], RealPerception]:
+                            cache: Path | None = None,
+                            camera_check: bool = False) -> Callable[[Camera | None], RealPerception]:
     """Load both networks now, from local files or the cache only, so that a bad path fails
     before anything moves; the returned function binds them to a camera. ``allow_examples``
     False (a real arm) refuses the random example weights.
 
     ``models.backend`` picks where the networks run; any backend but torch is first checked
     against torch on ``frames()`` (the twin's renders; without them ``auto`` stays on torch).
-    ``cache``: the exported graphs' folder (default: beside the model cache).
+    ``cache``: the exported graphs' folder (default: beside the model cache). ``camera_check``:
+    when bound to a camera, check the chosen backend again on a few of its frames (a real
+    scene, where ``frames()`` are the twin's renders).
     """
-    from so101_sim2real.perception.backends import parse_backend
+    from so101_sim2real.perception.backends import TORCH, parse_backend
     from so101_sim2real.perception.depth import load_depth
-    from so101_sim2real.perception.fidelity import choose_backend
+    from so101_sim2real.perception.fidelity import camera_frames, choose_backend, confirm_on_camera
     from so101_sim2real.perception.segmentation import load_segmentation
 
     profile = get_profile(models.profile)
@@ -255,6 +258,12 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
                          f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
                          f"emulator's pty, from 'so101 emulate --twin', takes them)")
     choice = choose_backend(seg, depth, spec, profile, models.backend, frames, cache=cache, threads=models.threads)
-    line = choice.line()
-    return lambda camera: RealPerception(camera, choice.trial.seg, choice.trial.depth, spec, profile,
-                                         backend_line=line, threads=models.threads)
+
+    def bind(camera: Camera | None) -> RealPerception:
+        chosen = choice
+        if camera_check and camera is not None and choice.backend != TORCH:
+            chosen = confirm_on_camera(choice, camera_frames(camera), spec, profile, models.backend)
+        return RealPerception(camera, chosen.trial.seg, chosen.trial.depth, spec, profile,
+                              backend_line=chosen.line(), threads=models.threads)
+
+    return bind
