@@ -128,7 +128,8 @@ def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthM
                  device: str) -> list[dict]:
     """Each profile (full-frame normalisation) on each backend, with its fidelity against torch fp32
     in the same profile."""
-    chosen = [parse_backend(b) for b in args.backends.split(",")] if args.backends else candidates()
+    chosen = ([parse_backend(b) for b in args.backends.split(",")] if args.backends
+              else candidates(gpu=device == "cuda"))
     rows = []
     for profile, reference in references.items():
         iters = args.iters if profile == "fast" else args.exact_iters
