@@ -332,6 +332,17 @@ def test_the_thread_budget_reaches_every_backend(seg, depth, frames, cache, monk
     choice = choose_backend(seg, depth, SPEC, "fast", "onnxruntime", lambda: frames, cache=cache, threads=1)
     assert choice.backend == ORT and choice.backend.threads == 1
     assert sessions == [1, 1, 1]  # seg and depth, each on the budget
+    assert torch.get_num_threads() == 2  # the caller's thread got its own count back
+    monkeypatch.setattr(fidelity, "candidates", lambda threads=None, gpu=False: [ORT.with_threads(threads)])
+    shutil.rmtree(cache)  # auto exports and compiles afresh
+    perceived_on = []
+    perceive = RealPerception._perceive
+    monkeypatch.setattr(RealPerception, "_perceive",
+                        lambda self, *a: perceived_on.append(torch.get_num_threads()) or perceive(self, *a))
+    auto = choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=cache, threads=1)
+    assert {t.backend.threads for t in [auto.trial, auto.reference, *auto.refused]} == {1}
+    assert len(perceived_on) > 4 and set(perceived_on) == {1}  # every trial and check on the budget
+    assert sessions[3:] == [1, 1] and "on 1 thread" in auto.line()
     # torch's own stages (pre- and post-processing, and the torch backend) run on it too, in every thread
     seen = []
 
@@ -353,9 +364,10 @@ def test_a_zero_thread_budget_is_refused_before_the_networks_load(capsys, tmp_pa
     import cv2
 
     cv2.imwrite(str(tmp_path / "0.png"), frames[0][..., ::-1])
-    code, _, err = run_cli(capsys, "perceive", str(tmp_path), "--seg-ckpt", str(tmp_path / "none.ckpt"),
-                           "--perception-threads", "0")
-    assert code == 2 and "--perception-threads 0: give at least 1" in err and "Traceback" not in err
+    for check in ((), ("--check",)):
+        code, _, err = run_cli(capsys, "perceive", str(tmp_path), "--seg-ckpt", str(tmp_path / "none.ckpt"),
+                               "--perception-threads", "0", *check)
+        assert code == 2 and "--perception-threads 0: give at least 1" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--perception-threads", "1")
     assert code != 0 and "--perception-threads: only with --perception real" in err
 

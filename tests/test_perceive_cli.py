@@ -118,6 +118,29 @@ def test_backends_are_checked_on_frames_spread_over_the_source(tmp_path):
     for name in ("0.png", "4.png"):
         (two / name).write_bytes((tmp_path / name).read_bytes())
     assert len(source_frames(open_camera(str(two)), 3, lambda: open_camera(str(two)))) == 2  # all there are
+    reads = []
+
+    def counted():
+        reader = open_camera(str(tmp_path))
+        inner = reader.read
+        reader.read = lambda: reads.append(1) or inner()
+        return reader
+
+    source_frames(open_camera(str(tmp_path)), 3, counted)
+    assert len(reads) == 3  # straight to each pick: nothing decoded on the way
+
+    class Promising:  # a header that promises more frames than the file holds
+        frame_count = 10
+
+    images = source_frames(Promising(), 3, lambda: open_camera(str(tmp_path)))
+    assert [int(im[0, 0, 0]) for im in images] == [0, 160]  # frames 0 and 4 (of 0, 4, 9): what there is
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for i in range(12):
+        writer.write(np.full((48, 64, 3), i * 20, np.uint8))
+    writer.release()
+    images = source_frames(open_camera(str(video)), 3, lambda: open_camera(str(video)))
+    assert [round(int(im[0, 0, 0]) / 20) for im in images] == [0, 6, 11]
     assert len(source_frames(open_camera(str(tmp_path / "3.png")), 3, lambda: open_camera(str(tmp_path / "3.png"))))\
         == 1
 

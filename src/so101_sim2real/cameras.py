@@ -154,6 +154,11 @@ class VideoCamera:
         """Frames in the file as its header says (None: unknown or looped), for a progress bar."""
         return None if self.loop or not self.frames else self.frames
 
+    def seek(self, index: int) -> None:
+        """The next read gives frame ``index`` (0 first)."""
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self._index = index
+
     def close(self) -> None:
         self._cap.release()
 
@@ -184,6 +189,10 @@ class ImageFolderCamera:
     @property
     def frame_count(self) -> int | None:
         return None if self.loop else len(self.files)
+
+    def seek(self, index: int) -> None:
+        """The next read gives image ``index`` (0 first)."""
+        self._index = index
 
     @property
     def name(self) -> str:

@@ -616,8 +616,10 @@ def perceive(
         camera = open_camera(source, obs_spec.source_size)
         return undistorted(camera, geometry.camera) if geometry is not None else camera
 
-    camera = opened()
+    camera = open_camera(source, obs_spec.source_size)
     limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
+    if geometry is not None:
+        camera = undistorted(camera, geometry.camera)
     try:  # backends are checked on the source's own frames
         if check:
             images = source_frames(camera, CHECK_FRAMES, opened)
@@ -841,7 +843,8 @@ def hilserl_train(
                                       ("--camera", camera), ("--perception", perception != "sim"),
                                       ("--seg-ckpt", seg_ckpt), ("--depth-model", depth_model != DEFAULT_DEPTH_MODEL),
                                       ("--profile", profile != "fast"), ("--backend", backend != "auto"),
-                                      ("--no-overlap", not overlap), ("--perception-threads", perception_threads),
+                                      ("--no-overlap", not overlap),
+                                      ("--perception-threads", perception_threads is not None),
                                       ("--period", period), ("--rig", rig))
              if value]
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),

@@ -45,6 +45,7 @@ def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> l
     """``count`` frames of what perception will see: spread over a file or folder (read through
     ``reopen()``, a second reader, so ``camera`` still starts at its first frame), or a live
     camera's next frames, ``LIVE_GAP`` apart."""
+    from so101_sim2real.cameras import CameraExhausted
     from so101_sim2real.perception.fidelity import camera_frames
 
     total = getattr(camera, "frame_count", None)
@@ -52,12 +53,19 @@ def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> l
         return camera_frames(camera, count)
     n = min(count, total)
     picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
-    reader, frames = reopen(), []
+    reader, frames, position = reopen(), [], 0
     try:
-        for index in range(picks[-1] + 1):
-            image = reader.read()
-            if index in picks:
-                frames.append(image.rgb)
+        for index in picks:
+            if hasattr(reader, "seek"):  # a file or folder: straight to the frame, nothing decoded on the way
+                reader.seek(index)
+                position = index
+            while position < index:
+                reader.read()
+                position += 1
+            frames.append(reader.read().rgb)
+            position += 1
+    except CameraExhausted:  # a header that promised more frames than the file holds: those before
+        pass
     finally:
         reader.close()
     return frames
@@ -67,11 +75,13 @@ def check_backends(spec: Spec, models: RealModels, images: list[np.ndarray] | No
                    shown: str = "twin frames") -> list[str]:
     """'so101 perceive --check': every installed backend timed and checked against torch fp32 on
     ``images`` (default: twin renders), one line each; ``shown`` names the images."""
+    from so101_sim2real.perception.backends import candidates, check_threads
     from so101_sim2real.perception.depth import load_depth
     from so101_sim2real.perception.fidelity import CHECK_FRAMES, Thresholds, try_backends
     from so101_sim2real.perception.real import get_profile
     from so101_sim2real.perception.segmentation import load_segmentation
 
+    check_threads(models.threads)
     if not models.seg_ckpt:
         raise So101Error("the check needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint to run")
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
@@ -79,7 +89,9 @@ def check_backends(spec: Spec, models: RealModels, images: list[np.ndarray] | No
     images = images if images is not None else twin_frames(CHECK_FRAMES, spec)
     if not images:
         raise So101Error(f"{shown}: no frames to check the backends on")
-    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), images, threads=models.threads)
+    gpu = seg.device.type == "cuda"
+    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), images,
+                          candidates(models.threads, gpu), threads=models.threads)
     t = Thresholds()
     threads = f"{models.threads} thread(s)" if models.threads else "torch's thread count"
     return [f"{models.profile} profile, {len(images)} {shown}, {threads}; a backend passes with seg agreement >= "

@@ -633,7 +633,8 @@ def _check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}rig: expected the path of a rig.yaml or camera.yaml, got {options.rig!r}")
     request = options.rig_request()
     check_request(request)
-    if options.perception_threads is not None and (not isinstance(options.perception_threads, int)
+    if options.perception_threads is not None and (isinstance(options.perception_threads, bool)
+                                                   or not isinstance(options.perception_threads, int)
                                                    or options.perception_threads < 1):
         raise So101Error(f"{where}perception_threads {options.perception_threads!r}: give at least 1")
     if options.perception_threads is not None and options.perception != "real":

@@ -36,7 +36,7 @@ from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
 from so101_sim2real.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
-from so101_sim2real.perception.backends import use_threads
+from so101_sim2real.perception.backends import thread_budget, use_threads
 from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
@@ -174,6 +174,10 @@ class RealPerception:
 
     def perceive(self, rgb: np.ndarray, timestamp: float = 0.0, with_rgb: bool = False) -> Perceived:
         """One RGB image (any size of the source's aspect ratio) -> one policy frame."""
+        with thread_budget(self.threads):
+            return self._perceive(rgb, timestamp, with_rgb)
+
+    def _perceive(self, rgb: np.ndarray, timestamp: float, with_rgb: bool) -> Perceived:
         t0 = time.perf_counter()
         rgb = fit_to_source(rgb, self.spec.source_size)
         seg_image, depth_image, seg_size = self._plan(rgb)
@@ -236,15 +240,14 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
     when bound to a camera, check the chosen backend again on a few of its frames (a real
     scene, where ``frames()`` are the twin's renders).
     """
-    from so101_sim2real.perception.backends import TORCH, parse_backend
+    from so101_sim2real.perception.backends import TORCH, check_threads, parse_backend
     from so101_sim2real.perception.depth import load_depth
     from so101_sim2real.perception.fidelity import camera_frames, choose_backend, confirm_on_camera
     from so101_sim2real.perception.segmentation import load_segmentation
 
     profile = get_profile(models.profile)
     parse_backend(models.backend)  # a typo or a missing package fails before any network loads
-    if models.threads is not None and models.threads < 1:
-        raise So101Error(f"@perception_threads {models.threads}: give at least 1")
+    check_threads(models.threads)
     check_device(models.device)
     if not models.seg_ckpt:
         raise So101Error("real perception needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
