@@ -250,3 +250,5 @@ def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
     assert given.rig_request(learner_threads=1).models.threads == 2
     on_gpu = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", device="cuda")
     assert on_gpu.rig_request(learner_threads=1).models.threads is None
+    # the actor's own thread (its policy) on the same budget, on the twin too
+    assert RunOptions(ckpt="c.pt").actor_threads(1) == 3 and given.actor_threads(1) == 2

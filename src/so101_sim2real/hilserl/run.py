@@ -50,6 +50,7 @@ from so101_sim2real.hilserl.rewards import REWARDS, ClassifierReward, RewardSour
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
@@ -98,13 +99,17 @@ class RunOptions:
                     learner_threads: int | None = None) -> RigRequest:
         """Where the actor runs; ``learner_threads``: the learner's CPU budget, which the real
         perception's default thread count leaves free."""
-        threads = self.perception_threads
-        if threads is None and learner_threads is not None and self.device == "cpu":
-            threads = cores_left(learner_threads)
         models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device, backend=self.backend,
-                            overlap=self.overlap, threads=threads)
+                            overlap=self.overlap, threads=self.actor_threads(learner_threads))
         return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
                           self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
+
+    def actor_threads(self, learner_threads: int | None) -> int | None:
+        """The actor's CPU threads (perception's and the policy's): as given, else the cores a CPU
+        learner leaves; None: torch's count."""
+        if self.perception_threads is None and learner_threads is not None and self.device == "cpu":
+            return cores_left(learner_threads)
+        return self.perception_threads
 
 
 def cores_left(learner_threads: int) -> int:
@@ -549,9 +554,11 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             if on_episode:
                 on_episode(result, trainer)
 
-        summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                              max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say),
-                              video=window)
+        # the actor's thread (policy, and perception when it is not ahead) on the cores the learner leaves
+        with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
+            summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
+                                  max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say),
+                                  video=window)
         c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
         run.write_counters()
         _save_policy(run, ckpt, trainer)
