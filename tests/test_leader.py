@@ -26,6 +26,15 @@ def test_a_slow_drift_is_not_a_takeover_but_a_leader_held_off_its_goal_is():
     assert [det.update(e) for e in (2.0, 4.0, 6.0, 8.5)] == [False, False, False, True]  # a slow hand
 
 
+def test_a_leader_landing_on_its_goal_is_not_a_hand():
+    """Right after a release the motors bring the leader onto the follower: its error falls as
+    fast as a grab makes it rise, and only the rise is a person."""
+    det = TakeoverDetector(period_s=0.02)  # start: variance above 0.4 deg^2 over two ticks
+    assert not det.update(1.29) and not det.update(0.0)  # caught up within a tick: a fall of 1.29 deg
+    det.reset()
+    assert not det.update(0.0) and det.update(1.29)  # the same step the other way: a hand
+
+
 def test_a_faster_loop_sees_the_same_hand_speed_and_waits_as_long_for_stillness():
     slow, fast = TakeoverDetector(period_s=0.1), TakeoverDetector(period_s=0.02)
     assert fast.window == 20 and slow.window == 4  # 0.4 s of history either way

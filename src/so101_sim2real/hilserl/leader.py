@@ -82,7 +82,9 @@ class TakeoverDetector:
         self.errors.append(float(error_deg))
         self.grippers.append(float(gripper_deg))
         recent, full = list(self.errors), len(self.errors) == self.window
-        jumped = len(recent) >= 2 and np.var(recent[-2:]) > self.start
+        # only a growing error is a hand: one that falls is the motors catching up with their goal
+        # (right after a release the leader lands on the follower within a tick or two)
+        jumped = len(recent) >= 2 and recent[-1] > recent[-2] and np.var(recent[-2:]) > self.start
         if not self.active and (jumped or recent[-1] > self.cfg.start_error_deg):
             self.active = True
         elif self.active and full and np.var(recent) < self.release and np.var(self.grippers) < self.release:
