@@ -53,7 +53,7 @@ from so101_sim2real.control.timing import p50_p95
 from so101_sim2real.interfaces import Frame
 from so101_sim2real.perception.backends import TORCH, candidates, parse_backend, use_threads
 from so101_sim2real.perception.depth import DepthModel, load_depth, small_config
-from so101_sim2real.perception.fidelity import compare_frames
+from so101_sim2real.perception.fidelity import compare_frames, reference_frames
 from so101_sim2real.perception.real import PROFILES, RealPerception
 from so101_sim2real.perception.segmentation import SegmentationModel, SegmentationNet, load_segmentation
 from so101_sim2real.policy.runtime import Policy
@@ -135,11 +135,12 @@ def backend_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthM
         iters = args.iters if profile == "fast" else args.exact_iters
         if not iters:
             continue
+        expected = reference_frames(reference, frames)  # torch f32's, once for every backend
         for backend in (b for b in chosen if b is not None and b != TORCH):
             perception = RealPerception(None, seg.on_backend(backend), depth.on_backend(backend), spec.observation,
                                         profile, workers=args.workers)
             row = bench_profile(perception, policy, frames, iters, sync)
-            fidelity = compare_frames(reference, perception, frames)
+            fidelity = compare_frames(expected, perception, frames)
             perception.close()
             rows.append({"device": device, "backend": str(backend), "profile": profile,
                          "normalise_region": "full_frame", "iters": iters, **row,
@@ -343,8 +344,9 @@ def main() -> None:
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = []
+    cpu_models = models(args, "cpu")  # the loop and the compute count run on the CPU whatever else is here
     for device in devices:
-        seg, depth = models(args, device)
+        seg, depth = cpu_models if device == "cpu" else models(args, device)
         policy = Policy(users_policy_shape(), device)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         built = {}
@@ -363,9 +365,9 @@ def main() -> None:
         for p in built.values():
             p.close()
     workers = built["fast", "full_frame"].workers
-    loops = loop_rows(args, seg, depth, spec, Policy(users_policy_shape(), "cpu"), frames) if args.loop_ticks else []
+    loops = loop_rows(args, *cpu_models, spec, Policy(users_policy_shape(), "cpu"), frames) if args.loop_ticks else []
     torch.set_num_threads(args.threads)
-    cost = compute(*models(args, "cpu"), spec, frames[0])
+    cost = compute(*cpu_models, spec, frames[0])
     if args.json:
         print(json.dumps({"threads": args.threads, "workers": workers, "cpu": platform.processor(),
                           "results": results, "loop": loops, "compute": cost}))

@@ -20,7 +20,7 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import backends, fidelity
 from so101_sim2real.perception.backends import TORCH, Backend, entry_folder, graph_key, parse_backend
 from so101_sim2real.perception.depth import load_depth
-from so101_sim2real.perception.fidelity import Thresholds, choose_backend, compare_frames
+from so101_sim2real.perception.fidelity import Thresholds, choose_backend, compare_frames, reference_frames
 from so101_sim2real.perception.real import RealPerception
 from so101_sim2real.perception.segmentation import SegmentationCore, load_segmentation, to_tensor
 from so101_sim2real.spec import default_spec
@@ -73,7 +73,8 @@ def test_a_backend_agrees_with_torch_on_twin_frames(backend, seg, depth, frames,
     with torch.inference_mode():
         ref, out = seg.net.core(x), seg.on_backend(backend, cache)._core(x)
     assert torch.allclose(out, ref, atol=1e-4, rtol=1e-3)
-    fidelity = compare_frames(_perception(seg, depth, TORCH, None), _perception(seg, depth, backend, cache), frames)
+    expected = reference_frames(_perception(seg, depth, TORCH, None), frames)
+    fidelity = compare_frames(expected, _perception(seg, depth, backend, cache), frames)
     assert fidelity.passed, fidelity.failures()
     assert fidelity.seg_agreement > 0.999 and fidelity.disparity_spearman > 0.999
 
@@ -287,7 +288,7 @@ def test_the_fitted_networks_see_the_twin_and_keep_their_frames_in_bf16(fitted, 
         reference = RealPerception(None, s, d, SPEC, "fast", workers=1)
         rounded = RealPerception(None, _rounded(s, torch.bfloat16), _rounded(d, torch.bfloat16), SPEC, "fast",
                                  workers=1)
-        kept[name] = compare_frames(reference, rounded, images[:3])
+        kept[name] = compare_frames(reference_frames(reference, images[:3]), rounded, images[:3])
     assert kept["fitted"].passed, kept["fitted"].summary()
     assert kept["random"].disparity_spearman < kept["fitted"].disparity_spearman, kept
     # and an exported backend keeps the fitted networks' frames
@@ -428,4 +429,21 @@ def test_a_pick_is_checked_again_on_the_cameras_own_frames(seg, depth, frames, c
             return Frame(frames[0], float(self.count))
 
     live = Live()
-    assert len(camera_frames(live, 3, gap=4)) == 3 and live.count == 12  # every 4th frame
+    assert len(camera_frames(live, 3, gap=4)) == 3 and live.count == 9  # every 4th frame, none read past the last
+
+
+def test_a_thread_budget_is_perceptions_whole_share_never_two_networks_on_it_at_once(seg, depth, monkeypatch,
+                                                                                      torch_threads):
+    from so101_sim2real.hilserl import run
+    from so101_sim2real.perception import real
+
+    for module in (run, real):
+        monkeypatch.setattr(module, "usable_cores", lambda: 2)
+    torch.set_num_threads(1)
+    # hilserl on 2 cores: 1 for the learner, 1 for perception, whose networks then take turns on it
+    budget = run.RunOptions("scripted", perception="real").actor_threads(learner_threads=1)
+    assert budget == 1 and real.auto_workers("cpu", budget) == 1
+    assert RealPerception(None, seg, depth, SPEC, "fast", threads=budget).workers == 1
+    assert real.auto_workers("cpu") == 2  # no budget: torch's 1 thread per network fits twice
+    monkeypatch.setattr(real, "usable_cores", lambda: 8)
+    assert real.auto_workers("cpu", 4) == 1 and real.auto_workers("cuda", 4) == 2

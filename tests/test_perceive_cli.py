@@ -132,6 +132,9 @@ def test_backends_are_checked_on_frames_spread_over_the_source(tmp_path):
     class Promising:  # a header that promises more frames than the file holds
         frame_count = 10
 
+        def seek(self, index: int) -> None:
+            pytest.fail("the run's camera is not moved")
+
     images = source_frames(Promising(), 3, lambda: open_camera(str(tmp_path)))
     assert [int(im[0, 0, 0]) for im in images] == [0, 160]  # frames 0 and 4 (of 0, 4, 9): what there is
     video = tmp_path / "v.avi"
@@ -141,6 +144,17 @@ def test_backends_are_checked_on_frames_spread_over_the_source(tmp_path):
     writer.release()
     images = source_frames(open_camera(str(video)), 3, lambda: open_camera(str(video)))
     assert [round(int(im[0, 0, 0]) / 20) for im in images] == [0, 6, 11]
+    for unsaid in (0, -1):  # a header that does not say how long: its first frames, a gap apart
+
+        def headerless(unsaid: int = unsaid):
+            camera = open_camera(str(video))
+            camera.frames = unsaid
+            return camera
+
+        run = headerless()
+        images = source_frames(run, 3, headerless)
+        assert [round(int(im[0, 0, 0]) / 20) for im in images] == [0, LIVE_GAP]  # 12 frames hold two picks
+        assert round(int(run.read().rgb[0, 0, 0]) / 20) == 0  # the run's camera still at its first frame
     assert len(source_frames(open_camera(str(tmp_path / "3.png")), 3, lambda: open_camera(str(tmp_path / "3.png"))))\
         == 1
 

@@ -152,7 +152,7 @@ class VideoCamera:
     @property
     def frame_count(self) -> int | None:
         """Frames in the file as its header says (None: unknown or looped), for a progress bar."""
-        return None if self.loop or not self.frames else self.frames
+        return None if self.loop or self.frames <= 0 else self.frames  # some containers say -1
 
     def seek(self, index: int) -> None:
         """The next read gives frame ``index`` (0 first)."""

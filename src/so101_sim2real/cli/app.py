@@ -616,14 +616,13 @@ def perceive(
         camera = open_camera(source, obs_spec.source_size)
         return undistorted(camera, geometry.camera) if geometry is not None else camera
 
-    camera = open_camera(source, obs_spec.source_size)
-    limit = frames if frames is not None else (100 if isinstance(camera, OpenCVCamera) else None)
-    if geometry is not None:
-        camera = undistorted(camera, geometry.camera)
+    camera = opened()
+    limit = frames if frames is not None else (100 if isinstance(getattr(camera, "camera", camera), OpenCVCamera)
+                                               else None)
     try:  # backends are checked on the source's own frames
         if check:
-            images = source_frames(camera, CHECK_FRAMES, opened)
-            for line in check_backends(full_spec, models, images, f"frames of {source}"):
+            own = lambda: source_frames(camera, CHECK_FRAMES, opened)  # noqa: E731 - read once the models load
+            for line in check_backends(full_spec, models, own, f"frames of {source}"):
                 typer.echo(line)
             camera.close()
             return

@@ -42,28 +42,23 @@ def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
 
 
 def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> list[np.ndarray]:
-    """``count`` frames of what perception will see: spread over a file or folder (read through
-    ``reopen()``, a second reader, so ``camera`` still starts at its first frame), or a live
-    camera's next frames, ``LIVE_GAP`` apart."""
+    """``count`` frames of what perception will see, read by a second reader (``reopen()``) so that
+    ``camera`` still starts at its first frame: spread over a file or folder, or, where the file
+    does not say how long it is, its first frames ``LIVE_GAP`` apart; a live camera's next frames."""
     from so101_sim2real.cameras import CameraExhausted
     from so101_sim2real.perception.fidelity import camera_frames
 
-    total = getattr(camera, "frame_count", None)
-    if total is None:  # live: what it shows now
+    if not hasattr(camera, "seek"):  # live: what it shows now
         return camera_frames(camera, count)
-    n = min(count, total)
-    picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
-    reader, frames, position = reopen(), [], 0
+    total = camera.frame_count
+    reader, frames = reopen(), []
     try:
-        for index in picks:
-            if hasattr(reader, "seek"):  # a file or folder: straight to the frame, nothing decoded on the way
-                reader.seek(index)
-                position = index
-            while position < index:
-                reader.read()
-                position += 1
+        if total is None:
+            return camera_frames(reader, count, partial=True)
+        n = min(count, total)
+        for index in sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)}):
+            reader.seek(index)  # straight to the frame, nothing decoded on the way
             frames.append(reader.read().rgb)
-            position += 1
     except CameraExhausted:  # a header that promised more frames than the file holds: those before
         pass
     finally:
@@ -71,13 +66,13 @@ def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> l
     return frames
 
 
-def check_backends(spec: Spec, models: RealModels, images: list[np.ndarray] | None = None,
-                   shown: str = "twin frames") -> list[str]:
+def check_backends(spec: Spec, models: RealModels, images: Callable[[], list[np.ndarray]],
+                   shown: str) -> list[str]:
     """'so101 perceive --check': every installed backend timed and checked against torch fp32 on
-    ``images`` (default: twin renders), one line each; ``shown`` names the images."""
+    ``images()`` (read once the models are known to load), one line each; ``shown`` names them."""
     from so101_sim2real.perception.backends import candidates, check_threads
     from so101_sim2real.perception.depth import load_depth
-    from so101_sim2real.perception.fidelity import CHECK_FRAMES, Thresholds, try_backends
+    from so101_sim2real.perception.fidelity import Thresholds, try_backends
     from so101_sim2real.perception.real import get_profile
     from so101_sim2real.perception.segmentation import load_segmentation
 
@@ -86,7 +81,7 @@ def check_backends(spec: Spec, models: RealModels, images: list[np.ndarray] | No
         raise So101Error("the check needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint to run")
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     depth = load_depth(models.depth_model, models.device)
-    images = images if images is not None else twin_frames(CHECK_FRAMES, spec)
+    images = images()
     if not images:
         raise So101Error(f"{shown}: no frames to check the backends on")
     gpu = seg.device.type == "cuda"

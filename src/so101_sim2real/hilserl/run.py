@@ -50,7 +50,7 @@ from so101_sim2real.hilserl.rewards import REWARDS, ClassifierReward, RewardSour
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
-from so101_sim2real.perception.backends import thread_budget
+from so101_sim2real.perception.backends import check_threads, thread_budget, usable_cores
 from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
@@ -115,8 +115,7 @@ class RunOptions:
 def cores_left(learner_threads: int) -> int:
     """The CPU cores this process may use, less the learner's: perception and learner never
     ask for more threads than there are cores (oversubscribed, perception's p95 grows)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - learner_threads)
+    return max(1, usable_cores() - learner_threads)
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
@@ -508,8 +507,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             operator.inner = rewards  # the person's s / f over the classifier's verdict
         trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
                           recorder=run.recorder(ckpt.spec, rig.period_s))
-        if opts.robot != "sim":
-            rig.period_s = opts.period_s or _measured_period(rig, trainer)
+        if opts.robot != "sim":  # measured on the thread budget the actor will run on
+            with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
+                rig.period_s = opts.period_s or _measured_period(rig, trainer)
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
@@ -640,10 +640,7 @@ def _check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}rig: expected the path of a rig.yaml or camera.yaml, got {options.rig!r}")
     request = options.rig_request()
     check_request(request)
-    if options.perception_threads is not None and (isinstance(options.perception_threads, bool)
-                                                   or not isinstance(options.perception_threads, int)
-                                                   or options.perception_threads < 1):
-        raise So101Error(f"{where}perception_threads {options.perception_threads!r}: give at least 1")
+    check_threads(options.perception_threads, f"{where}perception_threads")
     if options.perception_threads is not None and options.perception != "real":
         raise So101Error(f"{where}perception_threads: only with @perception real (the twin renders its own "
                          f"observation)")

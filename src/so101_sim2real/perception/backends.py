@@ -23,6 +23,7 @@ import ctypes
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -86,10 +87,15 @@ def default_precision(name: str) -> str:
     return "bf16" if name == "openvino" and cpu_has_bf16() else "f32"
 
 
-def check_threads(threads: int | None) -> None:
+def check_threads(threads: int | None, shown: str = "@perception_threads") -> None:
     """A thread budget is a positive count (None: torch's)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise So101Error(f"@perception_threads {threads!r}: give at least 1")
+        raise So101Error(f"{shown} {threads!r}: give at least 1")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_backend(text: str) -> Backend | None:
@@ -322,7 +328,7 @@ def _load_onnxruntime(files: list[Path], backend: Backend, device: torch.device)
     # idle threads spinning after a run would take the cores from the other network (seg and depth may overlap)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+    if device.type == "cuda" and cuda_provider():
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(str(files[0]), options, providers=providers)
 

@@ -167,14 +167,20 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def compare_frames(reference: RealPerception, candidate: RealPerception, images: Sequence[np.ndarray],
+def reference_frames(reference: RealPerception, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The reference's observation of each image: what every candidate is compared with (computed once)."""
+    return [reference.perceive(rgb).frame for rgb in images]
+
+
+def compare_frames(expected: Sequence[np.ndarray], candidate: RealPerception, images: Sequence[np.ndarray],
                    thresholds: Thresholds = Thresholds()) -> Fidelity:
-    """Both perceptions on the same images: the candidate's worst-frame seg agreement and disparity Spearman."""
-    seg_at = reference.spec.channels.index("seg")
-    disp_at = reference.spec.channels.index("disparity")
+    """The candidate on ``images`` against the reference's observations of them (:func:`reference_frames`):
+    its worst-frame seg agreement and disparity Spearman."""
+    seg_at = candidate.spec.channels.index("seg")
+    disp_at = candidate.spec.channels.index("disparity")
     agreement, rank = [], []
-    for rgb in images:
-        a, b = reference.perceive(rgb).frame, candidate.perceive(rgb).frame
+    for a, rgb in zip(expected, images, strict=True):
+        b = candidate.perceive(rgb).frame
         agreement.append(float(np.mean(a[seg_at] == b[seg_at])))
         rank.append(spearman(a[disp_at], b[disp_at]))
     return Fidelity(min(agreement), min(rank), len(images), thresholds)
@@ -197,16 +203,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
-              profile: Profile | str, images: Sequence[np.ndarray], reference: RealPerception | None,
+              profile: Profile | str, images: Sequence[np.ndarray], expected: Sequence[np.ndarray] | None,
               thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> Trial:
-    """Time ``backend`` on ``images`` and, unless it is torch, check it against ``reference``."""
+    """Time ``backend`` on ``images`` and, unless it is torch, check it against the reference's
+    observations of them (``expected``)."""
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
     # stages timed one by one, on the backend's thread budget
     perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=backend.threads)
     try:
         speed = time_perception(perception, images)
-        fidelity = None if backend == TORCH or reference is None else compare_frames(reference, perception, images,
-                                                                                     thresholds)
+        fidelity = None if backend == TORCH or expected is None else compare_frames(expected, perception, images,
+                                                                                    thresholds)
     except Exception as exc:  # noqa: BLE001 - an exporter or runtime that cannot take the graph: not this one
         return Trial(backend, error=_first_line(exc))
     finally:
@@ -227,15 +234,14 @@ def try_backends(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
                  threads: int | None = None) -> list[Trial]:
     """Torch first (the reference), then each of ``backends`` (default: every installed one), all on ``images``
     and on ``threads`` CPU threads (default: torch's count)."""
+    others = [b for b in (backends if backends is not None else candidates(threads)) if b != TORCH]
     reference = _reference(seg, depth, spec, profile, threads)
     try:
         trials = [run_trial(TORCH.with_threads(threads), seg, depth, spec, profile, images, None, thresholds, cache)]
-        for backend in backends if backends is not None else candidates(threads):
-            if backend != TORCH:
-                trials.append(run_trial(backend, seg, depth, spec, profile, images, reference, thresholds, cache))
-        return trials
+        expected = reference_frames(reference, images) if others else None
     finally:
         reference.close()
+    return trials + [run_trial(b, seg, depth, spec, profile, images, expected, thresholds, cache) for b in others]
 
 
 def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
@@ -280,13 +286,21 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
     return choice
 
 
-def camera_frames(camera: Camera, count: int = CHECK_FRAMES, gap: int = LIVE_GAP) -> list[np.ndarray]:
-    """A live camera's next ``count`` frames, ``gap`` frames apart: what it shows now."""
+def camera_frames(camera: Camera, count: int = CHECK_FRAMES, gap: int = LIVE_GAP,
+                  partial: bool = False) -> list[np.ndarray]:
+    """A live camera's next ``count`` frames, ``gap`` frames apart: what it shows now. ``partial``: a
+    source that runs out first gives the frames it had (a file of unknown length)."""
+    from so101_sim2real.cameras import CameraExhausted
+
     frames = []
-    for i in range(count * gap):
-        image = camera.read()
-        if i % gap == 0:
-            frames.append(image.rgb)
+    try:
+        for i in range((count - 1) * gap + 1):
+            image = camera.read()
+            if i % gap == 0:
+                frames.append(image.rgb)
+    except CameraExhausted:
+        if not partial:
+            raise
     return frames
 
 
@@ -303,7 +317,7 @@ def confirm_on_camera(choice: BackendChoice, images: Sequence[np.ndarray], spec:
     reference = _reference(trial.seg, trial.depth, spec, profile, threads)
     candidate = RealPerception(None, trial.seg, trial.depth, spec, profile, workers=1, threads=threads)
     try:
-        fidelity = compare_frames(reference, candidate, images, thresholds)
+        fidelity = compare_frames(reference_frames(reference, images), candidate, images, thresholds)
     finally:
         reference.close()
         candidate.close()
@@ -388,7 +402,7 @@ def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: Observ
     reference = _reference(seg, depth, spec, profile, threads)
     candidate = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=threads)
     try:
-        fidelity = compare_frames(reference, candidate, images, thresholds)
+        fidelity = compare_frames(reference_frames(reference, images), candidate, images, thresholds)
     except Exception:  # noqa: BLE001 - a runtime that no longer takes the graph: choose afresh
         return None
     finally:

@@ -21,7 +21,6 @@ Two profiles:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from so101_sim2real.errors import ObservationError, So101Error
 from so101_sim2real.interfaces import Camera, Perceived
 from so101_sim2real.observation import center_crop_box, finish_frame, real_to_sim_ids
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
-from so101_sim2real.perception.backends import thread_budget, use_threads
+from so101_sim2real.perception.backends import thread_budget, usable_cores, use_threads
 from so101_sim2real.perception.depth import TRAINED_SIDE, DepthModel
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
@@ -85,15 +84,19 @@ def _scaled(size: tuple[int, int], side: int) -> tuple[int, int]:
 def auto_workers(device: str | object, threads: int | None = None) -> int:
     """Two concurrent networks where there is room for both, else one after the other.
 
-    Each network already uses every thread of the budget (``threads``, default torch's count);
-    on a 2-core CPU running them concurrently oversubscribes the cores and was measured slower
+    A thread budget (``threads``) is perception's whole share of the CPU: the networks run one
+    after the other, each on all of it, so that perception and a learner beside it never ask
+    for more threads than there are cores. Without one, each network uses torch's count; on a
+    2-core CPU running them concurrently oversubscribes the cores and was measured slower
     (108 vs 71 ms p50 end to end in the fast profile), so they run one after the other there.
     """
     import torch
 
     if str(device).startswith("cuda"):
         return 2
-    return 2 if (os.cpu_count() or 1) >= 2 * (threads or torch.get_num_threads()) else 1
+    if threads is not None:
+        return 1
+    return 2 if usable_cores() >= 2 * torch.get_num_threads() else 1
 
 
 @dataclass(frozen=True)
