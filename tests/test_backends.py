@@ -432,18 +432,17 @@ def test_a_pick_is_checked_again_on_the_cameras_own_frames(seg, depth, frames, c
     assert len(camera_frames(live, 3, gap=4)) == 3 and live.count == 9  # every 4th frame, none read past the last
 
 
-def test_a_thread_budget_is_perceptions_whole_share_never_two_networks_on_it_at_once(seg, depth, monkeypatch,
-                                                                                      torch_threads):
-    from so101_sim2real.hilserl import run
+def test_two_networks_run_at_once_only_where_the_cores_this_process_may_use_hold_both_budgets(
+        seg, depth, monkeypatch, torch_threads):
+    import os
+
     from so101_sim2real.perception import real
 
-    for module in (run, real):
-        monkeypatch.setattr(module, "usable_cores", lambda: 2)
-    torch.set_num_threads(1)
-    # hilserl on 2 cores: 1 for the learner, 1 for perception, whose networks then take turns on it
-    budget = run.RunOptions("scripted", perception="real").actor_threads(learner_threads=1)
-    assert budget == 1 and real.auto_workers("cpu", budget) == 1
-    assert RealPerception(None, seg, depth, SPEC, "fast", threads=budget).workers == 1
-    assert real.auto_workers("cpu") == 2  # no budget: torch's 1 thread per network fits twice
-    monkeypatch.setattr(real, "usable_cores", lambda: 8)
-    assert real.auto_workers("cpu", 4) == 1 and real.auto_workers("cuda", 4) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # pinned to 2 of the 8
+    torch.set_num_threads(2)
+    assert RealPerception(None, seg, depth, SPEC, "fast").workers == 1  # 2 + 2 threads would not fit
+    assert real.auto_workers("cpu", 1) == 2 and real.auto_workers("cpu", 2) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert real.auto_workers("cpu") == 2 and real.auto_workers("cpu", 4) == 2 and real.auto_workers("cpu", 5) == 1
+    assert real.auto_workers("cuda", 8) == 2

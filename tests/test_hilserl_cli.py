@@ -237,7 +237,7 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
 
 
 def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
-    """Perception and learner together never ask for more threads than there are cores."""
+    """Perception's thread budget is the cores the learner leaves, at least one."""
     from so101_sim2real.hilserl import run as hilserl_run
     from so101_sim2real.hilserl.run import RunOptions
 

@@ -113,8 +113,8 @@ class RunOptions:
 
 
 def cores_left(learner_threads: int) -> int:
-    """The CPU cores this process may use, less the learner's: perception and learner never
-    ask for more threads than there are cores (oversubscribed, perception's p95 grows)."""
+    """The CPU cores this process may use, less the learner's: perception's thread budget beside
+    a learner (two perception threads beside it on 2 cores, its p95 grew 18-48%)."""
     return max(1, usable_cores() - learner_threads)
 
 
