@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
-import so101_sim2real  # noqa: F401  - first, so MUJOCO_GL=egl is set before any test imports mujoco
-from fixtures import robobase_agent_state, robobase_cfg, write_drqv2_snapshot, write_robobase_snapshot
+# The suite's exported graphs and auto's remembered picks (of random weights) stay out of the user's
+# model cache: the hub library reads this once, at import, in this process and in those the tests start.
+_HUB = tempfile.mkdtemp(prefix="so101-tests-")
+os.environ["HF_HUB_CACHE"] = os.path.join(_HUB, "hub")
+atexit.register(shutil.rmtree, _HUB, ignore_errors=True)
+
+import so101_sim2real  # noqa: E402, F401  - first, so MUJOCO_GL=egl is set before any test imports mujoco
+from fixtures import robobase_agent_state, robobase_cfg, write_drqv2_snapshot, write_robobase_snapshot  # noqa: E402
 
 os.environ["SO101_RAISE"] = "1"  # an unexpected exception in a CLI test fails it with its traceback
 
