@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from so101_sim2real.perception.real import RealModels
 
 
-
 def twin_frames(count: int, spec: Spec | None = None) -> list[np.ndarray]:
     """RGB renders of the twin's wrist camera at the first ``count`` seeded resets."""
     from so101_sim2real.sim.camera import SimCamera

@@ -202,6 +202,19 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+def against_torch(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec, profile: Profile | str,
+                  images: Sequence[np.ndarray], threads: int | None,
+                  thresholds: Thresholds = Thresholds()) -> Fidelity:
+    """The networks on their backend against the same networks in torch fp32, on ``images``."""
+    reference = _reference(seg, depth, spec, profile, threads)
+    candidate = RealPerception(None, seg, depth, spec, profile, workers=1, threads=threads)
+    try:
+        return compare_frames(reference_frames(reference, images), candidate, images, thresholds)
+    finally:
+        reference.close()
+        candidate.close()
+
+
 def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec: ObservationSpec,
               profile: Profile | str, images: Sequence[np.ndarray], expected: Sequence[np.ndarray] | None,
               thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> Trial:
@@ -314,13 +327,7 @@ def confirm_on_camera(choice: BackendChoice, images: Sequence[np.ndarray], spec:
     if choice.backend == TORCH or not images:
         return choice
     threads = trial.backend.threads
-    reference = _reference(trial.seg, trial.depth, spec, profile, threads)
-    candidate = RealPerception(None, trial.seg, trial.depth, spec, profile, workers=1, threads=threads)
-    try:
-        fidelity = compare_frames(reference_frames(reference, images), candidate, images, thresholds)
-    finally:
-        reference.close()
-        candidate.close()
+    fidelity = against_torch(trial.seg, trial.depth, spec, profile, images, threads, thresholds)
     if fidelity.passed:
         return dataclasses.replace(choice, camera=fidelity)
     if wanted != "auto":
@@ -399,15 +406,10 @@ def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: Observ
     if backend == TORCH:
         return BackendChoice(Trial(backend, seg=seg, depth=depth), None, remembered=record.get("chosen", "?"))
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
-    reference = _reference(seg, depth, spec, profile, threads)
-    candidate = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=threads)
     try:
-        fidelity = compare_frames(reference_frames(reference, images), candidate, images, thresholds)
+        fidelity = against_torch(seg_b, depth_b, spec, profile, images, threads, thresholds)
     except Exception:  # noqa: BLE001 - a runtime that no longer takes the graph: choose afresh
         return None
-    finally:
-        reference.close()
-        candidate.close()
     if not fidelity.passed:
         return None
     return BackendChoice(Trial(backend, fidelity=fidelity, seg=seg_b, depth=depth_b), None,
