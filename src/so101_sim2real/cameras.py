@@ -1,4 +1,4 @@
-"""Cameras: a USB camera through OpenCV, and videos or image folders for offline runs.
+"""Cameras: a USB camera through OpenCV, the emulated arm's camera, and videos or image folders.
 
 Every camera returns :class:`~so101_sim2real.interfaces.Frame` with RGB uint8 (OpenCV's
 BGR is converted once, here). The OpenCV camera captures on its own thread so that
@@ -8,6 +8,10 @@ the newest frame it has not returned yet, waiting only when there is none.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -104,6 +108,13 @@ class OpenCVCamera:
         except CameraError:
             self._cap = None
 
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) the device delivers (it may ignore the size asked for)."""
+        cap = self._cap
+        if cap is None:
+            return self.size
+        return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+
     def read(self) -> Frame:
         deadline = time.monotonic() + self.timeout_s
         with self._cond:
@@ -149,6 +160,10 @@ class VideoCamera:
         self._index += 1
         return Frame(_rgb(bgr), (self._index - 1) / self.fps, self._index)
 
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the file's frames, as its header says."""
+        return int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+
     @property
     def frame_count(self) -> int | None:
         """Frames in the file as its header says (None: unknown or looped), for a progress bar."""
@@ -185,6 +200,13 @@ class ImageFolderCamera:
             raise CameraError(f"{path}: not a readable image")
         self._index += 1
         return Frame(_rgb(bgr), float(self._index - 1), self._index)
+
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the first image (every frame is checked again as it is read)."""
+        bgr = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CameraError(f"{self.files[0]}: not a readable image")
+        return bgr.shape[0], bgr.shape[1]
 
     @property
     def frame_count(self) -> int | None:
@@ -242,9 +264,120 @@ def undistorted(camera: Camera, model: CameraModel) -> Camera:
     return UndistortedCamera(camera, model) if np.any(model.D != 0) else camera
 
 
-def open_camera(source: str, size: tuple[int, int] = SOURCE_SIZE, loop: bool = False) -> Camera:
-    """``0`` or ``/dev/video2`` (a live camera), a video file, an image or a folder of images."""
+TWIN = "twin"
+TWIN_TIMEOUT_S = 10.0  # a software render of 640x480 takes ~0.5 s; on a loaded machine several
+
+
+def twin_socket(port: str) -> Path:
+    """Where ``so101 emulate --twin`` serves the camera of the arm on ``port`` (its pty)."""
+    name = os.path.realpath(port).strip("/").replace("/", "-")
+    return Path(tempfile.gettempdir()) / f"so101-twin-{name}.sock"
+
+
+class TwinCamera:
+    """The emulated arm's wrist camera: frames that ``so101 emulate --twin`` renders from its twin.
+
+    The emulator serves it on a Unix socket named after its pty (:func:`twin_socket`), so
+    ``--camera twin`` beside ``--port PTY`` (or ``twin:PTY`` anywhere) finds it. Each
+    :meth:`read` is the twin as it is now, at the real camera's size. The same connection
+    plays the person who sets the scene: :meth:`start_episode` puts the cube where a real
+    operator would be told to, and tells the emulator which episode runs (a scripted leader
+    hand can wait for it).
+    """
+
+    def __init__(self, port: str, timeout_s: float = TWIN_TIMEOUT_S):
+        self.port, self.path, self.timeout_s = port, twin_socket(port), timeout_s
+        self._lock = threading.Lock()  # one request in flight (a perceive-ahead thread and the loop share it)
+        self._sock: socket.socket | None = None
+        self._file = None
+        self._index = 0
+        self._connect()
+        hello = self._ask({"op": "hello"})
+        self.size: tuple[int, int] = (int(hello["height"]), int(hello["width"]))
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            sock.connect(str(self.path))
+        except OSError:
+            sock.close()
+            raise CameraError(f"camera twin on {self.port}: no emulated camera there; start 'so101 emulate --twin' "
+                              f"and give the pty it prints as --port (or the camera as twin:PTY)") from None
+        self._sock, self._file = sock, sock.makefile("rb")
+
+    def _drop(self) -> None:
+        for item in (self._file, self._sock):
+            if item is not None:
+                item.close()
+        self._sock = self._file = None
+
+    def _ask(self, request: dict) -> dict:
+        """One request, its header and payload; one reconnection if the emulator restarted."""
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    if self._sock is None:
+                        self._connect()
+                    self._sock.sendall(json.dumps(request).encode() + b"\n")
+                    header = json.loads(self._file.readline() or b"null")
+                    if header is None:
+                        raise ConnectionError("closed")
+                    if header.get("bytes"):
+                        header["payload"] = self._file.read(header["bytes"])
+                        if len(header["payload"]) != header["bytes"]:
+                            raise ConnectionError("short frame")
+                    return header
+                except (OSError, ValueError, CameraError) as exc:
+                    self._drop()
+                    if attempt:
+                        raise CameraStopped(f"camera twin on {self.port}: the emulator stopped answering ({exc}); "
+                                            f"is 'so101 emulate --twin' still running?") from None
+        raise AssertionError("unreachable")
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.size
+
+    def read(self) -> Frame:
+        reply = self._ask({"op": "frame"})
+        h, w = reply["height"], reply["width"]
+        rgb = np.frombuffer(reply["payload"], np.uint8).reshape(h, w, 3).copy()  # writable, as a capture is
+        self._index += 1
+        return Frame(rgb, float(reply["time"]), self._index)
+
+    def start_episode(self, episode: int, cube_xy: tuple[float, float] | None) -> None:
+        """The emulated person sets the scene: the cube at ``cube_xy`` (m, in the arm's base frame)."""
+        self._ask({"op": "episode", "episode": int(episode),
+                   "cube_xy": None if cube_xy is None else [float(v) for v in cube_xy]})
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def check_frame_size(camera: Camera, size: tuple[int, int], name: str) -> None:
+    """Refuse, before any network loads, a camera whose frames are not of the policy's aspect ratio
+    (one of the same aspect ratio is rescaled to ``size``, (H, W), frame by frame)."""
+    h, w = camera.frame_size() if hasattr(camera, "frame_size") else size
+    if h <= 0 or w <= 0:
+        return  # a container that does not say: every frame is checked as it is read
+    sh, sw = size
+    if abs(w / h - sw / sh) > 0.01:
+        raise CameraError(f"camera {name}: its frames are {w}x{h}; the policy was trained on {sw}x{sh} images (another "
+                          f"aspect ratio): set the camera to {sw}x{sh}, or give a video of that size")
+
+
+def open_camera(source: str, size: tuple[int, int] = SOURCE_SIZE, loop: bool = False,
+                port: str | None = None) -> Camera:
+    """``0`` or ``/dev/video2`` (a live camera), a video file, an image or a folder of images;
+    ``twin`` (the camera of the emulated arm on ``port``) or ``twin:PTY``."""
     text = str(source).strip()
+    if text == TWIN or text.startswith(TWIN + ":"):
+        pty = text[len(TWIN) + 1:] or port
+        if not pty:
+            raise CameraError("camera twin: the emulated arm's camera needs the arm's port: give --port PTY (from "
+                              "'so101 emulate --twin'), or name it twin:PTY")
+        return TwinCamera(pty)
     if text.isdigit():
         return OpenCVCamera(int(text), size)
     path = Path(text).expanduser()

@@ -30,9 +30,11 @@ class ArmEpisodes:
 
     def __init__(self, robot: Robot, start_pose: np.ndarray, period_s: float,
                  wait_for_operator: Callable[[str], None] | None = None, timeout_s: float = 15.0,
-                 starts: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None):
+                 starts: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+                 place_cube: Callable[[int, tuple[float, float] | None], None] | None = None):
         self.robot, self.start_pose, self.period_s = robot, np.asarray(start_pose, dtype=np.float64), period_s
         self.wait_for_operator, self.timeout_s, self.starts = wait_for_operator, timeout_s, starts
+        self.place_cube = place_cube  # an emulated arm's person: (episode, cube xy or None) -> the scene set
         self.episodes = 0
         self._check_in_range(self.start_pose)
 
@@ -82,6 +84,8 @@ class ArmEpisodes:
             place = f" at x {cube[0] * 100:.1f} cm, y {cube[1] * 100:.1f} cm from the arm's base"
         info["seconds_to_start"] = self.move_to(pose)
         self.episodes += 1
+        if self.place_cube is not None:
+            self.place_cube(self.episodes, info.get("cube_xy"))
         if self.wait_for_operator is not None:
             self.wait_for_operator(f"episode {self.episodes}: arm at the start pose; place the cube{place}, then "
                                    f"press Enter")

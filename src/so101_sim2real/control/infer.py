@@ -53,6 +53,7 @@ class InferOptions:
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
     perturbation: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
     rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
+    period_s: float | None = None  # an arm: the control period (default: measured, what this machine sustains)
 
 
 def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
@@ -95,6 +96,11 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     check_device(opts.device)
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("@max_steps must be at least 1")
+    if opts.period_s is not None:
+        if opts.robot != "so101":
+            raise So101Error("@period: only for @robot so101 (the twin runs at the spec's period, or @perturb's)")
+        if not 0.005 <= opts.period_s <= 2.0:  # NaN fails this too
+            raise So101Error(f"@period {opts.period_s}: seconds per tick, between 0.005 and 2")
     policy, spec, trained = _pilot_and_spec(opts)
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
@@ -112,11 +118,29 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     return rig, pilot, recorder, video
 
 
+def hold_period(rig: Rig, pilot: Pilot, period_s: float | None) -> str:
+    """An arm runs at a period its machine sustains: ``period_s`` if given, else measured (a whole
+    tick's p95 x 1.2, never shorter than the spec's). Sets it on the rig; says what and why."""
+    from so101_sim2real.control.runner import sustainable_period
+
+    trained = rig.spec.control.period_s
+    if period_s is not None:
+        rig.period_s = period_s
+        return f"control period {period_s * 1e3:.0f} ms, as asked; the policy trained at {trained * 1e3:.0f} ms"
+    rig.period_s, p95 = sustainable_period(rig, pilot)
+    return (f"control period {rig.period_s * 1e3:.0f} ms: a tick takes {p95 * 1e3:.0f} ms (p95) here; the policy "
+            f"trained at {trained * 1e3:.0f} ms")
+
+
 def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,
               on_start: Callable[[Rig, Pilot], None] | None = None,
               on_step: Callable[[int], None] | None = None) -> RunSummary:
     rig, pilot, recorder, video = build(opts)
     try:
+        if opts.robot == "so101":  # a real arm's time passes by itself: the loop keeps a period it can hold
+            rig.period_note = hold_period(rig, pilot, opts.period_s)
+            if recorder is not None:
+                recorder.set_period(rig.period_s)
         if on_start:
             on_start(rig, pilot)
         realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
@@ -136,6 +160,8 @@ def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
     from so101_sim2real.simulator import mujoco_line, mujoco_warning
 
     spec, notes, warnings = rig.trained_spec or rig.spec, [], []
+    if line := getattr(rig, "period_note", None):
+        notes.append(line)
     if rig.twin is not None:
         notes.append(f"twin: {mujoco_line(spec)}")
         if warning := mujoco_warning(spec):
@@ -178,5 +204,6 @@ def render_summary(summary: RunSummary) -> str:
         for stage, t in summary.timing.items():
             lines.append(f"  {stage:<16}{t['p50_ms']:>9.2f}{t['p95_ms']:>9.2f}")
     if summary.overruns:
-        lines.append(f"{summary.overruns} ticks missed their deadline")
+        lines.append(f"{summary.overruns} of {summary.ticks} ticks took longer than the {summary.period_s * 1e3:.0f} "
+                     f"ms period (each such tick ran late; none was skipped)")
     return "\n".join(lines)

@@ -99,6 +99,11 @@ class Recorder:
         """The index the next episode gets: one past the last one written."""
         return max((e["index"] for e in self.meta["episodes"]), default=-1) + 1
 
+    def set_period(self, period_s: float) -> None:
+        """The period the loop is held to, once measured (an arm runs at what its machine sustains)."""
+        self.meta["period_s"] = float(period_s)
+        self._write_index()
+
     def begin(self, index: int, seed: int | None) -> None:
         self._episode = _Episode(index, seed)
 
@@ -125,9 +130,12 @@ class Recorder:
         tmp = self.folder / (name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         tmp.replace(self.folder / name)
-        self.meta["episodes"].append({"file": name, "index": ep.index, "seed": ep.seed, "steps": steps,
-                                      "success": None if success is None else bool(success), "return": float(ret),
-                                      "interrupted": bool(interrupted)})
+        entry = {"file": name, "index": ep.index, "seed": ep.seed, "steps": steps,
+                 "success": None if success is None else bool(success), "return": float(ret),
+                 "interrupted": bool(interrupted)}
+        if "time" in arrays and len(arrays["time"]) > 1:  # the period that ran, beside the one asked for
+            entry["tick_p50_s"] = float(np.median(np.diff(arrays["time"])))
+        self.meta["episodes"].append(entry)
         self._write_index()
         return self.folder / name
 

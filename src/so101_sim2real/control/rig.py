@@ -43,6 +43,7 @@ class Rig:
     twin: object | None = None
     scored: bool = True  # False on a real arm: nothing judges success yet
     trained_spec: Spec | None = None  # the spec before this run's overrides, where they differ
+    period_note: str | None = None  # an arm: the period it runs at, and why (measured, or asked for)
 
     @property
     def kinematics(self) -> Kinematics:
@@ -162,6 +163,24 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         from so101_sim2real.hardware.calibration import with_joint_offsets
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
+    camera = _open_arm_camera(spec, req, geometry) if req.real_port else None  # cheap, so before the networks
+    try:
+        make_perception = _perception_factory(spec, req)
+        if req.real_port:
+            return _arm_rig(spec, req, make_perception, calibration, camera)
+    except BaseException:
+        if camera is not None:
+            camera.close()
+        raise
+    if req.robot == "so101":
+        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception,
+                         geometry=geometry)
+    return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
+                   perturbation=req.perturbation, geometry=geometry)
+
+
+def _perception_factory(spec: Spec, req: RigRequest) -> PerceptionFactory | None:
+    """The real perception's networks, loaded (and their backend chosen) now; None for the twin's own."""
     make_perception = None
     if req.perception == "real":
         from so101_sim2real.control.frames import twin_frames
@@ -174,13 +193,7 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
                                                   camera_check=bool(req.real_port))
         if req.real_port and (req.models or RealModels()).overlap:
             make_perception = _ahead(make_perception)
-    if req.real_port:
-        return _arm_rig(spec, req, make_perception, calibration, geometry)
-    if req.robot == "so101":
-        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception,
-                         geometry=geometry)
-    return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
-                   perturbation=req.perturbation, geometry=geometry)
+    return make_perception
 
 
 def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
@@ -211,19 +224,27 @@ def load_calibration(name: str | None) -> object | None:
     return resolve_calibration(name, "follower")
 
 
-def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object,
-             geometry: RigGeometry | None = None) -> Rig:
-    from so101_sim2real.cameras import open_camera, undistorted
+def _open_arm_camera(spec: Spec, req: RigRequest, geometry: RigGeometry | None) -> Camera:
+    """An arm's camera, opened and its frame size checked (``twin``: the emulated arm's on @port)."""
+    from so101_sim2real.cameras import check_frame_size, open_camera, undistorted
 
-    camera = open_camera(req.camera, spec.observation.source_size, loop=True)
-    if geometry is not None:  # perception sees the ideal pinhole image the twin renders
-        camera = undistorted(camera, geometry.camera)
+    camera = open_camera(req.camera, spec.observation.source_size, loop=True, port=req.port)
     try:
-        return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
-                         wait_for_operator=req.wait_for_operator)
+        check_frame_size(camera, spec.observation.source_size, req.camera)
     except BaseException:
         camera.close()
         raise
+    if geometry is not None:  # perception sees the ideal pinhole image the twin renders
+        camera = undistorted(camera, geometry.camera)
+    return camera
+
+
+def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object,
+             camera: Camera) -> Rig:
+    # The emulated arm's camera can also set its scene: the emulated person places the cube.
+    place_cube = getattr(camera, "start_episode", None)
+    return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
+                     wait_for_operator=None if place_cube else req.wait_for_operator, place_cube=place_cube)
 
 
 def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig:
@@ -318,7 +339,8 @@ def arm_needs_eyes(port: str) -> So101Error:
 def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
               make_perception: PerceptionFactory | None = None, calibration: object | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
-              geometry: RigGeometry | None = None) -> Rig:
+              geometry: RigGeometry | None = None,
+              place_cube: Callable[[int, tuple[float, float] | None], None] | None = None) -> Rig:
     """The real driver stack on a follower arm.
 
     ``port='emulator'`` runs the STS3215 emulator in this process with the sim twin as
@@ -349,7 +371,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
         controller = Controller(spec.action, kinematics, robot.limits)
         scratch = LiftCubeTask(spec)  # where the twin would start each seeded episode; never stepped
         task = ArmEpisodes(robot, scratch.start_pose(), spec.control.period_s, wait_for_operator,
-                           starts=scratch.start)
+                           starts=scratch.start, place_cube=place_cube)
         perception = make_perception(camera)
     except BaseException:
         robot.close()

@@ -59,6 +59,8 @@ class RunSummary:
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
     interrupted: bool = False
     overruns: int = 0
+    ticks: int = 0  # ticks held to the period (realtime only); ``overruns`` of them missed it
+    period_s: float = 0.0  # the period the loop was held to
     discarded: int = 0  # episodes thrown away and run again
     pauses: list = field(default_factory=list)  # PauseRecord per device fault the run waited out
 
@@ -80,6 +82,7 @@ class RunSummary:
             "mean_length": float(np.mean([e.steps for e in done])) if done else 0.0,
             "interrupted": self.interrupted,
             "rate_overruns": self.overruns,
+            "period_s": self.period_s,
             "latency_ms": self.timing,
             "per_episode": [_episode_dict(e) for e in self.episodes],
         }
@@ -174,6 +177,7 @@ class Runner:
             if self.video is not None:
                 self.video.close()
         summary.timing, summary.overruns = self.timer.summary(), self.rate.overruns
+        summary.ticks, summary.period_s = self.rate.ticks, self.rate.period
         return summary
 
     def _observe(self, joints: JointState) -> Observation:
@@ -284,9 +288,9 @@ class Runner:
 def sustainable_period(rig: Rig, pilot: Pilot, ticks: int = 12, margin: float = 1.2,
                        grain_s: float = 0.01) -> tuple[float, float]:
     """``(period, p95 tick)`` in seconds: what this machine sustains for a whole tick (read, perceive,
-    act, IK and clamp), timed over ``ticks`` ticks with the arm left where it is (nothing is
-    written). The period is the p95 with ``margin``, rounded up to ``grain_s``, and never
-    shorter than the rig's own."""
+    act, IK and clamp, and a write), timed over ``ticks`` ticks with the arm left where it is (the
+    write asks each joint to stay where it was read). The period is the p95 with ``margin``,
+    rounded up to ``grain_s``, and never shorter than the rig's own."""
     import math
 
     runner = Runner(rig, pilot)
@@ -299,6 +303,7 @@ def sustainable_period(rig: Rig, pilot: Pilot, ticks: int = 12, margin: float = 
         joints = rig.robot.read()
         action = pilot.act(runner._observe(joints))
         rig.controller.command(action, joints.position)
+        rig.robot.write(joints.position)  # a write costs a bus round trip (and a health read) on an arm
         took.append(time.perf_counter() - t0)
     p95 = float(np.percentile(took[2:] if len(took) > 4 else took, 95))  # the first ticks warm caches up
     return max(rig.period_s, math.ceil(p95 * margin / grain_s) * grain_s), p95

@@ -48,6 +48,7 @@ class RateKeeper:
     def __init__(self, period_s: float, realtime: bool):
         self.period, self.realtime = period_s, realtime
         self.overruns = 0
+        self.ticks = 0  # deadlines held to (with ``overruns`` of them missed)
         self._next: float | None = None
 
     def start(self) -> None:
@@ -58,6 +59,7 @@ class RateKeeper:
             return
         if self._next is None:
             self.start()
+        self.ticks += 1
         now = time.perf_counter()
         if now < self._next:
             time.sleep(self._next - now)

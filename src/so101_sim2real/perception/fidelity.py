@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,10 @@ from so101_sim2real.perception.depth import DepthModel
 from so101_sim2real.perception.real import Profile, RealPerception
 from so101_sim2real.perception.segmentation import SegmentationModel
 from so101_sim2real.spec import ObservationSpec
+
+# What a first load spends its minute on (exports, checks, timings), said as it happens: the CLI
+# shows this logger's INFO lines on stderr.
+log = logging.getLogger(__name__)
 
 CHECK_FRAMES = 3  # frames per check (a twin render: ~0.5 s on a CPU)
 LIVE_GAP = 10  # a live camera's check frames are this many frames apart (a third of a second at 30 fps)
@@ -220,17 +226,24 @@ def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec:
               thresholds: Thresholds = Thresholds(), cache: Path | None = None) -> Trial:
     """Time ``backend`` on ``images`` and, unless it is torch, check it against the reference's
     observations of them (``expected``)."""
+    started = time.monotonic()
+    if backend != TORCH:
+        log.info("perception: %s: preparing both networks' graphs (exported once, then cached)", backend)
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
     # stages timed one by one, on the backend's thread budget
     perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=backend.threads)
     try:
+        log.info("perception: %s: timing it on %d frames%s", backend, len(images),
+                 "" if backend == TORCH or expected is None else " and checking it against torch f32")
         speed = time_perception(perception, images)
         fidelity = None if backend == TORCH or expected is None else compare_frames(expected, perception, images,
                                                                                     thresholds)
     except Exception as exc:  # noqa: BLE001 - an exporter or runtime that cannot take the graph: not this one
+        log.info("perception: %s: cannot run here (%s)", backend, _first_line(exc))
         return Trial(backend, error=_first_line(exc))
     finally:
         perception.close()
+    log.info("perception: %s: done in %.0f s", backend, time.monotonic() - started)
     return Trial(backend, speed, fidelity, seg=seg_b, depth=depth_b)
 
 
@@ -284,8 +297,10 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
     if remembered is not None and (again := _recheck(remembered, seg, depth, spec, profile, images, thresholds,
                                                       cache, threads)) is not None:
         return again
-    trials = try_backends(seg, depth, spec, profile, images, [backend] if backend else candidates(threads, gpu),
-                          thresholds, cache, threads)
+    tried = [backend] if backend else candidates(threads, gpu)
+    log.info("perception: choosing where the networks run: %s against torch f32 on %d frames (a first load "
+             "exports each graph; the pick is remembered for the next)", ", ".join(str(b) for b in tried), len(images))
+    trials = try_backends(seg, depth, spec, profile, images, tried, thresholds, cache, threads)
     reference, others = trials[0], trials[1:]
     if backend is not None:
         trial = others[0]
@@ -405,6 +420,8 @@ def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: Observ
     backend = backend.with_threads(threads)
     if backend == TORCH:
         return BackendChoice(Trial(backend, seg=seg, depth=depth), None, remembered=record.get("chosen", "?"))
+    log.info("perception: checking %s (picked on %s) against torch f32 on %d frames", backend,
+             record.get("chosen", "?"), len(images))
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
     try:
         fidelity = against_torch(seg_b, depth_b, spec, profile, images, threads, thresholds)

@@ -166,6 +166,16 @@ class LiftCubeTask:
         finally:
             self.cfg, self.rng = cfg, rng
 
+    def place_cube(self, x: float, y: float) -> None:
+        """Put the cube, still and upright, on the table at ``(x, y)``: the person setting the scene
+        of an emulated arm's episode (the arm stays where it is)."""
+        m, d = self.model, self.data
+        d.qpos[self._cube_qpos:self._cube_qpos + 7] = [x, y, self.scene.cube_half, 1, 0, 0, 0]
+        dof = m.jnt_dofadr[m.joint(S.CUBE_JOINT).id]
+        d.qvel[dof:dof + 6] = 0.0
+        mujoco.mj_forward(m, d)
+        self.steps, self.hold, self._was_grasping = 0, 0, False
+
     def evaluate(self, action: np.ndarray) -> StepResult:
         """Score the step the control loop just took with ``action``."""
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)

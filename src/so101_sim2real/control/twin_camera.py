@@ -1,0 +1,150 @@
+"""The emulated arm's camera: ``so101 emulate --twin`` renders its wrist camera for other processes.
+
+A real arm's camera is a USB device beside its serial port; the emulated arm's is this
+server, on a Unix socket named after the emulator's pty (:func:`~so101_sim2real.cameras.twin_socket`),
+read by :class:`~so101_sim2real.cameras.TwinCamera` (``--camera twin``). A frame is the twin's
+RGB at the real camera's size, rendered on request from the joints and the cube as they are
+at that moment. The world lock is held only while the scene is copied, never while it is
+drawn, so the servos keep answering during a render.
+
+The same connection plays the person beside the arm: at each episode start the client says
+where the cube goes (what a real operator is told) and the server puts it there. Frames read
+since then count the episode's ticks: :meth:`TwinCameraServer.now` is the session clock that
+a scripted leader hand can wait for ("episode 2, step 15").
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from so101_sim2real.cameras import twin_socket
+from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
+from so101_sim2real.spec import ObservationSpec
+
+
+class TwinCameraServer:
+    """Serves the twin's wrist camera (and the operator's hands) of the emulated arm on ``port``."""
+
+    def __init__(self, bridge: object, spec: ObservationSpec, port: str):
+        self.bridge, self.size = bridge, spec.source_size
+        self.path: Path = twin_socket(port)
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._clock_lock = threading.Lock()
+        self._episode, self._step = 0, 0
+
+    # the session clock -------------------------------------------------------------------------
+
+    def now(self) -> tuple[int, int] | None:
+        """(episode, frames read since it started); None before the client's first episode."""
+        with self._clock_lock:
+            return (self._episode, self._step) if self._episode else None
+
+    # serving ---------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Listen; the socket's path (a stale one, left by a killed emulator of this pty, is replaced)."""
+        self.path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(4)
+        listener.settimeout(0.2)
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, name="twin-camera", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return str(self.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=3)
+        if self._listener is not None:
+            self._listener.close()
+        self.path.unlink(missing_ok=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), name="twin-camera-client", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        """One client: requests in order; the renderer lives in this thread (its GL context is bound here)."""
+        renderer = None
+        conn.settimeout(0.5)
+        stream = conn.makefile("rb")
+        try:
+            while not self._stop.is_set():
+                try:
+                    line = stream.readline()
+                except TimeoutError:
+                    continue
+                if not line:
+                    return
+                request = json.loads(line)
+                if request.get("op") == "frame" and renderer is None:
+                    renderer = _Renderer(self.bridge, self.size)
+                conn.sendall(self._answer(request, renderer))
+        except (OSError, ValueError):
+            return  # the client went away or spoke nonsense: it reconnects if it wants more
+        finally:
+            if renderer is not None:
+                renderer.close()
+            stream.close()
+            conn.close()
+
+    def _answer(self, request: dict, renderer: _Renderer | None) -> bytes:
+        op = request.get("op")
+        h, w = self.size
+        if op == "hello":
+            return _header({"height": h, "width": w})
+        if op == "frame":
+            rgb, t = renderer.render()
+            with self._clock_lock:
+                self._step += 1
+            return _header({"height": h, "width": w, "time": t, "bytes": rgb.nbytes}) + rgb.tobytes()
+        if op == "episode":
+            cube = request.get("cube_xy")
+            if cube is not None:
+                with self.bridge.lock:
+                    self.bridge.task.place_cube(float(cube[0]), float(cube[1]))
+            with self._clock_lock:
+                self._episode, self._step = int(request["episode"]), 0
+            return _header({"ok": True})
+        return _header({"error": f"unknown request {op!r}"})
+
+
+def _header(fields: dict) -> bytes:
+    return json.dumps(fields).encode() + b"\n"
+
+
+class _Renderer:
+    """The wrist camera's RGB, drawn outside the world lock from a scene copied under it."""
+
+    def __init__(self, bridge: object, size: tuple[int, int]):
+        self.bridge = bridge
+        self.renderer = offscreen_renderer(bridge.task.model, *size)
+        self.options = mujoco.MjvOption()
+        self.options.sitegroup[:] = 0  # the TCP and base markers are not in a real picture
+
+    def render(self) -> tuple[np.ndarray, float]:
+        with self.bridge.lock:
+            self.renderer.update_scene(self.bridge.task.data, camera=S.WRIST_CAMERA, scene_option=self.options)
+            t = float(self.bridge.task.data.time)
+        return self.renderer.render(), t
+
+    def close(self) -> None:
+        close_renderer(self.renderer)
