@@ -58,8 +58,8 @@ def _headline(report) -> list[str]:
                      + (f", IoU {c.iou:.2f} at tick {c.tick}" if c.iou is not None else ""))
     if report.dynamics is not None:
         worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
-        lines.append(f"  targets replayed open loop: tracking RMS up to {worst.rms_error_rad:.4f} rad ({worst.name}), "
-                     f"lag {report.dynamics.worst_lag} ticks")
+        lines.append(f"  targets replayed open loop: tracking RMS up to {worst.rms_error_rad:.4f} rad ({worst.name}); "
+                     f"{report.dynamics.lag_words()}")
     if not report.findings:
         lines.append("no findings: the recording matches the twin")
     lines += [f"finding: {f.line()}" for f in report.findings]
@@ -125,12 +125,16 @@ def compare_sim(
     """
     from tqdm import tqdm
 
-    from so101_sim2real.compare.replay import replay
+    from so101_sim2real.compare.pictures import check_out
+    from so101_sim2real.compare.replay import load_episode, replay
 
+    if out is not None:
+        check_out(out)
     rec = _open(recording)
+    arrays = load_episode(rec, episode)
     geometry, rig_note = _geometry(rig, rec)
     channels = list(rec.spec.observation.channels)
-    video = _video(out, channels, rec) if out is not None else None
+    video = _video(out, channels, rec) if out is not None else None  # the inputs are good: now make --out
     bar = tqdm(unit="tick", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
     def tick(done: int, total: int) -> None:
@@ -139,7 +143,7 @@ def compare_sim(
 
     done = False
     try:
-        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add, geometry=geometry)
+        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add, geometry=geometry, arrays=arrays)
         done = True
     finally:
         bar.close()

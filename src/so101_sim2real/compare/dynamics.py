@@ -45,6 +45,18 @@ class DynamicsMetrics:
         lags = [j.lag_ticks for j in self.joints if j.lag_ticks is not None]
         return max(lags, key=abs) if lags else 0
 
+    def lag_words(self) -> str:
+        """:attr:`worst_lag` said in words: its sign is easy to misread as a number."""
+        return describe_lag(self.worst_lag)
+
+
+def describe_lag(lag: int) -> str:
+    """What a lag in ticks (the recorded joints behind the twin's replay when positive) means."""
+    if lag == 0:
+        return "the recorded joints move in step with the twin's replay of their targets"
+    ticks = f"{abs(lag)} tick{'s' if abs(lag) != 1 else ''}"
+    return f"the recorded joints move {ticks} {'behind' if lag > 0 else 'ahead of'} the twin's replay of their targets"
+
 
 def replay_targets(arrays: dict[str, np.ndarray], spec: Spec) -> DynamicsMetrics:
     """The twin driven open loop by an episode's recorded targets (``Recording.load``'s arrays, with

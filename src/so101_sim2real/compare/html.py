@@ -72,7 +72,7 @@ def _table(report: ReplayReport) -> str:
     if report.dynamics is not None:
         worst = max(report.dynamics.joints, key=lambda j: j.rms_error_rad)
         rows += [("targets replayed open loop: worst joint RMS (rad)", f"{worst.rms_error_rad:.4f} ({worst.name})"),
-                 ("recorded joints behind the twin's replay (ticks)", str(report.dynamics.worst_lag))]
+                 ("lag (ticks, + behind / - ahead)", f"{report.dynamics.worst_lag}: {report.dynamics.lag_words()}")]
     if report.cube.source != "recorded":
         c = report.cube
         rows.append(("cube (not recorded)", f"{c.source} at ({', '.join(f'{v:.3f}' for v in c.position)}) m"
@@ -83,6 +83,18 @@ def _table(report: ReplayReport) -> str:
                      f"{m.r2_identity:.2f} / {m.r2_best:.2f}"))
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table><tr><th>measure</th><th>value</th></tr>{body}</table>"
+
+
+def _state_table(report: ReplayReport) -> str:
+    """The recorded state against the twin's, per field (empty where the recording has no state)."""
+    if not report.state:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(c.name)}</td><td>{c.rms:.3g}</td><td>{c.max:.3g}</td>"
+                   f"<td>{'-' if c.scale is None else format(c.scale, '.3g')}</td></tr>" for c in report.state)
+    return ("<h2>The state: recorded vs twin</h2><p>The twin's state computed from the recorded joints; "
+            "a scale near 57.3 (or 1/57.3) is degrees where radians were meant.</p>"
+            "<table><tr><th>field</th><th>RMS difference</th><th>largest</th><th>scale recorded / twin</th></tr>"
+            f"{body}</table>")
 
 
 def write_page(report: ReplayReport, channels: list[str], out: str | Path) -> Path:
@@ -98,6 +110,7 @@ img{{max-width:100%}}</style></head><body>
 <p>{html.escape(report.recording)}, episode {report.episode}: {report.ticks} ticks replayed through the twin.</p>
 {_table(report)}
 <h2>Findings</h2><ul>{findings}</ul>
+{_state_table(report)}
 <h2>Over the episode</h2><img src="{curves(report)}">
 <h2>Where they agree least</h2>
 <p>Each row: {"the recorded camera | " if any(w.rgb is not None for w in report.worst) else ""}the recorded policy

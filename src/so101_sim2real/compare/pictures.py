@@ -49,19 +49,29 @@ def side_by_side(frames: TickFrames, channels: list[str]) -> np.ndarray:
     return np.hstack(camera + recorded + twin + [diff])
 
 
+def check_out(out: str | Path) -> None:
+    """Refuse, in one line, a report folder that could not be written (cheap: before the work)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise So101Error(f"{out}: cannot write the report there (a file, not a folder)")
+    if (why := writable_folder(out)) is not None:
+        raise So101Error(f"{out}: cannot write the report there ({why})")
+
+
 class EpisodeVideo:
     """``compare.mp4``: every tick's row, at the recording's own rate. It is written under a
     hidden name and renamed into place by :meth:`close`, so a run killed midway leaves no
-    half video under the real name."""
+    half video under the real name, and no folder it made for it."""
 
     def __init__(self, out: str | Path, channels: list[str], fps: float):
         out = Path(out)
-        if (why := writable_folder(out)) is not None:
-            raise So101Error(f"{out}: cannot write the report there ({why})")
+        check_out(out)
+        missing = [p for p in (out, *out.parents) if not p.exists()]
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise So101Error(f"{out}: cannot write the report there ({exc.strerror})") from None
+        self._made = missing  # deepest first: removed again if the video is thrown away and they are empty
         self.channels, self.path = channels, out / VIDEO
         self.writer = VideoWriter(out / f".{VIDEO}.{os.getpid()}.partial.mp4", fps)
 
@@ -77,4 +87,9 @@ class EpisodeVideo:
             share_like_the_user(self.path)
             return self.path
         partial.unlink(missing_ok=True)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: not ours to remove
+                break
         return None

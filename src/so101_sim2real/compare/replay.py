@@ -24,6 +24,7 @@ from so101_sim2real.compare.motion import AxisCheck, axis_check
 from so101_sim2real.compare.state_check import StateFieldCheck, compare_states, twin_states
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
+from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
 
@@ -39,6 +40,9 @@ LAG_TICKS = 2  # the recorded joints this many ticks behind the twin's replay of
 # whole frame) or with another interpolation. Noise lowers the rank correlation; a renormalisation does not.
 RANK_AGREES, VALUES_DIFFER = 0.98, 0.10
 MIN_MASK_PX = 20  # fewer pixels give no trustworthy centroid
+# No class overlapping the twin's more than this: the recorded frames show another world (a wrong model,
+# another camera, noise). A misplaced cube or a moved camera still leaves the table well above it.
+UNLIKE_IOU = 0.2
 
 
 @dataclass
@@ -350,36 +354,71 @@ def finger_shifts(ticks: list[_Tick], classes: list[str], remap: dict[int, int] 
     return out
 
 
+# Per-row arrays compare-sim reads: the size of one row (None: the spec's), and whether it must be finite.
+JOINTS = (len(JOINT_NAMES),)
+ROW_SHAPES = {"time": ((), True), "joint_pos": (JOINTS, True), "joint_vel": (JOINTS, True), "tcp_pos": ((3,), True),
+              "action": (None, True), "target": (JOINTS, True), "cube_pos": ((3,), True), "cube_quat": ((4,), True),
+              "state": (None, False), "obs": (None, False)}
+
+
+def load_episode(recording: Recording, episode: int) -> dict[str, np.ndarray]:
+    """Episode ``episode``'s arrays, checked for what :func:`replay` needs (one-line errors): call it
+    before making anything, so a bad episode leaves nothing behind."""
+    n = len(recording.episodes)
+    if not 0 <= episode < n:
+        raise So101Error(f"{recording.folder}: episode {episode} out of range (the recording holds 0..{n - 1})")
+    spec = recording.spec
+    if "seg" not in spec.observation.channels:
+        raise So101Error(f"{recording.folder}: the spec's channels {spec.observation.channels} hold no seg channel")
+    arrays = recording.load(episode)
+    where = f"{recording.folder / recording.episodes[episode]['file']}"
+    for key in ("time", "joint_pos", "obs"):
+        if key not in arrays:
+            raise So101Error(f"{where}: no '{key}' to compare (recorded without the camera?)")
+    rows = len(arrays["joint_pos"]) if arrays["joint_pos"].ndim else 0
+    if rows == 0:
+        raise So101Error(f"{where}: holds no rows (an episode ended before its first tick)")
+    obs = spec.observation
+    own = {"action": (spec.action.dim,), "state": (spec.state.size,),
+           "obs": (len(obs.channels), *obs.image_size)}
+    for key, (shape, finite) in ROW_SHAPES.items():
+        if key in arrays:
+            _check_rows(where, key, arrays[key], rows, own.get(key, shape), finite)
+    if arrays["obs"].dtype != np.uint8:
+        raise So101Error(f"{where}: obs is {arrays['obs'].dtype}, not uint8 frames")
+    if "rgb_jpeg" in arrays and arrays.get("rgb_offsets", np.empty(0)).shape != (rows + 1,):
+        raise So101Error(f"{where}: rgb_offsets does not index {rows} camera images; the file is damaged")
+    return arrays
+
+
+def _check_rows(where: str, key: str, values: np.ndarray, rows: int, shape: tuple[int, ...], finite: bool) -> None:
+    if values.ndim == 0 or len(values) != rows:
+        raise So101Error(f"{where}: holds {rows} joint rows and {len(values)} {key} rows; the file is damaged "
+                         f"(record it again)")
+    if values.shape[1:] != shape:
+        if key == "obs":
+            raise So101Error(f"{where}: obs holds frames of {'x'.join(map(str, values.shape[1:]))}, the spec's are "
+                             f"{'x'.join(map(str, shape))} (its channels by its image_size)")
+        raise So101Error(f"{where}: {key} is {values.shape}, not {(rows, *shape)}")
+    if finite and not np.isfinite(values).all():
+        raise So101Error(f"{where}: {key} is not finite (NaN or inf); the recording cannot be posed")
+
+
 def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int], None] | None = None,
            on_frames: Callable[[TickFrames], None] | None = None,
-           geometry: RigGeometry | None = None) -> ReplayReport:
+           geometry: RigGeometry | None = None, arrays: dict[str, np.ndarray] | None = None) -> ReplayReport:
     """Pose the twin at every tick of ``episode`` and compare its observation with the recorded one.
 
     ``geometry`` (a rig file) is the camera the twin sees through: the rig's measured one
     rather than the sim's guess, so what is left is what calibration cannot fix.
 
     ``on_tick(done, total)`` follows the progress; ``on_frames`` sees every tick's pictures
-    (for a video) as they are made, so they need not all be kept.
+    (for a video) as they are made, so they need not all be kept. ``arrays``: the episode as
+    :func:`load_episode` read it (read here if not given).
     """
-    n = len(recording.episodes)
-    if not 0 <= episode < n:
-        raise So101Error(f"{recording.folder}: episode {episode} out of range (the recording holds 0..{n - 1})")
-    arrays = recording.load(episode)
+    arrays = load_episode(recording, episode) if arrays is None else arrays
     spec = recording.spec
-    for key in ("time", "joint_pos", "obs"):
-        if key not in arrays:
-            raise So101Error(f"{recording.folder}: episode {episode} has no '{key}' to compare (recorded "
-                             f"without the camera?)")
-    if len(arrays["joint_pos"]) != len(arrays["obs"]):
-        raise So101Error(f"{recording.folder}: episode {episode} holds {len(arrays['joint_pos'])} joint rows and "
-                         f"{len(arrays['obs'])} frames; the file is damaged (record it again)")
-    if "seg" not in spec.observation.channels:
-        raise So101Error(f"{recording.folder}: the spec's channels {spec.observation.channels} hold no seg channel")
-    # The twin renders the poses of its last physics step's start (mj_step computes the kinematics,
-    # then integrates) while it reads the joints after it: its frames lag its joints by one physics
-    # step, which is a finger's width on a closing gripper. Semi-implicit Euler steps positions by
-    # the new velocity, so joint_pos - dt * joint_vel is the rendered pose exactly.
-    lag_s = spec.control.physics_timestep_s if recording.meta.get("robot") == "sim" else 0.0
+    lags = _render_lags(len(arrays["joint_pos"]), spec) if recording.meta.get("robot") == "sim" else None
     twin = PosedTwin(spec, geometry)
     ticks, worst = [], []
     vels = arrays.get("joint_vel")
@@ -388,7 +427,7 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     quats = arrays.get("cube_quat")
 
     def render(i: int, cube: np.ndarray | None) -> np.ndarray:
-        return twin.observe(joints[i], cube, None if vels is None else vels[i], lag_s,
+        return twin.observe(joints[i], cube, None if vels is None else vels[i], 0.0 if lags is None else lags[i],
                             None if quats is None else quats[i])
 
     try:
@@ -426,6 +465,21 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     report.worst = sorted(worst, key=lambda w: w.tick)
     report.cube = cube
     return report
+
+
+def _render_lags(rows: int, spec: Spec) -> np.ndarray:
+    """Per row of a twin recording, how far (s) its frame's poses are behind its joint reading.
+
+    After a step the twin renders the poses of the last physics step's start (mj_step computes
+    the kinematics, then integrates) while it reads the joints after it: one physics step, a
+    finger's width on a closing gripper. Semi-implicit Euler steps positions by the new velocity,
+    so joint_pos - dt * joint_vel is the rendered pose exactly. The first row is read after the
+    reset, which ends with mj_forward: its frame shows the joints as read (the reset's last IK
+    step leaves the gripper moving, so the one-step rule would misplace it there).
+    """
+    lags = np.full(rows, spec.control.physics_timestep_s)
+    lags[:1] = 0.0
+    return lags
 
 
 def _seen(after_step: np.ndarray) -> np.ndarray:
@@ -524,6 +578,9 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
     """The named mismatches the report shows; a clean twin recording has none."""
     out = []
     classes = report.segmentation.classes
+    unlike = None if remap else _unlike(report)
+    if unlike:  # then the frames' finer measures (finger shifts, disparity values) mean nothing
+        out.append(unlike)
     if remap:
         moved = {r: t for r, t in remap.items() if r != t}
         table = fix_table(remap, len(classes))
@@ -540,14 +597,15 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            "make the loop keep the spec's period (profile with 'so101 infer --json'), or fine-tune "
                            "at the real period in the perturbed twin (period_s)"))
     moved = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
-    if moved:
+    if moved and not unlike:
         dx, dy = np.mean([s.mean_dx for s in moved]), np.mean([s.mean_dy for s in moved])
         out.append(Finding("camera pose offset",
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
                             "classes": ",".join(s.name for s in moved)},
                            "measure the camera's mount: so101 calibrate align"))
     disp = report.disparity
-    if disp.spearman is not None and disp.spearman >= RANK_AGREES and (disp.rel_error or 0.0) >= VALUES_DIFFER:
+    if (not unlike and disp.spearman is not None and disp.spearman >= RANK_AGREES
+            and (disp.rel_error or 0.0) >= VALUES_DIFFER):
         out.append(Finding("disparity normalised another way",
                            {"spearman": disp.spearman, "rel_error": disp.rel_error},
                            "the near-far order agrees but not the values: normalise as trained (the spec's "
@@ -566,11 +624,35 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                             "r2_as_commanded": m.r2_identity, "r2_through_map": m.r2_best},
                            "the action is a world-frame x, y, z step: check where the controller turns it into "
                            "end-effector targets (axis order and signs), then record again"))
-    dyn = report.dynamics
-    if dyn is not None and abs(dyn.worst_lag) >= LAG_TICKS:
-        joints = [j.name for j in dyn.joints if j.lag_ticks == dyn.worst_lag]
-        out.append(Finding("the arm lags its targets more than the twin",
-                           {"lag_ticks": dyn.worst_lag, "joints": ",".join(joints)},
-                           "check the servos' gains and acceleration ('so101 motors scan') and the loop's latency; "
-                           "'so101 compare-sim sensitivity' shows what such a lag costs the policy"))
+    if (lag := _lag(report.dynamics)) is not None:
+        out.append(lag)
     return out
+
+
+def _unlike(report: ReplayReport) -> Finding | None:
+    """Every class far from the twin's: not one mismatch but a different picture altogether."""
+    seg, disp = report.segmentation, report.disparity
+    present = [v for v in seg.iou.values() if v is not None]
+    if not present or max(present) >= UNLIKE_IOU:
+        return None
+    return Finding("the recorded segmentation does not resemble the twin's",
+                   {"max_iou": max(present), "agreement": seg.agreement, "spearman": disp.spearman},
+                   "check the model, the class ids, the camera: see the recorded frames beside the twin's with "
+                   "'so101 compare-sim REC --out DIR', run 'so101 perceive IMAGE --seg-ckpt CKPT' on a frame of "
+                   "this camera and compare its classes with the spec's (observation.segmentation, real_to_sim)")
+
+
+def _lag(dyn: DynamicsMetrics | None) -> Finding | None:
+    """The recorded joints a few ticks behind the twin's replay of their targets, or ahead of it."""
+    if dyn is None or abs(dyn.worst_lag) < LAG_TICKS:
+        return None
+    evidence = {"lag_ticks": dyn.worst_lag, "joints": ",".join(j.name for j in dyn.joints
+                                                                if j.lag_ticks == dyn.worst_lag)}
+    if dyn.worst_lag > 0:
+        return Finding("the arm lags its targets more than the twin", evidence,
+                       "check the servos' gains and acceleration ('so101 motors scan') and the loop's latency; "
+                       "'so101 compare-sim sensitivity' shows what such a lag costs the policy")
+    # Ahead: the arm answers sooner than the twin's servo model, or the rows pair a reading with a later target.
+    return Finding("the arm moves ahead of the twin's replay of its targets", evidence,
+                   "check that row i's target is the one sent at tick i (targets stored a row late make the arm "
+                   "look ahead), then the twin's servo gains against the arm's ('so101 motors scan')")

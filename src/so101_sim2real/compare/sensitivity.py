@@ -158,32 +158,71 @@ def read_report(path: str | Path) -> dict:
     if not isinstance(timing, dict) or "p50_s" not in timing or not isinstance(data.get("finger_shifts"), list):
         raise So101Error(f"{path}: not a compare-sim report (the report.json of 'so101 compare-sim --out')")
     out: dict = {}
-    p50 = timing["p50_s"]
-    if _number(p50) and p50 > 0:
-        out["period_s"] = float(p50)
-    shifts = [s for s in data["finger_shifts"] if isinstance(s, dict) and _number(s.get("mean_dx"))
-              and _number(s.get("mean_dy"))]
+    if (p50 := _amount(path, "timing.p50_s", timing["p50_s"], low=0.0, open_low=True)) is not None:
+        out["period_s"] = p50
+    shifts = [_shift(path, i, s) for i, s in enumerate(data["finger_shifts"])]
+    shifts = [s for s in shifts if s is not None]
     if shifts:
-        largest = max(shifts, key=lambda s: math.hypot(s["mean_dx"], s["mean_dy"]))
-        out["finger_shift_px"] = math.hypot(largest["mean_dx"], largest["mean_dy"])
-        out["finger_shift"] = (float(np.mean([s["mean_dx"] for s in shifts])),
-                               float(np.mean([s["mean_dy"] for s in shifts])))
-    iou = (data.get("segmentation") or {}).get("iou") if isinstance(data.get("segmentation"), dict) else None
+        largest = max(shifts, key=lambda s: math.hypot(*s))
+        out["finger_shift_px"] = math.hypot(*largest)
+        out["finger_shift"] = (float(np.mean([s[0] for s in shifts])), float(np.mean([s[1] for s in shifts])))
+    iou = _section(path, data, "segmentation").get("iou")
     if isinstance(iou, dict):
-        out["iou"] = {str(k): float(v) for k, v in iou.items() if _number(v)}
-    rel = data.get("disparity", {}).get("rel_error") if isinstance(data.get("disparity"), dict) else None
-    if _number(rel):
-        out["rel_error"] = float(rel)
-    dyn = data.get("dynamics")
-    if isinstance(dyn, dict) and isinstance(dyn.get("joints"), list):
-        lags = [j.get("lag_ticks") for j in dyn["joints"] if isinstance(j, dict) and _number(j.get("lag_ticks"))]
-        if lags:
-            out["lag_ticks"] = int(max(lags))
+        values = {str(k): _amount(path, f"segmentation.iou.{k}", v, low=0.0, high=1.0) for k, v in iou.items()}
+        out["iou"] = {k: v for k, v in values.items() if v is not None}
+    if (rel := _amount(path, "disparity.rel_error", _section(path, data, "disparity").get("rel_error"),
+                       low=0.0)) is not None:
+        out["rel_error"] = rel
+    joints = _section(path, data, "dynamics").get("joints")
+    if isinstance(joints, list):
+        lags = [_amount(path, f"dynamics.joints[{i}].lag_ticks", j.get("lag_ticks"), integer=True)
+                for i, j in enumerate(joints) if isinstance(j, dict)]
+        if lags := [int(v) for v in lags if v is not None]:
+            out["lag_ticks"] = max(lags)
     return out
 
 
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _section(path: Path, data: dict, name: str) -> dict:
+    """A part of the report, {} where it is absent or null (a report of a recording without it)."""
+    part = data.get(name)
+    if part is None:
+        return {}
+    if not isinstance(part, dict):
+        raise So101Error(f"{path}: {name} is {part!r}, not the section 'so101 compare-sim --out' writes")
+    return part
+
+
+def _shift(path: Path, i: int, shift: object) -> tuple[float, float] | None:
+    """One finger's mean (dx, dy), or None where the report has no shift for it."""
+    if not isinstance(shift, dict):
+        raise So101Error(f"{path}: finger_shifts[{i}] is {shift!r}, not a finger's shift")
+    dx = _amount(path, f"finger_shifts[{i}].mean_dx", shift.get("mean_dx"))
+    dy = _amount(path, f"finger_shifts[{i}].mean_dy", shift.get("mean_dy"))
+    return None if dx is None or dy is None else (dx, dy)
+
+
+def _amount(path: Path, name: str, value: object, low: float | None = None, high: float | None = None,
+            open_low: bool = False, integer: bool = False) -> float | None:
+    """A measured amount of the report: None where it was not measured (null), else a finite number
+    in range; anything else is a damaged report, named rather than silently left out."""
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if (not number or (low is not None and (value <= low if open_low else value < low))
+            or (high is not None and value > high) or (integer and not float(value).is_integer())):
+        raise So101Error(f"{path}: {name} is {value!r}, not a measured amount 'so101 compare-sim --out' writes "
+                         f"(a finite number{_range(low, high, open_low, integer)}); write the report again")
+    return float(value)
+
+
+def _range(low: float | None, high: float | None, open_low: bool, integer: bool) -> str:
+    if integer:
+        return ", whole"
+    if low is not None and high is not None:
+        return f" from {low:g} to {high:g}"
+    if low is not None:
+        return f" {'above' if open_low else 'at least'} {low:g}"
+    return ""
 
 
 # ------------------------------------------------------------------ the runs

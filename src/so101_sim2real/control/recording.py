@@ -33,6 +33,7 @@ Arrays are stored with ``numpy.savez_compressed`` and read back without pickle.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -145,6 +146,25 @@ class Recorder:
         tmp.replace(self.folder / INDEX_FILE)
 
 
+def _check_index(index: Path, meta: dict) -> None:
+    """What the reader relies on in ``recording.json``, checked on load: a NaN period would otherwise
+    surface far away (a video writer's noise), a stray file name outside the folder."""
+    period = meta.get("period_s")
+    if period is not None and (isinstance(period, bool) or not isinstance(period, (int, float))
+                               or not math.isfinite(period) or period <= 0):
+        raise So101Error(f"{index}: period_s is {period!r}; a recording's control period is a positive number of "
+                         f"seconds (fix it, or record again)")
+    episodes = meta.get("episodes")
+    if not isinstance(episodes, list):
+        raise So101Error(f"{index}: 'episodes' is not a list; the index is damaged (record again)")
+    for i, entry in enumerate(episodes):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise So101Error(f"{index}: episode {i} names no file; the index is damaged (record again)")
+        if Path(name).name != name or name in (".", ".."):
+            raise So101Error(f"{index}: episode {i}'s file {name!r} is not a file of the recording folder")
+
+
 class Recording:
     """A recording folder opened for reading."""
 
@@ -157,9 +177,12 @@ class Recording:
             self.meta = json.loads(index.read_text())
         except json.JSONDecodeError as exc:
             raise So101Error(f"{index}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(self.meta, dict):
+            raise So101Error(f"{index}: not a recording index (a JSON object with format {FORMAT})")
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise So101Error(f"{index}: format {self.meta.get('format')} v{self.meta.get('version')}, "
                              f"this version reads {FORMAT} v{VERSION}")
+        _check_index(index, self.meta)
         self.spec = load_spec(self.folder / "spec.yaml")
 
     @property
