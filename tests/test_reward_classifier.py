@@ -401,6 +401,16 @@ BAD = {
                                   ".png"),
     "--labels per recording": (lambda t: ["train", t / "rec", "--out", t / "o", "--labels", t / "a.json",
                                           "--labels", t / "b.json"], "one per recording"),
+    # --force replaces a previous classifier folder; a file there is the user's, not ours
+    "--out is a file, even with --force": (lambda t: (t.joinpath("o").write_text("mine\n"),
+                                                      ["train", t / "rec", "--out", t / "o", "--force"])[1],
+                                           "a file, not a folder"),
+    # one recording twice would put copies of training episodes among the held-out ones
+    "a recording twice": (lambda t: ["train", t / "rec", t / "rec", "--out", t / "o"], "given twice"),
+    "a recording twice, spelt another way": (lambda t: ["train", t / "rec", t / "failed" / ".." / "rec", "--out",
+                                                        t / "o"], "(the same folder)"),
+    "a recording and a link to it": (lambda t: ((t / "link").symlink_to(t / "rec"),
+                                                ["train", t / "rec", t / "link", "--out", t / "o"])[1], "given twice"),
 }
 
 

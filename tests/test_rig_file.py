@@ -33,3 +33,27 @@ def test_a_rig_file_round_trips_and_bad_fields_are_named(tmp_path):
             RigGeometry.load(tmp_path / "bad.yaml")
         assert "\n" not in str(info.value) and "bad.yaml" in str(info.value)
     assert math.isclose(np.degrees(back.joint_offsets_rad[2]), 5.0)
+
+
+def test_a_rig_fitted_on_the_sims_intrinsics_says_so_in_one_voice(tmp_path):
+    """A rehearsal fits the mount and offsets on the sim's guessed intrinsics: the file, its reader and
+    describe() all say which is which, and a file written before (calibrated: true) still reads."""
+    fitted = RigGeometry(camera=pinhole_from_fovy(70.5), joint_offsets_rad=np.radians([-3, -3, 5, 5, 0, 0]),
+                         fitted={"rig": {"views": 12}})
+    assert fitted.measured == ["mount", "joint offsets"]
+    assert "measured: mount, joint offsets; the sim's guess: intrinsics (so101 calibrate camera)" in fitted.describe()
+    text = fitted.save(tmp_path / "rig.yaml").read_text()
+    assert "calibrated:" not in text and "# measured: mount, joint offsets; the sim's guess: intrinsics" in text
+    back = RigGeometry.load(tmp_path / "rig.yaml")
+    assert back.calibrated and back.measured == fitted.measured and back.describe() == fitted.describe()
+    (tmp_path / "old.yaml").write_text(text.replace("version: 1\n", "version: 1\ncalibrated: true\n"))
+    assert RigGeometry.load(tmp_path / "old.yaml").describe() == fitted.describe()
+    # nothing measured: the file of the sim's guesses reads back as not calibrated
+    guess = RigGeometry.load(default_rig().save(tmp_path / "guess.yaml"))
+    assert not guess.calibrated and guess.measured == [] and "not calibrated" in guess.describe()
+    from so101_sim2real.calib.camera_model import CameraModel
+
+    lens = CameraModel(size=(480, 640), K=np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]]), D=np.zeros(5),
+                       source="so101 calibrate camera")
+    measured = RigGeometry(camera=lens)
+    assert measured.measured == ["intrinsics"] and "the sim's guess: mount" in measured.describe()

@@ -44,12 +44,25 @@ def writable_folder(folder: str | Path) -> str | None:
     return None
 
 
+def check_out_folder(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse, in one line, an output folder that :func:`write_folder` could not make: one that
+    exists (unless ``overwrite``), a file in its place (``overwrite`` replaces a previous folder,
+    never a file), or a parent that cannot be written. Cheap: call it before the work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():  # renamed aside, a file would outlive the swap as .NAME.old
+        raise So101Error(f"{out}: a file, not a folder; @force replaces a previous folder, not a file: choose "
+                         f"another @out")
+    if out.exists() and not overwrite:
+        raise So101Error(f"{out}: already exists; choose another @out or pass @force")
+    if problem := writable_folder(out.parent):
+        raise So101Error(f"{out}: cannot write there ({problem})")
+
+
 def write_folder(out: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Make the folder ``out`` by ``write``-ing a hidden sibling and renaming it into place: a kill
     at any moment leaves the old folder or the new one, never half of one."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise So101Error(f"{out}: already exists; choose another @out or pass @force")
+    check_out_folder(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         # not mkdtemp: that folder is private (0700); the user's folders get their usual mode

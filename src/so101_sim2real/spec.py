@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.errors import SpecError, did_you_mean
 
 SPEC_VERSION = 1
@@ -391,7 +392,7 @@ def load_spec(path: str | Path) -> Spec:
 
 def spec_from_text(text: str, source: str) -> Spec:
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: {yaml_problem(exc)}") from None
     return spec_from_dict(data, source)

@@ -23,6 +23,7 @@ from so101_sim2real.files import write_file
 
 BOARD_TYPES = ("charuco", "checkerboard")
 MIN_CORNERS = 6  # fewer corners pin a view's pose too loosely to help the fit
+MAX_SQUARE_MM = 500.0  # a square of a board one can print and hold flat (7 of them on A0 are 170 mm)
 _FIELDS = ("type", "squares", "square_mm", "marker_mm", "dictionary", "legacy")
 
 
@@ -59,6 +60,8 @@ class BoardSpec:
             return f"a board of {cols}x{rows} squares is too small: at least 3x3"
         if not self.square_mm > 0:
             return f"square size {self.square_mm} mm: must be positive"
+        if self.square_mm > MAX_SQUARE_MM:  # a printable board; 1e308 would overflow its size
+            return f"square size {self.square_mm:g} mm: at most {MAX_SQUARE_MM:g} mm"
         if self.type == "checkerboard":
             return None
         if not 0 < self.marker_mm < self.square_mm:

@@ -1,8 +1,14 @@
-"""Small YAML records (board.yaml, camera.yaml): read, check each field, say what is wrong in one line."""
+"""Small YAML records (board.yaml, camera.yaml): read, check each field, say what is wrong in one line.
+
+:func:`parse_yaml` is the project's YAML reader: YAML 1.1 as PyYAML reads it, except that a number
+in exponent form is a float as in YAML 1.2 (``1e-5``, ``1e308``, ``2E3``), where YAML 1.1 wants a
+dot and a signed exponent (``1.0e-5``) and reads the rest as text.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,6 +16,31 @@ from typing import Any
 import yaml
 
 from so101_sim2real.errors import So101Error, did_you_mean
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.1's floats (PyYAML's pattern: sexagesimal, .inf, .nan, underscores) and YAML 1.2's
+# exponent forms: 1e5, 1E-5, +2.5e3, .5e1. A plain integer stays an integer.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats (see the module's docstring)."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, _FLOAT if tag == _FLOAT_TAG else pattern) for tag, pattern in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as data, safely (no objects), numbers read as a person means them; raises
+    :class:`yaml.YAMLError` as :func:`yaml.safe_load` does."""
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
 
 
 def read_yaml(path: str | Path, what: str, name: str | None = None) -> Any:
@@ -26,7 +57,7 @@ def read_yaml(path: str | Path, what: str, name: str | None = None) -> Any:
     from so101_sim2real.spec import yaml_problem
 
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise So101Error(f"{name}: {yaml_problem(exc)}") from None
 
@@ -62,8 +93,10 @@ class Fields:
         value = self.get(name, default)
         if value is None and default is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(name, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise self.error(name, f"expected a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"must be at least {minimum}, got {value}")
         return float(value)

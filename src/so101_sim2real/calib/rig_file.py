@@ -10,9 +10,14 @@ Three things the sim guessed and the real rig settles:
   joint angle (``so101 calibrate rig`` fits them; one SO-100 needed -3/-3/+5/+5 degrees).
 
 A rig without a file is :func:`default_rig`: the values the user's sim was built with
-(fovy 70.5 from a 16:9 assumption, the mount from a tape measure), marked
-``calibrated: false`` so that commands can say so. Each fitted part carries how it was
-fitted and its residuals under ``fitted``.
+(fovy 70.5 from a 16:9 assumption, the mount from a tape measure), so that commands can say
+so. Each fitted part carries how it was fitted and its residuals under ``fitted``.
+
+What was measured is read from the file's one record of it, never from a flag beside it: the
+intrinsics unless the camera block is the sim's fovy guess (its ``source`` says ``not
+calibrated``), the mount when ``fitted`` has ``rig`` or ``align``, the joint offsets when it has
+``rig``. A rehearsal on the twin fits the mount and offsets on the sim's intrinsics, and its
+file says exactly that. Files that carry ``calibrated:`` (written before) are still read.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ DEFAULT_MOUNT_EULER = (0.398, 0.0, 3.14159)
 DEFAULT_FOVY_DEG = 70.5
 DEFAULT_SIZE = (480, 640)  # (H, W)
 _FIELDS = ("format", "version", "camera", "mount", "joint_offsets_deg", "fitted", "calibrated")
+GUESS_MARK = "(not calibrated)"  # in the source of a camera that is the sim's fovy guess
+PARTS = ("intrinsics", "mount", "joint offsets")
+_MEASURES = {"intrinsics": "so101 calibrate camera", "mount": "so101 calibrate rig or align",
+             "joint offsets": "so101 calibrate rig"}
 
 
 def pinhole_from_fovy(fovy_deg: float, size: tuple[int, int] = DEFAULT_SIZE) -> CameraModel:
@@ -46,7 +55,12 @@ def pinhole_from_fovy(fovy_deg: float, size: tuple[int, int] = DEFAULT_SIZE) -> 
     height, width = size
     f = (height / 2) / math.tan(math.radians(fovy_deg) / 2)
     K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
-    return CameraModel(size=size, K=K, D=np.zeros(5), model="pinhole", source=f"fovy {fovy_deg:g} (not calibrated)")
+    return CameraModel(size=size, K=K, D=np.zeros(5), model="pinhole", source=f"fovy {fovy_deg:g} {GUESS_MARK}")
+
+
+def is_guess(camera: CameraModel) -> bool:
+    """The camera is the sim's fovy guess, not a measured one."""
+    return GUESS_MARK in camera.source
 
 
 @dataclass
@@ -57,7 +71,7 @@ class RigGeometry:
     mount_pos: tuple[float, float, float] = DEFAULT_MOUNT_POS  # metres, in the gripper body
     mount_euler: tuple[float, float, float] = DEFAULT_MOUNT_EULER  # radians, MuJoCo XML euler
     joint_offsets_rad: np.ndarray = field(default_factory=lambda: np.zeros(len(JOINT_NAMES)))
-    calibrated: bool = True  # False: the sim's guesses (default_rig)
+    calibrated: bool = True  # False: the sim's guesses (default_rig); True: at least one part measured
     fitted: dict[str, Any] = field(default_factory=dict)  # how each part was measured, and its residuals
 
     def __post_init__(self) -> None:
@@ -65,32 +79,47 @@ class RigGeometry:
         self.mount_euler = tuple(float(v) for v in self.mount_euler)
         self.joint_offsets_rad = np.asarray(self.joint_offsets_rad, dtype=np.float64).reshape(len(JOINT_NAMES))
 
+    @property
+    def measured(self) -> list[str]:
+        """The parts (of :data:`PARTS`) that were measured; the others are the sim's guesses."""
+        if not self.calibrated:
+            return []
+        fitted = set(self.fitted)
+        return [part for part, done in (("intrinsics", not is_guess(self.camera)),
+                                        ("mount", bool({"rig", "align"} & fitted)),
+                                        ("joint offsets", "rig" in fitted)) if done]
+
     def describe(self) -> str:
-        """One line for inspect/infer: what the twin's camera is, and whether it was measured."""
+        """One line for inspect/infer: what the twin's camera is, and which of it was measured."""
         c = self.camera
         what = (f"{c.model} {c.size[1]}x{c.size[0]}, fx {c.fx:.1f} fy {c.fy:.1f}, fovy {c.fovy_deg():.1f} deg; "
                 f"mount at {tuple(round(v * 1000, 1) for v in self.mount_pos)} mm")
-        if not self.calibrated:
+        measured = self.measured
+        if not measured:
             return (f"{what}: the sim's guesses, not calibrated (so101 calibrate camera, then so101 calibrate rig "
                     f"or align)")
+        guessed = [f"{part} ({_MEASURES[part]})" for part in PARTS if part not in measured]
+        what += "; measured: " + ", ".join(measured) + ("; the sim's guess: " + ", ".join(guessed) if guessed else "")
         offsets = np.degrees(self.joint_offsets_rad)
-        if not {"rig", "align"} & set(self.fitted):
-            what += " (the mount is the sim's guess: so101 calibrate rig or align measures it)"
         return what + ("; joint offsets " + " ".join(f"{v:+.1f}" for v in offsets) + " deg"
                        if np.abs(offsets).max() > 0 else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "calibrated": self.calibrated,
-                "camera": self.camera.to_dict(),
+        return {"format": FORMAT, "version": VERSION, "camera": self.camera.to_dict(),
                 "mount": {"pos": [float(v) for v in self.mount_pos], "euler": [float(v) for v in self.mount_euler]},
                 "joint_offsets_deg": {j: round(float(math.degrees(v)), 4)
                                       for j, v in zip(JOINT_NAMES, self.joint_offsets_rad, strict=True)},
                 "fitted": self.fitted}
 
     def save(self, path: str | Path) -> Path:
+        """Write ``rig.yaml``; what was measured is said once, by the camera block and ``fitted``
+        (a comment repeats it for the reader)."""
+        guessed = [part for part in PARTS if part not in self.measured]
         header = ("# The rig's measured geometry (so101 calibrate). mount: the wrist camera in the gripper body,\n"
                   "# metres and MuJoCo XML euler radians; joint_offsets_deg: added to the calibrated joint reading\n"
-                  "# to give the sim's joint angle.\n")
+                  "# to give the sim's joint angle.\n"
+                  f"# measured: {', '.join(self.measured) or 'nothing'}"
+                  + (f"; the sim's guess: {', '.join(guessed)}" if guessed else "") + "\n")
         return write_file(path, header + yaml.safe_dump(_plain(self.to_dict()), sort_keys=False,
                                                         default_flow_style=None, width=120))
 
@@ -112,10 +141,13 @@ class RigGeometry:
             raise f.error("joint_offsets_deg", "expected JOINT: degrees for the joints of " + ", ".join(JOINT_NAMES))
         o = Fields(offsets, f"{path}: joint_offsets_deg", JOINT_NAMES)
         fitted = f.get("fitted", {})
-        return cls(camera=camera, mount_pos=tuple(m.numbers("pos", length=(3,))),
-                   mount_euler=tuple(m.numbers("euler", length=(3,))),
-                   joint_offsets_rad=np.radians([o.number(j, 0.0) for j in JOINT_NAMES]),
-                   calibrated=f.flag("calibrated", True), fitted=fitted if isinstance(fitted, dict) else {})
+        rig = cls(camera=camera, mount_pos=tuple(m.numbers("pos", length=(3,))),
+                  mount_euler=tuple(m.numbers("euler", length=(3,))),
+                  joint_offsets_rad=np.radians([o.number(j, 0.0) for j in JOINT_NAMES]),
+                  fitted=fitted if isinstance(fitted, dict) else {})
+        # an older file's flag is kept; a newer file has none: calibrated is "something was measured"
+        rig.calibrated = f.flag("calibrated", None) if "calibrated" in f.data else bool(rig.measured)
+        return rig
 
 
 def _camera(f: Fields, path: str | Path) -> CameraModel:

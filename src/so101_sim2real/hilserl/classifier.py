@@ -38,10 +38,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.files import share_like_the_user, write_folder
+from so101_sim2real.files import check_out_folder, share_like_the_user, write_folder
 from so101_sim2real.hilserl.labels import _check_keys, _episode_positions, labels_for
 from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.observation import center_crop_box
@@ -162,7 +163,7 @@ def save_classifier(classifier: Classifier, out: str | Path, overwrite: bool = F
 
 
 def load_classifier(folder: str | Path, device: str = "cpu") -> Classifier:
-    """Read a classifier folder: safetensors and ``yaml.safe_load``, no pickle."""
+    """Read a classifier folder: safetensors and safe YAML, no pickle."""
     folder = Path(folder)
     if not folder.is_dir():
         raise So101Error(f"{folder}: no such classifier folder (train one with 'so101 reward train')")
@@ -170,7 +171,7 @@ def load_classifier(folder: str | Path, device: str = "cpu") -> Classifier:
         if not (folder / needed).is_file():
             raise So101Error(f"{folder}: missing {needed}; a classifier folder is written by 'so101 reward train'")
     try:
-        data = yaml.safe_load((folder / CONFIG_FILE).read_text())
+        data = parse_yaml((folder / CONFIG_FILE).read_text())
     except yaml.YAMLError as exc:
         raise So101Error(f"{folder / CONFIG_FILE}: {yaml_problem(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
@@ -260,6 +261,7 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
     datasets = [_as_dataset(d) for d in datasets]
     if not datasets:
         raise So101Error("no recordings given")
+    _check_distinct([Path(d.recording) for d in datasets])
     recordings = [Recording(d.recording) for d in datasets]
     config = config or _input_config(recordings, input_kind)
     for rec in recordings:
@@ -292,6 +294,18 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
     frames = Frames(np.concatenate(images), np.concatenate(labels), np.concatenate(episode), np.concatenate(rows),
                     keys, sources)
     return frames, config
+
+
+def _check_distinct(folders: list[Path]) -> None:
+    """Each recording once: one given twice (however spelt: a symlink, a ``..``) would count its
+    frames twice and put copies of training episodes among the held-out ones."""
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.expanduser().resolve()
+        if real in seen:
+            same = "" if seen[real] == folder else f" and {folder} (the same folder)"
+            raise So101Error(f"{seen[real]}{same}: given twice; give each recording once")
+        seen[real] = folder
 
 
 def _episode_frames(rec: Recording, arrays: dict[str, np.ndarray], preparer: Classifier) -> np.ndarray:
@@ -419,8 +433,7 @@ def train_classifier(datasets: Sequence[Dataset | str | Path], out: str | Path, 
     opts = options or TrainOptions()
     opts.check()
     out = Path(out)
-    if out.exists() and not overwrite:  # before the training, not after it
-        raise So101Error(f"{out}: already exists; choose another @out or pass @force")
+    check_out_folder(out, overwrite)  # before the training, not after it
     started = time.monotonic()
     frames, config = load_frames(datasets, input_kind)
     train_mask, held_mask = split_by_episode(frames, opts.heldout, opts.seed)

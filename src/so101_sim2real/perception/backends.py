@@ -88,9 +88,16 @@ def default_precision(name: str) -> str:
 
 
 def check_threads(threads: int | None, shown: str = "@perception_threads") -> None:
-    """A thread budget is a positive count (None: torch's)."""
+    """A thread budget is a count from 1 to the cores this process may use (None: torch's).
+
+    More is refused rather than clipped: threads beyond the cores only make the networks wait on
+    each other, a clipped budget would make the timings differ from the ones asked for without a
+    word, and a huge count crashes the thread pools (100000 ended the process with a segfault).
+    """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise So101Error(f"{shown} {threads!r}: give at least 1")
+    if threads is not None and threads > (cores := usable_cores()):
+        raise So101Error(f"{shown} {threads}: this process may use {cores} CPU core(s); give 1 to {cores}")
 
 
 def usable_cores() -> int:

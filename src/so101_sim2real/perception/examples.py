@@ -35,18 +35,14 @@ class ExampleModels:
 
 def write_example_models(out: str | Path, force: bool = False, seed: int = 0) -> ExampleModels:
     """EfficientViT-B0 + FPN and Depth Anything V2 Small with seeded random weights, under ``out``."""
-    import torch
+    folder = Path(out).expanduser()
+    check_out(folder, force)
+    import torch  # seconds to import: after the checks
     from transformers import DepthAnythingForDepthEstimation
     from transformers.utils import logging
 
     from so101_sim2real.perception.depth import small_config
     from so101_sim2real.perception.segmentation import SegmentationNet
-
-    folder = Path(out).expanduser()
-    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())) and not force:  # empty is fine
-        raise So101Error(f"@out {folder}: already exists; pass @force to replace it")
-    if problem := writable_folder(folder.parent):
-        raise So101Error(f"@out {folder}: cannot create it ({problem})")
 
     def write(staging: Path) -> None:
         torch.manual_seed(seed)
@@ -69,6 +65,38 @@ def write_example_models(out: str | Path, force: bool = False, seed: int = 0) ->
     # one rename swaps the old folder for the new: a kill or a failure leaves the old one whole
     write_folder(folder, write, overwrite=True)
     return ExampleModels(folder, folder / SEG_FILE, folder / DEPTH_DIR)
+
+
+def check_out(folder: Path, force: bool) -> None:
+    """What :func:`write_example_models` would refuse, said before anything is imported or written:
+    a file at ``folder`` (@force replaces a previous folder, not a file), a folder with files in
+    it without @force (an empty one is fine), a place that cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        raise So101Error(f"@out {folder}: a file, not a folder; @force replaces a previous folder, not a file: "
+                         f"choose another @out")
+    if folder.exists() and any(folder.iterdir()) and not force:
+        raise So101Error(f"@out {folder}: already exists; pass @force to replace it")
+    if problem := writable_folder(folder.parent):
+        raise So101Error(f"@out {folder}: cannot create it ({problem})")
+
+
+def example_sources(seg_ckpt: str | Path | None, depth_model: str | Path) -> list[str]:
+    """Which of the two models are example weights, found without loading them: the depth folder's
+    config, the segmentation checkpoint's pickle (the mark is one of its keys, stored as text)."""
+    return [str(source) for source, example in ((seg_ckpt, seg_ckpt is not None and _marked_checkpoint(seg_ckpt)),
+                                                (depth_model, is_example_folder(depth_model))) if example]
+
+
+def _marked_checkpoint(path: str | Path) -> bool:
+    """A ``torch.save`` archive whose pickle holds the example mark (read as bytes, never unpickled)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(EXAMPLE_MARK.encode() in archive.read(name) for name in archive.namelist()
+                       if name.endswith("data.pkl"))
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def is_example_folder(folder: str | Path) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.interfaces import Perceived, Perception
 from so101_sim2real.sim.scene import SceneConfig
@@ -104,7 +105,7 @@ def load_perturbation(path: str | Path) -> Perturbation:
     """A :class:`Perturbation` from a YAML file, with one-line errors."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except OSError as exc:
         raise So101Error(f"{path}: cannot read the perturbation file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
