@@ -36,7 +36,7 @@ def test_a_hand_script_is_a_list_of_grabs_in_order(tmp_path):
 
 @pytest.mark.parametrize(("text", "twin", "message"), [
     ("- {at_s: 1, hold: 2, guide: still}", False, "grab 1: unknown key 'hold' (did you mean 'hold_s'?)"),
-    ("- {at_s: -1, hold_s: 2, guide: still}", False, "grab 1: at_s -1: seconds, 0 or more"),
+    ("- {at_s: -1, hold_s: 2, guide: still}", False, "grab 1: at_s -1: seconds, 0 to 86400"),
     ("- {at_s: 1, hold_s: 0, guide: still}", False, "grab 1: hold_s 0"),
     ("- {at_s: 1, hold_s: 2, guide: still}\n- {at_s: 1, hold_s: 2, guide: grab}", False,
      "grab 2: guide 'grab': choose cube, still, or {JOINT: DEGREES, ...}"),

@@ -252,3 +252,93 @@ def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
     assert on_gpu.rig_request(learner_threads=1).models.threads is None
     # the actor's own thread (its policy) on the same budget, on the twin too
     assert RunOptions(ckpt="c.pt").actor_threads(1) == 3 and given.actor_threads(1) == 2
+
+
+README_HAND = """\
+- {episode: 1, step: 5, hold_s: 8, guide: cube}
+- {when: stalled, stall_s: 0.2, hold_s: 5, guide: cube}
+"""
+
+
+def test_a_hand_script_session_shows_its_takeovers_in_status_and_writes_one_return(capsys, snapshot, tmp_path):
+    from so101_sim2real.control.recording import Recording
+
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(README_HAND)
+    out = tmp_path / "run"
+    code, text, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--intervene",
+                          "leader", "--leader-port", "emulator", "--hand", str(hand), "--episodes", "2",
+                          "--max-steps", "30", "--set", "learner.batch_size=8")
+    assert code == 0, err
+    assert "camera: " in text and "not calibrated" in text  # what infer says, said here too
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["takeovers"] for row in metrics] == [1, 1]  # episode 1 at step 5; the stall in episode 2
+    flags = Recording(out / "episodes").load(0)["is_intervention"].astype(bool)
+    assert not flags[:4].any() and flags[5:10].all()  # the policy until step 5, the hand's from there
+    # one return per episode, the same in metrics.jsonl and the episode files
+    recorded = json.loads((out / "episodes" / "recording.json").read_text())["episodes"]
+    assert [row["return"] for row in metrics] == [e["return"] for e in recorded]
+    code, text, _ = run(capsys, "hilserl", "status", str(out))
+    assert code == 0 and "leader takeovers: 2" in text, text
+    code, text, _ = run(capsys, "hilserl", "status", str(out), "--json")
+    assert json.loads(text)["takeovers"] == 2
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--hand", str(hand))
+    assert code == 2 and "--hand: a resumed run keeps its own" in err
+
+
+def test_one_return_per_episode_in_metrics_and_the_episode_files(capsys, snapshot, tmp_path):
+    out = tmp_path / "run"  # the success reward: the task's dense reward is not the learner's return
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--episodes", "1",
+                       "--max-steps", "12", "--set", "learner.batch_size=4")
+    assert code == 0, err
+    metrics = [json.loads(line)["return"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recorded = json.loads((out / "episodes" / "recording.json").read_text())["episodes"]
+    assert metrics == [e["return"] for e in recorded]
+
+
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(capsys, snapshot, tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(snapshot, start / "snap.pt")
+    monkeypatch.chdir(start)
+    code, _, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "3", "--record",
+                       "demos", "--no-record-rgb")
+    assert code == 0, err
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", "snap.pt", "--out", "run", "--demos", "demos",
+                       "--episodes", "1", "--max-steps", "4", "--set", "learner.batch_size=4")
+    assert code == 0, err
+    options = yaml.safe_load((start / "run" / "run.yaml").read_text())["options"]
+    assert options["ckpt"] == str(start / "snap.pt") and options["demos"] == [str(start / "demos")]
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run(capsys, "hilserl", "train", "--out", "../start/run", "--resume", "--episodes", "1",
+                       "--max-steps", "4")
+    assert code == 0, err
+    # an older run.yaml with relative paths says where they resolve
+    text = (start / "run" / "run.yaml").read_text().replace(str(start / "demos"), "demos")
+    (start / "run" / "run.yaml").write_text(text)
+    code, _, err = run(capsys, "hilserl", "train", "--out", "../start/run", "--resume")
+    assert code == 2 and "names demos demos relative to the folder the run started in" in err, err
+
+
+def test_example_weights_and_a_classifier_judging_their_noise_are_warned_of(capsys, snapshot, tmp_path):
+    import torch
+
+    from so101_sim2real.hilserl import classifier as C
+    from so101_sim2real.perception.examples import write_example_models
+
+    examples = write_example_models(tmp_path / "examples")
+    torch.manual_seed(0)
+    config = C.ClassifierConfig("obs", ["seg", "disparity"], (84, 84), "center_square", (480, 640))
+    classifier = C.save_classifier(C.Classifier(C.RewardNet(2), config), tmp_path / "classifier")
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(tmp_path / "run"),
+                       "--perception", "real", "--seg-ckpt", str(examples.seg_ckpt), "--depth-model",
+                       str(examples.depth_model), "--backend", "torch", "--reward", "classifier", "--classifier",
+                       str(classifier), "--episodes", "1", "--max-steps", "2", "--set", "learner.batch_size=4")
+    assert code == 0, err
+    assert "example weights (random): the policy sees noise" in err
+    assert "the reward classifier judges the policy's frame" in err and "its successes are noise too" in err

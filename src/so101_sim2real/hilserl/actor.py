@@ -129,6 +129,11 @@ class BufferSink:
                               learner_reward=step.reward, terminated=step.terminated, ends=ends,
                               is_intervention=step.is_intervention)
 
+    @property
+    def episode_return(self) -> float:
+        """The learner's return of the episode in progress or just ended: the one the run reports."""
+        return float(self._episode["return"])
+
     def end(self) -> None:
         self.buffer.end_episode()
         if self.recorder:

@@ -69,23 +69,30 @@ def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
     return out
 
 
-def last_metrics(path: str | Path) -> dict[str, Any] | None:
-    """The newest complete line of the run's metrics (a line cut by a kill is skipped)."""
+def metric_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of the run's metrics, oldest first (a line cut by a kill is skipped)."""
     file = Path(path) / METRICS_FILE
     if not file.is_file():
-        return None
-    for line in reversed(file.read_text().splitlines()):
+        return []
+    rows = []
+    for line in file.read_text().splitlines():
         try:
-            return json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return None
+    return rows
+
+
+def takeovers(rows: list[dict[str, Any]]) -> int | None:
+    """The leader takeovers of the run's episodes (None: no episode had a person's leader)."""
+    counts = [r["takeovers"] for r in rows if r.get("takeovers") is not None]
+    return sum(counts) if counts else None
 
 
 def status(path: str | Path) -> dict[str, Any]:
     """What a run folder says about itself (running or not)."""
     run = RunFolder.open(path)
-    rows = episode_rows(path)
+    rows, metrics = episode_rows(path), metric_rows(path)
     recent = [r for r in rows if not r["interrupted"]][-20:]
     interventions = [r["intervention_rate"] for r in recent]
     return {
@@ -94,5 +101,5 @@ def status(path: str | Path) -> dict[str, Any]:
         "success_rate_last_20": float(np.mean([bool(e["success"]) for e in recent])) if recent else None,
         "intervention_rate_last_20": float(np.mean(interventions)) if interventions else None,
         "episodes_recorded": len(rows), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
-        "last": last_metrics(path),
+        "takeovers": takeovers(metrics), "last": metrics[-1] if metrics else None,
     }

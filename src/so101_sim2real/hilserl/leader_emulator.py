@@ -7,9 +7,11 @@ as on a real leader. Its calibration is written to a file for ``--leader-calibra
 
 A :class:`HandThread` plays a hand script (:mod:`~so101_sim2real.hilserl.hand_script`)
 on the emulator's own clock: it waits until the leader first follows (its torque goes
-on), then at each grab's time holds the servos where it wants them
-(:meth:`~so101_sim2real.hardware.emulator.Servo.grab`, stronger than the low-gain
-motors) and lets go after ``hold_s``. The other process sees only a leader that moves.
+on), then when each grab's trigger fires (its time, the session's episode and step as a
+:class:`SessionClock` tells them, or the follower stalling short of the twin's cube)
+holds the servos where it wants them (:meth:`~so101_sim2real.hardware.emulator.Servo.grab`,
+stronger than the low-gain motors) and lets go after ``hold_s``. The other process sees
+only a leader that moves.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +41,17 @@ HAND_SPEED_DEG_S = 90.0  # a {JOINT: DEGREES} guide moves each joint this fast: 
 # more than FOLLOWER_LAG_M (so the grasp is the follower's, not only the leader's).
 LEAD_M, FOLLOWER_LAG_M = 0.05, 0.01
 CALIBRATION_NAME = "emulated_leader.json"
+# A stall is no progress toward the cube: the follower's TCP coming PROGRESS_M closer restarts
+# the count; a jump farther than RESET_JUMP_M within one hand tick is the world reset (a new
+# episode), which restarts it too.
+PROGRESS_M, RESET_JUMP_M = 0.01, 0.05
+
+
+class SessionClock(Protocol):
+    """Where the session that drives the follower is: told by that session, not guessed here."""
+
+    def now(self) -> tuple[int, int] | None:
+        """(episode, step): the episode 1-based, its steps so far; None before any episode."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +59,9 @@ class HandEvent:
     """What the hand did, seconds after the leader started following."""
 
     t_s: float
-    kind: str  # "grab" or "let go"
+    kind: str  # "grab", "let go" or "skip"
     grab: int  # 1-based, as in the script
-    why: str = ""  # a let-go's reason
+    why: str = ""  # the trigger of a grab, a let-go's or a skip's reason
 
     def __str__(self) -> str:
         return f"hand: {self.kind} {self.grab} at {self.t_s:.1f} s" + (f" ({self.why})" if self.why else "")
@@ -66,9 +80,9 @@ class _Still:
 class _Joints:
     """Move some joints by given degrees, at a hand's speed, then hold."""
 
-    def __init__(self, q: np.ndarray, offsets_deg: dict[str, float]):
+    def __init__(self, q: np.ndarray, offsets_deg: dict[str, float], ranges: np.ndarray):
         delta = np.array([np.radians(offsets_deg.get(j, 0.0)) for j in JOINT_NAMES])
-        self.pose, self.goal = q.copy(), q + delta
+        self.pose, self.goal = q.copy(), np.clip(q + delta, ranges[:, 0], ranges[:, 1])  # a hand stops at the end
 
     def step(self, q: np.ndarray, limp: bool) -> np.ndarray | None:
         reach = np.radians(HAND_SPEED_DEG_S) * HAND_TICK_S
@@ -108,6 +122,33 @@ class _Cube:
         return self.pose
 
 
+class _Stall:
+    """How long the follower has made no progress toward the twin's cube while the leader follows."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.first: float | None = None
+        self.last: float | None = None
+        self.since = 0.0
+        self.episode: int | None = None
+        self.moved = False  # the world has changed since the hand began watching: a session runs
+
+    def seconds(self, t: float, distance: float, live: bool, episode: int | None) -> float:
+        """Seconds without progress at ``t`` (``distance``: the follower's TCP to the cube;
+        ``live``: the leader follows, nobody holds it, an episode runs as far as is known;
+        ``episode``: the session's, when known)."""
+        self.first = distance if self.first is None else self.first
+        self.moved = self.moved or abs(distance - self.first) > PROGRESS_M
+        jumped = self.last is not None and distance - self.last > RESET_JUMP_M
+        self.last = distance
+        # With no session clock, a follower that has never moved is a session still loading
+        live = live and (episode is not None or self.moved)
+        if not live or jumped or episode != self.episode or self.best is None or distance < self.best - PROGRESS_M:
+            self.best, self.since, self.episode = distance, t, episode
+            return 0.0
+        return t - self.since
+
+
 @dataclass
 class TwinView:
     """What a ``cube`` guide needs of the twin that runs in this process."""
@@ -117,16 +158,32 @@ class TwinView:
     kinematics: object
     action: object  # the spec's ActionSpec: step size and gripper mapping
 
+    def follower_to_cube_m(self) -> float:
+        """The follower's TCP to the cube, metres."""
+        with self.lock:
+            follower, cube = self.task.qpos()[:5].copy(), np.asarray(self.task.cube_pos(), dtype=float).copy()
+        return float(np.linalg.norm(self.kinematics.fk(follower)[0] - cube))
+
 
 class HandThread:
-    """Plays the grabs of a hand script on an emulated leader, on its own 50 Hz clock."""
+    """Plays the grabs of a hand script on an emulated leader, on its own 50 Hz clock.
+
+    ``session`` says the session's episode and step (``episode`` grabs wait for it); ``twin``
+    lets ``cube`` guides and ``stalled`` triggers see the twin; ``clock`` is the hand's time."""
 
     def __init__(self, emulator: BusEmulator, calibration: ArmCalibration, grabs: list[Grab],
-                 twin: TwinView | None = None, clock: Callable[[], float] = time.monotonic):
+                 twin: TwinView | None = None, clock: Callable[[], float] = time.monotonic,
+                 session: SessionClock | None = None):
+        if twin is None and any(g.guide == "cube" or g.when for g in grabs):
+            raise ValueError("cube guides and stalled triggers need the twin")
         self.emulator, self.cal, self.grabs, self.twin, self.clock = emulator, calibration, grabs, twin, clock
+        self.session = session
         self.started_at: float | None = None  # when the leader first followed
         self.events: list[HandEvent] = []
-        self._next, self._guide = 0, None
+        self._next, self._guide, self._until = 0, None, 0.0
+        self._grabbed_in: int | None = None  # the session's episode the hand grabbed in, where known
+        self._stall = _Stall()
+        self._ranges = calibration.sim_ranges()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -157,28 +214,52 @@ class HandThread:
             return
         t = now - self.started_at
         if self._guide is None:
-            if self._next < len(self.grabs) and t >= self.grabs[self._next].at_s:
+            if self._next < len(self.grabs) and self._due(self.grabs[self._next], t):
                 self._grab(t)
             return
-        grab = self.grabs[self._next]
         pose = self._guide.step(self._leader_q(), limp=not self._following())
-        if pose is None or t >= grab.until_s:
+        over = self._grabbed_in is not None and self._episode() != self._grabbed_in  # a person lets go at the end
+        if pose is None or over or t >= self._until:
             self._let_go()
-            self.events.append(HandEvent(t, "let go", self._next + 1, "the cube is up" if pose is None else ""))
+            why = "the cube is up" if pose is None else f"episode {self._grabbed_in} ended" if over else ""
+            self.events.append(HandEvent(t, "let go", self._next + 1, why))
             self._next += 1
         else:
             self._hold(pose)
 
+    def _episode(self) -> int | None:
+        """The session's episode, where a session clock tells it."""
+        where = self.session.now() if self.session is not None else None
+        return None if where is None else where[0]
+
+    def _due(self, grab: Grab, t: float) -> bool:
+        """Whether ``grab``'s trigger fires now (a grab whose episode is over is skipped)."""
+        if grab.at_s is not None:
+            return t >= grab.at_s
+        where = self.session.now() if self.session is not None else None
+        if grab.when is not None:
+            live = self._following() and (self.session is None or where is not None)
+            episode = None if where is None else where[0]
+            return self._stall.seconds(t, self.twin.follower_to_cube_m(), live, episode) >= grab.stall_s
+        if where is None:  # no episode yet: the session has not begun one (or not told it)
+            return False
+        if where[0] > grab.episode:
+            self.events.append(HandEvent(t, "skip", self._next + 1, f"episode {grab.episode} is over"))
+            self._next += 1
+            return False
+        return where[0] == grab.episode and where[1] >= grab.step
+
     def _grab(self, t: float) -> None:
-        guide, q = self.grabs[self._next].guide, self._leader_q()
-        if guide == "cube":
+        grab, q = self.grabs[self._next], self._leader_q()
+        if grab.guide == "cube":
             self._guide = _Cube(q, self.twin)
-        elif guide == "still":
+        elif grab.guide == "still":
             self._guide = _Still(q)
         else:
-            self._guide = _Joints(q, guide)
+            self._guide = _Joints(q, grab.guide, self._ranges)
+        self._until, self._grabbed_in = t + grab.hold_s, self._episode()
         self._hold(self._guide.pose)
-        self.events.append(HandEvent(t, "grab", self._next + 1))
+        self.events.append(HandEvent(t, "grab", self._next + 1, grab.trigger))
 
     def _following(self) -> bool:
         with self.emulator.lock:
@@ -208,10 +289,13 @@ class EmulatedLeader:
     """The leader arm of ``so101 emulate --leader``: its pty, its calibration file, its hand.
 
     ``bridge`` (a :class:`~so101_sim2real.control.twin_bus.TwinBridge`, for ``--twin``)
-    places the leader where the twin arm is and lets ``cube`` grabs see the cube.
+    places the leader where the twin arm is and lets ``cube`` grabs and ``stalled`` triggers
+    see the cube; ``clock`` tells ``episode`` grabs the session's episode and step (until a
+    session tells it one, they wait).
     """
 
-    def __init__(self, grabs: list[Grab] | None = None, bridge: object | None = None):
+    def __init__(self, grabs: list[Grab] | None = None, bridge: object | None = None,
+                 clock: SessionClock | None = None):
         from so101_sim2real.control.twin_bus import twin_arm_calibration
 
         self.cal = twin_arm_calibration()
@@ -221,7 +305,7 @@ class EmulatedLeader:
                 raw = self.cal.to_raw(bridge.task.qpos()[:6])
             start = {self.cal.motors[j].id: raw[j] for j in JOINT_NAMES}
         self.emulator = BusEmulator(list(self.cal.ids.values()), positions=start)
-        self.hand = HandThread(self.emulator, self.cal, grabs, _twin_view(bridge)) if grabs else None
+        self.hand = HandThread(self.emulator, self.cal, grabs, _twin_view(bridge), session=clock) if grabs else None
         self.folder: Path | None = None
 
     @property

@@ -10,12 +10,14 @@ follower's ranges, and the session is refused with what to fix.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from so101_sim2real.control.rig import EMULATOR_PORT, Rig
 from so101_sim2real.errors import So101Error
+from so101_sim2real.hilserl.hand_script import Grab
 from so101_sim2real.hilserl.leader import LeaderIntervener, TakeoverConfig
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.sim import scene as S
@@ -45,8 +47,11 @@ class LeaderSession:
 
 
 def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: int = 0,
-                keys: object | None = None, cfg: TakeoverConfig | None = None) -> LeaderSession:
-    """Connect the leader (torque off, low gains), check it against the follower, wrap it as an intervener."""
+                keys: object | None = None, cfg: TakeoverConfig | None = None,
+                grabs: list[Grab] | None = None) -> LeaderSession:
+    """Connect the leader (torque off, low gains), check it against the follower, wrap it as an intervener.
+
+    ``grabs`` (a hand script, for ``emulator`` only) replace the scripted hand's grab at step 10."""
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.so101 import SO101Leader
 
@@ -54,7 +59,7 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
     closers: list = []
     try:
         if port == EMULATOR_PORT:
-            leader = _emulated_leader(rig, spec, kinematics, seed, closers)
+            leader = _emulated_leader(rig, spec, kinematics, seed, closers, grabs)
         else:
             cal = _leader_calibration(calibration, port)
             arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True, max_step_rad=_follow_step(rig))
@@ -70,7 +75,8 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
         raise
 
 
-def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, closers: list) -> object:
+def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, closers: list,
+                     grabs: list[Grab] | None = None) -> object:
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
@@ -89,9 +95,25 @@ def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, cl
     arm.connect()
     closers.append(arm.close)
     twin = rig.twin
+    if grabs:
+        return _scripted_leader(arm, emulator, cal, rig, spec, kinematics, grabs)
     hand = ScriptedLeaderHand(emulator, cal, kinematics, spec.action, ScriptedExpert(twin),
                               follower=lambda: twin.qpos()[:6], seed=seed)
     return HandOnLeader(arm, hand)
+
+
+def _scripted_leader(arm: object, emulator: object, cal: object, rig: Rig, spec: Spec, kinematics: Kinematics,
+                     grabs: list[Grab]) -> object:
+    """The emulated leader with a hand script's hand on it, ticked by the session's own loop."""
+    from so101_sim2real.hilserl.leader_emulator import HandThread, TwinView
+    from so101_sim2real.hilserl.leader_hand import ScriptOnLeader, SessionSteps
+
+    # the emulated arm's twin steps its physics in a thread of its own: read it under its lock
+    lock = getattr(getattr(rig.task, "bridge", None), "lock", None) or threading.Lock()
+    clock = SessionSteps(lambda: rig.period_s)
+    hand = HandThread(emulator, cal, grabs, TwinView(rig.twin, lock, kinematics, spec.action),
+                      clock=lambda: clock.seconds, session=clock)
+    return ScriptOnLeader(arm, hand, clock)
 
 
 def _follow_step(rig: Rig) -> float:

@@ -33,6 +33,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.pause import PauseRecord, rig_probes, wait_until_back
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.control.rig import Rig, RigRequest, check_request
@@ -94,6 +95,8 @@ class RunOptions:
     # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
     period_s: float | None = None
     rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
+    # leader_port 'emulator': a hand script's grabs (as written, hand_script.py) instead of the grab at step 10
+    hand: list | None = None
 
     def rig_request(self, wait_for_operator: Callable[[str], None] | None = None,
                     learner_threads: int | None = None) -> RigRequest:
@@ -110,6 +113,30 @@ class RunOptions:
         if self.perception_threads is None and learner_threads is not None and self.device == "cpu":
             return cores_left(learner_threads)
         return self.perception_threads
+
+
+# The options that may name a file or folder; each is stored absolute when it names one that exists.
+# A run.yaml written before that holds them as typed: they resolve against the folder a command
+# runs in, so resume such a run from the folder it started in (or make them absolute in run.yaml).
+PATH_OPTIONS = ("ckpt", "classifier", "calibration", "leader_calibration", "camera", "seg_ckpt", "depth_model",
+                "rig")
+
+
+def absolute_paths(options: RunOptions) -> RunOptions:
+    """``options`` with every path that exists from here made absolute; ids, ports and hub names stay."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    return dataclasses.replace(options, demos=tuple(absolute(d) for d in options.demos),
+                               **{name: absolute(getattr(options, name)) for name in PATH_OPTIONS})
+
+
+def _relative_paths(options: RunOptions) -> list[str]:
+    """The files an older run.yaml names relative to where it started, which are not here."""
+    named = [(name, getattr(options, name)) for name in ("ckpt", "classifier", "seg_ckpt", "rig")]
+    named += [("demos", folder) for folder in options.demos]
+    return [f"{name} {value}" for name, value in named
+            if value and not Path(value).is_absolute() and not Path(value).exists()]
 
 
 def cores_left(learner_threads: int) -> int:
@@ -188,7 +215,7 @@ def apply_sets(cfg: TrainConfig, sets: list[str]) -> TrainConfig:
                 raise So101Error(f"@set {key}: unknown setting '{part}'")
             node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = parse_yaml(raw)
         except yaml.YAMLError:
             raise So101Error(f"@set {item!r}: the value is not valid YAML") from None
     return config_from_dict(data, "@set")
@@ -212,6 +239,7 @@ class RunFolder:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise So101Error(f"@out {path}: cannot create the run folder ({exc.strerror})") from None
+        options = absolute_paths(options)  # a resume from another folder finds them
         if options.rig:  # the run keeps its own copy: a rig file edited later cannot change a resumed run
             from so101_sim2real.calib.rig_file import read_rig
 
@@ -228,7 +256,7 @@ class RunFolder:
         if not (path / RUN_FILE).is_file():
             raise So101Error(f"{path}: not a HIL-SERL run folder (no {RUN_FILE}); start one with @out")
         try:
-            data = yaml.safe_load((path / RUN_FILE).read_text()) or {}
+            data = parse_yaml((path / RUN_FILE).read_text()) or {}
             counters = json.loads((path / COUNTERS_FILE).read_text())
         except yaml.YAMLError as exc:
             raise So101Error(f"{path / RUN_FILE}: {yaml_problem(exc)}") from None
@@ -244,7 +272,14 @@ class RunFolder:
             perturbation = perturbation_from_dict(perturbation, f"{path / RUN_FILE}: options.perturbation")
         options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ()),
                                 "perturbation": perturbation})
-        _check_options(options, str(path / RUN_FILE))
+        try:
+            _check_options(options, str(path / RUN_FILE))
+        except So101Error as exc:
+            if not _relative_paths(options):
+                raise
+            raise So101Error(f"{exc.args[0]} (this run.yaml names {', '.join(_relative_paths(options))} relative to "
+                             f"the folder the run started in: resume from there, or make them absolute in "
+                             f"run.yaml)") from None
         cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
         keys = ("env_steps", "updates", "episodes", "next_seed")
         if not isinstance(counters, dict) or any(not isinstance(counters.get(k), int) or counters[k] < 0
@@ -493,7 +528,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         # space for the leader, s / f / r for the judge: typed in the terminal or the window
         operator = OperatorKeys(KeySources(keys, window)) if keys is not None or window is not None else None
         if opts.intervene == "leader":
-            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), operator)
+            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), operator,
+                                 grabs=hand_grabs(opts))
             intervener = leader.intervener
         elif opts.intervene == "scripted":
             intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0]))
@@ -503,6 +539,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
         rewards = make_rewards(opts, cfg_now)
+        notes, warnings = session_notes(rig, opts, rewards)
         if operator is not None and hasattr(rewards, "judge"):
             operator.inner = rewards  # the person's s / f over the classifier's verdict
         trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
@@ -510,6 +547,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if opts.robot != "sim":  # measured on the thread budget the actor will run on
             with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
                 rig.period_s = opts.period_s or _measured_period(rig, trainer)
+        trainer.notes, trainer.warnings = notes, warnings
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
         run.load_optimisers(trainer.learner)
@@ -524,7 +562,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         start_steps = c["env_steps"]
         interventions_before = trainer.sink.interventions
 
-        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates, "overruns": 0}
+        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates, "overruns": 0,
+                 "takeovers": _takeovers(intervener)}
         board = Board(run.path / TENSORBOARD_DIR, trainer.sink.interventions)
         if window is not None:
             window.status = lambda: _status_line(trainer)
@@ -545,8 +584,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 "q_mean": None if last is None else last.q_mean, "buffer": len(trainer.buffer),
                 "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
                 "period_s": rig.period_s, "overruns": trainer.rate.overruns - clock["overruns"],
+                "takeovers": None if clock["takeovers"] is None else _takeovers(intervener) - clock["takeovers"],
             })
-            clock["overruns"] = trainer.rate.overruns
+            clock.update(overruns=trainer.rate.overruns, takeovers=_takeovers(intervener))
             clock.update(t=now, updates=trainer.learner.updates)
             board.episode(c["episodes"], result, trainer)
             if c["episodes"] % opts.save_every == 0:
@@ -573,6 +613,32 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             rig.close()
+
+
+def _takeovers(intervener: object) -> int | None:
+    """A leader's takeovers so far (None: the intervener is not a person's)."""
+    return getattr(intervener, "takeovers", None)
+
+
+def session_notes(rig: Rig, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
+    """What a session says before it starts, as ``so101 infer`` says it (the twin's simulator, the
+    backend, the kinematics; example weights), plus the camera and a classifier that judges noise."""
+    from so101_sim2real.control.infer import run_notes
+    from so101_sim2real.control.rig import load_rig_file
+
+    notes, warnings = run_notes(rig)
+    geometry = load_rig_file(options.rig)
+    if geometry is None:
+        from so101_sim2real.calib.rig_file import default_rig
+
+        geometry = default_rig()
+    notes.insert(0, f"camera: {geometry.describe()}")
+    examples = getattr(rig.perception, "example_models", None)
+    classifier = getattr(getattr(rewards, "success_judge", None), "classifier", None)
+    if examples and getattr(getattr(classifier, "config", None), "input", None) == "obs":
+        warnings.append(f"the reward classifier judges the policy's frame, which {' and '.join(examples)} (example "
+                        f"weights) make noise: its successes are noise too")
+    return notes, warnings
 
 
 def _status_line(trainer: Trainer) -> str:
@@ -634,6 +700,18 @@ def _load_with_critics(source: str | Path) -> Checkpoint:
     return ckpt
 
 
+def hand_grabs(options: RunOptions, where: str = "@") -> list:
+    """The hand script's grabs on the emulated leader (none without one), checked."""
+    if options.hand is None:
+        return []
+    if options.leader_port != "emulator":
+        raise So101Error(f"{where}hand: moves the emulated leader: only with @intervene leader @leader_port emulator "
+                         f"(for a leader on a pty, give the script to 'so101 emulate --leader --hand')")
+    from so101_sim2real.hilserl.hand_script import parse_hand_script
+
+    return parse_hand_script(options.hand, f"{where}hand", twin=True)
+
+
 def _check_options(options: RunOptions, source: str = "") -> None:
     where = f"{source}: options." if source else "@"
     if options.rig is not None and not isinstance(options.rig, str):
@@ -669,6 +747,7 @@ def _check_options(options: RunOptions, source: str = "") -> None:
                          f"for an emulated leader moved by a scripted hand)")
     if options.intervene != "leader" and (options.leader_port or options.leader_calibration):
         raise So101Error(f"{where}leader_port and leader_calibration: only with @intervene leader")
+    hand_grabs(options, where)
     if options.intervene == "leader" and options.leader_port != "emulator":
         if not options.leader_calibration:
             raise So101Error(f"{where}leader_port {options.leader_port}: the leader needs its calibration: "

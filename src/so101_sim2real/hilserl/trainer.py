@@ -17,6 +17,7 @@ realised ratio is reported (the user's configured UTD 20 really ran at 3.9).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -97,6 +98,8 @@ class Trainer:
         self.stats = LearnerStats()
         self.rate = None
         self.period_note: str | None = None  # how the control period was chosen, when it was measured
+        self.notes: list[str] = []  # what the session says before it starts, and its warnings
+        self.warnings: list[str] = []
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ the learner thread
@@ -144,6 +147,8 @@ class Trainer:
         self._stop.clear()
 
         def episode_done(result: EpisodeResult) -> None:
+            # the episode's return is the learner's, as the sink summed it for the episode's file
+            result = dataclasses.replace(result, ret=self.sink.episode_return)
             self._catch_up()
             if self.stats.error is not None:
                 raise So101Error(f"the learner stopped: {self.stats.error}") from self.stats.error
