@@ -93,7 +93,8 @@ CASES = [
     ("calibrate rig --port emulator --out {tmp}/rig.yaml --poses 3", "at least 6"),
     ("calibrate rig --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --camera-model"),
     ("calibrate rig --port emulator --out {file}/rig.yaml", "cannot write"),
-    ("calibrate align --port emulator --out {tmp}/rig.yaml --camera 0", "drop --calibration"),
+    ("calibrate align --port emulator --out {tmp}/rig.yaml --camera 0 --seg-ckpt {tmp}/none.ckpt",
+     "none.ckpt: no such file"),  # the real day's flags are taken, and a file it would refuse is refused
     ("calibrate align --port emulator --out {tmp}/rig.yaml --interactive", "--interactive: "),
     ("calibrate align --port /dev/ttyACM7 --out {tmp}/rig.yaml", "needs --calibration, --camera, --seg-ckpt"),
     ("calibrate align --port emulator --out {tmp}/rig.yaml --rig {tmp}/missing.yaml", "missing.yaml"),
@@ -175,6 +176,37 @@ CASES = [
      "--seg-ckpt {seg} --depth-model {depth}", "none.mp4"),
     ("infer --ckpt {ckpt} --robot so101 --port {emu} --calibration twin --camera {image} --perception real "
      "--seg-ckpt {seg} --depth-model {depth} --set observation.frame_stack=2", "frames"),
+    # hilserl train --hand: the emulated leader's hand script (its values: tests/test_hand_script.py)
+    ("hilserl train --ckpt {ckpt} --out {tmp}/r --intervene leader --leader-port emulator --hand {typo}",
+     "--hand {typo}: expected a list of grabs"),
+    ("hilserl train --ckpt {ckpt} --out {tmp}/r --intervene leader --leader-port emulator --hand {tmp}/none.yaml",
+     "none.yaml: no such file"),
+    ("hilserl train --ckpt {ckpt} --out {tmp}/r --intervene leader --leader-port emulator --hand {yaml}",
+     "YAML error at line 3"),
+    # issue 26: accepted, crashed (a segfault) or refused only after the work (tests/test_first_day_inputs.py)
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --perception-threads 100000",
+     "--perception-threads 100000: this process may use"),
+    ("infer --ckpt {ckpt} --perception real --seg-ckpt {seg} --depth-model {depth} --perception-threads 100000",
+     "--perception-threads 100000: this process may use"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --perception real --seg-ckpt {seg} --perception-threads 100000",
+     "--perception-threads 100000: this process may use"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --check --out {tmp}/seen", "--out: not with --check"),
+    ("perceive {image} --seg-ckpt {seg} --depth-model {depth} --check --backend torch",
+     "--backend: not with --check"),
+    ("reward train {dir} --out {file} --force", "a file, not a folder; --force replaces a previous folder"),
+    ("reward train {dir} {dir}/../existing --out {tmp}/clf", "given twice"),
+    ("models example --out {file} --force", "a file, not a folder; --force replaces a previous folder"),
+    ("calibrate rig --port emulator --out {tmp}/rig.yaml --board-at 0.6,0.4", "the board's middle is 0.78 m"),
+    ("calibrate rig --port emulator --out {tmp}/rig.yaml --calibration arm --camera 0 --camera-model {yaml}",
+     "YAML error at line 3"),
+    # compare-sim (recordings and reports made for the case: tests/test_compare_inputs.py)
+    ("compare-sim {tmp}/missing --out {tmp}/report", "no such recording folder"),
+    ("compare-sim {file} --out {tmp}/report", "not a folder"),
+    ("compare-sim {tmp} --out {tmp}/report", "not a recording"),
+    ("compare-sim {tmp} --out {file}", "cannot write the report there"),
+    ("compare-sim sensitivity --ckpt scripted --report {file}", "not JSON"),
+    ("compare-sim sensitivity --ckpt scripted --report {tmp}/none.json", "cannot read the report"),
+    ("compare-sim sensitivity --ckpt scripted --episodes 0", "--episodes must be at least 1"),
 ]
 
 

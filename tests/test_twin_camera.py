@@ -83,7 +83,7 @@ def test_a_camera_whose_emulator_stopped_is_a_device_fault_and_none_at_all_is_on
         camera.read()
     assert isinstance(stopped.value, DeviceFault) and "so101 emulate --twin" in str(stopped.value)
     camera.close()
-    with pytest.raises(CameraError, match="give --port PTY"):
+    with pytest.raises(CameraError, match="port PTY .from .so101 emulate --twin"):
         open_camera("twin")
     with pytest.raises(CameraError, match="no emulated camera there"):
         open_camera(f"twin:{tmp_path}/nothing")

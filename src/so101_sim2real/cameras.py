@@ -303,7 +303,7 @@ class TwinCamera:
         except OSError:
             sock.close()
             raise CameraError(f"camera twin on {self.port}: no emulated camera there; start 'so101 emulate --twin' "
-                              f"and give the pty it prints as --port (or the camera as twin:PTY)") from None
+                              f"and give the pty it prints as @port (or the camera as twin:PTY)") from None
         self._sock, self._file = sock, sock.makefile("rb")
 
     def _drop(self) -> None:
@@ -375,7 +375,7 @@ def open_camera(source: str, size: tuple[int, int] = SOURCE_SIZE, loop: bool = F
     if text == TWIN or text.startswith(TWIN + ":"):
         pty = text[len(TWIN) + 1:] or port
         if not pty:
-            raise CameraError("camera twin: the emulated arm's camera needs the arm's port: give --port PTY (from "
+            raise CameraError("camera twin: the emulated arm's camera needs the arm's port: give @port PTY (from "
                               "'so101 emulate --twin'), or name it twin:PTY")
         return TwinCamera(pty)
     if text.isdigit():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import typer
 import yaml
 
 from so101_sim2real.arm import SERVO_IDS
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
@@ -221,6 +223,11 @@ def infer(
                                                                                  "at ~0.5 s a frame on a CPU; "
                                                                                  "demos for --demos need only "
                                                                                  "the policy frames).")] = True,
+    period: Annotated[Optional[float], typer.Option("--period", help="With --robot so101: the control period in "
+                                                                     "seconds (default: measured at start, a whole "
+                                                                     "tick's p95 x 1.2, as hilserl train does); "
+                                                                     "the recording keeps the period that ran.")
+                      ] = None,
 ) -> None:
     """Run a policy (or the scripted expert) for seeded episodes and report success, return, length, latency.
 
@@ -254,7 +261,7 @@ def infer(
                         calibration=calibration, camera=camera,
                         wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None,
                         perturbation=load_perturbation(perturb) if perturb else None,
-                        rig=str(rig) if rig else None)
+                        rig=str(rig) if rig else None, period_s=period)
 
     def started(run_rig, pilot) -> None:
         eyes = "no rendering" if run_rig.perception is None else "wrist camera rendered, privileged seg + depth"
@@ -461,10 +468,13 @@ def _id_list(text: str) -> list[int]:
     return ids
 
 
-HAND_HELP = ("A YAML list of grabs of the leader, in order: - {at_s: 5, hold_s: 8, guide: cube}. at_s: seconds "
-             "after the leader starts following; hold_s: how long the hand holds it at most; guide: cube (the "
-             "scripted expert toward the twin's cube; needs --twin), still (hold it), or {JOINT: DEGREES, ...} "
-             "(move joints by that much).")
+HAND_HELP = ("A YAML list of grabs of the leader, in order, e.g. - {episode: 1, step: 10, hold_s: 8, guide: cube}. "
+             "Each grab's trigger: episode N (and step K): in the session's episode N at its step K (needs --twin; "
+             "waits for the session's first episode); when: stalled (and stall_s: 3): once the follower has come "
+             "no closer to the twin's cube for that long (needs --twin); or at_s: seconds after the leader starts "
+             "following (before the session's first episode, if small). hold_s: how long the hand holds it at "
+             "most; guide: cube (the scripted expert toward the twin's cube; needs --twin), still (hold it), or "
+             "{JOINT: DEGREES, ...} (move joints by that much).")
 
 
 @app.command()
@@ -502,14 +512,17 @@ def emulate(
         from so101_sim2real.control.twin_bus import attach_twin
 
         bridge = attach_twin(emu, seed=seed)
-    lead = _make_leader(grabs, bridge) if leader else None
+    lead = camera = None
     before = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops it as Ctrl-C does, files removed
     try:
         path = emu.start()
         typer.echo(path)
         typer.echo(f"emulating {len(emu.servos)} STS3215 servo(s) at 1 Mbaud"
                    + (" driving the sim twin" if twin else "") + "; Ctrl-C to stop", err=True)
-        if lead is not None:
+        if bridge is not None:
+            camera = _serve_camera(bridge, path)
+        if leader:  # its hand counts the session's episodes and ticks on the camera's connection
+            lead = _make_leader(grabs, bridge, camera)
             _start_leader(lead, path, grabs)
         told = 0
         while True:
@@ -520,9 +533,23 @@ def emulate(
     finally:
         if lead is not None:
             lead.stop()
+        if camera is not None:
+            camera.stop()
         emu.stop()
         signal.signal(signal.SIGTERM, before)
         typer.echo(f"stopped; {json.dumps(emu.stats)}", err=True)
+
+
+def _serve_camera(bridge: object, port: str) -> object:
+    """The twin's wrist camera for other processes: what --camera twin reads beside --port PORT."""
+    from so101_sim2real.control.twin_camera import TwinCameraServer
+
+    server = TwinCameraServer(bridge, bridge.task.spec.observation, port)
+    server.start()
+    h, w = server.size
+    typer.echo(f"camera: the twin's wrist camera at {w}x{h}, rendered on request: --camera twin beside --port "
+               f"{port} (or twin:{port} anywhere a camera is named)", err=True)
+    return server
 
 
 def _tell_hand(lead: object | None, told: int) -> int:
@@ -548,10 +575,11 @@ def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list:
     return load_hand_script(hand, twin)
 
 
-def _make_leader(grabs: list, bridge: object | None) -> object:
+def _make_leader(grabs: list, bridge: object | None, clock: object | None) -> object:
+    """The emulated leader; ``clock`` (the twin camera's server) tells its hand the session's episode and tick."""
     from so101_sim2real.hilserl.leader_emulator import EmulatedLeader
 
-    return EmulatedLeader(grabs, bridge)
+    return EmulatedLeader(grabs, bridge, clock=clock)
 
 
 def _start_leader(lead: object, follower: str, grabs: list) -> None:
@@ -565,6 +593,7 @@ def _start_leader(lead: object, follower: str, grabs: list) -> None:
 
 @app.command()
 def perceive(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="An image, a folder of images, a video, or a live camera: an index "
                                                "such as 0, or a device such as /dev/video2.")],
     seg_ckpt: SegOpt = None,
@@ -594,14 +623,20 @@ def perceive(
     depth, finish_frame) and the share of each class in the 84x84 observation.
     """
     from so101_sim2real.calib.rig_file import check_size
-    from so101_sim2real.cameras import OpenCVCamera, open_camera, undistorted
+    from so101_sim2real.cameras import OpenCVCamera, check_frame_size, open_camera, undistorted
     from so101_sim2real.control.frames import check_backends, source_frames
     from so101_sim2real.control.preview import run_preview, summarise
     from so101_sim2real.interfaces import Camera
+    from so101_sim2real.perception.backends import check_threads
+    from so101_sim2real.perception.examples import example_sources
     from so101_sim2real.perception.fidelity import CHECK_FRAMES
     from so101_sim2real.perception.real import RealModels, real_perception_factory
     from so101_sim2real.spec import default_spec, load_spec
 
+    if check and (idle := _given(ctx, "out", "backend", "frames", "as_json")):
+        raise So101Error(f"{', '.join(idle)}: not with --check (it times every installed backend on "
+                         f"{CHECK_FRAMES} frames of SOURCE, prints one line each and writes nothing)")
+    check_threads(perception_threads)
     full_spec = load_spec(spec) if spec else default_spec()
     obs_spec = full_spec.observation
     if frames is not None and frames < 1:
@@ -617,10 +652,19 @@ def perceive(
         return undistorted(camera, geometry.camera) if geometry is not None else camera
 
     camera = opened()
+    try:  # a camera of the wrong size is refused before any network loads
+        check_frame_size(camera, obs_spec.source_size, source)
+    except BaseException:
+        camera.close()
+        raise
     limit = frames if frames is not None else (100 if isinstance(getattr(camera, "camera", camera), OpenCVCamera)
                                                else None)
     try:  # backends are checked on the source's own frames
         if check:
+            if examples := example_sources(seg_ckpt, depth_model):
+                typer.echo(f"warning: {' and '.join(examples)}: example weights (random): the timings are those "
+                           f"of real weights of these sizes, the fidelity numbers say little about real ones",
+                           err=True)
             own = lambda: source_frames(camera, CHECK_FRAMES, opened)  # noqa: E731 - read once the models load
             for line in check_backends(full_spec, models, own, f"frames of {source}"):
                 typer.echo(line)
@@ -824,6 +868,11 @@ def hilserl_train(
                                                       "its keys work like the terminal's (space, s, f, r). "
                                                       "Needs OpenCV with windows (pip install "
                                                       "opencv-python).")] = False,
+    hand: Annotated[Optional[Path], typer.Option("--hand", help="With --leader-port emulator: a hand script "
+                                                                "instead of the grab at step 10 (as 'so101 "
+                                                                "emulate --hand'; at_s and stall_s count the "
+                                                                "control ticks times the period). "
+                                                                + HAND_HELP)] = None,
 ) -> None:
     """Fine-tune a policy with HIL-SERL: on the twin, the emulated arm, or an arm on a serial port.
 
@@ -849,7 +898,7 @@ def hilserl_train(
     given = where + [name for name, value in (("--intervene", intervene), ("--leader-port", leader_port),
                                       ("--leader-calibration", leader_calibration),
                                       ("--reward", reward), ("--classifier", classifier), ("--device", device),
-                                      ("--demos", demos), ("--perturb", perturb)) if value]
+                                      ("--demos", demos), ("--perturb", perturb), ("--hand", hand)) if value]
     if resume and given:
         raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {out}/run.yaml; edit it to "
                          f"change them)")
@@ -858,7 +907,7 @@ def hilserl_train(
     cfg = None
     if config is not None:
         try:
-            data = yaml.safe_load(config.read_text()) or {}
+            data = parse_yaml(config.read_text()) or {}
         except OSError as exc:
             raise So101Error(f"--config {config}: cannot read it ({exc.strerror})") from None
         except yaml.YAMLError as exc:
@@ -878,7 +927,8 @@ def hilserl_train(
                                              rig=str(rig) if rig else None,
                                              reward=reward or "success", device=device or "cpu",
                                              demos=tuple(str(d) for d in demos or ()),
-                                             perturbation=load_perturbation(perturb) if perturb else None)
+                                             perturbation=load_perturbation(perturb) if perturb else None,
+                                             hand=_hand_grabs(hand))
 
     from so101_sim2real.hilserl.live import LiveMonitor, render
 
@@ -887,8 +937,10 @@ def hilserl_train(
     def started(trainer) -> None:
         if trainer.period_note:
             typer.echo(trainer.period_note)
-        if line := getattr(trainer.rig.perception, "backend_line", None):
-            typer.echo(line)
+        for note in trainer.notes:  # as infer says them: the camera, the twin, the backend, the kinematics
+            typer.echo(note)
+        for warning in trainer.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         shown["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
         if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
             from rich.live import Live
@@ -955,6 +1007,15 @@ def hilserl_train(
         raise typer.Exit(code=130)
 
 
+def _hand_grabs(hand: Path | None) -> list | None:
+    """--hand's grabs as the run keeps them (in run.yaml), checked now."""
+    if hand is None:
+        return None
+    from so101_sim2real.hilserl.hand_script import load_hand_script
+
+    return [grab.to_dict() for grab in load_hand_script(hand, twin=True)]
+
+
 @hilserl_app.command("plot")
 def hilserl_plot(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
@@ -985,6 +1046,9 @@ def hilserl_status(
     rate = "n/a" if info["success_rate_last_20"] is None else f"{info['success_rate_last_20']:.0%}"
     typer.echo(f"{run}: {c['episodes']} episodes, {c['env_steps']} env steps, {c['updates']} updates "
                f"(UTD {info['utd']:.2f}); success over the last 20: {rate}; policy: {info['policy']}")
+    if info["intervention_rate_last_20"] is not None:
+        takeovers = "" if info["takeovers"] is None else f"; leader takeovers: {info['takeovers']}"
+        typer.echo(f"interventions over the last 20: {info['intervention_rate_last_20']:.0%} of steps{takeovers}")
     last = info["last"]
     if last and last.get("critic_loss") is not None:
         actor = "-" if last["actor_loss"] is None else f"{last['actor_loss']:.4f}"
@@ -1001,6 +1065,7 @@ def main(argv: list[str] | None = None) -> None:
     is one line too, exit code 3, with the traceback saved to a file for the bug report."""
     from typer import _click as click  # typer's bundled click: its exceptions, not the click package's
 
+    progress = _ProgressLines()
     try:
         code = typer.main.get_command(app).main(args=argv, prog_name="so101", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # `so101`, `so101 motors`: the help is the answer
@@ -1026,8 +1091,29 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                    f"(a bug: please report it with the traceback saved in {path})", err=True)
         sys.exit(3)
+    finally:
+        progress.close()
     if code:  # typer.Exit(code) from a command
         sys.exit(code)
+
+
+class _ProgressLines(logging.Handler):
+    """The library's INFO lines (what a long first load is doing) on stderr while a command runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.logger = logging.getLogger("so101_sim2real")
+        self.level_before = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(record.getMessage(), err=True)  # sys.stderr as it is now (a test's capture, a pipe)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+        super().close()
 
 
 def _save_traceback() -> str:

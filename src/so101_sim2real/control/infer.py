@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.rig import Rig, RigRequest, build_rig, check_request
@@ -62,7 +61,7 @@ def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise SpecError(f"@set {item!r}: expected KEY=VALUE, e.g. observation.disparity.normalise_region=crop")
-        spec = spec.replace(key.strip(), yaml.safe_load(raw), source=f"@set {key.strip()}")
+        spec = spec.replace(key.strip(), parse_yaml(raw), source=f"@set {key.strip()}")
     return spec
 
 
