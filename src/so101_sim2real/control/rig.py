@@ -163,6 +163,8 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         from so101_sim2real.hardware.calibration import with_joint_offsets
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
+    if req.real_port and not _pseudo_terminal(req.port):
+        _refuse_examples(req)
     camera = _open_arm_camera(spec, req, geometry) if req.real_port else None  # cheap, so before the networks
     try:
         make_perception = _perception_factory(spec, req)
@@ -177,6 +179,18 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
                          geometry=geometry)
     return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
                    perturbation=req.perturbation, geometry=geometry)
+
+
+def _refuse_examples(req: RigRequest) -> None:
+    """A real arm never runs on example weights; found from the files, before anything opens or loads."""
+    from so101_sim2real.perception.examples import example_sources
+    from so101_sim2real.perception.real import RealModels
+
+    models = req.models or RealModels()
+    if examples := example_sources(models.seg_ckpt, models.depth_model):
+        raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
+                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
+                         f"emulator's pty, from 'so101 emulate --twin', takes them)")
 
 
 def _perception_factory(spec: Spec, req: RigRequest) -> PerceptionFactory | None:
