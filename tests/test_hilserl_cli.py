@@ -342,3 +342,24 @@ def test_example_weights_and_a_classifier_judging_their_noise_are_warned_of(caps
     assert code == 0, err
     assert "example weights (random): the policy sees noise" in err
     assert "the reward classifier judges the policy's frame" in err and "its successes are noise too" in err
+
+
+def test_status_and_plot_read_a_run_whose_arm_is_gone(capsys, snapshot, tmp_path):
+    """A run on an arm (here: an emulator's pty that has since closed) is still read by status and
+    plot; only a resume asks for the arm."""
+    import yaml
+
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), *FAST)
+    assert code == 0, err
+    data = yaml.safe_load((out / "run.yaml").read_text())
+    data["options"].update(robot="so101", port="/dev/pts/9999", calibration="twin", camera="twin",
+                           perception="real", seg_ckpt=str(snapshot), reward="classifier", classifier=str(tmp_path),
+                           intervene="none")
+    (out / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    code, text, err = run(capsys, "hilserl", "status", str(out))
+    assert code == 0 and "2 episodes" in text, err
+    code, _, err = run(capsys, "hilserl", "plot", str(out), "--out", str(tmp_path / "curve.png"))
+    assert code == 0 and (tmp_path / "curve.png").is_file(), err
+    code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume")
+    assert code == 2 and "/dev/pts/9999" in err, err

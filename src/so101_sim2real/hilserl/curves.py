@@ -17,7 +17,7 @@ from so101_sim2real.hilserl.run import EPISODES_DIR, METRICS_FILE, RunFolder
 
 def episode_rows(run_dir: str | Path) -> list[dict]:
     """One row per finished episode: index, seed, steps, success, share of steps under intervention."""
-    RunFolder.open(run_dir)  # a clear error for a folder that is not a run
+    RunFolder.open(run_dir, check_world=False)  # a clear error for a folder that is not a run
     folder = Path(run_dir) / EPISODES_DIR
     if not (folder / "recording.json").is_file():
         return []
@@ -91,7 +91,7 @@ def takeovers(rows: list[dict[str, Any]]) -> int | None:
 
 def status(path: str | Path) -> dict[str, Any]:
     """What a run folder says about itself (running or not)."""
-    run = RunFolder.open(path)
+    run = RunFolder.open(path, check_world=False)
     rows, metrics = episode_rows(path), metric_rows(path)
     recent = [r for r in rows if not r["interrupted"]][-20:]
     interventions = [r["intervention_rate"] for r in recent]

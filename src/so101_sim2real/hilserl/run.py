@@ -251,7 +251,9 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunFolder:
+    def open(cls, path: str | Path, check_world: bool = True) -> RunFolder:
+        """A run folder, its files checked; ``check_world`` False (status, plot: reading only) does not ask
+        whether its arm's ports, cameras and files are there now."""
         path = Path(path)
         if not (path / RUN_FILE).is_file():
             raise So101Error(f"{path}: not a HIL-SERL run folder (no {RUN_FILE}); start one with @out")
@@ -273,7 +275,8 @@ class RunFolder:
         options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ()),
                                 "perturbation": perturbation})
         try:
-            _check_options(options, str(path / RUN_FILE))
+            if check_world:
+                _check_options(options, str(path / RUN_FILE))
         except So101Error as exc:
             if not _relative_paths(options):
                 raise
