@@ -446,3 +446,18 @@ def test_two_networks_run_at_once_only_where_the_cores_this_process_may_use_hold
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert real.auto_workers("cpu") == 2 and real.auto_workers("cpu", 4) == 2 and real.auto_workers("cpu", 5) == 1
     assert real.auto_workers("cuda", 8) == 2
+
+
+def test_a_first_load_says_what_it_is_doing_as_it_goes(seg, depth, frames, tmp_path, monkeypatch, caplog):
+    """A fresh cache costs a minute of exports and timings: each step is said when it starts, and the
+    CLI shows these lines on stderr (issue 26: a minute of silence)."""
+    import logging
+
+    monkeypatch.setattr(fidelity, "candidates", lambda *args, **kwargs: [ORT, TORCH])
+    with caplog.at_level(logging.INFO, logger="so101_sim2real"):
+        choose_backend(seg, depth, SPEC, "fast", "auto", lambda: frames, cache=tmp_path / "fresh")
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("perception: choosing where the networks run: onnxruntime f32, each checked")
+    assert any("timing torch f32, the reference" in line for line in said)
+    assert any(line.startswith("perception: onnxruntime f32: exporting its graphs") for line in said)
+    assert any(line.startswith("perception: onnxruntime f32: done in") for line in said)

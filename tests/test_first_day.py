@@ -66,6 +66,8 @@ def test_the_first_day_runs_as_written(tmp_path):
                 argv[0] = sys.executable
             done = subprocess.run(argv, cwd=day, env=env, capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            if "--perception real" in line:  # the networks' backend is chosen or re-checked, and says so
+                assert "perception: choosing where" in done.stderr or "perception: checking" in done.stderr
             if "hilserl train" in line:
                 assert "warning:" in done.stderr and "example weights" in done.stderr  # it says what infer says
     finally:

@@ -227,14 +227,15 @@ def run_trial(backend: Backend, seg: SegmentationModel, depth: DepthModel, spec:
     """Time ``backend`` on ``images`` and, unless it is torch, check it against the reference's
     observations of them (``expected``)."""
     started = time.monotonic()
-    if backend != TORCH:
-        log.info("perception: %s: preparing both networks' graphs (exported once, then cached)", backend)
+    if backend == TORCH:
+        log.info("perception: timing torch f32, the reference, on %d frame(s)", len(images))
+    else:  # the graphs are exported on the first call, when not already cached
+        log.info("perception: %s: exporting its graphs (once; cached after) and timing it on %d frame(s)%s",
+                 backend, len(images), "" if expected is None else " against torch f32")
     seg_b, depth_b = seg.on_backend(backend, cache), depth.on_backend(backend, cache)
     # stages timed one by one, on the backend's thread budget
     perception = RealPerception(None, seg_b, depth_b, spec, profile, workers=1, threads=backend.threads)
     try:
-        log.info("perception: %s: timing it on %d frames%s", backend, len(images),
-                 "" if backend == TORCH or expected is None else " and checking it against torch f32")
         speed = time_perception(perception, images)
         fidelity = None if backend == TORCH or expected is None else compare_frames(expected, perception, images,
                                                                                     thresholds)
@@ -298,8 +299,9 @@ def choose_backend(seg: SegmentationModel, depth: DepthModel, spec: ObservationS
                                                       cache, threads)) is not None:
         return again
     tried = [backend] if backend else candidates(threads, gpu)
-    log.info("perception: choosing where the networks run: %s against torch f32 on %d frames (a first load "
-             "exports each graph; the pick is remembered for the next)", ", ".join(str(b) for b in tried), len(images))
+    log.info("perception: choosing where the networks run: %s, each checked against torch f32 on %d frame(s) "
+             "(a first load exports each graph, about 20 s apiece on 2 cores; the pick is remembered)",
+             ", ".join(str(b) for b in tried if b != TORCH), len(images))
     trials = try_backends(seg, depth, spec, profile, images, tried, thresholds, cache, threads)
     reference, others = trials[0], trials[1:]
     if backend is not None:
