@@ -10,7 +10,7 @@ from fixtures import ctrl_c_works
 from so101_sim2real.arm import CENTRE_TICK, SERVO_IDS
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
-from so101_sim2real.hardware.bus import MotorBus, MotorError
+from so101_sim2real.hardware.bus import PTY_TIMEOUT_S, SERIAL_TIMEOUT_S, MotorBus, MotorError
 from so101_sim2real.hardware.calibration import (
     ArmCalibration,
     JointMap,
@@ -114,6 +114,59 @@ def test_reads_are_retried_through_dropped_and_corrupted_replies():
         for _ in range(30):
             assert bus.sync_read("model_number") == dict.fromkeys(JOINT_NAMES, 777)
         assert bus.stats.retries > 0 and emu.stats["dropped"] > 0 and emu.stats["corrupted"] > 0
+
+
+class _LateReplies:
+    """A port whose input is scripted: what a request finds is there, whatever the flush did
+    (a late reply to an earlier request that arrived after it)."""
+
+    def __init__(self, *replies: bytes):
+        self.rx, self.timeout = bytearray(b"".join(replies)), None
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def read(self, size: int) -> bytes:
+        out = bytes(self.rx[:size])
+        del self.rx[:size]
+        return out
+
+    def reset_input_buffer(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _status(servo_id: int, params: bytes = b"") -> bytes:
+    body = bytes([servo_id, len(params) + 2, 0]) + params
+    return P.HEADER + body + bytes([P.checksum(body)])
+
+
+def test_a_late_reply_of_another_size_is_skipped_not_taken_for_this_one():
+    """Issue 26.7: on a busy machine the ack of a write came after its timeout and was taken as
+    the next read's (wrong-size) answer: every retry failed the same way, and connect gave up."""
+    late_ack, answer = _status(2), _status(2, (1234).to_bytes(2, "little"))
+    with MotorBus("fake", MOTORS, timeout_s=0.05, retries=0, serial_port=_LateReplies(late_ack, answer)) as bus:
+        assert bus.read("present_position", "shoulder_lift") == 1234
+    positions = [_status(i, (2000 + i).to_bytes(2, "little")) for i in MOTORS.values()]
+    late_health = _status(1, bytes(4))
+    with MotorBus("fake", MOTORS, timeout_s=0.05, retries=0, serial_port=_LateReplies(late_health, *positions)) as bus:
+        assert bus.sync_read("present_position") == {m: 2000 + i for m, i in MOTORS.items()}
+        assert bus.stats.retries == 0
+
+
+def test_a_real_serial_port_keeps_a_real_servos_timeout_and_a_pty_gets_an_emulators(emulator, tmp_path):
+    """Issue 26.7: a pty is an emulator, a process on a shared machine that can wait 100s of ms for a
+    core; a real arm keeps 20 ms, 3 retries and the stop after 5 consecutive failed reads."""
+    real = MotorBus("/dev/ttyACM0", MOTORS)
+    assert real.timeout_s == SERIAL_TIMEOUT_S == 0.02 and real.retries == 3
+    assert SO101Follower(real, twin_calibration(RANGES)).watchdog == 5
+    link = tmp_path / "arm"
+    link.symlink_to(emulator.path)
+    for port in (emulator.path, str(link)):
+        assert MotorBus(port, MOTORS).timeout_s == PTY_TIMEOUT_S > SERIAL_TIMEOUT_S
+    assert MotorBus(emulator.path, MOTORS, timeout_s=0.005).timeout_s == 0.005  # asked for: as asked
 
 
 def test_a_missing_serial_port_says_what_to_do():
@@ -311,7 +364,7 @@ def test_torque_is_verified_even_when_sync_writes_get_lost():
 
 def test_watchdog_stops_after_consecutive_failed_reads(emulator):
     cal = twin_calibration(RANGES)
-    with MotorBus(emulator.path, cal.ids, timeout_s=0.005, retries=0) as bus:
+    with MotorBus(emulator.path, cal.ids, timeout_s=0.05, retries=0) as bus:  # 5 ms failed on a busy machine
         arm = SO101Follower(bus, cal, watchdog=3)
         arm.torque(True)
         good = arm.read()
@@ -566,3 +619,67 @@ def test_motors_setup_rehearses_on_the_emulator(capsys):
     assert [line.split(",")[0] for line in out.splitlines() if ": id " in line] == [
         "gripper: id 6", "wrist_roll: id 5", "wrist_flex: id 4", "elbow_flex: id 3", "shoulder_lift: id 2",
         "shoulder_pan: id 1"]
+
+
+# ---------------------------------------------------------------------------------- a busy machine
+
+
+def test_the_twins_servos_answer_while_another_thread_holds_the_world():
+    """Issue 26.7: the serving thread waited behind physics catch-ups (and would behind a render),
+    up to 0.9 s at load 6. It never takes the world's lock now: goals and positions cross between
+    physics slices."""
+    import threading
+
+    from so101_sim2real.control.twin_bus import attach_twin
+
+    with BusEmulator(list(MOTORS.values())) as emu:
+        bridge = attach_twin(emu)
+        emu.on_stop.append(bridge.stop)
+        bridge.start()
+        cal = bridge.calibration
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_world():
+            with bridge.lock:
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold_the_world, daemon=True)
+        holder.start()
+        held.wait(5)
+        try:
+            with MotorBus(emu.path, cal.ids, timeout_s=2.0, retries=0) as bus:
+                before = bus.sync_read("present_position")
+                bus.write("torque_enable", "elbow_flex", 1)
+                bus.write("goal_position", "elbow_flex", before["elbow_flex"] + 300)
+                assert bus.read("goal_position", "elbow_flex") == before["elbow_flex"] + 300
+        finally:
+            release.set()
+            holder.join(5)
+        assert emu.servo(cal.ids["elbow_flex"]).target == before["elbow_flex"] + 300  # what physics now drives to
+
+
+def test_the_load_bench_counts_failed_reads_up_to_the_stop(monkeypatch):
+    """scripts/bench_emulator_load.py's loop: tolerated failed reads, then the watchdog's stop, counted."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "bench_emulator_load.py"
+    spec = importlib.util.spec_from_file_location("bench_emulator_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    cal = twin_calibration(RANGES)
+    record = bench.Record()
+    with BusEmulator(list(MOTORS.values())) as emu, MotorBus(emu.path, cal.ids, timeout_s=0.05, retries=0) as bus:
+        bus.protocol.t = bench.TimedTransport(bus.protocol.t.port, 0.05, record)
+        arm = SO101Follower(bus, cal)
+        arm.torque(True)
+        arm.read()
+        emu.faults = Faults(corrupt=1.0)  # every reply garbled from here on
+        bench.drive(arm, 60.0, 0.0, record)
+        assert all(emu.register(i, "torque_enable") == 0 for i in range(1, 7))  # the stop turned torque off
+    row = record.summary()
+    assert row["stopped"] and row["stopped_at_tick"] == 5 and row["failed_reads"] == 5
+    assert row["max_consecutive_failures"] == 5 and row["replies"] > 0

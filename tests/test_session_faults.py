@@ -180,7 +180,8 @@ def test_waiting_until_back_polls_each_device_and_says_what_it_waits_for():
 
 
 @pytest.mark.slow
-def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resumes(snapshot, tmp_path):
+def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resumes(snapshot, tmp_path,
+                                                                                    monkeypatch):
     """The bus goes dead for 4 s mid-episode (every reply and write lost, as with the servos'
     power cut): the session pauses, the episode is thrown away and run again, nothing is lost."""
     import threading
@@ -189,8 +190,12 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
     from so101_sim2real.control.recording import Recording
     from so101_sim2real.hardware.emulator import Faults
     from so101_sim2real.hardware.registers import REGISTERS
+    from so101_sim2real.hardware import bus
     from so101_sim2real.hilserl.run import RunOptions, train
 
+    # A real port's reply timeout: on the emulator's pty the driver waits 250 ms a reply (a busy machine
+    # answers late), which would take the watchdog ~12 s to trip; what is tested here is the pause.
+    monkeypatch.setattr(bus, "PTY_TIMEOUT_S", bus.SERIAL_TIMEOUT_S)
     seen = {}
 
     def started(trainer):
@@ -201,7 +206,7 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
             while trainer.sink.env_steps < 8:
                 time.sleep(0.01)
             emulator.faults = Faults(drop=1.0)
-            time.sleep(4.0)  # the watchdog needs about 1 s of failed reads to call it a fault
+            time.sleep(4.0)  # the watchdog needs about 1 s of failed reads to call it a fault (at 20 ms a reply)
             emulator.faults = Faults()
 
         threading.Thread(target=cut, daemon=True).start()

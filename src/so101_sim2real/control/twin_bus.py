@@ -4,6 +4,13 @@ Goal positions written over the bus become the twin's actuator targets (through 
 twin's calibration, the centre tick = 0 rad), present positions are its joint angles, and
 the physics runs in real time in a thread. So the real driver, bus and follower move
 the twin; with the twin's camera the whole real code path runs without an arm.
+
+Two locks: the world's (``bridge.lock``: physics, resets, renders, anyone reading the
+cube) and the emulator's register files (``emu.lock``: the serving thread). The serving
+thread never touches the world and never takes its lock: a servo keeps the goal it was
+given and the position the physics last measured, and the physics thread exchanges
+those between slices of a few steps. So a reply never waits behind a physics catch-up
+or a render, nor behind a thread descheduled while it holds the world (issue 26.7).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.task import LiftCubeTask
 from so101_sim2real.spec import Spec, default_spec
 
+SLICE_STEPS = 5  # physics steps per hold of the world's lock (about 0.2 ms at full speed)
+CATCH_UP_STEPS = 50  # at most this many steps per wake-up; beyond, the twin falls behind real time
+
 
 def twin_arm_calibration(model: object | None = None) -> ArmCalibration:
     """The emulated twin arm's calibration (``--calibration twin``): what ``so101 emulate --twin`` uses."""
@@ -31,8 +41,11 @@ def twin_arm_calibration(model: object | None = None) -> ArmCalibration:
 class TwinBridge:
     """The twin's world, stepped in real time, shared by the servos, a camera and the task."""
 
-    def __init__(self, task: LiftCubeTask, lock: threading.RLock):
-        self.task, self.lock = task, lock
+    def __init__(self, task: LiftCubeTask, lock: threading.RLock | None = None,
+                 registers: threading.RLock | None = None):
+        self.task = task
+        self.lock = lock or threading.RLock()  # the world
+        self.registers = registers or threading.RLock()  # the servos' register files (the emulator's lock)
         m = task.model
         self.calibration: ArmCalibration = twin_arm_calibration(m)
         self._qpos = [m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS]
@@ -65,8 +78,10 @@ class TwinBridge:
         """A new episode: the world is reset and each servo holds where its joint now is."""
         with self.lock:
             info = self.task.reset(seed)
-            for servo in self.servos:
-                servo.hold_here()
+            with self.registers:  # always world, then registers: the serving thread takes only the latter
+                for servo in self.servos:
+                    servo.hold_here()
+            self.exchange()
             return info
 
     def start(self) -> None:
@@ -78,39 +93,52 @@ class TwinBridge:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
+    def exchange(self) -> None:
+        """Under the world's lock: each servo's goal to its actuator, each joint's position to its servo.
+        Plain attribute reads and writes, atomic under the GIL: no register lock, so no wait."""
+        for servo in self.servos:
+            self.drive(servo.joint, servo.target)
+            servo.measured = self.present(servo.joint)
+
     def _run(self) -> None:
         m, d = self.task.model, self.task.data
         start_wall, start_sim = time.monotonic(), d.time
         while not self._stop.is_set():
-            with self.lock:
-                behind = (time.monotonic() - start_wall) - (d.time - start_sim)
-                steps = min(int(behind / m.opt.timestep), 50)  # catch up after a render, but not forever
-                for servo in self.servos:
-                    servo.update()
-                for _ in range(steps):
-                    mujoco.mj_step(m, d)
-                if steps == 50:
-                    start_wall, start_sim = time.monotonic(), d.time
-            time.sleep(0.001)
+            behind = (time.monotonic() - start_wall) - (d.time - start_sim)
+            due = min(int(behind / m.opt.timestep), CATCH_UP_STEPS)  # catch up after a stall, not forever
+            for done in range(0, max(due, 1), SLICE_STEPS):  # the world's lock one slice at a time
+                with self.lock:
+                    self.exchange()
+                    if due:
+                        mujoco.mj_step(m, d, nstep=min(SLICE_STEPS, due - done))
+            if due == CATCH_UP_STEPS:
+                start_wall, start_sim = time.monotonic(), d.time
+            time.sleep(m.opt.timestep)  # about one step per wake-up: Python's share of the GIL stays small
 
 
 class TwinServo(Servo):
-    """An STS3215 whose shaft is one of the twin's joints."""
+    """An STS3215 whose shaft is one of the twin's joints. It never touches the world itself:
+    ``target`` (raw ticks, None when limp) is what the physics thread drives the joint toward,
+    ``measured`` (raw ticks) where it last found the joint."""
 
     def __init__(self, servo_id: int, bridge: TwinBridge, joint: int):
         self.bridge, self.joint = bridge, joint
-        super().__init__(servo_id, position=bridge.present(joint))
+        self.measured: int = bridge.present(joint)
+        self.target: float | None = None
+        super().__init__(servo_id, position=self.measured)
 
     def _move(self, dt: float, goal: float | None) -> tuple[float, float]:
         offset = self._get("homing_offset")
         before = self.actual
-        self.bridge.drive(self.joint, None if goal is None else goal - offset)
-        self.actual = float(self.bridge.present(self.joint) + offset)
+        self.target = None if goal is None else goal - offset
+        self.actual = float(self.measured + offset)
         velocity = (self.actual - before) / dt if dt > 0 else 0.0
         return velocity, 0.0 if goal is None else goal - self.actual
 
     def hold_here(self) -> None:
-        self.actual = float(self.bridge.present(self.joint) + self._get("homing_offset"))
+        """After a reset (world and registers locked): hold where the joint now is."""
+        self.measured = self.bridge.present(self.joint)
+        self.actual = float(self.measured + self._get("homing_offset"))
         self._set("goal_position", self._present())
         self.update()
 
@@ -119,11 +147,12 @@ def attach_twin(emu: BusEmulator, spec: Spec | None = None, seed: int = 0,
                 scene: S.SceneConfig | None = None) -> TwinBridge:
     """Replace ``emu``'s servos 1..6 by the twin's joints; starts and stops with the emulator.
     ``scene``: the twin's scene (e.g. a rig file's camera), today's by default."""
-    bridge = TwinBridge(LiftCubeTask(spec or default_spec(), scene=scene), emu.lock)
+    bridge = TwinBridge(LiftCubeTask(spec or default_spec(), scene=scene), registers=emu.lock)
     bridge.task.reset(seed)
     ids = [s.servo_id for s in emu.servos]
     bridge.servos = [TwinServo(bridge.calibration.motors[j].id, bridge, i) for i, j in enumerate(JOINT_NAMES)
                      if bridge.calibration.motors[j].id in ids]
+    bridge.exchange()
     emu.servos = list(bridge.servos)
     emu.on_start.append(bridge.start)
     emu.on_stop.append(bridge.stop)

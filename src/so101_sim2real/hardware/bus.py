@@ -8,6 +8,7 @@ verified by reading it back.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,24 @@ class BusStats:
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
 
 
+# A real STS3215 answers within a millisecond at 1 Mbaud (return delay 0), the USB adapter adds
+# a few: 20 ms is ample, and a dead servo is noticed fast. An emulator on a pseudo-terminal is
+# a process on a time-shared machine: at a load of 6 on 2 cores its threads wait 100s of ms for
+# a core (issue 26.7), so a reply that late is not a lost one there.
+SERIAL_TIMEOUT_S = 0.02
+PTY_TIMEOUT_S = 0.25
+
+
+def is_pseudo_terminal(port: str) -> bool:
+    """A pty (``so101 emulate``) is never a real arm: USB adapters are /dev/ttyACM*, /dev/ttyUSB*, COM*."""
+    return os.path.realpath(port).startswith("/dev/pts/")
+
+
+def default_timeout_s(port: str) -> float:
+    """The status timeout for ``port``: a real servo's, or an emulator's on a pty."""
+    return PTY_TIMEOUT_S if is_pseudo_terminal(port) else SERIAL_TIMEOUT_S
+
+
 def open_serial(port: str, baud: int, timeout_s: float) -> object:
     """pyserial's port, or a one-line error that says what to do."""
     import serial
@@ -66,12 +85,14 @@ def open_serial(port: str, baud: int, timeout_s: float) -> object:
 class MotorBus:
     """Motors by name on one serial port."""
 
-    def __init__(self, port: str, motors: dict[str, int], baud: int = 1_000_000, timeout_s: float = 0.02,
+    def __init__(self, port: str, motors: dict[str, int], baud: int = 1_000_000, timeout_s: float | None = None,
                  retries: int = 3, serial_port: object | None = None):
+        """``timeout_s``: per status reply; by default :func:`default_timeout_s` of ``port``."""
         if baud not in BAUD_RATES.values():
             raise So101Error(f"baud rate {baud} is not one the STS3215 supports: {sorted(BAUD_RATES.values())}")
         self.port_name, self.motors, self.baud = port, dict(motors), baud
-        self.timeout_s, self.retries = timeout_s, retries
+        self.timeout_s = default_timeout_s(port) if timeout_s is None else timeout_s
+        self.retries = retries
         self._serial = serial_port
         self.protocol: P.PacketProtocol | None = None
         self.stats = BusStats()

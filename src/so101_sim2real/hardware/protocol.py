@@ -176,8 +176,13 @@ class Transport:
             if chunk:
                 self._rx.extend(chunk)
 
-    def receive(self, servo_id: int, timeout_s: float | None = None) -> Packet:
-        """The next status packet from ``servo_id``; replies from other IDs are skipped."""
+    def receive(self, servo_id: int, timeout_s: float | None = None, size: int | None = None) -> Packet:
+        """The next status packet from ``servo_id`` with ``size`` data bytes (any size when None).
+
+        Replies from other IDs are skipped, and so is one of another size: a late reply to an
+        earlier request that came after the flush (taking it as this one's answer would fail a
+        retry that its own reply, due next, would pass). If nothing else comes, it is reported
+        as an incorrect status packet."""
         timeout = timeout_s or self.timeout_s
         deadline = time.monotonic() + timeout
         corrupt = False
@@ -186,10 +191,13 @@ class Transport:
             corrupt |= bad
             if pkt is None:
                 if corrupt:
-                    raise CorruptStatus(f"servo {servo_id}: incorrect status packet (bad checksum or truncated)")
+                    raise CorruptStatus(f"servo {servo_id}: incorrect status packet (bad checksum, truncated or "
+                                        f"of the wrong length)")
                 raise NoStatus(f"servo {servo_id}: no status packet within {1e3 * timeout:.0f} ms")
             if pkt.servo_id == servo_id:
-                return pkt
+                if size is None or len(pkt.params) == size:
+                    return pkt
+                corrupt = True
 
 
 class PacketProtocol:
@@ -199,7 +207,7 @@ class PacketProtocol:
         self.t = transport
 
     def _reply(self, servo_id: int, expect: int) -> bytes:
-        return self._check(self.t.receive(servo_id), expect)
+        return self._check(self.t.receive(servo_id, size=expect), expect)
 
     @staticmethod
     def _check(pkt: Packet, expect: int) -> bytes:
@@ -248,6 +256,9 @@ class PacketProtocol:
             if pkt is None:
                 break
             if pkt.servo_id in ids and pkt.servo_id not in out:
+                if len(pkt.params) != size:  # a late reply to an earlier request: its answer may still come
+                    corrupt = True
+                    continue
                 try:
                     out[pkt.servo_id] = self._check(pkt, size)
                 except ProtocolError as exc:
