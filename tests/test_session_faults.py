@@ -188,9 +188,9 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
     import time
 
     from so101_sim2real.control.recording import Recording
+    from so101_sim2real.hardware import bus
     from so101_sim2real.hardware.emulator import Faults
     from so101_sim2real.hardware.registers import REGISTERS
-    from so101_sim2real.hardware import bus
     from so101_sim2real.hilserl.run import RunOptions, train
 
     # A real port's reply timeout: on the emulator's pty the driver waits 250 ms a reply (a busy machine
