@@ -169,6 +169,27 @@ def test_a_real_serial_port_keeps_a_real_servos_timeout_and_a_pty_gets_an_emulat
     assert MotorBus(emulator.path, MOTORS, timeout_s=0.005).timeout_s == 0.005  # asked for: as asked
 
 
+def test_a_pty_that_no_emulator_serves_is_a_real_arm():
+    """socat and ser2net bridge real arms onto ptys: only 'so101 emulate''s own ptys are emulated."""
+    import os
+
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.protocol import is_emulated
+
+    master, slave = os.openpty()
+    try:
+        bridged = os.ttyname(slave)
+        assert not is_emulated(bridged) and MotorBus(bridged, MOTORS).timeout_s == SERIAL_TIMEOUT_S
+    finally:
+        os.close(master)
+        os.close(slave)
+    emu = BusEmulator([1])
+    path = emu.start()
+    assert is_emulated(path)
+    emu.stop()
+    assert not is_emulated(path)  # stopped: its pty may become anyone's
+
+
 def test_a_missing_serial_port_says_what_to_do():
     with pytest.raises(Exception, match="not found.*find-port"):
         MotorBus("/dev/ttyDOESNOTEXIST", MOTORS).open()

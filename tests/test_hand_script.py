@@ -156,6 +156,26 @@ def test_a_stalled_follower_is_grabbed_after_stall_s_of_no_progress():
     assert hand.events[-1].t_s == pytest.approx(2.0 + 0.8 + 1.0, abs=0.05)  # loading, progress, the stall
 
 
+def test_a_second_stall_is_judged_afresh_after_the_first_grab_lets_go():
+    session, twin = FakeSession(), FakeTwin()
+    grabs = parse_hand_script([{"when": "stalled", "stall_s": 1, "hold_s": 1, "guide": "still"},
+                               {"when": "stalled", "stall_s": 1, "hold_s": 1, "guide": "still"}], "h", True)
+    hand, tick = _hand(grabs, session, twin)
+    tick()
+    session.where = (1, 1)
+    while not hand.holding:  # the first stall
+        tick()
+    while hand.holding:  # held for 1 s, then let go
+        tick()
+    let_go = hand.events[-1].t_s
+    for _ in range(25):  # half a second later the follower has not stalled a whole second since
+        tick()
+    assert not hand.holding
+    while not hand.holding:
+        tick()
+    assert hand.events[-1].grab == 2 and hand.events[-1].t_s - let_go == pytest.approx(1.0, abs=0.1)
+
+
 def test_a_joint_guide_stops_at_the_end_of_the_joints_range():
     hand, tick = _hand(parse_hand_script([{"at_s": 0, "hold_s": 10, "guide": {"shoulder_pan": 200}}], "h", False))
     tick()

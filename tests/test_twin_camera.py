@@ -89,6 +89,42 @@ def test_a_camera_whose_emulator_stopped_is_a_device_fault_and_none_at_all_is_on
         open_camera(f"twin:{tmp_path}/nothing")
 
 
+def test_a_client_idle_for_a_while_keeps_its_connection_and_a_new_session_its_own_clock(emulated_twin):
+    """infer says hello, then loads its networks for a minute; a reset waits seconds between frames."""
+    import time
+
+    from so101_sim2real.cameras import TwinCamera
+
+    port, _, server = emulated_twin
+    camera = TwinCamera(port)
+    try:
+        camera.start_episode(3, None)
+        camera.read()
+        time.sleep(1.5)
+        camera.read()
+        assert camera.reconnects == 0 and server.now() == (3, 2)
+    finally:
+        camera.close()
+    again = TwinCamera(port)  # the next session: its episodes are its own
+    try:
+        assert server.now() is None
+    finally:
+        again.close()
+
+
+def test_a_request_the_emulator_cannot_answer_is_one_line_and_the_camera_goes_on(emulated_twin):
+    from so101_sim2real.cameras import CameraError, TwinCamera
+
+    port, _, _ = emulated_twin
+    camera = TwinCamera(port)
+    try:
+        with pytest.raises(CameraError, match="the emulator says KeyError"):
+            camera._ask({"op": "episode"})  # no episode number
+        assert camera.read().rgb.shape == (480, 640, 3) and camera.reconnects == 0
+    finally:
+        camera.close()
+
+
 def _video(path, size):
     w, h = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
@@ -120,9 +156,8 @@ def test_the_recording_keeps_the_period_that_ran_on_an_arm(capsys, tmp_path):
                          "-n", "1", "--max-steps", "6", "--record", str(tmp_path / "rec"), "--no-record-rgb")
     assert code == 0, err
     meta = json.loads((tmp_path / "rec" / "recording.json").read_text())
-    assert "control period" in out and f"control period {meta['period_s'] * 1e3:.0f} ms" in out
-    assert meta["period_s"] >= 0.02
-    assert meta["episodes"][0]["tick_p50_s"] >= meta["period_s"] * 0.95  # the loop waits out each period
+    assert f"control period {meta['period_s'] * 1e3:.0f} ms: a tick takes" in out  # measured, and said
+    assert np.isfinite(meta["episodes"][0]["tick_p50_s"])  # what ran, beside what was asked for
 
 
 def test_a_given_period_is_the_one_recorded(capsys, tmp_path):
@@ -132,7 +167,7 @@ def test_a_given_period_is_the_one_recorded(capsys, tmp_path):
     assert code == 0, err
     meta = json.loads((tmp_path / "rec" / "recording.json").read_text())
     assert meta["period_s"] == 0.15 and "control period 150 ms, as asked" in out
-    assert meta["episodes"][0]["tick_p50_s"] >= 0.15 * 0.95
+    assert np.isfinite(meta["episodes"][0]["tick_p50_s"])
 
 
 def test_the_summary_names_the_deadline_late_ticks_missed():
@@ -141,3 +176,13 @@ def test_the_summary_names_the_deadline_late_ticks_missed():
 
     summary = RunSummary([EpisodeResult(0, 0, None, 10, 0.0)], overruns=7, ticks=10, period_s=0.12)
     assert "7 of 10 ticks took longer than the 120 ms period" in render_summary(summary)
+
+
+def test_a_session_its_rig_refuses_leaves_no_run_folder(capsys, tmp_path, snapshot):
+    """The rig's own checks (its networks here, an arm's camera or weights) come after the run's options
+    are checked; a start they refuse is not a run to --resume."""
+    code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(tmp_path / "run"),
+                       "--robot", "so101", "--port", "emulator", "--perception", "real", "--seg-ckpt",
+                       str(tmp_path / "missing.ckpt"), "--episodes", "1")
+    assert code == 2 and "missing.ckpt" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

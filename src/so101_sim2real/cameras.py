@@ -81,6 +81,8 @@ class OpenCVCamera:
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         cap.set(cv2.CAP_PROP_FPS, self.fps)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of stale ones
+        # read here, before the capture thread owns the device (OpenCV's capture is not thread-safe)
+        self._delivers = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
         return cap
 
     def _capture(self) -> None:
@@ -109,11 +111,8 @@ class OpenCVCamera:
             self._cap = None
 
     def frame_size(self) -> tuple[int, int]:
-        """(H, W) the device delivers (it may ignore the size asked for)."""
-        cap = self._cap
-        if cap is None:
-            return self.size
-        return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        """(H, W) the device said it delivers when opened (it may ignore the size asked for)."""
+        return self._delivers
 
     def read(self) -> Frame:
         deadline = time.monotonic() + self.timeout_s
@@ -271,7 +270,7 @@ TWIN_TIMEOUT_S = 10.0  # a software render of 640x480 takes ~0.5 s; on a loaded 
 def twin_socket(port: str) -> Path:
     """Where ``so101 emulate --twin`` serves the camera of the arm on ``port`` (its pty)."""
     name = os.path.realpath(port).strip("/").replace("/", "-")
-    return Path(tempfile.gettempdir()) / f"so101-twin-{name}.sock"
+    return Path(tempfile.gettempdir()) / f"so101-twin-{os.getuid()}-{name}.sock"  # one user's, in a shared /tmp
 
 
 class TwinCamera:
@@ -291,6 +290,7 @@ class TwinCamera:
         self._sock: socket.socket | None = None
         self._file = None
         self._index = 0
+        self.reconnects = 0  # connections made again after one broke (the emulator restarted)
         self._connect()
         hello = self._ask({"op": "hello"})
         self.size: tuple[int, int] = (int(hello["height"]), int(hello["width"]))
@@ -317,23 +317,30 @@ class TwinCamera:
         with self._lock:
             for attempt in range(2):
                 try:
-                    if self._sock is None:
-                        self._connect()
-                    self._sock.sendall(json.dumps(request).encode() + b"\n")
-                    header = json.loads(self._file.readline() or b"null")
-                    if header is None:
-                        raise ConnectionError("closed")
-                    if header.get("bytes"):
-                        header["payload"] = self._file.read(header["bytes"])
-                        if len(header["payload"]) != header["bytes"]:
-                            raise ConnectionError("short frame")
-                    return header
+                    header = self._exchange(request)
+                    self.reconnects += attempt
+                    break
                 except (OSError, ValueError, CameraError) as exc:
                     self._drop()
                     if attempt:
                         raise CameraStopped(f"camera twin on {self.port}: the emulator stopped answering ({exc}); "
                                             f"is 'so101 emulate --twin' still running?") from None
-        raise AssertionError("unreachable")
+        if "error" in header:  # the emulator refused this request: asking again would not help
+            raise CameraError(f"camera twin on {self.port}: the emulator says {header['error']}")
+        return header
+
+    def _exchange(self, request: dict) -> dict:
+        if self._sock is None:
+            self._connect()
+        self._sock.sendall(json.dumps(request).encode() + b"\n")
+        header = json.loads(self._file.readline() or b"null")
+        if not isinstance(header, dict):
+            raise ConnectionError("closed")
+        if header.get("bytes"):
+            header["payload"] = self._file.read(header["bytes"])
+            if len(header["payload"]) != header["bytes"]:
+                raise ConnectionError("short frame")
+        return header
 
     def frame_size(self) -> tuple[int, int]:
         return self.size

@@ -174,7 +174,7 @@ def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, repor
 
     cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
     check_reach(table, guess, cal.sim_ranges(), count, seed)
-    cam = open_camera(camera_src)
+    cam = open_camera(camera_src, port=port)  # twin: the camera of the emulated arm on this port
     robot = SO101Follower(MotorBus(port, cal.ids), cal)
     try:
         robot.connect()
@@ -378,7 +378,7 @@ def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out, window=No
     spec = default_spec()
     seg = None if window is not None else load_segmentation(seg_ckpt)
     cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
-    cam = open_camera(camera_src)
+    cam = open_camera(camera_src, port=port)  # twin: the camera of the emulated arm on this port
     robot = SO101Follower(MotorBus(port, cal.ids), cal)
 
     def segment():

@@ -101,6 +101,9 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
         if not 0.005 <= opts.period_s <= 2.0:  # NaN fails this too
             raise So101Error(f"@period {opts.period_s}: seconds per tick, between 0.005 and 2")
     policy, spec, trained = _pilot_and_spec(opts)
+    if opts.period_s is not None and opts.period_s < spec.control.period_s:
+        raise So101Error(f"@period {opts.period_s}: shorter than the {spec.control.period_s * 1e3:.0f} ms the policy "
+                         f"trained at; the arm's step limit is per tick, so it would move faster than trained")
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")

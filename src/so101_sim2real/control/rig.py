@@ -7,7 +7,6 @@ loop; what differs is assembled here, in one place that every command uses
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -221,8 +220,10 @@ def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
 
 
 def _pseudo_terminal(port: str) -> bool:
-    """A pty (``so101 emulate``) is never a real arm: USB adapters are /dev/ttyACM*, /dev/ttyUSB*, COM*."""
-    return os.path.realpath(port).startswith("/dev/pts/")
+    """``so101 emulate``'s pty: never a real arm (a pty alone is not proof: socat bridges real arms)."""
+    from so101_sim2real.hardware.protocol import is_emulated
+
+    return is_emulated(port)
 
 
 def load_calibration(name: str | None) -> object | None:

@@ -16,6 +16,7 @@ a scripted leader hand can wait for ("episode 2, step 15").
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ import mujoco
 import numpy as np
 
 from so101_sim2real.cameras import twin_socket
+from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
 from so101_sim2real.spec import ObservationSpec
@@ -52,9 +54,14 @@ class TwinCameraServer:
 
     def start(self) -> str:
         """Listen; the socket's path (a stale one, left by a killed emulator of this pty, is replaced)."""
-        self.path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.path))
+        try:
+            self.path.unlink(missing_ok=True)
+            listener.bind(str(self.path))
+        except OSError as exc:
+            listener.close()
+            raise So101Error(f"the emulated arm's camera cannot listen at {self.path} ({exc.strerror}); remove "
+                             f"that file if another emulator left it") from None
         listener.listen(4)
         listener.settimeout(0.2)
         self._listener = listener
@@ -79,27 +86,34 @@ class TwinCameraServer:
                 continue
             thread = threading.Thread(target=self._serve, args=(conn,), name="twin-camera-client", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def _serve(self, conn: socket.socket) -> None:
-        """One client: requests in order; the renderer lives in this thread (its GL context is bound here)."""
+        """One client: requests in order; the renderer lives in this thread (its GL context is bound here).
+
+        A client may be idle for a minute (loading its networks, resetting an episode): the socket
+        stays blocking and ``select`` looks at the stop flag between requests."""
         renderer = None
-        conn.settimeout(0.5)
         stream = conn.makefile("rb")
         try:
             while not self._stop.is_set():
-                try:
-                    line = stream.readline()
-                except TimeoutError:
+                if not select.select([conn], [], [], 0.5)[0]:
                     continue
+                line = stream.readline()
                 if not line:
                     return
-                request = json.loads(line)
-                if request.get("op") == "frame" and renderer is None:
-                    renderer = _Renderer(self.bridge, self.size)
-                conn.sendall(self._answer(request, renderer))
-        except (OSError, ValueError):
-            return  # the client went away or spoke nonsense: it reconnects if it wants more
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("not an object")
+                    if request.get("op") == "frame" and renderer is None:
+                        renderer = _Renderer(self.bridge, self.size)
+                    reply = self._answer(request, renderer)
+                except (ValueError, KeyError, TypeError, So101Error) as exc:  # this request, not the server
+                    reply = _header({"error": f"{type(exc).__name__}: {exc}"})
+                conn.sendall(reply)
+        except OSError:
+            return  # the client went away: it reconnects if it wants more
         finally:
             if renderer is not None:
                 renderer.close()
@@ -109,7 +123,9 @@ class TwinCameraServer:
     def _answer(self, request: dict, renderer: _Renderer | None) -> bytes:
         op = request.get("op")
         h, w = self.size
-        if op == "hello":
+        if op == "hello":  # a new session: its episodes count from its own first
+            with self._clock_lock:
+                self._episode, self._step = 0, 0
             return _header({"height": h, "width": w})
         if op == "frame":
             rgb, t = renderer.render()

@@ -8,7 +8,6 @@ verified by reading it back.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,14 +55,10 @@ SERIAL_TIMEOUT_S = 0.02
 PTY_TIMEOUT_S = 0.25
 
 
-def is_pseudo_terminal(port: str) -> bool:
-    """A pty (``so101 emulate``) is never a real arm: USB adapters are /dev/ttyACM*, /dev/ttyUSB*, COM*."""
-    return os.path.realpath(port).startswith("/dev/pts/")
-
-
 def default_timeout_s(port: str) -> float:
-    """The status timeout for ``port``: a real servo's, or an emulator's on a pty."""
-    return PTY_TIMEOUT_S if is_pseudo_terminal(port) else SERIAL_TIMEOUT_S
+    """The status timeout for ``port``: a real servo's, or an emulator's (``so101 emulate``'s pty;
+    a real arm bridged onto a pty by socat keeps a real servo's)."""
+    return PTY_TIMEOUT_S if P.is_emulated(port) else SERIAL_TIMEOUT_S
 
 
 def open_serial(port: str, baud: int, timeout_s: float) -> object:

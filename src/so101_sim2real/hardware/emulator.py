@@ -232,6 +232,7 @@ class BusEmulator:
         attrs[4] = attrs[5] = termios.B1000000
         termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         self.path = os.ttyname(self._slave)
+        P.emulator_marker(self.path).write_text(str(os.getpid()))  # this pty is an emulator's (P.is_emulated)
         self._thread = threading.Thread(target=self._serve, name="sts3215-emulator", daemon=True)
         self._thread.start()
         for hook in self.on_start:
@@ -247,6 +248,8 @@ class BusEmulator:
         for fd in (self._master, self._slave):
             if fd >= 0:
                 os.close(fd)
+        if self._master >= 0 and self.path:
+            P.emulator_marker(self.path).unlink(missing_ok=True)
         self._master = self._slave = -1
 
     def __enter__(self) -> BusEmulator:

@@ -8,8 +8,11 @@ bytes and timeouts, nothing about servos' registers or robots.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from so101_sim2real.errors import So101Error
@@ -277,3 +280,24 @@ class PacketProtocol:
                 raise ValueError(f"sync write to servo {servo_id}: {len(value)} bytes, expected {size}")
             params += bytes([servo_id]) + value
         self.t.send(packet(BROADCAST_ID, SYNC_WRITE, bytes(params)))
+
+
+# ------------------------------------------------------------------ which port is an emulator
+
+def emulator_marker(port: str) -> Path:
+    """The file by which ``so101 emulate`` says it serves ``port``: a pty alone is not proof (socat
+    and ser2net bridge real arms onto ptys), and an emulated arm is treated more leniently."""
+    name = os.path.realpath(port).strip("/").replace("/", "-")
+    return Path(tempfile.gettempdir()) / f"so101-emulator-{os.getuid()}-{name}"
+
+
+def is_emulated(port: str) -> bool:
+    """Whether an emulator of this user, still running, serves ``port`` (a pseudo-terminal)."""
+    if not os.path.realpath(port).startswith("/dev/pts/"):
+        return False
+    try:
+        pid = int(emulator_marker(port).read_text().strip())
+        os.kill(pid, 0)  # a marker left by a killed emulator names no live process
+    except (OSError, ValueError):
+        return False
+    return True

@@ -224,6 +224,7 @@ class HandThread:
             why = "the cube is up" if pose is None else f"episode {self._grabbed_in} ended" if over else ""
             self.events.append(HandEvent(t, "let go", self._next + 1, why))
             self._next += 1
+            self._stall = _Stall()  # the next stall is judged from here, not from before this grab
         else:
             self._hold(pose)
 

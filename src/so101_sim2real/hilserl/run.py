@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -500,6 +501,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         raise So101Error("@episodes must be at least 1")
     if max_steps is not None and max_steps < 1:
         raise So101Error("@max_steps must be at least 1")
+    made = False  # this start made the run folder (so a refused start removes it)
     if resume:
         run = RunFolder.open(out)
         interrupted_swap = run.path / f".{POLICY_DIR}.old"
@@ -520,8 +522,14 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         _check_options(options)
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         source = options.ckpt
+        made = not Path(out).exists()
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
-    rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
+    try:
+        rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
+    except BaseException:
+        if made:  # a start refused by the rig (its camera, its weights) leaves no folder
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     realtime = realtime or run.options.robot != "sim"  # an arm's time passes by itself
     board = leader = None
     try:
