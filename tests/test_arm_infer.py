@@ -4,6 +4,7 @@ as the arm, a video as the camera, the real perception, and episodes run by a pe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -60,7 +61,9 @@ def test_infer_drives_a_separate_emulated_arm_through_its_port(capsys, emulated_
     assert "success not scored" in out
     # which backend runs the networks, and (unless torch itself) its check on the camera's own frames
     [line] = [x for x in out.splitlines() if "perception backend: " in x]
-    assert "perception backend: torch" in line or "on 3 camera frames too: fidelity seg 1.0000" in line, line
+    # (which one depends on the CPU: openvino bf16 where it has bf16, at a fidelity under 1.0000)
+    checked = re.search(r"on 3 camera frames too: fidelity seg (\d\.\d+), disparity (\d\.\d+)", line)
+    assert "perception backend: torch" in line or (checked and min(map(float, checked.groups())) >= 0.995), line
     result = json.loads(out.strip().splitlines()[-1])
     assert result["success_rate"] is None  # nothing judges a real arm
     assert [e["steps"] for e in result["per_episode"]] == [4, 4]

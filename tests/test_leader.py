@@ -119,7 +119,7 @@ def _session(spec, kinematics, hand_cfg, max_steps):
         intervener = LeaderIntervener(HandOnLeader(leader, hand), kinematics, spec.action, rig.period_s)
         pilot = _StillPilot(intervener)
         ticks = []
-        runner = Runner(rig, pilot, max_steps=max_steps, on_step=lambda step: ticks.append(
+        runner = Runner(rig, pilot, max_steps=max_steps, realtime=True, on_step=lambda step: ticks.append(
             (intervener.in_control, hand.holding, leader_bus.register(1, "torque_enable"))))
         try:
             summary = runner.run([3])

@@ -625,7 +625,7 @@ def perceive(
     from so101_sim2real.calib.rig_file import check_size
     from so101_sim2real.cameras import OpenCVCamera, check_frame_size, open_camera, undistorted
     from so101_sim2real.control.frames import check_backends, source_frames
-    from so101_sim2real.control.preview import run_preview, summarise
+    from so101_sim2real.control.preview import check_out, run_preview, summarise
     from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.backends import check_threads
     from so101_sim2real.perception.examples import example_sources
@@ -646,6 +646,8 @@ def perceive(
         check_size(geometry, obs_spec.source_size)
     models = RealModels(str(seg_ckpt) if seg_ckpt else None, depth_model, profile, device, trust_pickle, backend,
                         threads=perception_threads)
+
+    check_out(out if not check else None)  # cheap, so before the camera and the networks
 
     def opened() -> Camera:
         camera = open_camera(source, obs_spec.source_size)

@@ -66,12 +66,23 @@ def frames_of(camera: Camera, limit: int | None) -> Iterator[tuple[int, np.ndarr
         index += 1
 
 
+def check_out(out_dir: Path | None) -> None:
+    """The pictures' folder can be made (a file in its place, an unwritable parent: refused), before the work."""
+    from so101_sim2real.files import writable_folder
+
+    if out_dir is None:
+        return
+    if out_dir.exists() and not out_dir.is_dir():
+        raise So101Error(f"@out {out_dir}: a file, not a folder")
+    if not out_dir.exists() and (problem := writable_folder(out_dir.parent)):
+        raise So101Error(f"@out {out_dir}: cannot write there ({problem})")
+
+
 def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None, limit: int | None,
                 on_frame: Callable[[PreviewResult], None] | None = None) -> list[PreviewResult]:
     """Perceive every frame of ``camera``; write a picture per frame to ``out_dir``."""
     if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise So101Error(f"@out {out_dir}: a file, not a folder")
+        check_out(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
