@@ -11,6 +11,8 @@ two poses keeps the gripper above the table too.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from so101_sim2real.arm import JOINT_NAMES
@@ -92,3 +94,43 @@ def _order(arm: ArmGeometry, poses: list[np.ndarray], start: np.ndarray | None) 
         here = left.pop(nxt)
         ordered.append(here)
     return ordered
+
+
+MIN_SQUARE_PX = 15.0  # the board's squares at least this wide in a view, for the detector to find it
+
+
+def check_reach(table: TableBoard, guess: RigGeometry, limits: np.ndarray, count: int, seed: int) -> None:
+    """Refuse, before the arm moves, a board that the poses the arm would visit cannot see well enough
+    for the fit: fewer views than it needs whose squares look :data:`MIN_SQUARE_PX` wide (by the
+    guessed geometry; the narrower side of a square, as the view foreshortens it).
+
+    Set by rehearsals on the twin, 12 poses each (the board's middle out from the base: views where
+    it was found / views predicted at 15 px or more): 0.25 m (the default): 11 / 12; 0.51 m: 7 /
+    11; 0.56 m: 6 / 7; 0.60 m: 5 (too few) / 5; 0.78 m: 0 (after 22 s of posing) / 1. Any bound
+    from 14 to 17 px tells the ones that fit from the ones that do not.
+    """
+    from so101_sim2real.calibrate.hand_eye import MIN_VIEWS
+
+    arm = ArmGeometry()
+    plan = rig_poses(limits, guess.camera, table, guess, count, seed, arm=arm)
+    sizes = [_square_px(arm, guess, table, q) for q in plan]
+    seen = sum(size >= MIN_SQUARE_PX for size in sizes)
+    if seen < MIN_VIEWS:
+        x, y = table.centre()[:2]
+        raise So101Error(f"@board_at: the board's middle is {math.hypot(x, y):.2f} m from the arm's base; of the "
+                         f"{len(plan)} poses the arm would visit, {seen} would see its squares at least "
+                         f"{MIN_SQUARE_PX:.0f} px wide, and the fit needs {MIN_VIEWS}: put the board nearer (by "
+                         f"default its middle is where the cube goes, 0.25 m out)")
+
+
+def _square_px(arm: ArmGeometry, guess: RigGeometry, table: TableBoard, joints: np.ndarray) -> float:
+    """How wide the board's squares look from ``joints`` (px, the median of the narrower side)."""
+    cols, rows = table.board.squares
+    gx, gy = np.meshgrid(np.arange(cols + 1), np.arange(rows + 1))
+    grid = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1) * table.board.square_mm
+    px = project_board(arm, guess.camera, table, joints, grid, euler_to_matrix(guess.mount_euler),
+                       np.array(guess.mount_pos)).reshape(rows + 1, cols + 1, 2)
+    across = np.linalg.norm(np.diff(px, axis=1), axis=2)
+    down = np.linalg.norm(np.diff(px, axis=0), axis=2)
+    size = min(float(np.median(across)), float(np.median(down)))
+    return size if math.isfinite(size) else 0.0

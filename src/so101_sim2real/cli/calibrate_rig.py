@@ -17,9 +17,7 @@ import typer
 from so101_sim2real.errors import So101Error
 
 if TYPE_CHECKING:
-    from so101_sim2real.calib.rig_file import RigGeometry
-    from so101_sim2real.calibrate.hand_eye import ArmGeometry
-    from so101_sim2real.sim.table_board import TableBoard
+    pass
 
 BOARD_AT_HELP = ("Where the board lies: X,Y of its squares' top-left corner in metres in the arm's base frame "
                  "(x forward, y left), and optionally its turn in degrees, e.g. 0.145,0.075,0 (the default: "
@@ -99,49 +97,6 @@ def calibrate_rig(
     _on_arm(port, calibration, camera, _guess(camera_model), table, poses, seed, out, report or out.parent)
 
 
-MIN_SQUARE_PX = 15.0  # the board's squares at least this wide in a view, for the detector to find it
-
-
-def check_reach(table: TableBoard, guess: RigGeometry, limits: np.ndarray, count: int, seed: int) -> None:
-    """Refuse, before the arm moves, a board that the poses the arm would visit cannot see well enough
-    for the fit: fewer views than it needs whose squares look :data:`MIN_SQUARE_PX` wide (by the
-    guessed geometry; the narrower side of a square, as the view foreshortens it).
-
-    Set by rehearsals on the twin, 12 poses each (the board's middle out from the base: views where
-    it was found / views predicted at 15 px or more): 0.25 m (the default): 11 / 12; 0.51 m: 7 /
-    11; 0.56 m: 6 / 7; 0.60 m: 5 (too few) / 5; 0.78 m: 0 (after 22 s of posing) / 1. Any bound
-    from 14 to 17 px tells the ones that fit from the ones that do not.
-    """
-    from so101_sim2real.calibrate.hand_eye import MIN_VIEWS, ArmGeometry
-    from so101_sim2real.calibrate.rig_poses import rig_poses
-
-    arm = ArmGeometry()
-    plan = rig_poses(limits, guess.camera, table, guess, count, seed, arm=arm)
-    sizes = [_square_px(arm, guess, table, q) for q in plan]
-    seen = sum(size >= MIN_SQUARE_PX for size in sizes)
-    if seen < MIN_VIEWS:
-        x, y = table.centre()[:2]
-        raise So101Error(f"--board-at: the board's middle is {math.hypot(x, y):.2f} m from the arm's base; of the "
-                         f"{len(plan)} poses the arm would visit, {seen} would see its squares at least "
-                         f"{MIN_SQUARE_PX:.0f} px wide, and the fit needs {MIN_VIEWS}: put the board nearer (by "
-                         f"default its middle is where the cube goes, 0.25 m out)")
-
-
-def _square_px(arm: ArmGeometry, guess: RigGeometry, table: TableBoard, joints: np.ndarray) -> float:
-    """How wide the board's squares look from ``joints`` (px, the median of the narrower side)."""
-    from so101_sim2real.calibrate.hand_eye import euler_to_matrix, project_board
-
-    cols, rows = table.board.squares
-    gx, gy = np.meshgrid(np.arange(cols + 1), np.arange(rows + 1))
-    grid = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1) * table.board.square_mm
-    px = project_board(arm, guess.camera, table, joints, grid, euler_to_matrix(guess.mount_euler),
-                       np.array(guess.mount_pos)).reshape(rows + 1, cols + 1, 2)
-    across = np.linalg.norm(np.diff(px, axis=1), axis=2)
-    down = np.linalg.norm(np.diff(px, axis=0), axis=2)
-    size = min(float(np.median(across)), float(np.median(down)))
-    return size if math.isfinite(size) else 0.0
-
-
 def arm_ranges() -> np.ndarray:
     """(6, 2) the twin's joint ranges in radians, as its emulated arm is calibrated."""
     from so101_sim2real.sim import scene as S
@@ -166,6 +121,7 @@ def _head(path: Path) -> str:
 
 
 def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, report_dir) -> None:
+    from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.cameras import open_camera
     from so101_sim2real.control.rig import load_calibration
     from so101_sim2real.hardware.bus import MotorBus
@@ -173,7 +129,7 @@ def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, repor
     from so101_sim2real.hardware.so101 import SO101Follower
 
     cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
-    check_reach(table, guess, cal.sim_ranges(), count, seed)
+    check_reach(table, guess, cal.sim_ranges(), count, seed)  # before the arm moves
     cam = open_camera(camera_src, port=port)  # twin: the camera of the emulated arm on this port
     robot = SO101Follower(MotorBus(port, cal.ids), cal)
     try:
@@ -197,6 +153,7 @@ def stand_in_line(stand_ins: dict[str, tuple[object, str]]) -> str | None:
 def _rehearse(table, count: int, seed: int, out: Path, report_dir: Path,
               stand_ins: dict[str, tuple[object, str]]) -> None:
     from so101_sim2real.calib.rig_file import default_rig
+    from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
     from so101_sim2real.spec import default_spec
 
