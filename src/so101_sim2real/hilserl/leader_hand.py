@@ -115,18 +115,11 @@ class ScriptedLeaderHand:
         self.holding = False
 
 
-class HandOnLeader:
-    """A leader arm with the scripted hand on it: reading it lets the hand act first."""
+class _LeaderWithAHand:
+    """A leader arm with something on it that acts when the session reads it; the rest is the leader's."""
 
-    def __init__(self, leader: object, hand: ScriptedLeaderHand):
-        self.leader, self.hand = leader, hand
-
-    def reset(self) -> None:
-        self.hand.reset()
-
-    def read(self) -> JointState:
-        self.hand.step(self.leader.read().position)
-        return self.leader.read()
+    def __init__(self, leader: object):
+        self.leader = leader
 
     @property
     def goal(self) -> np.ndarray | None:
@@ -137,6 +130,21 @@ class HandOnLeader:
 
     def limp(self) -> None:
         self.leader.limp()
+
+
+class HandOnLeader(_LeaderWithAHand):
+    """A leader arm with the scripted hand on it: reading it lets the hand act first."""
+
+    def __init__(self, leader: object, hand: ScriptedLeaderHand):
+        super().__init__(leader)
+        self.hand = hand
+
+    def reset(self) -> None:
+        self.hand.reset()
+
+    def read(self) -> JointState:
+        self.hand.step(self.leader.read().position)
+        return self.leader.read()
 
 
 class SessionSteps:
@@ -160,12 +168,13 @@ class SessionSteps:
         self.seconds += self.period_s()
 
 
-class ScriptOnLeader:
+class ScriptOnLeader(_LeaderWithAHand):
     """A leader arm with a hand script's hand on it (``hilserl train --leader-port emulator --hand``):
     each read is one control tick, and the hand acts first, on the session's own clock."""
 
     def __init__(self, leader: object, hand: object, clock: SessionSteps):
-        self.leader, self.hand, self.clock = leader, hand, clock
+        super().__init__(leader)
+        self.hand, self.clock = hand, clock
 
     def reset(self) -> None:
         self.clock.begin_episode()
@@ -174,13 +183,3 @@ class ScriptOnLeader:
         self.clock.tick()
         self.hand.tick()
         return self.leader.read()
-
-    @property
-    def goal(self) -> np.ndarray | None:
-        return self.leader.goal
-
-    def follow(self, position: np.ndarray) -> None:
-        self.leader.follow(position)
-
-    def limp(self) -> None:
-        self.leader.limp()
