@@ -227,7 +227,9 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
     assert "control period" in stdout and "the policy trained at 20 ms" in stdout
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["period_s"] > 0.02 and row["overruns"] >= 0
-    episode = Recording(out / "episodes").load(0)
+    episodes = Recording(out / "episodes")  # a recording of the arm it drove, at the period that ran
+    assert episodes.meta["period_s"] == row["period_s"] and episodes.meta["robot"] == "so101"
+    episode = episodes.load(0)
     flags = episode["is_intervention"].astype(bool)
     assert not flags[:9].any() and flags[10:20].all()  # the policy until the grab, the person after it
     for changed in (("--leader-port", "/dev/ttyACM1"), ("--port", "/dev/ttyACM0")):

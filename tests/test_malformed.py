@@ -60,6 +60,8 @@ CASES = [
     ("infer --ckpt scripted --period 0.1", "--period: only for --robot so101"),
     ("infer --ckpt scripted --robot so101 --port emulator --period 0.01", "shorter than the 20 ms"),
     ("infer --ckpt scripted --robot so101 --port emulator --period nan", "--period nan"),
+    ("hilserl train --ckpt {ckpt} --out {tmp}/r --robot so101 --port emulator --period 0.01",
+     "shorter than the 20 ms"),
     ("infer --ckpt scripted --perturb {tmp}/missing.yaml", "cannot read the perturbation file"),
     ("infer --ckpt scripted --perturb {perturb_typo}", "did you mean 'period_s'"),
     ("infer --ckpt scripted --spec {tmp}/missing.yaml", "no such spec file"),

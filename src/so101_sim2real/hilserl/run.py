@@ -346,7 +346,9 @@ class RunFolder:
         return True
 
     def recorder(self, spec: Spec, period_s: float) -> Recorder:
-        return Recorder(self.path / EPISODES_DIR, spec, "sim", "hilserl", period_s, with_rgb=False, append=True)
+        """The episodes as a recording (compare-sim reads it): of the robot the run drives."""
+        return Recorder(self.path / EPISODES_DIR, spec, self.options.robot, "hilserl", period_s, with_rgb=False,
+                        append=True)
 
     def load_episodes(self, buffer: ReplayBuffer) -> int:
         """Every finished episode back into the buffer (interventions into the demo store too).
@@ -521,6 +523,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             raise So101Error("a new run needs @ckpt")
         _check_options(options)
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
+        _check_period(options, ckpt.spec)
         source = options.ckpt
         made = not Path(out).exists()
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
@@ -553,11 +556,15 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         notes, warnings = session_notes(rig, opts, rewards)
         if operator is not None and hasattr(rewards, "judge"):
             operator.inner = rewards  # the person's s / f over the classifier's verdict
-        trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device,
-                          recorder=run.recorder(ckpt.spec, rig.period_s))
+        recorder = run.recorder(ckpt.spec, rig.period_s)
+        trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder)
         if opts.robot != "sim":  # measured on the thread budget the actor will run on
             with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
-                rig.period_s = opts.period_s or _measured_period(rig, trainer)
+                from so101_sim2real.control.infer import hold_period
+                from so101_sim2real.control.pilots import PolicyPilot
+
+                trainer.period_note = hold_period(rig, PolicyPilot(trainer.pilot.policy), opts.period_s)
+            recorder.set_period(rig.period_s)  # the episodes keep the period that ran
         trainer.notes, trainer.warnings = notes, warnings
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
@@ -681,17 +688,6 @@ def _pauser(rig: Rig, leader: object | None, say: Callable[[str], None]) -> Call
     return wait
 
 
-def _measured_period(rig: Rig, trainer: Trainer) -> float:
-    """What this machine sustains per tick on this rig, with the starting policy (nothing moves)."""
-    from so101_sim2real.control.pilots import PolicyPilot
-    from so101_sim2real.control.runner import sustainable_period
-
-    period, p95 = sustainable_period(rig, PolicyPilot(trainer.pilot.policy))
-    trainer.period_note = (f"control period {period * 1e3:.0f} ms: a tick takes {p95 * 1e3:.0f} ms (p95) here; "
-                           f"the policy trained at {rig.spec.control.period_s * 1e3:.0f} ms")
-    return period
-
-
 def make_rewards(options: RunOptions, cfg: TrainConfig) -> RewardSource:
     """The run's reward: the task's success or dense reward, or the reward classifier's judgement."""
     if options.reward != "classifier":
@@ -721,6 +717,13 @@ def hand_grabs(options: RunOptions, where: str = "@") -> list:
     from so101_sim2real.hilserl.hand_script import parse_hand_script
 
     return parse_hand_script(options.hand, f"{where}hand", twin=True)
+
+
+def _check_period(options: RunOptions, spec: Spec) -> None:
+    """An arm's step limit is per tick: a period shorter than the trained one would move it faster."""
+    if options.period_s is not None and options.period_s < spec.control.period_s:
+        raise So101Error(f"@period {options.period_s}: shorter than the {spec.control.period_s * 1e3:.0f} ms the "
+                         f"policy trained at; the arm's step limit is per tick, so it would move faster than trained")
 
 
 def _check_options(options: RunOptions, source: str = "") -> None:
