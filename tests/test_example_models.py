@@ -85,7 +85,7 @@ def test_examples_are_never_filed_as_the_official_model(capsys, tmp_path, exampl
 
 
 def test_the_emulators_pty_counts_as_a_rehearsal_not_an_arm(tmp_path):
-    from so101_sim2real.control.rig import _pseudo_terminal
+    from so101_sim2real.hardware.protocol import is_emulated as _pseudo_terminal  # the rig's one test of it
     from so101_sim2real.hardware.emulator import BusEmulator
 
     with BusEmulator([1]) as emu:

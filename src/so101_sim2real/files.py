@@ -100,3 +100,15 @@ def write_file(path: str | Path, data: bytes | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise So101Error(f"{path}: cannot write there ({exc.strerror})") from None
     return path
+
+
+def check_distinct(folders: list[Path]) -> None:
+    """Each folder once, however spelt (a symlink, a ``..``): a recording given twice would count its
+    frames twice and put copies of training episodes among the held-out ones."""
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.expanduser().resolve()
+        if real in seen:
+            same = "" if seen[real] == folder else f" and {folder} (the same folder)"
+            raise So101Error(f"{seen[real]}{same}: given twice; give each recording once")
+        seen[real] = folder

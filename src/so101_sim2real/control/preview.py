@@ -70,11 +70,7 @@ def check_out(out_dir: Path | None) -> None:
     """The pictures' folder can be made (a file in its place, an unwritable parent: refused), before the work."""
     from so101_sim2real.files import writable_folder
 
-    if out_dir is None:
-        return
-    if out_dir.exists() and not out_dir.is_dir():
-        raise So101Error(f"@out {out_dir}: a file, not a folder")
-    if not out_dir.exists() and (problem := writable_folder(out_dir.parent)):
+    if out_dir is not None and (problem := writable_folder(out_dir)):  # a file in its place too
         raise So101Error(f"@out {out_dir}: cannot write there ({problem})")
 
 

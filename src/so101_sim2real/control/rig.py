@@ -18,6 +18,7 @@ from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.control.controller import Command, Controller
 from so101_sim2real.control.timing import StageTimer
 from so101_sim2real.errors import So101Error
+from so101_sim2real.hardware.protocol import is_emulated
 from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.policy.state import Proprio
@@ -162,7 +163,7 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
         from so101_sim2real.hardware.calibration import with_joint_offsets
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
-    if req.real_port and not _pseudo_terminal(req.port):
+    if req.real_port and not is_emulated(req.port):
         _refuse_examples(req)
     camera = _open_arm_camera(spec, req, geometry) if req.real_port else None  # cheap, so before the networks
     try:
@@ -182,14 +183,11 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
 
 def _refuse_examples(req: RigRequest) -> None:
     """A real arm never runs on example weights; found from the files, before anything opens or loads."""
-    from so101_sim2real.perception.examples import example_sources
+    from so101_sim2real.perception.examples import example_sources, refuse_on_an_arm
     from so101_sim2real.perception.real import RealModels
 
     models = req.models or RealModels()
-    if examples := example_sources(models.seg_ckpt, models.depth_model):
-        raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
-                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
-                         f"emulator's pty, from 'so101 emulate --twin', takes them)")
+    refuse_on_an_arm(example_sources(models.seg_ckpt, models.depth_model))
 
 
 def _perception_factory(spec: Spec, req: RigRequest) -> PerceptionFactory | None:
@@ -201,7 +199,7 @@ def _perception_factory(spec: Spec, req: RigRequest) -> PerceptionFactory | None
         from so101_sim2real.perception.real import RealModels, real_perception_factory
 
         make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
-                                                  allow_examples=not req.real_port or _pseudo_terminal(req.port),
+                                                  allow_examples=not req.real_port or is_emulated(req.port),
                                                   frames=lambda: twin_frames(CHECK_FRAMES, spec),
                                                   camera_check=bool(req.real_port))
         if req.real_port and (req.models or RealModels()).overlap:
@@ -217,13 +215,6 @@ def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
     from so101_sim2real.control.overlap import OverlappedPerception
 
     return lambda camera: OverlappedPerception(make_perception(camera), with_rgb=True)
-
-
-def _pseudo_terminal(port: str) -> bool:
-    """``so101 emulate``'s pty: never a real arm (a pty alone is not proof: socat bridges real arms)."""
-    from so101_sim2real.hardware.protocol import is_emulated
-
-    return is_emulated(port)
 
 
 def load_calibration(name: str | None) -> object | None:

@@ -110,8 +110,9 @@ class TwinCameraServer:
                         renderer = _Renderer(self.bridge, self.size)
                     reply = self._answer(request, renderer)
                 except (ValueError, KeyError, TypeError, So101Error) as exc:  # this request, not the server
-                    reply = _header({"error": f"{type(exc).__name__}: {exc}"})
-                conn.sendall(reply)
+                    reply = (_header({"error": f"{type(exc).__name__}: {exc}"}),)
+                for part in reply:  # a frame's pixels go out as they are, not copied into one message
+                    conn.sendall(part)
         except OSError:
             return  # the client went away: it reconnects if it wants more
         finally:
@@ -120,18 +121,18 @@ class TwinCameraServer:
             stream.close()
             conn.close()
 
-    def _answer(self, request: dict, renderer: _Renderer | None) -> bytes:
+    def _answer(self, request: dict, renderer: _Renderer | None) -> tuple[bytes | memoryview, ...]:
         op = request.get("op")
         h, w = self.size
         if op == "hello":  # a new session: its episodes count from its own first
             with self._clock_lock:
                 self._episode, self._step = 0, 0
-            return _header({"height": h, "width": w})
+            return (_header({"height": h, "width": w}),)
         if op == "frame":
             rgb, t = renderer.render()
             with self._clock_lock:
                 self._step += 1
-            return _header({"height": h, "width": w, "time": t, "bytes": rgb.nbytes}) + rgb.tobytes()
+            return _header({"height": h, "width": w, "time": t, "bytes": rgb.nbytes}), memoryview(rgb).cast("B")
         if op == "episode":
             cube = request.get("cube_xy")
             if cube is not None:
@@ -139,8 +140,8 @@ class TwinCameraServer:
                     self.bridge.task.place_cube(float(cube[0]), float(cube[1]))
             with self._clock_lock:
                 self._episode, self._step = int(request["episode"]), 0
-            return _header({"ok": True})
-        return _header({"error": f"unknown request {op!r}"})
+            return (_header({"ok": True}),)
+        return (_header({"error": f"unknown request {op!r}"}),)
 
 
 def _header(fields: dict) -> bytes:

@@ -42,7 +42,7 @@ from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.files import check_out_folder, share_like_the_user, write_folder
+from so101_sim2real.files import check_distinct, check_out_folder, share_like_the_user, write_folder
 from so101_sim2real.hilserl.labels import _check_keys, _episode_positions, labels_for
 from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.observation import center_crop_box
@@ -261,7 +261,7 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
     datasets = [_as_dataset(d) for d in datasets]
     if not datasets:
         raise So101Error("no recordings given")
-    _check_distinct([Path(d.recording) for d in datasets])
+    check_distinct([Path(d.recording) for d in datasets])
     recordings = [Recording(d.recording) for d in datasets]
     config = config or _input_config(recordings, input_kind)
     for rec in recordings:
@@ -294,18 +294,6 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
     frames = Frames(np.concatenate(images), np.concatenate(labels), np.concatenate(episode), np.concatenate(rows),
                     keys, sources)
     return frames, config
-
-
-def _check_distinct(folders: list[Path]) -> None:
-    """Each recording once: one given twice (however spelt: a symlink, a ``..``) would count its
-    frames twice and put copies of training episodes among the held-out ones."""
-    seen: dict[Path, Path] = {}
-    for folder in folders:
-        real = folder.expanduser().resolve()
-        if real in seen:
-            same = "" if seen[real] == folder else f" and {folder} (the same folder)"
-            raise So101Error(f"{seen[real]}{same}: given twice; give each recording once")
-        seen[real] = folder
 
 
 def _episode_frames(rec: Recording, arrays: dict[str, np.ndarray], preparer: Classifier) -> np.ndarray:

@@ -107,3 +107,11 @@ def is_example_folder(folder: str | Path) -> bool:
         return EXAMPLE_MARK in json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         return False
+
+
+def refuse_on_an_arm(examples: list[str]) -> None:
+    """A real arm never runs on example weights: they would feed the policy noise."""
+    if examples:
+        raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
+                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
+                         f"emulator's pty, from 'so101 emulate --twin', takes them)")

@@ -257,11 +257,10 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     _check_classes(seg, spec)
     depth = load_depth(models.depth_model, models.device)
-    examples = [m.source for m in (seg, depth) if m.example]
-    if examples and not allow_examples:
-        raise So101Error(f"{', '.join(examples)}: example weights (random, from 'so101 models example') would feed "
-                         f"the policy noise; a real arm needs your trained @seg_ckpt and a real @depth_model (the "
-                         f"emulator's pty, from 'so101 emulate --twin', takes them)")
+    if not allow_examples:
+        from so101_sim2real.perception.examples import refuse_on_an_arm
+
+        refuse_on_an_arm([m.source for m in (seg, depth) if m.example])
     choice = choose_backend(seg, depth, spec, profile, models.backend, frames, cache=cache, threads=models.threads)
 
     def bind(camera: Camera | None) -> RealPerception:
