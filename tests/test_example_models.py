@@ -85,8 +85,8 @@ def test_examples_are_never_filed_as_the_official_model(capsys, tmp_path, exampl
 
 
 def test_the_emulators_pty_counts_as_a_rehearsal_not_an_arm(tmp_path):
-    from so101_sim2real.hardware.protocol import is_emulated as _pseudo_terminal  # the rig's one test of it
     from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.protocol import is_emulated as _pseudo_terminal  # the rig's one test of it
 
     with BusEmulator([1]) as emu:
         assert _pseudo_terminal(emu.path)

@@ -125,8 +125,9 @@ def compare_sim(
     """
     from tqdm import tqdm
 
+    from so101_sim2real.compare.episode import load_episode
     from so101_sim2real.compare.pictures import check_out
-    from so101_sim2real.compare.replay import load_episode, replay
+    from so101_sim2real.compare.replay import replay
 
     if out is not None:
         check_out(out)
