@@ -296,7 +296,7 @@ def loop_rows(args: argparse.Namespace, seg: SegmentationModel, depth: DepthMode
     """The loop on the backend 'auto' picks, for each perception thread budget (every thread, and
     what HIL-SERL gives it by default: the cores its learner leaves): overlap off and on, then on
     with the learner beside it."""
-    from so101_sim2real.hilserl.run import cores_left
+    from so101_sim2real.hilserl.options import cores_left
     from so101_sim2real.perception.fidelity import choose_backend
 
     rows = []

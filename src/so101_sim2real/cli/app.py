@@ -746,7 +746,8 @@ def hilserl_train(
     replay buffer and hands the actor the new encoder and actor together. Each finished
     episode is saved at once, so a crash or kill loses at most the one in progress.
     """
-    from so101_sim2real.hilserl.run import RunFolder, RunOptions, apply_sets, config_from_dict, train
+    from so101_sim2real.hilserl.options import RunOptions, apply_sets, config_from_dict
+    from so101_sim2real.hilserl.run import RunFolder, train
     from so101_sim2real.hilserl.trainer import TrainConfig
     from so101_sim2real.sim.perturb import load_perturbation
     from so101_sim2real.spec import yaml_problem
