@@ -240,10 +240,11 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
 
 def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
     """Perception's thread budget is the cores the learner leaves, at least one."""
-    from so101_sim2real.hilserl import run as hilserl_run
+    import os
+
     from so101_sim2real.hilserl.run import RunOptions
 
-    monkeypatch.setattr(hilserl_run.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     real = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt")
     assert real.rig_request(learner_threads=1).models.threads == 3
     assert real.rig_request(learner_threads=8).models.threads == 1  # never none

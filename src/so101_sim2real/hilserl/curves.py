@@ -12,7 +12,7 @@ import numpy as np
 
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.run import EPISODES_DIR, METRICS_FILE, RunFolder
+from so101_sim2real.hilserl.run_folder import EPISODES_DIR, METRICS_FILE, RunFolder
 
 
 def episode_rows(run_dir: str | Path) -> list[dict]:
