@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from so101_sim2real.hardware.bus import MotorBus, MotorError
-from so101_sim2real.hardware.calibration import twin_calibration
 from so101_sim2real.hardware.emulator import BusEmulator, Faults
+from so101_sim2real.hardware.joint_calibration import twin_calibration
 from so101_sim2real.hardware.so101 import SO101Follower
 
 RANGES = np.array([[-1.92, 1.92], [-1.75, 1.75], [-1.69, 1.69], [-1.66, 1.66], [-2.74, 2.84], [-0.17, 1.75]])

@@ -36,13 +36,13 @@ class _Wander:
 
 
 def _record(folder: Path, steps: int, perturbation=None, wander: bool = False, swap: bool = False) -> Path:  # noqa: ANN001
+    from so101_sim2real.control.env import sim_env
     from so101_sim2real.control.pilots import ScriptedPilot
     from so101_sim2real.control.recording import Recorder
-    from so101_sim2real.control.rig import sim_rig
     from so101_sim2real.control.runner import Runner
     from so101_sim2real.spec import default_spec
 
-    rig = sim_rig(default_spec(), perturbation=perturbation)
+    rig = sim_env(default_spec(), perturbation=perturbation)
     if swap:
         command = rig.controller.command
         rig.controller.command = lambda action, q: command(np.asarray(action)[[1, 0, 2, 3]], q)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from so101_sim2real.control.rig import sim_rig
-from so101_sim2real.hilserl.interveners import NoIntervener
+from so101_sim2real.control.env import sim_env
+from so101_sim2real.control.interveners import NoIntervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import SuccessReward
@@ -77,7 +77,7 @@ def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) 
     spec = ckpt.spec.replace("episode.max_steps", ticks)
     cfg = TrainConfig(learner=LearnerConfig(batch_size=64), capacity=ticks * 4, warmup_steps=0,
                       utd=1000.0 if with_learner else 0.0, learner_threads=threads)
-    rig = sim_rig(spec, with_camera=True)
+    rig = sim_env(spec, with_camera=True)
     try:
         trainer = Trainer(rig, ckpt, cfg, NoIntervener(), SuccessReward())
         trainer.buffer = filled_buffer()  # so the learner is busy from the first tick

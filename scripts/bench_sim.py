@@ -20,9 +20,10 @@ import time
 
 import torch
 
+from so101_sim2real.control.env import sim_env
+
 # so101_sim2real is imported before mujoco: it picks EGL for offscreen rendering
 from so101_sim2real.control.pilots import PolicyPilot, ScriptedPilot
-from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import Runner
 from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import default_spec
@@ -31,7 +32,7 @@ from so101_sim2real.spec import default_spec
 def physics_row(steps: int = 20000) -> dict:
     import mujoco
 
-    rig = sim_rig(default_spec(), with_camera=False)
+    rig = sim_env(default_spec(), with_camera=False)
     rig.reset(0)
     m, d = rig.twin.model, rig.twin.data
     t0 = time.perf_counter()
@@ -44,7 +45,7 @@ def physics_row(steps: int = 20000) -> dict:
 
 def loop_row(name: str, episodes: int, perceive: bool, rgb: bool, policy: bool) -> dict:
     spec = default_spec()
-    rig = sim_rig(spec, with_camera=perceive or policy)
+    rig = sim_env(spec, with_camera=perceive or policy)
     if policy:
         from bench_policy import users_policy_shape
 

@@ -50,16 +50,16 @@ class _Pilot:
 
 
 def _run(kind: str, episodes: int, period: float, seed: int) -> dict:
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
     from so101_sim2real.control.runner import Runner
-    from so101_sim2real.hilserl.leader_hand import HandConfig
-    from so101_sim2real.hilserl.leader_rig import open_leader
+    from so101_sim2real.leader.arm import open_leader
+    from so101_sim2real.leader.hand import HandConfig
     from so101_sim2real.spec import default_spec
 
     spec = default_spec()
     spec = dataclasses.replace(spec, control=dataclasses.replace(spec.control, substeps=round(
         period / spec.control.physics_timestep_s)))
-    rig = sim_rig(spec, with_camera=False)
+    rig = sim_env(spec, with_camera=False)
     session = open_leader("emulator", None, rig, spec, seed=seed)
     hand = session.intervener.leader.hand
     grabs = np.random.default_rng(seed).integers(10, 40, episodes)

@@ -121,8 +121,8 @@ def test_start_pose_is_the_sims_nominal_reset():
 def test_a_reset_drives_the_arm_to_the_start_pose_a_bounded_step_per_tick():
     from so101_sim2real.control.arm_episodes import REACHED_RAD, ArmEpisodes
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import twin_calibration
     from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.joint_calibration import twin_calibration
     from so101_sim2real.hardware.so101 import SO101Follower
     from so101_sim2real.interfaces import JOINT_NAMES
     from so101_sim2real.sim import scene as S
@@ -166,8 +166,8 @@ def test_a_start_pose_outside_the_calibrated_range_is_refused():
 def arm_on_emulator():
     """A follower (the real driver) on emulated servos calibrated like the twin; torque on."""
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import twin_calibration
     from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.joint_calibration import twin_calibration
     from so101_sim2real.hardware.so101 import SO101Follower
     from so101_sim2real.sim import scene as S
     from so101_sim2real.sim.task import LiftCubeTask

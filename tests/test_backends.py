@@ -268,11 +268,11 @@ def _rounded(model, dtype):
 
 @pytest.mark.slow
 def test_the_fitted_networks_see_the_twin_and_keep_their_frames_in_bf16(fitted, seg, depth, cache):
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
     fit_seg, fit_depth, images = fitted
     mine = RealPerception(None, fit_seg, fit_depth, SPEC, "fast", workers=1)
-    rig = sim_rig(default_spec())  # the twin's own observation at the same reset
+    rig = sim_env(default_spec())  # the twin's own observation at the same reset
     try:
         rig.reset(0)
         twin = rig.perception.observe().frame

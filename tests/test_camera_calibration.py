@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli
-from so101_sim2real.calib.board import BoardSpec, board_layout, board_yaml_path, detect, object_points, render_board
-from so101_sim2real.calib.camera_model import CameraModel
 from so101_sim2real.calibrate.camera_fit import Coverage, ModelFit, View, choose, fit_camera
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.board import BoardSpec, board_layout, board_yaml_path, detect, object_points, render_board
+from so101_sim2real.geometry.camera_model import CameraModel
 
 PINHOLE = CameraModel((480, 640), [[605.0, 0, 327.3], [0, 598.0, 236.8], [0, 0, 1]],
                       [-0.25, 0.08, 0.001, -0.0015, -0.01], "pinhole")
@@ -293,7 +293,7 @@ def test_a_board_yaml_that_does_not_parse_is_one_line(capsys, tmp_path):
 @pytest.mark.slow
 def test_the_camera_rehearsal_recovers_the_twins_lens(capsys, tmp_path):
     from fixtures import run_cli
-    from so101_sim2real.calib.camera_model import CameraModel
+    from so101_sim2real.geometry.camera_model import CameraModel
     from so101_sim2real.sim.board_view import REHEARSAL_LENS
 
     code, out, err = run_cli(capsys, "calibrate", "camera", "--camera", "twin", "--out", str(tmp_path / "camera.yaml"))

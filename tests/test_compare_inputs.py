@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli
+from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import ScriptedPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import Runner
 from so101_sim2real.spec import default_spec
 
@@ -22,7 +22,7 @@ from so101_sim2real.spec import default_spec
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     folder = tmp_path_factory.mktemp("good") / "rec"
-    rig = sim_rig(default_spec())
+    rig = sim_env(default_spec())
     try:
         rec = Recorder(folder, rig.spec, "sim", "scripted", rig.period_s, with_rgb=False)
         Runner(rig, ScriptedPilot(rig.twin), recorder=rec, max_steps=4).run([3])

@@ -9,9 +9,9 @@ import pytest
 
 from fixtures import run_cli
 from so101_sim2real.compare.replay import spearman, timing
+from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import ScriptedPilot
 from so101_sim2real.control.recording import Recorder, Recording
-from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import Runner
 from so101_sim2real.control.video import PANEL
 from so101_sim2real.sim.perturb import Perturbation
@@ -24,7 +24,7 @@ STEPS = 10
 
 def _record(folder, perturbation: Perturbation | None = None, pilot=None, steps: int = STEPS, swap_xy: bool = False,
             with_rgb: bool = False, geometry=None, seed: int = 0):
-    rig = sim_rig(default_spec(), perturbation=perturbation, geometry=geometry)
+    rig = sim_env(default_spec(), perturbation=perturbation, geometry=geometry)
     if swap_xy:  # the user's controller bug: the action's x moves the target along y and back
         command = rig.controller.command
         rig.controller.command = lambda action, q: command(np.asarray(action)[[1, 0, 2, 3]], q)
@@ -259,7 +259,7 @@ def test_a_recording_without_the_cube_gets_it_fitted_to_the_first_frames(capsys,
 def test_with_the_rigs_measured_camera_the_pose_offset_is_gone(capsys, tmp_path):
     from dataclasses import replace
 
-    from so101_sim2real.calib.rig_file import default_rig
+    from so101_sim2real.geometry.rig_file import default_rig
 
     guess = default_rig()
     moved = replace(guess, mount_pos=tuple(np.add(guess.mount_pos, (0.008, 0.0, 0.0))),

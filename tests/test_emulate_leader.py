@@ -14,7 +14,7 @@ import pytest
 
 from fixtures import ctrl_c_works, run_cli
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.hand_script import Grab, load_hand_script
+from so101_sim2real.leader.hand_script import Grab, load_hand_script
 
 # ---------------------------------------------------------------------------------------- the script
 
@@ -86,10 +86,10 @@ def _session(lead, kinematics, spec, seconds: float):
     """A still follower and the leader intervener on the emulated leader's pty, ticking at 50 Hz for
     ``seconds`` after the leader first follows; per tick (seconds since it did, in control, hand holding)."""
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import resolve_calibration
+    from so101_sim2real.hardware.joint_calibration import resolve_calibration
     from so101_sim2real.hardware.so101 import SO101Leader
-    from so101_sim2real.hilserl.leader import LeaderIntervener
     from so101_sim2real.interfaces import JointState
+    from so101_sim2real.leader.takeover import LeaderIntervener
 
     cal = resolve_calibration(str(lead.calibration_file), "leader", "leader_calibration")  # --leader-calibration
     arm = SO101Leader(MotorBus(lead.emulator.path, cal.ids), cal, follows=True, max_step_rad=0.04)
@@ -113,8 +113,8 @@ def _session(lead, kinematics, spec, seconds: float):
 
 
 def test_the_hand_grabs_at_its_time_the_takeover_is_seen_then_it_lets_go(kinematics, spec):
-    from so101_sim2real.hilserl.hand_script import parse_hand_script
-    from so101_sim2real.hilserl.leader_emulator import EmulatedLeader
+    from so101_sim2real.leader.emulator import EmulatedLeader
+    from so101_sim2real.leader.hand_script import parse_hand_script
 
     # 30 degrees at the hand's 90 deg/s, then held still until the let-go: shorter than the 0.4 s of
     # stillness that ends an intervention, so the hand lets go while the person still has control.
@@ -135,9 +135,9 @@ def test_the_hand_grabs_at_its_time_the_takeover_is_seen_then_it_lets_go(kinemat
 
 def test_a_leader_with_no_hand_just_follows_and_matches_the_twin_follower(kinematics, spec):
     from so101_sim2real.control.twin_bus import twin_arm_calibration
-    from so101_sim2real.hilserl.leader_emulator import EmulatedLeader, HandThread
-    from so101_sim2real.hilserl.leader_rig import check_consistent
     from so101_sim2real.interfaces import SafetyLimits
+    from so101_sim2real.leader.arm import check_consistent
+    from so101_sim2real.leader.emulator import EmulatedLeader, HandThread
 
     with EmulatedLeader() as lead:
         assert lead.hand is None
@@ -179,7 +179,7 @@ def wrist_video(tmp_path):
 def classifier(tmp_path):
     import torch
 
-    from so101_sim2real.hilserl import classifier as C
+    from so101_sim2real.reward import classifier as C
 
     torch.manual_seed(0)
     config = C.ClassifierConfig("obs", ["seg", "disparity"], (84, 84), "center_square", (480, 640), threshold=0.6)

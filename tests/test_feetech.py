@@ -11,7 +11,8 @@ from so101_sim2real.arm import CENTRE_TICK, SERVO_IDS
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.bus import PTY_TIMEOUT_S, SERIAL_TIMEOUT_S, MotorBus, MotorError
-from so101_sim2real.hardware.calibration import (
+from so101_sim2real.hardware.emulator import BusEmulator, Faults
+from so101_sim2real.hardware.joint_calibration import (
     ArmCalibration,
     JointMap,
     MotorCalibration,
@@ -19,7 +20,6 @@ from so101_sim2real.hardware.calibration import (
     read_lerobot,
     twin_calibration,
 )
-from so101_sim2real.hardware.emulator import BusEmulator, Faults
 from so101_sim2real.hardware.registers import register
 from so101_sim2real.hardware.so101 import ServoOverheated, SO101Follower, WatchdogTripped
 from so101_sim2real.interfaces import JOINT_NAMES
@@ -598,7 +598,7 @@ def test_the_scripted_hand_rehearsal_recovers_the_arm_it_built():
     """Calibrating the emulated arm (horns off centre) with the scripted hand recovers, for every
     joint, the sim angle of any pose and the mechanical range, to within a tick or two."""
     from so101_sim2real.control.rehearsal import calibration_rehearsal
-    from so101_sim2real.hardware.hand import TICKS_PER_RAD
+    from so101_sim2real.hardware.calibrating_hand import TICKS_PER_RAD
     from so101_sim2real.hardware.setup import calibrate
 
     with calibration_rehearsal(seed=3, say=lambda _: None, sweep_s=0.6) as (port, hand), \

@@ -112,7 +112,7 @@ def test_models_example_refuses_an_existing_folder_before_importing_the_networks
 
 def test_reward_train_refuses_an_unwritable_out_before_training(capsys, monkeypatch, tmp_path):
     from so101_sim2real import files
-    from so101_sim2real.hilserl import classifier
+    from so101_sim2real.reward import classifier
     from test_reward_classifier import LIFTED_EPISODE, fake_recording
 
     rec = fake_recording(tmp_path / "rec", [(LIFTED_EPISODE, True), ([0.015] * 8, False)])
@@ -151,10 +151,10 @@ def test_calibrate_rig_refuses_a_board_out_of_reach_before_the_arm_moves(capsys,
 
 
 def test_the_default_board_place_is_in_reach():
-    from so101_sim2real.calib.board import BoardSpec
-    from so101_sim2real.calib.rig_file import default_rig
     from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.cli.calibrate_rig import arm_ranges
+    from so101_sim2real.geometry.board import BoardSpec
+    from so101_sim2real.geometry.rig_file import default_rig
     from so101_sim2real.sim.table_board import TableBoard
 
     check_reach(TableBoard(BoardSpec()), default_rig(), arm_ranges(), 12, 0)  # raises nothing
@@ -177,7 +177,7 @@ def stop_at_the_twin(monkeypatch):
 
 
 def test_calibrate_rig_rehearsal_takes_the_real_days_flags(capsys, tmp_path, stop_at_the_twin):
-    from so101_sim2real.calib.rig_file import pinhole_from_fovy
+    from so101_sim2real.geometry.rig_file import pinhole_from_fovy
 
     camera_yaml = pinhole_from_fovy(72.0).save(tmp_path / "camera.yaml")
     code, out, err = run_cli(capsys, "calibrate", "rig", "--port", "emulator", "--calibration", "my_follower",
@@ -211,14 +211,14 @@ def test_calibrate_align_rehearsal_takes_the_real_days_flags(capsys, tmp_path, s
                                              ("-1e3", -1000.0), ("1.5e-3", 0.0015), (".5", 0.5), ("10", 10),
                                              ("0x1F", 31), ("1e", "1e"), ("e5", "e5"), ("1.2.3", "1.2.3")])
 def test_yaml_reads_numbers_in_exponent_form_as_numbers(text, value):
-    from so101_sim2real.calib.records import parse_yaml
+    from so101_sim2real.records import parse_yaml
 
     read = parse_yaml(f"x: {text}")["x"]
     assert read == value and type(read) is type(value)
 
 
 def test_a_record_field_takes_an_exponent_and_its_range_check_refuses_too_much(tmp_path):
-    from so101_sim2real.calib.board import BoardSpec
+    from so101_sim2real.geometry.board import BoardSpec
 
     path = tmp_path / "board.yaml"
     path.write_text("squares: [7, 5]\nsquare_mm: 3e1\nmarker_mm: 2.25e1\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.hand_script import Grab, parse_hand_script
+from so101_sim2real.leader.hand_script import Grab, parse_hand_script
 
 
 def test_episode_step_and_stalled_triggers_are_read_and_written_back():
@@ -81,7 +81,7 @@ class FakeTwin:
 def _hand(grabs, session=None, twin=None):
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.emulator import BusEmulator
-    from so101_sim2real.hilserl.leader_emulator import HandThread
+    from so101_sim2real.leader.emulator import HandThread
 
     cal = twin_arm_calibration()
     emulator = BusEmulator(list(cal.ids.values()))

@@ -331,8 +331,8 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder(capsys, s
 def test_example_weights_and_a_classifier_judging_their_noise_are_warned_of(capsys, snapshot, tmp_path):
     import torch
 
-    from so101_sim2real.hilserl import classifier as C
     from so101_sim2real.perception.examples import write_example_models
+    from so101_sim2real.reward import classifier as C
 
     examples = write_example_models(tmp_path / "examples")
     torch.manual_seed(0)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from so101_sim2real.control.rig import sim_rig
+from so101_sim2real.control.env import sim_env
+from so101_sim2real.control.interveners import NoIntervener, ScriptedHelpConfig, ScriptedIntervener
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.actor import PolicySlot
-from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedHelpConfig, ScriptedIntervener
 from so101_sim2real.hilserl.learner import LearnerConfig
 from so101_sim2real.hilserl.rewards import DenseReward, SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
@@ -26,7 +26,7 @@ def trainer_factory(snapshot):
     def make(intervener=None, rewards=None, cfg=CFG, steps=25):
         ckpt = load_checkpoint(snapshot)
         ckpt.spec = ckpt.spec.replace("episode.max_steps", steps)
-        rig = sim_rig(ckpt.spec, with_camera=True)
+        rig = sim_env(ckpt.spec, with_camera=True)
         helper = intervener(rig) if intervener else NoIntervener()
         trainer = Trainer(rig, ckpt, cfg, helper, rewards or SuccessReward())
         made.append(rig)

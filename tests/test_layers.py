@@ -1,6 +1,7 @@
-"""Imports point one way: cli -> commands (hilserl, compare) -> control -> (perception, policy, sim,
-hardware) -> the base modules (spec, interfaces, kinematics, observation, ...). A module may import
-its own package and any lower layer; the four middle packages never import each other."""
+"""Imports point one way: cli -> commands (hilserl, compare, calibrate) -> the leader arm and reward
+classification -> control -> (perception, policy, sim, hardware) -> the base modules (spec,
+interfaces, kinematics, observation, geometry, ...). A module may import its own package and any
+lower layer; packages of one layer never import each other."""
 
 import ast
 from pathlib import Path
@@ -10,9 +11,10 @@ import so101_sim2real
 ROOT = Path(so101_sim2real.__file__).parent
 LAYERS = [
     {"errors", "arm", "spec", "interfaces", "simulator", "kinematics", "observation", "safe_pickle", "cameras",
-     "specs", "files", "devices", "calib", "__init__"},
+     "specs", "files", "devices", "geometry", "records", "__init__"},
     {"perception", "policy", "sim", "hardware"},
     {"control"},
+    {"reward", "leader"},
     {"hilserl", "compare", "calibrate"},
     {"cli"},
     {"__main__"},

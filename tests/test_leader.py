@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from so101_sim2real.hilserl.leader import TakeoverConfig, TakeoverDetector, gripper_action, leader_action
+from so101_sim2real.leader.takeover import TakeoverConfig, TakeoverDetector, gripper_action, leader_action
 
 
 def test_the_detector_starts_on_a_jump_and_ends_when_the_error_settles():
@@ -99,14 +99,14 @@ class _StillPilot:
 def _session(spec, kinematics, hand_cfg, max_steps):
     """One episode on the emulated follower (the twin through the real driver) with an emulated
     leader that the scripted hand grabs; returns what each tick saw."""
-    from so101_sim2real.control.rig import so101_rig
+    from so101_sim2real.control.env import so101_rig
     from so101_sim2real.control.runner import Runner
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import SO101Leader
-    from so101_sim2real.hilserl.leader import LeaderIntervener
-    from so101_sim2real.hilserl.leader_hand import HandOnLeader, ScriptedLeaderHand
+    from so101_sim2real.leader.hand import HandOnLeader, ScriptedLeaderHand
+    from so101_sim2real.leader.takeover import LeaderIntervener
     from so101_sim2real.sim.scripted import ScriptedExpert
 
     rig = so101_rig(spec, "emulator", with_camera=False)
@@ -132,7 +132,7 @@ def _session(spec, kinematics, hand_cfg, max_steps):
 
 @pytest.mark.slow  # a few seconds of real time: both arms are emulated servos on ptys
 def test_a_hand_on_the_emulated_leader_takes_over_and_the_follower_lifts_the_cube(spec, kinematics):
-    from so101_sim2real.hilserl.leader_hand import HandConfig
+    from so101_sim2real.leader.hand import HandConfig
 
     summary, log, ticks, intervener, hand, torque_after = _session(
         spec, kinematics, HandConfig(grab_at_step=30, max_steps=110), max_steps=170)
@@ -153,7 +153,7 @@ def test_a_hand_on_the_emulated_leader_takes_over_and_the_follower_lifts_the_cub
 
 @pytest.mark.slow
 def test_letting_go_hands_control_back_and_the_leader_follows_again(spec, kinematics):
-    from so101_sim2real.hilserl.leader_hand import HandConfig
+    from so101_sim2real.leader.hand import HandConfig
 
     _, log, ticks, intervener, hand, _ = _session(spec, kinematics, HandConfig(grab_at_step=10, max_steps=8),
                                                   max_steps=90)
@@ -171,7 +171,7 @@ def test_keys_arrive_one_by_one_without_enter_and_the_terminal_is_restored():
     import pty
     import termios
 
-    from so101_sim2real.hilserl.keys import TerminalKeys
+    from so101_sim2real.control.keys import TerminalKeys
 
     main, child = pty.openpty()
     before = termios.tcgetattr(child)
@@ -209,9 +209,9 @@ class _StillLeader:
 def test_space_hands_control_to_the_person_and_back(spec, kinematics):
     from types import SimpleNamespace
 
-    from so101_sim2real.hilserl.keys import OperatorKeys
-    from so101_sim2real.hilserl.leader import LeaderIntervener
+    from so101_sim2real.control.keys import OperatorKeys
     from so101_sim2real.interfaces import JointState
+    from so101_sim2real.leader.takeover import LeaderIntervener
 
     pressed = iter(["", " ", "", "", " ", ""])
     keys = OperatorKeys(SimpleNamespace(poll=lambda: next(pressed)))
@@ -227,7 +227,7 @@ def test_space_hands_control_to_the_person_and_back(spec, kinematics):
 def test_s_and_f_end_the_episode_whatever_the_task_says():
     from types import SimpleNamespace
 
-    from so101_sim2real.hilserl.keys import OperatorKeys
+    from so101_sim2real.control.keys import OperatorKeys
     from so101_sim2real.interfaces import StepResult
 
     typed = iter(["f", "", "s", "", "s"])

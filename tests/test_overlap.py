@@ -94,7 +94,7 @@ def test_a_paused_session_probes_through_the_thread():
     inner = Counting(work_s=0.005)
     ahead = OverlappedPerception(inner)
     try:
-        assert ahead.camera.read().timestamp >= 1.0  # what pause.rig_probes calls: a new observation
+        assert ahead.camera.read().timestamp >= 1.0  # what pause.env_probes calls: a new observation
     finally:
         ahead.close()
 

@@ -30,9 +30,9 @@ def test_the_camera_moves_by_the_given_millimetres_and_degrees():
 
 
 def test_a_control_period_of_100_ms_steps_50_physics_steps_per_tick():
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
-    rig = sim_rig(default_spec(), with_camera=False, perturbation=Perturbation(period_s=0.1))
+    rig = sim_env(default_spec(), with_camera=False, perturbation=Perturbation(period_s=0.1))
     try:
         rig.reset(0)
         t0 = rig.twin.data.time
@@ -140,10 +140,10 @@ def test_cube_dropout_reads_cube_pixels_as_the_table():
 
 
 def test_joint_offsets_shift_what_is_read_and_where_targets_land():
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
     offset = (5.0, 0.0, -3.0, 0.0, 0.0, 2.0)
-    rig = sim_rig(default_spec(), with_camera=False, perturbation=Perturbation(joint_offset_deg=offset))
+    rig = sim_env(default_spec(), with_camera=False, perturbation=Perturbation(joint_offset_deg=offset))
     try:
         rig.reset(0)
         true = rig.robot.inner.read().position
@@ -155,12 +155,12 @@ def test_joint_offsets_shift_what_is_read_and_where_targets_land():
 
 
 def test_the_field_of_view_and_the_disparity_region_change_what_the_twin_sees():
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
     assert Perturbation(camera_fovy_deg=-5.0).scene().camera_fovy == S.SceneConfig().camera_fovy - 5.0
     frames = {}
     for region in (None, "crop"):
-        rig = sim_rig(default_spec(), perturbation=Perturbation(disparity_region=region))
+        rig = sim_env(default_spec(), perturbation=Perturbation(disparity_region=region))
         try:
             assert rig.perception.spec.disparity.normalise_region == (region or "full_frame")
             rig.reset(0)

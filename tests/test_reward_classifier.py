@@ -16,11 +16,11 @@ import yaml
 
 from fixtures import run_cli
 from so101_sim2real.control.recording import Recorder, Recording
-from so101_sim2real.hilserl import classifier as C
-from so101_sim2real.hilserl import classifier_eval as E
-from so101_sim2real.hilserl import labels as L
 from so101_sim2real.hilserl.rewards import ClassifierReward
 from so101_sim2real.interfaces import StepResult
+from so101_sim2real.reward import classifier as C
+from so101_sim2real.reward import evaluate as E
+from so101_sim2real.reward import labels as L
 from so101_sim2real.sim.task import TaskConfig
 from so101_sim2real.spec import default_spec
 
@@ -432,13 +432,13 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, case):
 def test_in_the_loop_the_classifier_ends_episodes_where_the_task_would(twin_classifier):
     """The runner asks the judge each tick: the scripted expert's episodes on unseen seeds end on the
     classifier's success, within a few ticks of the task's own verdict."""
+    from so101_sim2real.control.env import sim_env
     from so101_sim2real.control.pilots import ScriptedPilot
-    from so101_sim2real.control.rig import sim_rig
     from so101_sim2real.control.runner import Runner
     from so101_sim2real.sim.task import TaskConfig
     from so101_sim2real.spec import default_spec
 
-    rig = sim_rig(default_spec())
+    rig = sim_env(default_spec())
     try:
         seeds = [200, 201, 202]
         task = Runner(rig, ScriptedPilot(rig.twin), perceive=True).run(seeds)

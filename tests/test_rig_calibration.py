@@ -7,9 +7,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from so101_sim2real.calib.rig_file import default_rig
 from so101_sim2real.calibrate.hand_eye import RigView, euler_to_matrix, fit_rig, matrix_to_euler
 from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error
+from so101_sim2real.geometry.rig_file import default_rig
 
 
 def test_mujoco_euler_round_trips_through_the_matrix():
@@ -28,7 +28,7 @@ def _truth_views(truth, board, poses):
     """What the twin with the true mount and joints sees at each reading (no bus: the geometry alone)."""
     from dataclasses import replace
 
-    from so101_sim2real.calib.board import detect
+    from so101_sim2real.geometry.board import detect
     from so101_sim2real.sim import scene as S
 
     scene = S.scene_for_rig(truth, (480, 640), replace(S.SceneConfig(), table_board=board))
@@ -55,8 +55,8 @@ def _truth_views(truth, board, poses):
 
 @pytest.mark.slow
 def test_the_fit_recovers_injected_joint_offsets_and_a_moved_mount():
-    from so101_sim2real.calib.board import BoardSpec
     from so101_sim2real.calibrate.rig_poses import rig_poses
+    from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.sim import scene as S
     from so101_sim2real.sim.table_board import TableBoard
 
@@ -80,9 +80,9 @@ def test_the_fit_recovers_injected_joint_offsets_and_a_moved_mount():
 def test_capturing_turns_torque_off_even_when_the_arm_gets_stuck():
     from types import SimpleNamespace
 
-    from so101_sim2real.calib.board import BoardSpec
     from so101_sim2real.calibrate.rig_capture import capture_views
     from so101_sim2real.errors import So101Error
+    from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.interfaces import JointState, SafetyLimits
 
     calls = []
@@ -98,7 +98,7 @@ def test_capturing_turns_torque_off_even_when_the_arm_gets_stuck():
 @pytest.mark.slow
 def test_the_rehearsal_through_the_emulated_bus_recovers_the_truth(capsys, tmp_path):
     from fixtures import run_cli
-    from so101_sim2real.calib.rig_file import RigGeometry
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
     code, out, err = run_cli(capsys, "calibrate", "rig", "--port", "emulator", "--out", str(tmp_path / "rig.yaml"),
                              "--poses", "10")
@@ -133,7 +133,7 @@ def test_a_mask_from_a_larger_image_lands_where_it_is_at_the_align_size():
 @pytest.mark.slow
 def test_align_recovers_a_moved_mount_from_the_fingers_and_the_table(capsys, tmp_path):
     from fixtures import run_cli
-    from so101_sim2real.calib.rig_file import RigGeometry
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
     code, out, err = run_cli(capsys, "calibrate", "align", "--port", "emulator", "--out", str(tmp_path / "rig.yaml"))
     assert code == 0, err

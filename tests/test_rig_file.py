@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from so101_sim2real.calib.rig_file import RigGeometry, default_rig, load_rig, pinhole_from_fovy
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.rig_file import RigGeometry, default_rig, load_rig, pinhole_from_fovy
 
 
 def test_the_default_rig_is_the_sims_camera_and_says_it_is_not_calibrated():
@@ -51,7 +51,7 @@ def test_a_rig_fitted_on_the_sims_intrinsics_says_so_in_one_voice(tmp_path):
     # nothing measured: the file of the sim's guesses reads back as not calibrated
     guess = RigGeometry.load(default_rig().save(tmp_path / "guess.yaml"))
     assert not guess.calibrated and guess.measured == [] and "not calibrated" in guess.describe()
-    from so101_sim2real.calib.camera_model import CameraModel
+    from so101_sim2real.geometry.camera_model import CameraModel
 
     lens = CameraModel(size=(480, 640), K=np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]]), D=np.zeros(5),
                        source="so101 calibrate camera")

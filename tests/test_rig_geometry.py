@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli as run
-from so101_sim2real.calib.camera_model import CameraModel
-from so101_sim2real.calib.rig_file import RigGeometry, default_rig
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.camera_model import CameraModel
+from so101_sim2real.geometry.rig_file import RigGeometry, default_rig
 from so101_sim2real.interfaces import Frame
 from so101_sim2real.sim import scene as S
 
@@ -30,7 +30,7 @@ def _calibrated_rig(size=(720, 960), D=(0, 0, 0, 0, 0), model="pinhole") -> RigG
 # --- the twin's camera -----------------------------------------------------------------------------------
 
 def test_the_default_rig_is_todays_twin_exactly():
-    from so101_sim2real.control.rig import twin_scene
+    from so101_sim2real.control.env import twin_scene
     from so101_sim2real.spec import default_spec
 
     assert S.scene_for_rig(default_rig(), SIZE) == S.SceneConfig() == twin_scene(default_spec())
@@ -202,7 +202,7 @@ def test_undistortion_refuses_another_aspect_ratio_and_passes_a_lens_free_camera
 
 def test_joint_offsets_add_to_the_reading_and_come_off_the_goals():
     from so101_sim2real.control.twin_bus import twin_arm_calibration
-    from so101_sim2real.hardware.calibration import with_joint_offsets
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
 
     base = twin_arm_calibration()
     offsets = np.radians([-3.0, -3.0, 5.0, 5.0, 0.0, 1.5])
@@ -218,8 +218,8 @@ def test_joint_offsets_add_to_the_reading_and_come_off_the_goals():
 # --- the rig request and the commands --------------------------------------------------------------------
 
 def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypatch):
-    """build_rig on a serial port: the calibration and camera so101_rig gets (no arm, no networks)."""
-    import so101_sim2real.control.rig as rig_module
+    """build_env on a serial port: the calibration and camera so101_rig gets (no arm, no networks)."""
+    import so101_sim2real.control.env as rig_module
     import so101_sim2real.perception.real as real
     from so101_sim2real.cameras import UndistortedCamera
     from so101_sim2real.control.twin_bus import twin_arm_calibration
@@ -235,19 +235,19 @@ def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypat
     monkeypatch.setattr(rig_module, "so101_rig", lambda spec, port, **kw: got.update(kw))
     request = rig_module.RigRequest("so101", str(tmp_path / "ttyFAKE"), "twin", str(tmp_path / "frame.png"), "real",
                                     real.RealModels(seg_ckpt="seg.ckpt"), rig=str(path))
-    rig_module.build_rig(default_spec(), request)
+    rig_module.build_env(default_spec(), request)
     raw = {j: int(m.mid) for j, m in twin_arm_calibration().motors.items()}
     assert np.allclose(got["calibration"].to_sim(raw), twin_arm_calibration().to_sim(raw) + rig.joint_offsets_rad)
     assert isinstance(got["camera"], UndistortedCamera) and got["camera"].read().rgb.shape == (480, 640, 3)
 
 
 def test_the_twin_sees_through_the_rig_files_camera(tmp_path):
-    from so101_sim2real.control.rig import RigRequest, build_rig
+    from so101_sim2real.control.env import RigRequest, build_env
     from so101_sim2real.spec import default_spec
 
     camera = _calibrated_rig().camera
     camera.save(tmp_path / "camera.yaml")  # a plain camera.yaml works as a rig: the mount stays the sim's
-    twin = build_rig(default_spec(), RigRequest(rig=str(tmp_path / "camera.yaml")))
+    twin = build_env(default_spec(), RigRequest(rig=str(tmp_path / "camera.yaml")))
     try:
         model = twin.twin.model
         cam = model.camera(S.WRIST_CAMERA).id
@@ -287,7 +287,7 @@ def test_a_hilserl_run_keeps_its_rig_and_a_resume_refuses_another(capsys, tmp_pa
     kept = RunFolder.open(tmp_path / "run").options.rig
     assert kept == str((tmp_path / "run" / "rig.yaml").resolve())  # its own copy, not the file given
     (tmp_path / "rig.yaml").write_text("edited later: not yaml that a rig reads\n")
-    from so101_sim2real.calib.rig_file import RigGeometry
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
     assert RigGeometry.load(kept).describe() == _calibrated_rig().describe()
     code, _, err = run(capsys, "hilserl", "train", "--out", str(tmp_path / "run"), "--resume", "--rig", path)

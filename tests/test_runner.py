@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder, Recording
-from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import Runner
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.errors import So101Error
@@ -24,7 +24,7 @@ def policy(snapshot):
 
 @pytest.fixture(scope="module")
 def rig(policy):
-    rig = sim_rig(policy.spec)
+    rig = sim_env(policy.spec)
     yield rig
     rig.close()
 
@@ -170,7 +170,7 @@ def test_the_real_driver_moves_the_twin_through_the_emulator(policy):
     """--robot so101 --port emulator: bus, STS3215 emulator, follower, calibration, on the twin."""
     import time
 
-    from so101_sim2real.control.rig import so101_rig
+    from so101_sim2real.control.env import so101_rig
 
     rig = so101_rig(policy.spec, "emulator", with_camera=True)
     try:

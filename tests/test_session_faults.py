@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import ScriptedPilot
-from so101_sim2real.control.rig import sim_rig
 from so101_sim2real.control.runner import DISCARD, Runner
 from so101_sim2real.errors import DeviceFault
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
@@ -40,7 +40,7 @@ def test_a_discarded_episode_is_never_sampled_from_either_store():
 
 
 def test_the_r_key_asks_for_the_episode_again():
-    from so101_sim2real.hilserl.keys import OperatorKeys
+    from so101_sim2real.control.keys import OperatorKeys
 
     typed = iter(["", "r"])
     keys = OperatorKeys(SimpleNamespace(poll=lambda: next(typed, "")))
@@ -88,7 +88,7 @@ class RerecordOnce:
 
 @pytest.fixture(scope="module")
 def rig():
-    rig = sim_rig(default_spec(), with_camera=False)
+    rig = sim_env(default_spec(), with_camera=False)
     yield rig
     rig.close()
 
@@ -229,16 +229,16 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
 
 
 def test_a_rig_is_back_when_its_arm_reconnects_and_its_camera_gives_a_frame():
-    from so101_sim2real.control.pause import rig_probes
+    from so101_sim2real.control.pause import env_probes
 
     calls = []
     rig = SimpleNamespace(robot=SimpleNamespace(reconnect=lambda: calls.append("arm")),
                           perception=SimpleNamespace(camera=SimpleNamespace(read=lambda: calls.append("camera"))))
-    for probe in rig_probes(rig):
+    for probe in env_probes(rig):
         probe()
     assert calls == ["arm", "camera"]
     twin = SimpleNamespace(robot=object(), perception=None)  # the twin has nothing to lose
-    assert rig_probes(twin) == []
+    assert env_probes(twin) == []
 
 
 class FakeGui:
@@ -261,8 +261,8 @@ class FakeGui:
 
 
 def test_the_window_shows_frames_with_the_status_and_its_keys_judge_like_the_terminals():
+    from so101_sim2real.control.keys import OperatorKeys
     from so101_sim2real.control.window import KeySources, LiveWindow
-    from so101_sim2real.hilserl.keys import OperatorKeys
 
     gui = FakeGui(typed="r")
     window = LiveWindow(status=lambda: "control: person (leader arm)", gui=gui)

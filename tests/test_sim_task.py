@@ -2,8 +2,8 @@ import mujoco
 import numpy as np
 import pytest
 
+from so101_sim2real.control.env import sim_env, tick
 from so101_sim2real.control.pilots import ScriptedPilot
-from so101_sim2real.control.rig import sim_rig, tick
 from so101_sim2real.control.runner import Runner
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import default_spec
@@ -11,7 +11,7 @@ from so101_sim2real.spec import default_spec
 
 @pytest.fixture(scope="module")
 def rig():
-    rig = sim_rig(default_spec(), with_camera=False)
+    rig = sim_env(default_spec(), with_camera=False)
     yield rig
     rig.close()
 

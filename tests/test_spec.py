@@ -95,10 +95,10 @@ def test_workspace_bounds_must_be_ordered():
 
 
 def test_the_twin_takes_its_physics_timestep_from_the_spec():
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
     spec = default_spec().replace("control.physics_timestep_s", 0.001)
-    rig = sim_rig(spec, with_camera=False)
+    rig = sim_env(spec, with_camera=False)
     try:
         rig.reset(0)
         t0 = rig.twin.data.time

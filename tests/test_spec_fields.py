@@ -26,9 +26,9 @@ def frame(spec) -> np.ndarray:
 def twin_tick(spec) -> np.ndarray:
     """Three ticks of the twin from a fixed reset: the command, the EE target, the time, the step limit
     and the state after."""
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
-    rig = sim_rig(spec, with_camera=False)
+    rig = sim_env(spec, with_camera=False)
     try:
         rig.reset(0)
         for _ in range(3):

@@ -26,7 +26,7 @@ from so101_sim2real.interfaces import Camera, Frame
 from so101_sim2real.spec import SOURCE_SIZE
 
 if TYPE_CHECKING:
-    from so101_sim2real.calib.camera_model import CameraModel
+    from so101_sim2real.geometry.camera_model import CameraModel
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

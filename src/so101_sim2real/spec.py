@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
-from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.errors import SpecError, did_you_mean
+from so101_sim2real.records import parse_yaml
 
 SPEC_VERSION = 1
 SOURCE_SIZE = (480, 640)  # (H, W) of the wrist camera; the packaged spec says the same (tested)

@@ -17,8 +17,8 @@ import cv2
 import mujoco
 import numpy as np
 
-from so101_sim2real.calib.rig_file import RigGeometry, pinhole_from_fovy
 from so101_sim2real.calibrate.hand_eye import euler_to_matrix, matrix_to_euler, rotvec_to_matrix
+from so101_sim2real.geometry.rig_file import RigGeometry, pinhole_from_fovy
 from so101_sim2real.sim import scene as S
 
 STEP_MM, STEP_DEG, STEP_FOV_DEG = 1.0, 0.5, 0.5

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from so101_sim2real.calib.camera_model import MODELS, CameraModel, now_text
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.camera_model import MODELS, CameraModel, now_text
 
 MIN_VIEWS = 6  # below this the five distortion terms and the focal lengths trade off freely
 EDGE_BAND = 0.2  # "edge" points: within this fraction of the width or height from a border

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from so101_sim2real.calib.board import BoardSpec, detector
 from so101_sim2real.calibrate.camera_fit import Coverage, View
 from so101_sim2real.cameras import IMAGE_SUFFIXES, CameraExhausted
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.board import BoardSpec, detector
 from so101_sim2real.interfaces import Camera
 
 

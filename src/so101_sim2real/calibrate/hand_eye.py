@@ -24,9 +24,9 @@ import mujoco
 import numpy as np
 
 from so101_sim2real.arm import JOINT_NAMES
-from so101_sim2real.calib.camera_model import CameraModel
-from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.camera_model import CameraModel
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.table_board import TableBoard
 
@@ -42,7 +42,7 @@ class RigView:
 
     joints: np.ndarray  # (6,) sim radians
     image_points: np.ndarray  # (N, 2) px
-    object_points: np.ndarray  # (N, 3) board frame, mm (as calib.board gives them)
+    object_points: np.ndarray  # (N, 3) board frame, mm (as geometry.board gives them)
 
 
 @dataclass

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_sim2real.calib.camera_model import CameraModel
 from so101_sim2real.calibrate.camera_fit import FitReport
 from so101_sim2real.files import write_file
+from so101_sim2real.geometry.camera_model import CameraModel
 
 ERRORS_PNG = "reprojection_errors.png"
 UNDISTORTED_PNG = "undistorted.png"

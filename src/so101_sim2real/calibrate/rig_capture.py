@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from so101_sim2real.calib.board import BoardSpec, detector
 from so101_sim2real.calibrate.hand_eye import RigView
 from so101_sim2real.control.arm_episodes import ArmEpisodes
 from so101_sim2real.control.safety import torque_guard
+from so101_sim2real.geometry.board import BoardSpec, detector
 
 SETTLE_S = 0.5
 READS = 5

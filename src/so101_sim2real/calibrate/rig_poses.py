@@ -16,11 +16,11 @@ import math
 import numpy as np
 
 from so101_sim2real.arm import JOINT_NAMES
-from so101_sim2real.calib.board import object_points
-from so101_sim2real.calib.camera_model import CameraModel
-from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.calibrate.hand_eye import ArmGeometry, euler_to_matrix, project_board
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.board import object_points
+from so101_sim2real.geometry.camera_model import CameraModel
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim.table_board import TableBoard
 
 MIN_GRIPPER_Z_M = 0.10  # the gripper body at each pose

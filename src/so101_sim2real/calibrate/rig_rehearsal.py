@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.calibrate.hand_eye import euler_to_matrix, matrix_to_euler, rotvec_to_matrix
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.table_board import TableBoard
 from so101_sim2real.spec import Spec
@@ -53,11 +53,11 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> I
     """(follower, camera) of the emulated rig, the cube off the table; everything stopped on the way out.
     ``camera.inner`` is the twin's :class:`~so101_sim2real.sim.camera.SimCamera` (its ``seg_ids`` are
     the true segmentation), ``camera.lock`` the world's lock."""
-    from so101_sim2real.control.rig import LockedCamera
+    from so101_sim2real.control.env import LockedCamera
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import with_joint_offsets
     from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
     from so101_sim2real.hardware.so101 import SO101Follower
     from so101_sim2real.sim.camera import SimCamera
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.calibrate.align_view import twin_picture
 from so101_sim2real.calibrate.hand_eye import ArmGeometry, RigFit, euler_to_matrix, project_board
 from so101_sim2real.calibrate.rig_capture import Captured
 from so101_sim2real.files import write_file
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim.table_board import TableBoard
 
 OVERLAY_PNG = "rig_overlay.png"

@@ -13,10 +13,10 @@ import typer
 import yaml
 
 from so101_sim2real.arm import SERVO_IDS
-from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.records import parse_yaml
 
 app = typer.Typer(
     name="so101",
@@ -144,8 +144,8 @@ def inspect(
 
 def _rig_geometry(rig: Path | None) -> object:
     """``--rig FILE`` read now (a typo fails before anything loads), or the sim's uncalibrated guess."""
-    from so101_sim2real.calib.rig_file import default_rig
-    from so101_sim2real.control.rig import load_rig_file
+    from so101_sim2real.control.env import load_rig_file
+    from so101_sim2real.geometry.rig_file import default_rig
 
     return load_rig_file(rig) or default_rig()
 
@@ -367,8 +367,8 @@ def motors_setup(
     """
     import contextlib
 
+    from so101_sim2real.control.env import EMULATOR_PORT
     from so101_sim2real.control.rehearsal import setup_rehearsal
-    from so101_sim2real.control.rig import EMULATOR_PORT
     from so101_sim2real.hardware.setup import assign
 
     def ask(message: str) -> None:
@@ -409,10 +409,10 @@ def calibrate_joints(
     """
     import threading
 
-    from so101_sim2real.control.rig import EMULATOR_PORT
+    from so101_sim2real.control.env import EMULATOR_PORT
     from so101_sim2real.files import writable_folder
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import new_lerobot_path
+    from so101_sim2real.hardware.joint_calibration import new_lerobot_path
     from so101_sim2real.hardware.setup import calibrate
 
     if arm not in ("follower", "leader"):
@@ -483,10 +483,10 @@ def perceive(
     Writes one picture per frame to --out and prints per-stage timings (segmentation,
     depth, finish_frame) and the share of each class in the 84x84 observation.
     """
-    from so101_sim2real.calib.rig_file import check_size
     from so101_sim2real.cameras import OpenCVCamera, check_frame_size, open_camera, undistorted
     from so101_sim2real.control.frames import check_backends, source_frames
     from so101_sim2real.control.preview import check_out, run_preview, summarise
+    from so101_sim2real.geometry.rig_file import check_size
     from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.backends import check_threads
     from so101_sim2real.perception.examples import example_sources
@@ -839,7 +839,7 @@ def hilserl_train(
     keys = None
     if (intervene == "leader" or (resume and RunFolder.open(out).options.intervene == "leader")) \
             and sys.stdin.isatty():
-        from so101_sim2real.hilserl.keys import KEYS_HELP, TerminalKeys
+        from so101_sim2real.control.keys import KEYS_HELP, TerminalKeys
 
         keys = TerminalKeys()
         typer.echo(f"keys: {KEYS_HELP}")
@@ -878,7 +878,7 @@ def _hand_grabs(hand: Path | None) -> list | None:
     """--hand's grabs as the run keeps them (in run.yaml), checked now."""
     if hand is None:
         return None
-    from so101_sim2real.hilserl.hand_script import load_hand_script
+    from so101_sim2real.leader.hand_script import load_hand_script
 
     return [grab.to_dict() for grab in load_hand_script(hand, twin=True)]
 

@@ -1,6 +1,6 @@
 """``so101 calibrate board`` and ``so101 calibrate camera``: the camera's intrinsics from a printed board.
 
-Thin commands over :mod:`so101_sim2real.calib`; :func:`register` adds them to the
+Thin commands over :mod:`so101_sim2real.geometry`; :func:`register` adds them to the
 ``calibrate`` group (app.py calls it, so this module never imports app.py).
 """
 
@@ -40,8 +40,8 @@ def calibrate_board(
     """Write a printable calibration board (PNG, its board.yaml, a PDF); print it at 100%."""
     import cv2
 
-    from so101_sim2real.calib.board import BoardSpec, board_layout, board_yaml_path, render_board, write_pdf
     from so101_sim2real.files import write_file
+    from so101_sim2real.geometry.board import BoardSpec, board_layout, board_yaml_path, render_board, write_pdf
 
     if out.suffix.lower() != ".png":
         raise So101Error(f"--out {out}: the board is written as a PNG (lossless): give a .png name")
@@ -84,9 +84,9 @@ def calibrate_camera(
     Writes camera.yaml, a bar chart of each view's reprojection error and a picture
     undistorted next to the original, and prints both models' fit.
     """
-    from so101_sim2real.calib.board import BoardSpec
     from so101_sim2real.calibrate.camera_fit import MIN_VIEWS
     from so101_sim2real.files import writable_folder
+    from so101_sim2real.geometry.board import BoardSpec
 
     if (camera is None) == (images is None):
         raise So101Error("give one of --camera (live) or --images DIR (pictures taken before)")

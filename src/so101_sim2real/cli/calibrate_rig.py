@@ -2,7 +2,7 @@
 
 ``rig`` fits both to views of a board on the table; ``align`` needs no board: it fits the
 mount to what the segmentation sees of the fingers and the table. Thin over
-:mod:`so101_sim2real.calib`; :func:`register` adds them to the ``calibrate`` group.
+:mod:`so101_sim2real.geometry`; :func:`register` adds them to the ``calibrate`` group.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def calibrate_rig(
     residual before and after; writes rig.yaml and an overlay of the fitted twin on the
     pictures. Give the rig file to infer and hilserl with --rig.
     """
-    from so101_sim2real.calib.board import BoardSpec
     from so101_sim2real.files import writable_folder
+    from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.sim.table_board import TableBoard
 
     if poses < 6:
@@ -106,7 +106,7 @@ def arm_ranges() -> np.ndarray:
 
 
 def _guess(path: Path):
-    from so101_sim2real.calib.rig_file import RigGeometry, rig_from_camera
+    from so101_sim2real.geometry.rig_file import RigGeometry, rig_from_camera
 
     if path.suffix in (".yaml", ".yml") and "format: so101-rig" in _head(path):
         return RigGeometry.load(path)
@@ -123,9 +123,9 @@ def _head(path: Path) -> str:
 def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, report_dir) -> None:
     from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.cameras import open_camera
-    from so101_sim2real.control.rig import load_calibration
+    from so101_sim2real.control.env import load_calibration
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import with_joint_offsets
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
     from so101_sim2real.hardware.so101 import SO101Follower
 
     cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
@@ -152,9 +152,9 @@ def stand_in_line(stand_ins: dict[str, tuple[object, str]]) -> str | None:
 
 def _rehearse(table, count: int, seed: int, out: Path, report_dir: Path,
               stand_ins: dict[str, tuple[object, str]]) -> None:
-    from so101_sim2real.calib.rig_file import default_rig
     from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
+    from so101_sim2real.geometry.rig_file import default_rig
     from so101_sim2real.spec import default_spec
 
     guess = default_rig()
@@ -260,7 +260,7 @@ def calibrate_align(
 
 
 def _start_rig(path: Path | None):
-    from so101_sim2real.calib.rig_file import default_rig
+    from so101_sim2real.geometry.rig_file import default_rig
 
     return default_rig() if path is None else _guess(path)
 
@@ -323,9 +323,9 @@ def _align_rehearsal(out: Path, guess, window=None) -> None:
 def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out, window=None) -> None:
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
     from so101_sim2real.cameras import open_camera
-    from so101_sim2real.control.rig import load_calibration
+    from so101_sim2real.control.env import load_calibration
     from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.calibration import with_joint_offsets
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
     from so101_sim2real.hardware.so101 import SO101Follower
     from so101_sim2real.observation import real_to_sim_ids
     from so101_sim2real.perception.segmentation import load_segmentation

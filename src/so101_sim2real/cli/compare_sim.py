@@ -31,7 +31,7 @@ def _open(folder: Path):
 
 def _geometry(rig: Path | None, rec):
     """The camera the twin sees through: ``--rig``, else a run folder's own copy, else the sim's guess."""
-    from so101_sim2real.control.rig import load_rig_file
+    from so101_sim2real.control.env import load_rig_file
 
     if rig is None and rec.folder.name == "episodes" and (rec.folder.parent / "rig.yaml").is_file():
         rig = rec.folder.parent / "rig.yaml"

@@ -129,14 +129,14 @@ def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list:
         return []
     if not leader:
         raise So101Error("--hand moves the emulated leader arm: add --leader")
-    from so101_sim2real.hilserl.hand_script import load_hand_script
+    from so101_sim2real.leader.hand_script import load_hand_script
 
     return load_hand_script(hand, twin)
 
 
 def _make_leader(grabs: list, bridge: object | None, clock: object | None) -> object:
     """The emulated leader; ``clock`` (the twin camera's server) tells its hand the session's episode and tick."""
-    from so101_sim2real.hilserl.leader_emulator import EmulatedLeader
+    from so101_sim2real.leader.emulator import EmulatedLeader
 
     return EmulatedLeader(grabs, bridge, clock=clock)
 

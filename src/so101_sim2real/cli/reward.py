@@ -1,7 +1,7 @@
 """``so101 reward``: label recordings, train the reward classifier, evaluate it.
 
-Thin commands over :mod:`so101_sim2real.hilserl.labels`, :mod:`~so101_sim2real.hilserl.classifier`
-and :mod:`~so101_sim2real.hilserl.classifier_eval`: each parses, validates, calls the library and
+Thin commands over :mod:`so101_sim2real.reward.labels`, :mod:`~so101_sim2real.reward.classifier`
+and :mod:`~so101_sim2real.reward.evaluate`: each parses, validates, calls the library and
 prints the result.
 """
 
@@ -56,7 +56,7 @@ def _summary(metrics) -> list[str]:
 
 
 def _datasets(recordings: list[Path], labels: list[Path] | None):
-    from so101_sim2real.hilserl.classifier import Dataset
+    from so101_sim2real.reward.classifier import Dataset
 
     labels = labels or []
     if labels and len(labels) != len(recordings):
@@ -97,8 +97,8 @@ def label(
       so101 reward label REC --episode 3 --first-success 41    (or --none)
     """
     from so101_sim2real.control.recording import Recording
-    from so101_sim2real.hilserl import labels as L
-    from so101_sim2real.hilserl.classifier_eval import contact_sheet
+    from so101_sim2real.reward import labels as L
+    from so101_sim2real.reward.evaluate import contact_sheet
 
     setting = first_success is not None or none
     actions = [name for name, given in (("--twin", twin), ("--first-success/--none", setting),
@@ -185,7 +185,7 @@ def train(
     simulator's rule. The loss weighs success frames up by the class ratio; frames are shifted
     by up to 4 pixels (DrQ's augmentation). The folder is written in one rename.
     """
-    from so101_sim2real.hilserl.classifier import TrainOptions, train_classifier
+    from so101_sim2real.reward.classifier import TrainOptions, train_classifier
 
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, heldout=heldout, seed=seed, threshold=threshold,
                         target_precision=target_precision, device=device)
@@ -221,8 +221,8 @@ def evaluate(
 ) -> None:
     """Score a classifier on labelled recordings: precision, recall, F1, balanced accuracy, ROC AUC,
     the confusion matrix, and the threshold that reaches a target precision."""
-    from so101_sim2real.hilserl import classifier_eval as E
-    from so101_sim2real.hilserl.classifier import load_classifier
+    from so101_sim2real.reward import evaluate as E
+    from so101_sim2real.reward.classifier import load_classifier
 
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise So101Error(f"--threshold {threshold}: a probability, 0 < t < 1")

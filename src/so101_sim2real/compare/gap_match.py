@@ -38,17 +38,17 @@ class Match:
 
 def reset_frames(spec: Spec, perturbation: Perturbation | None = None) -> list[np.ndarray]:
     """The twin's policy frames at the reset poses of :data:`SEEDS`."""
-    from so101_sim2real.control.rig import sim_rig
+    from so101_sim2real.control.env import sim_env
 
-    rig = sim_rig(spec, perturbation=perturbation)
+    env = sim_env(spec, perturbation=perturbation)
     try:
         frames = []
         for seed in SEEDS:
-            rig.reset(seed)
-            frames.append(rig.perception.observe().frame.copy())
+            env.reset(seed)
+            frames.append(env.perception.observe().frame.copy())
         return frames
     finally:
-        rig.close()
+        env.close()
 
 
 def _ious(seg: np.ndarray, ref: np.ndarray, ids: list[int]) -> list[float]:

@@ -3,7 +3,7 @@
 A trace file (``.npz``) holds what the user's own environment produced for fixed
 seeds and actions: resets, scripted grasps, random actions, the 18-D states and the
 84x84 observations (layout in ``tests/data/golden/README.md``). This module replays
-every sequence through the twin's real code path (``sim_rig``: task reset, controller,
+every sequence through the twin's real code path (``sim_env``: task reset, controller,
 IK, safety clamp, physics, scoring, privileged perception, ``finish_frame``) and
 measures how far the twin is from the trace.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_sim2real.control.rig import Rig, sim_rig, tick
+from so101_sim2real.control.env import Env, sim_env, tick
 from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.state import StateBuilder
 from so101_sim2real.simulator import installed_mujoco
@@ -236,51 +236,51 @@ def compare_observations(twin: np.ndarray, trace: np.ndarray, classes: list[str]
 
 
 class TwinReplayer:
-    """Replays golden sequences through one twin rig (built once, reset per sequence)."""
+    """Replays golden sequences through one twin env (built once, reset per sequence)."""
 
     def __init__(self, spec: Spec | None = None, observe: bool = True):
         self.spec = spec or default_spec()
-        self.rig: Rig = sim_rig(self.spec, with_camera=observe)
+        self.env: Env = sim_env(self.spec, with_camera=observe)
         self.observe = observe
         self.states = StateBuilder(self.spec.state)
 
     def close(self) -> None:
-        self.rig.close()
+        self.env.close()
 
     def qpos(self) -> np.ndarray:
         """The trace's 13-D layout: 5 arm joints + gripper, cube xyz, cube quat (wxyz)."""
-        return self.rig.twin.qpos()
+        return self.env.twin.qpos()
 
     def resets(self, trace: GoldenTrace) -> ResetReport:
         seeds, expected = trace.get("resets", "seeds"), trace.get("resets", "qpos")
         joint = cube = 0.0
         for seed, want in zip(seeds, expected, strict=True):
-            self.rig.reset(int(seed))
+            self.env.reset(int(seed))
             got = self.qpos()
             joint = max(joint, float(np.abs(got[:6] - want[:6]).max()))
             cube = max(cube, float(np.abs(got[6:9] - want[6:9]).max()))
         return ResetReport(len(seeds), joint, cube)
 
     def replay(self, trace: GoldenTrace, seq: GoldenSequence) -> SequenceReport:
-        rig, key = self.rig, seq.key
+        env, key = self.env, seq.key
         actions, want_q = trace.get(key, "actions"), trace.get(key, "qpos")
         want_state, want_success = trace.get(key, "state"), trace.get(key, "is_success")
         want_reward = trace.arrays.get(f"{key}/reward")
         obs_steps = set(trace.get(key, "obs_step").tolist()) if self.observe else set()
-        joints, _ = rig.reset(seq.seed)
+        joints, _ = env.reset(seq.seed)
         q = [self.qpos()]
-        states = [self.states.build(rig.proprio(joints))]
-        frames = [rig.perception.observe().frame] if 0 in obs_steps else []
+        states = [self.states.build(env.proprio(joints))]
+        frames = [env.perception.observe().frame] if 0 in obs_steps else []
         success, rewards = [], []
         for step, action in enumerate(actions, start=1):
-            _, result = tick(rig, as_recorded(action, trace.numpy), joints)
-            joints = rig.robot.read()
+            _, result = tick(env, as_recorded(action, trace.numpy), joints)
+            joints = env.robot.read()
             q.append(self.qpos())
-            states.append(self.states.build(rig.proprio(joints)))
+            states.append(self.states.build(env.proprio(joints)))
             success.append(bool(result.info["is_success"]))
             rewards.append(result.reward)
             if step in obs_steps:
-                frames.append(rig.perception.observe().frame)
+                frames.append(env.perception.observe().frame)
         q, states = np.array(q), np.array(states)
         report = SequenceReport(
             key=key, kind=seq.kind, steps=len(actions),

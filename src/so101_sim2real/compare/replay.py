@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import mujoco
 import numpy as np
 
-from so101_sim2real.calib.rig_file import RigGeometry
 from so101_sim2real.compare.cube_fit import CubePlacement, fit_cube
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.compare.episode import load_episode
@@ -25,6 +24,7 @@ from so101_sim2real.compare.findings import Finding, findings, id_remap
 from so101_sim2real.compare.motion import AxisCheck, axis_check
 from so101_sim2real.compare.state_check import StateFieldCheck, compare_states, twin_states
 from so101_sim2real.control.recording import Recording
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
 
@@ -141,7 +141,7 @@ class PosedTwin:
     seen through its privileged perception."""
 
     def __init__(self, spec: Spec, geometry: RigGeometry | None = None):
-        from so101_sim2real.control.rig import twin_scene
+        from so101_sim2real.control.env import twin_scene
         from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
         from so101_sim2real.sim.task import LiftCubeTask
 

@@ -234,15 +234,15 @@ def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None
     from so101_sim2real.control.runner import Runner
 
     row_opts = replace(opts, perturbation=replace(gap.perturbation, seed=opts.seed))
-    rig, pilot, _, _ = build(row_opts)
+    env, pilot, _, _ = build(row_opts)
     try:
         if gap.latency_ticks:
             pilot = LatePilot(pilot, gap.latency_ticks)
         counted = (lambda _: on_episode()) if on_episode else None
-        runner = Runner(rig, pilot, max_steps=opts.max_steps, on_episode=counted)
+        runner = Runner(env, pilot, max_steps=opts.max_steps, on_episode=counted)
         summary = runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:
-        rig.close()
+        env.close()
     if summary.interrupted:
         raise KeyboardInterrupt
     return sum(bool(e.success) for e in summary.episodes)

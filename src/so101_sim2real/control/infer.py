@@ -1,6 +1,6 @@
-"""``so101 infer``: evaluate a pilot over seeded episodes on a rig.
+"""``so101 infer``: evaluate a pilot over seeded episodes on a env.
 
-Builds the pilot (a checkpoint or the scripted expert), the rig (the sim twin; the
+Builds the pilot (a checkpoint or the scripted expert), the env (the sim twin; the
 real arm on its Feetech bus), optional recorder and video, runs the
 episodes through the :class:`Runner` and renders the results.
 """
@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from so101_sim2real.calib.records import parse_yaml
+from so101_sim2real.control.env import Env, RigRequest, build_env, check_request
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig, RigRequest, build_rig, check_request
 from so101_sim2real.control.runner import OUTCOMES, EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
 from so101_sim2real.devices import check_device
@@ -23,6 +22,7 @@ from so101_sim2real.errors import So101Error, SpecError
 from so101_sim2real.perception.real import RealModels
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec, default_spec, load_spec
 
@@ -51,7 +51,7 @@ class InferOptions:
     camera: str | None = None  # a real port: a camera index or device, a video, an image folder
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
     perturbation: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
-    rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
+    rig: str | None = None  # a env.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
     period_s: float | None = None  # an arm: the control period (default: measured, what this machine sustains)
 
 
@@ -82,7 +82,7 @@ def rig_request(opts: InferOptions, with_camera: bool = True) -> RigRequest:
                       rig=opts.rig)
 
 
-def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter | None]:
+def build(opts: InferOptions) -> tuple[Env, Pilot, Recorder | None, VideoWriter | None]:
     """Everything a run needs, validated before anything moves."""
     if opts.ckpt == SCRIPTED and opts.port and rig_request(opts).real_port:
         raise So101Error("@ckpt scripted: the scripted expert reads the cube's position from the twin; a real arm "
@@ -114,70 +114,70 @@ def build(opts: InferOptions) -> tuple[Rig, Pilot, Recorder | None, VideoWriter 
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None  # bad paths fail before the arm
     recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
         else None
-    rig = build_rig(spec, rig_request(opts, needs_camera))
-    rig.trained_spec = trained
-    pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(rig.twin)
-    return rig, pilot, recorder, video
+    env = build_env(spec, rig_request(opts, needs_camera))
+    env.trained_spec = trained
+    pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(env.twin)
+    return env, pilot, recorder, video
 
 
-def hold_period(rig: Rig, pilot: Pilot, period_s: float | None) -> str:
+def hold_period(env: Env, pilot: Pilot, period_s: float | None) -> str:
     """An arm runs at a period its machine sustains: ``period_s`` if given, else measured (a whole
-    tick's p95 x 1.2, never shorter than the spec's). Sets it on the rig; says what and why."""
+    tick's p95 x 1.2, never shorter than the spec's). Sets it on the env; says what and why."""
     from so101_sim2real.control.runner import sustainable_period
 
-    trained = rig.spec.control.period_s
+    trained = env.spec.control.period_s
     if period_s is not None:
-        rig.period_s = period_s
+        env.period_s = period_s
         return f"control period {period_s * 1e3:.0f} ms, as asked; the policy trained at {trained * 1e3:.0f} ms"
-    rig.period_s, p95 = sustainable_period(rig, pilot)
-    return (f"control period {rig.period_s * 1e3:.0f} ms: a tick takes {p95 * 1e3:.0f} ms (p95) here; the policy "
+    env.period_s, p95 = sustainable_period(env, pilot)
+    return (f"control period {env.period_s * 1e3:.0f} ms: a tick takes {p95 * 1e3:.0f} ms (p95) here; the policy "
             f"trained at {trained * 1e3:.0f} ms")
 
 
 def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | None = None,
-              on_start: Callable[[Rig, Pilot], None] | None = None,
+              on_start: Callable[[Env, Pilot], None] | None = None,
               on_step: Callable[[int], None] | None = None) -> RunSummary:
-    rig, pilot, recorder, video = build(opts)
+    env, pilot, recorder, video = build(opts)
     try:
         if opts.robot == "so101":  # a real arm's time passes by itself: the loop keeps a period it can hold
-            rig.period_note = hold_period(rig, pilot, opts.period_s)
+            env.period_note = hold_period(env, pilot, opts.period_s)
             if recorder is not None:
-                recorder.set_period(rig.period_s)
+                recorder.set_period(env.period_s)
         if on_start:
-            on_start(rig, pilot)
+            on_start(env, pilot)
         realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
-        runner = Runner(rig, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
+        runner = Runner(env, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
                         on_episode=on_episode, perceive=opts.perception == "real", on_step=on_step)
         return runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:
-        rig.close()
+        env.close()
 
 
 _POSE_FROM = {"live_physics": "live physics", "measured_joints": "FK of the measured joints"}
 
 
-def run_notes(rig: Rig) -> tuple[list[str], list[str]]:
+def run_notes(env: Env) -> tuple[list[str], list[str]]:
     """What a run should say before it starts: the simulator and kinematics it uses
     against what the policy was trained with; and warnings where they differ."""
     from so101_sim2real.simulator import mujoco_line, mujoco_warning
 
-    spec, notes, warnings = rig.trained_spec or rig.spec, [], []
-    if line := getattr(rig, "period_note", None):
+    spec, notes, warnings = env.trained_spec or env.spec, [], []
+    if line := getattr(env, "period_note", None):
         notes.append(line)
-    if rig.twin is not None:
+    if env.twin is not None:
         notes.append(f"twin: {mujoco_line(spec)}")
         if warning := mujoco_warning(spec):
             warnings.append(warning)
-    if line := getattr(rig.perception, "backend_line", None):
+    if line := getattr(env.perception, "backend_line", None):
         notes.append(line)
-    if examples := getattr(rig.perception, "example_models", None):
+    if examples := getattr(env.perception, "example_models", None):
         warnings.append(f"{' and '.join(examples)}: example weights (random): the policy sees noise; this run "
                         f"shows the workflow, not the policy")
-    used, trained = rig.kinematics.source, spec.action.ik.pose_from
+    used, trained = env.kinematics.source, spec.action.ik.pose_from
     if used == trained:
         notes.append(f"kinematics: {_POSE_FROM[used]} (as trained)")
     else:
-        why = "" if rig.robot.name == "sim" else (" (this arm has no simulator state; the trained TCP lagged the "
+        why = "" if env.robot.name == "sim" else (" (this arm has no simulator state; the trained TCP lagged the "
                                                    "joints by one 2 ms physics substep)")
         notes.append(f"kinematics: {_POSE_FROM[used]}; trained with {_POSE_FROM[trained]}{why}")
     return notes, warnings

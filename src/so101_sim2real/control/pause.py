@@ -31,12 +31,12 @@ class PauseRecord:
     probes: int
 
 
-def rig_probes(rig: object) -> list[Probe]:
-    """The checks a rig's devices must pass to resume: the arm reconnects, the camera gives a frame."""
+def env_probes(env: object) -> list[Probe]:
+    """The checks a env's devices must pass to resume: the arm reconnects, the camera gives a frame."""
     probes: list[Probe] = []
-    if reconnect := getattr(rig.robot, "reconnect", None):
+    if reconnect := getattr(env.robot, "reconnect", None):
         probes.append(reconnect)
-    camera = getattr(rig.perception, "camera", None)
+    camera = getattr(env.perception, "camera", None)
     if camera is not None and hasattr(camera, "read"):
         probes.append(camera.read)
     return probes

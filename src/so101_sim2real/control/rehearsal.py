@@ -14,8 +14,8 @@ import random
 from collections.abc import Callable, Iterator
 
 from so101_sim2real.arm import SERVO_IDS
+from so101_sim2real.hardware.calibrating_hand import AssembledJoint, ScriptedHand, assemble
 from so101_sim2real.hardware.emulator import BusEmulator, Servo
-from so101_sim2real.hardware.hand import AssembledJoint, ScriptedHand, assemble
 from so101_sim2real.sim import scene as S
 
 

@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
+from so101_sim2real.control.env import Env, tick
 from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig, tick
 from so101_sim2real.control.safety import Terminated, torque_guard
 from so101_sim2real.control.timing import RateKeeper, StageTimer
 from so101_sim2real.control.video import VideoWriter, compose
@@ -114,24 +114,24 @@ OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: a real
 
 def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: bool = False) -> bool:
     """Whether a run perceives every tick: its pilot looks at the frames, they are kept, or the
-    user asked for it (to time a perception). The one place this is decided; a rig is built
+    user asked for it (to time a perception). The one place this is decided; a env is built
     with a camera exactly when it is true."""
     return pilot_sees_pixels or video or recording or asked
 
 
 class Runner:
-    """Runs episodes of a pilot on a rig, with optional recording and video."""
+    """Runs episodes of a pilot on a env, with optional recording and video."""
 
-    def __init__(self, rig: Rig, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
+    def __init__(self, env: Env, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
                  with_rgb: bool = False, transitions: TransitionSink | None = None,
                  on_step: Callable[[int], None] | None = None, judge: Judge | None = None,
                  on_fault: Callable[[DeviceFault], object] | None = None):
-        self.rig, self.pilot, self.recorder, self.video = rig, pilot, recorder, video
+        self.env, self.pilot, self.recorder, self.video = env, pilot, recorder, video
         self.transitions = transitions
-        self._state = StateBuilder(rig.spec.state) if recorder is not None and rig.spec.state.size else None
-        self.rate = RateKeeper(rig.period_s, realtime)
+        self._state = StateBuilder(env.spec.state) if recorder is not None and env.spec.state.size else None
+        self.rate = RateKeeper(env.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
         self.on_step = on_step  # called with the step count after every tick (a progress bar)
@@ -143,15 +143,15 @@ class Runner:
         self._episodes, self._title, self._last_view = 1, "", None
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
         self.want_rgb = with_rgb or video is not None or (recorder is not None and recorder.with_rgb)
-        if self.perceive and rig.perception is None:
-            raise ValueError("this run needs perception but the rig has none")
+        if self.perceive and env.perception is None:
+            raise ValueError("this run needs perception but the env has none")
 
     def run(self, seeds: list[int | None]) -> RunSummary:
         """All episodes; Ctrl-C or SIGTERM ends the run early, torque off either way."""
         summary = RunSummary()
         self._episodes = len(seeds)
         try:
-            with torque_guard(self.rig.robot):
+            with torque_guard(self.env.robot):
                 index = 0
                 while index < len(seeds):
                     try:
@@ -184,14 +184,14 @@ class Runner:
         perceived = None
         if self.perceive:
             with self.timer.stage("obs"):
-                perceived = self.rig.perception.observe(with_rgb=self.want_rgb)
-        return Observation(joints, self.rig.proprio(joints), self.rig.controller.ee_target.copy(), perceived)
+                perceived = self.env.perception.observe(with_rgb=self.want_rgb)
+        return Observation(joints, self.env.proprio(joints), self.env.controller.ee_target.copy(), perceived)
 
     def episode(self, index: int, seed: int | None) -> EpisodeResult:
         """One episode; a KeyboardInterrupt or SIGTERM inside it ends it as interrupted."""
-        rig = self.rig
-        joints, _ = rig.reset(seed)
-        limit = self.max_steps or rig.spec.episode.max_steps
+        env = self.env
+        joints, _ = env.reset(seed)
+        limit = self.max_steps or env.spec.episode.max_steps
         steps, ret, success, interrupted, discard = 0, 0.0, False, False, False
         self._title = f"episode {index + 1}/{self._episodes}  seed {seed}"
         self._last_view = None
@@ -209,7 +209,7 @@ class Runner:
                 with self.timer.stage("policy"):
                     action = np.asarray(self.pilot.act(obs), dtype=np.float32)
                 self._commanded_at = time.monotonic()
-                cmd, result = tick(rig, action, joints, self.timer)
+                cmd, result = tick(env, action, joints, self.timer)
                 if self.judge:  # success seen in this tick's frame (a real arm's only judge)
                     result = self.judge.judge(obs, result, steps + 1)
                     if result.info.get(DISCARD):
@@ -223,10 +223,10 @@ class Runner:
                 if self.transitions:
                     self.transitions.add(obs, action, result, ends)
                 if ends:
-                    success = result.terminated if rig.scored or self.judge else None
+                    success = result.terminated if env.scored or self.judge else None
                     break
                 self.rate.wait()
-                joints = rig.robot.read()
+                joints = env.robot.read()
                 obs = self._observe(joints)
         except (KeyboardInterrupt, Terminated):
             interrupted = True
@@ -255,7 +255,7 @@ class Runner:
     def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
         p = obs.perceived
         if self.recorder:
-            twin = self.rig.twin
+            twin = self.env.twin
             self.recorder.add(
                 time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
                 tcp_pos=obs.proprio.tcp_pos, state=None if self._state is None else self._state.build(obs.proprio),
@@ -277,33 +277,33 @@ class Runner:
             return
         outcome = "interrupted" if interrupted else OUTCOMES[success]
         frame = compose(*self._last_view, self._channels, f"{self._title}\n{outcome} after {steps} steps")
-        for _ in range(max(1, round(OUTCOME_HOLD_S / self.rig.period_s))):
+        for _ in range(max(1, round(OUTCOME_HOLD_S / self.env.period_s))):
             self.video.add(frame)
 
     @property
     def _channels(self) -> list[str]:
-        return list(self.rig.spec.observation.channels)
+        return list(self.env.spec.observation.channels)
 
 
-def sustainable_period(rig: Rig, pilot: Pilot, ticks: int = 12, margin: float = 1.2,
+def sustainable_period(env: Env, pilot: Pilot, ticks: int = 12, margin: float = 1.2,
                        grain_s: float = 0.01) -> tuple[float, float]:
     """``(period, p95 tick)`` in seconds: what this machine sustains for a whole tick (read, perceive,
     act, IK and clamp, and a write), timed over ``ticks`` ticks with the arm left where it is (the
     write asks each joint to stay where it was read). The period is the p95 with ``margin``,
-    rounded up to ``grain_s``, and never shorter than the rig's own."""
+    rounded up to ``grain_s``, and never shorter than the env's own."""
     import math
 
-    runner = Runner(rig, pilot)
-    joints = rig.robot.read()
-    rig.controller.reset(joints.position)
+    runner = Runner(env, pilot)
+    joints = env.robot.read()
+    env.controller.reset(joints.position)
     pilot.reset(runner._observe(joints))
     took = []
     for _ in range(ticks):
         t0 = time.perf_counter()
-        joints = rig.robot.read()
+        joints = env.robot.read()
         action = pilot.act(runner._observe(joints))
-        rig.controller.command(action, joints.position)
-        rig.robot.write(joints.position)  # a write costs a bus round trip (and a health read) on an arm
+        env.controller.command(action, joints.position)
+        env.robot.write(joints.position)  # a write costs a bus round trip (and a health read) on an arm
         took.append(time.perf_counter() - t0)
     p95 = float(np.percentile(took[2:] if len(took) > 4 else took, 95))  # the first ticks warm caches up
-    return max(rig.period_s, math.ceil(p95 * margin / grain_s) * grain_s), p95
+    return max(env.period_s, math.ceil(p95 * margin / grain_s) * grain_s), p95

@@ -21,8 +21,8 @@ import time
 import mujoco
 import numpy as np
 
-from so101_sim2real.hardware.calibration import ArmCalibration, twin_calibration
 from so101_sim2real.hardware.emulator import BusEmulator, Servo
+from so101_sim2real.hardware.joint_calibration import ArmCalibration, twin_calibration
 from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.task import LiftCubeTask

@@ -16,7 +16,7 @@ from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
 from so101_sim2real.hardware.bus import MotorBus
-from so101_sim2real.hardware.calibration import ArmCalibration, JointMap, MotorCalibration
+from so101_sim2real.hardware.joint_calibration import ArmCalibration, JointMap, MotorCalibration
 from so101_sim2real.hardware.registers import BAUD_RATES, register
 from so101_sim2real.hardware.scan import ServoInfo, scan_bauds
 

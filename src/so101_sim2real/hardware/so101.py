@@ -17,7 +17,7 @@ import numpy as np
 
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hardware.bus import MotorBus, MotorError
-from so101_sim2real.hardware.calibration import ArmCalibration
+from so101_sim2real.hardware.joint_calibration import ArmCalibration
 from so101_sim2real.hardware.protocol import ProtocolError
 from so101_sim2real.interfaces import JOINT_NAMES, JointState, SafetyLimits
 from so101_sim2real.kinematics import JointVelocity

@@ -20,9 +20,9 @@ import threading
 import numpy as np
 import torch
 
+from so101_sim2real.control.interveners import Intervener, NoIntervener
 from so101_sim2real.control.pilots import Observation, PolicyPilot
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.hilserl.interveners import Intervener, NoIntervener
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.interfaces import StepResult

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.hilserl.replay import ReplayBuffer
+from so101_sim2real.policy.augment import random_shift
 from so101_sim2real.policy.networks import DrQV2Agent
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.hilserl.replay import Batch
+from so101_sim2real.policy.augment import random_shift
 from so101_sim2real.policy.networks import DrQV2Agent
 
 
@@ -51,24 +52,6 @@ class LearnerConfig:
     bc_weight: float = 0.0  # behaviour cloning on demo samples (0: off)
     aug_pad: int = 4
 
-
-def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ's augmentation: replicate-pad by ``pad`` and crop back at a random integer shift per sample.
-
-    Done as a bilinear ``grid_sample`` at integer offsets, which moves pixels exactly.
-    """
-    n, _, h, w = x.shape
-    if pad == 0:
-        return x
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    eps_h, eps_w = 1.0 / (h + 2 * pad), 1.0 / (w + 2 * pad)
-    ys = torch.linspace(-1.0 + eps_h, 1.0 - eps_h, h + 2 * pad, device=x.device)[:h]
-    xs = torch.linspace(-1.0 + eps_w, 1.0 - eps_w, w + 2 * pad, device=x.device)[:w]
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-    shift = torch.randint(0, 2 * pad + 1, (n, 1, 1, 2), device=x.device, generator=generator).to(x.dtype)
-    shift = shift * torch.tensor([2.0 * eps_w, 2.0 * eps_h], device=x.device)
-    grid = base.unsqueeze(0) + shift
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def noisy_action(mean: torch.Tensor, std: float, clip: float) -> torch.Tensor:

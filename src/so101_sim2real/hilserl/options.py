@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from so101_sim2real.calib.records import parse_yaml
-from so101_sim2real.control.rig import RigRequest, check_request
+from so101_sim2real.control.env import RigRequest, check_request
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.learner import LearnerConfig
@@ -21,6 +20,7 @@ from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.perception.backends import check_threads, usable_cores
 from so101_sim2real.perception.real import RealModels
+from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.perturb import Perturbation
 from so101_sim2real.spec import Spec
 
@@ -192,7 +192,7 @@ def hand_grabs(options: RunOptions, where: str = "@") -> list:
     if options.leader_port != "emulator":
         raise So101Error(f"{where}hand: moves the emulated leader: only with @intervene leader @leader_port emulator "
                          f"(for a leader on a pty, give the script to 'so101 emulate --leader --hand')")
-    from so101_sim2real.hilserl.hand_script import parse_hand_script
+    from so101_sim2real.leader.hand_script import parse_hand_script
 
     return parse_hand_script(options.hand, f"{where}hand", twin=True)
 

@@ -49,7 +49,7 @@ class ClassifierReward:
     The loop shows the judge each tick's frame through :meth:`judge`, which returns the
     tick's result with ``terminated`` set by the classifier (the task's own verdict, where
     there is one, stays in ``info["task_success"]``); :meth:`reward` reads that result.
-    ``judge`` is a :class:`~so101_sim2real.hilserl.classifier.SuccessJudge`.
+    ``judge`` is a :class:`~so101_sim2real.reward.classifier.SuccessJudge`.
     """
 
     name = "classifier"

@@ -1,4 +1,4 @@
-"""``so101 hilserl train``: a HIL-SERL session on a rig, kept in a run folder (hilserl/run_folder.py)
+"""``so101 hilserl train``: a HIL-SERL session on a env, kept in a run folder (hilserl/run_folder.py)
 so that any stop can be resumed."""
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_sim2real.control.pause import PauseRecord, rig_probes, wait_until_back
+from so101_sim2real.control.env import Env
+from so101_sim2real.control.interveners import NoIntervener, ScriptedIntervener
+from so101_sim2real.control.keys import OperatorKeys
+from so101_sim2real.control.pause import PauseRecord, env_probes, wait_until_back
 from so101_sim2real.control.recording import Recording
-from so101_sim2real.control.rig import Rig
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.control.window import KeySources
 from so101_sim2real.errors import DeviceFault, So101Error
-from so101_sim2real.hilserl.interveners import NoIntervener, ScriptedIntervener
-from so101_sim2real.hilserl.keys import OperatorKeys
-from so101_sim2real.hilserl.leader_rig import open_leader
 from so101_sim2real.hilserl.options import (
     RunOptions,
     check_options,
@@ -36,6 +35,7 @@ from so101_sim2real.hilserl.run_folder import (
 )
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.interfaces import StepResult
+from so101_sim2real.leader.arm import open_leader
 from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.spec import Spec, flatten
@@ -152,12 +152,12 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           say: Callable[[str], None] = print, window: object | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
-    ``keys`` (a :class:`~so101_sim2real.hilserl.keys.TerminalKeys`) lets a person toggle the
+    ``keys`` (a :class:`~so101_sim2real.control.keys.TerminalKeys`) lets a person toggle the
     leader's control with space, judge with s / f and re-record with r. A device fault pauses
     the session (``say`` tells the person) until the device is back. ``window`` (a
     :class:`~so101_sim2real.control.window.LiveWindow`) shows the camera and the observation
     live, and its keys work like the terminal's."""
-    from so101_sim2real.control.rig import build_rig
+    from so101_sim2real.control.env import build_env
 
     if episodes < 1:
         raise So101Error("@episodes must be at least 1")
@@ -188,9 +188,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         made = not Path(out).exists()
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
     try:
-        rig = build_rig(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
+        env = build_env(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
     except BaseException:
-        if made:  # a start refused by the rig (its camera, its weights) leaves no folder
+        if made:  # a start refused by the env (its camera, its weights) leaves no folder
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     realtime = realtime or run.options.robot != "sim"  # an arm's time passes by itself
@@ -202,29 +202,29 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         # space for the leader, s / f / r for the judge: typed in the terminal or the window
         operator = OperatorKeys(KeySources(keys, window)) if keys is not None or window is not None else None
         if opts.intervene == "leader":
-            leader = open_leader(opts.leader_port, opts.leader_calibration, rig, ckpt.spec, int(seeds[0]), operator,
+            leader = open_leader(opts.leader_port, opts.leader_calibration, env, ckpt.spec, int(seeds[0]), operator,
                                  grabs=hand_grabs(opts))
             intervener = leader.intervener
         elif opts.intervene == "scripted":
-            intervener = ScriptedIntervener(rig.twin, seed=int(seeds[0]))
+            intervener = ScriptedIntervener(env.twin, seed=int(seeds[0]))
         else:
             intervener = NoIntervener()
         cfg_now = run.cfg
         if source == run.policy_dir:  # resuming: the critics are the run's own, not the sim's to replace
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
         rewards = make_rewards(opts, cfg_now)
-        notes, warnings = session_notes(rig, opts, rewards)
+        notes, warnings = session_notes(env, opts, rewards)
         if operator is not None and hasattr(rewards, "judge"):
             operator.inner = rewards  # the person's s / f over the classifier's verdict
-        recorder = run.recorder(ckpt.spec, rig.period_s)
-        trainer = Trainer(rig, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder)
+        recorder = run.recorder(ckpt.spec, env.period_s)
+        trainer = Trainer(env, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder)
         if opts.robot != "sim":  # measured on the thread budget the actor will run on
             with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
                 from so101_sim2real.control.infer import hold_period
                 from so101_sim2real.control.pilots import PolicyPilot
 
-                trainer.period_note = hold_period(rig, PolicyPilot(trainer.pilot.policy), opts.period_s)
-            recorder.set_period(rig.period_s)  # the episodes keep the period that ran
+                trainer.period_note = hold_period(env, PolicyPilot(trainer.pilot.policy), opts.period_s)
+            recorder.set_period(env.period_s)  # the episodes keep the period that ran
         trainer.notes, trainer.warnings = notes, warnings
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
         trainer.buffer.reseed(int(seeds[2]))
@@ -261,7 +261,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 "actor_loss": None if last is None else last.actor_loss,
                 "q_mean": None if last is None else last.q_mean, "buffer": len(trainer.buffer),
                 "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
-                "period_s": rig.period_s, "overruns": trainer.rate.overruns - clock["overruns"],
+                "period_s": env.period_s, "overruns": trainer.rate.overruns - clock["overruns"],
                 "takeovers": None if clock["takeovers"] is None else _takeovers(intervener) - clock["takeovers"],
             })
             clock.update(overruns=trainer.rate.overruns, takeovers=_takeovers(intervener))
@@ -275,7 +275,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         # the actor's thread (policy, and perception when it is not ahead) on the cores the learner leaves
         with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
             summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                                  max_steps=max_steps, judge=operator, on_fault=_pauser(rig, leader, say),
+                                  max_steps=max_steps, judge=operator, on_fault=_pauser(env, leader, say),
                                   video=window)
         c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
         run.write_counters()
@@ -290,7 +290,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             if leader is not None:
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
-            rig.close()
+            env.close()
 
 
 def _takeovers(intervener: object) -> int | None:
@@ -298,20 +298,20 @@ def _takeovers(intervener: object) -> int | None:
     return getattr(intervener, "takeovers", None)
 
 
-def session_notes(rig: Rig, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
+def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
     """What a session says before it starts, as ``so101 infer`` says it (the twin's simulator, the
     backend, the kinematics; example weights), plus the camera and a classifier that judges noise."""
+    from so101_sim2real.control.env import load_rig_file
     from so101_sim2real.control.infer import run_notes
-    from so101_sim2real.control.rig import load_rig_file
 
-    notes, warnings = run_notes(rig)
+    notes, warnings = run_notes(env)
     geometry = load_rig_file(options.rig)
     if geometry is None:
-        from so101_sim2real.calib.rig_file import default_rig
+        from so101_sim2real.geometry.rig_file import default_rig
 
         geometry = default_rig()
     notes.insert(0, f"camera: {geometry.describe()}")
-    examples = getattr(rig.perception, "example_models", None)
+    examples = getattr(env.perception, "example_models", None)
     classifier = getattr(getattr(rewards, "success_judge", None), "classifier", None)
     if examples and getattr(getattr(classifier, "config", None), "input", None) == "obs":
         warnings.append(f"the reward classifier judges the policy's frame, which {' and '.join(examples)} (example "
@@ -327,10 +327,10 @@ def _status_line(trainer: Trainer) -> str:
     return f"control: {who_controls(trainer.pilot)}" + ("" if p is None else f"   success p {p:.2f}")
 
 
-def _pauser(rig: Rig, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:
+def _pauser(env: Env, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:
     """What a session does on a device fault: both arms limp, wait until every device answers,
     the follower's torque back on (from where it is, nothing jumps)."""
-    probes, stops = rig_probes(rig), [lambda: rig.robot.torque(False)]
+    probes, stops = env_probes(env), [lambda: env.robot.torque(False)]
     arm = getattr(leader, "arm", None)
     if arm is not None:
         probes.append(arm.reconnect)
@@ -340,10 +340,10 @@ def _pauser(rig: Rig, leader: object | None, say: Callable[[str], None]) -> Call
         while True:
             record = wait_until_back(fault, probes, stops, say)
             try:
-                rig.robot.torque(True)
+                env.robot.torque(True)
                 return record
             except So101Error as exc:  # gone again as it came back
-                fault = DeviceFault(f"{rig.robot.name}: torque could not come back on ({exc})")
+                fault = DeviceFault(f"{env.robot.name}: torque could not come back on ({exc})")
 
     return wait
 
@@ -352,7 +352,7 @@ def make_rewards(options: RunOptions, cfg: TrainConfig) -> RewardSource:
     """The run's reward: the task's success or dense reward, or the reward classifier's judgement."""
     if options.reward != "classifier":
         return REWARDS[options.reward]()
-    from so101_sim2real.hilserl.classifier import SuccessJudge, load_classifier
+    from so101_sim2real.reward.classifier import SuccessJudge, load_classifier
 
     judge = SuccessJudge(load_classifier(options.classifier), cfg.success_threshold, cfg.success_frames,
                          cfg.success_min_steps)

@@ -29,7 +29,6 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
@@ -45,6 +44,7 @@ from so101_sim2real.hilserl.options import (
 )
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.trainer import TrainConfig
+from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.perturb import perturbation_from_dict
 from so101_sim2real.spec import Spec, yaml_problem
 
@@ -74,7 +74,7 @@ class RunFolder:
             raise So101Error(f"@out {path}: cannot create the run folder ({exc.strerror})") from None
         options = absolute_paths(options)  # a resume from another folder finds them
         if options.rig:  # the run keeps its own copy: a rig file edited later cannot change a resumed run
-            from so101_sim2real.calib.rig_file import read_rig
+            from so101_sim2real.geometry.rig_file import read_rig
 
             copy = read_rig(options.rig).save(path / RIG_FILE)
             options = dataclasses.replace(options, rig=str(copy.resolve()))

@@ -1,6 +1,6 @@
 """HIL-SERL in one process: the actor loop in this thread, the learner in another, one buffer.
 
-The actor thread is the ordinary :class:`Runner` (the rig, perception, controller, safety
+The actor thread is the ordinary :class:`Runner` (the env, perception, controller, safety
 and torque handling every command uses) with a :class:`LearningPilot` and a
 :class:`BufferSink`. The learner thread samples the shared :class:`ReplayBuffer`, runs
 DrQ-v2 updates, and every ``publish_every`` updates publishes the encoder and the
@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from so101_sim2real.control.env import Env
+from so101_sim2real.control.interveners import Intervener
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.rig import Rig
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
-from so101_sim2real.hilserl.interveners import Intervener
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig, UpdateMetrics
 from so101_sim2real.hilserl.replay import ReplayBuffer
 from so101_sim2real.hilserl.rewards import RewardSource
@@ -80,11 +80,11 @@ def _lower_priority() -> None:
 
 
 class Trainer:
-    """One HIL-SERL run on a rig: build once, ``run`` episodes, ``close``."""
+    """One HIL-SERL run on a env: build once, ``run`` episodes, ``close``."""
 
-    def __init__(self, rig: Rig, ckpt: Checkpoint, cfg: TrainConfig, intervener: Intervener, rewards: RewardSource,
+    def __init__(self, env: Env, ckpt: Checkpoint, cfg: TrainConfig, intervener: Intervener, rewards: RewardSource,
                  device: str = "cpu", recorder: Recorder | None = None):
-        self.rig, self.cfg = rig, cfg
+        self.env, self.cfg = env, cfg
         spec = ckpt.spec
         obs = spec.observation
         self.learner = Learner(build_agent(ckpt), cfg.learner, device, seed=cfg.seed)
@@ -138,7 +138,7 @@ class Trainer:
             on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None,
             judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None,
             video: object | None = None) -> RunSummary:
-        """Episodes on the rig while the learner learns; Ctrl-C ends both, torque off. ``judge``
+        """Episodes on the env while the learner learns; Ctrl-C ends both, torque off. ``judge``
         (the person's keys) decides success over the task; by default a reward classifier does.
         ``on_fault`` waits out a device fault (:mod:`~so101_sim2real.control.pause`); the learner
         goes on meanwhile, and the episode the fault cut is thrown away and run again. ``video``
@@ -157,7 +157,7 @@ class Trainer:
 
         if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
             judge = self.sink.rewards
-        runner = Runner(self.rig, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
+        runner = Runner(self.env, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
                         max_steps=max_steps, judge=judge, on_fault=on_fault, video=video)
         self.rate = runner.rate  # its overrun count, read per episode
         learner.start()

@@ -1,7 +1,7 @@
 """The twin photographs a calibration board: a camera with known intrinsics and lens, for testing
 ``so101 calibrate camera`` against the truth.
 
-A small MuJoCo scene holds the printable board (:func:`~so101_sim2real.calib.board.render_board`)
+A small MuJoCo scene holds the printable board (:func:`~so101_sim2real.geometry.board.render_board`)
 as a texture on a plane, lit by an even ambient light, and a free camera with explicit
 intrinsics. MuJoCo renders an ideal pinhole image; the lens is then applied with
 ``cv2.remap``: each output pixel takes the ideal image's colour where the true camera model
@@ -24,9 +24,9 @@ import cv2
 import mujoco
 import numpy as np
 
-from so101_sim2real.calib.board import BoardSpec, board_layout, render_board
-from so101_sim2real.calib.camera_model import CameraModel
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.board import BoardSpec, board_layout, render_board
+from so101_sim2real.geometry.camera_model import CameraModel
 
 CAMERA = "board_cam"
 BOARD_DPI = 127  # 5 texels per mm: a 30 mm square is exactly 150 texels, so the texture puts corners where they are

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.interfaces import Perceived, Perception
+from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.scene import SceneConfig
 from so101_sim2real.spec import yaml_problem
 

@@ -22,7 +22,7 @@ from so101_sim2real import arm
 from so101_sim2real.errors import So101Error
 
 if TYPE_CHECKING:
-    from so101_sim2real.calib.rig_file import RigGeometry
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
 ARM_JOINTS, GRIPPER_JOINT, JOINTS = arm.ARM_JOINTS, arm.GRIPPER, arm.JOINT_NAMES  # the MJCF's names are the arm's
 GRIPPER_BODY = "gripper"

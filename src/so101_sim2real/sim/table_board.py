@@ -1,6 +1,6 @@
 """A calibration board lying flat on the twin's table, where ``so101 calibrate rig`` expects it.
 
-The board frame is OpenCV's object frame (:mod:`so101_sim2real.calib.board`): the origin at
+The board frame is OpenCV's object frame (:mod:`so101_sim2real.geometry.board`): the origin at
 the squares' top-left outer corner, x along the printed rows, y down the page, z into the page. Face up
 on the table, with the page's x along the world's x turned by ``yaw``, that is a half turn
 about x: board y is world -y and board z is world -z. The printed page (margin, caption) is
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from so101_sim2real.calib.board import BoardSpec, board_layout, render_board
+from so101_sim2real.geometry.board import BoardSpec, board_layout, render_board
 
 BOARD_GEOM = "calibration_board"
 TEXTURE_DPI = 127  # 5 texels per mm: the squares' corners fall on texel edges

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from so101_sim2real.arm import CENTRE_TICK, JOINT_NAMES, SERVO_IDS
-from so101_sim2real.hardware.calibration import TICKS_PER_DEGREE
 from so101_sim2real.hardware.emulator import BusEmulator
+from so101_sim2real.hardware.joint_calibration import TICKS_PER_DEGREE
 
 TICKS_PER_RAD = math.degrees(1.0) * TICKS_PER_DEGREE
 

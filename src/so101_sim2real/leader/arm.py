@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from so101_sim2real.control.rig import EMULATOR_PORT, Rig
+from so101_sim2real.control.env import EMULATOR_PORT, Env
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.hand_script import Grab
-from so101_sim2real.hilserl.leader import LeaderIntervener, TakeoverConfig
 from so101_sim2real.kinematics import Kinematics
+from so101_sim2real.leader.hand_script import Grab
+from so101_sim2real.leader.takeover import LeaderIntervener, TakeoverConfig
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
 
@@ -46,7 +46,7 @@ class LeaderSession:
         self.closers.clear()
 
 
-def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: int = 0,
+def open_leader(port: str, calibration: str | None, env: Env, spec: Spec, seed: int = 0,
                 keys: object | None = None, cfg: TakeoverConfig | None = None,
                 grabs: list[Grab] | None = None) -> LeaderSession:
     """Connect the leader (torque off, low gains), check it against the follower, wrap it as an intervener.
@@ -59,15 +59,15 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
     closers: list = []
     try:
         if port == EMULATOR_PORT:
-            leader = _emulated_leader(rig, spec, kinematics, seed, closers, grabs)
+            leader = _emulated_leader(env, spec, kinematics, seed, closers, grabs)
         else:
             cal = _leader_calibration(calibration, port)
-            arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True, max_step_rad=_follow_step(rig))
+            arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True, max_step_rad=_follow_step(env))
             arm.connect()
             closers.append(arm.close)
-            check_consistent(arm.read().position, rig)
+            check_consistent(arm.read().position, env)
             leader = arm
-        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, rig.period_s, cfg, keys), closers,
+        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, env.period_s, cfg, keys), closers,
                              getattr(leader, "leader", leader))
     except BaseException:
         for close in reversed(closers):
@@ -75,55 +75,55 @@ def open_leader(port: str, calibration: str | None, rig: Rig, spec: Spec, seed: 
         raise
 
 
-def _emulated_leader(rig: Rig, spec: Spec, kinematics: Kinematics, seed: int, closers: list,
+def _emulated_leader(env: Env, spec: Spec, kinematics: Kinematics, seed: int, closers: list,
                      grabs: list[Grab] | None = None) -> object:
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import SO101Leader
-    from so101_sim2real.hilserl.leader_hand import HandOnLeader, ScriptedLeaderHand
+    from so101_sim2real.leader.hand import HandOnLeader, ScriptedLeaderHand
     from so101_sim2real.sim.scripted import ScriptedExpert
 
-    if rig.twin is None:
+    if env.twin is None:
         raise So101Error("@leader_port emulator: the scripted hand guides the leader toward the twin's cube; it "
                          "needs the twin as the follower (@robot sim or @port emulator)")
     cal = twin_arm_calibration()
     emulator = BusEmulator(list(cal.ids.values()))
     emulator.start()
     closers.append(emulator.stop)
-    arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True, max_step_rad=_follow_step(rig))
+    arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True, max_step_rad=_follow_step(env))
     arm.connect()
     closers.append(arm.close)
-    twin = rig.twin
+    twin = env.twin
     if grabs:
-        return _scripted_leader(arm, emulator, cal, rig, spec, kinematics, grabs)
+        return _scripted_leader(arm, emulator, cal, env, spec, kinematics, grabs)
     hand = ScriptedLeaderHand(emulator, cal, kinematics, spec.action, ScriptedExpert(twin),
                               follower=lambda: twin.qpos()[:6], seed=seed)
     return HandOnLeader(arm, hand)
 
 
-def _scripted_leader(arm: object, emulator: object, cal: object, rig: Rig, spec: Spec, kinematics: Kinematics,
+def _scripted_leader(arm: object, emulator: object, cal: object, env: Env, spec: Spec, kinematics: Kinematics,
                      grabs: list[Grab]) -> object:
     """The emulated leader with a hand script's hand on it, ticked by the session's own loop."""
-    from so101_sim2real.hilserl.leader_emulator import HandThread, TwinView
-    from so101_sim2real.hilserl.leader_hand import ScriptOnLeader, SessionSteps
+    from so101_sim2real.leader.emulator import HandThread, TwinView
+    from so101_sim2real.leader.hand import ScriptOnLeader, SessionSteps
 
     # the emulated arm's twin steps its physics in a thread of its own: read it under its lock
-    lock = getattr(getattr(rig.task, "bridge", None), "lock", None) or threading.Lock()
-    clock = SessionSteps(lambda: rig.period_s)
-    hand = HandThread(emulator, cal, grabs, TwinView(rig.twin, lock, kinematics, spec.action),
+    lock = getattr(getattr(env.task, "bridge", None), "lock", None) or threading.Lock()
+    clock = SessionSteps(lambda: env.period_s)
+    hand = HandThread(emulator, cal, grabs, TwinView(env.twin, lock, kinematics, spec.action),
                       clock=lambda: clock.seconds, session=clock)
     return ScriptOnLeader(arm, hand, clock)
 
 
-def _follow_step(rig: Rig) -> float:
+def _follow_step(env: Env) -> float:
     from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD
 
-    return min(DEFAULT_MAX_STEP_RAD, LEADER_FOLLOW_RAD_S * rig.period_s)
+    return min(DEFAULT_MAX_STEP_RAD, LEADER_FOLLOW_RAD_S * env.period_s)
 
 
 def _leader_calibration(name: str | None, port: str) -> object:
-    from so101_sim2real.hardware.calibration import resolve_calibration
+    from so101_sim2real.hardware.joint_calibration import resolve_calibration
 
     if not name:
         raise So101Error(f"@leader_port {port}: the leader needs its calibration: @leader_calibration ID (from "
@@ -135,11 +135,11 @@ def _leader_calibration(name: str | None, port: str) -> object:
     return resolve_calibration(name, "leader", "leader_calibration")
 
 
-def check_consistent(leader_q: np.ndarray, rig: Rig) -> None:
+def check_consistent(leader_q: np.ndarray, env: Env) -> None:
     """The leader's reading inside the follower's joint ranges (with some slack), joint by joint."""
     from so101_sim2real.arm import JOINT_NAMES
 
-    limits = rig.robot.limits
+    limits = env.robot.limits
     for i, joint in enumerate(JOINT_NAMES):
         low, high = limits.low[i] - RANGE_SLACK_RAD, limits.high[i] + RANGE_SLACK_RAD
         if not low <= leader_q[i] <= high:

@@ -2,7 +2,7 @@
 
 The runner only sees the interfaces, so the sim twin and the real arm are the same
 loop; what differs is assembled here, in one place that every command uses
-(:func:`check_request`, then :func:`build_rig` from a :class:`RigRequest`).
+(:func:`check_request`, then :func:`build_env` from a :class:`RigRequest`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from so101_sim2real.sim.perturb import NoisyPerception, OffsetRobot, Perturbatio
 from so101_sim2real.spec import Spec
 
 if TYPE_CHECKING:
-    from so101_sim2real.calib.rig_file import RigGeometry
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
 
 @dataclass
-class Rig:
+class Env:
     """What one run drives. ``twin`` is set when the world is the sim (for scripted pilots)."""
 
     spec: Spec
@@ -121,7 +121,7 @@ def check_request(req: RigRequest) -> None:
 
 def load_rig_file(path: str | Path | None) -> RigGeometry | None:
     """``@rig FILE`` read (a rig.yaml or a camera.yaml); None without one."""
-    from so101_sim2real.calib.rig_file import read_rig
+    from so101_sim2real.geometry.rig_file import read_rig
 
     return read_rig(path) if path else None
 
@@ -150,17 +150,17 @@ def _check_arm_request(req: RigRequest) -> None:
                          f"'so101 motors find-port'")
 
 
-def build_rig(spec: Spec, req: RigRequest) -> Rig:
+def build_env(spec: Spec, req: RigRequest) -> Env:
     """The rig a checked request describes: the twin, the driver on the emulated twin, or an arm."""
     check_request(req)
     geometry = load_rig_file(req.rig)
     if geometry is not None and geometry.calibrated:
-        from so101_sim2real.calib.rig_file import check_size
+        from so101_sim2real.geometry.rig_file import check_size
 
         check_size(geometry, spec.observation.source_size)
     calibration = load_calibration(req.calibration) if req.real_port else None  # a typo fails before the networks
     if calibration is not None and geometry is not None:
-        from so101_sim2real.hardware.calibration import with_joint_offsets
+        from so101_sim2real.hardware.joint_calibration import with_joint_offsets
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
     if req.real_port and not is_emulated(req.port):
@@ -177,7 +177,7 @@ def build_rig(spec: Spec, req: RigRequest) -> Rig:
     if req.robot == "so101":
         return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception,
                          geometry=geometry)
-    return sim_rig(spec, with_camera=req.with_camera, make_perception=make_perception,
+    return sim_env(spec, with_camera=req.with_camera, make_perception=make_perception,
                    perturbation=req.perturbation, geometry=geometry)
 
 
@@ -219,7 +219,7 @@ def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
 
 def load_calibration(name: str | None) -> object | None:
     """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
-    from so101_sim2real.hardware.calibration import resolve_calibration
+    from so101_sim2real.hardware.joint_calibration import resolve_calibration
 
     if not name:
         return None
@@ -246,7 +246,7 @@ def _open_arm_camera(spec: Spec, req: RigRequest, geometry: RigGeometry | None) 
 
 
 def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object,
-             camera: Camera) -> Rig:
+             camera: Camera) -> Env:
     # The emulated arm's camera can also set its scene: the emulated person places the cube.
     place_cube = getattr(camera, "start_episode", None)
     return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
@@ -260,8 +260,8 @@ def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig
     return S.scene_for_rig(geometry, spec.observation.source_size)
 
 
-def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
-            perturbation: Perturbation | None = None, geometry: RigGeometry | None = None) -> Rig:
+def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
+            perturbation: Perturbation | None = None, geometry: RigGeometry | None = None) -> Env:
     """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes
     (rendered classes and depth, or ``make_perception`` on its rendered RGB). A
     ``perturbation`` makes it the perturbed twin: another control period, the camera
@@ -290,7 +290,7 @@ def sim_rig(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
             perception = NoisyPerception(perception, perturbation, spec.observation.channels,
                                          list(spec.observation.segmentation.classes))
     period = perturbation.period_s or spec.control.period_s
-    return Rig(spec, robot, task, controller, perception, period, twin=task)
+    return Env(spec, robot, task, controller, perception, period, twin=task)
 
 
 class _LockedPerception:
@@ -346,7 +346,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
               make_perception: PerceptionFactory | None = None, calibration: object | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
               geometry: RigGeometry | None = None,
-              place_cube: Callable[[int, tuple[float, float] | None], None] | None = None) -> Rig:
+              place_cube: Callable[[int, tuple[float, float] | None], None] | None = None) -> Env:
     """The real driver stack on a follower arm.
 
     ``port='emulator'`` runs the STS3215 emulator in this process with the sim twin as
@@ -354,7 +354,7 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     real driver path, end to end, without hardware. Any other port is an arm (or a
     separate ``so101 emulate --twin``): it needs its ``calibration``, a ``camera`` and
     the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
-    ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_rig`
+    ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_env`
     has already put its lens on the camera and its joint offsets in the calibration.
     """
     if port == EMULATOR_PORT:
@@ -382,11 +382,11 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     except BaseException:
         robot.close()
         raise
-    return Rig(spec, robot, task, controller, perception, spec.control.period_s, scored=False)
+    return Env(spec, robot, task, controller, perception, spec.control.period_s, scored=False)
 
 
 def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | None,
-                        make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None) -> Rig:
+                        make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None) -> Env:
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
@@ -413,11 +413,11 @@ def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | Non
             perception = make_perception(LockedCamera(camera, bridge.lock))
         else:
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
-    return Rig(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
+    return Env(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
                twin=bridge.task)
 
 
-def tick(rig: Rig, action: np.ndarray, joints: JointState,
+def tick(rig: Env, action: np.ndarray, joints: JointState,
          timer: StageTimer | None = None) -> tuple[Command, StepResult]:
     """One control tick from a reading: command, write, let time pass, score.
 

@@ -3,10 +3,10 @@
 On a real arm no simulator judges success, so a small CNN on the wrist view does: it
 ends HIL-SERL episodes and gives their reward. This module holds the model and what uses
 it (training, saving, the judge in the loop); the labels it learns from are in
-:mod:`~so101_sim2real.hilserl.labels`, its scoring and pictures in
-:mod:`~so101_sim2real.hilserl.classifier_eval`. The data flow, top to bottom:
+:mod:`~so101_sim2real.reward.labels`, its scoring and pictures in
+:mod:`~so101_sim2real.reward.evaluate`. The data flow, top to bottom:
 
-1. **Labels**: see :mod:`~so101_sim2real.hilserl.labels`.
+1. **Labels**: see :mod:`~so101_sim2real.reward.labels`.
 2. **Frames**: the policy's own frame (``obs``: seg + disparity, which lighting does not
    change) or the camera RGB centre-cropped with the spec's crop and resized to the
    policy's image size (``rgb``). :meth:`Classifier.prepare` makes both, for training and at
@@ -15,7 +15,7 @@ it (training, saving, the judge in the loop); the labels it learns from are in
    episode are near copies: split by frame and the held-out score means nothing), the loss
    is weighted by the class ratio, frames get DrQ's random shift, the weights are written
    as a folder (``weights.safetensors`` + ``classifier.yaml``) in one rename.
-4. **Evaluation**: see :mod:`~so101_sim2real.hilserl.classifier_eval`.
+4. **Evaluation**: see :mod:`~so101_sim2real.reward.evaluate`.
 5. **The judge** (:class:`SuccessJudge`): success once ``consecutive`` frames in a row are
    at or above the threshold, never before ``min_steps``.
 """
@@ -38,18 +38,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from so101_sim2real.calib.records import parse_yaml
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.files import check_distinct, check_out_folder, share_like_the_user, write_folder
-from so101_sim2real.hilserl.labels import _check_keys, _episode_positions, labels_for
-from so101_sim2real.hilserl.learner import random_shift
 from so101_sim2real.observation import center_crop_box
+from so101_sim2real.policy.augment import random_shift
+from so101_sim2real.records import parse_yaml
+from so101_sim2real.reward.labels import _check_keys, _episode_positions, labels_for
 from so101_sim2real.spec import yaml_problem
 
 if TYPE_CHECKING:  # classifier_eval imports this module; at run time score() is imported where it is used
-    from so101_sim2real.hilserl.classifier_eval import Metrics
+    from so101_sim2real.reward.evaluate import Metrics
 
 InputKind = Literal["obs", "rgb"]
 INPUTS: tuple[str, ...] = ("obs", "rgb")
@@ -416,7 +416,7 @@ def train_classifier(datasets: Sequence[Dataset | str | Path], out: str | Path, 
     those without); the metrics in ``classifier.yaml`` are on them. Seeded: the same data
     and options give the same weights on one machine.
     """
-    from so101_sim2real.hilserl.classifier_eval import score  # here, not at the top: classifier_eval imports us
+    from so101_sim2real.reward.evaluate import score  # here, not at the top: classifier_eval imports us
 
     opts = options or TrainOptions()
     opts.check()

@@ -2,7 +2,7 @@
 
 Kept apart from the model: the metrics are pure functions of probabilities and labels,
 and the pictures need only a frame's channels, so neither belongs with training or the
-judge in the loop. Imports :mod:`~so101_sim2real.hilserl.classifier` (never the other way
+judge in the loop. Imports :mod:`~so101_sim2real.reward.classifier` (never the other way
 at import time; training imports :func:`score` where it uses it).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from so101_sim2real.control.recording import Recording
 from so101_sim2real.control.video import colour_segmentation
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hilserl.classifier import (
+from so101_sim2real.reward.classifier import (
     Classifier,
     ClassifierConfig,
     Dataset,
@@ -30,7 +30,7 @@ from so101_sim2real.hilserl.classifier import (
     _input_config,
     load_frames,
 )
-from so101_sim2real.hilserl.labels import _episode_positions, _span, labels_path, load_labels
+from so101_sim2real.reward.labels import _episode_positions, _span, labels_path, load_labels
 
 # =================================================================================== metrics
 

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import yaml
 
-from so101_sim2real.calib.records import Fields, read_mapping
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
+from so101_sim2real.records import Fields, read_mapping
 
 BOARD_TYPES = ("charuco", "checkerboard")
 MIN_CORNERS = 6  # fewer corners pin a view's pose too loosely to help the fit

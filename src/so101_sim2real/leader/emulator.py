@@ -5,7 +5,7 @@ the twin's calibration, no homing offsets): the driver in the other process conn
 it, writes its low gains and goals (it follows the follower) and turns it limp, exactly
 as on a real leader. Its calibration is written to a file for ``--leader-calibration``.
 
-A :class:`HandThread` plays a hand script (:mod:`~so101_sim2real.hilserl.hand_script`)
+A :class:`HandThread` plays a hand script (:mod:`~so101_sim2real.leader.hand_script`)
 on the emulator's own clock: it waits until the leader first follows (its torque goes
 on), then when each grab's trigger fires (its time, the session's episode and step as a
 :class:`SessionClock` tells them, or the follower stalling short of the twin's cube)
@@ -28,10 +28,10 @@ from typing import Protocol
 import numpy as np
 
 from so101_sim2real.arm import JOINT_NAMES
-from so101_sim2real.hardware.calibration import ArmCalibration
 from so101_sim2real.hardware.emulator import BusEmulator
-from so101_sim2real.hilserl.hand_script import Grab
-from so101_sim2real.hilserl.leader_hand import HandConfig, hold_leader, release_leader
+from so101_sim2real.hardware.joint_calibration import ArmCalibration
+from so101_sim2real.leader.hand import HandConfig, hold_leader, release_leader
+from so101_sim2real.leader.hand_script import Grab
 
 HAND_TICK_S = 0.02  # the hand acts 50 times a second, whatever the session's period
 HAND_SPEED_DEG_S = 90.0  # a {JOINT: DEGREES} guide moves each joint this fast: a brisk hand
@@ -92,7 +92,7 @@ class _Joints:
 
 class _Cube:
     """The scripted expert's motion toward the twin's cube, as the in-process hand makes it
-    (``hilserl/leader_hand.py``); done (None) once the cube is lifted."""
+    (``leader/hand.py``); done (None) once the cube is lifted."""
 
     def __init__(self, q: np.ndarray, twin: TwinView):
         from so101_sim2real.sim.scripted import ScriptedExpert

@@ -31,10 +31,10 @@ import numpy as np
 import yaml
 
 from so101_sim2real.arm import JOINT_NAMES
-from so101_sim2real.calib.camera_model import CameraModel
-from so101_sim2real.calib.records import Fields, read_mapping
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
+from so101_sim2real.geometry.camera_model import CameraModel
+from so101_sim2real.records import Fields, read_mapping
 
 FORMAT = "so101-rig"
 VERSION = 1

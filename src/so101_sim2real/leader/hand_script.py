@@ -15,7 +15,7 @@ The triggers:
   after that, so a small ``at_s`` can land before the first episode.
 - ``episode`` (1-based) and ``step`` (1-based, default 1): when the session reaches that
   step of that episode; skipped if that episode ends first. The emulator learns the
-  session's episodes from the session itself (a :class:`~so101_sim2real.hilserl.leader_emulator.SessionClock`),
+  session's episodes from the session itself (a :class:`~so101_sim2real.leader.emulator.SessionClock`),
   so such a grab waits until the session has begun its first episode; it needs ``--twin``.
 - ``when: stalled``: the follower's TCP has come no closer to the twin's cube for
   ``stall_s`` seconds (default 3) while the leader follows; needs ``--twin``.
@@ -94,7 +94,7 @@ class Grab:
 def load_hand_script(path: str | Path, twin: bool, source: str = "@hand") -> list[Grab]:
     """The grabs in a hand script file (``twin``: the twin runs here, so ``cube``, ``stalled`` and
     ``episode`` are allowed)."""
-    from so101_sim2real.calib.records import read_yaml
+    from so101_sim2real.records import read_yaml
 
     source = f"{source} {path}"
     return parse_hand_script(read_yaml(path, "file", source), source, twin)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from so101_sim2real.arm import JOINT_NAMES
-from so101_sim2real.hardware.calibration import ArmCalibration
 from so101_sim2real.hardware.emulator import BusEmulator
+from so101_sim2real.hardware.joint_calibration import ArmCalibration
 from so101_sim2real.interfaces import JointState
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.sim.scripted import ScriptedExpert
@@ -149,7 +149,7 @@ class HandOnLeader(_LeaderWithAHand):
 
 class SessionSteps:
     """The session's episode and step as the in-process leader sees them (a
-    :class:`~so101_sim2real.hilserl.leader_emulator.SessionClock`): an episode begins at each
+    :class:`~so101_sim2real.leader.emulator.SessionClock`): an episode begins at each
     reset, a step at each read; the hand's time is the control ticks times the period."""
 
     def __init__(self, period_s: Callable[[], float]):

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import yaml
 
-from so101_sim2real.calib.records import Fields, read_mapping
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
+from so101_sim2real.records import Fields, read_mapping
 
 MODELS = ("pinhole", "fisheye")
 PINHOLE_COEFFS = (4, 5, 8, 12, 14)  # the lengths OpenCV accepts

@@ -116,10 +116,10 @@ def leader_action(leader_q: np.ndarray, ee_target: np.ndarray, kinematics: Kinem
 
 
 class LeaderIntervener:
-    """The leader arm behind the :class:`~so101_sim2real.hilserl.interveners.Intervener` interface.
+    """The leader arm behind the :class:`~so101_sim2real.control.interveners.Intervener` interface.
 
     ``leader`` is an :class:`~so101_sim2real.hardware.so101.SO101Leader` (``read``, ``follow``,
-    ``limp``); ``keys`` (optional, :class:`~so101_sim2real.hilserl.keys.OperatorKeys`) is asked
+    ``limp``); ``keys`` (optional, :class:`~so101_sim2real.control.keys.OperatorKeys`) is asked
     each tick whether space was pressed: it toggles control by hand.
     """
 
