@@ -2,7 +2,7 @@
 
 The ``fast`` profile runs twice: with the disparity normalised over the full frame
 (the spec's default, as the policy was trained; the networks see the whole frame)
-and normalised over the crop (``--set observation.disparity.normalise_region=crop``:
+and normalised over the crop (``--set-spec observation.disparity.normalise_region=crop``:
 crop first, less compute, but not the training observation).
 
     python scripts/bench_perception.py [--seg-ckpt PATH] [--depth-model ID|PATH] [--threads 2] [--json]

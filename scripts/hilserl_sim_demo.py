@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from so101_sim2real.control.description import describe  # noqa: E402
 from so101_sim2real.control.infer import InferOptions, run_infer  # noqa: E402
 from so101_sim2real.hilserl.bc import behaviour_clone  # noqa: E402
 from so101_sim2real.hilserl.curves import episode_rows  # noqa: E402
@@ -78,9 +79,8 @@ def record_demos(folder: Path, count: int, seed: int, perturbation: Perturbation
         return
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    summary = run_infer(InferOptions(ckpt="scripted", episodes=count, seed=seed, record=tmp, record_rgb=False,
-                                     max_steps=max_steps,
-                                     perturbation=perturbation))
+    summary = run_infer(InferOptions(describe(ckpt="scripted", perturb=perturbation), episodes=count, seed=seed,
+                                     record=tmp, record_rgb=False, max_steps=max_steps))
     if summary.interrupted:
         sys.exit(f"interrupted while recording {folder.name}; run again to redo it")
     tmp.rename(folder)
@@ -120,8 +120,8 @@ def evaluate(ckpt: Path, perturbation: Perturbation | None, plan: Plan, cache: P
     if cache.is_file():
         return json.loads(cache.read_text())
     started = time.perf_counter()
-    summary = run_infer(InferOptions(ckpt=str(ckpt), episodes=plan.eval_episodes, seed=HELD_OUT_SEEDS,
-                                     max_steps=plan.max_steps, perturbation=perturbation))
+    summary = run_infer(InferOptions(describe(ckpt=ckpt, perturb=perturbation), episodes=plan.eval_episodes,
+                                     seed=HELD_OUT_SEEDS, max_steps=plan.max_steps))
     if summary.interrupted:
         sys.exit(f"interrupted while evaluating {ckpt}")
     episodes = summary.episodes
@@ -226,8 +226,8 @@ def main() -> None:
         done = len(episode_rows(run_dir)) if (run_dir / "run.yaml").is_file() else 0
         todo = plan.episodes - done
         if todo > 0:
-            options = RunOptions(ckpt=str(start), intervene="scripted", reward="success",
-                                 demos=(str(work / "demos_perturbed"),), perturbation=perturbation)
+            options = RunOptions(describe(ckpt=start, perturb=perturbation), intervene="scripted", reward="success",
+                                 demos=(str(work / "demos_perturbed"),))
 
             def progress(result, trainer) -> None:
                 log(f"  episode {trainer.pilot.episode + 1}: {'success' if result.success else 'fail'} "

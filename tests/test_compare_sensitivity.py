@@ -7,6 +7,7 @@ import pytest
 
 from fixtures import run_cli
 from so101_sim2real.compare.sensitivity import Gap, LatePilot, default_gaps, read_report, sensitivity
+from so101_sim2real.control.description import describe
 from so101_sim2real.control.infer import InferOptions
 from so101_sim2real.sim.perturb import Perturbation
 
@@ -15,7 +16,7 @@ def test_the_scripted_expert_ranks_a_large_period_change_above_a_1_mm_camera_shi
     # The expert reads the cube from the sim, so a moved camera costs it nothing. A slower period
     # does not either (targets are positions and episodes count ticks: 100 and 200 ms succeed),
     # so the large change is a faster one: at 4 ms the arm cannot reach a tick's target in time.
-    opts = InferOptions(ckpt="scripted", episodes=3, max_steps=60)
+    opts = InferOptions(describe(ckpt="scripted"), episodes=3, max_steps=60)
     gaps = [Gap("camera shift 1 mm", Perturbation(camera_shift_mm=(1.0, 0.0, 0.0))),
             Gap("period 4 ms", Perturbation(period_s=0.004))]
     rep = sensitivity(opts, gaps)

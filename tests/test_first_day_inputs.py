@@ -152,7 +152,7 @@ def test_calibrate_rig_refuses_a_board_out_of_reach_before_the_arm_moves(capsys,
 
 def test_the_default_board_place_is_in_reach():
     from so101_sim2real.calibrate.rig_poses import check_reach
-    from so101_sim2real.cli.calibrate_rig import arm_ranges
+    from so101_sim2real.calibrate.rig_session import arm_ranges
     from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.geometry.rig_file import default_rig
     from so101_sim2real.sim.table_board import TableBoard

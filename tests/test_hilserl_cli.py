@@ -10,6 +10,7 @@ import time
 import pytest
 
 from fixtures import run_cli as run
+from so101_sim2real.control.description import describe
 
 pytestmark = pytest.mark.slow  # whole runs on the twin, subprocesses: `pytest -m "not slow"` skips them
 
@@ -245,16 +246,19 @@ def test_the_real_perception_gets_the_cores_the_learner_leaves(monkeypatch):
     from so101_sim2real.hilserl.run import RunOptions
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
-    real = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt")
-    assert real.rig_request(learner_threads=1).models.threads == 3
-    assert real.rig_request(learner_threads=8).models.threads == 1  # never none
-    assert real.rig_request().models.threads is None  # no learner (a plain run): torch's count
-    given = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", perception_threads=2)
-    assert given.rig_request(learner_threads=1).models.threads == 2
-    on_gpu = RunOptions(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", device="cuda")
-    assert on_gpu.rig_request(learner_threads=1).models.threads is None
+    def threads(options: RunOptions, learner_threads: int | None) -> int | None:  # as the session builds its env
+        return options.where.models(options.actor_threads(learner_threads)).threads
+
+    real = RunOptions(describe(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt"))
+    assert threads(real, 1) == 3
+    assert threads(real, 8) == 1  # never none
+    assert threads(real, None) is None  # no learner (a plain run): torch's count
+    given = RunOptions(describe(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", perception_threads=2))
+    assert threads(given, 1) == 2
+    on_gpu = RunOptions(describe(ckpt="c.pt", perception="real", seg_ckpt="s.ckpt", device="cuda"))
+    assert threads(on_gpu, 1) is None
     # the actor's own thread (its policy) on the same budget, on the twin too
-    assert RunOptions(ckpt="c.pt").actor_threads(1) == 3 and given.actor_threads(1) == 2
+    assert RunOptions(describe(ckpt="c.pt")).actor_threads(1) == 3 and given.actor_threads(1) == 2
 
 
 README_HAND = """\

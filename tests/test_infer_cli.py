@@ -37,7 +37,7 @@ def test_a_policy_trained_under_another_mujoco_is_warned_about(capsys, tmp_path)
 
 def test_the_twin_can_run_the_real_arms_kinematics_when_asked(capsys):
     code, out, _ = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "2",
-                       "--set", "action.ik.pose_from=measured_joints")
+                       "--set-spec", "action.ik.pose_from=measured_joints")
     assert code == 0 and "kinematics: FK of the measured joints; trained with live physics" in out
 
 
@@ -68,7 +68,7 @@ def test_a_robobase_snapshot_runs_end_to_end(snapshot, tmp_path):
 @pytest.mark.slow
 def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
     frames = {}
-    for name, extra in (("trained", []), ("crop", ["--set", "observation.disparity.normalise_region=crop"])):
+    for name, extra in (("trained", []), ("crop", ["--set-spec", "observation.disparity.normalise_region=crop"])):
         code, out, _ = run(capsys, "infer", "--ckpt", str(snapshot), "--episodes", "1", "--max-steps", "2",
                            "--record", str(tmp_path / name), "--no-record-rgb", *extra)
         assert code == 0, out
@@ -86,9 +86,9 @@ def test_spec_overrides_reach_the_observation(capsys, snapshot, tmp_path):
     (["--ckpt", "scripted", "--camera", "0"], "--camera: only for --robot so101"),
     (["--ckpt", "scripted", "--port", "/dev/ttyACM0"], "--port: only for --robot so101"),
     (["--ckpt", "scripted", "--robot", "so101", "--port", "/dev/ttyACM0"], "the scripted expert reads the cube"),
-    (["--ckpt", "scripted", "--set", "observation.crop=diagonal"], "observation.crop"),
-    (["--ckpt", "scripted", "--set", "observaton.crop=none"], "observaton"),
-    (["--ckpt", "scripted", "--set", "nonsense"], "KEY=VALUE"),
+    (["--ckpt", "scripted", "--set-spec", "observation.crop=diagonal"], "observation.crop"),
+    (["--ckpt", "scripted", "--set-spec", "observaton.crop=none"], "observaton"),
+    (["--ckpt", "scripted", "--set-spec", "nonsense"], "KEY=VALUE"),
     (["--ckpt", "scripted", "--video", "out.gif"], ".mp4"),
     (["--ckpt", "scripted", "--episodes", "0"], "at least 1"),
     (["--ckpt", "scripted", "--record", __file__], "not a folder"),

@@ -99,7 +99,7 @@ class _StillPilot:
 def _session(spec, kinematics, hand_cfg, max_steps):
     """One episode on the emulated follower (the twin through the real driver) with an emulated
     leader that the scripted hand grabs; returns what each tick saw."""
-    from so101_sim2real.control.env import so101_rig
+    from so101_sim2real.control.env import so101_env
     from so101_sim2real.control.runner import Runner
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.bus import MotorBus
@@ -109,7 +109,7 @@ def _session(spec, kinematics, hand_cfg, max_steps):
     from so101_sim2real.leader.takeover import LeaderIntervener
     from so101_sim2real.sim.scripted import ScriptedExpert
 
-    rig = so101_rig(spec, "emulator", with_camera=False)
+    rig = so101_env(spec, "emulator", with_camera=False)
     cal = twin_arm_calibration()
     with BusEmulator(list(cal.ids.values())) as leader_bus:
         leader = SO101Leader(MotorBus(leader_bus.path, cal.ids), cal, follows=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli as run
+from so101_sim2real.control.description import describe
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.perturb import (
@@ -118,8 +119,8 @@ def test_a_run_folder_keeps_its_perturbation(tmp_path):
     from so101_sim2real.hilserl.trainer import TrainConfig
 
     p = Perturbation(period_s=0.1, camera_tilt_deg=(1.0, 2.0, 3.0), seg_edge_flip=0.2, seed=4)
-    RunFolder.create(tmp_path / "run", RunOptions(ckpt="x.pt", perturbation=p), TrainConfig())
-    assert RunFolder.open(tmp_path / "run").options.perturbation == p
+    RunFolder.create(tmp_path / "run", RunOptions(describe(ckpt="x.pt", perturb=p)), TrainConfig())
+    assert RunFolder.open(tmp_path / "run").options.where.world == p
 
 
 def test_erosion_takes_rings_off_the_thin_parts_only():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fixtures import run_cli as run
+from so101_sim2real.control.description import describe
 from so101_sim2real.errors import So101Error
 from so101_sim2real.geometry.camera_model import CameraModel
 from so101_sim2real.geometry.rig_file import RigGeometry, default_rig
@@ -218,7 +219,7 @@ def test_joint_offsets_add_to_the_reading_and_come_off_the_goals():
 # --- the rig request and the commands --------------------------------------------------------------------
 
 def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypatch):
-    """build_env on a serial port: the calibration and camera so101_rig gets (no arm, no networks)."""
+    """build_env on a serial port: the calibration and camera so101_env gets (no arm, no networks)."""
     import so101_sim2real.control.env as rig_module
     import so101_sim2real.perception.real as real
     from so101_sim2real.cameras import UndistortedCamera
@@ -232,22 +233,22 @@ def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypat
     (tmp_path / "ttyFAKE").write_text("")
     got = {}
     monkeypatch.setattr(real, "real_perception_factory", lambda *a, **k: (lambda camera: None))
-    monkeypatch.setattr(rig_module, "so101_rig", lambda spec, port, **kw: got.update(kw))
-    request = rig_module.RigRequest("so101", str(tmp_path / "ttyFAKE"), "twin", str(tmp_path / "frame.png"), "real",
-                                    real.RealModels(seg_ckpt="seg.ckpt"), rig=str(path))
-    rig_module.build_env(default_spec(), request)
+    monkeypatch.setattr(rig_module, "so101_env", lambda spec, port, **kw: got.update(kw))
+    where = describe(robot="so101", port=tmp_path / "ttyFAKE", calibration="twin", camera=tmp_path / "frame.png",
+                     perception="real", seg_ckpt="seg.ckpt", rig=path)
+    rig_module.build_env(default_spec(), where)
     raw = {j: int(m.mid) for j, m in twin_arm_calibration().motors.items()}
     assert np.allclose(got["calibration"].to_sim(raw), twin_arm_calibration().to_sim(raw) + rig.joint_offsets_rad)
     assert isinstance(got["camera"], UndistortedCamera) and got["camera"].read().rgb.shape == (480, 640, 3)
 
 
 def test_the_twin_sees_through_the_rig_files_camera(tmp_path):
-    from so101_sim2real.control.env import RigRequest, build_env
+    from so101_sim2real.control.env import build_env
     from so101_sim2real.spec import default_spec
 
     camera = _calibrated_rig().camera
     camera.save(tmp_path / "camera.yaml")  # a plain camera.yaml works as a rig: the mount stays the sim's
-    twin = build_env(default_spec(), RigRequest(rig=str(tmp_path / "camera.yaml")))
+    twin = build_env(default_spec(), describe(rig=tmp_path / "camera.yaml"))
     try:
         model = twin.twin.model
         cam = model.camera(S.WRIST_CAMERA).id
@@ -283,8 +284,8 @@ def test_a_hilserl_run_keeps_its_rig_and_a_resume_refuses_another(capsys, tmp_pa
     from so101_sim2real.hilserl.trainer import TrainConfig
 
     path = str(_calibrated_rig().save(tmp_path / "rig.yaml"))
-    RunFolder.create(tmp_path / "run", RunOptions(ckpt="policy.pt", rig=path), TrainConfig())
-    kept = RunFolder.open(tmp_path / "run").options.rig
+    RunFolder.create(tmp_path / "run", RunOptions(describe(ckpt="policy.pt", rig=path)), TrainConfig())
+    kept = RunFolder.open(tmp_path / "run").options.where.camera.rig
     assert kept == str((tmp_path / "run" / "rig.yaml").resolve())  # its own copy, not the file given
     (tmp_path / "rig.yaml").write_text("edited later: not yaml that a rig reads\n")
     from so101_sim2real.geometry.rig_file import RigGeometry

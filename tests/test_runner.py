@@ -170,9 +170,9 @@ def test_the_real_driver_moves_the_twin_through_the_emulator(policy):
     """--robot so101 --port emulator: bus, STS3215 emulator, follower, calibration, on the twin."""
     import time
 
-    from so101_sim2real.control.env import so101_rig
+    from so101_sim2real.control.env import so101_env
 
-    rig = so101_rig(policy.spec, "emulator", with_camera=True)
+    rig = so101_env(policy.spec, "emulator", with_camera=True)
     try:
         summary = Runner(rig, ScriptedPilot(rig.twin), realtime=True).run([0])
         assert summary.episodes[0].success and summary.episodes[0].steps < 80

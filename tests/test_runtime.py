@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
+from fixtures import robobase_agent_state
 from scipy_free_rotations import rot_x, rot_y, rot_z
 from so101_sim2real.errors import ObservationError
 from so101_sim2real.kinematics import JointVelocity
@@ -33,13 +36,45 @@ def test_frame_stack_reset_fills_with_copies_and_keeps_oldest_first():
     assert int(stack.stacked()[0, 0, 0, 0]) == 1
 
 
-def test_act_gives_a_bounded_action_from_the_uint8_range(policy):
-    frames = FrameStack(3).reset(_frame())
-    states = FrameStack(3).reset(np.zeros(18, np.float32))
+def robobase_actor_mean(sd, frames: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """RoboBase's DrQ-v2 actor mean, written from the snapshot's own keys (not the toolkit's networks):
+    frames (3, 2, 84, 84) in [0, 255] flattened frame-major, oldest first, to
+    [f0.seg, f0.disp, f1.seg, ...]; the (3, 18) state flattened the same way."""
+    x = torch.as_tensor(frames, dtype=torch.float32).reshape(1, 6, 84, 84) / 255.0 - 0.5
+    for i, stride in zip((0, 3, 6, 9), (2, 1, 1, 1), strict=True):
+        x = F.relu(F.conv2d(x, sd[f"encoder.convs_per_cam.0.{i}.weight"], sd[f"encoder.convs_per_cam.0.{i}.bias"],
+                            stride=stride))
+    p = "actor_model."
+
+    def bottleneck(name, v):
+        m = f"{p}input_preprocess_modules.{name}"
+        v = F.linear(v, sd[f"{m}.0.weight"], sd[f"{m}.0.bias"])
+        return torch.tanh(F.layer_norm(v, (v.shape[-1],), sd[f"{m}.1.weight"], sd[f"{m}.1.bias"]))
+
+    state = torch.as_tensor(states, dtype=torch.float32).reshape(1, 54)
+    h = torch.cat([bottleneck("fused_view_feats", x.flatten(1)), bottleneck("low_dim_obs", state)], dim=-1)
+    for i in (0, 3):
+        h = F.relu(F.linear(h, sd[f"{p}main_mlp.{i}.weight"], sd[f"{p}main_mlp.{i}.bias"]))
+    return torch.tanh(F.linear(h, sd[f"{p}out_mlp.0.weight"], sd[f"{p}out_mlp.0.bias"]))[0].numpy()
+
+
+def _moving_stacks():
+    """Three different frames and states, so a stack flattened in the wrong order gives another action."""
+    frames, states = FrameStack(3), FrameStack(3)
+    rng = np.random.default_rng(4)
+    f, s = frames.reset(_frame(0)), states.reset(rng.normal(scale=0.5, size=18).astype(np.float32))
+    for seed in (1, 2):
+        f, s = frames.push(_frame(seed)), states.push(rng.normal(scale=0.5, size=18).astype(np.float32))
+    return f, s
+
+
+def test_act_is_the_robobase_actor_mean_of_the_uint8_stack(policy):
+    frames, states = _moving_stacks()
     action = policy.act(frames, states)
     assert action.shape == (4,) and action.dtype == np.float32
-    assert np.all(np.abs(action) <= 1)
-    assert not np.allclose(action, policy.act(FrameStack(3).reset(_frame(1)), states))
+    expected = robobase_actor_mean(robobase_agent_state(), frames, states)
+    np.testing.assert_allclose(action, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(expected).max() > 0.05  # not a saturated or dead output that any input would give
 
 
 def test_act_rejects_a_stack_divided_by_255(policy):
@@ -87,7 +122,9 @@ def test_act_refuses_joint_positions_in_degrees(policy):
     with pytest.raises(ObservationError, match="0-100 gripper scale"):
         policy.act(frames, _state([0.0, 0.0, 0.0, np.pi / 2, np.pi / 2, 45.0]))
     at_the_limits = [1.92, -1.75, 1.69, -1.66, 2.84, 1.745]  # the widest real readings, in radians
-    assert np.all(np.abs(policy.act(frames, _state(at_the_limits))) <= 1)
+    at_limits = _state(at_the_limits)  # accepted, and acted on as given
+    np.testing.assert_allclose(policy.act(frames, at_limits), robobase_actor_mean(robobase_agent_state(), frames,
+                                                                                   at_limits), rtol=1e-5, atol=1e-6)
 
 
 def test_rpy_inverts_extrinsic_xyz_rotation():

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from so101_sim2real.control.description import describe
 from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import ScriptedPilot
 from so101_sim2real.control.runner import DISCARD, Runner
@@ -212,7 +213,7 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
         threading.Thread(target=cut, daemon=True).start()
 
     said = []
-    options = RunOptions(ckpt=str(snapshot), intervene="none", robot="so101", port="emulator")
+    options = RunOptions(describe(ckpt=snapshot, robot="so101", port="emulator"), intervene="none")
     report = train(tmp_path / "run", 2, options, max_steps=15, on_start=started, say=said.append)
     assert len(report.pauses) == 1 and report.pauses[0].waited_s >= 1.0 and report.pauses[0].probes >= 2
     assert any(s.startswith("paused: ") and "torque is off" in s.lower() for s in said)
@@ -306,7 +307,7 @@ def test_a_session_shows_each_tick_in_the_window(snapshot, tmp_path):
     from so101_sim2real.hilserl.run import RunOptions, train
 
     gui = FakeGui()
-    report = train(tmp_path / "run", 1, RunOptions(ckpt=str(snapshot), intervene="scripted"), max_steps=3,
+    report = train(tmp_path / "run", 1, RunOptions(describe(ckpt=snapshot), intervene="scripted"), max_steps=3,
                    window=LiveWindow(gui=gui))
     assert [e.steps for e in report.episodes] == [3]
     assert len(gui.shown) >= 3 and gui.shown[0].shape[1] > 3 * gui.shown[0].shape[0] / 2  # camera + 2 channels

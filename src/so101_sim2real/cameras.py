@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import cv2
 import numpy as np
@@ -44,6 +44,15 @@ class CameraExhausted(CameraError):
     """A video or image folder has no frames left."""
 
 
+class SeekableCamera(Camera, Protocol):
+    """A video file or an image folder: how many frames it holds (None: unknown), and a jump to one."""
+
+    @property
+    def frame_count(self) -> int | None: ...
+
+    def seek(self, index: int) -> None: ...
+
+
 def _rgb(bgr: np.ndarray) -> np.ndarray:
     if bgr.ndim == 2:
         return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
@@ -66,7 +75,7 @@ class OpenCVCamera:
         self._returned = 0
         self._stop = threading.Event()
         self.reconnects = 0
-        self._cap = self._open()
+        self._cap: cv2.VideoCapture | None = self._open()
         self._thread = threading.Thread(target=self._capture, name=f"camera-{device}", daemon=True)
         self._thread.start()
 
@@ -89,7 +98,7 @@ class OpenCVCamera:
         index = 0
         while not self._stop.is_set():
             ok, bgr = self._cap.read() if self._cap is not None else (False, None)
-            if ok:
+            if ok and bgr is not None:
                 index += 1
                 frame = Frame(_rgb(bgr), time.monotonic(), index)
                 with self._cond:
@@ -246,10 +255,12 @@ class UndistortedCamera:
 
     def read(self) -> Frame:
         frame = self.camera.read()
-        maps = self._maps_for(tuple(frame.rgb.shape[:2]))
+        height, width = frame.rgb.shape[:2]
+        maps = self._maps_for((height, width))
+        assert self.active is not None  # _maps_for set it
         return replace(frame, rgb=self.active.undistort(frame.rgb, maps))
 
-    def __getattr__(self, name: str) -> object:  # frame_count, name, ...: the wrapped camera's
+    def __getattr__(self, name: str) -> Any:  # frame_count, name, ...: the wrapped camera's
         if name == "camera":
             raise AttributeError(name)
         return getattr(self.camera, name)
@@ -288,7 +299,7 @@ class TwinCamera:
         self.port, self.path, self.timeout_s = port, twin_socket(port), timeout_s
         self._lock = threading.Lock()  # one request in flight (a perceive-ahead thread and the loop share it)
         self._sock: socket.socket | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
         self._index = 0
         self.reconnects = 0  # connections made again after one broke (the emulator restarted)
         self._connect()
@@ -332,12 +343,14 @@ class TwinCamera:
     def _exchange(self, request: dict) -> dict:
         if self._sock is None:
             self._connect()
-        self._sock.sendall(json.dumps(request).encode() + b"\n")
-        header = json.loads(self._file.readline() or b"null")
+        sock, file = self._sock, self._file
+        assert sock is not None and file is not None  # _connect() opened both
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        header = json.loads(file.readline() or b"null")
         if not isinstance(header, dict):
             raise ConnectionError("closed")
         if header.get("bytes"):
-            header["payload"] = self._file.read(header["bytes"])
+            header["payload"] = file.read(header["bytes"])
             if len(header["payload"]) != header["bytes"]:
                 raise ConnectionError("short frame")
         return header

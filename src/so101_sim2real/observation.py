@@ -68,7 +68,8 @@ def finish_frame(spec: ObservationSpec, seg_ids: np.ndarray, disparity: np.ndarr
     n_classes = len(spec.segmentation.classes)
     if seg_ids.size and (seg_ids.min() < 0 or seg_ids.max() >= n_classes):
         raise ObservationError(f"seg ids span {seg_ids.min()}..{seg_ids.max()}, sim ids are 0..{n_classes - 1}")
-    rows, cols = center_crop_box(*seg_ids.shape, spec.crop)
+    height, width = seg_ids.shape
+    rows, cols = center_crop_box(height, width, spec.crop)
     disp = spec.disparity
     if disp.normalise_region == "full_frame":  # as the training observations were made
         disp_u8 = _minmax_uint8(disparity)[rows, cols]

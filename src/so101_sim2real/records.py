@@ -1,4 +1,5 @@
-"""Small YAML records (board.yaml, camera.yaml): read, check each field, say what is wrong in one line.
+"""Small YAML records (board.yaml, camera.yaml, KEY=VALUE settings): read, check each field, say what
+is wrong in one line.
 
 :func:`parse_yaml` is the project's YAML reader: YAML 1.1 as PyYAML reads it, except that a number
 in exponent form is a float as in YAML 1.2 (``1e-5``, ``1e308``, ``2E3``), where YAML 1.1 wants a
@@ -11,7 +12,8 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, overload
 
 import yaml
 
@@ -41,6 +43,21 @@ def parse_yaml(text: str) -> Any:
     """YAML text as data, safely (no objects), numbers read as a person means them; raises
     :class:`yaml.YAMLError` as :func:`yaml.safe_load` does."""
     return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+
+
+def parse_sets(items: Iterable[str], option: str, example: str) -> list[tuple[str, Any]]:
+    """The one ``KEY=VALUE`` grammar of ``--set`` and ``--set-spec``: a dotted key and a YAML value
+    (``learner.actor_lr=1e-5``, ``observation.disparity.normalise_region=crop``), in order."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise So101Error(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
+        try:
+            out.append((key.strip(), parse_yaml(raw)))
+        except yaml.YAMLError:
+            raise So101Error(f"{option} {item!r}: the value is not valid YAML") from None
+    return out
 
 
 def read_yaml(path: str | Path, what: str, name: str | None = None) -> Any:
@@ -89,7 +106,11 @@ class Fields:
             return default
         return self.data[name]
 
-    def number(self, name: str, default: Any = ..., minimum: float | None = None) -> float:
+    @overload
+    def number(self, name: str, default: None, minimum: float | None = None) -> float | None: ...
+    @overload
+    def number(self, name: str, default: float | EllipsisType = ..., minimum: float | None = None) -> float: ...
+    def number(self, name: str, default: Any = ..., minimum: float | None = None) -> float | None:
         value = self.get(name, default)
         if value is None and default is None:
             return None

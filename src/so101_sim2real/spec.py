@@ -260,7 +260,7 @@ def _build(tp: Any, value: Any, where: str, source: str) -> Any:
             if option is type(None) and value is None:
                 return None
         return _build(next(a for a in typing.get_args(tp) if a is not type(None)), value, where, source)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a spec section's class, never an instance
         if not isinstance(value, dict):
             fail()
         return _build_dataclass(tp, value, where, source)

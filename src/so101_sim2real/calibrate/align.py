@@ -25,6 +25,7 @@ import numpy as np
 
 from so101_sim2real.calibrate.hand_eye import euler_to_matrix, matrix_to_euler, rotvec_to_matrix
 from so101_sim2real.geometry.rig_file import RigGeometry
+from so101_sim2real.interfaces import Robot
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
 
@@ -187,7 +188,7 @@ def fit_mount(views: list[AlignView], spec: Spec, guess: RigGeometry) -> AlignFi
     return AlignFit(rig, before, after, count[0])
 
 
-def capture_align_views(robot: object, segment: Callable[[], np.ndarray], poses: list[np.ndarray],
+def capture_align_views(robot: Robot, segment: Callable[[], np.ndarray], poses: list[np.ndarray],
                         period_s: float, say: Callable[[str], None] = print, settle_s: float = 0.5) -> list[AlignView]:
     """Visit each pose (clamped steps, torque off at the end) and keep the joints and the class map."""
     from so101_sim2real.control.arm_episodes import ArmEpisodes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import cv2
 import mujoco
@@ -62,8 +63,8 @@ class Nudge:
         self.rig = replace(self.rig, mount_pos=tuple(np.array(self.rig.mount_pos) + R[:, axis] * metres))
 
 
-def twin_picture(rig: RigGeometry, joints: np.ndarray, size: tuple[int, int], board: object | None = None
-                 ) -> np.ndarray:
+def twin_picture(rig: RigGeometry, joints: np.ndarray, size: tuple[int, int],
+                 board: S.SceneAddition | None = None) -> np.ndarray:
     """The twin's RGB at ``joints`` (as read: ``rig``'s joint offsets are added) through ``rig``'s camera, at
     ``size`` (H, W); the cube off the table, and ``board`` (a TableBoard) on it when given."""
     from so101_sim2real.calibrate.align import OFF_TABLE_XY
@@ -94,7 +95,15 @@ def side_by_side(real: np.ndarray, twin: np.ndarray, caption: str) -> np.ndarray
     return label(frame, caption)
 
 
-def nudge_loop(rig: RigGeometry, real: np.ndarray, joints: np.ndarray, window: object,
+class NudgeWindow(Protocol):
+    """Where the nudging shows (a :class:`~so101_sim2real.control.window.LiveWindow`), and its keys."""
+
+    def add(self, frame: np.ndarray) -> None: ...
+
+    def poll(self) -> str: ...
+
+
+def nudge_loop(rig: RigGeometry, real: np.ndarray, joints: np.ndarray, window: NudgeWindow,
                render: Callable[[RigGeometry, np.ndarray, tuple[int, int]], np.ndarray] = twin_picture,
                max_frames: int = 100_000) -> RigGeometry | None:
     """Show, read keys, nudge, until Enter (the nudged rig) or Esc (None)."""
@@ -105,6 +114,7 @@ def nudge_loop(rig: RigGeometry, real: np.ndarray, joints: np.ndarray, window: o
         if shown_for is not nudge.rig:
             twin, shown_for = render(nudge.rig, joints, size), nudge.rig
         pos = ", ".join(f"{v * 1000:.1f}" for v in nudge.rig.mount_pos)
+        assert twin is not None  # rendered on the first pass
         window.add(side_by_side(real, twin, f"real | twin | blend   mount {pos} mm   fovy "
                                             f"{nudge.rig.camera.fovy_deg():.1f}\n{KEYS_HELP}"))
         for key in window.poll():

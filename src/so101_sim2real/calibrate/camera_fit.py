@@ -99,6 +99,7 @@ def fit_camera(views: Sequence[View], size: tuple[int, int], models: Sequence[st
         problems = "; ".join(f"{f.model}: {f.problem}" for f in fits)
         raise So101Error(f"the calibration failed for every lens model ({problems})")
     camera = best.camera
+    assert camera is not None  # choose() picks only fits that worked
     camera.per_view_errors = list(best.per_view)
     names = [v.name or f"view {i}" for i, v in enumerate(views)]
     return camera, FitReport(best.model, reason, fits, names, len(views) + len(dropped), dropped)
@@ -115,12 +116,12 @@ def choose(fits: Sequence[ModelFit]) -> tuple[ModelFit | None, str]:
     first, second = ok[0], ok[1]
     if second.rms - first.rms > TIE * first.rms + 0.01:
         return first, f"lower RMS ({first.rms:.3f} vs {second.rms:.3f} px)"
-    edges = [f for f in (first, second) if f.edge_rms is not None]
+    edges = [(f.edge_rms, f) for f in (first, second) if f.edge_rms is not None]
     if len(edges) == 2:
-        low, high = sorted(edges, key=lambda f: f.edge_rms)
-        if high.edge_rms - low.edge_rms > TIE * low.edge_rms + 0.01:
+        (low_rms, low), (high_rms, _) = sorted(edges, key=lambda e: e[0])
+        if high_rms - low_rms > TIE * low_rms + 0.01:
             return low, (f"RMS tie ({first.rms:.3f} vs {second.rms:.3f} px); lower edge RMS "
-                         f"({low.edge_rms:.3f} vs {high.edge_rms:.3f} px)")
+                         f"({low_rms:.3f} vs {high_rms:.3f} px)")
     pinhole = next((f for f in (first, second) if f.model == "pinhole"), first)
     return pinhole, "RMS and edge RMS tie; pinhole, the model every tool reads"
 
@@ -158,8 +159,9 @@ def _fit_fisheye(views: Sequence[View], size: tuple[int, int]):
     objs = [v.object_points.astype(np.float64).reshape(1, -1, 3) for v in views]
     imgs = [v.image_points.astype(np.float64).reshape(1, -1, 2) for v in views]
     flags = _fisheye_flag("CALIB_RECOMPUTE_EXTRINSIC") | _fisheye_flag("CALIB_FIX_SKEW")
-    _, K, D, rvecs, tvecs = cv2.fisheye.calibrate(objs, imgs, (size[1], size[0]), None, None, flags=flags,
-                                                  criteria=_CRITERIA)
+    # the stubs want K and D as arrays; None (outputs only, no intrinsic guess) is what OpenCV documents
+    _, K, D, rvecs, tvecs = cv2.fisheye.calibrate(objs, imgs, (size[1], size[0]), None, None,  # type: ignore[call-overload]
+                                                  flags=flags, criteria=_CRITERIA)
     return K, D, rvecs, tvecs
 
 

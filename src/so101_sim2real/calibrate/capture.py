@@ -47,16 +47,16 @@ def views_from_images(files: list[Path], board: BoardSpec,
     differs is named in the error."""
     find = detector(board)
     views: list[View] = []
-    size, first, sample, skipped, widest = None, None, None, [], 0.0
+    size, first_name, sample, skipped, widest = None, "", None, [], 0.0
     for path in files:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             skipped.append(path.name)
             continue
         if size is None:
-            size, first = gray.shape[:2], path
+            size, first_name = gray.shape[:2], path.name
         elif gray.shape[:2] != size:
-            raise So101Error(f"{path.name}: {gray.shape[1]}x{gray.shape[0]}, but {first.name} is {size[1]}x{size[0]}: "
+            raise So101Error(f"{path.name}: {gray.shape[1]}x{gray.shape[0]}, but {first_name} is {size[1]}x{size[0]}: "
                              f"calibrate one resolution at a time")
         found = find(gray)
         if found is not None:
@@ -85,7 +85,7 @@ def views_from_camera(camera: Camera, board: BoardSpec, wanted: int,
             except CameraExhausted:
                 break
             pictures += 1
-            if size is None:
+            if coverage is None:  # the first picture: its size is the calibration's
                 size, coverage = rgb.shape[:2], Coverage(rgb.shape[:2])
             found = find(rgb)
             if found is None or not coverage.add(found.image_points, found.object_points):

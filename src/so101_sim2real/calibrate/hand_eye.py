@@ -165,7 +165,7 @@ def fit_rig(views: list[RigView], camera: CameraModel, board: TableBoard, start:
     solution = least_squares(problem.residuals, p0, x_scale=scale, method="lm", xtol=1e-12, ftol=1e-12)
     rms = np.array(problem.per_view_rms(solution.x))
     keep = rms <= max(OUTLIER_PX, OUTLIER_TIMES * float(np.median(rms)))
-    dropped = [i + 1 for i in np.flatnonzero(~keep)]
+    dropped = [int(i) + 1 for i in np.flatnonzero(~keep)]
     if dropped and keep.sum() >= MIN_VIEWS:  # a misread corner or a jaw across the board: refit without it
         views = [v for v, k in zip(views, keep, strict=True) if k]
         problem = _Problem(views, camera, board, start, arm, joints)

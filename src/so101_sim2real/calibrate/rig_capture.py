@@ -18,6 +18,7 @@ from so101_sim2real.calibrate.hand_eye import RigView
 from so101_sim2real.control.arm_episodes import ArmEpisodes
 from so101_sim2real.control.safety import torque_guard
 from so101_sim2real.geometry.board import BoardSpec, detector
+from so101_sim2real.interfaces import Camera, Robot
 
 SETTLE_S = 0.5
 READS = 5
@@ -32,7 +33,7 @@ class Captured:
     missed: list[int] = field(default_factory=list)  # pose numbers (1-based) without the board
 
 
-def capture_views(robot: object, camera: object, board: BoardSpec, poses: list[np.ndarray], period_s: float,
+def capture_views(robot: Robot, camera: Camera, board: BoardSpec, poses: list[np.ndarray], period_s: float,
                   say: Callable[[str], None] = print, settle_s: float = SETTLE_S,
                   timeout_s: float = 20.0) -> Captured:
     """Visit each pose and look for the board; returns what was seen."""

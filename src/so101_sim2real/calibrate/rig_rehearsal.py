@@ -55,10 +55,9 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> I
     the true segmentation), ``camera.lock`` the world's lock."""
     from so101_sim2real.control.env import LockedCamera
     from so101_sim2real.control.twin_bus import attach_twin
-    from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.joint_calibration import with_joint_offsets
-    from so101_sim2real.hardware.so101 import SO101Follower
+    from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.camera import SimCamera
 
     scene = S.scene_for_rig(truth, spec.observation.source_size, replace(S.SceneConfig(), table_board=board))
@@ -69,8 +68,7 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> I
     robot = camera = None
     try:
         calibration = with_joint_offsets(bridge.calibration, -truth.joint_offsets_rad)  # zeros off by the truth
-        robot = SO101Follower(MotorBus(emulator.path, calibration.ids), calibration)
-        robot.connect()
+        robot = open_follower(emulator.path, calibration)
         camera = LockedCamera(SimCamera(bridge.task.model, bridge.task.data, spec.observation), bridge.lock)
         yield robot, camera
     finally:

@@ -1,6 +1,6 @@
 """``so101 calibrate board`` and ``so101 calibrate camera``: the camera's intrinsics from a printed board.
 
-Thin commands over :mod:`so101_sim2real.geometry`; :func:`register` adds them to the
+Thin commands over :mod:`so101_sim2real.calibrate.camera_session`; :func:`register` adds them to the
 ``calibrate`` group (app.py calls it, so this module never imports app.py).
 """
 
@@ -131,47 +131,27 @@ def _from_images(folder: Path, spec):
 
 
 def _from_camera(source: str, spec, wanted: int):
-    from so101_sim2real.calibrate.capture import views_from_camera
-    from so101_sim2real.cameras import open_camera
+    from so101_sim2real.calibrate.camera_session import views_from_source
 
-    if source == "twin":
-        from so101_sim2real.sim.board_view import BoardCamera
-
-        cam = BoardCamera(spec)
-    else:
-        cam = open_camera(source)
-    typer.echo(f"show the board ({spec.describe()}) to camera {source}: move and tilt it over the whole picture; "
-               f"a view is taken when it adds coverage; {wanted} views or Ctrl-C to stop")
-    try:
-        gathered = views_from_camera(cam, spec, wanted,
-                                     on_view=lambda n, cov: typer.echo(f"view {n}: coverage {cov.fraction:.0%}"))
-    finally:
-        cam.close()
+    gathered = views_from_source(source, spec, wanted, say=typer.echo,
+                                 on_view=lambda n, cov: typer.echo(f"view {n}: coverage {cov.fraction:.0%}"))
     if gathered.interrupted:
         typer.echo(f"stopped: {len(gathered.views)} view(s) taken")
     return gathered
 
 
 def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, where: str):
-    from so101_sim2real.calibrate.camera_fit import fit_camera
-    from so101_sim2real.calibrate.report import ERRORS_PNG, UNDISTORTED_PNG, plot_undistorted, plot_view_errors
+    from so101_sim2real.calibrate.camera_session import fit_and_save
 
-    found = len(gathered.views)
-    if found < min_views:
-        raise So101Error(f"too few views: the board was found in {found} of {gathered.pictures} picture(s); need at "
-                         f"least {min_views} (--min-views): more pictures, the board tilted and moved about")
-    model, fit = fit_camera(gathered.views, gathered.size, min_views=min_views,
-                            source=f"so101 calibrate camera {where}; board {spec.describe()}")
-    model.save(out)
-    pictures = [plot_view_errors(fit, report_dir / ERRORS_PNG)]
-    if gathered.sample is not None:
-        pictures.append(plot_undistorted(model, gathered.sample, report_dir / UNDISTORTED_PNG))
+    result = fit_and_save(gathered, min_views, out, report_dir,
+                          source=f"so101 calibrate camera {where}; board {spec.describe()}")
+    model, fit = result.model, result.fit
     for line in _table(fit):
         typer.echo(line)
     typer.echo(f"chosen: {fit.chosen} ({fit.reason})")
     typer.echo(f"views: {fit.views_used} used of {fit.views_found} found ({gathered.pictures} pictures)"
                + (f"; left out as outliers: {', '.join(fit.dropped)}" if fit.dropped else ""))
-    typer.echo(f"wrote {out}; report: {', '.join(str(p) for p in pictures)}")
+    typer.echo(f"wrote {out}; report: {', '.join(str(p) for p in result.pictures)}")
     if model.rms > HIGH_RMS_PX:
         typer.echo(f"warning: RMS {model.rms:.2f} px is high for a calibration (expect under 0.5): blurred "
                    f"pictures, a board that is not flat, or a board.yaml whose square_mm is not the printed one",

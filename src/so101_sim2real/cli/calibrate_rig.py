@@ -2,22 +2,19 @@
 
 ``rig`` fits both to views of a board on the table; ``align`` needs no board: it fits the
 mount to what the segmentation sees of the fingers and the table. Thin over
-:mod:`so101_sim2real.geometry`; :func:`register` adds them to the ``calibrate`` group.
+:mod:`so101_sim2real.calibrate.rig_session`; :func:`register` adds them to the ``calibrate`` group.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
 
 from so101_sim2real.errors import So101Error
-
-if TYPE_CHECKING:
-    pass
 
 BOARD_AT_HELP = ("Where the board lies: X,Y of its squares' top-left corner in metres in the arm's base frame "
                  "(x forward, y left), and optionally its turn in degrees, e.g. 0.145,0.075,0 (the default: "
@@ -71,6 +68,7 @@ def calibrate_rig(
     residual before and after; writes rig.yaml and an overlay of the fitted twin on the
     pictures. Give the rig file to infer and hilserl with --rig.
     """
+    from so101_sim2real.calibrate.rig_session import calibrate_rig_on_arm, load_guess, rehearse_rig
     from so101_sim2real.files import writable_folder
     from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.sim.table_board import TableBoard
@@ -84,64 +82,24 @@ def calibrate_rig(
     table = TableBoard(BoardSpec.load(board) if board else BoardSpec(), origin, yaw)
     if port == "emulator":
         if camera_model is not None:
-            _guess(camera_model)  # read: a file that the real day would refuse is refused today
+            load_guess(camera_model)  # read: a file that the real day would refuse is refused today
         stand_ins = {"--calibration": (calibration, "the twin's arm"), "--camera": (camera, "the twin's camera"),
                      "--camera-model": (camera_model, "the sim's lens, fovy 70.5")}
-        _rehearse(table, poses, seed, out, report or out.parent, stand_ins)
+        result = rehearse_rig(table, poses, seed, out, report or out.parent, say=typer.echo,
+                              note=stand_in_line(stand_ins))
+        _say_rig(result)
         return
     missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
                                         ("--camera-model", camera_model)) if value is None]
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)} (the camera's intrinsics come from "
                          f"'so101 calibrate camera')")
-    _on_arm(port, calibration, camera, _guess(camera_model), table, poses, seed, out, report or out.parent)
+    _say_rig(calibrate_rig_on_arm(port, calibration, camera, load_guess(camera_model), table, poses, seed, out,
+                                  report or out.parent, say=typer.echo, wait_for_operator=_enter))
 
 
-def arm_ranges() -> np.ndarray:
-    """(6, 2) the twin's joint ranges in radians, as its emulated arm is calibrated."""
-    from so101_sim2real.sim import scene as S
-
-    model = S.build_model()
-    return np.array([model.jnt_range[model.joint(j).id] for j in S.JOINTS])
-
-
-def _guess(path: Path):
-    from so101_sim2real.geometry.rig_file import RigGeometry, rig_from_camera
-
-    if path.suffix in (".yaml", ".yml") and "format: so101-rig" in _head(path):
-        return RigGeometry.load(path)
-    return rig_from_camera(path)
-
-
-def _head(path: Path) -> str:
-    try:
-        return path.read_text()[:2000]
-    except OSError as exc:
-        raise So101Error(f"--camera-model {path}: cannot read it ({exc.strerror})") from None
-
-
-def _on_arm(port, calibration, camera_src, guess, table, count, seed, out, report_dir) -> None:
-    from so101_sim2real.calibrate.rig_poses import check_reach
-    from so101_sim2real.cameras import open_camera
-    from so101_sim2real.control.env import load_calibration
-    from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
-    from so101_sim2real.hardware.so101 import SO101Follower
-
-    cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
-    check_reach(table, guess, cal.sim_ranges(), count, seed)  # before the arm moves
-    cam = open_camera(camera_src, port=port)  # twin: the camera of the emulated arm on this port
-    robot = SO101Follower(MotorBus(port, cal.ids), cal)
-    try:
-        robot.connect()
-        typer.prompt(f"the arm will visit {count} poses above the board; keep clear of it. Enter to start",
-                     default="", show_default=False)
-        _calibrate(robot, cam, guess, table, count, seed, out, report_dir)
-    finally:
-        try:
-            robot.close()  # torque off first
-        finally:
-            cam.close()
+def _enter(message: str) -> None:
+    typer.prompt(message, default="", show_default=False)
 
 
 def stand_in_line(stand_ins: dict[str, tuple[object, str]]) -> str | None:
@@ -150,48 +108,20 @@ def stand_in_line(stand_ins: dict[str, tuple[object, str]]) -> str | None:
     return f"rehearsal: the twin stands in for {', '.join(given)}; not used today" if given else None
 
 
-def _rehearse(table, count: int, seed: int, out: Path, report_dir: Path,
-              stand_ins: dict[str, tuple[object, str]]) -> None:
-    from so101_sim2real.calibrate.rig_poses import check_reach
-    from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
-    from so101_sim2real.geometry.rig_file import default_rig
-    from so101_sim2real.spec import default_spec
-
-    guess = default_rig()
-    check_reach(table, guess, arm_ranges(), count, seed)
-    if line := stand_in_line(stand_ins):
+def _say_rig(result) -> None:
+    """The fit, its notes, the files; on the twin, how far the fit is from the truth."""
+    for line in fit_table(result.fit, result.guess):
         typer.echo(line)
-    truth = RigTruth().rig(guess)
-    typer.echo("rehearsal: the twin's camera is moved 8 mm / 4 deg from the sim's guess and its joint zeros are "
-               "off by -3 -3 +5 +5 0 deg; the fit does not know that")
-    with rig_rehearsal(default_spec(), table, truth) as (robot, camera):
-        fit = _calibrate(robot, camera, guess, table, count, seed, out, report_dir)
-    mm, deg = mount_error(fit.rig, truth)
-    off = np.degrees(fit.rig.joint_offsets_rad - truth.joint_offsets_rad)[:5]
-    typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off; joint offsets off by "
-               + " ".join(f"{v:+.2f}" for v in off) + " deg")
-
-
-def _calibrate(robot, camera, guess, table, count, seed, out, report_dir):
-    from so101_sim2real.calibrate.hand_eye import fit_rig
-    from so101_sim2real.calibrate.rig_capture import capture_views
-    from so101_sim2real.calibrate.rig_poses import rig_poses
-    from so101_sim2real.calibrate.rig_report import OVERLAY_PNG, plot_rig_overlay
-
-    limits = np.column_stack([robot.limits.low, robot.limits.high])
-    plan = rig_poses(limits, guess.camera, table, guess, count, seed, start=robot.read().position)
-    if len(plan) < count:
-        typer.echo(f"{count - len(plan)} pose(s) have no clear path from the others; visiting {len(plan)}")
-    captured = capture_views(robot, camera, table.board, plan, period_s=0.02, say=typer.echo)
-    fit = fit_rig(captured.views, guess.camera, table, guess)
-    for line in fit_table(fit, guess):
-        typer.echo(line)
-    for note in fit.notes:
+    for note in result.fit.notes:
         typer.echo(note)
-    fit.rig.save(out)
-    picture = plot_rig_overlay(fit, guess, captured, table, report_dir / OVERLAY_PNG)
-    typer.echo(f"wrote {out}; overlay: {picture}")
-    return fit
+    typer.echo(f"wrote {result.out}; overlay: {result.overlay}")
+    if result.truth is not None:
+        from so101_sim2real.calibrate.rig_rehearsal import mount_error
+
+        mm, deg = mount_error(result.fit.rig, result.truth)
+        off = np.degrees(result.fit.rig.joint_offsets_rad - result.truth.joint_offsets_rad)[:5]
+        typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off; joint offsets off by "
+                   + " ".join(f"{v:+.2f}" for v in off) + " deg")
 
 
 def fit_table(fit, guess) -> list[str]:
@@ -236,6 +166,7 @@ def calibrate_align(
     until its class maps match the real ones. Prints the IoU per class before and
     after; writes rig.yaml. Joint zeros must be right already (calibrate rig fits both).
     """
+    from so101_sim2real.calibrate.rig_session import align_on_arm, rehearse_align
     from so101_sim2real.files import writable_folder
 
     if problem := writable_folder(out.parent):
@@ -248,7 +179,7 @@ def calibrate_align(
                      "--seg-ckpt": (seg_ckpt, "the twin's own segmentation")}
         if line := stand_in_line(stand_ins):
             typer.echo(line)
-        _align_rehearsal(out, _start_rig(rig), window)
+        _say_align(rehearse_align(_start_rig(rig), out, window=window, say=typer.echo))
         return
     missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
                                         ("--seg-ckpt", None if interactive else seg_ckpt)) if value is None]
@@ -256,13 +187,15 @@ def calibrate_align(
         seg_ckpt = seg_ckpt or Path("-")  # not used: the person judges the overlay
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)}")
-    _align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out, window)
+    _say_align(align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out, window=window,
+                            say=typer.echo, wait_for_operator=_enter))
 
 
 def _start_rig(path: Path | None):
+    from so101_sim2real.calibrate.rig_session import load_guess
     from so101_sim2real.geometry.rig_file import default_rig
 
-    return default_rig() if path is None else _guess(path)
+    return default_rig() if path is None else load_guess(path)
 
 
 def _window():
@@ -272,108 +205,26 @@ def _window():
     return LiveWindow(option="interactive")
 
 
-def _by_eye(robot, take_picture, guess, window, out: Path) -> None:
-    """The start pose, one picture, the nudge loop; the rig written when the person keeps it."""
-    from so101_sim2real.calibrate.align import align_poses, capture_align_views
-    from so101_sim2real.calibrate.align_view import KEYS_HELP, nudge_loop
-    from so101_sim2real.sim.task import LiftCubeTask
-    from so101_sim2real.spec import default_spec
-
-    pictures = []
-    views = capture_align_views(robot, lambda: pictures.append(take_picture()) or pictures[-1],
-                                align_poses(LiftCubeTask(default_spec()).start_pose())[:1], 0.02, typer.echo)
-    typer.echo(KEYS_HELP)
-    try:
-        nudged = nudge_loop(guess, pictures[-1], views[0].joints, window)
-    finally:
-        window.close()
-    if nudged is None:
-        typer.echo("left without saving")
+def _say_align(result) -> None:
+    """By eye: kept or not; fitted: each class's IoU, the mount, the file; on the twin, the truth."""
+    if result.fit is None:
+        typer.echo("left without saving" if result.rig is None else f"wrote {result.out}")
         return
-    nudged.fitted["align"] = {"by_eye": True}
-    nudged.save(out)
-    typer.echo(f"wrote {out}")
-
-
-def _align_rehearsal(out: Path, guess, window=None) -> None:
-    from so101_sim2real.calibrate.align import align_poses, capture_align_views
-    from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error, rig_rehearsal
-    from so101_sim2real.sim.task import LiftCubeTask
-    from so101_sim2real.spec import default_spec
-
-    spec = default_spec()
-    truth = RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
-    typer.echo("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
-    with rig_rehearsal(spec, None, truth) as (robot, camera):
-        if window is not None:
-            _by_eye(robot, lambda: camera.read().rgb, guess, window, out)
-            return
-
-        def segment():
-            with camera.lock:
-                return camera.inner.seg_ids()
-
-        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()), 0.02, typer.echo)
-    fit = _align_and_write(views, spec, guess, out)
-    mm, deg = mount_error(fit.rig, truth)
-    typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off (the guess was "
-               f"{mount_error(guess, truth)[0]:.1f} mm / {mount_error(guess, truth)[1]:.1f} deg)")
-
-
-def _align_on_arm(port, calibration, camera_src, seg_ckpt, guess, out, window=None) -> None:
-    from so101_sim2real.calibrate.align import align_poses, capture_align_views
-    from so101_sim2real.cameras import open_camera
-    from so101_sim2real.control.env import load_calibration
-    from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
-    from so101_sim2real.hardware.so101 import SO101Follower
-    from so101_sim2real.observation import real_to_sim_ids
-    from so101_sim2real.perception.segmentation import load_segmentation
-    from so101_sim2real.sim.task import LiftCubeTask
-    from so101_sim2real.spec import default_spec
-
-    spec = default_spec()
-    seg = None if window is not None else load_segmentation(seg_ckpt)
-    cal = with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
-    cam = open_camera(camera_src, port=port)  # twin: the camera of the emulated arm on this port
-    robot = SO101Follower(MotorBus(port, cal.ids), cal)
-
-    def segment():
-        real = seg.predict(cam.read().rgb, seg.input_size)
-        return real_to_sim_ids(real, spec.observation.segmentation.real_to_sim)
-
-    try:
-        robot.connect()
-        typer.prompt("take the cube off the table; the arm will move to the start pose. Enter to start",
-                     default="", show_default=False)
-        if window is not None:
-            _by_eye(robot, lambda: cam.read().rgb, guess, window, out)
-            return
-        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()), 0.02,
-                                    typer.echo)
-    finally:
-        try:
-            robot.close()
-        finally:
-            cam.close()
-    _align_and_write(views, spec, guess, out)
-
-
-def _align_and_write(views, spec, guess, out: Path):
-    from so101_sim2real.calibrate.align import fit_mount
-
-    typer.echo("fitting the mount (about a minute) ...")
-    fit = fit_mount(views, spec, guess)
+    fit, guess = result.fit, result.guess
     for cls in fit.iou_before:
         typer.echo(f"{cls:<14} IoU {fit.iou_before[cls]:.3f} -> {fit.iou_after[cls]:.3f}")
     moved = np.subtract(fit.rig.mount_pos, guess.mount_pos) * 1000
     typer.echo(f"mount moved {np.linalg.norm(moved):.1f} mm from the guess: "
                f"{', '.join(f'{v * 1000:.1f}' for v in fit.rig.mount_pos)} mm; euler "
                f"{', '.join(f'{v:.4f}' for v in fit.rig.mount_euler)} rad ({fit.evaluations} renders of "
-               f"{len(views)} poses)")
-    fit.rig.save(out)
-    typer.echo(f"wrote {out}")
-    return fit
+               f"{result.views} poses)")
+    typer.echo(f"wrote {result.out}")
+    if result.truth is not None:
+        from so101_sim2real.calibrate.rig_rehearsal import mount_error
+
+        mm, deg = mount_error(fit.rig, result.truth)
+        typer.echo(f"against the truth: mount {mm:.2f} mm / {deg:.2f} deg off (the guess was "
+                   f"{mount_error(guess, result.truth)[0]:.1f} mm / {mount_error(guess, result.truth)[1]:.1f} deg)")
 
 
 def register(group: typer.Typer) -> None:

@@ -193,6 +193,7 @@ def sensitivity(
 
     from so101_sim2real.compare import sensitivity as S
     from so101_sim2real.compare.gap_match import measured_gaps
+    from so101_sim2real.control.description import describe
     from so101_sim2real.control.infer import InferOptions
     from so101_sim2real.spec import default_spec
 
@@ -202,7 +203,8 @@ def sensitivity(
     spec = default_spec()
     matches = measured_gaps(spec, measured) if measured else []
     gaps = S.default_gaps(spec.control.period_s, measured, matches)
-    opts = InferOptions(ckpt=ckpt, episodes=episodes, seed=seed, max_steps=max_steps, trust_pickle=trust_pickle)
+    opts = InferOptions(describe(ckpt=ckpt, trust_pickle=trust_pickle), episodes=episodes, seed=seed,
+                        max_steps=max_steps)
     bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
                leave=False)
     try:

@@ -81,7 +81,7 @@ def fit_cube(render, frames: np.ndarray, spec: Spec, nominal: tuple[float, float
                 return CubePlacement("nominal", list(nominal))
             jac[:, axis] = (there - here) / STEP_M
         delta = np.linalg.lstsq(jac, error, rcond=None)[0]
-        p[:2] += delta * min(1.0, MAX_MOVE_M / max(np.linalg.norm(delta), 1e-12))
+        p[:2] += delta * min(1.0, MAX_MOVE_M / max(float(np.linalg.norm(delta)), 1e-12))
     recorded, fitted = _mask(frames[tick], seg, cube_id), _mask(render(tick, p), seg, cube_id)
     union = (recorded | fitted).sum()
     return CubePlacement("fitted", p.tolist(), tick, float((recorded & fitted).sum() / union) if union else None,

@@ -233,7 +233,7 @@ def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None
     from so101_sim2real.control.infer import build
     from so101_sim2real.control.runner import Runner
 
-    row_opts = replace(opts, perturbation=replace(gap.perturbation, seed=opts.seed))
+    row_opts = replace(opts, where=replace(opts.where, world=replace(gap.perturbation, seed=opts.seed)))
     env, pilot, _, _ = build(row_opts)
     try:
         if gap.latency_ticks:
@@ -258,15 +258,13 @@ def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], No
                 report: str | None = None) -> SensitivityReport:
     """Run the nominal twin and each gap over ``opts``'s seeds (an :class:`InferOptions` on the
     twin) and rank the gaps by the success they cost."""
-    from so101_sim2real.control.infer import SCRIPTED
-
-    if opts.robot != "sim":
+    if opts.where.robot.kind != "sim":
         raise So101Error("the gap budget runs in the twin: @robot sim")
     n = opts.episodes
     nominal = GapResult("nominal twin", _run_row(opts, Gap("nominal twin"), on_episode), n)
     rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode), n)) for g in gaps]
     rows.sort(key=lambda r: -r.cost_points)  # stable: equal costs keep the default order
-    pilot = SCRIPTED if opts.ckpt == SCRIPTED else Path(opts.ckpt).name
+    pilot = opts.where.policy.ckpt if opts.where.scripted else Path(opts.where.policy.ckpt).name
     return SensitivityReport(pilot, [opts.seed + i for i in range(n)], nominal, rows, report)
 
 

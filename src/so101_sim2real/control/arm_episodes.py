@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,16 +77,18 @@ class ArmEpisodes:
 
     def reset(self, seed: int | None = None) -> dict:
         place = ""
-        pose, info = self.start_pose, {}
+        pose, info = self.start_pose, dict[str, Any]()
+        cube_xy: tuple[float, float] | None = None
         if self.starts is not None and seed is not None:
             pose, cube = self.starts(seed)
             self._check_in_range(pose)
             info["cube_xy"] = [float(v) for v in cube]
+            cube_xy = (float(cube[0]), float(cube[1]))
             place = f" at x {cube[0] * 100:.1f} cm, y {cube[1] * 100:.1f} cm from the arm's base"
         info["seconds_to_start"] = self.move_to(pose)
         self.episodes += 1
         if self.place_cube is not None:
-            self.place_cube(self.episodes, info.get("cube_xy"))
+            self.place_cube(self.episodes, cube_xy)
         if self.wait_for_operator is not None:
             self.wait_for_operator(f"episode {self.episodes}: arm at the start pose; place the cube{place}, then "
                                    f"press Enter")

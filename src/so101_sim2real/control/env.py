@@ -1,8 +1,8 @@
-"""A rig: the robot, task, controller and perception one run drives, and how to build one.
+"""An env: the robot, task, controller and perception one run drives, and how to build one.
 
 The runner only sees the interfaces, so the sim twin and the real arm are the same
-loop; what differs is assembled here, in one place that every command uses
-(:func:`check_request`, then :func:`build_env` from a :class:`RigRequest`).
+loop; what differs is assembled here, in one place that every command uses:
+:func:`build_env` from a :class:`~so101_sim2real.control.description.RunDescription`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.control.controller import Command, Controller
+from so101_sim2real.control.description import EMULATOR_PORT, RunDescription, check_description
 from so101_sim2real.control.timing import StageTimer
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware.protocol import is_emulated
@@ -28,6 +29,7 @@ from so101_sim2real.spec import Spec
 
 if TYPE_CHECKING:
     from so101_sim2real.geometry.rig_file import RigGeometry
+    from so101_sim2real.perception.real import RealModels
 
 
 @dataclass
@@ -74,51 +76,6 @@ class Env:
 # Builds the perception from a camera; None: the twin's privileged segmentation and depth.
 PerceptionFactory = Callable[[Camera], Perception]
 
-ROBOTS = ("sim", "so101")  # the twin, or the Feetech driver (on a serial port, or 'emulator')
-PERCEPTIONS = ("sim", "real")  # the twin's rendered classes and depth, or the networks on camera RGB
-EMULATOR_PORT = "emulator"
-
-
-@dataclass
-class RigRequest:
-    """What a command asks for: where to run and how to see. Checked by :func:`check_request`."""
-
-    robot: str = "sim"
-    port: str | None = None  # so101: a serial port, or 'emulator' (the driver on the twin)
-    calibration: str | None = None  # a real port: an arm id, a calibration .json, or 'twin'
-    camera: str | None = None  # a real port: a camera index or device, a video, an image folder
-    perception: str = "sim"
-    models: object | None = None  # RealModels for perception 'real'
-    perturbation: Perturbation | None = None  # the twin only
-    with_camera: bool = True  # False: no rendering at all (a scripted pilot keeping no frames)
-    wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
-    rig: str | None = None  # a rig.yaml (or camera.yaml): the twin's camera, or the arm's lens and joint offsets
-
-    @property
-    def real_port(self) -> bool:
-        return self.robot == "so101" and self.port != EMULATOR_PORT
-
-
-def check_request(req: RigRequest) -> None:
-    """Every combination that cannot work, refused before anything loads or moves."""
-    if req.robot not in ROBOTS:
-        raise So101Error(f"@robot {req.robot}: unknown; robots: {', '.join(ROBOTS)}")
-    unused = [flag for flag, value in (("@port", req.port), ("@camera", req.camera),
-                                       ("@calibration", req.calibration)) if value]
-    if req.robot == "sim" and unused:
-        raise So101Error(f"{', '.join(unused)}: only for @robot so101 (the twin has its own arm and camera)")
-    if req.robot == "so101" and not req.port:
-        raise So101Error("@robot so101 needs @port (the arm's serial port, or 'emulator' for the driver on the twin)")
-    if req.perception not in PERCEPTIONS:
-        raise So101Error(f"@perception {req.perception}: unknown; choose {' or '.join(PERCEPTIONS)}")
-    if req.real_port:
-        _check_arm_request(req)
-    if req.perturbation is not None and req.robot != "sim":
-        raise So101Error("@perturb changes the sim twin; it works with @robot sim only")
-    if req.rig:
-        load_rig_file(req.rig)  # a typo is refused before anything loads
-
-
 def load_rig_file(path: str | Path | None) -> RigGeometry | None:
     """``@rig FILE`` read (a rig.yaml or a camera.yaml); None without one."""
     from so101_sim2real.geometry.rig_file import read_rig
@@ -126,85 +83,59 @@ def load_rig_file(path: str | Path | None) -> RigGeometry | None:
     return read_rig(path) if path else None
 
 
-def _check_arm_request(req: RigRequest) -> None:
-    """An arm on a serial port: each missing piece named, before any network loads."""
-    port = req.port
-    if not req.calibration:
-        raise So101Error(f"@port {port}: the arm needs its calibration: @calibration ID (from 'so101 calibrate "
-                         f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
-    if not req.camera:
-        raise So101Error(f"@port {port}: a real arm sees through @camera: an index (0), a device (/dev/video2) or "
-                         f"a video file")
-    if req.perception != "real":
-        raise So101Error(f"@camera {req.camera}: a camera image needs @perception real @seg_ckpt PATH (the twin's "
-                         f"own segmentation and depth exist only in sim; @port emulator runs the driver on the twin)")
-    if req.models is not None and not getattr(req.models, "seg_ckpt", None):
-        raise So101Error("@perception real needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint your "
-                         "Lightning training wrote (e.g. outputs/efficientvit_seg/best.ckpt)")
-    where = Path(port)
-    if where.is_dir():
-        raise So101Error(f"@port {port}: that is a folder, not a serial port (they look like /dev/ttyACM0; "
-                         f"'so101 motors find-port' finds the arm's)")
-    if port.startswith("/") and not where.exists():
-        raise So101Error(f"@port {port}: no such serial port; plug in the arm's USB adapter, or find it with "
-                         f"'so101 motors find-port'")
+def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
+              wait_for_operator: Callable[[str], None] | None = None, threads: int | None = None) -> Env:
+    """The env a run description asks for: the twin, the driver on the emulated twin, or an arm.
 
-
-def build_env(spec: Spec, req: RigRequest) -> Env:
-    """The rig a checked request describes: the twin, the driver on the emulated twin, or an arm."""
-    check_request(req)
-    geometry = load_rig_file(req.rig)
+    ``with_camera`` False: no rendering at all (a scripted pilot keeping no frames);
+    ``wait_for_operator``: an arm's person, asked before each episode; ``threads``: the real
+    perception's CPU threads when @perception_threads is not given."""
+    check_description(d)
+    geometry = load_rig_file(d.camera.rig)
     if geometry is not None and geometry.calibrated:
         from so101_sim2real.geometry.rig_file import check_size
 
         check_size(geometry, spec.observation.source_size)
-    calibration = load_calibration(req.calibration) if req.real_port else None  # a typo fails before the networks
+    calibration = load_calibration(d.robot.calibration) if d.real_port else None  # a typo fails before the networks
     if calibration is not None and geometry is not None:
         from so101_sim2real.hardware.joint_calibration import with_joint_offsets
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
-    if req.real_port and not is_emulated(req.port):
-        _refuse_examples(req)
-    camera = _open_arm_camera(spec, req, geometry) if req.real_port else None  # cheap, so before the networks
+    models = d.models(threads)
+    if d.real_port and not is_emulated(d.robot.port):
+        from so101_sim2real.perception.examples import example_sources, refuse_on_an_arm
+
+        refuse_on_an_arm(example_sources(models.seg_ckpt, models.depth_model))  # from the files, before they load
+    camera = _open_arm_camera(spec, d, geometry) if d.real_port else None  # cheap, so before the networks
     try:
-        make_perception = _perception_factory(spec, req)
-        if req.real_port:
-            return _arm_rig(spec, req, make_perception, calibration, camera)
+        make_perception = _perception_factory(spec, d, models)
+        if d.real_port:
+            return _arm_env(spec, d, make_perception, calibration, camera, wait_for_operator)
     except BaseException:
         if camera is not None:
             camera.close()
         raise
-    if req.robot == "so101":
-        return so101_rig(spec, req.port, with_camera=req.with_camera, make_perception=make_perception,
+    if d.robot.kind == "so101":
+        return so101_env(spec, d.robot.port, with_camera=with_camera, make_perception=make_perception,
                          geometry=geometry)
-    return sim_env(spec, with_camera=req.with_camera, make_perception=make_perception,
-                   perturbation=req.perturbation, geometry=geometry)
+    return sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
+                   geometry=geometry)
 
 
-def _refuse_examples(req: RigRequest) -> None:
-    """A real arm never runs on example weights; found from the files, before anything opens or loads."""
-    from so101_sim2real.perception.examples import example_sources, refuse_on_an_arm
-    from so101_sim2real.perception.real import RealModels
-
-    models = req.models or RealModels()
-    refuse_on_an_arm(example_sources(models.seg_ckpt, models.depth_model))
-
-
-def _perception_factory(spec: Spec, req: RigRequest) -> PerceptionFactory | None:
+def _perception_factory(spec: Spec, d: RunDescription, models: RealModels) -> PerceptionFactory | None:
     """The real perception's networks, loaded (and their backend chosen) now; None for the twin's own."""
-    make_perception = None
-    if req.perception == "real":
-        from so101_sim2real.control.frames import twin_frames
-        from so101_sim2real.perception.fidelity import CHECK_FRAMES
-        from so101_sim2real.perception.real import RealModels, real_perception_factory
+    if d.perception.kind != "real":
+        return None
+    from so101_sim2real.control.frames import twin_frames
+    from so101_sim2real.perception.fidelity import CHECK_FRAMES
+    from so101_sim2real.perception.real import real_perception_factory
 
-        make_perception = real_perception_factory(spec.observation, req.models or RealModels(),
-                                                  allow_examples=not req.real_port or is_emulated(req.port),
-                                                  frames=lambda: twin_frames(CHECK_FRAMES, spec),
-                                                  camera_check=bool(req.real_port))
-        if req.real_port and (req.models or RealModels()).overlap:
-            make_perception = _ahead(make_perception)
-    return make_perception
+    assert d.robot.port is not None or not d.real_port
+    make_perception = real_perception_factory(spec.observation, models,
+                                              allow_examples=not d.real_port or is_emulated(d.robot.port or ""),
+                                              frames=lambda: twin_frames(CHECK_FRAMES, spec),
+                                              camera_check=d.real_port)
+    return _ahead(make_perception) if d.real_port and models.overlap else make_perception
 
 
 def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
@@ -230,13 +161,14 @@ def load_calibration(name: str | None) -> object | None:
     return resolve_calibration(name, "follower")
 
 
-def _open_arm_camera(spec: Spec, req: RigRequest, geometry: RigGeometry | None) -> Camera:
+def _open_arm_camera(spec: Spec, d: RunDescription, geometry: RigGeometry | None) -> Camera:
     """An arm's camera, opened and its frame size checked (``twin``: the emulated arm's on @port)."""
     from so101_sim2real.cameras import check_frame_size, open_camera, undistorted
 
-    camera = open_camera(req.camera, spec.observation.source_size, loop=True, port=req.port)
+    source = d.camera.source or ""
+    camera = open_camera(source, spec.observation.source_size, loop=True, port=d.robot.port)
     try:
-        check_frame_size(camera, spec.observation.source_size, req.camera)
+        check_frame_size(camera, spec.observation.source_size, source)
     except BaseException:
         camera.close()
         raise
@@ -245,12 +177,12 @@ def _open_arm_camera(spec: Spec, req: RigRequest, geometry: RigGeometry | None) 
     return camera
 
 
-def _arm_rig(spec: Spec, req: RigRequest, make_perception: PerceptionFactory | None, calibration: object,
-             camera: Camera) -> Env:
+def _arm_env(spec: Spec, d: RunDescription, make_perception: PerceptionFactory | None, calibration: object,
+             camera: Camera, wait_for_operator: Callable[[str], None] | None) -> Env:
     # The emulated arm's camera can also set its scene: the emulated person places the cube.
     place_cube = getattr(camera, "start_episode", None)
-    return so101_rig(spec, req.port, make_perception=make_perception, calibration=calibration, camera=camera,
-                     wait_for_operator=None if place_cube else req.wait_for_operator, place_cube=place_cube)
+    return so101_env(spec, d.robot.port, make_perception=make_perception, calibration=calibration, camera=camera,
+                     wait_for_operator=None if place_cube else wait_for_operator, place_cube=place_cube)
 
 
 def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig:
@@ -342,7 +274,7 @@ def arm_needs_eyes(port: str) -> So101Error:
                       f"camera)")
 
 
-def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
+def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
               make_perception: PerceptionFactory | None = None, calibration: object | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
               geometry: RigGeometry | None = None,
@@ -358,10 +290,9 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     has already put its lens on the camera and its joint offsets in the calibration.
     """
     if port == EMULATOR_PORT:
-        return _emulated_so101_rig(spec, with_camera, max_step_rad, make_perception, geometry)
+        return _emulated_so101_env(spec, with_camera, max_step_rad, make_perception, geometry)
     from so101_sim2real.control.arm_episodes import ArmEpisodes
-    from so101_sim2real.hardware.bus import MotorBus
-    from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
+    from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.task import LiftCubeTask
 
     if calibration is None:
@@ -369,10 +300,8 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
                          f"joints'), a calibration .json, or 'twin' for 'so101 emulate --twin'")
     if camera is None or make_perception is None:
         raise arm_needs_eyes(port)
-    bus = MotorBus(port, calibration.ids)
-    robot = SO101Follower(bus, calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
+    robot = open_follower(port, calibration, max_step_rad)
     try:
-        robot.connect()
         kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
         controller = Controller(spec.action, kinematics, robot.limits)
         scratch = LiftCubeTask(spec)  # where the twin would start each seeded episode; never stepped
@@ -385,25 +314,18 @@ def so101_rig(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     return Env(spec, robot, task, controller, perception, spec.control.period_s, scored=False)
 
 
-def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | None,
+def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | None,
                         make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None) -> Env:
     from so101_sim2real.control.twin_bus import attach_twin
-    from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
-    from so101_sim2real.hardware.so101 import DEFAULT_MAX_STEP_RAD, SO101Follower
+    from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
 
     emulator = BusEmulator(list(SERVO_IDS.values()))
     bridge = attach_twin(emulator, spec, scene=twin_scene(spec, geometry))
     emulator.start()
-    bus = MotorBus(emulator.path, bridge.calibration.ids)
-    robot = SO101Follower(bus, bridge.calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
-    robot.on_close.append(emulator.stop)
-    try:
-        robot.connect()
-    except BaseException:
-        robot.close()  # stops the emulator and its physics thread too
-        raise
+    # on_close: closing the arm (a failed connect does) stops the emulator and its physics thread too
+    robot = open_follower(emulator.path, bridge.calibration, max_step_rad, on_close=[emulator.stop])
     kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
@@ -417,7 +339,7 @@ def _emulated_so101_rig(spec: Spec, with_camera: bool, max_step_rad: float | Non
                twin=bridge.task)
 
 
-def tick(rig: Env, action: np.ndarray, joints: JointState,
+def tick(env: Env, action: np.ndarray, joints: JointState,
          timer: StageTimer | None = None) -> tuple[Command, StepResult]:
     """One control tick from a reading: command, write, let time pass, score.
 
@@ -427,9 +349,9 @@ def tick(rig: Env, action: np.ndarray, joints: JointState,
     """
     timer = timer or StageTimer()
     with timer.stage("control"):
-        cmd = rig.controller.command(action, joints.position)
-    with timer.stage(rig.robot.name):
-        rig.robot.write(cmd.targets)
-        rig.robot.advance(rig.period_s)
-        result = rig.task.evaluate(action)
+        cmd = env.controller.command(action, joints.position)
+    with timer.stage(env.robot.name):
+        env.robot.write(cmd.targets)
+        env.robot.advance(env.period_s)
+        result = env.task.evaluate(action)
     return cmd, result

@@ -10,7 +10,7 @@ stand in for the camera (the backend is chosen before the arm connects);
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.spec import Spec, default_spec
 
 if TYPE_CHECKING:
+    from so101_sim2real.cameras import SeekableCamera
     from so101_sim2real.interfaces import Camera
     from so101_sim2real.perception.real import RealModels
 
@@ -49,8 +50,8 @@ def source_frames(camera: Camera, count: int, reopen: Callable[[], Camera]) -> l
 
     if not hasattr(camera, "seek"):  # live: what it shows now
         return camera_frames(camera, count)
-    total = camera.frame_count
-    reader, frames = reopen(), []
+    total = cast("SeekableCamera", camera).frame_count  # a file or a folder, as is its second reader
+    reader, frames = cast("SeekableCamera", reopen()), []
     try:
         if total is None:
             return camera_frames(reader, count, partial=True)
@@ -80,14 +81,14 @@ def check_backends(spec: Spec, models: RealModels, images: Callable[[], list[np.
         raise So101Error("the check needs @seg_ckpt PATH: the EfficientViT segmentation checkpoint to run")
     seg = load_segmentation(models.seg_ckpt, models.device, trust_pickle=models.trust_pickle)
     depth = load_depth(models.depth_model, models.device)
-    images = images()
-    if not images:
+    frames = images()
+    if not frames:
         raise So101Error(f"{shown}: no frames to check the backends on")
     gpu = seg.device.type == "cuda"
-    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), images,
+    trials = try_backends(seg, depth, spec.observation, get_profile(models.profile), frames,
                           candidates(models.threads, gpu), threads=models.threads)
     t = Thresholds()
     threads = f"{models.threads} thread(s)" if models.threads else "torch's thread count"
-    return [f"{models.profile} profile, {len(images)} {shown}, {threads}; a backend passes with seg agreement >= "
+    return [f"{models.profile} profile, {len(frames)} {shown}, {threads}; a backend passes with seg agreement >= "
             f"{t.seg_agreement} and disparity Spearman >= {t.disparity_spearman} on its worst frame"] + [
         trial.line() for trial in trials]

@@ -8,32 +8,28 @@ episodes through the :class:`Runner` and renders the results.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from so101_sim2real.control.env import Env, RigRequest, build_env, check_request
+from so101_sim2real.control.description import SCRIPTED, RunDescription, check_description, check_trained_period
+from so101_sim2real.control.env import Env, build_env
 from so101_sim2real.control.pilots import Pilot, PolicyPilot, ScriptedPilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.runner import OUTCOMES, EpisodeResult, Runner, RunSummary, wants_frames
 from so101_sim2real.control.video import VideoWriter
-from so101_sim2real.devices import check_device
-from so101_sim2real.errors import So101Error, SpecError
-from so101_sim2real.perception.real import RealModels
+from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import Policy
-from so101_sim2real.records import parse_yaml
-from so101_sim2real.sim.perturb import Perturbation
+from so101_sim2real.records import parse_sets
 from so101_sim2real.spec import Spec, default_spec, load_spec
-
-SCRIPTED = "scripted"
 
 
 @dataclass
 class InferOptions:
-    ckpt: str
-    robot: str = "sim"
-    port: str | None = None
+    """One ``infer`` run: where it happens (:class:`RunDescription`) and what it does there."""
+
+    where: RunDescription = field(default_factory=RunDescription)
     episodes: int = 20
     seed: int = 0
     max_steps: int | None = None
@@ -41,80 +37,55 @@ class InferOptions:
     record_rgb: bool = True  # camera RGB in the recording (the twin renders it at ~0.5 s a frame on a CPU)
     video: Path | None = None
     realtime: bool = False
-    trust_pickle: bool = False
-    spec_path: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    device: str = "cpu"
-    perception: str = "sim"  # sim: the twin's rendered classes and depth; real: the networks on its RGB
-    models: RealModels | None = None
-    calibration: str | None = None  # a real port: an arm id, a calibration .json, or "twin"
-    camera: str | None = None  # a real port: a camera index or device, a video, an image folder
     wait_for_operator: Callable[[str], None] | None = None  # a real port: called before each episode
-    perturbation: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
-    rig: str | None = None  # a env.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
-    period_s: float | None = None  # an arm: the control period (default: measured, what this machine sustains)
 
 
-def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
+def apply_overrides(spec: Spec, overrides: Sequence[str]) -> Spec:
     """``["observation.disparity.normalise_region=full_frame", ...]`` applied in order."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SpecError(f"@set {item!r}: expected KEY=VALUE, e.g. observation.disparity.normalise_region=crop")
-        spec = spec.replace(key.strip(), parse_yaml(raw), source=f"@set {key.strip()}")
+    for key, value in parse_sets(overrides, "@set_spec", "observation.disparity.normalise_region=crop"):
+        spec = spec.replace(key, value, source=f"@set_spec {key}")
     return spec
 
 
-def _pilot_and_spec(opts: InferOptions) -> tuple[Policy | None, Spec, Spec]:
-    """The pilot, the spec of this run, and the spec as trained (before ``--set``)."""
-    if opts.ckpt == SCRIPTED:
-        spec = load_spec(opts.spec_path) if opts.spec_path else default_spec()
-        return None, apply_overrides(spec, opts.overrides), spec
-    ckpt = load_checkpoint(opts.ckpt, trust_pickle=opts.trust_pickle, spec_path=opts.spec_path)
+def _pilot_and_spec(d: RunDescription) -> tuple[Policy | None, Spec, Spec]:
+    """The pilot, the spec of this run, and the spec as trained (before ``--set-spec``)."""
+    policy = d.policy
+    if d.scripted:
+        spec = load_spec(policy.spec) if policy.spec else default_spec()
+        return None, apply_overrides(spec, policy.spec_sets), spec
+    ckpt = load_checkpoint(policy.ckpt, trust_pickle=policy.trust_pickle, spec_path=policy.spec)
     trained = ckpt.spec
-    ckpt = dataclasses.replace(ckpt, spec=apply_overrides(ckpt.spec, opts.overrides))
-    return Policy(ckpt, device=opts.device), ckpt.spec, trained
-
-
-def rig_request(opts: InferOptions, with_camera: bool = True) -> RigRequest:
-    return RigRequest(opts.robot, opts.port, opts.calibration, opts.camera, opts.perception,
-                      opts.models or RealModels(), opts.perturbation, with_camera, opts.wait_for_operator,
-                      rig=opts.rig)
+    ckpt = dataclasses.replace(ckpt, spec=apply_overrides(ckpt.spec, policy.spec_sets))
+    return Policy(ckpt, device=policy.device), ckpt.spec, trained
 
 
 def build(opts: InferOptions) -> tuple[Env, Pilot, Recorder | None, VideoWriter | None]:
     """Everything a run needs, validated before anything moves."""
-    if opts.ckpt == SCRIPTED and opts.port and rig_request(opts).real_port:
-        raise So101Error("@ckpt scripted: the scripted expert reads the cube's position from the twin; a real arm "
-                         "runs a policy (@ckpt PATH)")
-    check_request(rig_request(opts))  # before any checkpoint or model loads
+    d = opts.where
+    if d.policy.ckpt is None:
+        raise So101Error("@ckpt: a checkpoint, or 'scripted' for the built-in expert")
+    check_description(d)  # before any checkpoint or model loads
     if opts.episodes < 1:
         raise So101Error("@episodes must be at least 1")
     if opts.seed < 0:
         raise So101Error(f"@seed {opts.seed}: seeds are whole numbers from 0")
-    check_device(opts.device)
     if opts.max_steps is not None and opts.max_steps < 1:
         raise So101Error("@max_steps must be at least 1")
-    if opts.period_s is not None:
-        if opts.robot != "so101":
-            raise So101Error("@period: only for @robot so101 (the twin runs at the spec's period, or @perturb's)")
-        if not 0.005 <= opts.period_s <= 2.0:  # NaN fails this too
-            raise So101Error(f"@period {opts.period_s}: seconds per tick, between 0.005 and 2")
-    policy, spec, trained = _pilot_and_spec(opts)
-    if opts.period_s is not None and opts.period_s < spec.control.period_s:
-        raise So101Error(f"@period {opts.period_s}: shorter than the {spec.control.period_s * 1e3:.0f} ms the policy "
-                         f"trained at; the arm's step limit is per tick, so it would move faster than trained")
+    if opts.record is None and not opts.record_rgb:
+        raise So101Error("@no_record_rgb: only with @record DIR")
+    policy, spec, trained = _pilot_and_spec(d)
+    check_trained_period(d, spec.control.period_s)
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")
-    period = (opts.perturbation.period_s if opts.perturbation else None) or spec.control.period_s
-    name = Path(opts.ckpt).name if policy else SCRIPTED
+    period = (d.world.period_s if d.world else None) or spec.control.period_s
+    name = Path(d.policy.ckpt).name if policy else SCRIPTED
     needs_camera = wants_frames(policy is not None, opts.video is not None, opts.record is not None,
-                                opts.perception == "real")
+                                d.perception.kind == "real")
     video = VideoWriter(opts.video, fps=1.0 / period) if opts.video else None  # bad paths fail before the arm
-    recorder = Recorder(opts.record, spec, opts.robot, name, period, with_rgb=opts.record_rgb) if opts.record \
-        else None
-    env = build_env(spec, rig_request(opts, needs_camera))
+    recorder = Recorder(opts.record, spec, d.robot.kind, name, period, with_rgb=opts.record_rgb,
+                        description=d.to_dict()) if opts.record else None
+    env = build_env(spec, d, with_camera=needs_camera, wait_for_operator=opts.wait_for_operator)
     env.trained_spec = trained
     pilot: Pilot = PolicyPilot(policy, name=name) if policy else ScriptedPilot(env.twin)
     return env, pilot, recorder, video
@@ -139,18 +110,44 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
               on_step: Callable[[int], None] | None = None) -> RunSummary:
     env, pilot, recorder, video = build(opts)
     try:
-        if opts.robot == "so101":  # a real arm's time passes by itself: the loop keeps a period it can hold
-            env.period_note = hold_period(env, pilot, opts.period_s)
+        if opts.where.robot.kind == "so101":  # a real arm's time passes by itself: it keeps a period it can hold
+            env.period_note = hold_period(env, pilot, opts.where.period_s)
             if recorder is not None:
                 recorder.set_period(env.period_s)
         if on_start:
             on_start(env, pilot)
-        realtime = opts.realtime or opts.robot != "sim"  # a real arm's time passes by itself
+        realtime = opts.realtime or opts.where.robot.kind != "sim"  # a real arm's time passes by itself
         runner = Runner(env, pilot, recorder, video, realtime=realtime, max_steps=opts.max_steps,
-                        on_episode=on_episode, perceive=opts.perception == "real", on_step=on_step)
+                        on_episode=on_episode, perceive=opts.where.perception.kind == "real", on_step=on_step)
         return runner.run([opts.seed + i for i in range(opts.episodes)])
     finally:
         env.close()
+
+
+def start_lines(env: Env, pilot: Pilot, opts: InferOptions) -> tuple[list[str], list[str]]:
+    """What ``infer`` says as it starts: what runs where, through which camera, the run's notes;
+    and its warnings."""
+    from so101_sim2real.control.env import load_rig_file
+    from so101_sim2real.geometry.rig_file import default_rig
+
+    d = opts.where
+    eyes = "no rendering" if env.perception is None else "wrist camera rendered, privileged seg + depth"
+    if d.perception.kind == "real":
+        eyes = (f"real perception, {d.perception.profile} profile, on "
+                + (f"camera {d.camera.source}" if d.camera.source else "the rendered RGB"))
+    where = "the sim twin" if env.robot.name == "sim" else f"{env.robot.name} on {d.robot.port}"
+    if d.world is not None:
+        where = f"the {d.world.describe()}"
+    geometry = load_rig_file(d.camera.rig) or default_rig()
+    undistorts = d.camera.source and d.camera.rig and geometry.camera.D.any()
+    notes, warnings = run_notes(env)
+    lines = [f"running {opts.episodes} episode(s) of {pilot.name} on {where} ({eyes})",
+             f"camera: {geometry.describe()}" + ("; frames undistorted before perception" if undistorts else ""),
+             "; ".join(notes)]
+    if d.policy.spec_sets:
+        lines.append(f"spec overrides for this run (not what the policy was trained with): "
+                     f"{', '.join(d.policy.spec_sets)}")
+    return lines, warnings
 
 
 _POSE_FROM = {"live_physics": "live physics", "measured_joints": "FK of the measured joints"}

@@ -9,11 +9,14 @@ interface.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from so101_sim2real.control.pilots import Observation
+
+if TYPE_CHECKING:
+    from so101_sim2real.sim.task import LiftCubeTask
 
 
 class Intervener(Protocol):
@@ -57,7 +60,7 @@ class ScriptedIntervener:
 
     name = "scripted"
 
-    def __init__(self, task: object, cfg: ScriptedHelpConfig | None = None, seed: int = 0):
+    def __init__(self, task: LiftCubeTask, cfg: ScriptedHelpConfig | None = None, seed: int = 0):
         from so101_sim2real.sim.scripted import ScriptedExpert
 
         self.task, self.cfg = task, cfg or ScriptedHelpConfig()

@@ -15,8 +15,20 @@ import os
 import select
 import termios
 import tty
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.pilots import Observation
+    from so101_sim2real.control.runner import Judge
+    from so101_sim2real.interfaces import StepResult
 
 KEYS_HELP = "space: take/give back control   s: success   f: failure   r: re-record (throw the episode away)"
+
+
+class KeySource(Protocol):
+    """Keys typed since the last poll: a terminal, a window, several of them."""
+
+    def poll(self) -> str: ...
 
 
 class TerminalKeys:
@@ -24,7 +36,7 @@ class TerminalKeys:
 
     def __init__(self, fd: int | None = None):
         self.fd = fd if fd is not None else 0
-        self._saved = None
+        self._saved: list | None = None  # the terminal's attributes to restore (termios.tcgetattr)
         if os.isatty(self.fd):
             self._saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
@@ -66,9 +78,10 @@ class OperatorKeys:
     asks the loop to throw the episode away and run it again.
     """
 
-    def __init__(self, terminal: TerminalKeys, inner: object | None = None):
+    def __init__(self, terminal: KeySource, inner: Judge | None = None):
         self.terminal, self.inner = terminal, inner
-        self._toggles, self._verdict = 0, None
+        self._toggles = 0
+        self._verdict: str | None = None
 
     def _read(self) -> None:
         for key in self.terminal.poll():
@@ -89,7 +102,7 @@ class OperatorKeys:
         if self.inner is not None:
             self.inner.reset()
 
-    def judge(self, obs: object, result: object, step: int) -> object:
+    def judge(self, obs: Observation, result: StepResult, step: int) -> StepResult:
         from so101_sim2real.control.runner import DISCARD
         from so101_sim2real.interfaces import StepResult
 

@@ -88,6 +88,7 @@ class OverlappedPerception:
                                         f"stopped")
                 self._ready.wait(left)
             self._taken = self._made
+            assert self._latest is not None  # made at least once
             return self._latest
 
     @property

@@ -16,8 +16,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from so101_sim2real.errors import DeviceFault, So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.env import Env
 
 Probe = Callable[[], None]  # returns when its device answers; raises while it does not
 
@@ -31,7 +35,7 @@ class PauseRecord:
     probes: int
 
 
-def env_probes(env: object) -> list[Probe]:
+def env_probes(env: Env) -> list[Probe]:
     """The checks a env's devices must pass to resume: the arm reconnects, the camera gives a frame."""
     probes: list[Probe] = []
     if reconnect := getattr(env.robot, "reconnect", None):

@@ -8,7 +8,7 @@ and returns the 4-D action. The leader-arm takeover of HIL-SERL will be one more
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from so101_sim2real.interfaces import JointState, Perceived
 from so101_sim2real.policy.frame_stack import FrameStack
 from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.policy.state import Proprio, StateBuilder
+
+if TYPE_CHECKING:
+    from so101_sim2real.sim.task import LiftCubeTask
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Observation:
     proprio: Proprio
     ee_target: np.ndarray
     perceived: Perceived | None
+    state: np.ndarray | None = None  # the spec's state vector, built once per tick by the runner when asked
 
 
 class Pilot(Protocol):
@@ -49,8 +53,15 @@ class PolicyPilot:
         self.frames, self.states = FrameStack(frames), FrameStack(frames)
         self.state_builder = StateBuilder(policy.spec.state) if policy.arch.state_dim_per_frame else None
 
+    @property
+    def needs_state(self) -> bool:
+        """Whether this policy reads the state vector (the runner then builds it once per tick)."""
+        return self.state_builder is not None
+
     def _state(self, obs: Observation) -> np.ndarray | None:
-        return None if self.state_builder is None else self.state_builder.build(obs.proprio)
+        if self.state_builder is None:
+            return None
+        return obs.state if obs.state is not None else self.state_builder.build(obs.proprio)
 
     def reset(self, obs: Observation) -> None:
         if obs.perceived is None:
@@ -61,6 +72,7 @@ class PolicyPilot:
             self.states.reset(state)
 
     def act(self, obs: Observation) -> np.ndarray:
+        assert obs.perceived is not None  # reset() refused a run without perception
         frames = self.frames.push(obs.perceived.frame)
         state = self._state(obs)
         states = None if state is None else self.states.push(state)
@@ -73,7 +85,7 @@ class ScriptedPilot:
     name = "scripted"
     needs_pixels = False
 
-    def __init__(self, twin: object | None):
+    def __init__(self, twin: LiftCubeTask | None):
         from so101_sim2real.sim.scripted import ScriptedExpert
         from so101_sim2real.sim.task import LiftCubeTask
 

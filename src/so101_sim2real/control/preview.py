@@ -27,11 +27,13 @@ from so101_sim2real.perception.real import RealPerception, Timing
 def compose_preview(rgb: np.ndarray, seen: Perceived, channels: list[str], crop: str) -> np.ndarray:
     """Camera (crop outlined) | seg over the image | disparity | the policy's channels."""
     camera = rgb.copy()
-    rows, cols = center_crop_box(*rgb.shape[:2], crop)
+    height, width = rgb.shape[:2]
+    rows, cols = center_crop_box(height, width, crop)
     cv2.rectangle(camera, (cols.start, rows.start), (cols.stop - 1, rows.stop - 1), (255, 255, 0), 3)
     # Only the crop: the seg channel is cropped, and the fast profile segments nothing else.
     region = rgb[rows, cols]
-    seg_rows, seg_cols = center_crop_box(*seen.seg_ids.shape, crop)
+    seg_height, seg_width = seen.seg_ids.shape
+    seg_rows, seg_cols = center_crop_box(seg_height, seg_width, crop)
     colours = cv2.resize(colour_segmentation(seen.seg_ids[seg_rows, seg_cols]), (region.shape[1], region.shape[0]),
                          interpolation=cv2.INTER_NEAREST)
     overlay = cv2.addWeighted(region, 0.45, colours, 0.55, 0.0)
@@ -90,12 +92,15 @@ def run_preview(perception: RealPerception, camera: Camera, out_dir: Path | None
         path = None
         if out_dir is not None:
             path = out_dir / f"perceive_{index:05d}.png"
+            assert seen.rgb is not None  # asked for with_rgb
             picture = compose_preview(seen.rgb, seen, spec.channels, spec.crop)
             if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
                 raise So101Error(f"{path}: could not write the picture")
         seg = seen.frame[spec.channels.index("seg")]
         fractions = {name: float(np.mean(seg == i)) for i, name in enumerate(spec.segmentation.classes)}
-        result = PreviewResult(index, path, perception.last_timing, fractions)
+        timing = perception.last_timing
+        assert timing is not None  # perceive() just measured it
+        result = PreviewResult(index, path, timing, fractions)
         results.append(result)
         if on_frame:
             on_frame(result)

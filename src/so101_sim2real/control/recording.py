@@ -38,6 +38,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -45,6 +46,9 @@ import numpy as np
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.spec import Spec, load_spec, save_spec
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.description import RunDescription
 
 FORMAT, VERSION = "so101-recording", 1
 INDEX_FILE = "recording.json"
@@ -74,7 +78,7 @@ class Recorder:
     """Writes a recording folder; each episode's file appears when the episode ends."""
 
     def __init__(self, folder: str | Path, spec: Spec, robot: str, pilot: str, period_s: float,
-                 with_rgb: bool = True, append: bool = False):
+                 with_rgb: bool = True, append: bool = False, description: dict | None = None):
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise So101Error(f"{self.folder}: exists and is not a folder; pick a new recording folder")
@@ -93,6 +97,8 @@ class Recorder:
         self.meta = {"format": FORMAT, "version": VERSION, "robot": robot, "pilot": pilot, "period_s": period_s,
                      "joint_names": list(JOINT_NAMES), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "episodes": []}
+        if description is not None:  # where and how the run happened (control.description), whole
+            self.meta["description"] = description
         self._write_index()
 
     @property
@@ -111,6 +117,7 @@ class Recorder:
     def add(self, *, rgb: np.ndarray | None = None, **values: object) -> None:
         """One row: the arrays named in the module docstring, by keyword."""
         ep = self._episode
+        assert ep is not None, "begin() an episode before adding rows"
         ep.add(**values)
         if self.with_rgb and rgb is not None:
             ep.jpegs.append(_encode_jpeg(rgb))
@@ -129,7 +136,7 @@ class Recorder:
             arrays["rgb_jpeg"] = np.concatenate(ep.jpegs)
         name = f"episode_{ep.index:04d}.npz"
         tmp = self.folder / (name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # mypy fears **arrays fills allow_pickle
         tmp.replace(self.folder / name)
         entry = {"file": name, "index": ep.index, "seed": ep.seed, "steps": steps,
                  "success": None if success is None else bool(success), "return": float(ret),
@@ -189,6 +196,14 @@ class Recording:
     def episodes(self) -> list[dict]:
         return self.meta["episodes"]
 
+    @property
+    def description(self) -> RunDescription | None:
+        """Where and how the run that recorded this happened (None: recorded before runs kept it)."""
+        from so101_sim2real.control.description import RunDescription
+
+        data = self.meta.get("description")
+        return None if data is None else RunDescription.from_dict(data, f"{self.folder / INDEX_FILE}: description")
+
     def load(self, i: int) -> dict[str, np.ndarray]:
         """Episode ``i``'s arrays (without the JPEG bytes: see :meth:`rgb`)."""
         path = self.folder / self.episodes[i]["file"]
@@ -204,4 +219,7 @@ class Recording:
             raise So101Error(f"{self.folder}: this recording holds no camera images")
         off = arrays["rgb_offsets"]
         buf = arrays["rgb_jpeg"][off[row]:off[row + 1]]
-        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise So101Error(f"{self.folder}: row {row}: the camera image does not decode")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,10 +1,12 @@
 """The one control loop: perceive -> pilot -> controller -> robot, every command uses it.
 
 Per tick: read the joints, perceive (when the pilot needs pixels, or a video or a
-recording wants them), ask the pilot, turn the action into clamped joint targets,
-write them, let the period pass, score. Each stage is timed (``obs``, ``policy``,
-``control``, ``robot``); the loop keeps the rate on a real arm, runs as fast as it can
-on the twin unless asked for real time, and turns torque off on every way out.
+recording wants them), build the state vector once (when the pilot, a recording or a
+transition sink reads it: all of them get that one), ask the pilot, turn the action into
+clamped joint targets, write them, let the period pass, score. Each stage is timed
+(``obs``, ``policy``, ``control``, ``robot``); the loop keeps the rate on a real arm, runs
+as fast as it can on the twin unless asked for real time, and turns torque off on every
+way out.
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ class Runner:
                  on_fault: Callable[[DeviceFault], object] | None = None):
         self.env, self.pilot, self.recorder, self.video = env, pilot, recorder, video
         self.transitions = transitions
-        self._state = StateBuilder(env.spec.state) if recorder is not None and env.spec.state.size else None
+        # the tick's state vector, built once in _observe for whoever reads it
+        wants_state = recorder is not None or transitions is not None or getattr(pilot, "needs_state", False)
+        self._state = StateBuilder(env.spec.state) if wants_state and env.spec.state.size else None
         self.rate = RateKeeper(env.period_s, realtime)
         self.max_steps = max_steps
         self.on_episode = on_episode
@@ -185,7 +189,9 @@ class Runner:
         if self.perceive:
             with self.timer.stage("obs"):
                 perceived = self.env.perception.observe(with_rgb=self.want_rgb)
-        return Observation(joints, self.env.proprio(joints), self.env.controller.ee_target.copy(), perceived)
+        proprio = self.env.proprio(joints)
+        state = None if self._state is None else self._state.build(proprio)
+        return Observation(joints, proprio, self.env.controller.ee_target.copy(), perceived, state)
 
     def episode(self, index: int, seed: int | None) -> EpisodeResult:
         """One episode; a KeyboardInterrupt or SIGTERM inside it ends it as interrupted."""
@@ -258,8 +264,7 @@ class Runner:
             twin = self.env.twin
             self.recorder.add(
                 time=obs.joints.timestamp, joint_pos=obs.joints.position, joint_vel=obs.joints.velocity,
-                tcp_pos=obs.proprio.tcp_pos, state=None if self._state is None else self._state.build(obs.proprio),
-                action=action,
+                tcp_pos=obs.proprio.tcp_pos, state=obs.state, action=action,
                 ee_target=cmd.ee_target, requested=cmd.requested,
                 target=cmd.targets, reward=reward, obs=None if p is None else p.frame,
                 cube_pos=None if twin is None else twin.cube_pos(),  # after the row's step, as labels expect

@@ -59,6 +59,7 @@ class RateKeeper:
             return
         if self._next is None:
             self.start()
+        assert self._next is not None  # start() set it
         self.ticks += 1
         now = time.perf_counter()
         if now < self._next:

@@ -32,7 +32,7 @@ SLICE_STEPS = 5  # physics steps per hold of the world's lock (about 0.2 ms at f
 CATCH_UP_STEPS = 50  # at most this many steps per wake-up; beyond, the twin falls behind real time
 
 
-def twin_arm_calibration(model: object | None = None) -> ArmCalibration:
+def twin_arm_calibration(model: mujoco.MjModel | None = None) -> ArmCalibration:
     """The emulated twin arm's calibration (``--calibration twin``): what ``so101 emulate --twin`` uses."""
     m = model if model is not None else S.build_model()
     return twin_calibration(np.array([m.jnt_range[m.joint(j).id] for j in S.JOINTS]))

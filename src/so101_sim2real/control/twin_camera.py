@@ -20,6 +20,7 @@ import select
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mujoco
 import numpy as np
@@ -30,11 +31,14 @@ from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
 from so101_sim2real.spec import ObservationSpec
 
+if TYPE_CHECKING:
+    from so101_sim2real.control.twin_bus import TwinBridge
+
 
 class TwinCameraServer:
     """Serves the twin's wrist camera (and the operator's hands) of the emulated arm on ``port``."""
 
-    def __init__(self, bridge: object, spec: ObservationSpec, port: str):
+    def __init__(self, bridge: TwinBridge, spec: ObservationSpec, port: str):
         self.bridge, self.size = bridge, spec.source_size
         self.path: Path = twin_socket(port)
         self._listener: socket.socket | None = None
@@ -79,9 +83,11 @@ class TwinCameraServer:
         self.path.unlink(missing_ok=True)
 
     def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None  # start() listens before this thread runs
         while not self._stop.is_set():
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
             thread = threading.Thread(target=self._serve, args=(conn,), name="twin-camera-client", daemon=True)
@@ -129,10 +135,11 @@ class TwinCameraServer:
                 self._episode, self._step = 0, 0
             return (_header({"height": h, "width": w}),)
         if op == "frame":
+            assert renderer is not None  # _serve makes one for the first frame request
             rgb, t = renderer.render()
             with self._clock_lock:
                 self._step += 1
-            return _header({"height": h, "width": w, "time": t, "bytes": rgb.nbytes}), memoryview(rgb).cast("B")
+            return _header({"height": h, "width": w, "time": t, "bytes": rgb.nbytes}), rgb.data.cast("B")
         if op == "episode":
             cube = request.get("cube_xy")
             if cube is not None:
@@ -151,7 +158,7 @@ def _header(fields: dict) -> bytes:
 class _Renderer:
     """The wrist camera's RGB, drawn outside the world lock from a scene copied under it."""
 
-    def __init__(self, bridge: object, size: tuple[int, int]):
+    def __init__(self, bridge: TwinBridge, size: tuple[int, int]):
         self.bridge = bridge
         self.renderer = offscreen_renderer(bridge.task.model, *size)
         self.options = mujoco.MjvOption()

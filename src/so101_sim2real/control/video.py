@@ -70,7 +70,7 @@ class VideoWriter:
             raise So101Error(f"{self.path}: video must end in .mp4, .mkv or .avi")
         if not self.path.parent.exists():
             raise So101Error(f"{self.path.parent}: no such folder for the video")
-        self.fourcc, self.fps = cv2.VideoWriter_fourcc(*fourcc), fps
+        self.fourcc, self.fps = cv2.VideoWriter.fourcc(*fourcc), fps
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
 

@@ -15,10 +15,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import cv2
 import numpy as np
 
+from so101_sim2real.control.keys import KeySource
 from so101_sim2real.control.video import label
 from so101_sim2real.errors import So101Error
 
@@ -32,10 +34,25 @@ def check_display(option: str = "view") -> None:
                          f"or with ssh -X, or drop @{option}")
 
 
+class Gui(Protocol):
+    """The part of OpenCV's highgui a window uses (the cv2 module; a stand-in in tests)."""
+
+    def namedWindow(self, winname: str, flags: int = ..., /) -> None: ...
+
+    def imshow(self, winname: str, mat: np.ndarray, /) -> None: ...
+
+    def waitKey(self, delay: int = ..., /) -> int: ...
+
+    def destroyWindow(self, winname: str, /) -> None: ...
+
+
+HIGHGUI = cast(Gui, cv2)  # the cv2 module itself; mypy does not match a module this large against a Protocol
+
+
 class LiveWindow:
     """A video sink (``add``/``close``) that shows each frame; ``poll`` gives the keys typed in it."""
 
-    def __init__(self, status: Callable[[], str] | None = None, title: str = TITLE, gui: object = cv2,
+    def __init__(self, status: Callable[[], str] | None = None, title: str = TITLE, gui: Gui = HIGHGUI,
                  option: str = "view"):
         self.status, self.title, self.gui = status, title, gui
         self._keys = ""
@@ -68,7 +85,7 @@ class LiveWindow:
 class KeySources:
     """Several key sources read as one (the terminal and the window)."""
 
-    def __init__(self, *sources: object):
+    def __init__(self, *sources: KeySource | None):
         self.sources = [s for s in sources if s is not None]
 
     def poll(self) -> str:

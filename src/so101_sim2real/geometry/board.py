@@ -103,7 +103,8 @@ class BoardSpec:
         kind = f.text("type", "charuco", BOARD_TYPES)
         default = cls()
         try:
-            return cls(type=kind, squares=f.positive_ints("squares", 2),
+            squares = f.positive_ints("squares", 2)
+            return cls(type=kind, squares=(squares[0], squares[1]),
                        square_mm=f.number("square_mm", minimum=0),
                        marker_mm=f.number("marker_mm", default.marker_mm if kind == "checkerboard" else ...,
                                           minimum=0),

@@ -173,10 +173,10 @@ class CameraModel:
         """A camera from ``camera.yaml``'s fields (``where`` names it in errors: a file, or a rig file's part)."""
         f = Fields(data, where, _FIELDS)
         model = f.text("model", choices=MODELS)
-        size = f.positive_ints("size", 2)
+        width, height = f.positive_ints("size", 2)
         K = _matrix(f)
         D = f.numbers("D", length=(4,) if model == "fisheye" else PINHOLE_COEFFS)
-        return cls(size=size, K=K, D=np.array(D), model=model, rms=f.number("rms", None, minimum=0),
+        return cls(size=(width, height), K=K, D=np.array(D), model=model, rms=f.number("rms", None, minimum=0),
                    per_view_errors=f.numbers("per_view_errors", []), date=_date(f), source=f.text("source", ""))
 
 

@@ -23,6 +23,7 @@ file says exactly that. Files that carry ``calibrated:`` (written before) are st
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,8 @@ class RigGeometry:
     fitted: dict[str, Any] = field(default_factory=dict)  # how each part was measured, and its residuals
 
     def __post_init__(self) -> None:
-        self.mount_pos = tuple(float(v) for v in self.mount_pos)
-        self.mount_euler = tuple(float(v) for v in self.mount_euler)
+        self.mount_pos = _xyz(self.mount_pos)
+        self.mount_euler = _xyz(self.mount_euler)
         self.joint_offsets_rad = np.asarray(self.joint_offsets_rad, dtype=np.float64).reshape(len(JOINT_NAMES))
 
     @property
@@ -141,13 +142,18 @@ class RigGeometry:
             raise f.error("joint_offsets_deg", "expected JOINT: degrees for the joints of " + ", ".join(JOINT_NAMES))
         o = Fields(offsets, f"{path}: joint_offsets_deg", JOINT_NAMES)
         fitted = f.get("fitted", {})
-        rig = cls(camera=camera, mount_pos=tuple(m.numbers("pos", length=(3,))),
-                  mount_euler=tuple(m.numbers("euler", length=(3,))),
+        rig = cls(camera=camera, mount_pos=_xyz(m.numbers("pos", length=(3,))),
+                  mount_euler=_xyz(m.numbers("euler", length=(3,))),
                   joint_offsets_rad=np.radians([o.number(j, 0.0) for j in JOINT_NAMES]),
                   fitted=fitted if isinstance(fitted, dict) else {})
         # an older file's flag is kept; a newer file has none: calibrated is "something was measured"
         rig.calibrated = f.flag("calibrated", None) if "calibrated" in f.data else bool(rig.measured)
         return rig
+
+
+def _xyz(values: Iterable[float]) -> tuple[float, float, float]:
+    x, y, z = values
+    return float(x), float(y), float(z)
 
 
 def _camera(f: Fields, path: str | Path) -> CameraModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware import protocol as P
@@ -61,7 +62,13 @@ def default_timeout_s(port: str) -> float:
     return PTY_TIMEOUT_S if P.is_emulated(port) else SERIAL_TIMEOUT_S
 
 
-def open_serial(port: str, baud: int, timeout_s: float) -> object:
+class SerialPort(P.Port, Protocol):
+    """A port the bus opens and closes (pyserial's ``Serial``, or one handed in ready-made)."""
+
+    def close(self) -> None: ...
+
+
+def open_serial(port: str, baud: int, timeout_s: float) -> SerialPort:
     """pyserial's port, or a one-line error that says what to do."""
     import serial
 
@@ -81,7 +88,7 @@ class MotorBus:
     """Motors by name on one serial port."""
 
     def __init__(self, port: str, motors: dict[str, int], baud: int = 1_000_000, timeout_s: float | None = None,
-                 retries: int = 3, serial_port: object | None = None):
+                 retries: int = 3, serial_port: SerialPort | None = None):
         """``timeout_s``: per status reply; by default :func:`default_timeout_s` of ``port``."""
         if baud not in BAUD_RATES.values():
             raise So101Error(f"baud rate {baud} is not one the STS3215 supports: {sorted(BAUD_RATES.values())}")
@@ -144,6 +151,7 @@ class MotorBus:
             except P.ProtocolError as exc:
                 self.stats.count(exc)
                 last = exc
+        assert last is not None  # at least one try failed
         raise self._fail(motor, what, last)
 
     def ping(self, servo_id: int, timeout_s: float | None = None) -> bool:

@@ -229,7 +229,7 @@ class PacketProtocol:
         """IDs of every servo that answers a ping to the broadcast ID, in reply order."""
         self.t.send(packet(BROADCAST_ID, PING))
         deadline = time.monotonic() + (wait_s or self.t.timeout_s * 2)
-        found = []
+        found: list[int] = []
         while True:
             pkt, _ = self.t.next_packet(deadline)
             if pkt is None:

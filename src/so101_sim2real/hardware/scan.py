@@ -45,7 +45,7 @@ def new_ports(before: list[PortInfo], after: list[PortInfo]) -> list[PortInfo]:
     return [p for p in before + after if p.device in a ^ b]
 
 
-def scan(port: str, baud: int = 1_000_000, timeout_s: float = 0.02, serial_port: object | None = None,
+def scan(port: str, baud: int = 1_000_000, timeout_s: float = 0.02, serial_port: SerialPort | None = None,
          every_id: bool = False) -> list[ServoInfo]:
     """Find the servos at one baud rate (a broadcast ping, or each ID 0-252 with ``every_id``) and read
     model, firmware, voltage, temperature and position of each."""
@@ -54,7 +54,9 @@ def scan(port: str, baud: int = 1_000_000, timeout_s: float = 0.02, serial_port:
         if every_id:
             ids = [i for i in range(MAX_ID + 1) if bus.ping(i) or bus.ping(i)]
         else:
-            ids = sorted(set(bus.protocol.broadcast_ping()) | set(bus.protocol.broadcast_ping()))
+            proto = bus.protocol
+            assert proto is not None  # the bus is open
+            ids = sorted(set(proto.broadcast_ping()) | set(proto.broadcast_ping()))
         for servo_id in ids:
             try:
                 info = ServoInfo(

@@ -41,9 +41,11 @@ def assign(port: str, motor: str, new_id: int, baud: int = 1_000_000) -> ServoIn
             bus.write("torque_enable", motor, 0, verify=True)
             bus.write("lock", motor, 0, verify=True)
             # The status reply to an ID write comes from the new ID, so this one is sent by hand.
-            bus.protocol.t.send(P.packet(servo.id, P.WRITE, bytes([register("id").address, new_id])))
+            proto = bus.protocol
+            assert proto is not None  # the bus is open
+            proto.t.send(P.packet(servo.id, P.WRITE, bytes([register("id").address, new_id])))
             with contextlib.suppress(P.ProtocolError):
-                bus.protocol.t.receive(new_id)
+                proto.t.receive(new_id)
             bus.motors[motor] = new_id
             if not bus.ping(new_id):
                 raise So101Error(f"{motor}: the servo did not take ID {new_id}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -244,3 +245,24 @@ class SO101Follower(_Arm):
     def _on_watchdog(self) -> None:
         with contextlib.suppress(So101Error):  # the bus is failing: the caller's exit path tries again
             self.torque(False)
+
+
+def open_follower(port: str, calibration: ArmCalibration, max_step_rad: float | None = None, *,
+                  on_close: Iterable[Callable[[], None]] = ()) -> SO101Follower:
+    """The follower on ``port`` (a serial device, or the pty of an emulator), connected.
+
+    Its bus addresses ``calibration``'s servo IDs at 1 Mbaud, with the status timeout that
+    suits the port (:func:`~so101_sim2real.hardware.bus.default_timeout_s`: a real servo's, or
+    an emulator's on a pty); its goals are clamped to the calibrated ranges and to
+    ``max_step_rad`` per tick (default :data:`DEFAULT_MAX_STEP_RAD`). ``on_close`` runs after
+    its port is closed (e.g. stopping an in-process emulator). If connecting fails, the arm is
+    closed again (torque off, the port, ``on_close``) before the error is raised.
+    """
+    robot = SO101Follower(MotorBus(port, calibration.ids), calibration, max_step_rad or DEFAULT_MAX_STEP_RAD)
+    robot.on_close.extend(on_close)
+    try:
+        robot.connect()
+    except BaseException:
+        robot.close()
+        raise
+    return robot

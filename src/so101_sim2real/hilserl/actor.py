@@ -10,7 +10,8 @@ adds plugs into it:
   noise, then the intervener's override if it takes over; it picks up newly published
   weights between ticks.
 - :class:`BufferSink`: every tick into the replay buffer with the action that was
-  executed, the reward from the run's :class:`RewardSource`, and the intervention flag.
+  executed, the state the runner built for the tick, the reward from the run's
+  :class:`RewardSource`, and the intervention flag.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import torch
 from so101_sim2real.control.interveners import Intervener, NoIntervener
 from so101_sim2real.control.pilots import Observation, PolicyPilot
 from so101_sim2real.control.recording import Recorder
+from so101_sim2real.hilserl.exploration import noisy_action
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.runtime import Policy
-from so101_sim2real.policy.state import StateBuilder
 
 
 class PolicySlot:
@@ -53,16 +54,17 @@ class PolicySlot:
 
 
 class LearningPilot(PolicyPilot):
-    """The policy acting with exploration noise and an intervener, on the newest published weights."""
+    """The policy acting with exploration noise and an intervener, on the newest published weights.
+    ``first_episode``: the run's episodes before this session (the intervener's episode count)."""
 
     def __init__(self, policy: Policy, slot: PolicySlot, intervener: Intervener | None = None, std: float = 0.1,
-                 std_clip: float = 0.3, seed: int = 0, name: str = "hilserl"):
+                 std_clip: float = 0.3, seed: int = 0, name: str = "hilserl", first_episode: int = 0):
         super().__init__(policy, name)
         self.slot, self.intervener = slot, intervener or NoIntervener()
         self.std, self.std_clip = std, std_clip
         self.explore = True
         self.version = 0
-        self.episode = -1
+        self.episode = first_episode - 1
         self.last_intervention = False
         self.rng = np.random.default_rng(seed)
 
@@ -87,22 +89,34 @@ class LearningPilot(PolicyPilot):
         self.refresh()
         action = super().act(obs)
         if self.explore:
-            noise = np.clip(self.rng.normal(0.0, self.std, action.shape), -self.std_clip, self.std_clip)
-            action = np.clip(action + noise, -1.0, 1.0)
+            action = noisy_action(action, self.std, self.std_clip, self.rng.standard_normal(action.shape))
         override = self.intervener.act(obs, action)
         self.last_intervention = override is not None
         return np.asarray(action if override is None else np.clip(override, -1.0, 1.0), dtype=np.float32)
 
+    @property
+    def control(self) -> str:
+        """Who moved the arm on the last tick: the policy, a person on the leader, or an expert."""
+        return who_controls(self)
+
+
+def who_controls(pilot: object) -> str:
+    """Who moved the arm on the last tick of ``pilot`` (a :class:`LearningPilot`)."""
+    if not pilot.last_intervention:
+        return "policy"
+    return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"
+
 
 class BufferSink:
     """Feeds every tick of the actor's loop into the replay buffer (a Runner ``TransitionSink``),
-    and, given a recorder, into the run's episode files (written when each episode ends)."""
+    and, given a recorder, into the run's episode files (written when each episode ends).
+    ``env_steps``: the run's stored env steps before this session."""
 
-    def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource, state: StateBuilder,
-                 recorder: Recorder | None = None):
-        self.buffer, self.pilot, self.rewards, self.state = buffer, pilot, rewards, state
+    def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource,
+                 recorder: Recorder | None = None, env_steps: int = 0):
+        self.buffer, self.pilot, self.rewards = buffer, pilot, rewards
         self.recorder = recorder
-        self.env_steps = self.interventions = 0
+        self.env_steps, self.interventions = env_steps, 0
         self.discarded_steps = 0  # ticks of thrown-away episodes: not in the buffer, not in env_steps
         self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
 
@@ -113,7 +127,9 @@ class BufferSink:
             self.recorder.begin(self.recorder.next_index, seed)
 
     def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
-        step = Step(obs.perceived.frame, self.state.build(obs.proprio), np.asarray(action, dtype=np.float32),
+        if obs.state is None:
+            raise ValueError("the runner built no state for this tick; the replay buffer stores one per step")
+        step = Step(obs.perceived.frame, obs.state, np.asarray(action, dtype=np.float32),
                     self.rewards.reward(result), terminated=result.terminated,
                     truncated=ends and not result.terminated, is_intervention=self.pilot.last_intervention)
         self.buffer.add(step)
@@ -133,6 +149,11 @@ class BufferSink:
     def episode_return(self) -> float:
         """The learner's return of the episode in progress or just ended: the one the run reports."""
         return float(self._episode["return"])
+
+    @property
+    def episode_interventions(self) -> int:
+        """Steps under intervention in the episode in progress or just ended."""
+        return int(self._episode["interventions"])
 
     def end(self) -> None:
         self.buffer.end_episode()

@@ -5,85 +5,61 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from so101_sim2real.control.env import RigRequest, check_request
-from so101_sim2real.devices import check_device
+from so101_sim2real.control.description import RunDescription, check_description
+from so101_sim2real.control.description import absolute_paths as description_paths
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.hilserl.learner import LearnerConfig
 from so101_sim2real.hilserl.trainer import TrainConfig
-from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
-from so101_sim2real.perception.backends import check_threads, usable_cores
-from so101_sim2real.perception.real import RealModels
-from so101_sim2real.records import parse_yaml
-from so101_sim2real.sim.perturb import Perturbation
-from so101_sim2real.spec import Spec
+from so101_sim2real.perception.backends import usable_cores
+from so101_sim2real.records import parse_sets, parse_yaml
+from so101_sim2real.spec import yaml_problem
 
 INTERVENERS, REWARD_NAMES = ("scripted", "leader", "none"), ("success", "dense", "classifier")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What the run is: the starting checkpoint and the sources of actions and rewards."""
+    """What the run is: where and how it happens (its :class:`RunDescription`: the starting
+    checkpoint, the arm, the camera, the perception, the world, the period) and the sources of
+    actions and rewards."""
 
-    ckpt: str
+    where: RunDescription = field(default_factory=RunDescription)
     intervene: str = "scripted"
     reward: str = "success"
-    device: str = "cpu"
     save_every: int = 5  # episodes between policy saves
     demos: tuple[str, ...] = ()  # recording folders loaded into the demo store at every start
-    perturbation: Perturbation | None = None  # the perturbed twin instead of the nominal one
     leader_port: str | None = None  # intervene 'leader': its serial port, or 'emulator' (with the scripted hand)
     leader_calibration: str | None = None  # a real leader's calibration id or .json
     classifier: str | None = None  # reward 'classifier': the folder 'so101 reward train' wrote
-    # Where the actor runs, as `so101 infer` takes it: the twin, or the driver on an arm
-    # ('emulator': the emulated twin arm; a serial port: a real arm with its camera and the
-    # real perception).
-    robot: str = "sim"
-    port: str | None = None
-    calibration: str | None = None
-    camera: str | None = None
-    perception: str = "sim"
-    seg_ckpt: str | None = None
-    depth_model: str = DEFAULT_DEPTH_MODEL
-    profile: str = "fast"
-    backend: str = "auto"  # where the perception networks run (RealModels.backend)
-    overlap: bool = True  # on an arm: perceive the next frame while the loop acts (RealModels.overlap)
-    perception_threads: int | None = None  # the networks' CPU threads; None: the cores the learner leaves
-    # The control period on the driver (an arm, or the emulated one): None measures at each start
-    # what the machine sustains for a whole tick; the twin keeps the trained one (or --perturb's).
-    period_s: float | None = None
-    rig: str | None = None  # a rig.yaml or camera.yaml: the twin's camera, or the arm's lens and joint offsets
     # leader_port 'emulator': a hand script's grabs (as written, hand_script.py) instead of the grab at step 10
     hand: list | None = None
 
-    def rig_request(self, wait_for_operator: Callable[[str], None] | None = None,
-                    learner_threads: int | None = None) -> RigRequest:
-        """Where the actor runs; ``learner_threads``: the learner's CPU budget, which the real
-        perception's default thread count leaves free."""
-        models = RealModels(self.seg_ckpt, self.depth_model, self.profile, self.device, backend=self.backend,
-                            overlap=self.overlap, threads=self.actor_threads(learner_threads))
-        return RigRequest(self.robot, self.port, self.calibration, self.camera, self.perception, models,
-                          self.perturbation, wait_for_operator=wait_for_operator, rig=self.rig)
+    @property
+    def ckpt(self) -> str:
+        return self.where.policy.ckpt
+
+    @property
+    def device(self) -> str:
+        return self.where.policy.device
 
     def actor_threads(self, learner_threads: int | None) -> int | None:
         """The actor's CPU threads (perception's and the policy's): as given, else the cores a CPU
         learner leaves; None: torch's count."""
-        if self.perception_threads is None and learner_threads is not None and self.device == "cpu":
+        given = self.where.perception.threads
+        if given is None and learner_threads is not None and self.device == "cpu":
             return cores_left(learner_threads)
-        return self.perception_threads
+        return given
 
 
-# The options that may name a file or folder; each is stored absolute when it names one that exists.
-# A run.yaml written before that holds them as typed: they resolve against the folder a command
-# runs in, so resume such a run from the folder it started in (or make them absolute in run.yaml).
-PATH_OPTIONS = ("ckpt", "classifier", "calibration", "leader_calibration", "camera", "seg_ckpt", "depth_model",
-                "rig")
+# The session's options that may name a file or folder (the description's are in its PATH_OPTIONS).
+PATH_OPTIONS = ("classifier", "leader_calibration")
 
 
 def absolute_paths(options: RunOptions) -> RunOptions:
@@ -91,13 +67,15 @@ def absolute_paths(options: RunOptions) -> RunOptions:
     def absolute(value: str | None) -> str | None:
         return str(Path(value).resolve()) if value and Path(value).exists() else value
 
-    return dataclasses.replace(options, demos=tuple(absolute(d) for d in options.demos),
+    return dataclasses.replace(options, where=description_paths(options.where),
+                               demos=tuple(str(absolute(d)) for d in options.demos),
                                **{name: absolute(getattr(options, name)) for name in PATH_OPTIONS})
 
 
 def relative_paths(options: RunOptions) -> list[str]:
     """The files an older run.yaml names relative to where it started, which are not here."""
-    named = [(name, getattr(options, name)) for name in ("ckpt", "classifier", "seg_ckpt", "rig")]
+    named = [("ckpt", options.ckpt), ("classifier", options.classifier),
+             ("seg_ckpt", options.where.perception.seg_ckpt), ("rig", options.where.camera.rig)]
     named += [("demos", folder) for folder in options.demos]
     return [f"{name} {value}" for name, value in named
             if value and not Path(value).is_absolute() and not Path(value).exists()]
@@ -169,19 +147,13 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
 def apply_sets(cfg: TrainConfig, sets: list[str]) -> TrainConfig:
     """``--set learner.actor_lr=1e-5`` style overrides."""
     data = dataclasses.asdict(cfg)
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise So101Error(f"@set {item!r}: expected KEY=VALUE, e.g. learner.actor_lr=1e-5")
-        node, parts = data, key.strip().split(".")
+    for key, value in parse_sets(sets, "@set", "learner.actor_lr=1e-5"):
+        node, parts = data, key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
                 raise So101Error(f"@set {key}: unknown setting '{part}'")
             node = node[part]
-        try:
-            node[parts[-1]] = parse_yaml(raw)
-        except yaml.YAMLError:
-            raise So101Error(f"@set {item!r}: the value is not valid YAML") from None
+        node[parts[-1]] = value
     return config_from_dict(data, "@set")
 
 
@@ -197,35 +169,21 @@ def hand_grabs(options: RunOptions, where: str = "@") -> list:
     return parse_hand_script(options.hand, f"{where}hand", twin=True)
 
 
-def check_period(options: RunOptions, spec: Spec) -> None:
-    """An arm's step limit is per tick: a period shorter than the trained one would move it faster."""
-    if options.period_s is not None and options.period_s < spec.control.period_s:
-        raise So101Error(f"@period {options.period_s}: shorter than the {spec.control.period_s * 1e3:.0f} ms the "
-                         f"policy trained at; the arm's step limit is per tick, so it would move faster than trained")
-
-
 def check_options(options: RunOptions, source: str = "") -> None:
+    """Every combination that cannot work; ``source`` (a run.yaml) names its keys instead of options."""
     where = f"{source}: options." if source else "@"
-    if options.rig is not None and not isinstance(options.rig, str):
-        raise So101Error(f"{where}rig: expected the path of a rig.yaml or camera.yaml, got {options.rig!r}")
-    request = options.rig_request()
-    check_request(request)
-    check_threads(options.perception_threads, f"{where}perception_threads")
-    if options.perception_threads is not None and options.perception != "real":
-        raise So101Error(f"{where}perception_threads: only with @perception real (the twin renders its own "
-                         f"observation)")
-    if options.period_s is not None and not 0.005 <= options.period_s <= 1.0:
-        raise So101Error(f"{where}period {options.period_s}: a control period in seconds, 0.005 to 1")
-    if options.period_s is not None and options.robot == "sim":
-        raise So101Error(f"{where}period: only on @robot so101; the twin keeps the trained period (@perturb "
-                         f"changes it)")
-    if request.real_port and options.intervene == "scripted":
+    check_description(options.where, f"{source}: where." if source else "@")
+    if options.where.scripted:
+        raise So101Error(f"{where}ckpt: a HIL-SERL run starts from a checkpoint with critics, not the scripted "
+                         f"expert")
+    real_port = options.where.real_port
+    if real_port and options.intervene == "scripted":
         raise So101Error(f"{where}intervene scripted: the scripted expert reads the twin's cube; on a real arm a "
                          f"person takes over: @intervene leader @leader_port PORT (or none)")
-    if request.real_port and options.intervene == "leader" and options.leader_port == "emulator":
+    if real_port and options.intervene == "leader" and options.leader_port == "emulator":
         raise So101Error(f"{where}leader_port emulator: the scripted hand guides toward the twin's cube; a real arm "
                          f"needs a real leader (@leader_port PORT @leader_calibration ID)")
-    if request.real_port and options.reward != "classifier":
+    if real_port and options.reward != "classifier":
         raise So101Error(f"{where}reward {options.reward}: a real arm has no simulator to say success; use @reward "
                          f"classifier @classifier DIR (the person's s and f keys work too)")
     for folder in options.demos:
@@ -258,4 +216,47 @@ def check_options(options: RunOptions, source: str = "") -> None:
                          f"classifier.yaml); train one with 'so101 reward train RECORDING --out DIR'")
     if options.save_every < 1:
         raise So101Error(f"{where}save_every: must be at least 1")
-    check_device(options.device, where)
+
+
+def new_run_options(where: RunDescription, resume: bool, folder: str | Path, **session: Any) -> RunOptions | None:
+    """A new run's options from the command line (None when resuming: the run keeps its own).
+
+    ``where`` (its ckpt None when not given) and ``session`` (intervene, leader_port,
+    leader_calibration, reward, classifier, demos, hand: None when not given) are refused
+    when they cannot be: with @resume, anything given."""
+    if resume and where.policy.ckpt:
+        raise So101Error("@resume continues the run's own policy; drop @ckpt")
+    given = where.given() + [f"@{name}" for name, value in session.items() if value]
+    if resume and given:
+        raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {folder}/run.yaml; edit it to "
+                         f"change them)")
+    if resume:
+        return None
+    if not where.policy.ckpt:
+        raise So101Error("a new run needs @ckpt (or @resume to continue the run in @out)")
+    hand = session.pop("hand", None)
+    if hand is not None:  # the grabs as the run keeps them (in run.yaml), checked now
+        from so101_sim2real.leader.hand_script import load_hand_script
+
+        hand = [grab.to_dict() for grab in load_hand_script(hand, twin=True)]
+    return RunOptions(where, intervene=session.pop("intervene", None) or "scripted",
+                      reward=session.pop("reward", None) or "success",
+                      demos=tuple(str(d) for d in session.pop("demos", None) or ()), hand=hand,
+                      **{name: None if value is None else str(value) for name, value in session.items()})
+
+
+def settings(config: Path | None, sets: list[str], base: Callable[[], TrainConfig]) -> TrainConfig | None:
+    """The training settings from @config and @set (None: neither given); ``base`` gives what
+    @set changes when there is no @config (a new run's defaults, or a resumed run's own)."""
+    cfg = None
+    if config is not None:
+        try:
+            data = parse_yaml(config.read_text()) or {}
+        except OSError as exc:
+            raise So101Error(f"@config {config}: cannot read it ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise So101Error(f"@config {config}: {yaml_problem(exc)}") from None
+        cfg = config_from_dict(data, str(config))
+    if sets:
+        cfg = apply_sets(cfg or base(), sets)
+    return cfg

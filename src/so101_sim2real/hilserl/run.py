@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from so101_sim2real.control.description import check_trained_period
 from so101_sim2real.control.env import Env
 from so101_sim2real.control.interveners import NoIntervener, ScriptedIntervener
 from so101_sim2real.control.keys import OperatorKeys
@@ -23,7 +24,6 @@ from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.options import (
     RunOptions,
     check_options,
-    check_period,
     hand_grabs,
 )
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
@@ -183,17 +183,18 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             raise So101Error("a new run needs @ckpt")
         check_options(options)
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
-        check_period(options, ckpt.spec)
+        check_trained_period(options.where, ckpt.spec.control.period_s)
         source = options.ckpt
         made = not Path(out).exists()
         run, changed = RunFolder.create(out, options, cfg or TrainConfig()), []
     try:
-        env = build_env(ckpt.spec, run.options.rig_request(wait_for_operator, run.cfg.learner_threads))
+        env = build_env(ckpt.spec, run.options.where, wait_for_operator=wait_for_operator,
+                        threads=run.options.actor_threads(run.cfg.learner_threads))
     except BaseException:
         if made:  # a start refused by the env (its camera, its weights) leaves no folder
             shutil.rmtree(run.path, ignore_errors=True)
         raise
-    realtime = realtime or run.options.robot != "sim"  # an arm's time passes by itself
+    realtime = realtime or run.options.where.robot.kind != "sim"  # an arm's time passes by itself
     board = leader = None
     try:
         opts = run.options
@@ -218,12 +219,12 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             operator.inner = rewards  # the person's s / f over the classifier's verdict
         recorder = run.recorder(ckpt.spec, env.period_s)
         trainer = Trainer(env, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder)
-        if opts.robot != "sim":  # measured on the thread budget the actor will run on
+        if opts.where.robot.kind != "sim":  # measured on the thread budget the actor will run on
             with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
                 from so101_sim2real.control.infer import hold_period
                 from so101_sim2real.control.pilots import PolicyPilot
 
-                trainer.period_note = hold_period(env, PolicyPilot(trainer.pilot.policy), opts.period_s)
+                trainer.period_note = hold_period(env, PolicyPilot(trainer.pilot.policy), opts.where.period_s)
             recorder.set_period(env.period_s)  # the episodes keep the period that ran
         trainer.notes, trainer.warnings = notes, warnings
         trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
@@ -305,7 +306,7 @@ def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple
     from so101_sim2real.control.infer import run_notes
 
     notes, warnings = run_notes(env)
-    geometry = load_rig_file(options.rig)
+    geometry = load_rig_file(options.where.camera.rig)
     if geometry is None:
         from so101_sim2real.geometry.rig_file import default_rig
 

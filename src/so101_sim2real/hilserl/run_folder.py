@@ -1,8 +1,8 @@
 """A HIL-SERL run folder: what a run needs to be inspected, used and resumed after any stop.
 
     RUN_DIR/
-      run.yaml          the options and the training config (editable: a resume uses the new values
-                        and says which changed)
+      run.yaml          where the run happens (its run description), the session's options and the
+                        training config (editable: a resume uses the new values and says which changed)
       counters.json     env steps, updates, episodes, the next seed (written after every episode)
       policy/           the fine-tuned policy in the native format (so101 infer / inspect read it),
                         rewritten every ``save_every`` episodes and at the end
@@ -29,6 +29,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from so101_sim2real.control.description import RunDescription, describe, with_options
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
@@ -38,7 +39,6 @@ from so101_sim2real.hilserl.options import (
     absolute_paths,
     check_options,
     config_from_dict,
-    plain_data,
     read_fields,
     relative_paths,
 )
@@ -48,10 +48,62 @@ from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.perturb import perturbation_from_dict
 from so101_sim2real.spec import Spec, yaml_problem
 
+# run.yaml before the run description: these options (their old names) said where the run happened
+_OLD_WHERE = {"ckpt": "ckpt", "device": "device", "robot": "robot", "port": "port", "calibration": "calibration",
+              "camera": "camera", "perception": "perception", "seg_ckpt": "seg_ckpt", "depth_model": "depth_model",
+              "profile": "profile", "backend": "backend", "overlap": "overlap",
+              "perception_threads": "perception_threads", "period_s": "period", "rig": "rig",
+              "perturbation": "perturb"}
 RUN_FILE, COUNTERS_FILE, POLICY_DIR, EPISODES_DIR = "run.yaml", "counters.json", "policy", "episodes"
 RIG_FILE = "rig.yaml"  # the run's own copy of --rig
 METRICS_FILE, OPTIMISERS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "optimisers.safetensors", "tensorboard"
 
+
+
+def read_options(data: dict[str, Any], source: str) -> RunOptions:
+    """run.yaml's ``where`` and ``options``; a run.yaml written before the run description (where
+    and how in ``options``, flat) reads as it always did."""
+    session = data.get("options", {})
+    if not isinstance(session, dict):
+        raise So101Error(f"{source}: options: expected a mapping, got {session!r}")
+    if "where" in data:
+        where = RunDescription.from_dict(data["where"], f"{source}: where")
+    else:
+        old = {key: session.pop(key) for key in list(session) if key in _OLD_WHERE}
+        if not isinstance(old.get("ckpt"), str):
+            raise So101Error(f"{source}: options.ckpt: missing (the checkpoint the run started from)")
+        if old.get("perturbation") is not None:
+            old["perturbation"] = perturbation_from_dict(old["perturbation"], f"{source}: options.perturbation")
+        checked = read_fields(_OldWhere, old, source, "options.")
+        if checked.get("overlap") is True:  # the default then; "not given" now
+            checked["overlap"] = None
+        where = describe(**{_OLD_WHERE[key]: value for key, value in checked.items()})
+    fields = read_fields(RunOptions, session, source, "options.")
+    if "where" in fields:
+        raise So101Error(f"{source}: options.where: unknown setting (where is its own section)")
+    return RunOptions(where=where, **{**fields, "demos": tuple(str(d) for d in fields.get("demos", ()) or ())})
+
+
+@dataclasses.dataclass
+class _OldWhere:
+    """The types of an old run.yaml's where-options, for :func:`read_fields`'s checks."""
+
+    ckpt: str = ""
+    device: str = "cpu"
+    robot: str = "sim"
+    port: str | None = None
+    calibration: str | None = None
+    camera: str | None = None
+    perception: str = "sim"
+    seg_ckpt: str | None = None
+    depth_model: str = ""
+    profile: str = "fast"
+    backend: str = "auto"
+    overlap: bool = True
+    perception_threads: int | None = None
+    period_s: float | None = None
+    rig: str | None = None
+    perturbation: Any = None
 
 
 class RunFolder:
@@ -73,11 +125,11 @@ class RunFolder:
         except OSError as exc:
             raise So101Error(f"@out {path}: cannot create the run folder ({exc.strerror})") from None
         options = absolute_paths(options)  # a resume from another folder finds them
-        if options.rig:  # the run keeps its own copy: a rig file edited later cannot change a resumed run
+        if rig := options.where.camera.rig:  # the run keeps its own copy: a rig file edited later cannot change it
             from so101_sim2real.geometry.rig_file import read_rig
 
-            copy = read_rig(options.rig).save(path / RIG_FILE)
-            options = dataclasses.replace(options, rig=str(copy.resolve()))
+            copy = read_rig(rig).save(path / RIG_FILE)
+            options = dataclasses.replace(options, where=with_options(options.where, rig=str(copy.resolve())))
         run = cls(path, options, cfg, {"env_steps": 0, "updates": 0, "episodes": 0, "next_seed": 0})
         run.write_config()
         run.write_counters()
@@ -99,14 +151,7 @@ class RunFolder:
             raise So101Error(f"{path}: unreadable run files ({exc})") from None
         if not isinstance(data, dict):
             raise So101Error(f"{path / RUN_FILE}: expected a mapping")
-        options = read_fields(RunOptions, data.get("options", {}), str(path / RUN_FILE), "options.")
-        if not isinstance(options.get("ckpt"), str):
-            raise So101Error(f"{path / RUN_FILE}: options.ckpt: missing (the checkpoint the run started from)")
-        perturbation = options.get("perturbation")
-        if perturbation is not None:
-            perturbation = perturbation_from_dict(perturbation, f"{path / RUN_FILE}: options.perturbation")
-        options = RunOptions(**{**options, "demos": tuple(str(d) for d in options.get("demos", ()) or ()),
-                                "perturbation": perturbation})
+        options = read_options(data, str(path / RUN_FILE))
         try:
             if check_world:
                 check_options(options, str(path / RUN_FILE))
@@ -124,10 +169,9 @@ class RunFolder:
         return cls(path, options, cfg, {k: counters[k] for k in keys})
 
     def write_config(self) -> None:
-        p = self.options.perturbation
-        options = {**dataclasses.asdict(self.options), "demos": list(self.options.demos),
-                   "perturbation": None if p is None else plain_data(dataclasses.asdict(p))}
-        data = {"options": options, "config": dataclasses.asdict(self.cfg)}
+        session = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options) if f.name != "where"}
+        data = {"where": self.options.where.to_dict(), "options": {**session, "demos": list(self.options.demos)},
+                "config": dataclasses.asdict(self.cfg)}
         write_file(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def write_counters(self) -> None:
@@ -179,8 +223,8 @@ class RunFolder:
 
     def recorder(self, spec: Spec, period_s: float) -> Recorder:
         """The episodes as a recording (compare-sim reads it): of the robot the run drives."""
-        return Recorder(self.path / EPISODES_DIR, spec, self.options.robot, "hilserl", period_s, with_rgb=False,
-                        append=True)
+        return Recorder(self.path / EPISODES_DIR, spec, self.options.where.robot.kind, "hilserl", period_s,
+                        with_rgb=False, append=True, description=self.options.where.to_dict())
 
     def load_episodes(self, buffer: ReplayBuffer) -> int:
         """Every finished episode back into the buffer (interventions into the demo store too).

@@ -12,6 +12,11 @@ with its own small thread budget at the lowest OS priority, so the actor's contr
 period holds; on a GPU it runs free up to ``utd``. Between episodes the actor may wait
 for the learner to reach ``min_utd`` (a real arm's reset gap is that time). The
 realised ratio is reported (the user's configured UTD 20 really ran at 3.9).
+
+The trainer owns its state: it is built with where the session starts
+(:class:`~so101_sim2real.hilserl.episode_record.SessionStart`), and it says where it
+stands through :meth:`Trainer.progress` and one
+:class:`~so101_sim2real.hilserl.episode_record.EpisodeRecord` per episode.
 """
 
 from __future__ import annotations
@@ -30,14 +35,16 @@ from so101_sim2real.control.env import Env
 from so101_sim2real.control.interveners import Intervener
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
+from so101_sim2real.control.timing import RateKeeper
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
+from so101_sim2real.hilserl.episode_record import EpisodeRecord, Progress, SessionStart
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig, UpdateMetrics
 from so101_sim2real.hilserl.replay import ReplayBuffer
 from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.policy.checkpoint import Checkpoint
 from so101_sim2real.policy.runtime import Policy, build_agent
-from so101_sim2real.policy.state import StateBuilder
+from so101_sim2real.spec import Spec
 
 
 @dataclass(frozen=True)
@@ -79,28 +86,46 @@ def _lower_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
+def new_buffer(spec: Spec, cfg: TrainConfig, seed: int | None = None) -> ReplayBuffer:
+    """An empty replay buffer for a policy of ``spec`` (``seed``: its draws; None: the config's seed)."""
+    obs = spec.observation
+    return ReplayBuffer(cfg.capacity, (len(obs.channels), *obs.image_size), spec.state.size, spec.action.dim,
+                        obs.frame_stack, cfg.n_step, cfg.gamma, seed=cfg.seed if seed is None else seed)
+
+
 class Trainer:
-    """One HIL-SERL run on a env: build once, ``run`` episodes, ``close``."""
+    """One HIL-SERL run on a env: build once, ``run`` episodes.
+
+    ``start``: where the session starts (the run's counters, its random streams, what it
+    says first; a new run's zeros by default). ``buffer``: the replay buffer it starts with
+    (:func:`new_buffer` with ``start.sample_seed``, demos and the run's episodes in it; by
+    default an empty one). ``policy``: the acting copy of the checkpoint (the one the control
+    period was measured with; by default a new one). ``restore``: brings the learner's
+    optimiser states back (a run folder's ``load_optimisers``)."""
 
     def __init__(self, env: Env, ckpt: Checkpoint, cfg: TrainConfig, intervener: Intervener, rewards: RewardSource,
-                 device: str = "cpu", recorder: Recorder | None = None):
+                 device: str = "cpu", recorder: Recorder | None = None, start: SessionStart | None = None,
+                 buffer: ReplayBuffer | None = None, policy: Policy | None = None,
+                 restore: Callable[[Learner], object] | None = None):
         self.env, self.cfg = env, cfg
-        spec = ckpt.spec
-        obs = spec.observation
+        self.start = start = start or SessionStart()
         self.learner = Learner(build_agent(ckpt), cfg.learner, device, seed=cfg.seed)
-        self.buffer = ReplayBuffer(cfg.capacity, (len(obs.channels), *obs.image_size), spec.state.size,
-                                   spec.action.dim, obs.frame_stack, cfg.n_step, cfg.gamma, seed=cfg.seed)
+        self.learner.updates = start.updates  # the count the weights carry (a Learner counts from 0)
+        if restore is not None:
+            restore(self.learner)
+        self.buffer = buffer if buffer is not None else new_buffer(ckpt.spec, cfg, start.sample_seed)
         self.slot = PolicySlot()
         self.slot.publish(self.learner.policy_weights())  # the actor has the starting weights before step one
-        self.pilot = LearningPilot(Policy(ckpt, "cpu"), self.slot, intervener, cfg.learner.std,
-                                   cfg.learner.std_clip, seed=cfg.seed)
-        self.sink = BufferSink(self.buffer, self.pilot, rewards, StateBuilder(spec.state), recorder)
-        self.stats = LearnerStats()
-        self.rate = None
-        self.period_note: str | None = None  # how the control period was chosen, when it was measured
-        self.notes: list[str] = []  # what the session says before it starts, and its warnings
-        self.warnings: list[str] = []
+        explore_seed = cfg.seed if start.explore_seed is None else start.explore_seed
+        self.pilot = LearningPilot(policy or Policy(ckpt, "cpu"), self.slot, intervener, cfg.learner.std,
+                                   cfg.learner.std_clip, seed=explore_seed, first_episode=start.episodes)
+        self.sink = BufferSink(self.buffer, self.pilot, rewards, recorder, env_steps=start.env_steps)
+        self.stats = LearnerStats(updates=start.updates)
+        self.rate: RateKeeper | None = None  # the actor loop's, while a run goes on
         self._stop = threading.Event()
+        self._episodes, self._next_seed = start.episodes, start.next_seed
+        # at the previous record (or the run's start): time, updates, overruns, takeovers
+        self._mark: tuple[float, int, int, int | None] = (time.perf_counter(), start.updates, 0, None)
 
     # ------------------------------------------------------------------ the learner thread
 
@@ -134,38 +159,76 @@ class Trainer:
 
     # ------------------------------------------------------------------ a run
 
-    def run(self, episodes: int, first_seed: int = 0, realtime: bool = False,
-            on_episode: Callable[[EpisodeResult], None] | None = None, max_steps: int | None = None,
+    def run(self, episodes: int, first_seed: int | None = None, realtime: bool = False,
+            on_episode: Callable[[EpisodeRecord], None] | None = None, max_steps: int | None = None,
             judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None,
             video: object | None = None) -> RunSummary:
-        """Episodes on the env while the learner learns; Ctrl-C ends both, torque off. ``judge``
-        (the person's keys) decides success over the task; by default a reward classifier does.
-        ``on_fault`` waits out a device fault (:mod:`~so101_sim2real.control.pause`); the learner
-        goes on meanwhile, and the episode the fault cut is thrown away and run again. ``video``
-        takes each tick's composed frame (a :class:`~so101_sim2real.control.window.LiveWindow`)."""
+        """Episodes on the env while the learner learns; Ctrl-C ends both, torque off. The seeds
+        go on from ``first_seed`` (by default the start's next seed). ``on_episode`` gets each
+        episode's :class:`EpisodeRecord`. ``judge`` (the person's keys) decides success over the
+        task; by default a reward classifier does. ``on_fault`` waits out a device fault
+        (:mod:`~so101_sim2real.control.pause`); the learner goes on meanwhile, and the episode
+        the fault cut is thrown away and run again. ``video`` takes each tick's composed frame
+        (a :class:`~so101_sim2real.control.window.LiveWindow`)."""
         learner = threading.Thread(target=self._learn, name="hilserl-learner", daemon=True)
         self._stop.clear()
+        first_seed = self._next_seed if first_seed is None else first_seed
 
         def episode_done(result: EpisodeResult) -> None:
-            # the episode's return is the learner's, as the sink summed it for the episode's file
-            result = dataclasses.replace(result, ret=self.sink.episode_return)
             self._catch_up()
             if self.stats.error is not None:
                 raise So101Error(f"the learner stopped: {self.stats.error}") from self.stats.error
+            record = self._record(result)
             if on_episode:
-                on_episode(result)
+                on_episode(record)
 
         if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
             judge = self.sink.rewards
         runner = Runner(self.env, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
                         max_steps=max_steps, judge=judge, on_fault=on_fault, video=video)
         self.rate = runner.rate  # its overrun count, read per episode
+        self._mark = (time.perf_counter(), self.learner.updates, 0, self._takeovers())
         learner.start()
         try:
             return runner.run([first_seed + i for i in range(episodes)])
         finally:
             self._stop.set()
             learner.join()
+
+    # ------------------------------------------------------------------ what it says about itself
+
+    def _takeovers(self) -> int | None:
+        """A person's leader takeovers so far (None: the intervener is not a person's)."""
+        return getattr(self.pilot.intervener, "takeovers", None)
+
+    def progress(self) -> Progress:
+        """Where the session stands now (safe to call from another thread)."""
+        last, transitions = self.stats.last, len(self.buffer)
+        return Progress(
+            env_steps=self.sink.env_steps, updates=self.learner.updates, utd=self.utd,
+            interventions=self.sink.interventions, takeovers=self._takeovers(),
+            overruns=0 if self.rate is None else self.rate.overruns, buffer=transitions,
+            buffer_mb=transitions * self.buffer.bytes_per_transition / 1e6,
+            critic_loss=None if last is None else last.critic_loss,
+            actor_loss=None if last is None else last.actor_loss, q_mean=None if last is None else last.q_mean,
+            control=self.pilot.control, success_p=getattr(self.sink.rewards, "last_p", None))
+
+    def _record(self, result: EpisodeResult) -> EpisodeRecord:
+        """The episode that just ended, with the session's progress, counted into the run."""
+        now, progress = time.perf_counter(), self.progress()
+        then, updates, overruns, takeovers = self._mark
+        self._mark = (now, progress.updates, progress.overruns, progress.takeovers)
+        self._episodes, self._next_seed = self._episodes + 1, self._next_seed + 1
+        return EpisodeRecord(
+            **dataclasses.asdict(progress), episode=self._episodes, seed=result.seed, success=result.success,
+            steps=result.steps,
+            ret=self.sink.episode_return,  # the learner's return, as the sink summed it for the episode's file
+            interrupted=result.interrupted, next_seed=self._next_seed,
+            episode_interventions=self.sink.episode_interventions,
+            episode_takeovers=None if takeovers is None or progress.takeovers is None
+            else progress.takeovers - takeovers,
+            episode_overruns=progress.overruns - overruns,
+            updates_per_s=(progress.updates - updates) / max(now - then, 1e-9), period_s=self.env.period_s)
 
     def _catch_up(self, stall_s: float = 30.0) -> None:
         """Between episodes (the reset gap a real arm has anyway) hold the actor until the learner

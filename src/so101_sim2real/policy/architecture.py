@@ -132,7 +132,9 @@ def _read_head(state: Mapping[str, torch.Tensor], prefix: str, hints: Hints, ext
         raise CheckpointError(f"weights: '{prefix}inputs' has inputs {sorted(unknown)} this runtime does not know")
     if not names:
         raise CheckpointError(f"weights: '{prefix}inputs' has no bottleneck inputs")
-    inputs, bottleneck, layer_norm = [], None, None
+    inputs: list[tuple[str, int]] = []
+    bottleneck: int | None = None
+    layer_norm: bool | None = None
     for name in names:
         key = f"{prefix}inputs.{name}.0.weight"
         out_f, in_f = _shape(state, key)
@@ -147,6 +149,7 @@ def _read_head(state: Mapping[str, torch.Tensor], prefix: str, hints: Hints, ext
         if has_ln and _shape(state, ln_key) != (out_f,):
             raise _mismatch(ln_key, _shape(state, ln_key), f"({out_f},)")
         inputs.append((name, in_f))
+    assert bottleneck is not None and layer_norm is not None  # set by the first of the (non-empty) names
     hidden, width = [], bottleneck * len(names) + extra
     for i in _indices(state, prefix + "trunk."):
         key = f"{prefix}trunk.{i}.weight"
@@ -199,7 +202,7 @@ def derive_architecture(state: Mapping[str, torch.Tensor], hints: Hints) -> Arch
     num_critics = len(q_idx)
     has_target = any(k.startswith("critic_target.") for k in state)
     return Architecture(
-        image_size=tuple(hints.image_size),
+        image_size=(hints.image_size[0], hints.image_size[1]),
         frames=hints.frames,
         in_channels=in_channels,
         convs=convs,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from so101_sim2real.errors import CheckpointError, ObservationError
+from so101_sim2real.policy.architecture import Architecture
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint
 from so101_sim2real.policy.networks import DrQV2Agent
 from so101_sim2real.spec import Spec
@@ -34,7 +35,7 @@ ARM_JOINT_BOUND_RAD = np.pi + 0.2
 GRIPPER_MARGIN_RAD = np.deg2rad(20.0)
 
 
-def _check_spec_fits(spec: Spec, arch: object) -> None:
+def _check_spec_fits(spec: Spec, arch: Architecture) -> None:
     """The spec's frames, channels, image, state and action against the network's shapes: a spec
     override the weights cannot follow is refused here, not deep inside a convolution."""
     obs = spec.observation
@@ -175,6 +176,7 @@ def verify_same_actions(a: Checkpoint, b: Checkpoint, samples: int = 4, seed: in
     act_a, act_b = agent_a(obs, state), agent_b(obs, state)
     same = torch.equal(act_a, act_b)
     if same and agent_a.critic is not None:
+        assert agent_b.critic is not None  # the same architecture: b converts a
         same = torch.equal(agent_a.critic(agent_a.features(obs, state), act_a),
                            agent_b.critic(agent_b.features(obs, state), act_b))
     if not same:

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.interfaces import Perceived, Perception
+from so101_sim2real.interfaces import JointState, Perceived, Perception, Robot
 from so101_sim2real.records import parse_yaml
 from so101_sim2real.sim.scene import SceneConfig
 from so101_sim2real.spec import yaml_problem
@@ -52,9 +52,9 @@ class Perturbation:
     def scene(self, base: SceneConfig | None = None) -> SceneConfig:
         """The scene with the camera moved."""
         base = base or SceneConfig()
-        pos = tuple(p + d / 1000.0 for p, d in zip(base.camera_pos, self.camera_shift_mm, strict=True))
-        euler = tuple(e + np.deg2rad(d) for e, d in zip(base.camera_euler, self.camera_tilt_deg, strict=True))
-        return replace(base, camera_pos=pos, camera_euler=euler, camera_fovy=base.camera_fovy + self.camera_fovy_deg)
+        x, y, z = (p + d / 1000.0 for p, d in zip(base.camera_pos, self.camera_shift_mm, strict=True))
+        rx, ry, rz = (e + np.deg2rad(d) for e, d in zip(base.camera_euler, self.camera_tilt_deg, strict=True))
+        return replace(base, camera_pos=(x, y, z), camera_euler=(rx, ry, rz), camera_fovy=base.camera_fovy + self.camera_fovy_deg)
 
     def describe(self) -> str:
         if self.is_nominal:
@@ -87,17 +87,17 @@ class OffsetRobot:
     """The twin's arm read through a calibration that is off by ``offset_rad`` per joint: it reports
     true + offset, and a target sent lands at target - offset, as on a mis-calibrated real arm."""
 
-    def __init__(self, inner: object, offset_rad: np.ndarray):
+    def __init__(self, inner: Robot, offset_rad: np.ndarray):
         self.inner, self.offset = inner, np.asarray(offset_rad, dtype=np.float64)
 
-    def read(self):  # noqa: ANN201 - the robot's JointState
+    def read(self) -> JointState:
         state = self.inner.read()
         return replace(state, position=state.position + self.offset)
 
     def write(self, targets: np.ndarray) -> None:
         self.inner.write(np.asarray(targets) - self.offset)
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - advance, torque, limits, close: the twin's own
+    def __getattr__(self, name: str) -> Any:  # advance, torque, limits, close: the twin's own
         return getattr(self.inner, name)
 
 

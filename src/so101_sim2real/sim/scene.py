@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import mujoco
 
@@ -39,6 +39,12 @@ STATIC_PAD, MOVING_PAD = "static_finger_pad", "moving_finger_pad"
 # does not cover it).
 EXCLUDED_PAIRS = (("base", "shoulder"), ("shoulder", "upper_arm"), ("upper_arm", "lower_arm"),
                   ("lower_arm", "wrist"), ("wrist", GRIPPER_BODY), (GRIPPER_BODY, MOVING_JAW_BODY))
+
+
+class SceneAddition(Protocol):
+    """Something built into the scene's ``MjSpec`` (a :class:`~so101_sim2real.sim.table_board.TableBoard`)."""
+
+    def add_to(self, spec: mujoco.MjSpec) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class SceneConfig:
     offscreen: tuple[int, int] = (640, 480)  # (width, height) framebuffer for the camera
     # A calibration board lying on the table (so101 calibrate rig on the twin): anything with
     # ``add_to(spec)``, e.g. :class:`~so101_sim2real.sim.table_board.TableBoard`; None in the task.
-    table_board: object | None = None
+    table_board: SceneAddition | None = None
 
 
 def arm_mjcf_path() -> Path:
@@ -218,7 +224,7 @@ def scene_for_rig(rig: RigGeometry, size: tuple[int, int], base: SceneConfig | N
     is today's twin exactly.
     """
     base = base or SceneConfig()
-    scene = replace(base, camera_pos=tuple(rig.mount_pos), camera_euler=tuple(rig.mount_euler))
+    scene = replace(base, camera_pos=rig.mount_pos, camera_euler=rig.mount_euler)
     if not rig.calibrated:
         # rounded: the fovy the guess was made from, not its last bits through tan and atan
         return replace(scene, camera_fovy=round(rig.camera.fovy_deg(), 6), camera_intrinsics=None, camera_size=None)

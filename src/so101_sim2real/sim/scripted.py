@@ -39,7 +39,7 @@ class ScriptedExpert:
     def reset(self) -> None:
         self.phase = "approach"
         self._closing = 0
-        self._grasp_point = None
+        self._grasp_point: np.ndarray | None = None
 
     def _toward(self, goal: np.ndarray, ee_target: np.ndarray) -> np.ndarray:
         scale = self.task.spec.action.xyz_scale_m

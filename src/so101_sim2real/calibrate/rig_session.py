@@ -1,0 +1,262 @@
+"""A rig calibration as one call: the follower and the wrist camera opened, the poses visited, the fit
+written, and everything closed again (torque off first) on the way out.
+
+Two calibrations, each on an arm or on the emulated rig (the twin, its mount and joint zeros off the
+sim's guess by a known :class:`~so101_sim2real.calibrate.rig_rehearsal.RigTruth`):
+
+* the rig (:func:`calibrate_rig_on_arm`, :func:`rehearse_rig`): the camera's mount on the gripper
+  and the joints' zero offsets, fitted to views of a board lying on the table;
+* the alignment (:func:`align_on_arm`, :func:`rehearse_align`): the mount alone, fitted to the
+  fingers and the table as the segmentation sees them (no board), or nudged by eye in a window.
+
+Each says what it is doing through ``say`` and returns what it found for the caller to report;
+``wait_for_operator`` is asked once before the arm first moves. ``so101 calibrate rig`` and
+``so101 calibrate align`` are thin over these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.rig_file import RigGeometry
+
+Say = Callable[[str], None]
+CAPTURE_PERIOD_S = 0.02  # the control period while the arm visits the poses
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RigResult:
+    """A rig calibration: the fit (``fit.rig`` was written to ``out``), the guess it started from, the
+    overlay picture, and on the emulated rig the truth it should have recovered."""
+
+    fit: object  # a hand_eye.RigFit
+    guess: RigGeometry
+    out: Path
+    overlay: Path
+    truth: RigGeometry | None = None
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """An alignment: the fit of the mount (None by eye), the rig written to ``out`` (None: the person
+    left the window without keeping one), the guess, the poses seen, and on the emulated rig the truth."""
+
+    fit: object | None  # an align.AlignFit
+    rig: RigGeometry | None
+    guess: RigGeometry
+    out: Path
+    views: int
+    truth: RigGeometry | None = None
+
+
+# --------------------------------------------------------------------------- the arm and its camera
+
+
+def arm_ranges() -> np.ndarray:
+    """(6, 2) the twin's joint ranges in radians, as its emulated arm is calibrated."""
+    from so101_sim2real.sim import scene as S
+
+    model = S.build_model()
+    return np.array([model.jnt_range[model.joint(j).id] for j in S.JOINTS])
+
+
+def load_guess(path: Path) -> RigGeometry:
+    """Where a calibration starts: a rig.yaml (refined), or a camera.yaml from 'so101 calibrate camera'
+    (its lens, the sim's mount and zero joint offsets)."""
+    from so101_sim2real.geometry.rig_file import rig_from_camera
+
+    if path.suffix in (".yaml", ".yml") and "format: so101-rig" in _head(path):
+        return RigGeometry.load(path)
+    return rig_from_camera(path)
+
+
+def _head(path: Path) -> str:
+    try:
+        return path.read_text()[:2000]
+    except OSError as exc:
+        raise So101Error(f"@camera_model {path}: cannot read it ({exc.strerror})") from None
+
+
+@contextmanager
+def arm_and_camera(port: str, calibration: object, camera: str) -> Iterator[tuple[object, object]]:
+    """(follower, camera): the follower on ``port``, connected, and the wrist camera ``camera`` (``twin``:
+    the camera of the emulated arm on ``port``); on the way out the arm's torque goes off, then both close."""
+    from so101_sim2real.cameras import open_camera
+    from so101_sim2real.hardware.so101 import open_follower
+
+    cam = open_camera(camera, port=port)
+    try:
+        robot = open_follower(port, calibration)
+        try:
+            yield robot, cam
+        finally:
+            robot.close()  # torque off first
+    finally:
+        cam.close()
+
+
+def _arm_calibration(calibration: str, guess: RigGeometry) -> object:
+    """The follower's calibration (an id, a .json or 'twin') with the guess's joint offsets added."""
+    from so101_sim2real.control.env import load_calibration
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
+
+    return with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
+
+
+# --------------------------------------------------------------------------- the rig: mount and joint zeros
+
+
+def calibrate_rig_on_arm(port: str, calibration: str, camera: str, guess: RigGeometry, table: object,
+                         poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
+                         wait_for_operator: Callable[[str], object] | None = None) -> RigResult:
+    """The rig of the follower on ``port`` fitted to views of ``table``'s board through ``camera``,
+    starting from ``guess`` (whose lens is the camera's); the board's reach is checked before the arm moves."""
+    from so101_sim2real.calibrate.rig_poses import check_reach
+
+    cal = _arm_calibration(calibration, guess)
+    check_reach(table, guess, cal.sim_ranges(), poses, seed)  # before the arm moves
+    with arm_and_camera(port, cal, camera) as (robot, cam):
+        if wait_for_operator is not None:
+            wait_for_operator(f"the arm will visit {poses} poses above the board; keep clear of it. Enter to start")
+        return run_rig_calibration(robot, cam, guess, table, poses, seed, out, report_dir, say=say)
+
+
+def rehearse_rig(table: object, poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
+                 note: str | None = None) -> RigResult:
+    """The rig calibration on the emulated rig, from the sim's guess; the result carries the truth.
+    ``note`` is said once the board is known to be in reach, before the twin starts."""
+    from so101_sim2real.calibrate import rig_rehearsal  # at call time: a test may stand in for the twin
+    from so101_sim2real.calibrate.rig_poses import check_reach
+    from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.spec import default_spec
+
+    guess = default_rig()
+    check_reach(table, guess, arm_ranges(), poses, seed)
+    if note:
+        say(note)
+    truth = rig_rehearsal.RigTruth().rig(guess)
+    say("rehearsal: the twin's camera is moved 8 mm / 4 deg from the sim's guess and its joint zeros are "
+        "off by -3 -3 +5 +5 0 deg; the fit does not know that")
+    with rig_rehearsal.rig_rehearsal(default_spec(), table, truth) as (robot, camera):
+        result = run_rig_calibration(robot, camera, guess, table, poses, seed, out, report_dir, say=say)
+    return RigResult(result.fit, guess, out, result.overlay, truth)
+
+
+def run_rig_calibration(robot: object, camera: object, guess: RigGeometry, table: object, poses: int, seed: int,
+                        out: Path, report_dir: Path, *, say: Say = _quiet) -> RigResult:
+    """With the arm and its camera open: the poses planned and visited, the board found in each view,
+    the rig fitted and written to ``out``, the overlay of the fitted twin drawn in ``report_dir``."""
+    from so101_sim2real.calibrate.hand_eye import fit_rig
+    from so101_sim2real.calibrate.rig_capture import capture_views
+    from so101_sim2real.calibrate.rig_poses import rig_poses
+    from so101_sim2real.calibrate.rig_report import OVERLAY_PNG, plot_rig_overlay
+
+    limits = np.column_stack([robot.limits.low, robot.limits.high])
+    plan = rig_poses(limits, guess.camera, table, guess, poses, seed, start=robot.read().position)
+    if len(plan) < poses:
+        say(f"{poses - len(plan)} pose(s) have no clear path from the others; visiting {len(plan)}")
+    captured = capture_views(robot, camera, table.board, plan, period_s=CAPTURE_PERIOD_S, say=say)
+    fit = fit_rig(captured.views, guess.camera, table, guess)
+    fit.rig.save(out)
+    overlay = plot_rig_overlay(fit, guess, captured, table, report_dir / OVERLAY_PNG)
+    return RigResult(fit, guess, out, overlay)
+
+
+# --------------------------------------------------------------------------- the alignment: the mount alone
+
+
+def align_on_arm(port: str, calibration: str, camera: str, seg_ckpt: Path | None, guess: RigGeometry, out: Path,
+                 *, window: object | None = None, say: Say = _quiet,
+                 wait_for_operator: Callable[[str], object] | None = None) -> AlignResult:
+    """The mount of the follower on ``port`` fitted to what ``seg_ckpt`` sees of the fingers and the
+    table at the start pose; with a ``window``, nudged by eye instead (no segmentation)."""
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.observation import real_to_sim_ids
+    from so101_sim2real.perception.segmentation import load_segmentation
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    seg = None if window is not None else load_segmentation(seg_ckpt)
+    cal = _arm_calibration(calibration, guess)
+    with arm_and_camera(port, cal, camera) as (robot, cam):
+
+        def segment():
+            real = seg.predict(cam.read().rgb, seg.input_size)
+            return real_to_sim_ids(real, spec.observation.segmentation.real_to_sim)
+
+        if wait_for_operator is not None:
+            wait_for_operator("take the cube off the table; the arm will move to the start pose. Enter to start")
+        if window is not None:
+            return by_eye(robot, lambda: cam.read().rgb, guess, window, out, say=say)
+        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()),
+                                    CAPTURE_PERIOD_S, say)
+    return _fit_and_write(views, spec, guess, out, say)
+
+
+def rehearse_align(guess: RigGeometry, out: Path, *, window: object | None = None, say: Say = _quiet
+                   ) -> AlignResult:
+    """The alignment on the emulated rig (its joint zeros right, its mount off the guess); the result
+    carries the truth."""
+    from so101_sim2real.calibrate import rig_rehearsal  # at call time: a test may stand in for the twin
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    spec = default_spec()
+    truth = rig_rehearsal.RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
+    say("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
+    with rig_rehearsal.rig_rehearsal(spec, None, truth) as (robot, camera):
+        if window is not None:
+            return by_eye(robot, lambda: camera.read().rgb, guess, window, out, say=say)
+
+        def segment():
+            with camera.lock:
+                return camera.inner.seg_ids()
+
+        views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()),
+                                    CAPTURE_PERIOD_S, say)
+    result = _fit_and_write(views, spec, guess, out, say)
+    return AlignResult(result.fit, result.rig, guess, out, result.views, truth)
+
+
+def by_eye(robot: object, take_picture: Callable[[], np.ndarray], guess: RigGeometry, window: object, out: Path,
+           *, say: Say = _quiet) -> AlignResult:
+    """The start pose, one picture, the nudge loop in ``window`` (closed after); the rig written when
+    the person keeps it."""
+    from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.calibrate.align_view import KEYS_HELP, nudge_loop
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    pictures = []
+    views = capture_align_views(robot, lambda: pictures.append(take_picture()) or pictures[-1],
+                                align_poses(LiftCubeTask(default_spec()).start_pose())[:1], CAPTURE_PERIOD_S, say)
+    say(KEYS_HELP)
+    try:
+        nudged = nudge_loop(guess, pictures[-1], views[0].joints, window)
+    finally:
+        window.close()
+    if nudged is not None:
+        nudged.fitted["align"] = {"by_eye": True}
+        nudged.save(out)
+    return AlignResult(None, nudged, guess, out, len(views))
+
+
+def _fit_and_write(views: list, spec: object, guess: RigGeometry, out: Path, say: Say) -> AlignResult:
+    from so101_sim2real.calibrate.align import fit_mount
+
+    say("fitting the mount (about a minute) ...")
+    fit = fit_mount(views, spec, guess)
+    fit.rig.save(out)
+    return AlignResult(fit, fit.rig, guess, out, len(views))
