@@ -10,12 +10,9 @@ RoboBase's ``1200000_snapshot.pt``. Needs the dev extra (omegaconf).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fixtures import robobase_agent_state, robobase_cfg, write_robobase_snapshot  # noqa: E402
+from so101_sim2real.policy.example_snapshot import robobase_agent_state, robobase_cfg, write_robobase_snapshot
 
 
 def main() -> None:

@@ -54,14 +54,6 @@ class AlignFit:
     iou_after: dict[str, float]
     evaluations: int
 
-    @property
-    def mean_before(self) -> float:
-        return float(np.mean(list(self.iou_before.values())))
-
-    @property
-    def mean_after(self) -> float:
-        return float(np.mean(list(self.iou_after.values())))
-
 
 def align_poses(start_pose: np.ndarray) -> list[np.ndarray]:
     """The start pose with each gripper opening, then a few wrist turns with the gripper half open."""

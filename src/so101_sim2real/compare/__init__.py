@@ -1,2 +1,4 @@
 """Putting the twin beside something else and measuring the gap: the user's training
-simulator's golden traces (``golden``), and later real recordings (compare-sim)."""
+simulator's golden traces (``golden``), a recording replayed through the twin and the causes of
+the gap named (``replay``, ``findings``, ``html``: ``so101 compare-sim``), and which gaps cost the
+policy success (``sensitivity``)."""

@@ -72,9 +72,6 @@ class ArmEpisodes:
             self.robot.write(pose)  # the robot clamps to its limits and max step per tick
             time.sleep(self.period_s)
 
-    def move_to_start(self) -> float:
-        return self.move_to(self.start_pose)
-
     def reset(self, seed: int | None = None) -> dict:
         place = ""
         pose, info = self.start_pose, dict[str, Any]()

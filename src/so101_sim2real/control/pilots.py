@@ -2,7 +2,8 @@
 
 A pilot sees an :class:`Observation` (the joint reading, the proprioception built from
 it, the controller's accumulated target and, if it needs pixels, the perceived frame)
-and returns the 4-D action. The leader-arm takeover of HIL-SERL will be one more.
+and returns the 4-D action. HIL-SERL's exploring pilot (hilserl/actor.py) and the takeovers
+(control/interveners.py, leader/takeover.py) wrap these.
 """
 
 from __future__ import annotations

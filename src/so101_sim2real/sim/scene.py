@@ -20,6 +20,7 @@ import mujoco
 
 from so101_sim2real import arm
 from so101_sim2real.errors import So101Error
+from so101_sim2real.geometry.rig_file import DEFAULT_FOVY_DEG, DEFAULT_MOUNT_EULER, DEFAULT_MOUNT_POS
 
 if TYPE_CHECKING:
     from so101_sim2real.geometry.rig_file import RigGeometry
@@ -77,9 +78,10 @@ class SceneConfig:
     # floor and the cube) is this stiff; MuJoCo's defaults let the closed jaw pass the cube.
     world_solref: tuple[float, float] = (0.001, 1.0)
     world_solimp: tuple[float, float, float, float, float] = (0.99, 0.99, 0.001, 0.5, 2.0)  # last two: MuJoCo's
-    camera_pos: tuple[float, float, float] = (0.008, -0.065, -0.019)
-    camera_euler: tuple[float, float, float] = (0.398, 0.0, 3.14159)  # MuJoCo XML convention
-    camera_fovy: float = 70.5
+    # the uncalibrated rig's guess (geometry/rig_file.py, the one place it lives); rig.yaml replaces it
+    camera_pos: tuple[float, float, float] = DEFAULT_MOUNT_POS
+    camera_euler: tuple[float, float, float] = DEFAULT_MOUNT_EULER  # MuJoCo XML convention
+    camera_fovy: float = DEFAULT_FOVY_DEG
     # A calibrated camera's intrinsics: fx, fy, cx, cy in pixels (OpenCV's convention) of an image of
     # camera_size (H, W), the size it renders at. None: the fovy camera (centred, square pixels).
     camera_intrinsics: tuple[float, float, float, float] | None = None
