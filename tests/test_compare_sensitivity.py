@@ -11,6 +11,18 @@ from so101_sim2real.control.description import describe
 from so101_sim2real.control.infer import InferOptions
 from so101_sim2real.sim.perturb import Perturbation
 
+# The default rows at the spec's 20 ms period, written out: latencies are whole ticks (40 ms = 2,
+# 100 ms = 5, 150 ms = 7.5 -> 8 ticks = 160 ms, Python rounding half to even).
+DEFAULT_ROWS_AT_20_MS = [
+    "period 50 ms", "period 100 ms",
+    "camera shift 3 mm", "camera shift 8 mm", "camera tilt 2 deg about x", "camera tilt 4 deg about x",
+    "field of view +5 deg", "seg edge flips p=0.1", "seg edge flips p=0.3",
+    "seg cube and fingers eroded 1 px", "seg cube and fingers eroded 2 px", "seg cube pixels missed p=0.3",
+    "disparity noise std 3", "disparity noise std 6", "disparity normalised over the crop",
+    "action latency 40 ms (2 ticks)", "action latency 100 ms (5 ticks)", "action latency 160 ms (8 ticks)",
+    "joint offsets 2 deg", "joint offsets 5 deg",
+]
+
 
 def test_the_scripted_expert_ranks_a_large_period_change_above_a_1_mm_camera_shift():
     # The expert reads the cube from the sim, so a moved camera costs it nothing. A slower period
@@ -20,9 +32,16 @@ def test_the_scripted_expert_ranks_a_large_period_change_above_a_1_mm_camera_shi
     gaps = [Gap("camera shift 1 mm", Perturbation(camera_shift_mm=(1.0, 0.0, 0.0))),
             Gap("period 4 ms", Perturbation(period_s=0.004))]
     rep = sensitivity(opts, gaps)
-    assert rep.nominal.success == 1.0
+    assert rep.nominal.successes == 3 and rep.nominal.episodes == 3
     assert [r.name for r in rep.rows] == ["period 4 ms", "camera shift 1 mm"]
-    assert rep.rows[0].cost_points > rep.noise_points and rep.rows[1].cost_points == 0
+    fast, shifted = rep.rows
+    assert shifted.successes == 3 and shifted.cost_points == 0 and shifted.stderr_points == 0
+    # cost = 100 * (3/3 - k/3) points; two binomial standard errors at p = 0.5 over 3 episodes = 100/sqrt(3)
+    assert fast.cost_points == pytest.approx(100.0 * (3 - fast.successes) / 3)
+    assert fast.successes <= 1 and fast.cost_points > 57.8
+    p = fast.successes / 3  # the nominal's p = 1 adds no variance: se = sqrt(p (1 - p) / 3)
+    assert fast.stderr_points == pytest.approx(100.0 * (p * (1 - p) / 3) ** 0.5)
+    assert rep.noise_points == pytest.approx(57.735, abs=1e-3)
 
 
 def test_a_late_pilot_acts_on_the_observation_from_k_ticks_ago():
@@ -48,30 +67,62 @@ def test_a_compare_sim_report_adds_a_row_at_the_recorded_period_and_names_the_fi
     measured = read_report(path)
     assert measured == {"period_s": 0.083, "finger_shift_px": 5.0, "finger_shift": (3.0, 4.0), "lag_ticks": 3}
     gaps = default_gaps(0.02, measured)
-    recorded = [g for g in gaps if "recorded p50" in g.name]
-    assert len(recorded) == 1 and recorded[0].perturbation.period_s == 0.083
-    lag = [g for g in gaps if "recorded lag" in g.name]
-    assert len(lag) == 1 and lag[0].latency_ticks == 3
-    assert all("5.0 px" in g.name for g in gaps if g.name.startswith("camera"))
-    assert len(default_gaps(0.02)) == len(gaps) - 2
+    seen = " (recorded fingers moved 5.0 px)"
+    assert [g.name for g in gaps] == ["period 83 ms (recorded p50)", *DEFAULT_ROWS_AT_20_MS[:2],
+                                      *(name + seen for name in DEFAULT_ROWS_AT_20_MS[2:6]),
+                                      *DEFAULT_ROWS_AT_20_MS[6:18], "action latency 3 ticks (recorded lag)",
+                                      *DEFAULT_ROWS_AT_20_MS[18:]]
+    assert gaps[0].perturbation.period_s == 0.083
+    assert [g.latency_ticks for g in gaps if g.latency_ticks] == [2, 5, 8, 3]
+    for g, mm in zip(gaps[3:5], (3.0, 8.0), strict=True):  # the shift's norm split evenly over x, y, z
+        assert g.perturbation.camera_shift_mm == pytest.approx((mm / 3**0.5,) * 3)
+    assert [g.name for g in default_gaps(0.02)] == DEFAULT_ROWS_AT_20_MS
 
 
 def test_measured_gaps_are_matched_on_the_twins_frames():
-    from so101_sim2real.compare.gap_match import measured_gaps
+    from so101_sim2real.compare.gap_match import measured_gaps, reset_frames
     from so101_sim2real.spec import default_spec
 
-    matches = {m.name: m for m in measured_gaps(default_spec(), {"iou": {"cube": 0.6, "static_finger": 0.8,
-                                                                         "moving_finger": None},
-                                                                 "rel_error": 0.05, "finger_shift": (3.0, 0.0)})}
+    spec = default_spec()
+    matches = {m.name: m for m in measured_gaps(spec, {"iou": {"cube": 0.6, "static_finger": 0.8,
+                                                               "moving_finger": None},
+                                                       "rel_error": 0.05, "finger_shift": (3.0, 0.0)})}
     assert set(matches) == {"seg erosion", "cube pixels missed", "disparity noise", "camera tilt"}, matches
     # edge flips alone cannot bring the thin classes down to 0.7 (even p=1 leaves ~0.88): no row for them
-    assert abs(matches["cube pixels missed"].achieved - 0.6) < 0.05
-    assert 0.3 < matches["cube pixels missed"].perturbation.cube_dropout < 0.5
-    assert abs(matches["disparity noise"].achieved - 0.05) < 0.02
-    tilt = matches["camera tilt"]
-    assert tilt.achieved == pytest.approx(3.0, abs=0.3) and abs(tilt.perturbation.camera_tilt_deg[1]) > 0.5
-    near = {m.name: m for m in measured_gaps(default_spec(), {"iou": {"static_finger": 0.93}})}
-    assert abs(near["seg edge flips"].achieved - 0.93) < 0.05, near
+    near = {m.name: m for m in measured_gaps(spec, {"iou": {"static_finger": 0.93}})}
+    # Each matched perturbation is applied to the twin, and its effect measured here, not by the matcher.
+    # Classes: 0 background, 1 table, 2 cube, 3 static finger, 4 moving finger; channels: seg, disparity.
+    nominal = reset_frames(spec)
+    # a cube pixel read as the table with chance p leaves a cube IoU of about 1 - p
+    dropout = matches["cube pixels missed"].perturbation.cube_dropout
+    assert 0.3 < dropout < 0.5
+    noisy = reset_frames(spec, Perturbation(cube_dropout=dropout,
+                                            disparity_noise=matches["disparity noise"].perturbation.disparity_noise))
+    assert abs(np.mean([_iou(n[0], c[0], 2) for n, c in zip(noisy, nominal, strict=True)]) - 0.6) < 0.05
+    assert abs(np.mean([_median_scaled_error(n[1], c[1]) for n, c in zip(noisy, nominal, strict=True)]) - 0.05) < 0.02
+    flips = reset_frames(spec, Perturbation(seg_edge_flip=near["seg edge flips"].perturbation.seg_edge_flip))
+    thin = [_iou(n[0], c[0], k) for n, c in zip(flips, nominal, strict=True) for k in (2, 3, 4)
+            if (c[0] == k).any()]  # the moving finger is hidden at these poses
+    assert abs(np.mean(thin) - 0.93) < 0.05, near
+    # the tilt moves the fingers' centroid by the recorded (3, 0) px, to half a pixel
+    tilt = matches["camera tilt"].perturbation
+    assert abs(tilt.camera_tilt_deg[1]) > 0.5
+    moved = _finger_centroids(reset_frames(spec, tilt)) - _finger_centroids(nominal)
+    assert np.allclose(moved.mean(axis=0), (3.0, 0.0), atol=0.5), moved
+
+
+def _iou(seg: np.ndarray, ref: np.ndarray, k: int) -> float:
+    return float(((seg == k) & (ref == k)).sum() / ((seg == k) | (ref == k)).sum())
+
+
+def _median_scaled_error(disp: np.ndarray, ref: np.ndarray) -> float:
+    """Mean |s d - r| / r where r > 0, with the scale s = median(r) / median(d)."""
+    d, r = disp[ref > 0].astype(float), ref[ref > 0].astype(float)
+    return float(np.mean(np.abs(d * np.median(r) / np.median(d) - r) / r))
+
+
+def _finger_centroids(frames) -> np.ndarray:
+    return np.array([[xs.mean(), ys.mean()] for ys, xs in (np.nonzero(np.isin(f[0], (3, 4))) for f in frames)])
 
 
 @pytest.mark.slow
@@ -80,12 +131,15 @@ def test_the_json_has_every_row_with_its_cost_against_the_nominal_twin(capsys, t
                              "--max-steps", "40", "--json", "--out", str(tmp_path / "s"))
     assert code == 0, err
     rep = json.loads(out)
-    names = {r["name"] for r in rep["rows"]}
-    assert names == {g.name for g in default_gaps(0.02)}
-    nominal = rep["nominal"]["success"]
+    assert sorted(r["name"] for r in rep["rows"]) == sorted(DEFAULT_ROWS_AT_20_MS)
+    assert rep["episodes"] == 2 and rep["noise_points"] == pytest.approx(70.711, abs=1e-3)  # 100 / sqrt(2)
+    nominal = rep["nominal"]["successes"] / 2
     for row in rep["rows"]:
-        assert row["episodes"] == 2 and 0.0 <= row["success"] <= 1.0
+        assert row["episodes"] == 2 and row["successes"] in (0, 1, 2) and row["success"] == row["successes"] / 2
         assert row["cost_points"] == pytest.approx(100 * (nominal - row["success"]))
+        p = row["success"]
+        se = (nominal * (1 - nominal) / 2 + p * (1 - p) / 2) ** 0.5
+        assert row["stderr_points"] == pytest.approx(100 * se)
     costs = [r["cost_points"] for r in rep["rows"]]
     assert costs == sorted(costs, reverse=True)
     assert json.loads((tmp_path / "s" / "sensitivity.json").read_text()) == rep

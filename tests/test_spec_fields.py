@@ -23,23 +23,35 @@ def frame(spec) -> np.ndarray:
     return finish_frame(spec.observation, seg, depth_to_disparity(depth, spec.observation.disparity.epsilon_m))
 
 
-def twin_tick(spec) -> np.ndarray:
-    """Three ticks of the twin from a fixed reset: the command, the EE target, the time, the step limit
-    and the state after."""
+def run_ticks(spec, action=ACTION, ticks: int = 3) -> dict:
+    """The twin from a fixed reset, driven by the control loop's own ``tick`` (the one ``Runner``
+    calls), reading the joints between ticks as the loop does. Records per tick: the joints the
+    command was computed from, the command, the step result and the twin's clock."""
     from so101_sim2real.control.env import sim_env
+    from so101_sim2real.control.runner import tick
 
     rig = sim_env(spec, with_camera=False)
     try:
-        rig.reset(0)
-        for _ in range(3):
-            cmd = rig.controller.command(ACTION, rig.robot.read().position)
-            rig.robot.write(cmd.targets)
-            rig.robot.advance(rig.period_s)
-            result = rig.task.evaluate(ACTION)
-        return np.concatenate([cmd.targets, cmd.ee_target, [rig.twin.data.time, result.truncated],
-                               rig.twin.qpos()])
+        joints, _ = rig.reset(0)
+        out = {"start_ee": rig.controller.ee_target.copy(), "timestep": rig.twin.model.opt.timestep,
+                      "start_time": rig.twin.data.time, "period_s": rig.period_s, "ticks": []}
+        for _ in range(ticks):
+            cmd, result = tick(rig, np.asarray(action, dtype=np.float32), joints)
+            out["ticks"].append({"q": joints.position.copy(), "cmd": cmd, "result": result,
+                                 "time": rig.twin.data.time})
+            joints = rig.robot.read()
+        out["qpos"] = rig.twin.qpos().copy()
+        return out
     finally:
         rig.close()
+
+
+def twin_tick(spec) -> np.ndarray:
+    """Three ticks of the twin: the command, the EE target, the time, the step limit and the state after."""
+    run = run_ticks(spec)
+    last = run["ticks"][-1]
+    return np.concatenate([last["cmd"].targets, last["cmd"].ee_target, [last["time"], last["result"].truncated],
+                           run["qpos"]])
 
 
 def state(spec) -> np.ndarray:
@@ -165,3 +177,56 @@ def test_a_changed_field_changes_what_it_governs_or_is_refused(field):
 def test_the_cases_cover_every_field():
     fields = {k.replace("[1]", "[0]").replace("[2]", "[0]").replace("[3]", "[0]") for k in flatten(BASE.to_dict())}
     assert fields - set(CASES) - LABELS == set()
+
+
+GRIP = 0.3  # a gripper action away from the ends, so both ends of the mapping show
+
+
+def _accumulated(start: np.ndarray, action: np.ndarray, scale: float, low, high, ticks: int) -> np.ndarray:
+    """Each tick adds action[:3] * scale to the target and clamps it to the workspace box."""
+    ee = np.array(start, dtype=float)
+    for _ in range(ticks):
+        ee = np.clip(ee + np.clip(action[:3].astype(float), -1, 1) * scale, low, high)
+    return ee
+
+
+@pytest.mark.parametrize("field, value", [
+    (None, None),
+    ("action.xyz_scale_m", 0.01),
+    ("action.workspace.x", [0.1, 0.2]),
+    ("action.workspace.z", [0.01, 0.05]),
+    ("action.gripper.low_rad", 0.0),
+    ("action.gripper.high_rad", 1.5),
+    ("control.physics_timestep_s", 0.001),
+    ("control.substeps", 20),
+    ("control.action_repeat", 2),
+    ("episode.max_steps", 2),
+    ("action.wrist", "locked"),
+])
+def test_the_control_loops_tick_does_what_the_spec_says(field, value):
+    """Expected values from the spec's numbers by hand, the twin driven by the product's tick."""
+    spec = BASE if field is None else _mutated(field, value)
+    act = np.array([1.0, -0.5, 0.3, GRIP], dtype=np.float32)  # float32, as the Runner hands actions on
+    run = run_ticks(spec, act)
+    a, c, ws = spec.to_dict()["action"], spec.to_dict()["control"], spec.to_dict()["action"]["workspace"]
+    low, high = [ws["x"][0], ws["y"][0], ws["z"][0]], [ws["x"][1], ws["y"][1], ws["z"][1]]
+    # the EE target accumulates action * xyz_scale_m per tick inside the workspace box
+    assert np.all(run["start_ee"] >= np.array(low) - 1e-12) and np.all(run["start_ee"] <= np.array(high) + 1e-12)
+    for n, t in enumerate(run["ticks"], start=1):
+        np.testing.assert_allclose(t["cmd"].ee_target, _accumulated(run["start_ee"], act, a["xyz_scale_m"], low, high,
+                                                                    n), rtol=1e-12, atol=1e-12)
+        # the gripper maps [-1, 1] linearly onto [low_rad, high_rad]
+        g = a["gripper"]
+        grip = float(act[3])
+        assert t["cmd"].requested[5] == pytest.approx(g["low_rad"] + (grip + 1) / 2 * (g["high_rad"] - g["low_rad"]))
+        # a locked wrist is never asked to move from where it was read
+        if a["wrist"] == "locked":
+            np.testing.assert_allclose(t["cmd"].requested[3:5], t["q"][3:5], atol=1e-9)
+        # one tick is physics_timestep_s x substeps x action_repeat of simulated time
+        period = c["physics_timestep_s"] * c["substeps"] * c["action_repeat"]
+        assert t["time"] - run["start_time"] == pytest.approx(n * period, rel=1e-9)
+        # the episode is cut (truncated) at exactly max_steps ticks
+        assert t["result"].truncated == (n >= spec.to_dict()["episode"]["max_steps"])
+    assert run["timestep"] == c["physics_timestep_s"] and run["period_s"] == pytest.approx(period)
+    if a["wrist"] == "free":  # the free wrist does move: the locked check above is not empty
+        assert not np.allclose(run["ticks"][-1]["cmd"].requested[3:5], run["ticks"][-1]["q"][3:5], atol=1e-6)
