@@ -26,6 +26,7 @@ import torch
 
 from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.interveners import NoIntervener
+from so101_sim2real.hilserl.episode_record import SessionStart
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import SuccessReward
@@ -79,10 +80,9 @@ def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) 
                       utd=1000.0 if with_learner else 0.0, learner_threads=threads)
     rig = sim_env(spec, with_camera=True)
     try:
-        trainer = Trainer(rig, ckpt, cfg, NoIntervener(), SuccessReward())
-        trainer.buffer = filled_buffer()  # so the learner is busy from the first tick
-        trainer.sink.buffer = ReplayBuffer(ticks * 4, (2, 84, 84), 18, 4)
-        trainer.sink.env_steps = 10_000 if with_learner else 0
+        # a filled buffer and a run already past its first batch: the learner is busy from the first tick
+        trainer = Trainer(rig, ckpt, cfg, NoIntervener(), SuccessReward(), buffer=filled_buffer(),
+                          start=SessionStart(env_steps=10_000 if with_learner else 0))
         stages = trainer.run(1).timing
         # the tick's stages (obs, policy, control, sim) summed: p95 summed is an upper bound
         return {"learner": with_learner, "ticks": ticks, "tick_ms_p50": sum(s["p50_ms"] for s in stages.values()),

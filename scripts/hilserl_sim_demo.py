@@ -229,9 +229,9 @@ def main() -> None:
             options = RunOptions(describe(ckpt=start, perturb=perturbation), intervene="scripted", reward="success",
                                  demos=(str(work / "demos_perturbed"),))
 
-            def progress(result, trainer) -> None:
-                log(f"  episode {trainer.pilot.episode + 1}: {'success' if result.success else 'fail'} "
-                    f"{result.steps} steps; updates {trainer.learner.updates}, utd {trainer.utd:.2f}")
+            def progress(record) -> None:
+                log(f"  episode {record.episode}: {'success' if record.success else 'fail'} "
+                    f"{record.steps} steps; updates {record.updates}, utd {record.utd:.2f}")
 
             report = train(run_dir, todo, None if done else options, plan.train, resume=bool(done),
                            on_episode=progress, max_steps=plan.max_steps)

@@ -201,7 +201,7 @@ def test_a_run_in_the_perturbed_twin_keeps_its_world_on_resume(capsys, snapshot,
     code, text, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), "--perturb",
                           str(world), "--episodes", "1", "--max-steps", "6", "--set", "learner.batch_size=4")
     assert code == 0, err
-    saved = yaml.safe_load((out / "run.yaml").read_text())["options"]["perturbation"]
+    saved = yaml.safe_load((out / "run.yaml").read_text())["where"]["world"]
     assert saved["period_s"] == 0.1 and saved["camera_tilt_deg"] == [2.0, 0.0, 0.0]
     assert json.loads((out / "episodes" / "recording.json").read_text())["period_s"] == 0.1
     code, _, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--perturb", str(world))
@@ -220,9 +220,10 @@ def test_a_session_with_the_emulated_leader_records_the_hands_takeovers(capsys, 
                             "--episodes", "1", "--max-steps", "40")
     assert code == 0, err
     assert "(1 leader takeovers)" in stdout  # the hand grabs once, at step 10
-    options = yaml.safe_load((out / "run.yaml").read_text())["options"]
+    saved = yaml.safe_load((out / "run.yaml").read_text())
+    options = saved["options"]
     assert options["intervene"] == "leader" and options["leader_port"] == "emulator"
-    assert options["robot"] == "so101" and options["port"] == "emulator"
+    assert saved["where"]["robot"] == {"kind": "so101", "port": "emulator", "calibration": None}
     # The period was measured at the start (the twin's renders alone take longer than the trained 20 ms)
     # and is written with each episode, with the ticks that overran it.
     assert "control period" in stdout and "the policy trained at 20 ms" in stdout
@@ -319,8 +320,9 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder(capsys, s
     code, _, err = run(capsys, "hilserl", "train", "--ckpt", "snap.pt", "--out", "run", "--demos", "demos",
                        "--episodes", "1", "--max-steps", "4", "--set", "learner.batch_size=4")
     assert code == 0, err
-    options = yaml.safe_load((start / "run" / "run.yaml").read_text())["options"]
-    assert options["ckpt"] == str(start / "snap.pt") and options["demos"] == [str(start / "demos")]
+    saved = yaml.safe_load((start / "run" / "run.yaml").read_text())
+    assert saved["where"]["policy"]["ckpt"] == str(start / "snap.pt")
+    assert saved["options"]["demos"] == [str(start / "demos")]
     monkeypatch.chdir(elsewhere)
     code, _, err = run(capsys, "hilserl", "train", "--out", "../start/run", "--resume", "--episodes", "1",
                        "--max-steps", "4")
@@ -360,9 +362,9 @@ def test_status_and_plot_read_a_run_whose_arm_is_gone(capsys, snapshot, tmp_path
     code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), *FAST)
     assert code == 0, err
     data = yaml.safe_load((out / "run.yaml").read_text())
-    data["options"].update(robot="so101", port="/dev/pts/9999", calibration="twin", camera="twin",
-                           perception="real", seg_ckpt=str(snapshot), reward="classifier", classifier=str(tmp_path),
-                           intervene="none")
+    data["where"].update(robot={"kind": "so101", "port": "/dev/pts/9999", "calibration": "twin"},
+                         camera={"source": "twin", "rig": None}, perception={"kind": "real", "seg_ckpt": str(snapshot)})
+    data["options"].update(reward="classifier", classifier=str(tmp_path), intervene="none")
     (out / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     code, text, err = run(capsys, "hilserl", "status", str(out))
     assert code == 0 and "2 episodes" in text, err

@@ -23,12 +23,12 @@ CFG = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1
 def trainer_factory(snapshot):
     made = []
 
-    def make(intervener=None, rewards=None, cfg=CFG, steps=25):
+    def make(intervener=None, rewards=None, cfg=CFG, steps=25, start=None):
         ckpt = load_checkpoint(snapshot)
         ckpt.spec = ckpt.spec.replace("episode.max_steps", steps)
         rig = sim_env(ckpt.spec, with_camera=True)
         helper = intervener(rig) if intervener else NoIntervener()
-        trainer = Trainer(rig, ckpt, cfg, helper, rewards or SuccessReward())
+        trainer = Trainer(rig, ckpt, cfg, helper, rewards or SuccessReward(), start=start)
         made.append(rig)
         return trainer
 
@@ -48,7 +48,30 @@ def test_the_actor_fills_the_buffer_while_the_learner_updates_and_publishes(trai
     assert trainer.stats.published > 0 and trainer.pilot.version > 1  # new weights reached the actor
     acting = trainer.pilot.policy.agent.state_dict()
     assert any(not torch.equal(start[k], acting[k]) for k in start)  # the actor moved after the warm-up
-    assert not trainer.rig.robot.torque_enabled
+    assert not trainer.env.robot.torque_enabled
+
+
+def test_a_session_starts_where_its_run_stands_and_records_each_episode(trainer_factory):
+    from so101_sim2real.hilserl.episode_record import SessionStart
+
+    start = SessionStart(env_steps=40, updates=17, episodes=3, next_seed=9, explore_seed=5, sample_seed=6,
+                         period_note="control period 50 ms", notes=("camera: x",), warnings=("w",))
+    trainer = trainer_factory(intervener=lambda rig: RecordingHelper(rig.twin), start=start, steps=12)
+    assert trainer.start is start
+    now = trainer.progress()
+    assert (now.env_steps, now.updates, now.utd, now.interventions, now.buffer) == (40, 17, 17 / 40, 0, 0)
+    noise = np.random.default_rng(5).standard_normal(3)
+    assert np.array_equal(trainer.pilot.rng.standard_normal(3), noise)  # the start's exploration stream
+    records = []
+    summary = trainer.run(2, on_episode=records.append)
+    assert [e.seed for e in summary.episodes] == [9, 10]  # the seeds go on from the start's
+    assert [(r.episode, r.seed, r.next_seed, r.steps) for r in records] == [(4, 9, 10, 12), (5, 10, 11, 12)]
+    assert [r.env_steps for r in records] == [52, 64]
+    assert [r.episode_interventions for r in records] == [10, 10]  # the helper's first ten steps, each episode
+    assert [r.interventions for r in records] == [10, 20]  # the session's count so far
+    assert all(r.updates >= 17 and r.buffer == r.env_steps - 40 for r in records)
+    assert records[-1].period_s == trainer.env.period_s and records[-1].control in ("policy", "scripted expert")
+    assert trainer.pilot.episode == 4  # the intervener counted the run's episodes, not the session's
 
 
 def test_between_episodes_the_actor_waits_for_the_learner_to_reach_min_utd(trainer_factory):
@@ -107,7 +130,7 @@ def test_a_learner_failure_stops_the_run_with_its_cause(trainer_factory):
     trainer.learner.update = broken
     with pytest.raises(So101Error, match="the learner stopped: loss is NaN"):
         trainer.run(3)
-    assert not trainer.rig.robot.torque_enabled
+    assert not trainer.env.robot.torque_enabled
 
 
 def test_the_slot_refuses_an_actor_without_its_encoder():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from so101_sim2real.hilserl.learner import Learner, LearnerConfig, noisy_action, random_shift
+from so101_sim2real.hilserl.exploration import noisy_action
+from so101_sim2real.hilserl.learner import Learner, LearnerConfig, random_shift
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.policy.checkpoint import load_checkpoint
 from so101_sim2real.policy.runtime import build_agent
@@ -46,7 +47,7 @@ def test_random_shift_moves_whole_pixels_within_the_pad():
 
 def test_noisy_actions_stay_in_range_with_clipped_noise():
     mean = torch.tensor([[0.0, 0.99, -0.99, 0.5]]).repeat(2000, 1)
-    a = noisy_action(mean, std=1.0, clip=0.3)
+    a = noisy_action(mean, std=1.0, clip=0.3, standard_normal=torch.randn_like(mean))
     assert float(a.abs().max()) < 1.0 and float((a - mean).abs().max()) <= 0.3 + 1e-6
 
 

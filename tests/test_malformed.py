@@ -130,8 +130,8 @@ CASES = [
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --intervene leader --leader-port /dev/ttyNONE "
      "--leader-calibration arm", "no such serial port"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101", "needs --port"),
-    ("hilserl train --out {tmp}/r --ckpt {ckpt} --period 0.1", "--period: only on --robot so101"),
-    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port emulator --period 5", "0.005 to 1"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --period 0.1", "--period: only for --robot so101"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port emulator --period 5", "between 0.005 and 2"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --camera 0", "only for --robot so101"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --robot so101 --port {file} --calibration twin --camera 0 "
      "--perception real --seg-ckpt x.ckpt", "the scripted expert reads the twin's cube"),

@@ -200,7 +200,7 @@ def test_a_session_on_the_emulated_arm_pauses_when_the_servos_go_silent_and_resu
     seen = {}
 
     def started(trainer):
-        emulator = next(h.__self__ for h in trainer.rig.robot.on_close if hasattr(h, "__self__"))
+        emulator = next(h.__self__ for h in trainer.env.robot.on_close if hasattr(h, "__self__"))
         seen["emulator"], seen["trainer"] = emulator, trainer
 
         def cut():

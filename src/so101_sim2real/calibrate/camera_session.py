@@ -8,8 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.calibrate.camera_fit import Coverage, FitReport
+    from so101_sim2real.calibrate.capture import Gathered
+    from so101_sim2real.geometry.board import BoardSpec
+    from so101_sim2real.geometry.camera_model import CameraModel
+    from so101_sim2real.interfaces import Camera
 
 TWIN = "twin"  # the rehearsal's camera: the twin's board through a known lens
 
@@ -22,14 +30,14 @@ def _quiet(text: str) -> None:
 class CameraResult:
     """What a fit wrote: the chosen model (in ``out``), the report of both fits, the report pictures."""
 
-    model: object  # a geometry.camera_model.CameraModel
-    fit: object  # a camera_fit.FitReport
+    model: CameraModel
+    fit: FitReport
     out: Path
     pictures: list[Path]
 
 
-def views_from_source(source: str, board: object, wanted: int, *, say: Callable[[str], None] = _quiet,
-                      on_view: Callable[[int, object], None] | None = None) -> object:
+def views_from_source(source: str, board: BoardSpec, wanted: int, *, say: Callable[[str], None] = _quiet,
+                      on_view: Callable[[int, Coverage], None] | None = None) -> Gathered:
     """Views of ``board`` (a BoardSpec) taken live from the camera ``source`` (an index or a device;
     ``twin``: the twin's board from a new pose at each read, through
     :data:`~so101_sim2real.sim.board_view.REHEARSAL_LENS`), until ``wanted`` views or Ctrl-C. The
@@ -37,6 +45,7 @@ def views_from_source(source: str, board: object, wanted: int, *, say: Callable[
     from so101_sim2real.calibrate.capture import views_from_camera
     from so101_sim2real.cameras import open_camera
 
+    cam: Camera
     if source == TWIN:
         from so101_sim2real.sim.board_view import BoardCamera
 
@@ -51,7 +60,7 @@ def views_from_source(source: str, board: object, wanted: int, *, say: Callable[
         cam.close()
 
 
-def fit_and_save(gathered: object, min_views: int, out: Path, report_dir: Path, source: str = "") -> CameraResult:
+def fit_and_save(gathered: Gathered, min_views: int, out: Path, report_dir: Path, source: str = "") -> CameraResult:
     """Both lens models fitted to ``gathered``'s views (at least ``min_views``), the better written to
     ``out`` (``source``: where the pictures came from, kept in the file), and a bar chart of each
     view's error and an undistorted picture written to ``report_dir``."""

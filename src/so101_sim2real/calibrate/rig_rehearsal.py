@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.table_board import TableBoard
 from so101_sim2real.spec import Spec
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.env import LockedCamera
+    from so101_sim2real.hardware.so101 import SO101Follower
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,8 @@ def mount_error(fitted: RigGeometry, truth: RigGeometry) -> tuple[float, float]:
 
 
 @contextmanager
-def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry) -> Iterator[tuple[object, object]]:
+def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry
+                  ) -> Iterator[tuple[SO101Follower, LockedCamera]]:
     """(follower, camera) of the emulated rig, the cube off the table; everything stopped on the way out.
     ``camera.inner`` is the twin's :class:`~so101_sim2real.sim.camera.SimCamera` (its ``seg_ids`` are
     the true segmentation), ``camera.lock`` the world's lock."""

@@ -20,11 +20,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.geometry.rig_file import RigGeometry
+
+if TYPE_CHECKING:
+    from so101_sim2real.calibrate.align import AlignFit, AlignView
+    from so101_sim2real.calibrate.hand_eye import RigFit
+    from so101_sim2real.control.window import LiveWindow
+    from so101_sim2real.hardware.joint_calibration import ArmCalibration
+    from so101_sim2real.hardware.so101 import SO101Follower
+    from so101_sim2real.interfaces import Camera
+    from so101_sim2real.sim.table_board import TableBoard
+    from so101_sim2real.spec import Spec
 
 Say = Callable[[str], None]
 CAPTURE_PERIOD_S = 0.02  # the control period while the arm visits the poses
@@ -39,7 +50,7 @@ class RigResult:
     """A rig calibration: the fit (``fit.rig`` was written to ``out``), the guess it started from, the
     overlay picture, and on the emulated rig the truth it should have recovered."""
 
-    fit: object  # a hand_eye.RigFit
+    fit: RigFit
     guess: RigGeometry
     out: Path
     overlay: Path
@@ -51,7 +62,7 @@ class AlignResult:
     """An alignment: the fit of the mount (None by eye), the rig written to ``out`` (None: the person
     left the window without keeping one), the guess, the poses seen, and on the emulated rig the truth."""
 
-    fit: object | None  # an align.AlignFit
+    fit: AlignFit | None
     rig: RigGeometry | None
     guess: RigGeometry
     out: Path
@@ -88,7 +99,7 @@ def _head(path: Path) -> str:
 
 
 @contextmanager
-def arm_and_camera(port: str, calibration: object, camera: str) -> Iterator[tuple[object, object]]:
+def arm_and_camera(port: str, calibration: ArmCalibration, camera: str) -> Iterator[tuple[SO101Follower, Camera]]:
     """(follower, camera): the follower on ``port``, connected, and the wrist camera ``camera`` (``twin``:
     the camera of the emulated arm on ``port``); on the way out the arm's torque goes off, then both close."""
     from so101_sim2real.cameras import open_camera
@@ -105,18 +116,18 @@ def arm_and_camera(port: str, calibration: object, camera: str) -> Iterator[tupl
         cam.close()
 
 
-def _arm_calibration(calibration: str, guess: RigGeometry) -> object:
+def _arm_calibration(calibration: str, guess: RigGeometry) -> ArmCalibration:
     """The follower's calibration (an id, a .json or 'twin') with the guess's joint offsets added."""
     from so101_sim2real.control.env import load_calibration
     from so101_sim2real.hardware.joint_calibration import with_joint_offsets
 
-    return with_joint_offsets(load_calibration(calibration), guess.joint_offsets_rad)
+    return with_joint_offsets(cast("ArmCalibration", load_calibration(calibration)), guess.joint_offsets_rad)
 
 
 # --------------------------------------------------------------------------- the rig: mount and joint zeros
 
 
-def calibrate_rig_on_arm(port: str, calibration: str, camera: str, guess: RigGeometry, table: object,
+def calibrate_rig_on_arm(port: str, calibration: str, camera: str, guess: RigGeometry, table: TableBoard,
                          poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
                          wait_for_operator: Callable[[str], object] | None = None) -> RigResult:
     """The rig of the follower on ``port`` fitted to views of ``table``'s board through ``camera``,
@@ -131,7 +142,7 @@ def calibrate_rig_on_arm(port: str, calibration: str, camera: str, guess: RigGeo
         return run_rig_calibration(robot, cam, guess, table, poses, seed, out, report_dir, say=say)
 
 
-def rehearse_rig(table: object, poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
+def rehearse_rig(table: TableBoard, poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
                  note: str | None = None) -> RigResult:
     """The rig calibration on the emulated rig, from the sim's guess; the result carries the truth.
     ``note`` is said once the board is known to be in reach, before the twin starts."""
@@ -152,8 +163,8 @@ def rehearse_rig(table: object, poses: int, seed: int, out: Path, report_dir: Pa
     return RigResult(result.fit, guess, out, result.overlay, truth)
 
 
-def run_rig_calibration(robot: object, camera: object, guess: RigGeometry, table: object, poses: int, seed: int,
-                        out: Path, report_dir: Path, *, say: Say = _quiet) -> RigResult:
+def run_rig_calibration(robot: SO101Follower, camera: Camera, guess: RigGeometry, table: TableBoard, poses: int,
+                        seed: int, out: Path, report_dir: Path, *, say: Say = _quiet) -> RigResult:
     """With the arm and its camera open: the poses planned and visited, the board found in each view,
     the rig fitted and written to ``out``, the overlay of the fitted twin drawn in ``report_dir``."""
     from so101_sim2real.calibrate.hand_eye import fit_rig
@@ -176,7 +187,7 @@ def run_rig_calibration(robot: object, camera: object, guess: RigGeometry, table
 
 
 def align_on_arm(port: str, calibration: str, camera: str, seg_ckpt: Path | None, guess: RigGeometry, out: Path,
-                 *, window: object | None = None, say: Say = _quiet,
+                 *, window: LiveWindow | None = None, say: Say = _quiet,
                  wait_for_operator: Callable[[str], object] | None = None) -> AlignResult:
     """The mount of the follower on ``port`` fitted to what ``seg_ckpt`` sees of the fingers and the
     table at the start pose; with a ``window``, nudged by eye instead (no segmentation)."""
@@ -186,8 +197,11 @@ def align_on_arm(port: str, calibration: str, camera: str, seg_ckpt: Path | None
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import default_spec
 
+    if window is None and seg_ckpt is None:
+        raise So101Error("@seg_ckpt: the fit finds the fingers and the table with it (or nudge the mount by eye in a "
+                         "window)")
     spec = default_spec()
-    seg = None if window is not None else load_segmentation(seg_ckpt)
+    seg = None if window is not None else load_segmentation(cast(Path, seg_ckpt))
     cal = _arm_calibration(calibration, guess)
     with arm_and_camera(port, cal, camera) as (robot, cam):
 
@@ -204,7 +218,7 @@ def align_on_arm(port: str, calibration: str, camera: str, seg_ckpt: Path | None
     return _fit_and_write(views, spec, guess, out, say)
 
 
-def rehearse_align(guess: RigGeometry, out: Path, *, window: object | None = None, say: Say = _quiet
+def rehearse_align(guess: RigGeometry, out: Path, *, window: LiveWindow | None = None, say: Say = _quiet
                    ) -> AlignResult:
     """The alignment on the emulated rig (its joint zeros right, its mount off the guess); the result
     carries the truth."""
@@ -230,8 +244,8 @@ def rehearse_align(guess: RigGeometry, out: Path, *, window: object | None = Non
     return AlignResult(result.fit, result.rig, guess, out, result.views, truth)
 
 
-def by_eye(robot: object, take_picture: Callable[[], np.ndarray], guess: RigGeometry, window: object, out: Path,
-           *, say: Say = _quiet) -> AlignResult:
+def by_eye(robot: SO101Follower, take_picture: Callable[[], np.ndarray], guess: RigGeometry, window: LiveWindow,
+           out: Path, *, say: Say = _quiet) -> AlignResult:
     """The start pose, one picture, the nudge loop in ``window`` (closed after); the rig written when
     the person keeps it."""
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
@@ -239,9 +253,14 @@ def by_eye(robot: object, take_picture: Callable[[], np.ndarray], guess: RigGeom
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import default_spec
 
-    pictures = []
-    views = capture_align_views(robot, lambda: pictures.append(take_picture()) or pictures[-1],
-                                align_poses(LiftCubeTask(default_spec()).start_pose())[:1], CAPTURE_PERIOD_S, say)
+    pictures: list[np.ndarray] = []
+
+    def picture() -> np.ndarray:
+        pictures.append(take_picture())
+        return pictures[-1]
+
+    views = capture_align_views(robot, picture, align_poses(LiftCubeTask(default_spec()).start_pose())[:1],
+                                CAPTURE_PERIOD_S, say)
     say(KEYS_HELP)
     try:
         nudged = nudge_loop(guess, pictures[-1], views[0].joints, window)
@@ -253,7 +272,7 @@ def by_eye(robot: object, take_picture: Callable[[], np.ndarray], guess: RigGeom
     return AlignResult(None, nudged, guess, out, len(views))
 
 
-def _fit_and_write(views: list, spec: object, guess: RigGeometry, out: Path, say: Say) -> AlignResult:
+def _fit_and_write(views: list[AlignView], spec: Spec, guess: RigGeometry, out: Path, say: Say) -> AlignResult:
     from so101_sim2real.calibrate.align import fit_mount
 
     say("fitting the mount (about a minute) ...")

@@ -133,13 +133,14 @@ def hilserl_train(
     shown: dict = {}  # the terminal's live table and its monitor
 
     def started(trainer) -> None:
-        if trainer.period_note:
-            typer.echo(trainer.period_note)
-        for note in trainer.notes:  # as infer says them: the camera, the twin, the backend, the kinematics
+        start = trainer.start
+        if start.period_note:
+            typer.echo(start.period_note)
+        for note in start.notes:  # as infer says them: the camera, the twin, the backend, the kinematics
             typer.echo(note)
-        for warning in trainer.warnings:
+        for warning in start.warnings:
             typer.echo(f"warning: {warning}", err=True)
-        shown["monitor"] = LiveMonitor(trainer, trainer.pilot.episode + 1)
+        shown["monitor"] = LiveMonitor(trainer.progress, start.episodes)
         if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
             from rich.live import Live
 
@@ -147,15 +148,11 @@ def hilserl_train(
                                 refresh_per_second=2, transient=False)
             shown["live"].start()
 
-    def episode_line(result, trainer) -> None:
-        shown["monitor"].episode(result)
-        takeovers = getattr(trainer.pilot.intervener, "takeovers", None)
-        line = (f"episode {trainer.pilot.episode + 1}  seed {result.seed}: "
-                f"{'success' if result.success else 'no success'} after {result.steps} steps; "
-                f"interventions {trainer.sink.interventions}"
-                + ("" if takeovers is None else f" ({takeovers} leader takeovers)")
-                + f", env steps {trainer.sink.env_steps}, updates {trainer.learner.updates} (UTD {trainer.utd:.2f})"
-                + (f"; {trainer.rate.overruns} ticks over the period so far" if trainer.rate.overruns else ""))
+    def episode_line(record) -> None:
+        from so101_sim2real.hilserl import live
+
+        shown["monitor"].episode(record)
+        line = live.episode_line(record)
         if "live" in shown:
             shown["live"].console.print(line)
         else:

@@ -37,7 +37,7 @@ def load_episode(recording: Recording, episode: int) -> dict[str, np.ndarray]:
            "obs": (len(obs.channels), *obs.image_size)}
     for key, (shape, finite) in ROW_SHAPES.items():
         if key in arrays:
-            _check_rows(where, key, arrays[key], rows, own.get(key, shape), finite)
+            _check_rows(where, key, arrays[key], rows, own[key] if shape is None else shape, finite)
     if arrays["obs"].dtype != np.uint8:
         raise So101Error(f"{where}: obs is {arrays['obs'].dtype}, not uint8 frames")
     if "rgb_jpeg" in arrays and arrays.get("rgb_offsets", np.empty(0)).shape != (rows + 1,):

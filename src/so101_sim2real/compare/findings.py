@@ -110,17 +110,18 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            f"observation.segmentation.real_to_sim"))
     t = report.timing
     if t.offset is not None and abs(t.offset) > PERIOD_TOLERANCE:
+        assert t.p50_s is not None and t.p95_s is not None  # the offset is made from them
         out.append(Finding("control period differs from the spec",
                            {"p50_ms": t.p50_s * 1e3, "p95_ms": t.p95_s * 1e3, "spec_ms": t.spec_period_s * 1e3,
                             "offset": t.offset},
                            "make the loop keep the spec's period (profile with 'so101 infer --json'), or fine-tune "
                            "at the real period in the perturbed twin (period_s)"))
-    moved = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
-    if moved and not unlike:
-        dx, dy = np.mean([s.mean_dx for s in moved]), np.mean([s.mean_dy for s in moved])
+    shifted = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
+    if shifted and not unlike:
+        dx, dy = np.mean([s.mean_dx for s in shifted]), np.mean([s.mean_dy for s in shifted])
         out.append(Finding("camera pose offset",
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
-                            "classes": ",".join(s.name for s in moved)},
+                            "classes": ",".join(s.name for s in shifted)},
                            "measure the camera's mount: so101 calibrate align"))
     disp = report.disparity
     if (not unlike and disp.spearman is not None and disp.spearman >= RANK_AGREES

@@ -45,6 +45,7 @@ def reset_frames(spec: Spec, perturbation: Perturbation | None = None) -> list[n
         frames = []
         for seed in SEEDS:
             env.reset(seed)
+            assert env.perception is not None  # the twin always perceives
             frames.append(env.perception.observe().frame.copy())
         return frames
     finally:
@@ -76,7 +77,7 @@ def seg_matches(frames: list[np.ndarray], spec: Spec, iou: dict[str, float | Non
     classes = list(spec.observation.segmentation.classes)
     seg = [f[list(spec.observation.channels).index("seg")] for f in frames]
     thin = [classes.index(c) for c in THIN if c in classes]
-    measured = [iou[c] for c in THIN if iou.get(c) is not None]
+    measured = [v for c in THIN if (v := iou.get(c)) is not None]
     out = []
     if measured:
         target = float(np.mean(measured))
@@ -87,12 +88,12 @@ def seg_matches(frames: list[np.ndarray], spec: Spec, iou: dict[str, float | Non
         eroded = [(Perturbation(seg_erode_px=k), _mean_iou([seg_erode(s, k, tuple(thin)) for s in seg], seg, thin))
                   for k in ERODE_PX]
         out += _closest("seg erosion", target, eroded)
-    if iou.get("cube") is not None and "cube" in classes:
+    if (cube_iou := iou.get("cube")) is not None and "cube" in classes:
         cube, table = classes.index("cube"), classes.index("table")
         rng = np.random.default_rng(0)
         drops = [(Perturbation(cube_dropout=float(p)),
                   _mean_iou([cube_dropout(s, p, cube, table, rng) for s in seg], seg, [cube])) for p in DROPOUTS]
-        out += _closest("cube pixels missed", float(iou["cube"]), drops)
+        out += _closest("cube pixels missed", float(cube_iou), drops)
     return out
 
 
@@ -129,7 +130,7 @@ def tilt_match(spec: Spec, nominal: list[np.ndarray], dx_px: float, dy_px: float
     for axis in range(2):
         tilt = [0.0, 0.0, 0.0]
         tilt[axis] = TILT_PROBE_DEG
-        moved = _finger_centroids(reset_frames(spec, Perturbation(camera_tilt_deg=tuple(tilt))), spec)
+        moved = _finger_centroids(reset_frames(spec, Perturbation(camera_tilt_deg=(tilt[0], tilt[1], tilt[2]))), spec)
         jac[:, axis] = np.nanmean(moved - base, axis=0) / TILT_PROBE_DEG
     deg = np.linalg.lstsq(jac, np.array([dx_px, dy_px]), rcond=None)[0]
     achieved = float(np.hypot(*(jac @ deg)))

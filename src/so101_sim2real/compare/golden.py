@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from so101_sim2real.control.env import Env, sim_env, tick
 from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.state import StateBuilder
+from so101_sim2real.sim.task import LiftCubeTask
 from so101_sim2real.simulator import installed_mujoco
 from so101_sim2real.spec import Spec, default_spec
 
@@ -213,7 +215,7 @@ class TraceReport:
 # ------------------------------------------------------------------------------ replay
 
 
-def _first_success(flags: np.ndarray) -> int | None:
+def _first_success(flags: ArrayLike) -> int | None:
     hits = np.flatnonzero(np.asarray(flags, dtype=bool))
     return int(hits[0]) + 1 if hits.size else None
 
@@ -249,7 +251,14 @@ class TwinReplayer:
 
     def qpos(self) -> np.ndarray:
         """The trace's 13-D layout: 5 arm joints + gripper, cube xyz, cube quat (wxyz)."""
-        return self.env.twin.qpos()
+        twin = self.env.twin
+        assert isinstance(twin, LiftCubeTask)  # sim_env's
+        return twin.qpos()
+
+    def _frame(self) -> np.ndarray:
+        """The policy frame now (the env perceives: built with a camera to observe)."""
+        assert self.env.perception is not None
+        return self.env.perception.observe().frame
 
     def resets(self, trace: GoldenTrace) -> ResetReport:
         seeds, expected = trace.get("resets", "seeds"), trace.get("resets", "qpos")
@@ -270,7 +279,7 @@ class TwinReplayer:
         joints, _ = env.reset(seq.seed)
         q = [self.qpos()]
         states = [self.states.build(env.proprio(joints))]
-        frames = [env.perception.observe().frame] if 0 in obs_steps else []
+        frames = [self._frame()] if 0 in obs_steps else []
         success, rewards = [], []
         for step, action in enumerate(actions, start=1):
             _, result = tick(env, as_recorded(action, trace.numpy), joints)
@@ -280,14 +289,14 @@ class TwinReplayer:
             success.append(bool(result.info["is_success"]))
             rewards.append(result.reward)
             if step in obs_steps:
-                frames.append(env.perception.observe().frame)
-        q, states = np.array(q), np.array(states)
+                frames.append(self._frame())
+        q_all, states_all = np.array(q), np.array(states)
         report = SequenceReport(
             key=key, kind=seq.kind, steps=len(actions),
             same_mujoco=trace.matches_installed,
-            max_joint_err=float(np.abs(q[:, :6] - want_q[:, :6]).max()),
-            max_cube_err=float(np.abs(q[:, 6:9] - want_q[:, 6:9]).max()),
-            max_state_err=float(np.abs(states - want_state).max()),
+            max_joint_err=float(np.abs(q_all[:, :6] - want_q[:, :6]).max()),
+            max_cube_err=float(np.abs(q_all[:, 6:9] - want_q[:, 6:9]).max()),
+            max_state_err=float(np.abs(states_all - want_state).max()),
             max_reward_err=float(np.abs(np.array(rewards) - want_reward).max()) if want_reward is not None else 0.0,
             success_step=_first_success(success), trace_success_step=_first_success(want_success),
             success_flags_equal=bool(np.array_equal(np.array(success), np.asarray(want_success, dtype=bool))),

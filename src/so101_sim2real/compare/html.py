@@ -75,6 +75,7 @@ def _table(report: ReplayReport) -> str:
                  ("lag (ticks, + behind / - ahead)", f"{report.dynamics.worst_lag}: {report.dynamics.lag_words()}")]
     if report.cube.source != "recorded":
         c = report.cube
+        assert c.position is not None  # placed by the fit, or the nominal place
         rows.append(("cube (not recorded)", f"{c.source} at ({', '.join(f'{v:.3f}' for v in c.position)}) m"
                      + (f", IoU {c.iou:.2f} at tick {c.tick}" if c.iou is not None else "")))
     if report.motion is not None:

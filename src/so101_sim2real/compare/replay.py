@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -121,7 +122,7 @@ class ReplayReport:
         return _plain(data)
 
 
-def _plain(obj: object) -> object:
+def _plain(obj: object) -> Any:
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -288,8 +289,16 @@ def timing(time_s: np.ndarray, spec_period_s: float) -> TimingMetrics:
                          p50 / spec_period_s - 1.0)
 
 
+def _total(arrays: list[np.ndarray]) -> np.ndarray:
+    """The elementwise sum of same-shaped arrays, at least one (in their dtype, as ``sum`` adds them)."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total = total + array
+    return total
+
+
 def _segmentation(ticks: list[_Tick], classes: list[str]) -> SegmentationMetrics:
-    conf = sum(t.confusion for t in ticks)
+    conf = _total([t.confusion for t in ticks])
     used = np.flatnonzero(conf.sum(axis=1))
     rows = max(len(classes), int(used.max()) + 1 if used.size else 0)
     iou = _iou(conf)
@@ -342,7 +351,8 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     spec = recording.spec
     lags = _render_lags(len(arrays["joint_pos"]), spec) if recording.meta.get("robot") == "sim" else None
     twin = PosedTwin(spec, geometry)
-    ticks, worst = [], []
+    ticks: list[_Tick] = []
+    worst: list[TickFrames] = []
     vels = arrays.get("joint_vel")
     joints = arrays["joint_pos"]
 
@@ -430,7 +440,7 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
             motion: AxisCheck | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
-    bands = sum(t.bands for t in ticks)
+    bands = _total([t.bands for t in ticks])
     by_band = {name: float(b[0] / b[1]) if b[1] else None for name, b in zip(BANDS, bands, strict=True)}
     disp = DisparityMetrics(_median([t.spearman for t in ticks]), _median([t.rel_error for t in ticks]),
                             sum(t.pixels for t in ticks), [_none_if_nan(t.spearman) for t in ticks], by_band)

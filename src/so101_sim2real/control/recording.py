@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import JOINT_NAMES
@@ -68,7 +69,7 @@ class _Episode:
     rows: dict[str, list] = field(default_factory=dict)
     jpegs: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, **values: object) -> None:
+    def add(self, **values: ArrayLike | None) -> None:
         for key, value in values.items():
             if value is not None:
                 self.rows.setdefault(key, []).append(np.asarray(value))
@@ -114,7 +115,7 @@ class Recorder:
     def begin(self, index: int, seed: int | None) -> None:
         self._episode = _Episode(index, seed)
 
-    def add(self, *, rgb: np.ndarray | None = None, **values: object) -> None:
+    def add(self, *, rgb: np.ndarray | None = None, **values: ArrayLike | None) -> None:
         """One row: the arrays named in the module docstring, by keyword."""
         ep = self._episode
         assert ep is not None, "begin() an episode before adding rows"

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 from so101_sim2real.interfaces import Robot
 
@@ -19,7 +20,7 @@ class Terminated(BaseException):
     """SIGTERM arrived; a BaseException so that ``except Exception`` does not swallow it."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.hardware.bus import MotorBus, MotorError, PortNotFound
+from so101_sim2real.hardware.bus import MotorBus, MotorError, PortNotFound, SerialPort
 from so101_sim2real.hardware.protocol import MAX_ID
 from so101_sim2real.hardware.registers import BAUD_RATES
 

@@ -100,8 +100,8 @@ class LearningPilot(PolicyPilot):
         return who_controls(self)
 
 
-def who_controls(pilot: object) -> str:
-    """Who moved the arm on the last tick of ``pilot`` (a :class:`LearningPilot`)."""
+def who_controls(pilot: LearningPilot) -> str:
+    """Who moved the arm on the last tick of ``pilot``."""
     if not pilot.last_intervention:
         return "policy"
     return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"

@@ -7,7 +7,7 @@
   TensorBoard and ``metrics.jsonl`` (:meth:`EpisodeRecord.metrics`, which ``hilserl
   status`` and ``hilserl plot`` read back).
 - :class:`SessionStart`: the counters, random streams and notes a session starts with,
-  given to the trainer when it is built.
+  given to the trainer when it is built (:func:`session_seeds`: a session's streams).
 """
 
 from __future__ import annotations
@@ -79,16 +79,16 @@ class SessionStart:
     updates: int = 0  # the count the learner's weights carry
     episodes: int = 0  # finished before this session
     next_seed: int = 0
-    help_seed: int | None = None  # the intervener's stream (a scripted helper, a leader's hand)
     explore_seed: int | None = None  # the pilot's exploration noise (None: the config's seed)
     sample_seed: int | None = None  # the replay buffer's draws (None: the config's seed)
     period_note: str | None = None  # how the control period was chosen, when it was measured
     notes: tuple[str, ...] = ()  # what the session says before it starts
     warnings: tuple[str, ...] = ()
 
-    @classmethod
-    def seeded(cls, seed: int, episodes: int) -> SessionStart:
-        """Each random stream its own seed, and a resumed session (``episodes`` done) new ones:
-        no noise is replayed."""
-        help_seed, explore, sample = (int(s) for s in np.random.SeedSequence([seed, episodes]).generate_state(3))
-        return cls(help_seed=help_seed, explore_seed=explore, sample_seed=sample)
+
+def session_seeds(seed: int, episodes: int) -> tuple[int, int, int]:
+    """A session's three random streams: the intervener's (a scripted helper, a leader's hand),
+    the pilot's exploration noise, the replay buffer's draws. Each its own seed, and a resumed
+    session (``episodes`` done) new ones: no noise is replayed."""
+    help_seed, explore, sample = np.random.SeedSequence([seed, episodes]).generate_state(3)
+    return int(help_seed), int(explore), int(sample)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from so101_sim2real.hilserl.exploration import noisy_action
 from so101_sim2real.hilserl.replay import Batch
 from so101_sim2real.policy.augment import random_shift
 from so101_sim2real.policy.networks import DrQV2Agent
@@ -52,15 +53,6 @@ class LearnerConfig:
     bc_weight: float = 0.0  # behaviour cloning on demo samples (0: off)
     aug_pad: int = 4
 
-
-
-def noisy_action(mean: torch.Tensor, std: float, clip: float) -> torch.Tensor:
-    """DrQ-v2's clipped Gaussian: noise clipped to ``+-clip``, the action to (-1, 1), gradients
-    flowing to ``mean`` straight through the clamp."""
-    noise = torch.clamp(torch.randn_like(mean) * std, -clip, clip)
-    x = mean + noise
-    clamped = torch.clamp(x, -1.0 + 1e-6, 1.0 - 1e-6)
-    return x - x.detach() + clamped.detach()
 
 
 def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
@@ -144,7 +136,8 @@ class Learner:
         feats = a.features(obs, t["state"])
         with torch.no_grad():
             next_feats = a.features(next_obs, t["next_state"])
-            next_action = noisy_action(a.actor(next_feats), c.std, c.std_clip)
+            next_mean = a.actor(next_feats)
+            next_action = noisy_action(next_mean, c.std, c.std_clip, torch.randn_like(next_mean))
             target_v = a.critic_target(next_feats, next_action).min(dim=-1).values
             target = t["reward"] + t["discount"] * target_v
         q = a.critic(feats, t["action"])
@@ -166,7 +159,7 @@ class Learner:
     def _update_actor(self, feats: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         a, c = self.agent, self.cfg
         mean = a.actor(feats)
-        action = noisy_action(mean, c.std, c.std_clip)
+        action = noisy_action(mean, c.std, c.std_clip, torch.randn_like(mean))
         loss = -a.critic(feats, action).min(dim=-1).values.mean()
         bc = None
         if c.bc_weight > 0 and bool(t["demo"].any()):

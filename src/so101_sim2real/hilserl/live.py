@@ -1,15 +1,18 @@
-"""The live terminal view of a HIL-SERL session: one table, refreshed while the run goes on."""
+"""The live terminal view of a HIL-SERL session: one table, refreshed while the run goes on,
+and the line each episode prints. Both read the session's
+:class:`~so101_sim2real.hilserl.episode_record.EpisodeRecord` and
+:class:`~so101_sim2real.hilserl.episode_record.Progress`, nothing inside the trainer."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.table import Table
 
-from so101_sim2real.control.runner import EpisodeResult
-from so101_sim2real.hilserl.trainer import Trainer
+from so101_sim2real.hilserl.episode_record import EpisodeRecord, Progress
 
 
 @dataclass(frozen=True)
@@ -35,50 +38,48 @@ class LiveStats:
 
 
 class LiveMonitor:
-    """Collects per-episode results and samples the trainer's counters for :class:`LiveStats`."""
+    """Keeps the last 20 episode records and samples the session's ``progress`` (a trainer's
+    :meth:`~so101_sim2real.hilserl.trainer.Trainer.progress`) for :class:`LiveStats`.
+    ``first_episode``: the run's episodes before this session."""
 
-    def __init__(self, trainer: Trainer, first_episode: int = 0):
-        self.trainer = trainer
+    def __init__(self, progress: Callable[[], Progress], first_episode: int = 0):
+        self.progress = progress
         self.episodes = first_episode
         self.recent: deque[tuple[bool, float]] = deque(maxlen=20)  # (success, intervention share)
-        self._interventions = trainer.sink.interventions
-        self._last = (time.perf_counter(), trainer.sink.env_steps, trainer.learner.updates)
+        now = progress()
+        self._last = (time.perf_counter(), now.env_steps, now.updates)
         self._rates = (0.0, 0.0)
 
-    def episode(self, result: EpisodeResult) -> None:
-        sink = self.trainer.sink
-        share = (sink.interventions - self._interventions) / max(1, result.steps)
-        self._interventions = sink.interventions
-        self.episodes += 1
-        if not result.interrupted:
-            self.recent.append((bool(result.success), share))
+    def episode(self, record: EpisodeRecord) -> None:
+        self.episodes = record.episode
+        if not record.interrupted:
+            self.recent.append((bool(record.success), record.intervention_rate))
 
     def stats(self) -> LiveStats:
-        t = self.trainer
-        now, steps, updates = time.perf_counter(), t.sink.env_steps, t.learner.updates
+        p = self.progress()
+        now, steps, updates = time.perf_counter(), p.env_steps, p.updates
         then, steps0, updates0 = self._last
         if now - then >= 1.0:  # rates over at least a second, so they do not flicker
             self._rates = ((steps - steps0) / (now - then), (updates - updates0) / (now - then))
             self._last = (now, steps, updates)
-        last = t.stats.last
         recent = list(self.recent)
         return LiveStats(
-            episodes=self.episodes, env_steps=steps, updates=updates, utd=t.utd,
+            episodes=self.episodes, env_steps=steps, updates=updates, utd=p.utd,
             success_rate=sum(s for s, _ in recent) / len(recent) if recent else None,
             intervention_rate=sum(i for _, i in recent) / len(recent) if recent else None,
-            buffer=len(t.buffer), buffer_mb=len(t.buffer) * t.buffer.bytes_per_transition / 1e6,
-            actor_hz=self._rates[0], updates_per_s=self._rates[1],
-            critic_loss=None if last is None else last.critic_loss,
-            actor_loss=None if last is None else last.actor_loss, q_mean=None if last is None else last.q_mean,
-            control=who_controls(t.pilot), takeovers=getattr(t.pilot.intervener, "takeovers", None),
-            success_p=getattr(t.sink.rewards, "last_p", None))
+            buffer=p.buffer, buffer_mb=p.buffer_mb, actor_hz=self._rates[0], updates_per_s=self._rates[1],
+            critic_loss=p.critic_loss, actor_loss=p.actor_loss, q_mean=p.q_mean, control=p.control,
+            takeovers=p.takeovers, success_p=p.success_p)
 
 
-def who_controls(pilot: object) -> str:
-    """Who moved the arm on the last tick: the policy, a person on the leader, or an expert."""
-    if not pilot.last_intervention:
-        return "policy"
-    return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"
+def episode_line(record: EpisodeRecord) -> str:
+    """The line a session prints when an episode ends."""
+    r = record
+    return (f"episode {r.episode}  seed {r.seed}: {'success' if r.success else 'no success'} after {r.steps} steps; "
+            f"interventions {r.interventions}"
+            + ("" if r.takeovers is None else f" ({r.takeovers} leader takeovers)")
+            + f", env steps {r.env_steps}, updates {r.updates} (UTD {r.utd:.2f})"
+            + (f"; {r.overruns} ticks over the period so far" if r.overruns else ""))
 
 
 def _fmt(value: float | None, spec: str) -> str:

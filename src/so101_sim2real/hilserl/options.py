@@ -172,7 +172,7 @@ def hand_grabs(options: RunOptions, where: str = "@") -> list:
 def check_options(options: RunOptions, source: str = "") -> None:
     """Every combination that cannot work; ``source`` (a run.yaml) names its keys instead of options."""
     where = f"{source}: options." if source else "@"
-    check_description(options.where, f"{source}: where." if source else "@")
+    check_description(options.where, source)
     if options.where.scripted:
         raise So101Error(f"{where}ckpt: a HIL-SERL run starts from a checkpoint with critics, not the scripted "
                          f"expert")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from so101_sim2real.control.recording import Recording
 from so101_sim2real.control.runner import EpisodeResult
 from so101_sim2real.control.window import KeySources
 from so101_sim2real.errors import DeviceFault, So101Error
+from so101_sim2real.hilserl.episode_record import EpisodeRecord, SessionStart, session_seeds
 from so101_sim2real.hilserl.options import (
     RunOptions,
     check_options,
@@ -33,11 +33,12 @@ from so101_sim2real.hilserl.run_folder import (
     TENSORBOARD_DIR,
     RunFolder,
 )
-from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
+from so101_sim2real.hilserl.trainer import TrainConfig, Trainer, new_buffer
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.leader.arm import open_leader
 from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
+from so101_sim2real.policy.runtime import Policy
 from so101_sim2real.spec import Spec, flatten
 
 
@@ -102,30 +103,26 @@ class Board:
     """TensorBoard event files in the run folder, one point per finished episode (x: episodes),
     flushed at once so a kill loses only the episode in progress; a resume adds a new file."""
 
-    def __init__(self, folder: Path, interventions: int = 0):
+    def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(folder), flush_secs=3600)
         self.recent: list[bool] = []
-        self.interventions = interventions  # the sink's count so far: each episode's share is the difference
 
-    def episode(self, episodes: int, result: EpisodeResult, trainer: Trainer) -> None:
-        w, last = self.writer, trainer.stats.last
-        self.recent = (self.recent + [bool(result.success)])[-20:]
-        total = trainer.sink.interventions
-        helped, self.interventions = total - self.interventions, total
-        scalars = {"episode/success": float(bool(result.success)), "episode/steps": result.steps,
-                   "episode/intervention_rate": helped / max(1, result.steps),
-                   "episode/return": result.ret, "rates/success_last_20": float(np.mean(self.recent)),
-                   "rates/utd": trainer.utd, "buffer/transitions": len(trainer.buffer),
-                   "counters/env_steps": trainer.sink.env_steps, "counters/updates": trainer.learner.updates}
-        if last is not None:
-            scalars.update({"learner/critic_loss": last.critic_loss, "learner/q_mean": last.q_mean})
-            if last.actor_loss is not None:
-                scalars["learner/actor_loss"] = last.actor_loss
+    def episode(self, record: EpisodeRecord) -> None:
+        r = record
+        self.recent = (self.recent + [bool(r.success)])[-20:]
+        scalars = {"episode/success": float(bool(r.success)), "episode/steps": r.steps,
+                   "episode/intervention_rate": r.intervention_rate,
+                   "episode/return": r.ret, "rates/success_last_20": float(np.mean(self.recent)),
+                   "rates/utd": r.utd, "buffer/transitions": r.buffer,
+                   "counters/env_steps": r.env_steps, "counters/updates": r.updates}
+        # none before the learner's first update, and no actor loss while the actor waits out the warm-up
+        learner = {"learner/critic_loss": r.critic_loss, "learner/q_mean": r.q_mean, "learner/actor_loss": r.actor_loss}
+        scalars.update({tag: value for tag, value in learner.items() if value is not None})
         for tag, value in scalars.items():
-            w.add_scalar(tag, value, episodes)
-        w.flush()
+            self.writer.add_scalar(tag, value, r.episode)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
@@ -146,12 +143,15 @@ def _save_policy(run: RunFolder, ckpt: Checkpoint, trainer: Trainer) -> None:
 
 def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg: TrainConfig | None = None,
           resume: bool = False, realtime: bool = False,
-          on_episode: Callable[[EpisodeResult, Trainer], None] | None = None,
+          on_episode: Callable[[EpisodeRecord], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
           keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None,
           say: Callable[[str], None] = print, window: object | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
+    ``on_start`` gets the :class:`Trainer` before the first episode (its ``start``: what the
+    session says first; its ``progress()``: where it stands); ``on_episode`` gets each episode's
+    :class:`~so101_sim2real.hilserl.episode_record.EpisodeRecord`, once the run folder has it.
     ``keys`` (a :class:`~so101_sim2real.control.keys.TerminalKeys`) lets a person toggle the
     leader's control with space, judge with s / f and re-record with r. A device fault pauses
     the session (``say`` tells the person) until the device is back. ``window`` (a
@@ -199,15 +199,15 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
     try:
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
-        seeds = np.random.SeedSequence([run.cfg.seed, run.counters["episodes"]]).generate_state(3)
+        help_seed, explore_seed, sample_seed = session_seeds(run.cfg.seed, run.counters["episodes"])
         # space for the leader, s / f / r for the judge: typed in the terminal or the window
         operator = OperatorKeys(KeySources(keys, window)) if keys is not None or window is not None else None
         if opts.intervene == "leader":
-            leader = open_leader(opts.leader_port, opts.leader_calibration, env, ckpt.spec, int(seeds[0]), operator,
+            leader = open_leader(opts.leader_port, opts.leader_calibration, env, ckpt.spec, help_seed, operator,
                                  grabs=hand_grabs(opts))
             intervener = leader.intervener
         elif opts.intervene == "scripted":
-            intervener = ScriptedIntervener(env.twin, seed=int(seeds[0]))
+            intervener = ScriptedIntervener(env.twin, seed=help_seed)
         else:
             intervener = NoIntervener()
         cfg_now = run.cfg
@@ -218,72 +218,53 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if operator is not None and hasattr(rewards, "judge"):
             operator.inner = rewards  # the person's s / f over the classifier's verdict
         recorder = run.recorder(ckpt.spec, env.period_s)
-        trainer = Trainer(env, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder)
+        policy, period_note = Policy(ckpt, "cpu"), None  # the actor's copy, the one the period is measured with
         if opts.where.robot.kind != "sim":  # measured on the thread budget the actor will run on
             with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
                 from so101_sim2real.control.infer import hold_period
                 from so101_sim2real.control.pilots import PolicyPilot
 
-                trainer.period_note = hold_period(env, PolicyPilot(trainer.pilot.policy), opts.where.period_s)
+                period_note = hold_period(env, PolicyPilot(policy), opts.where.period_s)
             recorder.set_period(env.period_s)  # the episodes keep the period that ran
-        trainer.notes, trainer.warnings = notes, warnings
-        trainer.pilot.rng = np.random.default_rng(int(seeds[1]))
-        trainer.buffer.reseed(int(seeds[2]))
-        run.load_optimisers(trainer.learner)
+        buffer = new_buffer(ckpt.spec, cfg_now, sample_seed)
         # demos carry their own success (a classifier judges live frames only)
-        load_demos(opts.demos, trainer.buffer, SuccessReward() if opts.reward == "classifier" else rewards, ckpt.spec)
-        run.load_episodes(trainer.buffer)
+        load_demos(opts.demos, buffer, SuccessReward() if opts.reward == "classifier" else rewards, ckpt.spec)
+        run.load_episodes(buffer)
         c = run.counters
         saved_updates = ckpt.counters.get("updates", c["updates"]) if source == run.policy_dir else 0
         c["updates"] = int(saved_updates)  # the weights' own count: updates after the last save are lost with them
-        trainer.sink.env_steps, trainer.learner.updates = c["env_steps"], c["updates"]
-        trainer.pilot.episode = c["episodes"] - 1
-        start_steps = c["env_steps"]
-        interventions_before = trainer.sink.interventions
-
-        clock = {"t": time.perf_counter(), "updates": trainer.learner.updates, "overruns": 0,
-                 "takeovers": _takeovers(intervener)}
-        board = Board(run.path / TENSORBOARD_DIR, trainer.sink.interventions)
+        start = SessionStart(env_steps=c["env_steps"], updates=c["updates"], episodes=c["episodes"],
+                             next_seed=c["next_seed"], explore_seed=explore_seed, sample_seed=sample_seed,
+                             period_note=period_note, notes=tuple(notes), warnings=tuple(warnings))
+        trainer = Trainer(env, ckpt, cfg_now, intervener, rewards, opts.device, recorder=recorder, start=start,
+                          buffer=buffer, policy=policy, restore=run.load_optimisers)
+        board = Board(run.path / TENSORBOARD_DIR)
         if window is not None:
             window.status = lambda: _status_line(trainer)
         if on_start:
             on_start(trainer)
 
-        def episode_done(result: EpisodeResult) -> None:
-            c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates, episodes=c["episodes"] + 1,
-                     next_seed=c["next_seed"] + 1)
+        def episode_done(record: EpisodeRecord) -> None:
+            c.update(env_steps=record.env_steps, updates=record.updates, episodes=record.episode,
+                     next_seed=record.next_seed)
             run.write_counters()
-            now, last = time.perf_counter(), trainer.stats.last
-            run.append_metrics({
-                **c, "seed": result.seed, "success": bool(result.success), "steps": result.steps,
-                "return": result.ret, "utd": trainer.utd, "interventions": trainer.sink.interventions,
-                "updates_per_s": (trainer.learner.updates - clock["updates"]) / max(now - clock["t"], 1e-9),
-                "critic_loss": None if last is None else last.critic_loss,
-                "actor_loss": None if last is None else last.actor_loss,
-                "q_mean": None if last is None else last.q_mean, "buffer": len(trainer.buffer),
-                "buffer_mb": len(trainer.buffer) * trainer.buffer.bytes_per_transition / 1e6,
-                "period_s": env.period_s, "overruns": trainer.rate.overruns - clock["overruns"],
-                "takeovers": None if clock["takeovers"] is None else _takeovers(intervener) - clock["takeovers"],
-            })
-            clock.update(overruns=trainer.rate.overruns, takeovers=_takeovers(intervener))
-            clock.update(t=now, updates=trainer.learner.updates)
-            board.episode(c["episodes"], result, trainer)
-            if c["episodes"] % opts.save_every == 0:
+            run.append_metrics(record.metrics())
+            board.episode(record)
+            if record.episode % opts.save_every == 0:
                 _save_policy(run, ckpt, trainer)
             if on_episode:
-                on_episode(result, trainer)
+                on_episode(record)
 
         # the actor's thread (policy, and perception when it is not ahead) on the cores the learner leaves
         with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
-            summary = trainer.run(episodes, first_seed=c["next_seed"], realtime=realtime, on_episode=episode_done,
-                                  max_steps=max_steps, judge=operator, on_fault=_pauser(env, leader, say),
-                                  video=window)
-        c.update(env_steps=trainer.sink.env_steps, updates=trainer.learner.updates)
+            summary = trainer.run(episodes, realtime=realtime, on_episode=episode_done, max_steps=max_steps,
+                                  judge=operator, on_fault=_pauser(env, leader, say), video=window)
+        end = trainer.progress()
+        c.update(env_steps=end.env_steps, updates=end.updates)
         run.write_counters()
         _save_policy(run, ckpt, trainer)
-        return TrainReport(summary.episodes, dict(c), trainer.utd, trainer.sink.interventions - interventions_before,
-                           trainer.sink.env_steps - start_steps, summary.interrupted, changed,
-                           summary.discarded, summary.pauses)
+        return TrainReport(summary.episodes, dict(c), end.utd, end.interventions, end.env_steps - start.env_steps,
+                           summary.interrupted, changed, summary.discarded, summary.pauses)
     finally:
         if board is not None:
             board.close()
@@ -292,11 +273,6 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             env.close()
-
-
-def _takeovers(intervener: object) -> int | None:
-    """A leader's takeovers so far (None: the intervener is not a person's)."""
-    return getattr(intervener, "takeovers", None)
 
 
 def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
@@ -322,10 +298,8 @@ def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple
 
 def _status_line(trainer: Trainer) -> str:
     """The window's bottom line: who moves the arm, and what the classifier thinks."""
-    from so101_sim2real.hilserl.live import who_controls
-
-    p = getattr(trainer.sink.rewards, "last_p", None)
-    return f"control: {who_controls(trainer.pilot)}" + ("" if p is None else f"   success p {p:.2f}")
+    now = trainer.progress()
+    return f"control: {now.control}" + ("" if now.success_p is None else f"   success p {now.success_p:.2f}")
 
 
 def _pauser(env: Env, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +20,16 @@ from so101_sim2real.control.env import EMULATOR_PORT, Env
 from so101_sim2real.errors import So101Error
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.leader.hand_script import Grab
-from so101_sim2real.leader.takeover import LeaderIntervener, TakeoverConfig
+from so101_sim2real.leader.takeover import LeaderArm, LeaderIntervener, TakeoverConfig, TakeoverKeys
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
+
+if TYPE_CHECKING:
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.hardware.joint_calibration import ArmCalibration
+    from so101_sim2real.hardware.so101 import SO101Leader
+    from so101_sim2real.leader.hand import HandOnLeader, ScriptOnLeader
+    from so101_sim2real.sim.task import LiftCubeTask
 
 # How far outside the follower's joint ranges a leader may read before its calibration is
 # called inconsistent: the two arms' ranges differ a little, units or zeros a lot.
@@ -38,7 +46,7 @@ class LeaderSession:
 
     intervener: LeaderIntervener
     closers: list
-    arm: object | None = None  # the SO101Leader itself: probed and made limp while a session is paused
+    arm: SO101Leader | None = None  # the SO101Leader itself: probed and made limp while a session is paused
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -47,7 +55,7 @@ class LeaderSession:
 
 
 def open_leader(port: str, calibration: str | None, env: Env, spec: Spec, seed: int = 0,
-                keys: object | None = None, cfg: TakeoverConfig | None = None,
+                keys: TakeoverKeys | None = None, cfg: TakeoverConfig | None = None,
                 grabs: list[Grab] | None = None) -> LeaderSession:
     """Connect the leader (torque off, low gains), check it against the follower, wrap it as an intervener.
 
@@ -57,9 +65,11 @@ def open_leader(port: str, calibration: str | None, env: Env, spec: Spec, seed: 
 
     kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)  # FK of the leader's own joints
     closers: list = []
+    leader: LeaderArm
     try:
         if port == EMULATOR_PORT:
-            leader = _emulated_leader(env, spec, kinematics, seed, closers, grabs)
+            held = _emulated_leader(env, spec, kinematics, seed, closers, grabs)
+            leader, arm = held, held.leader
         else:
             cal = _leader_calibration(calibration, port)
             arm = SO101Leader(MotorBus(port, cal.ids), cal, follows=True, max_step_rad=_follow_step(env))
@@ -67,8 +77,7 @@ def open_leader(port: str, calibration: str | None, env: Env, spec: Spec, seed: 
             closers.append(arm.close)
             check_consistent(arm.read().position, env)
             leader = arm
-        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, env.period_s, cfg, keys), closers,
-                             getattr(leader, "leader", leader))
+        return LeaderSession(LeaderIntervener(leader, kinematics, spec.action, env.period_s, cfg, keys), closers, arm)
     except BaseException:
         for close in reversed(closers):
             close()
@@ -76,15 +85,17 @@ def open_leader(port: str, calibration: str | None, env: Env, spec: Spec, seed: 
 
 
 def _emulated_leader(env: Env, spec: Spec, kinematics: Kinematics, seed: int, closers: list,
-                     grabs: list[Grab] | None = None) -> object:
+                     grabs: list[Grab] | None = None) -> HandOnLeader | ScriptOnLeader:
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import SO101Leader
     from so101_sim2real.leader.hand import HandOnLeader, ScriptedLeaderHand
     from so101_sim2real.sim.scripted import ScriptedExpert
+    from so101_sim2real.sim.task import LiftCubeTask
 
-    if env.twin is None:
+    twin = env.twin
+    if not isinstance(twin, LiftCubeTask):  # None where the follower is a real arm
         raise So101Error("@leader_port emulator: the scripted hand guides the leader toward the twin's cube; it "
                          "needs the twin as the follower (@robot sim or @port emulator)")
     cal = twin_arm_calibration()
@@ -94,16 +105,15 @@ def _emulated_leader(env: Env, spec: Spec, kinematics: Kinematics, seed: int, cl
     arm = SO101Leader(MotorBus(emulator.path, cal.ids), cal, follows=True, max_step_rad=_follow_step(env))
     arm.connect()
     closers.append(arm.close)
-    twin = env.twin
     if grabs:
-        return _scripted_leader(arm, emulator, cal, env, spec, kinematics, grabs)
+        return _scripted_leader(arm, emulator, cal, env, twin, spec, kinematics, grabs)
     hand = ScriptedLeaderHand(emulator, cal, kinematics, spec.action, ScriptedExpert(twin),
                               follower=lambda: twin.qpos()[:6], seed=seed)
     return HandOnLeader(arm, hand)
 
 
-def _scripted_leader(arm: object, emulator: object, cal: object, env: Env, spec: Spec, kinematics: Kinematics,
-                     grabs: list[Grab]) -> object:
+def _scripted_leader(arm: SO101Leader, emulator: BusEmulator, cal: ArmCalibration, env: Env, twin: LiftCubeTask,
+                     spec: Spec, kinematics: Kinematics, grabs: list[Grab]) -> ScriptOnLeader:
     """The emulated leader with a hand script's hand on it, ticked by the session's own loop."""
     from so101_sim2real.leader.emulator import HandThread, TwinView
     from so101_sim2real.leader.hand import ScriptOnLeader, SessionSteps
@@ -111,7 +121,7 @@ def _scripted_leader(arm: object, emulator: object, cal: object, env: Env, spec:
     # the emulated arm's twin steps its physics in a thread of its own: read it under its lock
     lock = getattr(getattr(env.task, "bridge", None), "lock", None) or threading.Lock()
     clock = SessionSteps(lambda: env.period_s)
-    hand = HandThread(emulator, cal, grabs, TwinView(env.twin, lock, kinematics, spec.action),
+    hand = HandThread(emulator, cal, grabs, TwinView(twin, lock, kinematics, spec.action),
                       clock=lambda: clock.seconds, session=clock)
     return ScriptOnLeader(arm, hand, clock)
 
@@ -122,7 +132,7 @@ def _follow_step(env: Env) -> float:
     return min(DEFAULT_MAX_STEP_RAD, LEADER_FOLLOW_RAD_S * env.period_s)
 
 
-def _leader_calibration(name: str | None, port: str) -> object:
+def _leader_calibration(name: str | None, port: str) -> ArmCalibration:
     from so101_sim2real.hardware.joint_calibration import resolve_calibration
 
     if not name:

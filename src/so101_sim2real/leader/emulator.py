@@ -21,9 +21,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,6 +33,12 @@ from so101_sim2real.hardware.emulator import BusEmulator
 from so101_sim2real.hardware.joint_calibration import ArmCalibration
 from so101_sim2real.leader.hand import HandConfig, hold_leader, release_leader
 from so101_sim2real.leader.hand_script import Grab
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.twin_bus import TwinBridge
+    from so101_sim2real.kinematics import Kinematics
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import ActionSpec
 
 HAND_TICK_S = 0.02  # the hand acts 50 times a second, whatever the session's period
 HAND_SPEED_DEG_S = 90.0  # a {JOINT: DEGREES} guide moves each joint this fast: a brisk hand
@@ -153,10 +160,10 @@ class _Stall:
 class TwinView:
     """What a ``cube`` guide needs of the twin that runs in this process."""
 
-    task: object  # the LiftCubeTask the follower's servos drive
-    lock: object  # held while reading it: its physics runs in another thread
-    kinematics: object
-    action: object  # the spec's ActionSpec: step size and gripper mapping
+    task: LiftCubeTask  # the twin the follower's servos drive
+    lock: AbstractContextManager[Any]  # held while reading it: its physics runs in another thread
+    kinematics: Kinematics
+    action: ActionSpec  # the spec's: step size and gripper mapping
 
     def follower_to_cube_m(self) -> float:
         """The follower's TCP to the cube, metres."""
@@ -180,7 +187,8 @@ class HandThread:
         self.session = session
         self.started_at: float | None = None  # when the leader first followed
         self.events: list[HandEvent] = []
-        self._next, self._guide, self._until = 0, None, 0.0
+        self._next, self._until = 0, 0.0
+        self._guide: _Still | _Joints | _Cube | None = None
         self._grabbed_in: int | None = None  # the session's episode the hand grabbed in, where known
         self._stall = _Stall()
         self._ranges = calibration.sim_ranges()
@@ -239,11 +247,13 @@ class HandThread:
             return t >= grab.at_s
         where = self.session.now() if self.session is not None else None
         if grab.when is not None:
+            assert self.twin is not None and grab.stall_s is not None  # checked by __init__ and the script
             live = self._following() and (self.session is None or where is not None)
             episode = None if where is None else where[0]
             return self._stall.seconds(t, self.twin.follower_to_cube_m(), live, episode) >= grab.stall_s
         if where is None:  # no episode yet: the session has not begun one (or not told it)
             return False
+        assert grab.episode is not None and grab.step is not None  # the one trigger left: the session's step
         if where[0] > grab.episode:
             self.events.append(HandEvent(t, "skip", self._next + 1, f"episode {grab.episode} is over"))
             self._next += 1
@@ -253,10 +263,12 @@ class HandThread:
     def _grab(self, t: float) -> None:
         grab, q = self.grabs[self._next], self._leader_q()
         if grab.guide == "cube":
+            assert self.twin is not None  # checked by __init__
             self._guide = _Cube(q, self.twin)
         elif grab.guide == "still":
             self._guide = _Still(q)
         else:
+            assert isinstance(grab.guide, dict)  # {JOINT: DEGREES}
             self._guide = _Joints(q, grab.guide, self._ranges)
         self._until, self._grabbed_in = t + grab.hold_s, self._episode()
         self._hold(self._guide.pose)
@@ -295,7 +307,7 @@ class EmulatedLeader:
     session tells it one, they wait).
     """
 
-    def __init__(self, grabs: list[Grab] | None = None, bridge: object | None = None,
+    def __init__(self, grabs: list[Grab] | None = None, bridge: TwinBridge | None = None,
                  clock: SessionClock | None = None):
         from so101_sim2real.control.twin_bus import twin_arm_calibration
 
@@ -311,6 +323,7 @@ class EmulatedLeader:
 
     @property
     def calibration_file(self) -> Path:
+        assert self.folder is not None, "start() the emulated leader first"
         return self.folder / CALIBRATION_NAME
 
     def start(self) -> str:
@@ -337,7 +350,7 @@ class EmulatedLeader:
         self.stop()
 
 
-def _twin_view(bridge: object | None) -> TwinView | None:
+def _twin_view(bridge: TwinBridge | None) -> TwinView | None:
     if bridge is None:
         return None
     from so101_sim2real.kinematics import Kinematics

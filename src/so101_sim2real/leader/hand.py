@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,10 @@ from so101_sim2real.interfaces import JointState
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.sim.scripted import ScriptedExpert
 from so101_sim2real.spec import ActionSpec
+
+if TYPE_CHECKING:
+    from so101_sim2real.hardware.so101 import SO101Leader
+    from so101_sim2real.leader.emulator import HandThread
 
 
 def hold_leader(emulator: BusEmulator, calibration: ArmCalibration, q: np.ndarray) -> None:
@@ -92,6 +97,7 @@ class ScriptedLeaderHand:
             self.expert.reset()
         if not self.holding:
             return
+        assert self._pose is not None  # taken as the hand grabbed
         lifted = self.expert.task.cube_pos()[2] > cfg.release_height_m and self.expert.phase == "lift"
         if lifted or self.step_index - cfg.grab_at_step >= cfg.max_steps:
             self.done = True
@@ -118,7 +124,7 @@ class ScriptedLeaderHand:
 class _LeaderWithAHand:
     """A leader arm with something on it that acts when the session reads it; the rest is the leader's."""
 
-    def __init__(self, leader: object):
+    def __init__(self, leader: SO101Leader):
         self.leader = leader
 
     @property
@@ -135,7 +141,7 @@ class _LeaderWithAHand:
 class HandOnLeader(_LeaderWithAHand):
     """A leader arm with the scripted hand on it: reading it lets the hand act first."""
 
-    def __init__(self, leader: object, hand: ScriptedLeaderHand):
+    def __init__(self, leader: SO101Leader, hand: ScriptedLeaderHand):
         super().__init__(leader)
         self.hand = hand
 
@@ -172,7 +178,7 @@ class ScriptOnLeader(_LeaderWithAHand):
     """A leader arm with a hand script's hand on it (``hilserl train --leader-port emulator --hand``):
     each read is one control tick, and the hand acts first, on the session's own clock."""
 
-    def __init__(self, leader: object, hand: object, clock: SessionSteps):
+    def __init__(self, leader: SO101Leader, hand: HandThread, clock: SessionSteps):
         super().__init__(leader)
         self.hand, self.clock = hand, clock
 

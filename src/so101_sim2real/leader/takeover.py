@@ -19,12 +19,32 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from so101_sim2real.control.pilots import Observation
+from so101_sim2real.interfaces import JointState
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.spec import ActionSpec
+
+
+class LeaderArm(Protocol):
+    """What a takeover needs of the leader: an :class:`~so101_sim2real.hardware.so101.SO101Leader`, or
+    one with a hand on it (:mod:`~so101_sim2real.leader.hand`). It may also have ``goal`` (where it was
+    last sent) and ``reset()`` (a scripted hand's new episode)."""
+
+    def read(self) -> JointState: ...
+
+    def follow(self, position: np.ndarray) -> None: ...
+
+    def limp(self) -> None: ...
+
+
+class TakeoverKeys(Protocol):
+    """The person's control toggle (:class:`~so101_sim2real.control.keys.OperatorKeys`)."""
+
+    def toggled(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,8 @@ class LeaderIntervener:
 
     name = "leader"
 
-    def __init__(self, leader: object, kinematics: Kinematics, spec: ActionSpec, period_s: float,
-                 cfg: TakeoverConfig | None = None, keys: object | None = None):
+    def __init__(self, leader: LeaderArm, kinematics: Kinematics, spec: ActionSpec, period_s: float,
+                 cfg: TakeoverConfig | None = None, keys: TakeoverKeys | None = None):
         self.leader, self.kinematics, self.spec, self.keys = leader, kinematics, spec, keys
         self.cfg = cfg or TakeoverConfig()
         self.detector = TakeoverDetector(self.cfg, period_s)

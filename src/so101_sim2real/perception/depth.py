@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -123,8 +124,9 @@ def _load(where: str, shown: str, **kwargs) -> torch.nn.Module:
         config = AutoConfig.from_pretrained(where, **kwargs)
         if config.model_type != "depth_anything":
             raise So101Error(f"{shown}: a {config.model_type} model, not Depth Anything")
-        net, info = DepthAnythingForDepthEstimation.from_pretrained(where, config=config, output_loading_info=True,
-                                                                    **kwargs)
+        # with output_loading_info the model comes with what loading found; transformers types only the model
+        net, info = cast("tuple[torch.nn.Module, dict[str, Any]]", DepthAnythingForDepthEstimation.from_pretrained(
+            where, config=config, output_loading_info=True, **kwargs))
     except OSError as exc:
         if kwargs.get("local_files_only"):
             raise DepthModelMissing(

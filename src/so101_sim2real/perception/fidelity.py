@@ -105,6 +105,7 @@ class Trial:
         if self.error is not None:
             return f"{self.backend}: did not run ({self.error})"
         s = self.speed
+        assert s is not None  # a trial that ran was timed
         text = f"{self.backend}: seg {s.seg_ms:.1f} ms, depth {s.depth_ms:.1f} ms, total {s.total_ms:.1f} ms"
         if self.fidelity is None:
             return text + "; the reference"
@@ -133,6 +134,7 @@ class BackendChoice:
         if self.camera is not None:
             text += f"; on {self.camera.frames} camera frames too: {self.camera.summary()}"
         if (r := self.camera_refused) is not None:
+            assert r.fidelity is not None  # refused for what it did on the camera's frames
             text += (f"; {r.backend} passed on twin renders but not on {r.fidelity.frames} camera frames "
                      f"({', '.join(r.fidelity.failures())})")
         return text
@@ -146,6 +148,7 @@ class BackendChoice:
             return (f"{text} (auto's pick of {self.remembered} for these weights on this machine{checked}; "
                     f"delete the cache's compiled/choices to time them again)")
         if t.fidelity is not None and ref is not None and ref.speed is not None:
+            assert t.speed is not None  # timed beside the reference
             text += (f" (depth {t.speed.depth_ms:.1f} ms, seg {t.speed.seg_ms:.1f} ms vs torch {ref.speed.depth_ms:.1f}"
                      f", {ref.speed.seg_ms:.1f} ms; {t.fidelity.summary()})")
         elif t.speed is not None:
@@ -160,7 +163,12 @@ def _why_not(trial: Trial) -> str:
         return f"{trial.backend} (did not run: {trial.error})"
     if trial.fidelity is not None and not trial.fidelity.passed:
         return f"{trial.backend} ({', '.join(trial.fidelity.failures())})"
-    return f"{trial.backend} (slower: {trial.speed.total_ms:.1f} ms)"
+    return f"{trial.backend} (slower: {_total_ms(trial):.1f} ms)"
+
+
+def _total_ms(trial: Trial) -> float:
+    assert trial.speed is not None  # a trial that ran was timed
+    return trial.speed.total_ms
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -344,6 +352,7 @@ def confirm_on_camera(choice: BackendChoice, images: Sequence[np.ndarray], spec:
     if choice.backend == TORCH or not images:
         return choice
     threads = trial.backend.threads
+    assert trial.seg is not None and trial.depth is not None  # a chosen trial carries its models
     fidelity = against_torch(trial.seg, trial.depth, spec, profile, images, threads, thresholds)
     if fidelity.passed:
         return dataclasses.replace(choice, camera=fidelity)
@@ -437,7 +446,7 @@ def _recheck(path: Path, seg: SegmentationModel, depth: DepthModel, spec: Observ
 
 def _fastest(reference: Trial, others: list[Trial]) -> BackendChoice:
     """The fastest usable trial (torch when nothing usable beats it), and why each other one is not it."""
-    usable = sorted((t for t in [reference, *others] if t.usable), key=lambda t: t.speed.total_ms)
+    usable = sorted((t for t in [reference, *others] if t.usable), key=_total_ms)
     best = usable[0]
     refused = tuple(t for t in others if t is not best)
     return BackendChoice(best, reference, refused)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import SOURCE_SIZE
 
+if TYPE_CHECKING:
+    from timm.models import FeatureListNet
+
 BACKBONE = "efficientvit_b0"
 FPN_CHANNELS = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,10 +43,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _PARTS = ("backbone.", "lateral_convs.", "output_convs.", "seg_head.")
 
 
-def _backbone() -> nn.Module:
+def _backbone() -> FeatureListNet:
     import timm  # imported late: it pulls in torchvision, which only perception needs
 
-    return timm.create_model(BACKBONE, pretrained=False, features_only=True)
+    # features_only: timm's FeatureListNet (create_model is typed as returning any nn.Module)
+    return cast("FeatureListNet", timm.create_model(BACKBONE, pretrained=False, features_only=True))
 
 
 class SegmentationNet(nn.Module):
@@ -98,7 +104,7 @@ class SegmentationCore(nn.Module):
         return self.net.core(x)
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 

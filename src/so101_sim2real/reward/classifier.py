@@ -233,7 +233,7 @@ def _as_dataset(item: Dataset | str | Path) -> Dataset:
     return item if isinstance(item, Dataset) else Dataset(Path(item))
 
 
-def _input_config(recordings: list[Recording], input_kind: str) -> ClassifierConfig:
+def _input_config(recordings: list[Recording], input_kind: InputKind) -> ClassifierConfig:
     """The frame layout of the recordings (their specs must agree): what the classifier will take."""
     if input_kind not in INPUTS:
         raise So101Error(f"@input {input_kind!r}: use one of {', '.join(INPUTS)}{did_you_mean(input_kind, INPUTS)}")
@@ -241,12 +241,13 @@ def _input_config(recordings: list[Recording], input_kind: str) -> ClassifierCon
     for rec in recordings:
         obs = rec.spec.observation
         channels = ["r", "g", "b"] if input_kind == "rgb" else list(obs.channels)
-        layouts[str(rec.folder)] = (tuple(channels), tuple(obs.image_size), obs.crop, tuple(obs.source_size))
+        (height, width), (source_height, source_width) = obs.image_size, obs.source_size
+        layouts[str(rec.folder)] = (tuple(channels), (height, width), obs.crop, (source_height, source_width))
     if len(set(layouts.values())) > 1:
         (a, la), (b, lb) = list(layouts.items())[:2] if len(layouts) == 2 else _differing(layouts)
         raise So101Error(f"{a} and {b}: their specs make different frames ({la} vs {lb}); train on one kind")
-    channels, image_size, crop, source_size = next(iter(layouts.values()))
-    return ClassifierConfig(input=input_kind, channels=list(channels), image_size=image_size, crop=crop,
+    names, image_size, crop, source_size = next(iter(layouts.values()))
+    return ClassifierConfig(input=input_kind, channels=list(names), image_size=image_size, crop=crop,
                             source_size=source_size)
 
 
@@ -258,11 +259,11 @@ def _differing(layouts: dict) -> list:
 def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind = "obs",
                 config: ClassifierConfig | None = None) -> tuple[Frames, ClassifierConfig]:
     """Every labelled frame of the datasets, prepared for ``input_kind`` (or an existing ``config``)."""
-    datasets = [_as_dataset(d) for d in datasets]
-    if not datasets:
+    given = [_as_dataset(d) for d in datasets]
+    if not given:
         raise So101Error("no recordings given")
-    check_distinct([Path(d.recording) for d in datasets])
-    recordings = [Recording(d.recording) for d in datasets]
+    check_distinct([Path(d.recording) for d in given])
+    recordings = [Recording(d.recording) for d in given]
     config = config or _input_config(recordings, input_kind)
     for rec in recordings:
         channels = list(rec.spec.observation.channels)
@@ -270,19 +271,23 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
             raise So101Error(f"{rec.folder}: its policy frames are {', '.join(channels)}; the classifier takes "
                              f"{', '.join(config.channels)}")
     preparer = Classifier(RewardNet(len(config.channels), config.widths, config.hidden), config)
-    images, labels, episode, rows, keys, sources = [], [], [], [], [], []
-    for dataset, rec in zip(datasets, recordings, strict=True):
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    episode: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    keys: list[tuple[str, int]] = []
+    sources: list[dict[str, Any]] = []
+    for dataset, rec in zip(given, recordings, strict=True):
         ep_labels = labels_for(rec, dataset.labels)
         positions = _episode_positions(rec)
         used = []
         for k in sorted(ep_labels.episodes):
             arrays = rec.load(positions[k])
-            frames = _episode_frames(rec, arrays, preparer)
-            n = len(frames)
-            if ep_labels.episodes[k].first_success is not None and ep_labels.episodes[k].first_success >= n:
-                raise So101Error(f"{ep_labels.origin}: episode {k}: first_success {ep_labels.episodes[k].first_success}"
-                                 f" is past its {n} rows")
-            images.append(frames)
+            ep_frames = _episode_frames(rec, arrays, preparer)
+            n = len(ep_frames)
+            if (first := ep_labels.episodes[k].first_success) is not None and first >= n:
+                raise So101Error(f"{ep_labels.origin}: episode {k}: first_success {first} is past its {n} rows")
+            images.append(ep_frames)
             labels.append(ep_labels.episodes[k].positives(n))
             episode.append(np.full(n, len(keys)))
             rows.append(np.arange(n))
@@ -290,7 +295,7 @@ def load_frames(datasets: Sequence[Dataset | str | Path], input_kind: InputKind 
             used.append(k)
         sources.append({"recording": str(rec.folder.resolve()), "labels": ep_labels.origin, "episodes": used})
     if not images:
-        raise So101Error(f"no labelled episodes in {', '.join(str(d.recording) for d in datasets)}")
+        raise So101Error(f"no labelled episodes in {', '.join(str(d.recording) for d in given)}")
     frames = Frames(np.concatenate(images), np.concatenate(labels), np.concatenate(episode), np.concatenate(rows),
                     keys, sources)
     return frames, config

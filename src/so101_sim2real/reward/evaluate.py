@@ -84,7 +84,7 @@ def _ratio(a: int, b: int) -> float | None:
 def threshold_for_precision(probs: np.ndarray, labels: np.ndarray, target: float) -> tuple[float | None, float | None]:
     """(the lowest threshold at which precision >= target, the recall there); (None, None) if none reaches it."""
     labels = np.asarray(labels, dtype=bool)
-    best = (None, None)
+    best: tuple[float | None, float | None] = (None, None)
     for t in np.unique(probs)[::-1]:  # from the strictest: recall only grows as the threshold falls
         predicted = probs >= t
         precision = _ratio(int((predicted & labels).sum()), int(predicted.sum()))
@@ -141,7 +141,8 @@ def _tile(image: np.ndarray, channels: Sequence[str], lines: Sequence[str],
     for i, line in enumerate(lines):
         (w, h), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         top = 2 + 16 * i
-        tile[top:top + h + 6, 0:w + 6] //= 3  # darkened strip: readable on any background
+        strip = tile[top:top + h + 6, 0:w + 6]
+        strip[...] = strip // 3  # darkened strip: readable on any background
         cv2.putText(tile, line, (3, top + h + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     if border is not None:
         cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), border, 4)
@@ -217,7 +218,8 @@ def contact_sheet(recording: Recording, episode: int, path: str | Path, every: i
     label = load_labels(recording, target).episodes.get(episode) if target.is_file() else None
     if "rgb_jpeg" in arrays:
         obs = recording.spec.observation
-        config = ClassifierConfig("rgb", ["r", "g", "b"], tuple(obs.image_size), obs.crop, tuple(obs.source_size))
+        (height, width), (source_height, source_width) = obs.image_size, obs.source_size
+        config = ClassifierConfig("rgb", ["r", "g", "b"], (height, width), obs.crop, (source_height, source_width))
     else:
         config = _input_config([recording], "obs")
     frames = _episode_frames(recording, arrays, Classifier(RewardNet(len(config.channels)), config))

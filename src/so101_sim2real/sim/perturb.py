@@ -54,7 +54,8 @@ class Perturbation:
         base = base or SceneConfig()
         x, y, z = (p + d / 1000.0 for p, d in zip(base.camera_pos, self.camera_shift_mm, strict=True))
         rx, ry, rz = (e + np.deg2rad(d) for e, d in zip(base.camera_euler, self.camera_tilt_deg, strict=True))
-        return replace(base, camera_pos=(x, y, z), camera_euler=(rx, ry, rz), camera_fovy=base.camera_fovy + self.camera_fovy_deg)
+        return replace(base, camera_pos=(x, y, z), camera_euler=(rx, ry, rz),
+                       camera_fovy=base.camera_fovy + self.camera_fovy_deg)
 
     def describe(self) -> str:
         if self.is_nominal:
