@@ -2,9 +2,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from so101_sim2real.control.env import sim_env, tick
+from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.pilots import ScriptedPilot
-from so101_sim2real.control.runner import Runner
+from so101_sim2real.control.runner import Runner, tick
 from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import default_spec
 

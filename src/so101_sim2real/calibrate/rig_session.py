@@ -30,6 +30,7 @@ from so101_sim2real.geometry.rig_file import RigGeometry
 if TYPE_CHECKING:
     from so101_sim2real.calibrate.align import AlignFit, AlignView
     from so101_sim2real.calibrate.hand_eye import RigFit
+    from so101_sim2real.control.description import RunDescription
     from so101_sim2real.control.window import LiveWindow
     from so101_sim2real.hardware.joint_calibration import ArmCalibration
     from so101_sim2real.hardware.so101 import SO101Follower
@@ -116,6 +117,15 @@ def arm_and_camera(port: str, calibration: ArmCalibration, camera: str) -> Itera
         cam.close()
 
 
+def _arm_parts(arm: RunDescription) -> tuple[str, str, str]:
+    """(port, calibration, camera) of an arm on a serial port; each missing one named."""
+    missing = [f"@{name}" for name, value in (("port", arm.robot.port), ("calibration", arm.robot.calibration),
+                                               ("camera", arm.camera.source)) if not value]
+    if missing:
+        raise So101Error(f"a real rig needs {', '.join(missing)}")
+    return cast(str, arm.robot.port), cast(str, arm.robot.calibration), cast(str, arm.camera.source)
+
+
 def _arm_calibration(calibration: str, guess: RigGeometry) -> ArmCalibration:
     """The follower's calibration (an id, a .json or 'twin') with the guess's joint offsets added."""
     from so101_sim2real.control.env import load_calibration
@@ -127,13 +137,15 @@ def _arm_calibration(calibration: str, guess: RigGeometry) -> ArmCalibration:
 # --------------------------------------------------------------------------- the rig: mount and joint zeros
 
 
-def calibrate_rig_on_arm(port: str, calibration: str, camera: str, guess: RigGeometry, table: TableBoard,
-                         poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
+def calibrate_rig_on_arm(arm: RunDescription, guess: RigGeometry, table: TableBoard, poses: int, seed: int,
+                         out: Path, report_dir: Path, *, say: Say = _quiet,
                          wait_for_operator: Callable[[str], object] | None = None) -> RigResult:
-    """The rig of the follower on ``port`` fitted to views of ``table``'s board through ``camera``,
-    starting from ``guess`` (whose lens is the camera's); the board's reach is checked before the arm moves."""
+    """The rig of ``arm``'s follower (its port and calibration) fitted to views of ``table``'s board
+    through its camera, starting from ``guess`` (whose lens is the camera's); the board's reach is
+    checked before the arm moves."""
     from so101_sim2real.calibrate.rig_poses import check_reach
 
+    port, calibration, camera = _arm_parts(arm)
     cal = _arm_calibration(calibration, guess)
     check_reach(table, guess, cal.sim_ranges(), poses, seed)  # before the arm moves
     with arm_and_camera(port, cal, camera) as (robot, cam):
@@ -186,22 +198,23 @@ def run_rig_calibration(robot: SO101Follower, camera: Camera, guess: RigGeometry
 # --------------------------------------------------------------------------- the alignment: the mount alone
 
 
-def align_on_arm(port: str, calibration: str, camera: str, seg_ckpt: Path | None, guess: RigGeometry, out: Path,
-                 *, window: LiveWindow | None = None, say: Say = _quiet,
-                 wait_for_operator: Callable[[str], object] | None = None) -> AlignResult:
-    """The mount of the follower on ``port`` fitted to what ``seg_ckpt`` sees of the fingers and the
-    table at the start pose; with a ``window``, nudged by eye instead (no segmentation)."""
+def align_on_arm(arm: RunDescription, guess: RigGeometry, out: Path, *, window: LiveWindow | None = None,
+                 say: Say = _quiet, wait_for_operator: Callable[[str], object] | None = None) -> AlignResult:
+    """The mount of ``arm``'s follower fitted to what its segmentation (@seg_ckpt) sees of the fingers
+    and the table at the start pose; with a ``window``, nudged by eye instead (no segmentation)."""
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
     from so101_sim2real.observation import real_to_sim_ids
     from so101_sim2real.perception.segmentation import load_segmentation
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import default_spec
 
+    port, calibration, camera = _arm_parts(arm)
+    seg_ckpt = arm.perception.seg_ckpt
     if window is None and seg_ckpt is None:
         raise So101Error("@seg_ckpt: the fit finds the fingers and the table with it (or nudge the mount by eye in a "
                          "window)")
     spec = default_spec()
-    seg = None if window is not None else load_segmentation(cast(Path, seg_ckpt))
+    seg = None if window is not None else load_segmentation(cast(str, seg_ckpt))
     cal = _arm_calibration(calibration, guess)
     with arm_and_camera(port, cal, camera) as (robot, cam):
 

@@ -69,6 +69,7 @@ def calibrate_rig(
     pictures. Give the rig file to infer and hilserl with --rig.
     """
     from so101_sim2real.calibrate.rig_session import calibrate_rig_on_arm, load_guess, rehearse_rig
+    from so101_sim2real.control.description import describe
     from so101_sim2real.files import writable_folder
     from so101_sim2real.geometry.board import BoardSpec
     from so101_sim2real.sim.table_board import TableBoard
@@ -94,8 +95,9 @@ def calibrate_rig(
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)} (the camera's intrinsics come from "
                          f"'so101 calibrate camera')")
-    _say_rig(calibrate_rig_on_arm(port, calibration, camera, load_guess(camera_model), table, poses, seed, out,
-                                  report or out.parent, say=typer.echo, wait_for_operator=_enter))
+    arm = describe(robot="so101", port=port, calibration=calibration, camera=camera)
+    _say_rig(calibrate_rig_on_arm(arm, load_guess(camera_model), table, poses, seed, out, report or out.parent,
+                                  say=typer.echo, wait_for_operator=_enter))
 
 
 def _enter(message: str) -> None:
@@ -167,6 +169,7 @@ def calibrate_align(
     after; writes rig.yaml. Joint zeros must be right already (calibrate rig fits both).
     """
     from so101_sim2real.calibrate.rig_session import align_on_arm, rehearse_align
+    from so101_sim2real.control.description import describe
     from so101_sim2real.files import writable_folder
 
     if problem := writable_folder(out.parent):
@@ -187,8 +190,8 @@ def calibrate_align(
         seg_ckpt = seg_ckpt or Path("-")  # not used: the person judges the overlay
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)}")
-    _say_align(align_on_arm(port, calibration, camera, seg_ckpt, _start_rig(rig), out, window=window,
-                            say=typer.echo, wait_for_operator=_enter))
+    arm = describe(robot="so101", port=port, calibration=calibration, camera=camera, seg_ckpt=seg_ckpt)
+    _say_align(align_on_arm(arm, _start_rig(rig), out, window=window, say=typer.echo, wait_for_operator=_enter))
 
 
 def _start_rig(path: Path | None):

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from so101_sim2real.control.env import Env, sim_env, tick
+from so101_sim2real.control.env import Env, sim_env
+from so101_sim2real.control.runner import tick
 from so101_sim2real.errors import So101Error
 from so101_sim2real.policy.state import StateBuilder
 from so101_sim2real.sim.task import LiftCubeTask

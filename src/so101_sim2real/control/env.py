@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from so101_sim2real.arm import SERVO_IDS
-from so101_sim2real.control.controller import Command, Controller
+from so101_sim2real.control.controller import Controller
 from so101_sim2real.control.description import EMULATOR_PORT, RunDescription, check_description
-from so101_sim2real.control.timing import StageTimer
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware.protocol import is_emulated
 from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
@@ -337,21 +336,3 @@ def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | Non
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
     return Env(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
                twin=bridge.task)
-
-
-def tick(env: Env, action: np.ndarray, joints: JointState,
-         timer: StageTimer | None = None) -> tuple[Command, StepResult]:
-    """One control tick from a reading: command, write, let time pass, score.
-
-    Timed as two stages: ``control`` (IK and the safety clamp) and one named for the
-    robot (the write, the period passing and the task's scoring: ``sim`` for the
-    twin, whose physics runs there).
-    """
-    timer = timer or StageTimer()
-    with timer.stage("control"):
-        cmd = env.controller.command(action, joints.position)
-    with timer.stage(env.robot.name):
-        env.robot.write(cmd.targets)
-        env.robot.advance(env.period_s)
-        result = env.task.evaluate(action)
-    return cmd, result

@@ -18,7 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from so101_sim2real.control.env import Env, tick
+from so101_sim2real.control.controller import Command
+from so101_sim2real.control.env import Env
 from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.safety import Terminated, torque_guard
@@ -119,6 +120,24 @@ def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: b
     user asked for it (to time a perception). The one place this is decided; a env is built
     with a camera exactly when it is true."""
     return pilot_sees_pixels or video or recording or asked
+
+
+def tick(env: Env, action: np.ndarray, joints: JointState,
+         timer: StageTimer | None = None) -> tuple[Command, StepResult]:
+    """One control tick from a reading: command, write, let time pass, score.
+
+    Timed as two stages: ``control`` (IK and the safety clamp) and one named for the
+    robot (the write, the period passing and the task's scoring: ``sim`` for the
+    twin, whose physics runs there).
+    """
+    timer = timer or StageTimer()
+    with timer.stage("control"):
+        cmd = env.controller.command(action, joints.position)
+    with timer.stage(env.robot.name):
+        env.robot.write(cmd.targets)
+        env.robot.advance(env.period_s)
+        result = env.task.evaluate(action)
+    return cmd, result
 
 
 class Runner:
