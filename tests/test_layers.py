@@ -99,3 +99,14 @@ def test_an_option_reads_plain_in_the_library_and_as_a_flag_on_the_command_line(
     exc = So101Error("@max_steps must be at least 1 (robot@host and a/@b stay)")
     assert str(exc) == "max_steps must be at least 1 (robot@host and a/@b stay)"
     assert exc.cli_text() == "--max-steps must be at least 1 (robot@host and a/@b stay)"
+
+
+def test_the_readmes_layout_names_every_package_and_module():
+    """The README's Layout section is drawn from the code: a module added or renamed shows here."""
+    text = (ROOT.parents[1] / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    missing = [str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob("*.py"))
+               if p.name not in ("__init__.py", "__main__.py") and f"`{p.name}`" not in layout]
+    missing += [f"{p.name}/" for p in sorted(ROOT.iterdir()) if (p / "__init__.py").is_file() and p.name != "specs"
+                and f"`{p.name}/`" not in layout]
+    assert missing == []

@@ -1,4 +1,4 @@
-"""``so101 infer``: evaluate a pilot over seeded episodes on a env.
+"""``so101 infer``: evaluate a pilot over seeded episodes in an env.
 
 Builds the pilot (a checkpoint or the scripted expert), the env (the sim twin; the
 real arm on its Feetech bus), optional recorder and video, runs the

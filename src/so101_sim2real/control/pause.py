@@ -36,7 +36,7 @@ class PauseRecord:
 
 
 def env_probes(env: Env) -> list[Probe]:
-    """The checks a env's devices must pass to resume: the arm reconnects, the camera gives a frame."""
+    """The checks an env's devices must pass to resume: the arm reconnects, the camera gives a frame."""
     probes: list[Probe] = []
     if reconnect := getattr(env.robot, "reconnect", None):
         probes.append(reconnect)

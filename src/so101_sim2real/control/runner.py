@@ -117,7 +117,7 @@ OUTCOMES = {True: "success", False: "no success", None: "ended"}  # None: a real
 
 def wants_frames(pilot_sees_pixels: bool, video: bool, recording: bool, asked: bool = False) -> bool:
     """Whether a run perceives every tick: its pilot looks at the frames, they are kept, or the
-    user asked for it (to time a perception). The one place this is decided; a env is built
+    user asked for it (to time a perception). The one place this is decided; an env is built
     with a camera exactly when it is true."""
     return pilot_sees_pixels or video or recording or asked
 
@@ -141,7 +141,7 @@ def tick(env: Env, action: np.ndarray, joints: JointState,
 
 
 class Runner:
-    """Runs episodes of a pilot on a env, with optional recording and video."""
+    """Runs episodes of a pilot in an env, with optional recording and video."""
 
     def __init__(self, env: Env, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
                  realtime: bool = False, max_steps: int | None = None,

@@ -1,4 +1,4 @@
-"""``so101 hilserl train``: a HIL-SERL session on a env, kept in a run folder (hilserl/run_folder.py)
+"""``so101 hilserl train``: a HIL-SERL session in an env, kept in a run folder (hilserl/run_folder.py)
 so that any stop can be resumed."""
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def new_buffer(spec: Spec, cfg: TrainConfig, seed: int | None = None) -> ReplayB
 
 
 class Trainer:
-    """One HIL-SERL run on a env: build once, ``run`` episodes.
+    """One HIL-SERL run in an env: build once, ``run`` episodes.
 
     ``start``: where the session starts (the run's counters, its random streams, what it
     says first; a new run's zeros by default). ``buffer``: the replay buffer it starts with
