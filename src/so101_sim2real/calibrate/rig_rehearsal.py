@@ -25,6 +25,7 @@ from so101_sim2real.spec import Spec
 
 if TYPE_CHECKING:
     from so101_sim2real.control.env import LockedCamera
+    from so101_sim2real.control.twin_bus import TwinBridge
     from so101_sim2real.hardware.so101 import SO101Follower
 
 
@@ -87,7 +88,7 @@ def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry
             emulator.stop()
 
 
-def _clear_table(bridge: object) -> None:
+def _clear_table(bridge: TwinBridge) -> None:
     """The task's cube off the table (it would hide the board's corners, or the table): behind the arm."""
     import mujoco
 

@@ -26,6 +26,7 @@ from so101_sim2real.cli.options import (
     RobotOpt,
     SegOpt,
     ThreadsOpt,
+    _operator_prompt,
     run_description,
 )
 from so101_sim2real.errors import So101Error
@@ -179,7 +180,7 @@ def hilserl_train(
     try:
         report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
                        on_start=started, keys=keys,
-                       wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None, say=say,
+                       wait_for_operator=_operator_prompt(), say=say,
                        window=window)
     finally:
         if "live" in shown:

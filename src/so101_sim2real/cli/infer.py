@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,6 +24,7 @@ from so101_sim2real.cli.options import (
     SpecOpt,
     ThreadsOpt,
     TrustOpt,
+    _operator_prompt,
     run_description,
 )
 from so101_sim2real.cli.progress import _Progress
@@ -91,7 +91,7 @@ def infer(
 
     opts = InferOptions(run_description(ctx), episodes=episodes, seed=seed, max_steps=max_steps, record=record,
                         record_rgb=record_rgb, video=video, realtime=realtime,
-                        wait_for_operator=(lambda text: input(text + " ")) if sys.stdin.isatty() else None)
+                        wait_for_operator=_operator_prompt())
 
     def started(env, pilot) -> None:
         lines, warnings = start_lines(env, pilot, opts)

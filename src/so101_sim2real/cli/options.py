@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -9,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from so101_sim2real.control.description import RunDescription
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
 CkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint: a RoboBase snapshot (.pt), a folder written by "
                                                       "'so101 convert', or a drqv2 snapshot (with --trust-pickle).")]
@@ -78,10 +81,19 @@ def _given(ctx: typer.Context, *names: str) -> list[str]:
     """The flags among ``names`` (parameter names) that the user typed, as they typed them."""
     params = {p.name: p for p in ctx.command.params}
     return ["/".join(params[n].opts + params[n].secondary_opts) for n in names
-            if ctx.get_parameter_source(n).name != "DEFAULT"]
+            if (source := ctx.get_parameter_source(n)) is not None and source.name != "DEFAULT"]
 
 
-def _rig_geometry(rig: Path | None) -> object:
+def _operator_prompt() -> Callable[[str], None] | None:
+    """``wait_for_operator`` of a command that may ask the person at the arm: the question on the
+    terminal, answered with Enter; None when stdin is not a terminal (a log, a pipe, a test)."""
+    def ask(text: str) -> None:
+        input(text + " ")
+
+    return ask if sys.stdin.isatty() else None
+
+
+def _rig_geometry(rig: Path | None) -> RigGeometry:
     """``--rig FILE`` read now (a typo fails before anything loads), or the sim's uncalibrated guess."""
     from so101_sim2real.control.env import load_rig_file
     from so101_sim2real.geometry.rig_file import default_rig

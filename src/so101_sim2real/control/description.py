@@ -243,11 +243,9 @@ def _check_idle(d: RunDescription, n: Callable[[str], str]) -> None:
     """Options that would do nothing where the run happens are refused, not silently ignored."""
     nominal = PerceptionChoice()
     p = d.perception
-    idle = [n(name) for name, value, default in (
-        ("seg_ckpt", p.seg_ckpt, nominal.seg_ckpt), ("depth_model", p.depth_model, nominal.depth_model),
-        ("profile", p.profile, nominal.profile), ("backend", p.backend, nominal.backend),
-        ("overlap", p.overlap, nominal.overlap), ("perception_threads", p.threads, nominal.threads))
-        if value != default]
+    by_field = {place[1]: name for name, place in OPTIONS.items() if place[0] == "perception"}
+    idle = [n(by_field[f.name]) for f in dataclasses.fields(p)
+            if f.name != "kind" and getattr(p, f.name) != getattr(nominal, f.name)]
     if p.kind != "real" and idle:
         raise So101Error(f"{', '.join(idle)}: only with {n('perception')} real (the default, sim, renders the twin's "
                          f"own segmentation and depth)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from so101_sim2real.control.controller import Controller
 from so101_sim2real.control.description import EMULATOR_PORT, RunDescription, check_description
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hardware.protocol import is_emulated
-from so101_sim2real.interfaces import Camera, Frame, JointState, Perception, Robot, StepResult, Task
+from so101_sim2real.interfaces import Camera, Frame, JointState, Perceived, Perception, Robot, StepResult, Task
 from so101_sim2real.kinematics import Kinematics
 from so101_sim2real.policy.state import Proprio
 from so101_sim2real.sim import scene as S
@@ -27,8 +27,13 @@ from so101_sim2real.sim.perturb import NoisyPerception, OffsetRobot, Perturbatio
 from so101_sim2real.spec import Spec
 
 if TYPE_CHECKING:
+    import threading
+
+    from so101_sim2real.control.twin_bus import TwinBridge
     from so101_sim2real.geometry.rig_file import RigGeometry
+    from so101_sim2real.hardware.joint_calibration import ArmCalibration
     from so101_sim2real.perception.real import RealModels
+    from so101_sim2real.sim.task import LiftCubeTask
 
 
 @dataclass
@@ -41,7 +46,7 @@ class Env:
     controller: Controller
     perception: Perception | None
     period_s: float
-    twin: object | None = None
+    twin: LiftCubeTask | None = None
     scored: bool = True  # False on a real arm: nothing judges success yet
     trained_spec: Spec | None = None  # the spec before this run's overrides, where they differ
     period_note: str | None = None  # an arm: the period it runs at, and why (measured, or asked for)
@@ -101,7 +106,7 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
 
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
     models = d.models(threads)
-    if d.real_port and not is_emulated(d.robot.port):
+    if d.real_port and not is_emulated(d.robot.port or ""):  # check_description: an arm has its @port
         from so101_sim2real.perception.examples import example_sources, refuse_on_an_arm
 
         refuse_on_an_arm(example_sources(models.seg_ckpt, models.depth_model))  # from the files, before they load
@@ -109,12 +114,14 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
     try:
         make_perception = _perception_factory(spec, d, models)
         if d.real_port:
+            assert camera is not None  # opened above for an arm
             return _arm_env(spec, d, make_perception, calibration, camera, wait_for_operator)
     except BaseException:
         if camera is not None:
             camera.close()
         raise
     if d.robot.kind == "so101":
+        assert d.robot.port is not None  # check_description: so101 needs @port
         return so101_env(spec, d.robot.port, with_camera=with_camera, make_perception=make_perception,
                          geometry=geometry)
     return sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
@@ -147,7 +154,7 @@ def _ahead(make_perception: PerceptionFactory) -> PerceptionFactory:
     return lambda camera: OverlappedPerception(make_perception(camera), with_rgb=True)
 
 
-def load_calibration(name: str | None) -> object | None:
+def load_calibration(name: str | None) -> ArmCalibration | None:
     """``twin`` (the emulated twin arm), a calibration ``.json``, or a follower id in LeRobot's folder."""
     from so101_sim2real.hardware.joint_calibration import resolve_calibration
 
@@ -176,8 +183,10 @@ def _open_arm_camera(spec: Spec, d: RunDescription, geometry: RigGeometry | None
     return camera
 
 
-def _arm_env(spec: Spec, d: RunDescription, make_perception: PerceptionFactory | None, calibration: object,
-             camera: Camera, wait_for_operator: Callable[[str], None] | None) -> Env:
+def _arm_env(spec: Spec, d: RunDescription, make_perception: PerceptionFactory | None,
+             calibration: ArmCalibration | None, camera: Camera,
+             wait_for_operator: Callable[[str], None] | None) -> Env:
+    assert d.robot.port is not None  # d.real_port: check_description asked for @port
     # The emulated arm's camera can also set its scene: the emulated person places the cube.
     place_cube = getattr(camera, "start_episode", None)
     return so101_env(spec, d.robot.port, make_perception=make_perception, calibration=calibration, camera=camera,
@@ -204,18 +213,19 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
 
     perturbation = perturbation or Perturbation()
     task = LiftCubeTask(spec, scene=perturbation.scene(twin_scene(spec, geometry)))
-    robot = SimRobot(task.model, task.data, spec)
+    robot: Robot = SimRobot(task.model, task.data, spec)
     if any(perturbation.joint_offset_deg):
         robot = OffsetRobot(robot, np.deg2rad(perturbation.joint_offset_deg))
     live = task.data if spec.action.ik.pose_from == "live_physics" else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
     controller = Controller(spec.action, kinematics, robot.limits)
-    perception = None
+    perception: Perception | None = None
     if with_camera:
         camera = SimCamera(task.model, task.data, spec.observation)
         seen = spec.observation
         if perturbation.disparity_region:  # normalised another way than the policy was trained on
-            seen = replace(seen, disparity=replace(seen.disparity, normalise_region=perturbation.disparity_region))
+            region = cast(Literal["crop", "full_frame"], perturbation.disparity_region)  # checked when it was parsed
+            seen = replace(seen, disparity=replace(seen.disparity, normalise_region=region))
         perception = make_perception(camera) if make_perception else PrivilegedPerception(camera, seen)
         if perturbation.noisy_perception:
             perception = NoisyPerception(perception, perturbation, spec.observation.channels,
@@ -227,10 +237,10 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
 class _LockedPerception:
     """Perception of a world that another thread steps: hold its lock while rendering."""
 
-    def __init__(self, inner: object, lock: object):
+    def __init__(self, inner: Perception, lock: threading.RLock):
         self.inner, self.lock = inner, lock
 
-    def observe(self, with_rgb: bool = False):
+    def observe(self, with_rgb: bool = False) -> Perceived:
         with self.lock:
             return self.inner.observe(with_rgb)
 
@@ -241,7 +251,7 @@ class _LockedPerception:
 class LockedCamera:
     """A camera in a world that another thread steps: renders hold its lock."""
 
-    def __init__(self, inner: Camera, lock: object):
+    def __init__(self, inner: Camera, lock: threading.RLock):
         self.inner, self.lock = inner, lock
 
     def read(self) -> Frame:
@@ -255,7 +265,7 @@ class LockedCamera:
 class _TwinEpisodes:
     """The lift-cube task on the emulated arm's twin: resets through the bridge."""
 
-    def __init__(self, bridge: object):
+    def __init__(self, bridge: TwinBridge):
         self.bridge = bridge
 
     def reset(self, seed: int | None = None) -> dict:
@@ -274,7 +284,7 @@ def arm_needs_eyes(port: str) -> So101Error:
 
 
 def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: float | None = None,
-              make_perception: PerceptionFactory | None = None, calibration: object | None = None,
+              make_perception: PerceptionFactory | None = None, calibration: ArmCalibration | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
               geometry: RigGeometry | None = None,
               place_cube: Callable[[int, tuple[float, float] | None], None] | None = None) -> Env:

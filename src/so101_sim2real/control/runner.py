@@ -24,7 +24,7 @@ from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.safety import Terminated, torque_guard
 from so101_sim2real.control.timing import RateKeeper, StageTimer
-from so101_sim2real.control.video import VideoWriter, compose
+from so101_sim2real.control.video import compose
 from so101_sim2real.errors import DeviceFault
 from so101_sim2real.interfaces import JointState, StepResult
 from so101_sim2real.policy.state import StateBuilder
@@ -103,6 +103,15 @@ def _episode_dict(e: EpisodeResult) -> dict:
 DISCARD = "discard"
 
 
+class VideoSink(Protocol):
+    """Where the composed frames go: a :class:`~so101_sim2real.control.video.VideoWriter`, or a
+    :class:`~so101_sim2real.control.window.LiveWindow` that shows them."""
+
+    def add(self, image: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Judge(Protocol):
     """Decides success from what the camera saw, where the task cannot (a reward classifier)."""
 
@@ -143,7 +152,7 @@ def tick(env: Env, action: np.ndarray, joints: JointState,
 class Runner:
     """Runs episodes of a pilot in an env, with optional recording and video."""
 
-    def __init__(self, env: Env, pilot: Pilot, recorder: Recorder | None = None, video: VideoWriter | None = None,
+    def __init__(self, env: Env, pilot: Pilot, recorder: Recorder | None = None, video: VideoSink | None = None,
                  realtime: bool = False, max_steps: int | None = None,
                  on_episode: Callable[[EpisodeResult], None] | None = None, perceive: bool = False,
                  with_rgb: bool = False, transitions: TransitionSink | None = None,
@@ -163,7 +172,8 @@ class Runner:
         # session) it waits the fault out and the episode, thrown away, starts again.
         self.on_fault = on_fault
         self.timer = StageTimer()
-        self._episodes, self._title, self._last_view = 1, "", None
+        self._episodes, self._title = 1, ""
+        self._last_view: tuple[np.ndarray | None, np.ndarray] | None = None  # (camera RGB, policy frame)
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
         self.want_rgb = with_rgb or video is not None or (recorder is not None and recorder.with_rgb)
         if self.perceive and env.perception is None:
@@ -206,8 +216,10 @@ class Runner:
     def _observe(self, joints: JointState) -> Observation:
         perceived = None
         if self.perceive:
+            perception = self.env.perception
+            assert perception is not None  # __init__ refused a run that perceives without one
             with self.timer.stage("obs"):
-                perceived = self.env.perception.observe(with_rgb=self.want_rgb)
+                perceived = perception.observe(with_rgb=self.want_rgb)
         proprio = self.env.proprio(joints)
         state = None if self._state is None else self._state.build(proprio)
         return Observation(joints, proprio, self.env.controller.ee_target.copy(), perceived, state)
@@ -217,6 +229,7 @@ class Runner:
         env = self.env
         joints, _ = env.reset(seed)
         limit = self.max_steps or env.spec.episode.max_steps
+        success: bool | None
         steps, ret, success, interrupted, discard = 0, 0.0, False, False, False
         self._title = f"episode {index + 1}/{self._episodes}  seed {seed}"
         self._last_view = None
@@ -277,7 +290,7 @@ class Runner:
             self.transitions.end()
         self._show_outcome(success, steps, interrupted)
 
-    def _keep(self, obs: Observation, action: np.ndarray, cmd: object, reward: float, ret: float, step: int) -> None:
+    def _keep(self, obs: Observation, action: np.ndarray, cmd: Command, reward: float, ret: float, step: int) -> None:
         p = obs.perceived
         if self.recorder:
             twin = self.env.twin

@@ -52,6 +52,8 @@ class WriteFailed(DeviceFault):
 
 
 class _Arm:
+    name: str  # each arm's own, set by its class
+
     def __init__(self, bus: MotorBus, calibration: ArmCalibration, max_step_rad: float = DEFAULT_MAX_STEP_RAD,
                  watchdog: int = 5):
         self.bus, self.cal, self.watchdog = bus, calibration, watchdog
@@ -62,7 +64,7 @@ class _Arm:
         self._velocity = JointVelocity()
         self._last: JointState | None = None
         self.firmware: dict[str, tuple[int, int]] = {}
-        self.on_close: list = []  # run after the bus is closed (e.g. stop an in-process emulator)
+        self.on_close: list[Callable[[], None]] = []  # run after the bus is closed (e.g. stop an in-process emulator)
 
     def connect(self) -> None:
         """Open the bus and check every motor is there, an STS3215, on one firmware."""
@@ -175,6 +177,7 @@ class SO101Leader(_Arm):
             raise So101Error("this leader arm was connected read-only (follows=False)")
         if not self._torque:
             self.torque(True)
+        assert self._last is not None  # torque on read the arm (a failed read raised)
         self.goal, _ = self.limits.clamp(np.asarray(position, dtype=np.float64), self._last.position)
         self.write(self.goal)
 

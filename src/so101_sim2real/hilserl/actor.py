@@ -17,6 +17,7 @@ adds plugs into it:
 from __future__ import annotations
 
 import threading
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.runtime import Policy
+
+# The episode in progress, as BufferSink counts it ("return" is the learner's return).
+_Tally = TypedDict("_Tally", {"steps": int, "return": float, "success": bool, "ended": bool, "interventions": int})
 
 
 class PolicySlot:
@@ -118,7 +122,7 @@ class BufferSink:
         self.recorder = recorder
         self.env_steps, self.interventions = env_steps, 0
         self.discarded_steps = 0  # ticks of thrown-away episodes: not in the buffer, not in env_steps
-        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
+        self._episode: _Tally = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
 
     def begin(self, index: int, seed: int | None) -> None:
         self.buffer.begin_episode()
@@ -129,6 +133,7 @@ class BufferSink:
     def add(self, obs: Observation, action: np.ndarray, result: StepResult, ends: bool) -> None:
         if obs.state is None:
             raise ValueError("the runner built no state for this tick; the replay buffer stores one per step")
+        assert obs.perceived is not None  # the learning pilot sees pixels: the runner perceives every tick
         step = Step(obs.perceived.frame, obs.state, np.asarray(action, dtype=np.float32),
                     self.rewards.reward(result), terminated=result.terminated,
                     truncated=ends and not result.terminated, is_intervention=self.pilot.last_intervention)

@@ -32,7 +32,7 @@ from torch import nn
 from so101_sim2real.hilserl.exploration import noisy_action
 from so101_sim2real.hilserl.replay import Batch
 from so101_sim2real.policy.augment import random_shift
-from so101_sim2real.policy.networks import DrQV2Agent
+from so101_sim2real.policy.networks import Critic, DrQV2Agent
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,20 @@ class Learner:
         self.cfg = cfg or LearnerConfig()
         self.device = torch.device(device)
         self.agent = copy.deepcopy(agent).cpu().train()
+        critic = self.agent.critic
+        assert critic is not None  # the copy of a checked agent
         if self.cfg.reinit_critics:
-            orthogonal_init(self.agent.critic, torch.Generator().manual_seed(seed))
+            orthogonal_init(critic, torch.Generator().manual_seed(seed))
         self.agent.to(self.device)
         if self.agent.critic_target is None:
-            self.agent.critic_target = copy.deepcopy(self.agent.critic)
-        self.agent.critic_target.load_state_dict(self.agent.critic.state_dict())
+            self.agent.critic_target = copy.deepcopy(critic)
+        self.agent.critic_target.load_state_dict(critic.state_dict())
         self.agent.critic_target.requires_grad_(False)
         self.agent.encoder.requires_grad_(not self.cfg.freeze_encoder)
         c = self.cfg
         self.encoder_opt = torch.optim.AdamW(self.agent.encoder.parameters(), lr=c.encoder_lr,
                                              weight_decay=c.weight_decay)
-        self.critic_opt = torch.optim.AdamW(self.agent.critic.parameters(), lr=c.critic_lr,
+        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=c.critic_lr,
                                             weight_decay=c.weight_decay)
         self.actor_opt = torch.optim.AdamW(self.agent.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay)
         self.updates = 0
@@ -107,6 +109,12 @@ class Learner:
     def lr_of(self, name: str) -> float:
         """The configured learning rate of optimiser ``name``."""
         return {"encoder": self.cfg.encoder_lr, "critic": self.cfg.critic_lr, "actor": self.cfg.actor_lr}[name]
+
+    def _critics(self) -> tuple[Critic, Critic]:
+        """The agent's critics and their targets (``__init__`` saw to both)."""
+        critic, target = self.agent.critic, self.agent.critic_target
+        assert critic is not None and target is not None
+        return critic, target
 
     # ------------------------------------------------------------------ one update
 
@@ -131,6 +139,7 @@ class Learner:
 
     def _update(self, batch: Batch, train_actor: bool) -> UpdateMetrics:
         a, c, t = self.agent, self.cfg, self._tensors(batch)
+        critic, critic_target = self._critics()
         obs = random_shift(t["obs"], c.aug_pad, self._generator)
         next_obs = random_shift(t["next_obs"], c.aug_pad, self._generator)
         feats = a.features(obs, t["state"])
@@ -138,9 +147,9 @@ class Learner:
             next_feats = a.features(next_obs, t["next_state"])
             next_mean = a.actor(next_feats)
             next_action = noisy_action(next_mean, c.std, c.std_clip, torch.randn_like(next_mean))
-            target_v = a.critic_target(next_feats, next_action).min(dim=-1).values
+            target_v = critic_target(next_feats, next_action).min(dim=-1).values
             target = t["reward"] + t["discount"] * target_v
-        q = a.critic(feats, t["action"])
+        q = critic(feats, t["action"])
         critic_loss = F.mse_loss(q, target.unsqueeze(-1).expand_as(q)) * q.shape[-1]  # sum over heads, mean over batch
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -158,9 +167,10 @@ class Learner:
 
     def _update_actor(self, feats: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         a, c = self.agent, self.cfg
+        critic, _ = self._critics()
         mean = a.actor(feats)
         action = noisy_action(mean, c.std, c.std_clip, torch.randn_like(mean))
-        loss = -a.critic(feats, action).min(dim=-1).values.mean()
+        loss = -critic(feats, action).min(dim=-1).values.mean()
         bc = None
         if c.bc_weight > 0 and bool(t["demo"].any()):
             bc_term = F.mse_loss(mean[t["demo"]], t["action"][t["demo"]])
@@ -174,7 +184,8 @@ class Learner:
     @torch.no_grad()
     def _soft_update(self) -> None:
         tau = self.cfg.tau
-        for p, tp in zip(self.agent.critic.parameters(), self.agent.critic_target.parameters(), strict=True):
+        critic, target = self._critics()
+        for p, tp in zip(critic.parameters(), target.parameters(), strict=True):
             tp.lerp_(p, tau)
 
     # ------------------------------------------------------------------ publishing

@@ -8,11 +8,14 @@ an episode's end is terminal for the learner (time limits included).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from so101_sim2real.control.pilots import Observation
 from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import StepResult
+
+if TYPE_CHECKING:
+    from so101_sim2real.reward.classifier import SuccessJudge
 
 
 class RewardSource(Protocol):
@@ -54,7 +57,7 @@ class ClassifierReward:
 
     name = "classifier"
 
-    def __init__(self, judge):
+    def __init__(self, judge: SuccessJudge):
         self.success_judge = judge
         self.last_p: float | None = None  # the newest frame's probability, for the live view
 

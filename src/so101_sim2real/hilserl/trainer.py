@@ -28,13 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from so101_sim2real.control.env import Env
 from so101_sim2real.control.interveners import Intervener
 from so101_sim2real.control.recording import Recorder
-from so101_sim2real.control.runner import EpisodeResult, Runner, RunSummary
+from so101_sim2real.control.runner import EpisodeResult, Judge, Runner, RunSummary, VideoSink
 from so101_sim2real.control.timing import RateKeeper
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.actor import BufferSink, LearningPilot, PolicySlot
@@ -161,8 +162,8 @@ class Trainer:
 
     def run(self, episodes: int, first_seed: int | None = None, realtime: bool = False,
             on_episode: Callable[[EpisodeRecord], None] | None = None, max_steps: int | None = None,
-            judge: object | None = None, on_fault: Callable[[DeviceFault], object] | None = None,
-            video: object | None = None) -> RunSummary:
+            judge: Judge | None = None, on_fault: Callable[[DeviceFault], object] | None = None,
+            video: VideoSink | None = None) -> RunSummary:
         """Episodes on the env while the learner learns; Ctrl-C ends both, torque off. The seeds
         go on from ``first_seed`` (by default the start's next seed). ``on_episode`` gets each
         episode's :class:`EpisodeRecord`. ``judge`` (the person's keys) decides success over the
@@ -183,7 +184,7 @@ class Trainer:
                 on_episode(record)
 
         if judge is None and hasattr(self.sink.rewards, "judge"):  # a reward classifier
-            judge = self.sink.rewards
+            judge = cast(Judge, self.sink.rewards)  # a ClassifierReward: a Judge
         runner = Runner(self.env, self.pilot, realtime=realtime, on_episode=episode_done, transitions=self.sink,
                         max_steps=max_steps, judge=judge, on_fault=on_fault, video=video)
         self.rate = runner.rate  # its overrun count, read per episode

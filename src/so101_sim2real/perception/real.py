@@ -148,7 +148,8 @@ class RealPerception:
 
     def _plan(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """The images segmentation and depth see, and the seg input size."""
-        rows, cols = center_crop_box(*rgb.shape[:2], self.spec.crop)
+        height, width = rgb.shape[:2]
+        rows, cols = center_crop_box(height, width, self.spec.crop)
         cropped = np.ascontiguousarray(rgb[rows, cols]) if self.profile.crop_first else rgb
         seg_image = cropped  # the seg channel is cropped: pixels outside the crop never reach the policy
         depth_image = cropped if self.crop_first else rgb
@@ -267,7 +268,9 @@ def real_perception_factory(spec: ObservationSpec, models: RealModels, allow_exa
         chosen = choice
         if camera_check and camera is not None and choice.backend != TORCH:
             chosen = confirm_on_camera(choice, camera_frames(camera), spec, profile, models.backend)
-        return RealPerception(camera, chosen.trial.seg, chosen.trial.depth, spec, profile,
+        seg_model, depth_model = chosen.trial.seg, chosen.trial.depth
+        assert seg_model is not None and depth_model is not None  # a chosen trial carries its models
+        return RealPerception(camera, seg_model, depth_model, spec, profile,
                               backend_line=chosen.line(), threads=models.threads)
 
     return bind
