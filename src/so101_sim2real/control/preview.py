@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -22,6 +23,11 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.interfaces import Camera, Perceived
 from so101_sim2real.observation import center_crop_box
 from so101_sim2real.perception.real import RealPerception, Timing
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.description import RunDescription
+    from so101_sim2real.geometry.rig_file import RigGeometry
+    from so101_sim2real.spec import Spec
 
 
 def compose_preview(rgb: np.ndarray, seen: Perceived, channels: list[str], crop: str) -> np.ndarray:
@@ -114,3 +120,108 @@ def summarise(results: list[PreviewResult]) -> dict[str, dict[str, float]]:
     stages = ("seg_ms", "depth_ms", "finish_ms", "total_ms")
     return {stage: dict(zip(("p50", "p95"), p50_p95([getattr(r.timing, stage) for r in results]), strict=True))
             for stage in stages}
+
+
+@dataclass
+class PreviewSource:
+    """The source ``so101 perceive`` reads, opened and checked; ``reopen`` opens it again (a file
+    source is read from its start for the backend check)."""
+
+    name: str
+    camera: Camera
+    reopen: Callable[[], Camera]
+    limit: int | None  # frames to read: as asked, else all of a file, 100 of a live camera
+    geometry: RigGeometry | None
+
+    def frames(self, count: int) -> list[np.ndarray]:
+        """``count`` frames spread over the source, to check a backend on (control.frames)."""
+        from so101_sim2real.control.frames import source_frames
+
+        return source_frames(self.camera, count, self.reopen)
+
+
+def open_source(source: str, where: RunDescription, spec: Spec, frames: int | None) -> PreviewSource:
+    """``source`` (an image, a folder, a video, a camera) opened for ``where``'s perception: its lens
+    undone with @rig's camera, its frame size checked before any network loads."""
+    from so101_sim2real.cameras import OpenCVCamera, check_frame_size, open_camera, undistorted
+    from so101_sim2real.control.env import load_rig_file
+    from so101_sim2real.geometry.rig_file import check_size
+
+    if frames is not None and frames < 1:
+        raise So101Error("@frames must be at least 1")
+    geometry = load_rig_file(where.camera.rig)
+    if geometry is not None and geometry.calibrated:
+        check_size(geometry, spec.observation.source_size)
+
+    def opened() -> Camera:
+        camera = open_camera(source, spec.observation.source_size)
+        return undistorted(camera, geometry.camera) if geometry is not None else camera
+
+    camera = opened()
+    try:
+        check_frame_size(camera, spec.observation.source_size, source)
+    except BaseException:
+        camera.close()
+        raise
+    live = isinstance(getattr(camera, "camera", camera), OpenCVCamera)
+    return PreviewSource(source, camera, opened, frames if frames is not None else (100 if live else None), geometry)
+
+
+def check_source_backends(src: PreviewSource, spec: Spec, where: RunDescription) -> tuple[list[str], list[str]]:
+    """``perceive --check``: every installed backend timed against torch on the source's own frames;
+    (one line each, warnings). Closes the source."""
+    from so101_sim2real.control.frames import check_backends
+    from so101_sim2real.perception.examples import example_sources
+    from so101_sim2real.perception.fidelity import CHECK_FRAMES
+
+    try:
+        warnings = []
+        if examples := example_sources(where.perception.seg_ckpt, where.perception.depth_model):
+            warnings.append(f"{' and '.join(examples)}: example weights (random): the timings are those of real "
+                            f"weights of these sizes, the fidelity numbers say little about real ones")
+        lines = list(check_backends(spec, where.models(), lambda: src.frames(CHECK_FRAMES),
+                                    f"frames of {src.name}"))
+        return lines, warnings
+    finally:
+        src.camera.close()
+
+
+def start_perception(src: PreviewSource, spec: Spec, where: RunDescription) -> tuple[RealPerception, list[str],
+                                                                                       list[str]]:
+    """The real perception on the source (its backend checked on the source's frames); what
+    ``perceive`` says as it starts, and its warnings. Closes the source when it fails."""
+    from so101_sim2real.perception.fidelity import CHECK_FRAMES
+    from so101_sim2real.perception.load import real_perception_factory
+
+    try:
+        perception = real_perception_factory(spec.observation, where.models(),
+                                             frames=lambda: src.frames(CHECK_FRAMES))(src.camera)
+    except BaseException:
+        src.camera.close()
+        raise
+    p = where.perception
+    lines = [f"perceiving {src.name} ({p.profile} profile, {perception.workers} worker(s), {where.policy.device})"]
+    if perception.backend_line:
+        lines.append(perception.backend_line)
+    if src.geometry is not None:
+        lines.append(f"camera: {src.geometry.describe()}; " + ("frames undistorted before perception"
+                                                               if src.geometry.camera.D.any() else
+                                                               "no lens distortion"))
+    warnings = []
+    if perception.example_models:
+        warnings.append(f"{' and '.join(perception.example_models)}: example weights (random): the pictures show "
+                        f"the workflow, not a segmentation or a depth")
+    return perception, lines, warnings
+
+
+def frame_line(r: PreviewResult) -> str:
+    """One frame as ``perceive`` prints it: each stage's time and each class's share."""
+    t = r.timing
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in r.class_fractions.items() if k != "background")
+    return f"frame {r.index}: seg {t.seg_ms:.1f} ms, depth {t.depth_ms:.1f} ms, total {t.total_ms:.1f} ms; {shares}"
+
+
+def summary_line(results: list[PreviewResult], out: Path | None) -> str:
+    s = summarise(results)["total_ms"]
+    return (f"{len(results)} frame(s): end to end p50 {s['p50']:.1f} ms ({1e3 / s['p50']:.1f} Hz), p95 "
+            f"{s['p95']:.1f} ms" + (f"; pictures in {out}/" if out else ""))
