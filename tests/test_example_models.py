@@ -50,7 +50,8 @@ def test_perceive_runs_on_the_examples_and_says_they_are_random(capsys, tmp_path
 
 
 def test_infer_on_the_twin_warns_and_a_real_arm_refuses_them(capsys, tmp_path, examples, snapshot):
-    from so101_sim2real.perception.real import RealModels, real_perception_factory
+    from so101_sim2real.perception.load import real_perception_factory
+    from so101_sim2real.perception.real import RealModels
     from so101_sim2real.spec import default_spec
 
     code, out, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--max-steps", "2", "--perception",

@@ -43,7 +43,8 @@ def test_a_thread_budget_beyond_the_cores_this_process_may_use_is_refused(monkey
 @pytest.fixture
 def example_models(tmp_path):
     """Files marked as 'so101 models example' marks them, without writing the real networks."""
-    from so101_sim2real.perception.examples import EXAMPLE_MARK, NOTE
+    from so101_sim2real.perception import EXAMPLE_MARK
+    from so101_sim2real.perception.examples import NOTE
 
     seg = tmp_path / "models" / "segmentation.ckpt"
     seg.parent.mkdir()

@@ -71,6 +71,28 @@ def test_the_check_sees_an_import_going_up():
     assert wrong_way([("hardware/x.py", "hardware", "policy")]) == ["hardware/x.py: hardware imports policy"]
 
 
+def hidden_cycles() -> list[str]:
+    """Pairs of modules of one package that import each other, one side (at least) from inside a
+    function or an ``if TYPE_CHECKING:`` block to dodge the cycle. Imports inside functions that
+    only defer a heavy library are fine: this sees the package's own modules only."""
+    top: dict[str, set[str]] = {}
+    inner: dict[str, set[str]] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        module = ".".join(("so101_sim2real", *path.relative_to(ROOT).with_suffix("").parts))
+        top[module], inner[module] = set(), set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("so101_sim2real"):
+                (top if node.col_offset == 0 else inner)[module].add(node.module)
+    return [f"{a} <-> {b}" for a in top for b in sorted(inner[a])
+            if b in top and (a in top[b] or a in inner[b]) and a.split(".")[1] == b.split(".")[1]]
+
+
+def test_no_import_cycle_is_hidden_inside_a_function():
+    """Imports within a package go one way: what two modules share lives in the lower one (or a
+    small module both import), not behind an import inside a function."""
+    assert hidden_cycles() == []
+
+
 def test_library_errors_name_options_not_flags():
     """Outside cli/, a message names an option as @name; the CLI shows it as --name. Command lines
     quoted as examples ('so101 ... --flag') and docstrings are fine."""

@@ -19,8 +19,8 @@ from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.hilserl.rewards import ClassifierReward
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.reward import classifier as C
-from so101_sim2real.reward import evaluate as E
 from so101_sim2real.reward import labels as L
+from so101_sim2real.reward import metrics as M
 from so101_sim2real.sim.task import TaskConfig
 from so101_sim2real.spec import default_spec
 
@@ -228,8 +228,8 @@ def test_metrics_agree_with_their_definitions():
     probs = np.clip(labels * 0.3 + rng.random(200) * 0.7, 0, 1).round(2)  # ties on purpose
     pos, neg = probs[labels], probs[~labels]
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert E.roc_auc(probs, labels) == pytest.approx(pairs)
-    m = E.score(probs, labels, threshold=0.5, target_precision=0.9)
+    assert M.roc_auc(probs, labels) == pytest.approx(pairs)
+    m = M.score(probs, labels, threshold=0.5, target_precision=0.9)
     tp, fp = ((probs >= 0.5) & labels).sum(), ((probs >= 0.5) & ~labels).sum()
     fn, tn = ((probs < 0.5) & labels).sum(), ((probs < 0.5) & ~labels).sum()
     assert m.confusion == {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
@@ -240,7 +240,7 @@ def test_metrics_agree_with_their_definitions():
     assert ((probs >= t) & labels).sum() / (probs >= t).sum() >= 0.9
     lower = probs[probs < t].max()  # the next threshold down misses the target
     assert ((probs >= lower) & labels).sum() / (probs >= lower).sum() < 0.9
-    assert E.score(probs, np.zeros(200, bool)).roc_auc is None
+    assert M.score(probs, np.zeros(200, bool)).roc_auc is None
 
 
 # ----------------------------------------------------------------------------- judge (fast)

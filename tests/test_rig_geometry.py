@@ -221,7 +221,7 @@ def test_joint_offsets_add_to_the_reading_and_come_off_the_goals():
 def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypatch):
     """build_env on a serial port: the calibration and camera so101_env gets (no arm, no networks)."""
     import so101_sim2real.control.env as rig_module
-    import so101_sim2real.perception.real as real
+    import so101_sim2real.perception.load as load
     from so101_sim2real.cameras import UndistortedCamera
     from so101_sim2real.control.twin_bus import twin_arm_calibration
     from so101_sim2real.spec import default_spec
@@ -232,7 +232,7 @@ def test_an_arm_gets_the_rigs_offsets_and_undistorted_frames(tmp_path, monkeypat
     cv2.imwrite(str(tmp_path / "frame.png"), np.full((480, 640, 3), 128, np.uint8))
     (tmp_path / "ttyFAKE").write_text("")
     got = {}
-    monkeypatch.setattr(real, "real_perception_factory", lambda *a, **k: (lambda camera: None))
+    monkeypatch.setattr(load, "real_perception_factory", lambda *a, **k: (lambda camera: None))
     monkeypatch.setattr(rig_module, "so101_env", lambda spec, port, **kw: got.update(kw))
     where = describe(robot="so101", port=tmp_path / "ttyFAKE", calibration="twin", camera=tmp_path / "frame.png",
                      perception="real", seg_ckpt="seg.ckpt", rig=path)

@@ -3,6 +3,7 @@ and its alignment (:mod:`.calibrate_rig`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,7 +45,7 @@ def calibrate_joints(
 
     if arm not in ("follower", "leader"):
         raise So101Error(f"--arm {arm}: use follower or leader")
-    sign_map = {}
+    sign_map: dict[str, int] = {}
     for item in signs or []:
         joint, _, value = item.partition("=")
         if joint not in SERVO_IDS or value not in ("1", "-1"):
@@ -53,10 +54,15 @@ def calibrate_joints(
     def wait(message: str) -> None:
         typer.prompt(message, default="", show_default=False)
 
-    def sweep(message: str):
+    def sweep(message: str) -> Callable[[], bool]:
         typer.echo(message)
         pressed = threading.Event()  # the arm is sampled while they move; Enter, read in a thread, ends it
-        threading.Thread(target=lambda: (input(), pressed.set()), daemon=True).start()
+
+        def read_enter() -> None:
+            input()
+            pressed.set()
+
+        threading.Thread(target=read_enter, daemon=True).start()
         return pressed.is_set
 
     path = new_lerobot_path(arm, robot_id, root)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.calibrate.camera_fit import FitReport
+    from so101_sim2real.calibrate.capture import Gathered
+    from so101_sim2real.geometry.board import BoardSpec
+    from so101_sim2real.geometry.camera_model import CameraModel
 
 HIGH_RMS_PX = 1.0
 DEFAULT_BOARD_TEXT = "ChArUco 7x5 squares of 30 mm, 22.5 mm markers, DICT_5X5_100 (what 'so101 calibrate board' prints)"
@@ -98,7 +104,11 @@ def calibrate_camera(
         if problem := writable_folder(folder):
             raise So101Error(f"cannot write to {folder}: {problem}")
     spec = BoardSpec.load(board) if board else BoardSpec()
-    gathered = _from_images(images, spec) if images is not None else _from_camera(camera, spec, views)
+    if images is not None:
+        gathered = _from_images(images, spec)
+    else:
+        assert camera is not None  # one of --camera and --images, checked above
+        gathered = _from_camera(camera, spec, views)
     model = _fit_and_write(gathered, spec, min_views, out, report or out.parent,
                            f"--images {images}" if images is not None else f"--camera {camera}")
     if camera == "twin":
@@ -110,15 +120,19 @@ def calibrate_camera(
             f"{name} {e:+.2f}%" for name, e in zip(("fx", "fy", "cx", "cy"), errors, strict=True)))
 
 
-def _from_images(folder: Path, spec):
+def _from_images(folder: Path, spec: BoardSpec) -> Gathered:
     from tqdm import tqdm
 
     from so101_sim2real.calibrate.capture import image_files, views_from_images
 
     files = image_files(folder)
     bar = tqdm(total=len(files), unit="image", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+    def looked_at(path: Path, found: bool) -> None:
+        bar.update(1)
+
     try:
-        gathered = views_from_images(files, spec, on_image=lambda path, found: bar.update(1))
+        gathered = views_from_images(files, spec, on_image=looked_at)
     finally:
         bar.close()
     for name in gathered.skipped:
@@ -130,7 +144,7 @@ def _from_images(folder: Path, spec):
     return gathered
 
 
-def _from_camera(source: str, spec, wanted: int):
+def _from_camera(source: str, spec: BoardSpec, wanted: int) -> Gathered:
     from so101_sim2real.calibrate.camera_session import views_from_source
 
     gathered = views_from_source(source, spec, wanted, say=typer.echo,
@@ -140,7 +154,8 @@ def _from_camera(source: str, spec, wanted: int):
     return gathered
 
 
-def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, where: str):
+def _fit_and_write(gathered: Gathered, spec: BoardSpec, min_views: int, out: Path, report_dir: Path,
+                   where: str) -> CameraModel:
     from so101_sim2real.calibrate.camera_session import fit_and_save
 
     result = fit_and_save(gathered, min_views, out, report_dir,
@@ -152,21 +167,22 @@ def _fit_and_write(gathered, spec, min_views: int, out: Path, report_dir: Path, 
     typer.echo(f"views: {fit.views_used} used of {fit.views_found} found ({gathered.pictures} pictures)"
                + (f"; left out as outliers: {', '.join(fit.dropped)}" if fit.dropped else ""))
     typer.echo(f"wrote {out}; report: {', '.join(str(p) for p in result.pictures)}")
-    if model.rms > HIGH_RMS_PX:
+    if model.rms is not None and model.rms > HIGH_RMS_PX:  # a fitted model has its RMS
         typer.echo(f"warning: RMS {model.rms:.2f} px is high for a calibration (expect under 0.5): blurred "
                    f"pictures, a board that is not flat, or a board.yaml whose square_mm is not the printed one",
                    err=True)
     return model
 
 
-def _table(fit) -> list[str]:
+def _table(fit: FitReport) -> list[str]:
     lines = [f"{'model':<10}{'RMS px':>8}{'edge px':>9}{'fx':>9}{'fy':>9}{'cx':>8}{'cy':>8}{'fovx':>7}{'fovy':>7}"]
     for f in fit.fits:
         name = f.model + (" *" if f.model == fit.chosen else "")
-        if not f.ok:
+        c = f.camera
+        if c is None:  # not f.ok: the fit failed
             lines.append(f"{name:<10}failed: {f.problem}")
             continue
-        c, edge = f.camera, "-" if f.edge_rms is None else f"{f.edge_rms:.3f}"
+        edge = "-" if f.edge_rms is None else f"{f.edge_rms:.3f}"
         lines.append(f"{name:<10}{f.rms:>8.3f}{edge:>9}{c.fx:>9.1f}{c.fy:>9.1f}{c.cx:>8.1f}{c.cy:>8.1f}"
                      f"{c.fovx_deg():>7.1f}{c.fovy_deg():>7.1f}")
     return lines

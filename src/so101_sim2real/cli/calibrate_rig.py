@@ -8,13 +8,20 @@ mount to what the segmentation sees of the fingers and the table. Thin over
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import numpy as np
 import typer
 
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.calibrate.hand_eye import RigFit
+    from so101_sim2real.calibrate.rig_session import AlignResult, RigResult
+    from so101_sim2real.control.window import LiveWindow
+    from so101_sim2real.geometry.rig_file import RigGeometry
 
 BOARD_AT_HELP = ("Where the board lies: X,Y of its squares' top-left corner in metres in the arm's base frame "
                  "(x forward, y left), and optionally its turn in degrees, e.g. 0.145,0.075,0 (the default: "
@@ -95,6 +102,7 @@ def calibrate_rig(
     if missing:
         raise So101Error(f"--port {port}: a real rig needs {', '.join(missing)} (the camera's intrinsics come from "
                          f"'so101 calibrate camera')")
+    assert camera_model is not None  # in missing otherwise
     arm = describe(robot="so101", port=port, calibration=calibration, camera=camera)
     _say_rig(calibrate_rig_on_arm(arm, load_guess(camera_model), table, poses, seed, out, report or out.parent,
                                   say=typer.echo, wait_for_operator=_enter))
@@ -104,13 +112,13 @@ def _enter(message: str) -> None:
     typer.prompt(message, default="", show_default=False)
 
 
-def stand_in_line(stand_ins: dict[str, tuple[object, str]]) -> str | None:
+def stand_in_line(stand_ins: Mapping[str, tuple[object, str]]) -> str | None:
     """The one line a rehearsal says about the real day's options it was given: what stands in for each."""
     given = [f"{flag} {value} ({what})" for flag, (value, what) in stand_ins.items() if value is not None]
     return f"rehearsal: the twin stands in for {', '.join(given)}; not used today" if given else None
 
 
-def _say_rig(result) -> None:
+def _say_rig(result: RigResult) -> None:
     """The fit, its notes, the files; on the twin, how far the fit is from the truth."""
     for line in fit_table(result.fit, result.guess):
         typer.echo(line)
@@ -126,7 +134,7 @@ def _say_rig(result) -> None:
                    + " ".join(f"{v:+.2f}" for v in off) + " deg")
 
 
-def fit_table(fit, guess) -> list[str]:
+def fit_table(fit: RigFit, guess: RigGeometry) -> list[str]:
     """The fitted values with their 1-sigma, and the residuals."""
     from so101_sim2real.arm import JOINT_NAMES
 
@@ -194,21 +202,21 @@ def calibrate_align(
     _say_align(align_on_arm(arm, _start_rig(rig), out, window=window, say=typer.echo, wait_for_operator=_enter))
 
 
-def _start_rig(path: Path | None):
+def _start_rig(path: Path | None) -> RigGeometry:
     from so101_sim2real.calibrate.rig_session import load_guess
     from so101_sim2real.geometry.rig_file import default_rig
 
     return default_rig() if path is None else load_guess(path)
 
 
-def _window():
+def _window() -> LiveWindow:
     from so101_sim2real.control.window import LiveWindow, check_display
 
     check_display("interactive")
     return LiveWindow(option="interactive")
 
 
-def _say_align(result) -> None:
+def _say_align(result: AlignResult) -> None:
     """By eye: kept or not; fitted: each class's IoU, the mount, the file; on the twin, the truth."""
     if result.fit is None:
         typer.echo("left without saving" if result.rig is None else f"wrote {result.out}")

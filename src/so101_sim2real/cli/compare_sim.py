@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -16,8 +16,16 @@ from typer.core import TyperCommand
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
 
+if TYPE_CHECKING:
+    from typer._click.core import Command, Context  # typer's bundled click, whose classes typer's derive from
 
-def _open(folder: Path):
+    from so101_sim2real.compare.pictures import EpisodeVideo
+    from so101_sim2real.compare.replay import ReplayReport
+    from so101_sim2real.control.recording import Recording
+    from so101_sim2real.geometry.rig_file import RigGeometry
+
+
+def _open(folder: Path) -> Recording:
     from so101_sim2real.control.recording import Recording
 
     if not folder.exists():
@@ -29,17 +37,17 @@ def _open(folder: Path):
     return Recording(folder)
 
 
-def _geometry(rig: Path | None, rec):
+def _geometry(rig: Path | None, rec: Recording) -> tuple[RigGeometry | None, str | None]:
     """The camera the twin sees through: ``--rig``, else a run folder's own copy, else the sim's guess."""
     from so101_sim2real.control.env import load_rig_file
 
     if rig is None and rec.folder.name == "episodes" and (rec.folder.parent / "rig.yaml").is_file():
         rig = rec.folder.parent / "rig.yaml"
     geometry = load_rig_file(rig)
-    return geometry, geometry and f"twin camera: {geometry.describe()} ({rig})"
+    return geometry, f"twin camera: {geometry.describe()} ({rig})" if geometry is not None else None
 
 
-def _headline(report) -> list[str]:
+def _headline(report: ReplayReport) -> list[str]:
     def num(v: float | None, fmt: str = ".3f") -> str:
         return "-" if v is None else format(v, fmt)
 
@@ -54,6 +62,7 @@ def _headline(report) -> list[str]:
               f"ms, jitter {num(t.jitter_s and t.jitter_s * 1e3, '.1f')} ms; spec {t.spec_period_s * 1e3:.1f} ms"]
     if report.cube.source != "recorded":
         c = report.cube
+        assert c.position is not None  # fitted or nominal: one position for the episode
         lines.append(f"  cube not recorded: {c.source} at ({', '.join(f'{v:.3f}' for v in c.position)}) m"
                      + (f", IoU {c.iou:.2f} at tick {c.tick}" if c.iou is not None else ""))
     if report.dynamics is not None:
@@ -66,7 +75,7 @@ def _headline(report) -> list[str]:
     return lines
 
 
-def _plot_iou(report, path: Path) -> None:
+def _plot_iou(report: ReplayReport, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +95,7 @@ def _plot_iou(report, path: Path) -> None:
     plt.close(fig)
 
 
-def _write(report, out: Path, channels: list[str]) -> None:
+def _write(report: ReplayReport, out: Path, channels: list[str]) -> None:
     from so101_sim2real.compare.html import write_page
     from so101_sim2real.files import write_file
 
@@ -95,7 +104,7 @@ def _write(report, out: Path, channels: list[str]) -> None:
     write_page(report, channels, out)
 
 
-def _video(out: Path, channels: list[str], rec):
+def _video(out: Path, channels: list[str], rec: Recording) -> EpisodeVideo:
     from so101_sim2real.compare.pictures import EpisodeVideo
 
     period = float(rec.meta.get("period_s") or rec.spec.control.period_s)
@@ -144,7 +153,8 @@ def compare_sim(
 
     done = False
     try:
-        report = replay(rec, episode, on_tick=tick, on_frames=video and video.add, geometry=geometry, arrays=arrays)
+        report = replay(rec, episode, on_tick=tick, on_frames=video.add if video is not None else None,
+                        geometry=geometry, arrays=arrays)
         done = True
     finally:
         bar.close()
@@ -207,8 +217,12 @@ def sensitivity(
                         max_steps=max_steps)
     bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
                leave=False)
+
+    def episode_done() -> None:
+        bar.update(1)
+
     try:
-        rep = S.sensitivity(opts, gaps, on_episode=lambda: bar.update(1), report=report and str(report))
+        rep = S.sensitivity(opts, gaps, on_episode=episode_done, report=str(report) if report is not None else None)
     finally:
         bar.close()
     if out is not None:
@@ -227,9 +241,10 @@ class _CompareSim(TyperCommand):
     subcommand cannot share one click group, so a first argument ``sensitivity`` hands the rest
     of the line to that command (a recording folder of that name: ``./sensitivity``)."""
 
-    commands: dict = {}  # read by help walkers, as a group's
+    commands: dict[str, Command] = {}  # read by help walkers, as a group's
 
-    def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201 - click's signature
+    def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None,
+                     **extra: Any) -> Context:
         if args and args[0] == "sensitivity":
             sub = self.commands["sensitivity"]
             return sub.make_context(f"{info_name} sensitivity", list(args[1:]), parent=parent, **extra)

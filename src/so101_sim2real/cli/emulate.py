@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.twin_bus import TwinBridge
+    from so101_sim2real.control.twin_camera import TwinCameraServer
+    from so101_sim2real.leader.emulator import EmulatedLeader, SessionClock
+    from so101_sim2real.leader.hand_script import Grab
 
 
 def _id_list(text: str) -> list[int]:
@@ -66,12 +73,13 @@ def emulate(
 
     grabs = _hand_script(hand, leader, twin)
     emu = BusEmulator(_id_list(ids), Faults.parse(faults), seed=seed)
-    bridge = None
+    bridge: TwinBridge | None = None
     if twin:
         from so101_sim2real.control.twin_bus import attach_twin
 
         bridge = attach_twin(emu, seed=seed)
-    lead = camera = None
+    lead: EmulatedLeader | None = None
+    camera: TwinCameraServer | None = None
     before = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops it as Ctrl-C does, files removed
     try:
         path = emu.start()
@@ -99,7 +107,7 @@ def emulate(
         typer.echo(f"stopped; {json.dumps(emu.stats)}", err=True)
 
 
-def _serve_camera(bridge: object, port: str) -> object:
+def _serve_camera(bridge: TwinBridge, port: str) -> TwinCameraServer:
     """The twin's wrist camera for other processes: what --camera twin reads beside --port PORT."""
     from so101_sim2real.control.twin_camera import TwinCameraServer
 
@@ -111,7 +119,7 @@ def _serve_camera(bridge: object, port: str) -> object:
     return server
 
 
-def _tell_hand(lead: object | None, told: int) -> int:
+def _tell_hand(lead: EmulatedLeader | None, told: int) -> int:
     """What the hand did since the last call, on stderr; how many events are told."""
     events = lead.hand.events if lead is not None and lead.hand is not None else []
     for event in events[told:]:
@@ -119,11 +127,11 @@ def _tell_hand(lead: object | None, told: int) -> int:
     return len(events)
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list:
+def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list[Grab]:
     """The grabs of --hand, checked before anything starts."""
     if hand is None:
         return []
@@ -134,14 +142,14 @@ def _hand_script(hand: Path | None, leader: bool, twin: bool) -> list:
     return load_hand_script(hand, twin)
 
 
-def _make_leader(grabs: list, bridge: object | None, clock: object | None) -> object:
+def _make_leader(grabs: list[Grab], bridge: TwinBridge | None, clock: SessionClock | None) -> EmulatedLeader:
     """The emulated leader; ``clock`` (the twin camera's server) tells its hand the session's episode and tick."""
     from so101_sim2real.leader.emulator import EmulatedLeader
 
     return EmulatedLeader(grabs, bridge, clock=clock)
 
 
-def _start_leader(lead: object, follower: str, grabs: list) -> None:
+def _start_leader(lead: EmulatedLeader, follower: str, grabs: list[Grab]) -> None:
     path = lead.start()
     typer.echo(path)
     typer.echo(str(lead.calibration_file))

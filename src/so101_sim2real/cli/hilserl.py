@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -31,6 +31,9 @@ from so101_sim2real.cli.options import (
 )
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+
+if TYPE_CHECKING:
+    pass
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
                           no_args_is_help=True, **PLAIN)
@@ -129,35 +132,7 @@ def hilserl_train(
                               demos=demos, hand=hand)
     cfg = settings(config, sets or [], lambda: RunFolder.open(out).cfg if resume else TrainConfig())
 
-    from so101_sim2real.hilserl.live import LiveMonitor, render
-
-    shown: dict = {}  # the terminal's live table and its monitor
-
-    def started(trainer) -> None:
-        start = trainer.start
-        if start.period_note:
-            typer.echo(start.period_note)
-        for note in start.notes:  # as infer says them: the camera, the twin, the backend, the kinematics
-            typer.echo(note)
-        for warning in start.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        shown["monitor"] = LiveMonitor(trainer.progress, start.episodes)
-        if sys.stdout.isatty():  # a live table for a person; plain lines for logs and pipes
-            from rich.live import Live
-
-            shown["live"] = Live(get_renderable=lambda: render(shown["monitor"].stats(), f"HIL-SERL: {out}"),
-                                refresh_per_second=2, transient=False)
-            shown["live"].start()
-
-    def episode_line(record) -> None:
-        from so101_sim2real.hilserl import live
-
-        shown["monitor"].episode(record)
-        line = live.episode_line(record)
-        if "live" in shown:
-            shown["live"].console.print(line)
-        else:
-            typer.echo(line)
+    from so101_sim2real.hilserl.live import TerminalView, report_lines
 
     window = None
     if view:  # refused now, not after the models have loaded
@@ -171,33 +146,19 @@ def hilserl_train(
 
         keys = TerminalKeys()
         typer.echo(f"keys: {KEYS_HELP}")
-    def say(text: str) -> None:  # a pause and its end, above the live table when there is one
-        if "live" in shown:
-            shown["live"].console.print(text)
-        else:
-            typer.echo(text, err=True)
-
+    terminal = TerminalView(f"HIL-SERL: {out}", lambda text, err: typer.echo(text, err=err), sys.stdout.isatty())
     try:
-        report = train(out, episodes, options, cfg, resume, realtime, on_episode=episode_line, max_steps=max_steps,
-                       on_start=started, keys=keys,
-                       wait_for_operator=_operator_prompt(), say=say,
-                       window=window)
+        report = train(out, episodes, options, cfg, resume, realtime, on_episode=terminal.episode,
+                       max_steps=max_steps, on_start=terminal.started, keys=keys,
+                       wait_for_operator=_operator_prompt(), say=terminal.say, window=window)
     finally:
-        if "live" in shown:
-            shown["live"].stop()
+        terminal.close()
         if keys is not None:
             keys.close()  # the terminal as it was
         if window is not None:
             window.close()
-    for change in report.changed:
-        typer.echo(f"setting changed on resume: {change}")
-    rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"
-    typer.echo(f"{len(report.episodes)} episode(s): success {rate}, interventions {report.intervention_rate:.0%} "
-               f"of steps, UTD {report.utd:.2f}; run: {out} (policy: {out}/policy)")
-    if report.discarded or report.pauses:
-        waited = sum(p.waited_s for p in report.pauses)
-        typer.echo(f"re-recorded {report.discarded} episode(s); paused {len(report.pauses)} time(s) for device "
-                   f"faults ({waited:.0f} s in all); what those episodes did is not in the buffer")
+    for line in report_lines(report, out):
+        typer.echo(line)
     if report.interrupted:
         raise typer.Exit(code=130)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -29,6 +29,11 @@ from so101_sim2real.cli.options import (
 )
 from so101_sim2real.cli.progress import _Progress
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+
+if TYPE_CHECKING:
+    from so101_sim2real.control.env import Env
+    from so101_sim2real.control.pilots import Pilot
+    from so101_sim2real.control.runner import EpisodeResult
 
 
 def infer(
@@ -93,7 +98,7 @@ def infer(
                         record_rgb=record_rgb, video=video, realtime=realtime,
                         wait_for_operator=_operator_prompt())
 
-    def started(env, pilot) -> None:
+    def started(env: Env, pilot: Pilot) -> None:
         lines, warnings = start_lines(env, pilot, opts)
         for line in lines:
             typer.echo(line)
@@ -102,7 +107,7 @@ def infer(
 
     progress = _Progress(episodes, "episode")  # a video costs ~0.35 s a frame: the ETA matters
 
-    def episode_done(e) -> None:
+    def episode_done(e: EpisodeResult) -> None:
         progress.advance(episode_line(e, episodes))
 
     try:

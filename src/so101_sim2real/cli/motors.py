@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -80,8 +81,10 @@ def motors_setup(
     from so101_sim2real.control.rehearsal import setup_rehearsal
     from so101_sim2real.hardware.setup import assign
 
-    def ask(message: str) -> None:
+    def prompt_enter(message: str) -> None:
         typer.prompt(message, default="", show_default=False)
+
+    ask: Callable[[str], None] = prompt_enter  # with --port emulator, the rehearsal's (it connects a servo)
 
     if port != EMULATOR_PORT and port.startswith("/") and not Path(port).exists():  # before the first prompt
         raise So101Error(f"--port {port}: no such serial port; plug in the USB adapter, or find it with "

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Never
 
 import typer
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class _Progress:
     """In a terminal, a bar with the ETA under the result lines; in a log or a pipe, the lines only."""
 
     def __init__(self, total: int | None, unit: str):
-        self.total, self.unit, self._bar = total, unit, None
+        self.total, self.unit = total, unit
+        self._bar: tqdm[Never] | None = None  # tqdm[Never]: a bar updated by hand, over no iterable
 
     @property
-    def bar(self):
+    def bar(self) -> tqdm[Never]:
         if self._bar is None:  # made at the first unit, under whatever the command printed first
             from tqdm import tqdm
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.reward.classifier import Dataset, InputKind
+    from so101_sim2real.reward.metrics import Metrics
 
 reward_app = typer.Typer(
     help="The reward classifier: a small CNN that says whether a frame shows success (the cube grasped and "
@@ -38,7 +42,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _summary(metrics) -> list[str]:
+def _summary(metrics: Metrics) -> list[str]:
     c = metrics.confusion
     lines = [f"{metrics.frames} frames ({metrics.positives} success, {metrics.negatives} not) at threshold "
              f"{metrics.threshold:.2f}: balanced accuracy {_fmt(metrics.balanced_accuracy)}, precision "
@@ -55,7 +59,7 @@ def _summary(metrics) -> list[str]:
     return lines
 
 
-def _datasets(recordings: list[Path], labels: list[Path] | None):
+def _datasets(recordings: list[Path], labels: list[Path] | None) -> list[Dataset]:
     from so101_sim2real.reward.classifier import Dataset
 
     labels = labels or []
@@ -117,10 +121,12 @@ def label(
         raise So101Error("--every: only with --contact-sheet")
     rec = Recording(recording)
     if sheet is not None:
+        assert episode is not None  # checked above: --contact-sheet needs --episode
         path = contact_sheet(rec, episode, sheet, every=every, labels_file=labels)
         typer.echo(json.dumps({"contact_sheet": str(path)}) if as_json else f"wrote {path}")
         return
     if setting:
+        assert episode is not None  # checked above: --first-success/--none need --episode
         entry = L.set_label(rec, episode, first_success, labels)
         path = L.labels_path(rec, labels)
         if as_json:
@@ -189,7 +195,10 @@ def train(
 
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, heldout=heldout, seed=seed, threshold=threshold,
                         target_precision=target_precision, device=device)
-    result = train_classifier(_datasets(recordings, labels), out, input_kind, opts, overwrite=force)
+    # Any string typer got: train_classifier checks it (after the other options, with a did-you-mean) and
+    # refuses one that is not an InputKind, so the CLI passes it unchecked rather than repeat that check.
+    result = train_classifier(_datasets(recordings, labels), out, cast("InputKind", input_kind), opts,
+                              overwrite=force)
     if as_json:
         typer.echo(json.dumps({"out": str(result.folder), "train_frames": result.train_frames,
                                "train_positives": result.train_positives, "seconds": round(result.seconds, 1),

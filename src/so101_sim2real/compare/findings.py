@@ -3,14 +3,14 @@ shows it and what to run next. A clean twin recording has none."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from so101_sim2real.compare.report import Finding, ReplayReport
+
 if TYPE_CHECKING:
     from so101_sim2real.compare.dynamics import DynamicsMetrics
-    from so101_sim2real.compare.replay import ReplayReport
 
 PERIOD_TOLERANCE = 0.2  # a recorded p50 period this far off the spec's is a finding
 MIN_CLASS_SHARE = 1e-3  # a recorded id holding less of the pixels is noise, not a class
@@ -24,23 +24,6 @@ RANK_AGREES, VALUES_DIFFER = 0.98, 0.10
 # No class overlapping the twin's more than this: the recorded frames show another world (a wrong model,
 # another camera, noise). A misplaced cube or a moved camera still leaves the table well above it.
 UNLIKE_IOU = 0.2
-
-
-@dataclass
-class Finding:
-    """A recognised mismatch: what it is, the numbers that show it, what to run next."""
-
-    name: str
-    evidence: dict
-    next: str
-
-    def line(self) -> str:
-        numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items())
-        return f"{self.name}: {numbers} -> {self.next}"
-
-
-def _short(v: object) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def id_remap(confusion: np.ndarray, classes: list[str]) -> dict[int, int] | None:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from so101_sim2real.compare.pictures import VIDEO, side_by_side
-from so101_sim2real.compare.replay import ReplayReport
+from so101_sim2real.compare.report import ReplayReport
 from so101_sim2real.files import write_file
 
 INDEX = "index.html"

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from so101_sim2real.compare.replay import TickFrames
+from so101_sim2real.compare.report import TickFrames
 from so101_sim2real.control.video import VideoWriter, label, panel, policy_panels
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import share_like_the_user, writable_folder

@@ -160,8 +160,7 @@ def read_report(path: str | Path) -> dict:
     out: dict = {}
     if (p50 := _amount(path, "timing.p50_s", timing["p50_s"], low=0.0, open_low=True)) is not None:
         out["period_s"] = p50
-    shifts = [_shift(path, i, s) for i, s in enumerate(data["finger_shifts"])]
-    shifts = [s for s in shifts if s is not None]
+    shifts = [s for s in [_shift(path, i, raw) for i, raw in enumerate(data["finger_shifts"])] if s is not None]
     if shifts:
         largest = max(shifts, key=lambda s: math.hypot(*s))
         out["finger_shift_px"] = math.hypot(*largest)
@@ -207,8 +206,8 @@ def _amount(path: Path, name: str, value: object, low: float | None = None, high
     in range; anything else is a damaged report, named rather than silently left out."""
     if value is None:
         return None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if (not number or (low is not None and (value <= low if open_low else value < low))
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or (low is not None and (value <= low if open_low else value < low))
             or (high is not None and value > high) or (integer and not float(value).is_integer())):
         raise So101Error(f"{path}: {name} is {value!r}, not a measured amount 'so101 compare-sim --out' writes "
                          f"(a finite number{_range(low, high, open_low, integer)}); write the report again")
@@ -264,7 +263,9 @@ def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], No
     nominal = GapResult("nominal twin", _run_row(opts, Gap("nominal twin"), on_episode), n)
     rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode), n)) for g in gaps]
     rows.sort(key=lambda r: -r.cost_points)  # stable: equal costs keep the default order
-    pilot = opts.where.policy.ckpt if opts.where.scripted else Path(opts.where.policy.ckpt).name
+    ckpt = opts.where.policy.ckpt
+    assert ckpt is not None  # every row above ran it (build loads it)
+    pilot = ckpt if opts.where.scripted else Path(ckpt).name
     return SensitivityReport(pilot, [opts.seed + i for i in range(n)], nominal, rows, report)
 
 

@@ -134,7 +134,7 @@ def _perception_factory(spec: Spec, d: RunDescription, models: RealModels) -> Pe
         return None
     from so101_sim2real.control.frames import twin_frames
     from so101_sim2real.perception.fidelity import CHECK_FRAMES
-    from so101_sim2real.perception.real import real_perception_factory
+    from so101_sim2real.perception.load import real_perception_factory
 
     assert d.robot.port is not None or not d.real_port
     make_perception = real_perception_factory(spec.observation, models,

@@ -53,6 +53,7 @@ def _pilot_and_spec(d: RunDescription) -> tuple[Policy | None, Spec, Spec]:
     if d.scripted:
         spec = load_spec(policy.spec) if policy.spec else default_spec()
         return None, apply_overrides(spec, policy.spec_sets), spec
+    assert policy.ckpt is not None  # build refused a run without @ckpt
     ckpt = load_checkpoint(policy.ckpt, trust_pickle=policy.trust_pickle, spec_path=policy.spec)
     trained = ckpt.spec
     ckpt = dataclasses.replace(ckpt, spec=apply_overrides(ckpt.spec, policy.spec_sets))
@@ -193,7 +194,7 @@ def render_summary(summary: RunSummary) -> str:
     if n == 0 and summary.interrupted:
         return "interrupted before the first episode finished: nothing to report"
     if summary.scored:
-        success = f"success {sum(e.success for e in summary.complete)}/{n} ({d['success_rate']:.0%})"
+        success = f"success {sum(bool(e.success) for e in summary.complete)}/{n} ({d['success_rate']:.0%})"
     else:
         success = f"{n} episode(s), success not scored (a real arm has no judge yet)"
     lines = [f"{success}   mean return {d['mean_return']:.1f}   "

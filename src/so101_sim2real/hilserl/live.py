@@ -9,10 +9,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from so101_sim2real.hilserl.episode_record import EpisodeRecord, Progress
+
+if TYPE_CHECKING:
+    from so101_sim2real.hilserl.run import TrainReport
+    from so101_sim2real.hilserl.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -101,3 +107,63 @@ def render(stats: LiveStats, title: str = "HIL-SERL") -> Table:
     takeovers = "" if s.takeovers is None else f" ({s.takeovers} takeovers)"
     table.add_row("control", s.control + takeovers, "success p", _fmt(s.success_p, ".2f"))
     return table
+
+
+class TerminalView:
+    """What a person sees of a session in a terminal: the start notes, one line per episode, and
+    in a terminal (not a log or a pipe) the live table above them; pauses are told above it too.
+
+    ``echo(text, err)`` prints a line (the command line's echo)."""
+
+    def __init__(self, title: str, echo: Callable[[str, bool], None], live: bool):
+        self.title, self.echo, self.wants_live = title, echo, live
+        self.monitor: LiveMonitor | None = None
+        self._live: Any = None
+
+    def started(self, trainer: Trainer) -> None:
+        """The session's notes and warnings, then the table (when there is a terminal)."""
+        start = trainer.start
+        for note in ([start.period_note] if start.period_note else []) + list(start.notes):
+            self.echo(note, False)
+        for warning in start.warnings:
+            self.echo(f"warning: {warning}", True)
+        self.monitor = monitor = LiveMonitor(trainer.progress, start.episodes)
+        if self.wants_live:
+            from rich.live import Live
+
+            self._live = Live(get_renderable=lambda: render(monitor.stats(), self.title), refresh_per_second=2,
+                              transient=False)
+            self._live.start()
+
+    def episode(self, record: EpisodeRecord) -> None:
+        if self.monitor is not None:
+            self.monitor.episode(record)
+        self._print(episode_line(record), err=False)
+
+    def say(self, text: str) -> None:
+        """A pause and its end: above the live table when there is one."""
+        self._print(text, err=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _print(self, text: str, err: bool) -> None:
+        if self._live is not None:
+            self._live.console.print(text)
+        else:
+            self.echo(text, err)
+
+
+def report_lines(report: TrainReport, out: Path) -> list[str]:
+    """What ``hilserl train`` says at the end: changed settings, success, interventions, UTD, pauses."""
+    lines = [f"setting changed on resume: {change}" for change in report.changed]
+    rate = "n/a" if report.success_rate is None else f"{report.success_rate:.0%}"
+    lines.append(f"{len(report.episodes)} episode(s): success {rate}, interventions {report.intervention_rate:.0%} "
+                 f"of steps, UTD {report.utd:.2f}; run: {out} (policy: {out}/policy)")
+    if report.discarded or report.pauses:
+        waited = sum(p.waited_s for p in report.pauses)
+        lines.append(f"re-recorded {report.discarded} episode(s); paused {len(report.pauses)} time(s) for device "
+                     f"faults ({waited:.0f} s in all); what those episodes did is not in the buffer")
+    return lines

@@ -42,7 +42,7 @@ class RunOptions:
     hand: list | None = None
 
     @property
-    def ckpt(self) -> str:
+    def ckpt(self) -> str | None:
         return self.where.policy.ckpt
 
     @property
@@ -67,9 +67,9 @@ def absolute_paths(options: RunOptions) -> RunOptions:
     def absolute(value: str | None) -> str | None:
         return str(Path(value).resolve()) if value and Path(value).exists() else value
 
+    paths: dict[str, Any] = {name: absolute(getattr(options, name)) for name in PATH_OPTIONS}  # str | None each
     return dataclasses.replace(options, where=description_paths(options.where),
-                               demos=tuple(str(absolute(d)) for d in options.demos),
-                               **{name: absolute(getattr(options, name)) for name in PATH_OPTIONS})
+                               demos=tuple(str(absolute(d)) for d in options.demos), **paths)
 
 
 def relative_paths(options: RunOptions) -> list[str]:
@@ -199,6 +199,7 @@ def check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}leader_port and leader_calibration: only with @intervene leader")
     hand_grabs(options, where)
     if options.intervene == "leader" and options.leader_port != "emulator":
+        assert options.leader_port is not None  # @intervene leader without @leader_port was refused above
         if not options.leader_calibration:
             raise So101Error(f"{where}leader_port {options.leader_port}: the leader needs its calibration: "
                              f"@leader_calibration ID (from 'so101 calibrate joints --arm leader') or a .json")
@@ -239,10 +240,12 @@ def new_run_options(where: RunDescription, resume: bool, folder: str | Path, **s
         from so101_sim2real.leader.hand_script import load_hand_script
 
         hand = [grab.to_dict() for grab in load_hand_script(hand, twin=True)]
-    return RunOptions(where, intervene=session.pop("intervene", None) or "scripted",
-                      reward=session.pop("reward", None) or "success",
-                      demos=tuple(str(d) for d in session.pop("demos", None) or ()), hand=hand,
-                      **{name: None if value is None else str(value) for name, value in session.items()})
+    intervene = session.pop("intervene", None) or "scripted"
+    reward = session.pop("reward", None) or "success"
+    demos = tuple(str(d) for d in session.pop("demos", None) or ())
+    # what is left: leader_port, leader_calibration, classifier (str | None each)
+    rest: dict[str, Any] = {name: None if value is None else str(value) for name, value in session.items()}
+    return RunOptions(where, intervene=intervene, reward=reward, demos=demos, hand=hand, **rest)
 
 
 def settings(config: Path | None, sets: list[str], base: Callable[[], TrainConfig]) -> TrainConfig | None:

@@ -8,6 +8,7 @@ an episode's end is terminal for the learner (time limits included).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from so101_sim2real.control.pilots import Observation
@@ -42,7 +43,7 @@ class DenseReward:
         return float(result.reward)
 
 
-REWARDS = {"success": SuccessReward, "dense": DenseReward}
+REWARDS: dict[str, Callable[[], RewardSource]] = {"success": SuccessReward, "dense": DenseReward}
 
 
 class ClassifierReward:

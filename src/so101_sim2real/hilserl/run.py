@@ -8,17 +8,18 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from so101_sim2real.control.description import check_trained_period
 from so101_sim2real.control.env import Env
-from so101_sim2real.control.interveners import NoIntervener, ScriptedIntervener
-from so101_sim2real.control.keys import OperatorKeys
+from so101_sim2real.control.interveners import Intervener, NoIntervener, ScriptedIntervener
+from so101_sim2real.control.keys import KeySource, OperatorKeys
 from so101_sim2real.control.pause import PauseRecord, env_probes, wait_until_back
 from so101_sim2real.control.recording import Recording
-from so101_sim2real.control.runner import EpisodeResult
-from so101_sim2real.control.window import KeySources
+from so101_sim2real.control.runner import EpisodeResult, Judge
+from so101_sim2real.control.window import KeySources, LiveWindow
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.episode_record import EpisodeRecord, SessionStart, session_seeds
 from so101_sim2real.hilserl.options import (
@@ -35,7 +36,7 @@ from so101_sim2real.hilserl.run_folder import (
 )
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer, new_buffer
 from so101_sim2real.interfaces import StepResult
-from so101_sim2real.leader.arm import open_leader
+from so101_sim2real.leader.arm import LeaderSession, open_leader
 from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
 from so101_sim2real.policy.runtime import Policy
@@ -145,8 +146,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
           resume: bool = False, realtime: bool = False,
           on_episode: Callable[[EpisodeRecord], None] | None = None,
           max_steps: int | None = None, on_start: Callable[[Trainer], None] | None = None,
-          keys: object | None = None, wait_for_operator: Callable[[str], None] | None = None,
-          say: Callable[[str], None] = print, window: object | None = None) -> TrainReport:
+          keys: KeySource | None = None, wait_for_operator: Callable[[str], None] | None = None,
+          say: Callable[[str], None] = print, window: LiveWindow | None = None) -> TrainReport:
     """Start (``options``, ``cfg``) or resume a run folder and train ``episodes`` more episodes on the twin.
 
     ``on_start`` gets the :class:`Trainer` before the first episode (its ``start``: what the
@@ -170,6 +171,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if not run.policy_dir.is_dir() and interrupted_swap.is_dir():  # killed while saving: the previous save
             interrupted_swap.rename(run.policy_dir)
         source = run.policy_dir if run.policy_dir.is_dir() else run.options.ckpt
+        if source is None:  # a hand-edited run.yaml (the run's own writes always name it)
+            raise So101Error(f"{run.path}: run.yaml names no checkpoint the run started from (where.policy.ckpt)")
         ckpt = _load_with_critics(source)
         changed = _changed(run.cfg, cfg) if cfg is not None else []
         if source != run.policy_dir and run.counters["updates"]:
@@ -179,7 +182,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             run.cfg = cfg
             run.write_config()
     else:
-        if options is None:
+        if options is None or options.ckpt is None:
             raise So101Error("a new run needs @ckpt")
         check_options(options)
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
@@ -202,11 +205,14 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         help_seed, explore_seed, sample_seed = session_seeds(run.cfg.seed, run.counters["episodes"])
         # space for the leader, s / f / r for the judge: typed in the terminal or the window
         operator = OperatorKeys(KeySources(keys, window)) if keys is not None or window is not None else None
+        intervener: Intervener
         if opts.intervene == "leader":
+            assert opts.leader_port is not None  # check_options: @intervene leader needs @leader_port
             leader = open_leader(opts.leader_port, opts.leader_calibration, env, ckpt.spec, help_seed, operator,
                                  grabs=hand_grabs(opts))
             intervener = leader.intervener
         elif opts.intervene == "scripted":
+            assert env.twin is not None  # check_options: the scripted expert only where the twin is the world
             intervener = ScriptedIntervener(env.twin, seed=help_seed)
         else:
             intervener = NoIntervener()
@@ -216,7 +222,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         rewards = make_rewards(opts, cfg_now)
         notes, warnings = session_notes(env, opts, rewards)
         if operator is not None and hasattr(rewards, "judge"):
-            operator.inner = rewards  # the person's s / f over the classifier's verdict
+            operator.inner = cast(Judge, rewards)  # a ClassifierReward: the person's s / f over its verdict
         recorder = run.recorder(ckpt.spec, env.period_s)
         policy, period_note = Policy(ckpt, "cpu"), None  # the actor's copy, the one the period is measured with
         if opts.where.robot.kind != "sim":  # measured on the thread budget the actor will run on
@@ -302,7 +308,7 @@ def _status_line(trainer: Trainer) -> str:
     return f"control: {now.control}" + ("" if now.success_p is None else f"   success p {now.success_p:.2f}")
 
 
-def _pauser(env: Env, leader: object | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:
+def _pauser(env: Env, leader: LeaderSession | None, say: Callable[[str], None]) -> Callable[[DeviceFault], PauseRecord]:
     """What a session does on a device fault: both arms limp, wait until every device answers,
     the follower's torque back on (from where it is, nothing jumps)."""
     probes, stops = env_probes(env), [lambda: env.robot.torque(False)]
@@ -329,6 +335,7 @@ def make_rewards(options: RunOptions, cfg: TrainConfig) -> RewardSource:
         return REWARDS[options.reward]()
     from so101_sim2real.reward.classifier import SuccessJudge, load_classifier
 
+    assert options.classifier is not None  # check_options: @reward classifier needs @classifier
     judge = SuccessJudge(load_classifier(options.classifier), cfg.success_threshold, cfg.success_frames,
                          cfg.success_min_steps)
     return ClassifierReward(judge)

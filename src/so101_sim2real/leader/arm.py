@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.joint_calibration import ArmCalibration
     from so101_sim2real.hardware.so101 import SO101Leader
-    from so101_sim2real.leader.hand import HandOnLeader, ScriptOnLeader
+    from so101_sim2real.leader.emulator import ScriptOnLeader
+    from so101_sim2real.leader.hand import HandOnLeader
     from so101_sim2real.sim.task import LiftCubeTask
 
 # How far outside the follower's joint ranges a leader may read before its calibration is
@@ -115,8 +116,7 @@ def _emulated_leader(env: Env, spec: Spec, kinematics: Kinematics, seed: int, cl
 def _scripted_leader(arm: SO101Leader, emulator: BusEmulator, cal: ArmCalibration, env: Env, twin: LiftCubeTask,
                      spec: Spec, kinematics: Kinematics, grabs: list[Grab]) -> ScriptOnLeader:
     """The emulated leader with a hand script's hand on it, ticked by the session's own loop."""
-    from so101_sim2real.leader.emulator import HandThread, TwinView
-    from so101_sim2real.leader.hand import ScriptOnLeader, SessionSteps
+    from so101_sim2real.leader.emulator import HandThread, ScriptOnLeader, SessionSteps, TwinView
 
     # the emulated arm's twin steps its physics in a thread of its own: read it under its lock
     lock = getattr(getattr(env.task, "bridge", None), "lock", None) or threading.Lock()

@@ -31,11 +31,13 @@ import numpy as np
 from so101_sim2real.arm import JOINT_NAMES
 from so101_sim2real.hardware.emulator import BusEmulator
 from so101_sim2real.hardware.joint_calibration import ArmCalibration
-from so101_sim2real.leader.hand import HandConfig, hold_leader, release_leader
+from so101_sim2real.interfaces import JointState
+from so101_sim2real.leader.hand import HandConfig, _LeaderWithAHand, hold_leader, release_leader
 from so101_sim2real.leader.hand_script import Grab
 
 if TYPE_CHECKING:
     from so101_sim2real.control.twin_bus import TwinBridge
+    from so101_sim2real.hardware.so101 import SO101Leader
     from so101_sim2real.kinematics import Kinematics
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import ActionSpec
@@ -296,6 +298,44 @@ class HandThread:
             return
         release_leader(self.emulator, self.cal)
         self._guide = None
+
+
+class SessionSteps:
+    """The session's episode and step as the in-process leader sees them (a :class:`SessionClock`):
+    an episode begins at each reset, a step at each read; the hand's time is the control ticks
+    times the period."""
+
+    def __init__(self, period_s: Callable[[], float]):
+        self.period_s = period_s  # read each tick: an arm's period is measured after the leader opens
+        self.episode = self.step = 0
+        self.seconds = 0.0
+
+    def now(self) -> tuple[int, int] | None:
+        return (self.episode, self.step) if self.episode else None
+
+    def begin_episode(self) -> None:
+        self.episode, self.step = self.episode + 1, 0
+
+    def tick(self) -> None:
+        self.step += 1
+        self.seconds += self.period_s()
+
+
+class ScriptOnLeader(_LeaderWithAHand):
+    """A leader arm with a hand script's hand on it (``hilserl train --leader-port emulator --hand``):
+    each read is one control tick, and the hand acts first, on the session's own clock."""
+
+    def __init__(self, leader: SO101Leader, hand: HandThread, clock: SessionSteps):
+        super().__init__(leader)
+        self.hand, self.clock = hand, clock
+
+    def reset(self) -> None:
+        self.clock.begin_episode()
+
+    def read(self) -> JointState:
+        self.clock.tick()
+        self.hand.tick()
+        return self.leader.read()
 
 
 class EmulatedLeader:

@@ -31,7 +31,6 @@ from so101_sim2real.spec import ActionSpec
 
 if TYPE_CHECKING:
     from so101_sim2real.hardware.so101 import SO101Leader
-    from so101_sim2real.leader.emulator import HandThread
 
 
 def hold_leader(emulator: BusEmulator, calibration: ArmCalibration, q: np.ndarray) -> None:
@@ -150,42 +149,4 @@ class HandOnLeader(_LeaderWithAHand):
 
     def read(self) -> JointState:
         self.hand.step(self.leader.read().position)
-        return self.leader.read()
-
-
-class SessionSteps:
-    """The session's episode and step as the in-process leader sees them (a
-    :class:`~so101_sim2real.leader.emulator.SessionClock`): an episode begins at each
-    reset, a step at each read; the hand's time is the control ticks times the period."""
-
-    def __init__(self, period_s: Callable[[], float]):
-        self.period_s = period_s  # read each tick: an arm's period is measured after the leader opens
-        self.episode = self.step = 0
-        self.seconds = 0.0
-
-    def now(self) -> tuple[int, int] | None:
-        return (self.episode, self.step) if self.episode else None
-
-    def begin_episode(self) -> None:
-        self.episode, self.step = self.episode + 1, 0
-
-    def tick(self) -> None:
-        self.step += 1
-        self.seconds += self.period_s()
-
-
-class ScriptOnLeader(_LeaderWithAHand):
-    """A leader arm with a hand script's hand on it (``hilserl train --leader-port emulator --hand``):
-    each read is one control tick, and the hand acts first, on the session's own clock."""
-
-    def __init__(self, leader: SO101Leader, hand: HandThread, clock: SessionSteps):
-        super().__init__(leader)
-        self.hand, self.clock = hand, clock
-
-    def reset(self) -> None:
-        self.clock.begin_episode()
-
-    def read(self) -> JointState:
-        self.clock.tick()
-        self.hand.tick()
         return self.leader.read()

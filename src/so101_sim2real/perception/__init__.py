@@ -2,3 +2,6 @@
 
 # The public disparity model: Depth Anything V2 Small in transformers' layout (Apache-2.0).
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+# Example weights (random, from 'so101 models example', see perception/examples.py) carry this: a key
+# in the segmentation checkpoint, an attribute in the depth config. The loaders read it.
+EXAMPLE_MARK = "so101_example"

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from so101_sim2real.errors import So101Error
-from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
+from so101_sim2real.perception import DEFAULT_DEPTH_MODEL, EXAMPLE_MARK
 from so101_sim2real.perception.backends import TORCH, Backend, CoreRunner
-from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.perception.segmentation import to_tensor
 
 PATCH = 14

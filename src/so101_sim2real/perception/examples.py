@@ -16,9 +16,9 @@ from pathlib import Path
 
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import share_like_the_user, writable_folder, write_folder
+from so101_sim2real.perception import EXAMPLE_MARK
 from so101_sim2real.spec import SOURCE_SIZE, default_spec
 
-EXAMPLE_MARK = "so101_example"  # a key in the checkpoint, an attribute in the depth config
 NOTE = "random weights written by 'so101 models example': for trying the workflow, not for a robot"
 SEG_FILE = "segmentation.ckpt"
 DEPTH_DIR = "depth"

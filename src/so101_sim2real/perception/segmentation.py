@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.errors import CheckpointError, UnsafePickleError
+from so101_sim2real.perception import EXAMPLE_MARK
 from so101_sim2real.perception.backends import TORCH, Backend, CoreRunner
-from so101_sim2real.perception.examples import EXAMPLE_MARK
 from so101_sim2real.safe_pickle import torch_load
 from so101_sim2real.spec import SOURCE_SIZE
 

@@ -3,8 +3,8 @@
 On a real arm no simulator judges success, so a small CNN on the wrist view does: it
 ends HIL-SERL episodes and gives their reward. This module holds the model and what uses
 it (training, saving, the judge in the loop); the labels it learns from are in
-:mod:`~so101_sim2real.reward.labels`, its scoring and pictures in
-:mod:`~so101_sim2real.reward.evaluate`. The data flow, top to bottom:
+:mod:`~so101_sim2real.reward.labels`, its metrics in :mod:`~so101_sim2real.reward.metrics`,
+its evaluation and pictures in :mod:`~so101_sim2real.reward.evaluate`. The data flow, top to bottom:
 
 1. **Labels**: see :mod:`~so101_sim2real.reward.labels`.
 2. **Frames**: the policy's own frame (``obs``: seg + disparity, which lighting does not
@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -46,10 +46,8 @@ from so101_sim2real.observation import center_crop_box
 from so101_sim2real.policy.augment import random_shift
 from so101_sim2real.records import parse_yaml
 from so101_sim2real.reward.labels import _check_keys, _episode_positions, labels_for
+from so101_sim2real.reward.metrics import Metrics, score
 from so101_sim2real.spec import yaml_problem
-
-if TYPE_CHECKING:  # classifier_eval imports this module; at run time score() is imported where it is used
-    from so101_sim2real.reward.evaluate import Metrics
 
 InputKind = Literal["obs", "rgb"]
 INPUTS: tuple[str, ...] = ("obs", "rgb")
@@ -421,8 +419,6 @@ def train_classifier(datasets: Sequence[Dataset | str | Path], out: str | Path, 
     those without); the metrics in ``classifier.yaml`` are on them. Seeded: the same data
     and options give the same weights on one machine.
     """
-    from so101_sim2real.reward.evaluate import score  # here, not at the top: classifier_eval imports us
-
     opts = options or TrainOptions()
     opts.check()
     out = Path(out)
