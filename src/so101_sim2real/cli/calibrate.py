@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from so101_sim2real.arm import SERVO_IDS
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.cli.calibrate_camera import register as register_camera_calibration
 from so101_sim2real.cli.calibrate_rig import register as register_rig_calibration
@@ -39,18 +38,13 @@ def calibrate_joints(
 
     from so101_sim2real.control.env import EMULATOR_PORT
     from so101_sim2real.files import writable_folder
-    from so101_sim2real.hardware.bus import MotorBus
     from so101_sim2real.hardware.joint_calibration import new_lerobot_path
-    from so101_sim2real.hardware.setup import calibrate
+    from so101_sim2real.hardware.setup import calibrate_on_port, parse_signs
 
     if arm not in ("follower", "leader"):
         raise So101Error(f"--arm {arm}: use follower or leader")
-    sign_map: dict[str, int] = {}
-    for item in signs or []:
-        joint, _, value = item.partition("=")
-        if joint not in SERVO_IDS or value not in ("1", "-1"):
-            raise So101Error(f"--sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(SERVO_IDS)}")
-        sign_map[joint] = int(value)
+    sign_map = parse_signs(signs or [])
+
     def wait(message: str) -> None:
         typer.prompt(message, default="", show_default=False)
 
@@ -73,13 +67,10 @@ def calibrate_joints(
 
         if path.exists():  # a rehearsal must not replace a real arm's calibration
             raise So101Error(f"{path} exists; a rehearsal on the emulator writes a new file: choose another --id")
-        with calibration_rehearsal(say=typer.echo) as (emulated, hand), MotorBus(emulated, SERVO_IDS) as bus:
-            bus.handshake()
-            cal = calibrate(bus, hand.wait, hand.sweep, sign_map)
+        with calibration_rehearsal(say=typer.echo) as (emulated, hand):
+            cal = calibrate_on_port(emulated, hand.wait, hand.sweep, sign_map)
     else:
-        with MotorBus(port, SERVO_IDS) as bus:
-            bus.handshake()
-            cal = calibrate(bus, wait, sweep, sign_map)
+        cal = calibrate_on_port(port, wait, sweep, sign_map)
     cal.save(path)
     typer.echo(f"wrote {path} (LeRobot format) and {path.stem}.so101_sim.json (sim mapping)"
                + (" of the emulated arm" if port == EMULATOR_PORT else ""))

@@ -62,6 +62,27 @@ def assign(port: str, motor: str, new_id: int, baud: int = 1_000_000) -> ServoIn
     return find_single_servo(port, [baud])
 
 
+def parse_signs(items: list[str]) -> dict[str, int]:
+    """``--sign JOINT=1|-1`` items: each joint's direction against the sim's, checked."""
+    signs: dict[str, int] = {}
+    for item in items:
+        joint, _, value = item.partition("=")
+        if joint not in JOINT_NAMES or value not in ("1", "-1"):
+            raise So101Error(f"@sign {item!r}: use JOINT=1 or JOINT=-1 with a joint of {', '.join(JOINT_NAMES)}")
+        signs[joint] = int(value)
+    return signs
+
+
+def calibrate_on_port(port: str, wait: Callable[[str], None], sweep: Callable[[str], Callable[[], bool]],
+                      signs: dict[str, int] | None = None) -> ArmCalibration:
+    """:func:`calibrate` of the arm on ``port``: the bus opened, handshaken, and closed after."""
+    from so101_sim2real.arm import SERVO_IDS
+
+    with MotorBus(port, SERVO_IDS) as bus:
+        bus.handshake()
+        return calibrate(bus, wait, sweep, signs)
+
+
 def calibrate(bus: MotorBus, wait: Callable[[str], None], sweep: Callable[[str], Callable[[], bool]],
               signs: dict[str, int] | None = None) -> ArmCalibration:
     """Homing offsets (middle of range = the centre tick, 2047), ranges, and the sim-zero mapping of one arm.
