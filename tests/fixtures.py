@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.policy.example_snapshot import (  # noqa: F401 - the tests take them from here
@@ -249,3 +250,24 @@ def fit_to_twin(views, seed: int = 0):
             opt.step()
     return seg.eval(), depth.eval()
 
+
+def robobase_reference_actor(sd, obs, state, prefix: str = "actor.actor_model."):
+    """RoboBase's DrQ-v2 actor forward, written straight from the snapshot's keys (not the toolkit's
+    networks): ``obs`` (B, C, 84, 84) in [0, 255], ``state`` (B, D); ``prefix``: which of the two
+    registrations of the actor to read."""
+    x = obs / 255.0 - 0.5
+    for i, stride in zip((0, 3, 6, 9), (2, 1, 1, 1), strict=True):
+        x = F.relu(F.conv2d(x, sd[f"encoder.convs_per_cam.0.{i}.weight"], sd[f"encoder.convs_per_cam.0.{i}.bias"],
+                            stride=stride))
+    p = prefix
+
+    def bottleneck(name, v):
+        m = f"{p}input_preprocess_modules.{name}"
+        v = F.linear(v, sd[f"{m}.0.weight"], sd[f"{m}.0.bias"])
+        v = F.layer_norm(v, (v.shape[-1],), sd[f"{m}.1.weight"], sd[f"{m}.1.bias"])
+        return torch.tanh(v)
+
+    h = torch.cat([bottleneck("fused_view_feats", x.flatten(1)), bottleneck("low_dim_obs", state)], dim=-1)
+    for i in (0, 3):
+        h = F.relu(F.linear(h, sd[f"{p}main_mlp.{i}.weight"], sd[f"{p}main_mlp.{i}.bias"]))
+    return torch.tanh(F.linear(h, sd[f"{p}out_mlp.0.weight"], sd[f"{p}out_mlp.0.bias"]))

@@ -3,32 +3,11 @@ import shutil
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fixtures import robobase_agent_state, write_robobase_snapshot
+from fixtures import robobase_agent_state, robobase_reference_actor, write_robobase_snapshot
 from so101_sim2real.errors import CheckpointError
 from so101_sim2real.policy.checkpoint import NATIVE_SPEC, NATIVE_WEIGHTS, load_checkpoint, save_native
 from so101_sim2real.policy.runtime import build_agent
-
-
-def robobase_reference_actor(sd, obs, state):
-    """RoboBase's DrQ-v2 actor forward, written straight from the snapshot's keys."""
-    x = obs / 255.0 - 0.5
-    for i, stride in zip((0, 3, 6, 9), (2, 1, 1, 1), strict=True):
-        x = F.relu(F.conv2d(x, sd[f"encoder.convs_per_cam.0.{i}.weight"], sd[f"encoder.convs_per_cam.0.{i}.bias"],
-                            stride=stride))
-    p = "actor.actor_model."
-
-    def bottleneck(name, v):
-        m = f"{p}input_preprocess_modules.{name}"
-        v = F.linear(v, sd[f"{m}.0.weight"], sd[f"{m}.0.bias"])
-        v = F.layer_norm(v, (v.shape[-1],), sd[f"{m}.1.weight"], sd[f"{m}.1.bias"])
-        return torch.tanh(v)
-
-    h = torch.cat([bottleneck("fused_view_feats", x.flatten(1)), bottleneck("low_dim_obs", state)], dim=-1)
-    for i in (0, 3):
-        h = F.relu(F.linear(h, sd[f"{p}main_mlp.{i}.weight"], sd[f"{p}main_mlp.{i}.bias"]))
-    return torch.tanh(F.linear(h, sd[f"{p}out_mlp.0.weight"], sd[f"{p}out_mlp.0.bias"]))
 
 
 def _inputs(arch, batch=3, seed=0):

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fixtures import robobase_agent_state
+from fixtures import robobase_agent_state, robobase_reference_actor
 from scipy_free_rotations import rot_x, rot_y, rot_z
 from so101_sim2real.errors import ObservationError
 from so101_sim2real.kinematics import JointVelocity
@@ -37,25 +36,11 @@ def test_frame_stack_reset_fills_with_copies_and_keeps_oldest_first():
 
 
 def robobase_actor_mean(sd, frames: np.ndarray, states: np.ndarray) -> np.ndarray:
-    """RoboBase's DrQ-v2 actor mean, written from the snapshot's own keys (not the toolkit's networks):
-    frames (3, 2, 84, 84) in [0, 255] flattened frame-major, oldest first, to
-    [f0.seg, f0.disp, f1.seg, ...]; the (3, 18) state flattened the same way."""
-    x = torch.as_tensor(frames, dtype=torch.float32).reshape(1, 6, 84, 84) / 255.0 - 0.5
-    for i, stride in zip((0, 3, 6, 9), (2, 1, 1, 1), strict=True):
-        x = F.relu(F.conv2d(x, sd[f"encoder.convs_per_cam.0.{i}.weight"], sd[f"encoder.convs_per_cam.0.{i}.bias"],
-                            stride=stride))
-    p = "actor_model."
-
-    def bottleneck(name, v):
-        m = f"{p}input_preprocess_modules.{name}"
-        v = F.linear(v, sd[f"{m}.0.weight"], sd[f"{m}.0.bias"])
-        return torch.tanh(F.layer_norm(v, (v.shape[-1],), sd[f"{m}.1.weight"], sd[f"{m}.1.bias"]))
-
+    """RoboBase's DrQ-v2 actor mean from the snapshot's own keys: frames (3, 2, 84, 84) in [0, 255]
+    flattened frame-major, oldest first, to [f0.seg, f0.disp, f1.seg, ...]; the (3, 18) state the same way."""
+    obs = torch.as_tensor(frames, dtype=torch.float32).reshape(1, 6, 84, 84)
     state = torch.as_tensor(states, dtype=torch.float32).reshape(1, 54)
-    h = torch.cat([bottleneck("fused_view_feats", x.flatten(1)), bottleneck("low_dim_obs", state)], dim=-1)
-    for i in (0, 3):
-        h = F.relu(F.linear(h, sd[f"{p}main_mlp.{i}.weight"], sd[f"{p}main_mlp.{i}.bias"]))
-    return torch.tanh(F.linear(h, sd[f"{p}out_mlp.0.weight"], sd[f"{p}out_mlp.0.bias"]))[0].numpy()
+    return robobase_reference_actor(sd, obs, state, prefix="actor_model.")[0].numpy()
 
 
 def _moving_stacks():
