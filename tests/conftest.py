@@ -9,6 +9,10 @@ import tempfile
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: a thread each, none spinning against the other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # The suite's exported graphs and auto's remembered picks (of random weights) stay out of the user's
 # model cache: the hub library reads this once, at import, in this process and in those the tests start.
 _HUB = tempfile.mkdtemp(prefix="so101-tests-")
@@ -80,3 +84,11 @@ def depth(depth_folder):
     from so101_sim2real.perception.depth import load_depth
 
     return load_depth(depth_folder)
+
+
+# The longest test first, so that the other worker takes the rest meanwhile (-n 2, --dist worksteal).
+LONGEST_FIRST = ("test_first_day.py::test_the_first_day_runs_as_written",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.endswith(LONGEST_FIRST))
