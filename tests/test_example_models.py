@@ -43,7 +43,7 @@ def test_perceive_runs_on_the_examples_and_says_they_are_random(capsys, tmp_path
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), np.full((480, 640, 3), 128, np.uint8))
     code, out, err = run_cli(capsys, "perceive", str(image), "--seg-ckpt", str(examples.seg_ckpt), "--depth-model",
-                             str(examples.depth_model), "--out", str(tmp_path / "seen"))
+                             str(examples.depth_model), "--out", str(tmp_path / "seen"), "--backend", "torch")
     assert code == 0, err
     assert "example weights (random)" in err and "frame 0: seg" in out
     assert len(list((tmp_path / "seen").glob("*.png"))) == 1

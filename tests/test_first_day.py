@@ -5,6 +5,7 @@ background as the second terminal). What each step must leave behind is checked 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # the whole day: about 10 minutes on a busy 2-core machine
@@ -53,7 +55,7 @@ def test_the_first_day_runs_as_written(tmp_path):
     for folder in ("scripts", "configs", "tests"):  # the block runs in a folder inside the clone
         (tmp_path / folder).symlink_to(REPO / folder)
     env = {**os.environ, "HF_LEROBOT_CALIBRATION": str(tmp_path / "calibration")}
-    emulator, names = None, {}
+    emulator, names, said = None, {}, {}
     try:
         for line in walkthrough():
             for name, value in names.items():
@@ -67,6 +69,7 @@ def test_the_first_day_runs_as_written(tmp_path):
                 argv[0] = sys.executable
             done = subprocess.run(argv, cwd=day, env=env, capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            said[" ".join(argv[:3])] = done.stdout
             if "--perception real" in line:  # the networks' backend is chosen or re-checked, and says so
                 assert "perception: choosing where" in done.stderr or "perception: checking" in done.stderr
             if "hilserl train" in line:
@@ -76,6 +79,7 @@ def test_the_first_day_runs_as_written(tmp_path):
             emulator.send_signal(signal.SIGTERM)
             emulator.wait(timeout=20)
     _check_what_the_day_left(day)
+    _check_the_rehearsed_calibrations(day, said)
 
 
 def _check_what_the_day_left(day: Path) -> None:
@@ -95,3 +99,29 @@ def _check_what_the_day_left(day: Path) -> None:
     first = json.loads((day / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["takeovers"] >= 1, first  # ... and the session took it as a takeover there
     assert (day / "curve.png").is_file()
+
+
+def _check_the_rehearsed_calibrations(day: Path, said: dict[str, str]) -> None:
+    """The day's rig and align rehearsals (the emulated arm's mount and joint zeros are off the
+    sim's guess by RigTruth's amounts) recover the truth; the suite checks these scenarios here only."""
+    from so101_sim2real.calibrate.rig_rehearsal import RigTruth, mount_error
+    from so101_sim2real.geometry.rig_file import RigGeometry, default_rig
+
+    rig = RigGeometry.load(day / "rig.yaml")
+    truth = RigTruth().rig(default_rig())
+    mm, deg = mount_error(rig, truth)
+    assert mm < 2.0 and deg < 1.0, (mm, deg)
+    assert np.abs(np.degrees(rig.joint_offsets_rad - truth.joint_offsets_rad)).max() < 0.5
+    assert rig.calibrated and rig.fitted["rig"]["views"] >= 6 and rig.fitted["rig"]["rms_px"] < 0.5
+    line = next(s for s in said["so101 calibrate rig"].splitlines() if s.startswith("against the truth"))
+    assert math.isfinite(float(line.split("mount ")[1].split(" mm")[0]))
+    assert (day / "rig_overlay.png").stat().st_size > 10_000
+    json.dumps(rig.fitted)  # plain numbers only: the file is read by people and other tools
+
+    aligned = RigGeometry.load(day / "aligned.yaml")
+    mm, deg = mount_error(aligned, RigTruth(joint_offsets_deg=(0.0,) * 6).rig(default_rig()))
+    assert mm < 3.0 and deg < 1.5, (mm, deg)
+    ious = aligned.fitted["align"]
+    for cls in ("table", "static_finger", "moving_finger"):
+        assert ious["iou_after"][cls] > max(0.95, ious["iou_before"][cls])
+    assert "moving_finger  IoU" in said["so101 calibrate align"]

@@ -33,7 +33,7 @@ def twin_images(tmp_path_factory):
 def test_perceive_writes_one_picture_per_frame(capsys, tmp_path, twin_images, seg_ckpt, depth_folder):
     out = tmp_path / "seen"
     code, stdout, err = run_cli(capsys, "perceive", str(twin_images), "--seg-ckpt", str(seg_ckpt), "--depth-model",
-                                str(depth_folder), "--out", str(out), "--json")
+                                str(depth_folder), "--out", str(out), "--json", "--backend", "torch")  # auto: elsewhere
     assert code == 0, err
     pictures = sorted(out.glob("*.png"))
     assert [p.name for p in pictures] == ["perceive_00000.png", "perceive_00001.png"]
