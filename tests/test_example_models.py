@@ -56,11 +56,11 @@ def test_infer_on_the_twin_warns_and_a_real_arm_refuses_them(capsys, tmp_path, e
 
     code, out, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--max-steps", "2", "--perception",
                              "real", "--seg-ckpt", str(examples.seg_ckpt), "--depth-model",
-                             str(examples.depth_model), "--json")
+                             str(examples.depth_model), "--json", "--backend", "torch")
     assert code == 0, err
     assert "example weights (random)" in err
     assert json.loads(out.strip().splitlines()[-1])["per_episode"][0]["steps"] == 2
-    models = RealModels(str(examples.seg_ckpt), str(examples.depth_model))
+    models = RealModels(str(examples.seg_ckpt), str(examples.depth_model), backend="torch")
     with pytest.raises(Exception, match="example weights .*a real arm needs your trained"):
         real_perception_factory(default_spec().observation, models, allow_examples=False)
     assert real_perception_factory(default_spec().observation, models, allow_examples=True)

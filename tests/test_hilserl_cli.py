@@ -153,7 +153,8 @@ def test_demos_from_a_scripted_recording_fill_the_demo_store(capsys, tmp_path):
     from so101_sim2real.spec import default_spec
 
     demos = tmp_path / "demos"
-    code, _, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "2", "--record", str(demos))
+    code, _, err = run(capsys, "infer", "--ckpt", "scripted", "--episodes", "2", "--record", str(demos),
+                       "--no-record-rgb")  # demos need the policy's frames only
     assert code == 0, err
     buffer = ReplayBuffer(1000, (2, 84, 84), 18, 4, seed=0)
     assert load_demos((str(demos),), buffer, SuccessReward(), default_spec()) == 2

@@ -81,7 +81,7 @@ def test_models_add_list_and_download_offline(capsys, tmp_path, depth_folder):
 def test_infer_with_real_perception_on_the_twin(capsys, snapshot, seg_ckpt, depth_folder):
     code, out, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--perception", "real", "--seg-ckpt",
                              str(seg_ckpt), "--depth-model", str(depth_folder), "-n", "1", "--max-steps", "3",
-                             "--json")
+                             "--json", "--backend", "torch")  # auto's choice is tested in test_backends.py
     assert code == 0, err
     assert "real perception, fast profile" in out
     result = json.loads(out.strip().splitlines()[-1])
