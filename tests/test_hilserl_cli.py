@@ -14,8 +14,9 @@ from so101_sim2real.control.description import describe
 
 pytestmark = pytest.mark.slow  # whole runs on the twin, subprocesses: `pytest -m "not slow"` skips them
 
+# min_utd: between episodes the actor waits for the learner, so updates happen beside another busy process too
 FAST = ["--episodes", "2", "--max-steps", "12", "--set", "learner.batch_size=8", "--set", "warmup_steps=10",
-        "--set", "publish_every=2", "--set", "utd=0.5"]
+        "--set", "publish_every=2", "--set", "utd=0.5", "--set", "min_utd=0.2"]
 
 
 def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot, tmp_path):

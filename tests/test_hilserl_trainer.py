@@ -1,5 +1,7 @@
 """HIL-SERL part 1 on the twin: one process, the Runner as the actor, a learner thread, one buffer."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,9 @@ def trainer_factory(snapshot):
 
 
 def test_the_actor_fills_the_buffer_while_the_learner_updates_and_publishes(trainer_factory):
-    trainer = trainer_factory()
+    # Between episodes the actor waits for 0.2 updates a step: beside another busy process the
+    # learner thread may otherwise get no turn in time (it made one update in two episodes once).
+    trainer = trainer_factory(cfg=dataclasses.replace(CFG, min_utd=0.2))
     start = {k: v.clone() for k, v in trainer.pilot.policy.agent.state_dict().items() if k.startswith("actor.")}
     summary = trainer.run(2)
     assert [e.steps for e in summary.episodes] == [25, 25] and not summary.interrupted
@@ -112,7 +116,7 @@ def test_scripted_interventions_are_stored_as_executed_and_go_to_the_demo_store(
 
 def test_the_warm_up_keeps_the_actor_still(trainer_factory):
     cfg = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1), capacity=2000,
-                      warmup_steps=10_000, publish_every=1, utd=1.0)
+                      warmup_steps=10_000, publish_every=1, utd=1.0, min_utd=0.1)  # the learner gets its turn
     trainer = trainer_factory(cfg=cfg, rewards=DenseReward())
     start = {k: v.clone() for k, v in trainer.learner.agent.state_dict().items() if k.startswith("actor.")}
     trainer.run(1)
