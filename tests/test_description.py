@@ -87,9 +87,10 @@ def test_what_cannot_work_is_refused_in_one_style(options, expected):
 
 def test_a_files_errors_name_its_keys_not_the_options():
     name = option_namer("run.yaml")
-    assert name("port") == "run.yaml: where.robot.port" and name("perturb") == "run.yaml: where.world"
-    with pytest.raises(So101Error, match=r"^run.yaml: where.robot.kind so101 needs run.yaml: where.robot.port"):
+    assert name("port") == "where.robot.port" and name("perturb") == "where.world"
+    with pytest.raises(So101Error) as err:
         check_description(describe(robot="so101"), "run.yaml")
+    assert err.value.args[0].startswith("run.yaml: where.robot.kind so101 needs where.robot.port (")
 
 
 def test_a_run_folder_keeps_the_description_whole_and_reads_an_old_run_yaml(tmp_path):
@@ -111,10 +112,10 @@ def test_a_run_folder_keeps_the_description_whole_and_reads_an_old_run_yaml(tmp_
     (old / RUN_FILE).write_text(yaml.safe_dump({"options": {
         "ckpt": "x.pt", "intervene": "none", "reward": "success", "device": "cpu", "save_every": 5, "demos": [],
         "perturbation": {"period_s": 0.1, "seed": 3}, "robot": "sim", "port": None, "perception": "sim",
-        "depth_model": "depth-anything/Depth-Anything-V2-Small-hf", "profile": "fast", "backend": "auto",
-        "overlap": True, "perception_threads": None, "period_s": None, "rig": None}, "config": {}}))
+        "depth_model": "depth-anything/Depth-Anything-V2-Small-hf", "profile": "exact", "backend": "openvino",
+        "overlap": False, "perception_threads": None, "period_s": None, "rig": None}, "config": {}}))
     (old / "counters.json").write_text('{"env_steps": 0, "updates": 0, "episodes": 0, "next_seed": 0}')
-    opened = RunFolder.open(old).options
+    opened = RunFolder.open(old).options  # the old code kept options the twin did not use: they go
     assert opened.where == describe(ckpt="x.pt", perturb=Perturbation(period_s=0.1, seed=3))
     assert opened.intervene == "none"
 
@@ -126,3 +127,21 @@ def test_a_recording_keeps_the_description_of_its_run(tmp_path):
     where = describe(ckpt="scripted", set_spec=["action.ik.gain=0.5"])
     run_infer(InferOptions(where, episodes=1, max_steps=2, record=tmp_path / "rec", record_rgb=False))
     assert Recording(tmp_path / "rec").description == where
+
+
+def test_a_camera_index_or_twin_stays_what_it_is_when_paths_are_made_absolute(tmp_path, monkeypatch):
+    from so101_sim2real.control.description import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("0", "twin", "p.pt"):
+        (tmp_path / name).write_text("")
+    d = absolute_paths(describe(ckpt="p.pt", robot="so101", port="/dev/ttyACM0", calibration="twin", camera="0"))
+    assert d.policy.ckpt == str(tmp_path / "p.pt") and d.camera.source == "0" and d.robot.calibration == "twin"
+
+
+def test_a_resume_refuses_what_was_typed_even_when_it_is_the_default(tmp_path):
+    from so101_sim2real.hilserl.options import new_run_options
+
+    with pytest.raises(So101Error, match="--device: a resumed run keeps its own"):
+        new_run_options(describe(), True, tmp_path, ["--device"])
+    assert new_run_options(describe(), True, tmp_path, []) is None

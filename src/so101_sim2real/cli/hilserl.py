@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,14 +26,12 @@ from so101_sim2real.cli.options import (
     RobotOpt,
     SegOpt,
     ThreadsOpt,
+    _given,
     _operator_prompt,
     run_description,
 )
 from so101_sim2real.errors import So101Error
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
-
-if TYPE_CHECKING:
-    pass
 
 hilserl_app = typer.Typer(help="HIL-SERL fine-tuning: actor and learner in one process, one replay buffer.",
                           no_args_is_help=True, **PLAIN)
@@ -122,12 +120,15 @@ def hilserl_train(
     replay buffer and hands the actor the new encoder and actor together. Each finished
     episode is saved at once, so a crash or kill loses at most the one in progress.
     """
+    from so101_sim2real.control.description import OPTIONS
     from so101_sim2real.hilserl.options import new_run_options, settings
     from so101_sim2real.hilserl.run import RunFolder, train
     from so101_sim2real.hilserl.trainer import TrainConfig
 
     where = run_description(ctx)
-    options = new_run_options(where, resume, out, intervene=intervene, leader_port=leader_port,
+    session = ("intervene", "leader_port", "leader_calibration", "reward", "classifier", "demos", "hand")
+    typed = _given(ctx, *(name for name in ctx.params if name in OPTIONS and name != "ckpt"), *session)
+    options = new_run_options(where, resume, out, typed, intervene=intervene, leader_port=leader_port,
                               leader_calibration=leader_calibration, reward=reward, classifier=classifier,
                               demos=demos, hand=hand)
     cfg = settings(config, sets or [], lambda: RunFolder.open(out).cfg if resume else TrainConfig())

@@ -14,6 +14,7 @@ each to its place in the record, and :func:`describe` builds a record from those
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,24 +185,37 @@ def with_options(description: RunDescription, **options: Any) -> RunDescription:
 
 
 def absolute_paths(description: RunDescription) -> RunDescription:
-    """Every path option that exists from here made absolute; ids, ports and hub names stay."""
+    """Every relative path option that exists from here made absolute; ids, ports, hub names, camera
+    indices and ``twin`` stay (a file named ``0`` here does not turn camera 0 into a file)."""
     def absolute(value: Any) -> Any:
-        return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
+        if not isinstance(value, str) or not value or value.isdigit() or value == "twin" or os.path.isabs(value):
+            return value
+        return os.path.abspath(value) if Path(value).exists() else value
 
     return with_options(description, **{name: absolute(description.options()[name]) for name in PATH_OPTIONS})
 
 
 def option_namer(source: str = "") -> Callable[[str], str]:
     """How errors name an option: ``@port`` (the command line shows ``--port``), or its key in a
-    file: ``run.yaml: where.robot.port``."""
+    file (``where.robot.port``; the message then starts with the file, once)."""
     if not source:
         return lambda name: f"@{name}"
-    return lambda name: f"{source}: where." + ".".join(OPTIONS[name])
+    return lambda name: "where." + ".".join(OPTIONS[name])
 
 
 def check_description(d: RunDescription, source: str = "") -> None:
     """Every combination that cannot work, refused before anything loads or moves. Errors name the
-    command's options (``@port``), or with ``source`` (a run.yaml) its keys (``run.yaml: where.robot.port``)."""
+    command's options (``@port``), or with ``source`` (a run.yaml) its keys (``run.yaml:
+    where.robot.port ...``)."""
+    try:
+        _check(d, source)
+    except So101Error as exc:
+        if not source:
+            raise
+        raise So101Error(f"{source}: {exc.args[0]}") from None
+
+
+def _check(d: RunDescription, source: str) -> None:
     n = option_namer(source)
     robot, camera, perception = d.robot, d.camera, d.perception
     if robot.kind not in ROBOTS:
@@ -295,8 +309,9 @@ def check_trained_period(d: RunDescription, trained_period_s: float, source: str
     """An arm's step limit is per tick: a period shorter than the trained one would move it faster."""
     n = option_namer(source)
     if d.period_s is not None and d.period_s < trained_period_s:
-        raise So101Error(f"{n('period')} {d.period_s}: shorter than the {trained_period_s * 1e3:.0f} ms the policy "
-                         f"trained at; the arm's step limit is per tick, so it would move faster than trained")
+        head = f"{source}: " if source else ""
+        raise So101Error(f"{head}{n('period')} {d.period_s}: shorter than the {trained_period_s * 1e3:.0f} ms the "
+                         f"policy trained at; the arm's step limit is per tick, so it would move faster than trained")
 
 
 def _get(d: RunDescription, place: tuple[str, ...]) -> Any:

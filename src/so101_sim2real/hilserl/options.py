@@ -87,11 +87,6 @@ def cores_left(learner_threads: int) -> int:
     return max(1, usable_cores() - learner_threads)
 
 
-def plain_data(data: dict[str, Any]) -> dict[str, Any]:
-    """Tuples as lists, for YAML."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-
 def read_fields(cls: type, data: Any, source: str, path: str = "") -> dict[str, Any]:
     """``data`` checked against dataclass ``cls``: known keys only, numbers as numbers.
 
@@ -219,15 +214,17 @@ def check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}save_every: must be at least 1")
 
 
-def new_run_options(where: RunDescription, resume: bool, folder: str | Path, **session: Any) -> RunOptions | None:
+def new_run_options(where: RunDescription, resume: bool, folder: str | Path, typed: list[str] | None = None,
+                    **session: Any) -> RunOptions | None:
     """A new run's options from the command line (None when resuming: the run keeps its own).
 
     ``where`` (its ckpt None when not given) and ``session`` (intervene, leader_port,
     leader_calibration, reward, classifier, demos, hand: None when not given) are refused
-    when they cannot be: with @resume, anything given."""
+    when they cannot be: with @resume, anything given. ``typed``: the options as the person
+    typed them (a default typed out counts too); without it, those away from their defaults."""
     if resume and where.policy.ckpt:
         raise So101Error("@resume continues the run's own policy; drop @ckpt")
-    given = where.given() + [f"@{name}" for name, value in session.items() if value]
+    given = typed if typed is not None else where.given() + [f"@{name}" for name, value in session.items() if value]
     if resume and given:
         raise So101Error(f"{', '.join(given)}: a resumed run keeps its own (see {folder}/run.yaml; edit it to "
                          f"change them)")

@@ -69,7 +69,7 @@ class ClassifierReward:
     def judge(self, obs: Observation, result: StepResult, step: int) -> StepResult:
         """The runner's judge hook: the tick's policy frame decides success."""
         if obs.perceived is None:
-            raise So101Error("the reward classifier needs the camera's frames; this rig does not perceive")
+            raise So101Error("the reward classifier needs the camera's frames; this run does not perceive")
         p, success = self.success_judge.update(obs.perceived.frame, step)
         self.last_p = p
         info = {**result.info, "task_success": result.terminated, "classifier_p": p, "classifier_success": success}

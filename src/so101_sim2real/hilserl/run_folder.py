@@ -29,7 +29,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from so101_sim2real.control.description import RunDescription, describe, with_options
+from so101_sim2real.control.description import EMULATOR_PORT, RunDescription, describe, with_options
 from so101_sim2real.control.recording import Recorder, Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_file
@@ -77,6 +77,12 @@ def read_options(data: dict[str, Any], source: str) -> RunOptions:
         checked = read_fields(_OldWhere, old, source, "options.")
         if checked.get("overlap") is True:  # the default then; "not given" now
             checked["overlap"] = None
+        # the old code kept options a run did not use; the description refuses them, so they go
+        if checked.get("perception", "sim") != "real":
+            for key in ("seg_ckpt", "depth_model", "profile", "backend", "overlap", "perception_threads"):
+                checked.pop(key, None)
+        if checked.get("robot") != "so101" or checked.get("port") in (None, EMULATOR_PORT):
+            checked.pop("overlap", None)
         where = describe(**{_OLD_WHERE[key]: value for key, value in checked.items()})
     fields = read_fields(RunOptions, session, source, "options.")
     if "where" in fields:
