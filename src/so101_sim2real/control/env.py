@@ -47,6 +47,7 @@ class Env:
     perception: Perception | None
     period_s: float
     twin: LiftCubeTask | None = None
+    geometry: RigGeometry | None = None  # the rig file the run was given (@rig), read once by build_env
     scored: bool = True  # False on a real arm: nothing judges success yet
     trained_spec: Spec | None = None  # the spec before this run's overrides, where they differ
     period_note: str | None = None  # an arm: the period it runs at, and why (measured, or asked for)
@@ -115,17 +116,19 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
         make_perception = _perception_factory(spec, d, models)
         if d.real_port:
             assert camera is not None  # opened above for an arm
-            return _arm_env(spec, d, make_perception, calibration, camera, wait_for_operator)
+            env = _arm_env(spec, d, make_perception, calibration, camera, wait_for_operator, geometry)
     except BaseException:
         if camera is not None:
             camera.close()
         raise
-    if d.robot.kind == "so101":
+    if d.robot.kind == "so101" and not d.real_port:  # the driver on an in-process twin
         assert d.robot.port is not None  # check_description: so101 needs @port
-        return so101_env(spec, d.robot.port, with_camera=with_camera, make_perception=make_perception,
-                         geometry=geometry)
-    return sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
-                   geometry=geometry)
+        env = so101_env(spec, d.robot.port, with_camera=with_camera, make_perception=make_perception,
+                        geometry=geometry)
+    elif not d.real_port:
+        env = sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
+                      geometry=geometry)
+    return env
 
 
 def _perception_factory(spec: Spec, d: RunDescription, models: RealModels) -> PerceptionFactory | None:
@@ -185,12 +188,13 @@ def _open_arm_camera(spec: Spec, d: RunDescription, geometry: RigGeometry | None
 
 def _arm_env(spec: Spec, d: RunDescription, make_perception: PerceptionFactory | None,
              calibration: ArmCalibration | None, camera: Camera,
-             wait_for_operator: Callable[[str], None] | None) -> Env:
+             wait_for_operator: Callable[[str], None] | None, geometry: RigGeometry | None) -> Env:
     assert d.robot.port is not None  # d.real_port: check_description asked for @port
     # The emulated arm's camera can also set its scene: the emulated person places the cube.
     place_cube = getattr(camera, "start_episode", None)
     return so101_env(spec, d.robot.port, make_perception=make_perception, calibration=calibration, camera=camera,
-                     wait_for_operator=None if place_cube else wait_for_operator, place_cube=place_cube)
+                     wait_for_operator=None if place_cube else wait_for_operator, place_cube=place_cube,
+                     geometry=geometry)
 
 
 def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig:
@@ -231,7 +235,7 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
             perception = NoisyPerception(perception, perturbation, spec.observation.channels,
                                          list(spec.observation.segmentation.classes))
     period = perturbation.period_s or spec.control.period_s
-    return Env(spec, robot, task, controller, perception, period, twin=task)
+    return Env(spec, robot, task, controller, perception, period, twin=task, geometry=geometry)
 
 
 class _LockedPerception:
@@ -296,7 +300,8 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     separate ``so101 emulate --twin``): it needs its ``calibration``, a ``camera`` and
     the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
     ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_env`
-    has already put its lens on the camera and its joint offsets in the calibration.
+    has already put its lens on the camera and its joint offsets in the calibration, and the
+    env only keeps it (what the run says of its camera).
     """
     if port == EMULATOR_PORT:
         return _emulated_so101_env(spec, with_camera, max_step_rad, make_perception, geometry)
@@ -320,7 +325,7 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     except BaseException:
         robot.close()
         raise
-    return Env(spec, robot, task, controller, perception, spec.control.period_s, scored=False)
+    return Env(spec, robot, task, controller, perception, spec.control.period_s, scored=False, geometry=geometry)
 
 
 def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | None,
@@ -345,4 +350,4 @@ def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | Non
         else:
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
     return Env(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
-               twin=bridge.task)
+               twin=bridge.task, geometry=geometry)

@@ -128,7 +128,6 @@ def run_infer(opts: InferOptions, on_episode: Callable[[EpisodeResult], None] | 
 def start_lines(env: Env, pilot: Pilot, opts: InferOptions) -> tuple[list[str], list[str]]:
     """What ``infer`` says as it starts: what runs where, through which camera, the run's notes;
     and its warnings."""
-    from so101_sim2real.control.env import load_rig_file
     from so101_sim2real.geometry.rig_file import default_rig
 
     d = opts.where
@@ -139,7 +138,7 @@ def start_lines(env: Env, pilot: Pilot, opts: InferOptions) -> tuple[list[str], 
     where = "the sim twin" if env.robot.name == "sim" else f"{env.robot.name} on {d.robot.port}"
     if d.world is not None:
         where = f"the {d.world.describe()}"
-    geometry = load_rig_file(d.camera.rig) or default_rig()
+    geometry = env.geometry or default_rig()
     undistorts = d.camera.source and d.camera.rig and geometry.camera.D.any()
     notes, warnings = run_notes(env)
     lines = [f"running {opts.episodes} episode(s) of {pilot.name} on {where} ({eyes})",

@@ -101,14 +101,9 @@ class LearningPilot(PolicyPilot):
     @property
     def control(self) -> str:
         """Who moved the arm on the last tick: the policy, a person on the leader, or an expert."""
-        return who_controls(self)
-
-
-def who_controls(pilot: LearningPilot) -> str:
-    """Who moved the arm on the last tick of ``pilot``."""
-    if not pilot.last_intervention:
-        return "policy"
-    return "person (leader arm)" if pilot.intervener.name == "leader" else f"{pilot.intervener.name} expert"
+        if not self.last_intervention:
+            return "policy"
+        return "person (leader arm)" if self.intervener.name == "leader" else f"{self.intervener.name} expert"
 
 
 class BufferSink:

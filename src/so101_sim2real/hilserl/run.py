@@ -284,16 +284,11 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
 def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
     """What a session says before it starts, as ``so101 infer`` says it (the twin's simulator, the
     backend, the kinematics; example weights), plus the camera and a classifier that judges noise."""
-    from so101_sim2real.control.env import load_rig_file
     from so101_sim2real.control.infer import run_notes
+    from so101_sim2real.geometry.rig_file import default_rig
 
     notes, warnings = run_notes(env)
-    geometry = load_rig_file(options.where.camera.rig)
-    if geometry is None:
-        from so101_sim2real.geometry.rig_file import default_rig
-
-        geometry = default_rig()
-    notes.insert(0, f"camera: {geometry.describe()}")
+    notes.insert(0, f"camera: {(env.geometry or default_rig()).describe()}")
     examples = getattr(env.perception, "example_models", None)
     classifier = getattr(getattr(rewards, "success_judge", None), "classifier", None)
     if examples and getattr(getattr(classifier, "config", None), "input", None) == "obs":
