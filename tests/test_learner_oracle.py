@@ -114,7 +114,9 @@ class DrQV2Oracle:
         base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
         shift = torch.randint(0, 2 * pad + 1, size=(n, 1, 1, 2), dtype=x.dtype, generator=self.shift_gen)
         shift *= 2.0 / (h + 2 * pad)
-        return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False)
+        # At integer offsets this reads whole pixels, up to the float rounding of the grid (~1e-3 of
+        # a level); the frames are whole numbers, so rounding gives the pixels drqv2 means to read.
+        return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False).round()
 
     def encode(self, obs: torch.Tensor, state: torch.Tensor) -> dict[str, torch.Tensor]:
         return {VIEW: self.encoder(obs), STATE: state}
@@ -258,6 +260,21 @@ def test_no_demo_samples_or_a_frozen_encoder_match_drqv2(monkeypatch):
     batch = hand_batch(7)
     batch.from_demos[:] = False  # a bc weight but no demo in the batch: the pure DrQ-v2 actor loss
     run_both(cfg, [batch, hand_batch(8)], [True, True], monkeypatch)
+
+
+def test_random_shift_reads_the_pixels_drqv2s_grid_sample_reads():
+    """The learner's shift by index against drqv2's grid_sample, at the user's 84x84 and pad 4: the
+    same draws give the same shifts, and the pixels differ by the grid's float rounding only."""
+    from so101_sim2real.policy.augment import random_shift
+
+    frames = torch.randint(0, 256, (32, 6, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = LearnerConfig(aug_pad=4)
+    oracle = DrQV2Oracle(tiny_agent(), cfg, seed=11)
+    theirs = oracle.aug(frames.float())
+    mine = random_shift(frames, 4, torch.Generator().manual_seed(11))
+    assert mine.dtype == torch.uint8 and mine.shape == frames.shape
+    torch.testing.assert_close(mine.float(), theirs, rtol=0, atol=0)
+    assert not torch.equal(mine, frames)  # it did shift
 
 
 def test_a_replay_batch_with_ended_episodes_matches_drqv2(monkeypatch):
