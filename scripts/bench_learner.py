@@ -1,20 +1,26 @@
-"""HIL-SERL's learner and buffer: updates per second, bytes per transition, and the actor's
-tick time with and without the learner running beside it.
+"""HIL-SERL's learner and buffer: FLOPs per update against this machine's matrix-multiply floor,
+updates per second for the full and the frozen-encoder update (fp32, and bf16 where the CPU
+multiplies bf16 natively), torch.compile's cost and gain, and the actor's tick time with and
+without the learner running beside it.
 
-    python scripts/bench_learner.py [--batches 256 64] [--updates 6] [--ticks 60] [--json]
+    python scripts/bench_learner.py [--batches 256 64] [--updates 5] [--ticks 60] [--threads 2] [--json]
 
 The network is the user's (a RoboBase snapshot of the exact shape, random weights, read
-through the same loader); the buffer holds twin-like frames. The actor rows run the
-real loop on the twin (rendered seg + depth, the policy, IK, physics) for ``--ticks``
-ticks, first alone, then with the learner thread updating as fast as it may (batch 64).
-CUDA rows are added when a GPU is present.
+through the same loader); the buffer holds twin-like frames. FLOPs are counted by torch's
+FlopCounterMode over one update (forward, backward, target; the actor's turn included, as
+every ``critic_updates_per_actor`` = 2 updates: the mean of two). The floor is those FLOPs
+at the rate this CPU multiplies 2048x2048 matrices on the same threads: no update can beat
+it. The frozen-encoder rows read features from the learner's cache (warm: every row of the
+buffer sampled before timing). CUDA rows are added when a GPU is present. The actor rows
+run the real loop on the twin (rendered seg + depth, the policy, IK, physics) for
+``--ticks`` ticks, first alone, then with the learner thread updating as fast as it may.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.interveners import NoIntervener
@@ -31,6 +38,7 @@ from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
+from so101_sim2real.machine import describe_cpu, native_bf16
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint
 from so101_sim2real.policy.runtime import build_agent
 
@@ -54,30 +62,89 @@ def filled_buffer(rows: int = 600) -> ReplayBuffer:
     return buffer
 
 
-def updates_per_s(ckpt: Checkpoint, device: str, batch: int, updates: int, buffer: ReplayBuffer) -> dict:
-    learner = Learner(build_agent(ckpt), LearnerConfig(batch_size=batch, critic_updates_per_actor=1), device)
+def matmul_gflops(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """The best rate of an n x n x n matrix product on this device and thread count."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    learner.update(buffer.sample(batch))  # warm-up
-    sample_ms, update_ms = [], []
+    a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def update_flops(learner: Learner, buffer: ReplayBuffer, batch: int) -> float:
+    """FLOPs of one update, the mean over two (the actor moves on every second)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(2):
+            learner.update(buffer.sample(batch))
+    return counter.get_total_flops() / 2
+
+
+def learner_row(ckpt: Checkpoint, buffer: ReplayBuffer, cfg: LearnerConfig, device: str, updates: int,
+                label: str) -> dict:
+    """Seconds per update (median of ``updates``), with the sampling beside it, FLOPs and compile time."""
+    assert cfg.batch_size is not None
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    started = time.perf_counter()
+    learner = Learner(build_agent(ckpt), cfg, device)
+    learner.update(buffer.sample(cfg.batch_size))  # the first: compiles, allocates
+    sync()
+    first_s = time.perf_counter() - started
+    if learner.cache is not None:  # every row's features in the cache, as in a session's steady state
+        for _ in range(4 * len(buffer) // cfg.batch_size + 1):
+            learner.update(buffer.sample(cfg.batch_size))
+    flops = update_flops(learner, buffer, cfg.batch_size)
+    sample_s, update_s = [], []
     for _ in range(updates):
         t0 = time.perf_counter()
-        b = buffer.sample(batch)
+        b = buffer.sample(cfg.batch_size)
         t1 = time.perf_counter()
         learner.update(b)
         sync()
-        t2 = time.perf_counter()
-        sample_ms.append((t1 - t0) * 1e3)
-        update_ms.append((t2 - t1) * 1e3)
-    total = np.median(sample_ms) + np.median(update_ms)
-    return {"device": device, "batch": batch, "sample_ms_p50": float(np.median(sample_ms)),
-            "update_ms_p50": float(np.median(update_ms)), "updates_per_s": 1e3 / total}
+        sample_s.append(t1 - t0)
+        update_s.append(time.perf_counter() - t1)
+    update = float(np.median(update_s))
+    return {"label": label, "device": device, "batch": cfg.batch_size, "precision": cfg.precision,
+            "frozen": cfg.freeze_encoder, "compiled": cfg.compile, "gflop": flops / 1e9,
+            "sample_ms": float(np.median(sample_s)) * 1e3, "update_ms": update * 1e3,
+            "update_ms_spread": [min(update_s) * 1e3, max(update_s) * 1e3],
+            "updates_per_s": 1.0 / (update + float(np.median(sample_s))), "first_update_s": first_s}
+
+
+def learner_rows(ckpt: Checkpoint, buffer: ReplayBuffer, batches: list[int], updates: int, compile_: bool) -> list:
+    base = LearnerConfig(critic_updates_per_actor=2)
+    precisions = ["fp32"] + (["bf16"] if native_bf16() else [])
+    rows = []
+    for frozen in (False, True):
+        for precision in precisions:
+            for batch in batches:
+                cfg = dataclasses.replace(base, batch_size=batch, freeze_encoder=frozen, precision=precision)
+                label = f"{'frozen' if frozen else 'full'} {precision}"
+                rows.append(learner_row(ckpt, buffer, cfg, "cpu", updates, label))
+    if compile_:
+        cfg = dataclasses.replace(base, batch_size=max(batches), compile=True)
+        rows.append(learner_row(ckpt, buffer, cfg, "cpu", updates, "full fp32 compiled"))
+    if torch.cuda.is_available():
+        for precision, compiled in (("fp32", False), ("bf16", False), ("fp16", False), ("fp32", True)):
+            for frozen in (False, True):
+                cfg = dataclasses.replace(base, batch_size=256, precision=precision, compile=compiled,
+                                          freeze_encoder=frozen)
+                label = f"{'frozen' if frozen else 'full'} {precision}{' compiled' if compiled else ''}"
+                rows.append(learner_row(ckpt, buffer, cfg, "cuda", updates, label))
+    return rows
 
 
 def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) -> dict:
     """The twin loop's tick time, with or without the learner thread busy beside it."""
     spec = ckpt.spec.replace("episode.max_steps", ticks)
     cfg = TrainConfig(learner=LearnerConfig(batch_size=64), capacity=ticks * 4, warmup_steps=0,
-                      utd=1000.0 if with_learner else 0.0, learner_threads=threads)
+                      utd=1000.0 if with_learner else 0.0, min_utd=0.0, learner_threads=threads)
     rig = sim_env(spec, with_camera=True)
     try:
         # a filled buffer and a run already past its first batch: the learner is busy from the first tick
@@ -92,37 +159,76 @@ def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) 
         rig.close()
 
 
+def floors(rows: list[dict], rates: dict[str, float]) -> None:
+    """Each row's floor (its FLOPs at the matmul rate of its number format) and its distance from it."""
+    for r in rows:
+        if r["device"] != "cpu":
+            continue
+        rate = rates["bf16" if r["precision"] == "bf16" else "fp32"]
+        r["floor_ms"] = r["gflop"] / rate * 1e3
+        r["ratio_to_floor"] = r["update_ms"] / r["floor_ms"]
+        r["achieved_gflops"] = r["gflop"] / (r["update_ms"] / 1e3)
+
+
+def print_table(result: dict) -> None:
+    rates = result["matmul_gflops"]
+    print(f"CPU: {result['cpu']}; torch {result['torch']}, {result['threads']} threads")
+    print("matmul floor (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    print(f"replay buffer: {result['bytes_per_transition']:,} bytes per transition (2x84x84 frame stored once)")
+    head = f"{'update':<20}{'dev':>5}{'batch':>6}{'GFLOP':>7}{'sample ms':>10}{'update ms':>10}{'spread':>13}"
+    print(head + f"{'floor ms':>9}{'x floor':>8}{'GFLOP/s':>8}{'upd/s':>7}")
+    for r in result["learner"]:
+        lo, hi = r["update_ms_spread"]
+        floor = (f"{r['floor_ms']:>9.0f}{r['ratio_to_floor']:>8.2f}{r['achieved_gflops']:>8.0f}" if "floor_ms" in r
+                 else f"{'':>25}")
+        print(f"{r['label']:<20}{r['device']:>5}{r['batch']:>6}{r['gflop']:>7.1f}{r['sample_ms']:>10.1f}"
+              f"{r['update_ms']:>10.1f}{f'{lo:.0f}-{hi:.0f}':>13}{floor}{r['updates_per_s']:>7.2f}")
+        if r["compiled"]:
+            eager = next((e for e in result["learner"] if e["label"] == "full fp32" and e["batch"] == r["batch"]
+                          and e["device"] == r["device"]), None)
+            saved = eager["update_ms"] - r["update_ms"] if eager else 0.0
+            pays = f"pays back after {r['first_update_s'] * 1e3 / saved:.0f} updates" if saved > 0 else "never pays"
+            print(f"{'':<20}compile + first update {r['first_update_s']:.1f} s; {pays}")
+    if not result["actor"]:
+        return
+    print(f"actor tick on the twin ({result['ticks']} ticks; learner thread budget {result['learner_threads']}):")
+    for a in result["actor"]:
+        label = f"with the learner ({a['updates_during']} updates meanwhile)" if a["learner"] else "alone"
+        print(f"  {label:<44} p50 {a['tick_ms_p50']:7.1f} ms   p95 {a['tick_ms_p95']:7.1f} ms")
+    alone, busy = result["actor"]
+    print(f"  p95 with the learner / alone: {busy['tick_ms_p95'] / alone['tick_ms_p95']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 64])
-    parser.add_argument("--updates", type=int, default=6, help="timed updates per row")
-    parser.add_argument("--ticks", type=int, default=60, help="actor ticks per actor row")
-    parser.add_argument("--learner-threads", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=5, help="timed updates per row")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of the learner")
+    parser.add_argument("--ticks", type=int, default=60, help="actor ticks per actor row (0: no actor rows)")
+    parser.add_argument("--learner-threads", type=int, default=1, help="the learner thread's budget beside the actor")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (~20 s to compile)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = users_snapshot(Path(tmp))
     buffer = filled_buffer()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = [updates_per_s(ckpt, d, b, args.updates, buffer) for d in devices for b in args.batches]
-    actor = [actor_ticks(ckpt, args.ticks, False, args.learner_threads),
-             actor_ticks(ckpt, args.ticks, True, args.learner_threads)]
-    result = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-              "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor}
+    rates = {"fp32": matmul_gflops(torch.float32)}
+    if native_bf16():
+        rates["bf16"] = matmul_gflops(torch.bfloat16)
+    rows = learner_rows(ckpt, buffer, args.batches, args.updates, not args.no_compile)
+    floors(rows, rates)
+    actor = [] if args.ticks == 0 else [actor_ticks(ckpt, args.ticks, False, args.learner_threads),
+                                        actor_ticks(ckpt, args.ticks, True, args.learner_threads)]
+    result = {"cpu": describe_cpu(), "native_bf16": native_bf16(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "matmul_gflops": rates,
+              "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor,
+              "ticks": args.ticks, "learner_threads": args.learner_threads,
+              "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"replay buffer: {buffer.bytes_per_transition:,} bytes per transition (2x84x84 frame stored once)")
-    print(f"{'device':<7}{'batch':>6}{'sample ms':>11}{'update ms':>11}{'updates/s':>11}")
-    for r in rows:
-        print(f"{r['device']:<7}{r['batch']:>6}{r['sample_ms_p50']:>11.1f}{r['update_ms_p50']:>11.1f}"
-              f"{r['updates_per_s']:>11.2f}")
-    print(f"actor tick on the twin ({args.ticks} ticks; learner thread budget {args.learner_threads}):")
-    for a in actor:
-        label = f"with the learner ({a['updates_during']} updates meanwhile)" if a["learner"] else "alone"
-        print(f"  {label:<44} p50 {a['tick_ms_p50']:7.1f} ms   p95 {a['tick_ms_p95']:7.1f} ms")
-    alone, busy = actor
-    print(f"  p95 with the learner / alone: {busy['tick_ms_p95'] / alone['tick_ms_p95']:.2f}")
+    print_table(result)
 
 
 if __name__ == "__main__":

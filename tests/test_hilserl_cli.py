@@ -75,7 +75,7 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     code, text, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--episodes", "1",
                           "--max-steps", "12", "--set", "learner.actor_lr=2e-5")
     assert code == 0, err
-    assert "setting changed on resume: learner.actor_lr: 1e-05 -> 2e-05" in text
+    assert "setting changed on resume: learner.actor_lr: 0.0002 -> 2e-05" in text
     after = json.loads((out / "counters.json").read_text())
     assert after["episodes"] == 3 and after["env_steps"] == 36 and after["next_seed"] == 3
     assert after["updates"] >= counters["updates"]

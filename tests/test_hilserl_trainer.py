@@ -18,7 +18,7 @@ from so101_sim2real.policy.checkpoint import load_checkpoint
 pytestmark = pytest.mark.slow  # whole runs on the twin, subprocesses: `pytest -m "not slow"` skips them
 
 CFG = TrainConfig(learner=LearnerConfig(batch_size=8, critic_updates_per_actor=1), capacity=2000, warmup_steps=20,
-                  publish_every=2, utd=0.5)
+                  publish_every=2, utd=0.5, min_utd=0.0)  # a Trainer takes a resolved config (hilserl/pace.py)
 
 
 @pytest.fixture
@@ -86,6 +86,17 @@ def test_between_episodes_the_actor_waits_for_the_learner_to_reach_min_utd(train
     trainer.run(2, on_episode=lambda e: seen.append((trainer.stats.updates, trainer.sink.env_steps)))
     assert [steps for _, steps in seen] == [12, 24]
     assert all(updates >= 0.8 * steps for updates, steps in seen)  # caught up before the next episode began
+
+
+def test_before_a_batch_of_steps_is_stored_the_actor_does_not_wait(trainer_factory):
+    import time
+
+    # the learner cannot start before the buffer holds a batch's worth of steps: waiting for it would only stall
+    trainer = trainer_factory(cfg=dataclasses.replace(CFG, learner=dataclasses.replace(CFG.learner, batch_size=64),
+                                                      min_utd=0.5), steps=12)
+    started = time.perf_counter()
+    trainer.run(1)
+    assert trainer.stats.updates == 0 and time.perf_counter() - started < 20  # the stall detector waits 30 s
 
 
 class RecordingHelper(ScriptedIntervener):

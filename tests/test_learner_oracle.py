@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.replay import Batch, ReplayBuffer, Step
+from so101_sim2real.machine import native_bf16
 from so101_sim2real.policy.architecture import STATE, VIEW, Architecture, ConvLayer, HeadArch
 from so101_sim2real.policy.networks import DrQV2Agent
 
@@ -167,7 +168,8 @@ class DrQV2Oracle:
         self.updates += 1
         out = {"critic_loss": critic_loss.item(), "q_mean": torch.cat([q1, q2], 1).mean().item(),
                "target_mean": target_q.mean().item(), "actor_loss": None, "bc_loss": None,
-               "encoder_grads": [None if p.grad is None else p.grad.clone() for p in self.encoder.parameters()]}
+               "encoder_grads": [None if p.grad is None else p.grad.clone() for p in self.encoder.parameters()],
+               "critic_grads": [p.grad.clone() for p in self.critic.parameters()]}
 
         # update_actor, on detached features, on its turn
         if train_actor and self.updates % cfg.critic_updates_per_actor == 0:
@@ -203,17 +205,22 @@ def close(actual: torch.Tensor, expected: torch.Tensor, where: str) -> None:
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{where}: {m}")
 
 
-def assert_same_grads_and_weights(learner: Learner, oracle: DrQV2Oracle, step: int) -> None:
+def assert_same_grads_and_weights(learner: Learner, oracle: DrQV2Oracle, step: int, critic_grads: list) -> None:
+    """Every weight, and every gradient that moved one. The critic's are the critic loss's: drqv2's
+    actor loss adds its own to them, which the next critic step zeroes unused; the learner does not
+    compute those."""
     for name, mine, theirs in modules(learner, oracle):
-        for (pname, p), q in zip(mine.named_parameters(), theirs.parameters(), strict=True):
+        grads = critic_grads if name == "critic" else [q.grad for q in theirs.parameters()]
+        for (pname, p), q, g in zip(mine.named_parameters(), theirs.parameters(), grads, strict=True):
             where = f"update {step}: {name}.{pname}"
-            assert (p.grad is None) == (q.grad is None), f"{where}: gradient present in only one of the two"
+            assert (p.grad is None) == (g is None), f"{where}: gradient present in only one of the two"
             if p.grad is not None:
-                close(p.grad, q.grad, f"{where} gradient")
+                close(p.grad, g, f"{where} gradient")
             close(p.data, q.data, f"{where} weight")
 
 
-def run_both(cfg: LearnerConfig, batches: list[Batch], train_actor: list[bool], monkeypatch, seed: int = 3) -> None:
+def run_both(cfg: LearnerConfig, batches: list[Batch], train_actor: list[bool], monkeypatch, seed: int = 3,
+             rtol: float = RTOL, atol: float = ATOL) -> Learner:
     learner = Learner(tiny_agent(), cfg, seed=seed)
     oracle = DrQV2Oracle(learner.agent, cfg, seed=seed)
     for step, (batch, actor_on) in enumerate(zip(batches, train_actor, strict=True), start=1):
@@ -239,7 +246,8 @@ def run_both(cfg: LearnerConfig, batches: list[Batch], train_actor: list[bool], 
             assert (p.grad is None) == (g is None)
             if g is not None:
                 torch.testing.assert_close(p.grad, g, rtol=RTOL, atol=ATOL)
-        assert_same_grads_and_weights(learner, oracle, step)
+        assert_same_grads_and_weights(learner, oracle, step, want["critic_grads"])
+    return learner
 
 
 def test_one_update_matches_drqv2_with_the_bc_term(monkeypatch):
@@ -277,20 +285,61 @@ def test_random_shift_reads_the_pixels_drqv2s_grid_sample_reads():
     assert not torch.equal(mine, frames)  # it did shift
 
 
-def test_a_replay_batch_with_ended_episodes_matches_drqv2(monkeypatch):
-    """Batches as the buffer builds them: n-step sums, gamma^n, discount 0 where an episode ended."""
-    rng = np.random.default_rng(5)
+def replay_buffer(seed: int = 5, episodes: int = 3) -> ReplayBuffer:
+    rng = np.random.default_rng(seed)
     buffer = ReplayBuffer(200, (CHANNELS, SIZE, SIZE), STATE_DIM, ACTION_DIM, frame_stack=STACK, n_step=3,
-                          gamma=GAMMA, seed=5)
-    for _ in range(3):
+                          gamma=GAMMA, seed=seed)
+    for _ in range(episodes):
         buffer.begin_episode()
         for i in range(5):
             buffer.add(Step(rng.integers(0, 256, (CHANNELS, SIZE, SIZE)).astype(np.uint8),
                             rng.normal(size=STATE_DIM).astype(np.float32),
                             rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), float(rng.normal()), i == 4,
                             is_intervention=i == 2))
+    return buffer
+
+
+def test_a_replay_batch_with_ended_episodes_matches_drqv2(monkeypatch):
+    """Batches as the buffer builds them: n-step sums, gamma^n, discount 0 where an episode ended."""
+    buffer = replay_buffer()
     batches = [buffer.sample(8) for _ in range(3)]
     discounts = np.concatenate([b.discount for b in batches])
     assert (discounts == 0).any() and np.isclose(discounts, GAMMA**3).any()  # both kinds of window present
     cfg = LearnerConfig(critic_updates_per_actor=1, bc_weight=0.5, tau=0.05)
     run_both(cfg, batches, [True, True, True], monkeypatch)
+
+
+def test_a_frozen_encoder_read_from_the_feature_cache_matches_drqv2_unaugmented(monkeypatch):
+    """The fast frozen-encoder learner: features from the cache (computed on a row's first
+    sample, read on later ones) give drqv2's update with the encoder frozen and no shift."""
+    buffer = replay_buffer(seed=6, episodes=2)
+    batches = [buffer.sample(8) for _ in range(4)]  # 8 of ~12 rows a batch: later batches hit the cache
+    cfg = LearnerConfig(critic_updates_per_actor=1, bc_weight=0.5, freeze_encoder=True, aug_pad=0, tau=0.05,
+                        actor_lr=1e-3, critic_lr=1e-3)
+    learner = run_both(cfg, batches, [True, False, True, True], monkeypatch)
+    assert learner.cache is not None and learner.cache.hits > 0 and learner.cache.misses > 0
+
+
+@pytest.mark.skipif(not native_bf16(), reason="bf16 is refused on a CPU without native bf16 (tested in test_learner)")
+def test_bf16_autocast_stays_near_drqv2(monkeypatch):
+    """bf16 keeps 8 bits of mantissa: losses within 2%, and every gradient pointing where drqv2's
+    fp32 one points (cosine >= 0.99; the first AdamW step is the gradient's sign, so steps are
+    compared by their gradients)."""
+    cfg = LearnerConfig(critic_updates_per_actor=1, bc_weight=1.0, precision="bf16", actor_lr=1e-3)
+    learner = Learner(tiny_agent(), cfg, seed=3)
+    oracle = DrQV2Oracle(learner.agent, cfg, seed=3)
+    batch = hand_batch(0)
+    noise = RecordedNoise(1)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "randn_like", noise)
+        got = learner.update(batch)
+    want = oracle.update(batch, noise.drawn)
+    assert got.critic_loss == pytest.approx(want["critic_loss"], rel=0.02)
+    assert got.actor_loss == pytest.approx(want["actor_loss"], rel=0.02)
+    theirs = {"encoder": want["encoder_grads"], "critic": want["critic_grads"],
+              "actor": [p.grad for p in oracle.actor.parameters()]}
+    for name, module in (("encoder", learner.agent.encoder), ("critic", learner.agent.critic),
+                         ("actor", learner.agent.actor)):
+        mine = torch.cat([p.grad.flatten() for p in module.parameters()])
+        should = torch.cat([g.flatten() for g in theirs[name]])
+        assert torch.nn.functional.cosine_similarity(mine, should, dim=0) >= 0.99, name

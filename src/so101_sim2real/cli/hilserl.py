@@ -79,7 +79,10 @@ def hilserl_train(
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of training settings "
                                                                     "(learner.*, utd, warmup_steps, ...).")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. --set "
-                                                                    "learner.actor_lr=1e-5 (repeatable).")] = None,
+                                                                    "learner.actor_lr=1e-5 (repeatable). "
+                                                                    "learner.batch_size, utd and min_utd are "
+                                                                    "chosen at start for this machine unless "
+                                                                    "set ('auto': chosen).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out: its buffer, weights and "
                                                           "counters; changed settings are used and listed.")
                       ] = False,
@@ -183,7 +186,7 @@ def hilserl_status(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Where a run stands (running or not): counters, UTD, recent success, the policy."""
+    """Where a run stands (running or not): counters, UTD, recent success, the policy, the learner's pace."""
     from so101_sim2real.hilserl.curves import status
 
     info = status(run)
@@ -203,3 +206,8 @@ def hilserl_status(
         typer.echo(f"last episode: critic loss {last['critic_loss']:.4f}, actor loss {actor}, Q mean "
                    f"{last['q_mean']:.3f}, {last['updates_per_s']:.2f} updates/s, buffer {last['buffer']} "
                    f"({last['buffer_mb']:.1f} MB)")
+    if info["pace"] is not None:
+        from so101_sim2real.hilserl.pace import PaceChoice
+
+        for line in PaceChoice.from_dict(info["pace"]).lines():
+            typer.echo(line)

@@ -102,4 +102,5 @@ def status(path: str | Path) -> dict[str, Any]:
         "intervention_rate_last_20": float(np.mean(interventions)) if interventions else None,
         "episodes_recorded": len(rows), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
         "takeovers": takeovers(metrics), "last": metrics[-1] if metrics else None,
+        "pace": None if run.pace is None else run.pace.to_dict(),  # what the latest start chose
     }

@@ -20,9 +20,13 @@ encoder. Losses are batch means; no gradient clipping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,19 +34,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.hilserl.exploration import noisy_action
+from so101_sim2real.hilserl.features import FeatureCache
 from so101_sim2real.hilserl.replay import Batch
+from so101_sim2real.machine import cpu_model, native_bf16
+from so101_sim2real.policy.architecture import STATE, VIEW
 from so101_sim2real.policy.augment import random_shift
 from so101_sim2real.policy.networks import Critic, DrQV2Agent
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """Every knob of the update; the defaults are the recipe's."""
+    """Every knob of the update; the defaults are the recipe's, except where the README's transfer
+    benchmark showed otherwise (actor lr and the BC term)."""
 
-    batch_size: int = 256
+    batch_size: int | None = None  # None: chosen at the session's start from the measured update rate
     critic_lr: float = 3e-4
     encoder_lr: float = 1e-4  # the snapshot's own encoder lr
-    actor_lr: float = 1e-5
+    actor_lr: float = 2e-4  # the recipe's 1e-5 barely moved the actor in the transfer benchmark
     weight_decay: float = 0.0  # AdamW, as the snapshot was trained
     tau: float = 0.01
     std: float = 0.1  # fixed exploration std, also the target policy's noise
@@ -50,9 +58,29 @@ class LearnerConfig:
     critic_updates_per_actor: int = 2
     reinit_critics: bool = True
     freeze_encoder: bool = False
-    bc_weight: float = 0.0  # behaviour cloning on demo samples (0: off)
+    bc_weight: float = 1.0  # behaviour cloning on demo samples (0: off); the benchmark's early gain
     aug_pad: int = 4
+    precision: str = "fp32"  # or "bf16" (autocast; a CPU with native bf16, or a GPU), "fp16" (GPU only)
+    feature_cache_mb: int = 4096  # frozen encoder: each stored stack's features kept (0: computed per update)
+    compile: bool = False  # torch.compile the encoder (~20 s at the start on 2 cores)
+    objective: str = "drqv2"  # "bc": behaviour cloning only, the control the benchmark compares with
 
+
+PRECISIONS, OBJECTIVES = ("fp32", "bf16", "fp16"), ("drqv2", "bc")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a number format this device would only emulate (slower than fp32, and less exact)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"learner.precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("learner.precision fp16 needs a GPU (its loss scaling is CUDA's); on a CPU use bf16 "
+                         "where the CPU has it, or fp32")
+    if precision == "bf16" and device.type == "cpu" and not native_bf16():
+        raise ValueError(f"learner.precision bf16: this CPU ({cpu_model()}) has no native bf16 (avx512_bf16 or "
+                         f"AMX), so it would be emulated and slower than fp32; use fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("learner.precision bf16: this GPU has no bf16; use fp16 or fp32")
 
 
 def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
@@ -66,9 +94,9 @@ def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None)
 
 @dataclass
 class UpdateMetrics:
-    critic_loss: float
-    q_mean: float
-    target_mean: float
+    critic_loss: float | None  # None when the critic did not learn (the BC-only objective)
+    q_mean: float | None
+    target_mean: float | None
     actor_loss: float | None  # None when the actor did not move this update
     bc_loss: float | None
 
@@ -82,6 +110,9 @@ class Learner:
             raise ValueError("the checkpoint has no critics; HIL-SERL needs a snapshot with critic weights")
         self.cfg = cfg or LearnerConfig()
         self.device = torch.device(device)
+        check_precision(self.cfg.precision, self.device)
+        if self.cfg.objective not in OBJECTIVES:
+            raise ValueError(f"learner.objective {self.cfg.objective!r}: choose {', '.join(OBJECTIVES)}")
         self.agent = copy.deepcopy(agent).cpu().train()
         critic = self.agent.critic
         assert critic is not None  # the copy of a checked agent
@@ -102,6 +133,15 @@ class Learner:
         self.updates = 0
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.lock = threading.Lock()  # an update and a copy of the weights never interleave
+        # the encoder as the update calls it: compiled or not (the same module and weights either way)
+        self._encode: Callable[[torch.Tensor], torch.Tensor] = (
+            cast(Callable[[torch.Tensor], torch.Tensor], torch.compile(self.agent.encoder)) if c.compile
+            else self.agent.encoder)
+        # bf16 features where the heads multiply in bf16 anyway: half the memory and the copying
+        cache_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float32
+        self.cache = (FeatureCache(c.feature_cache_mb, self.agent.arch.feature_dim, self.device, cache_dtype)
+                      if c.freeze_encoder and c.feature_cache_mb > 0 else None)
+        self._scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {"encoder": self.encoder_opt, "critic": self.critic_opt, "actor": self.actor_opt}
@@ -116,11 +156,18 @@ class Learner:
         assert critic is not None and target is not None
         return critic, target
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the networks' products when configured; losses stay fp32."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
     # ------------------------------------------------------------------ one update
 
     def _tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
-        def frames(x: np.ndarray) -> torch.Tensor:  # (B, stack, C, H, W) uint8 -> (B, stack * C, H, W) float
-            return torch.from_numpy(x).to(self.device).flatten(1, 2).float()
+        def frames(x: np.ndarray) -> torch.Tensor:  # (B, stack, C, H, W) -> (B, stack * C, H, W), still uint8
+            return torch.from_numpy(x).to(self.device).flatten(1, 2)
 
         def flat(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x).to(self.device).flatten(1)
@@ -132,31 +179,66 @@ class Learner:
         t["demo"] = torch.from_numpy(batch.from_demos).to(self.device)
         return t
 
+    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 stacks -> the encoder's float input, channels-last (the CPU's fast conv layout)."""
+        return frames.float().contiguous(memory_format=torch.channels_last)
+
+    def _views(self, batch: Batch, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's features of the (augmented) stacks now and next; only the first carries
+        the critic loss's gradient into the encoder, and only when it learns."""
+        c = self.cfg
+        if self.cache is not None and batch.row is not None and batch.next_row is not None:
+            # a frozen encoder: each stack's features once, unaugmented (augmentation would need them per shift)
+            view = self.cache.features(batch.from_demos, batch.row, t["obs"], self._frozen_features)
+            next_view = self.cache.features(batch.from_demos, batch.next_row, t["next_obs"], self._frozen_features)
+            return view, next_view
+        obs = self._pixels(random_shift(t["obs"], c.aug_pad, self._generator))
+        next_obs = self._pixels(random_shift(t["next_obs"], c.aug_pad, self._generator))
+        if c.freeze_encoder:  # no gradient either way: one pass over both halves
+            both = self._frozen_features(torch.cat([obs, next_obs]))
+            return both[:len(obs)], both[len(obs):]
+        with self._autocast():
+            view = self._encode(obs)
+            with torch.no_grad():
+                next_view = self._encode(next_obs)
+        return view, next_view
+
+    @torch.no_grad()
+    def _frozen_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype == torch.uint8:
+            pixels = self._pixels(pixels)
+        return self._encode(pixels).float()
+
+    def _feats(self, view: torch.Tensor, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heads' named inputs, as :meth:`DrQV2Agent.features` names them."""
+        feats = {VIEW: view}
+        if self.agent.arch.state_dim:
+            feats[STATE] = state
+        return feats
+
     def update(self, batch: Batch, train_actor: bool = True) -> UpdateMetrics:
         """One DrQ-v2 update on ``batch``; the actor moves only when ``train_actor`` and it is its turn."""
         with self.lock:
+            if self.cfg.objective == "bc":
+                return self._update_bc(batch)
             return self._update(batch, train_actor)
 
     def _update(self, batch: Batch, train_actor: bool) -> UpdateMetrics:
         a, c, t = self.agent, self.cfg, self._tensors(batch)
         critic, critic_target = self._critics()
-        obs = random_shift(t["obs"], c.aug_pad, self._generator)
-        next_obs = random_shift(t["next_obs"], c.aug_pad, self._generator)
-        feats = a.features(obs, t["state"])
-        with torch.no_grad():
-            next_feats = a.features(next_obs, t["next_state"])
-            next_mean = a.actor(next_feats)
+        view, next_view = self._views(batch, t)
+        feats, next_feats = self._feats(view, t["state"]), self._feats(next_view, t["next_state"])
+        with torch.no_grad(), self._autocast():
+            next_mean = a.actor(next_feats).float()
             next_action = noisy_action(next_mean, c.std, c.std_clip, torch.randn_like(next_mean))
-            target_v = critic_target(next_feats, next_action).min(dim=-1).values
+            target_v = critic_target(next_feats, next_action).float().min(dim=-1).values
             target = t["reward"] + t["discount"] * target_v
-        q = critic(feats, t["action"])
+        with self._autocast():
+            q = critic(feats, t["action"]).float()
         critic_loss = F.mse_loss(q, target.unsqueeze(-1).expand_as(q)) * q.shape[-1]  # sum over heads, mean over batch
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        if not c.freeze_encoder:
-            self.encoder_opt.step()
+        self._step(critic_loss, [self.critic_opt] + ([] if c.freeze_encoder else [self.encoder_opt]))
         self.updates += 1
 
         actor_loss = bc_loss = None
@@ -168,18 +250,55 @@ class Learner:
     def _update_actor(self, feats: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         a, c = self.agent, self.cfg
         critic, _ = self._critics()
-        mean = a.actor(feats)
-        action = noisy_action(mean, c.std, c.std_clip, torch.randn_like(mean))
-        loss = -critic(feats, action).min(dim=-1).values.mean()
+        # the critic's weights get no gradient from the actor's loss: drqv2 computes one and
+        # throws it away (zero_grad before the next critic step); not computing it saves the
+        # critic's bottleneck product, a third of a frozen-encoder update
+        critic.requires_grad_(False)
+        try:
+            with self._autocast():
+                mean = a.actor(feats).float()
+                action = noisy_action(mean, c.std, c.std_clip, torch.randn_like(mean))
+                loss = -critic(feats, action).float().min(dim=-1).values.mean()
+        finally:
+            critic.requires_grad_(True)
         bc = None
         if c.bc_weight > 0 and bool(t["demo"].any()):
             bc_term = F.mse_loss(mean[t["demo"]], t["action"][t["demo"]])
             loss = loss + c.bc_weight * bc_term
             bc = bc_term.item()
         self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
+        self._step(loss, [self.actor_opt])
         return loss.item(), bc
+
+    def _update_bc(self, batch: Batch) -> UpdateMetrics:
+        """Behaviour cloning alone on the batch's demo samples (demos and interventions): the encoder
+        and the actor regress the executed actions; the critics do not learn. The control that
+        says what the RL adds."""
+        t = self._tensors(batch)
+        demo = t["demo"]
+        self.updates += 1
+        if not bool(demo.any()):
+            return UpdateMetrics(None, None, None, None, None)
+        view, _ = self._views(batch, t)
+        with self._autocast():
+            mean = self.agent.actor(self._feats(view, t["state"])).float()
+        loss = F.mse_loss(mean[demo], t["action"][demo])
+        self.encoder_opt.zero_grad(set_to_none=True)
+        self.actor_opt.zero_grad(set_to_none=True)
+        self._step(loss, [self.actor_opt] + ([] if self.cfg.freeze_encoder else [self.encoder_opt]))
+        return UpdateMetrics(None, None, None, loss.item(), loss.item())
+
+    def _step(self, loss: torch.Tensor, optimisers: Sequence[torch.optim.Optimizer]) -> None:
+        """Backward and step (fp16: through the loss scaler, which skips a step that overflowed)."""
+        if self._scaler is None:
+            loss.backward()
+            for opt in optimisers:
+                opt.step()
+            return
+        self._scaler.scale(loss).backward()
+        for opt in optimisers:
+            self._scaler.step(opt)
+        self._scaler.update()
 
     @torch.no_grad()
     def _soft_update(self) -> None:
@@ -196,8 +315,54 @@ class Learner:
         """A consistent CPU copy of the agent's weights under ``prefixes``, taken between updates."""
         with self.lock:
             state = self.agent.state_dict()
-            return {k: v.detach().to("cpu", copy=True) for k, v in state.items() if k.startswith(prefixes)}
+            return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()
+                    if k.startswith(prefixes)}
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The encoder AND the actor together: what the actor thread acts with."""
         return self.weights(("encoder.", "actor."))
+
+
+def synthetic_batch(agent: DrQV2Agent, batch_size: int, seed: int = 0) -> Batch:
+    """A batch of the agent's shapes (random frames, states, actions; half of it demos): for timing."""
+    arch, rng = agent.arch, np.random.default_rng(seed)
+    frame_shape = (batch_size, arch.frames, arch.channels_per_frame, *arch.image_size)
+
+    def frames() -> np.ndarray:
+        return rng.integers(0, 256, frame_shape, dtype=np.uint8)
+
+    def states() -> np.ndarray:
+        return rng.normal(size=(batch_size, arch.frames, arch.state_dim_per_frame)).astype(np.float32)
+
+    demo = np.arange(batch_size) % 2 == 1
+    return Batch(frames=frames(), states=states(),
+                 action=rng.uniform(-1, 1, (batch_size, arch.action_dim)).astype(np.float32),
+                 reward=rng.normal(size=batch_size).astype(np.float32),
+                 discount=np.full(batch_size, 0.97, dtype=np.float32), next_frames=frames(), next_states=states(),
+                 is_intervention=demo.copy(), from_demos=demo)
+
+
+def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torch.device = "cpu",
+                       batch_size: int | None = None, updates: int = 2) -> float:
+    """The median time of one update of a throwaway learner (a copy of ``agent``) at ``batch_size``
+    (default: the config's), after one untimed update; the actor's turn included. A frozen
+    encoder's features are in its cache by then, as in a session's steady state; the encoder is
+    timed uncompiled (compiling takes longer than the measurement, and runs no slower)."""
+    import time
+
+    size = batch_size or cfg.batch_size
+    if size is None:
+        raise ValueError("seconds_per_update needs a batch size")
+    timed = dataclasses.replace(cfg, batch_size=size, critic_updates_per_actor=1, compile=False)
+    learner = Learner(agent, timed, device)
+    batch = synthetic_batch(learner.agent, size)
+    batch.row = batch.next_row = np.arange(size)  # rows for the cache to keep
+    learner.update(batch)
+    times = []
+    for _ in range(updates):
+        started = time.perf_counter()
+        learner.update(batch)
+        if learner.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

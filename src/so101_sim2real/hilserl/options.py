@@ -106,18 +106,27 @@ def read_fields(cls: type, data: Any, source: str, path: str = "") -> dict[str, 
                 raise So101Error(f"{where}: expected true or false, got {value!r}")
         elif isinstance(default, (int, float)):
             value = _number(value, type(default), where)
+        elif default is None and (kind := _optional_number(names[key])) is not None:
+            value = None if value is None or value == "auto" else _number(value, kind, where, "or auto")
         out[key] = value
     return out
 
 
-def _number(value: Any, kind: type, where: str) -> int | float:
+def _optional_number(f: dataclasses.Field) -> type | None:
+    """int or float for a field declared ``int | None`` or ``float | None`` (None: auto, unset), else None."""
+    kinds = {part.strip() for part in str(f.type).split("|")} - {"None"}
+    return {"int": int, "float": float}.get(kinds.pop()) if len(kinds) == 1 else None
+
+
+def _number(value: Any, kind: type, where: str, alternative: str = "") -> int | float:
+    expected = f"expected a number{' ' + alternative if alternative else ''}"
     if isinstance(value, str):  # YAML 1.1 reads 2e-5 (no dot) as a string
         try:
             value = float(value)
         except ValueError:
-            raise So101Error(f"{where}: expected a number, got {value!r}") from None
+            raise So101Error(f"{where}: {expected}, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise So101Error(f"{where}: expected a number, got {value!r}")
+        raise So101Error(f"{where}: {expected}, got {value!r}")
     if kind is int and not float(value).is_integer():
         raise So101Error(f"{where}: expected a whole number, got {value!r}")
     if value < 0:
@@ -130,7 +139,8 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
     fields = read_fields(TrainConfig, data, source)
     learner = LearnerConfig(**read_fields(LearnerConfig, fields.pop("learner", {}) or {}, source, "learner."))
     cfg = TrainConfig(learner=learner, **fields)
-    if cfg.learner.batch_size < 1 or cfg.capacity < 1 or cfg.n_step < 1 or cfg.publish_every < 1:
+    batch = 1 if cfg.learner.batch_size is None else cfg.learner.batch_size  # None: chosen at start
+    if batch < 1 or cfg.capacity < 1 or cfg.n_step < 1 or cfg.publish_every < 1:
         raise So101Error(f"{source}: batch_size, capacity, n_step and publish_every must be at least 1")
     if not 0 < cfg.gamma <= 1:
         raise So101Error(f"{source}: gamma: expected a number in (0, 1], got {cfg.gamma}")

@@ -60,6 +60,10 @@ class Batch:
     next_states: np.ndarray  # (B, stack, S) float32
     is_intervention: np.ndarray  # (B,) bool
     from_demos: np.ndarray  # (B,) bool
+    # (B,) absolute rows of the stacks now and next, in their store (the demo store where from_demos):
+    # what a frozen encoder's feature cache is keyed by; None for batches not sampled from a buffer
+    row: np.ndarray | None = None
+    next_row: np.ndarray | None = None
 
 
 class EpisodeStore:
@@ -210,7 +214,7 @@ class EpisodeStore:
             "frames": self.frame[now_stack], "states": self.state[now_stack], "action": self.action[idx],
             "reward": reward.astype(np.float32), "discount": discount.astype(np.float32),
             "next_frames": self.frame[next_stack], "next_states": self.state[next_stack],
-            "is_intervention": self.intervention[idx],
+            "is_intervention": self.intervention[idx], "row": rows, "next_row": nxt,
         }
 
 

@@ -27,6 +27,7 @@ from so101_sim2real.hilserl.options import (
     check_options,
     hand_grabs,
 )
+from so101_sim2real.hilserl.pace import resolve
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import REWARDS, ClassifierReward, RewardSource, SuccessReward
 from so101_sim2real.hilserl.run_folder import (
@@ -39,7 +40,7 @@ from so101_sim2real.interfaces import StepResult
 from so101_sim2real.leader.arm import LeaderSession, open_leader
 from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint, save_native
-from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.policy.runtime import Policy, build_agent
 from so101_sim2real.spec import Spec, flatten
 
 
@@ -232,6 +233,10 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
 
                 period_note = hold_period(env, PolicyPilot(policy), opts.where.period_s)
             recorder.set_period(env.period_s)  # the episodes keep the period that ran
+        # what the config leaves auto is chosen for this machine, against the period that runs
+        cfg_now, run.pace = resolve(cfg_now, build_agent(ckpt), opts.device, env.period_s, run.cfg.learner_threads)
+        run.write_config()  # run.yaml's pace: this start's choice (its config keeps auto)
+        notes += run.pace.lines() if run.pace is not None else []
         buffer = new_buffer(ckpt.spec, cfg_now, sample_seed)
         # demos carry their own success (a classifier judges live frames only)
         load_demos(opts.demos, buffer, SuccessReward() if opts.reward == "classifier" else rewards, ckpt.spec)

@@ -2,7 +2,9 @@
 
     RUN_DIR/
       run.yaml          where the run happens (its run description), the session's options and the
-                        training config (editable: a resume uses the new values and says which changed)
+                        training config (editable: a resume uses the new values and says which changed;
+                        "auto" settings stay auto), and the learner's pace the latest start chose
+                        for this machine (``pace:``, hilserl/pace.py)
       counters.json     env steps, updates, episodes, the next seed (written after every episode)
       policy/           the fine-tuned policy in the native format (so101 infer / inspect read it),
                         rewritten every ``save_every`` episodes and at the end
@@ -42,6 +44,7 @@ from so101_sim2real.hilserl.options import (
     read_fields,
     relative_paths,
 )
+from so101_sim2real.hilserl.pace import PaceChoice
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.records import parse_yaml
@@ -115,8 +118,10 @@ class _OldWhere:
 class RunFolder:
     """A run folder on disk; see the module docstring for its layout."""
 
-    def __init__(self, path: Path, options: RunOptions, cfg: TrainConfig, counters: dict[str, int]):
+    def __init__(self, path: Path, options: RunOptions, cfg: TrainConfig, counters: dict[str, int],
+                 pace: PaceChoice | None = None):
         self.path, self.options, self.cfg, self.counters = path, options, cfg, counters
+        self.pace = pace  # what the latest start chose for what cfg leaves auto (None: nothing to choose yet)
 
     @classmethod
     def create(cls, path: str | Path, options: RunOptions, cfg: TrainConfig) -> RunFolder:
@@ -168,16 +173,19 @@ class RunFolder:
                              f"the folder the run started in: resume from there, or make them absolute in "
                              f"run.yaml)") from None
         cfg = config_from_dict(data.get("config", {}), str(path / RUN_FILE))
+        pace = None if data.get("pace") is None else PaceChoice.from_dict(data["pace"], f"{path / RUN_FILE}: pace")
         keys = ("env_steps", "updates", "episodes", "next_seed")
         if not isinstance(counters, dict) or any(not isinstance(counters.get(k), int) or counters[k] < 0
                                                  for k in keys):
             raise So101Error(f"{path / COUNTERS_FILE}: expected whole numbers >= 0 for {', '.join(keys)}")
-        return cls(path, options, cfg, {k: counters[k] for k in keys})
+        return cls(path, options, cfg, {k: counters[k] for k in keys}, pace)
 
     def write_config(self) -> None:
         session = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options) if f.name != "where"}
         data = {"where": self.options.where.to_dict(), "options": {**session, "demos": list(self.options.demos)},
                 "config": dataclasses.asdict(self.cfg)}
+        if self.pace is not None:
+            data["pace"] = self.pace.to_dict()
         write_file(self.path / RUN_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def write_counters(self) -> None:

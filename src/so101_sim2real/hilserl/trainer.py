@@ -11,7 +11,9 @@ Pacing: the learner runs at most ``utd`` updates per stored env step and, on a C
 with its own small thread budget at the lowest OS priority, so the actor's control
 period holds; on a GPU it runs free up to ``utd``. Between episodes the actor may wait
 for the learner to reach ``min_utd`` (a real arm's reset gap is that time). The
-realised ratio is reported (the user's configured UTD 20 really ran at 3.9).
+realised ratio is reported (the user's configured UTD 20 really ran at 3.9). The trainer
+takes a resolved config: what the person left to the machine (the batch size, ``utd``,
+``min_utd``) is chosen before it is built (:func:`so101_sim2real.hilserl.pace.resolve`).
 
 The trainer owns its state: it is built with where the session starts
 (:class:`~so101_sim2real.hilserl.episode_record.SessionStart`), and it says where it
@@ -56,9 +58,10 @@ class TrainConfig:
     capacity: int = 100_000  # transitions in the online store (the demo store gets the same)
     n_step: int = 3
     gamma: float = 0.99
-    utd: float = 1.0  # at most this many updates per stored env step
-    min_utd: float = 0.0  # between episodes, the actor waits until the learner has made this many (0: never)
-    warmup_steps: int = 1000  # env steps of critic-only updates before the actor moves
+    # None (auto): chosen at start for this machine, as learner.batch_size (hilserl/pace.py)
+    utd: float | None = None  # at most this many updates per stored env step
+    min_utd: float | None = None  # between episodes, the actor waits until the learner has made this many (0: never)
+    warmup_steps: int = 500  # env steps of critic-only updates before the actor moves (the benchmark's)
     publish_every: int = 10  # updates between publishing the encoder + actor to the actor thread
     learner_threads: int = 1  # torch threads of the learner on a CPU (the actor keeps the rest)
     seed: int = 0
@@ -94,6 +97,17 @@ def new_buffer(spec: Spec, cfg: TrainConfig, seed: int | None = None) -> ReplayB
                         obs.frame_stack, cfg.n_step, cfg.gamma, seed=cfg.seed if seed is None else seed)
 
 
+def _pace_of(cfg: TrainConfig) -> tuple[int, float, float]:
+    """The batch size, UTD cap and ``min_utd`` of a resolved config; refuses an unresolved one."""
+    batch, utd, min_utd = cfg.learner.batch_size, cfg.utd, cfg.min_utd
+    if batch is None or utd is None or min_utd is None:
+        auto = [name for name, value in (("learner.batch_size", batch), ("utd", utd), ("min_utd", min_utd))
+                if value is None]
+        raise ValueError(f"the config leaves {', '.join(auto)} to be chosen: resolve it first "
+                         f"(so101_sim2real.hilserl.pace.resolve) or set them")
+    return batch, utd, min_utd
+
+
 class Trainer:
     """One HIL-SERL run in an env: build once, ``run`` episodes.
 
@@ -109,6 +123,7 @@ class Trainer:
                  buffer: ReplayBuffer | None = None, policy: Policy | None = None,
                  restore: Callable[[Learner], object] | None = None):
         self.env, self.cfg = env, cfg
+        self.batch_size, self.utd_cap, self.min_utd = _pace_of(cfg)
         self.start = start = start or SessionStart()
         self.learner = Learner(build_agent(ckpt), cfg.learner, device, seed=cfg.seed)
         self.learner.updates = start.updates  # the count the weights carry (a Learner counts from 0)
@@ -132,7 +147,7 @@ class Trainer:
 
     def _ready(self) -> bool:
         env = self.sink.env_steps
-        return env >= self.cfg.learner.batch_size and self.stats.updates < self.cfg.utd * env
+        return env >= self.batch_size and self.stats.updates < self.utd_cap * env
 
     def _learn(self) -> None:
         cfg = self.cfg
@@ -145,7 +160,7 @@ class Trainer:
                     time.sleep(0.002)
                     continue
                 try:
-                    batch = self.buffer.sample(cfg.learner.batch_size)
+                    batch = self.buffer.sample(self.batch_size)
                 except RuntimeError:  # no complete window yet (the first episode is still short)
                     time.sleep(0.002)
                     continue
@@ -234,8 +249,11 @@ class Trainer:
     def _catch_up(self, stall_s: float = 30.0) -> None:
         """Between episodes (the reset gap a real arm has anyway) hold the actor until the learner
         reaches ``min_utd``: on a CPU the renderer leaves it little during an episode. Gives up
-        when the learner makes no progress for ``stall_s``."""
-        target = self.cfg.min_utd * self.sink.env_steps
+        when the learner makes no progress for ``stall_s``; no wait before the buffer holds a
+        batch's worth of env steps (the learner cannot start before then)."""
+        if self.sink.env_steps < self.batch_size:
+            return
+        target = self.min_utd * self.sink.env_steps
         last, since = self.stats.updates, time.perf_counter()
         while self.stats.updates < target and self.stats.error is None:
             time.sleep(0.01)

@@ -1,0 +1,82 @@
+"""A frozen encoder's features of stored frame stacks, computed once per row.
+
+With the encoder frozen nothing back-propagates through it, and a stack's features never
+change: computing them at every update is the update's whole cost. The cache keeps them per
+(store, absolute row): the row's stack ending there, as the replay buffer rebuilds it, is a
+function of the row alone once written. A row missing from the cache (never sampled, or its
+slot taken by a newer row) is computed from the batch's frames when first sampled, in the
+learner's thread, so the actor never pays for it.
+
+Direct-mapped: row ``r`` of a store lives in slot ``r % slots`` with its row number as the tag,
+so a slot that the ring reused is recomputed, never read stale. fp32, as the encoder computed
+them: an update from cached features equals one that ran the frozen encoder (the oracle test).
+
+What it costs: augmentation is off (features of shifted stacks would need one entry per shift;
+LeRobot's frozen-encoder HIL-SERL drops it too), and memory, ``feature_dim * 4`` bytes a row
+(157 KB for the user's 32x35x35 features): ``feature_cache_mb`` bounds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+class FeatureCache:
+    """Features per (store, absolute row), the online and the demo store each half the budget."""
+
+    def __init__(self, budget_mb: int, feature_dim: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        bytes_per_row = feature_dim * torch.finfo(dtype).bits // 8
+        self.slots = max(1, int(budget_mb * 2**20 // (2 * bytes_per_row)))
+        self.dim, self.device, self.dtype = feature_dim, torch.device(device), dtype
+        self.hits = self.misses = 0
+        # allocated on first use, one per store: False the online store, True the demo store
+        self._data: dict[bool, torch.Tensor] = {}
+        self._tags: dict[bool, np.ndarray] = {}
+
+    def _store(self, demo: bool) -> tuple[torch.Tensor, np.ndarray]:
+        if demo not in self._data:
+            self._data[demo] = torch.empty(self.slots, self.dim, device=self.device, dtype=self.dtype)
+            self._tags[demo] = np.full(self.slots, -1, dtype=np.int64)
+        return self._data[demo], self._tags[demo]
+
+    def features(self, from_demos: np.ndarray, rows: np.ndarray, frames: torch.Tensor,
+                 encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """(B, feature_dim) features of the stacks at ``rows`` (of the demo store where
+        ``from_demos``); ``frames`` are those stacks, ``encode`` the frozen encoder for misses."""
+        slots = torch.from_numpy(rows % self.slots)
+        out = torch.empty(len(rows), self.dim, device=self.device, dtype=self.dtype)
+        for demo in (False, True):
+            mine = np.flatnonzero(from_demos == demo)
+            if mine.size == 0:
+                continue
+            data, tags = self._store(demo)
+            index = torch.from_numpy(mine)
+            if mine[-1] - mine[0] + 1 == mine.size:  # a run of the batch (as the buffer samples): gather in place
+                torch.index_select(data, 0, slots[index], out=out[mine[0]:mine[-1] + 1])
+            else:
+                out[index] = data.index_select(0, slots[index])
+            self._fill(out, mine, rows[mine], slots[index], tags, data, frames, encode)
+        return out
+
+    def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, slots: torch.Tensor, tags: np.ndarray,
+              data: torch.Tensor, frames: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Compute the misses among ``rows`` (at ``where`` in the batch) and keep them."""
+        miss = tags[slots.numpy()] != rows
+        self.hits += int((~miss).sum())
+        if not miss.any():
+            return
+        at, slot = torch.from_numpy(where[miss]), slots[torch.from_numpy(miss)]
+        computed = encode(frames[at]).to(self.dtype)
+        out[at] = computed
+        data[slot] = computed  # a row twice in a batch: the same value twice
+        tags[slot.numpy()] = rows[miss]
+        self.misses += int(miss.sum())
+
+    @property
+    def bytes(self) -> int:
+        """Memory the cache holds now."""
+        return sum(d.numel() * d.element_size() for d in self._data.values())
