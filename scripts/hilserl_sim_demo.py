@@ -1,6 +1,6 @@
 """Sim-to-sim transfer: does HIL-SERL fine-tuning win back what a perturbed world takes away?
 
-    python scripts/hilserl_sim_demo.py [--work hilserl_demo] [--episodes 150] [--json]
+    python scripts/hilserl_sim_demo.py [--work hilserl_demo] [--episodes 150] [--learners full frozen bc] [--json]
 
 The user's story, end to end on the twin, through the toolkit's own code paths:
 
@@ -9,11 +9,16 @@ The user's story, end to end on the twin, through the toolkit's own code paths:
 2. **The perturbed twin** stands in for the real arm (``configs/perturbed_twin.yaml``:
    100 ms control period, wrist camera moved by millimetres and degrees, ragged
    segmentation edges, noisy disparity): the policy's success drops.
-3. **HIL-SERL** in the perturbed twin (``so101 hilserl train``'s ``train``): 20 scripted
-   demos recorded there in the demo store, the scripted expert taking over when the
-   policy stalls, the success reward.
+3. **HIL-SERL** in the perturbed twin (``so101 hilserl train``'s ``train``) with the
+   toolkit's defaults, no settings of this script's own (the pace is chosen at start for
+   the machine): 20 scripted demos recorded there in the demo store, the scripted expert
+   taking over when the policy stalls, the success reward. Three learners from the same
+   start: the full DrQ-v2 update (``full``), the frozen encoder read from the feature
+   cache (``frozen``), and the skeptic's control, behaviour cloning alone on the same
+   demos and interventions at the full run's batch size and update budget (``bc``).
 4. **Autonomous success** (no noise, no interventions) on 20 held-out seeds before and
-   after, and the curve (success and intervention rate per 10 episodes) as PNG + JSON.
+   after each, the wall time of each fine-tuning, and the curves (success and
+   intervention rate per 10 episodes) as PNG + JSON.
 
 Every stage is cached in ``--work``, so an interrupted run picks up where it stopped;
 ``--fresh`` starts over. ``--quick`` is a minutes-long smoke run of the same stages.
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -43,6 +49,7 @@ from so101_sim2real.hilserl.replay import ReplayBuffer  # noqa: E402
 from so101_sim2real.hilserl.rewards import SuccessReward  # noqa: E402
 from so101_sim2real.hilserl.run import RunOptions, load_demos, train  # noqa: E402
 from so101_sim2real.hilserl.trainer import TrainConfig  # noqa: E402
+from so101_sim2real.machine import describe_cpu  # noqa: E402
 from so101_sim2real.policy.checkpoint import load_checkpoint, save_native  # noqa: E402
 from so101_sim2real.policy.runtime import build_agent  # noqa: E402
 from so101_sim2real.sim.perturb import Perturbation, load_perturbation  # noqa: E402
@@ -60,14 +67,13 @@ class Plan:
     episodes: int = 150
     eval_episodes: int = 20
     max_steps: int = 100
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        learner=LearnerConfig(batch_size=64, actor_lr=2e-4, bc_weight=1.0, std=0.1),
-        warmup_steps=500, utd=1.0, min_utd=0.25, publish_every=5, capacity=50_000))
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # the defaults: nothing tuned here
 
 
+# a smoke run: batch 16 so that 3 short episodes hold a batch
 QUICK = Plan(bc_demos=3, bc_updates=20, bc_batch=16, demos=2, episodes=3, eval_episodes=2, max_steps=40,
-             train=TrainConfig(learner=LearnerConfig(batch_size=16, actor_lr=1e-4, bc_weight=1.0),
-                               warmup_steps=20, capacity=5_000))
+             train=TrainConfig(learner=LearnerConfig(batch_size=16), warmup_steps=20, capacity=5_000))
+LEARNERS = ("full", "frozen", "bc")
 
 
 def log(text: str) -> None:
@@ -147,28 +153,70 @@ def curve(run_dir: Path, window: int = 10) -> list[dict]:
     return out
 
 
+def learner_config(plan: Plan, learner: str, work: Path) -> TrainConfig:
+    """The settings of one learner: the defaults (``full``), the frozen encoder (``frozen``), or
+    behaviour cloning alone at the full run's batch and realised UTD (``bc``: the same budget)."""
+    cfg = plan.train
+    if learner == "frozen":
+        return dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, freeze_encoder=True))
+    if learner == "bc":
+        full = work / "run_full"
+        if not (full / "counters.json").is_file():
+            sys.exit("the bc learner takes the full run's budget: run the full learner first")
+        pace = yaml.safe_load((full / "run.yaml").read_text()).get("pace") or {}
+        counters = json.loads((full / "counters.json").read_text())
+        utd = round(counters["updates"] / max(1, counters["env_steps"]), 3)
+        batch = pace.get("batch_size") or cfg.learner.batch_size
+        return dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, objective="bc", batch_size=batch),
+                                   utd=utd, min_utd=utd)
+    return cfg
+
+
+def fine_tune(work: Path, plan: Plan, learner: str, start: Path, perturbation: Perturbation) -> dict:
+    """One learner's HIL-SERL run (resumed where an earlier call stopped)."""
+    run_dir = work / f"run_{learner}"
+    done = len(episode_rows(run_dir)) if (run_dir / "run.yaml").is_file() else 0
+    todo = plan.episodes - done
+    if todo <= 0:
+        return {}
+    options = RunOptions(describe(ckpt=start, perturb=perturbation), intervene="scripted", reward="success",
+                         demos=(str(work / "demos_perturbed"),))
+
+    def progress(record) -> None:
+        log(f"  {learner} episode {record.episode}: {'success' if record.success else 'fail'} "
+            f"{record.steps} steps; updates {record.updates}, utd {record.utd:.2f}")
+
+    report = train(run_dir, todo, None if done else options, learner_config(plan, learner, work), resume=bool(done),
+                   on_episode=progress, max_steps=plan.max_steps, say=log,
+                   on_start=lambda trainer: [log(f"  {line}") for line in trainer.start.notes if "pace" in line])
+    if report.interrupted:
+        sys.exit(f"interrupted during the {learner} fine-tuning; run again to resume it")
+    return {"utd": report.utd, "counters": report.counters}
+
+
 def plot(result: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = result["curve"]
-    x = np.arange(1, len(points) + 1) * 10
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
-    ax.plot(x, [p["success_rate"] for p in points], "o-", color="C0", lw=2, label="training success, helped or not")
-    ax.plot(x, [p["unaided_success_rate"] for p in points], "^-", color="C1", lw=2,
-            label="training success with no takeover (exploring)")
-    ax.plot(x, [p["intervention_rate"] for p in points], "s-", color="C7", lw=2,
-            label="share of steps under intervention")
-    ax.axhline(result["before"]["perturbed"]["success_rate"], color="C3", ls="--",
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    for i, (learner, row) in enumerate(result["learners"].items()):
+        points = row["curve"]
+        x = np.arange(1, len(points) + 1) * 10
+        ax.plot(x, [p["unaided_success_rate"] for p in points], "o-", color=f"C{i}", lw=2,
+                label=f"{learner}: training success with no takeover")
+        ax.plot(x, [p["intervention_rate"] for p in points], ":", color=f"C{i}", lw=1.5,
+                label=f"{learner}: share of steps under intervention")
+        ax.axhline(row["after"]["success_rate"], color=f"C{i}", ls="--", lw=1,
+                   label=f"{learner}: autonomous success after ({row['after']['successes']}/"
+                         f"{row['after']['episodes']})")
+    ax.axhline(result["before"]["perturbed"]["success_rate"], color="C7", ls="--",
                label="autonomous success before (20 held-out seeds)")
-    ax.axhline(result["after"]["perturbed"]["success_rate"], color="C2", ls="--",
-               label="autonomous success after (20 held-out seeds)")
     ax.set(xlabel="training episode (rates per 10 episodes)", ylabel="rate", ylim=(-0.02, 1.02),
-           title="HIL-SERL in the perturbed twin (scripted helper, 20 demos)")
+           title="HIL-SERL in the perturbed twin: full update, frozen encoder, BC alone")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=6.5, frameon=False)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -179,6 +227,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("hilserl_demo"), help="folder for every stage's output")
     parser.add_argument("--perturb", type=Path, default=ROOT / "configs" / "perturbed_twin.yaml")
     parser.add_argument("--episodes", type=int, help="HIL-SERL training episodes (default 150)")
+    parser.add_argument("--learners", nargs="+", choices=LEARNERS, default=list(LEARNERS),
+                        help="which fine-tunings to run (bc needs full's budget: full runs first)")
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run of every stage")
     parser.add_argument("--fresh", action="store_true", help="delete --work first")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
@@ -219,50 +269,40 @@ def main() -> None:
     log(f"3/5 {plan.demos} scripted demos in the perturbed twin")
     stage("perturbed_demos", lambda: record_demos(work / "demos_perturbed", plan.demos, PERTURBED_DEMO_SEEDS,
                                                   perturbation, plan.max_steps), work / "demos_perturbed")
-    run_dir = work / "run"
-    log(f"4/5 HIL-SERL: {plan.episodes} episodes in the perturbed twin -> {run_dir}")
-
-    def fine_tune() -> dict:
-        done = len(episode_rows(run_dir)) if (run_dir / "run.yaml").is_file() else 0
-        todo = plan.episodes - done
-        if todo > 0:
-            options = RunOptions(describe(ckpt=start, perturb=perturbation), intervene="scripted", reward="success",
-                                 demos=(str(work / "demos_perturbed"),))
-
-            def progress(record) -> None:
-                log(f"  episode {record.episode}: {'success' if record.success else 'fail'} "
-                    f"{record.steps} steps; updates {record.updates}, utd {record.utd:.2f}")
-
-            report = train(run_dir, todo, None if done else options, plan.train, resume=bool(done),
-                           on_episode=progress, max_steps=plan.max_steps)
-            if report.interrupted:
-                sys.exit("interrupted during fine-tuning; run again to resume it")
-            return {"utd": report.utd, "counters": report.counters}
-        return {}
-
-    trained = stage("hilserl", fine_tune, work / "after_perturbed.json")  # done once it has been evaluated
-    log("5/5 autonomous success after fine-tuning")
-    after = {"perturbed": stage("eval_after", lambda: evaluate(run_dir / "policy", perturbation, plan,
-                                                               work / "after_perturbed.json"),
-                                work / "after_perturbed.json")}
-    counters = json.loads((run_dir / "counters.json").read_text())
-    result = {
-        "perturbation": perturbation.describe(), "plan": dataclasses.asdict(plan), "before": before, "after": after,
-        "gain_points": round(100 * (after["perturbed"]["success_rate"] - before["perturbed"]["success_rate"]), 1),
-        "counters": counters, "utd": counters["updates"] / max(1, counters["env_steps"]), **trained,
-        "curve": curve(run_dir), "seconds": timings, "total_minutes": round(sum(timings.values()) / 60, 1),
-    }
+    learners = {}
+    for learner in [name for name in LEARNERS if name in args.learners]:
+        after_file = work / f"after_{learner}.json"
+        log(f"4/5 HIL-SERL, {learner} learner: {plan.episodes} episodes in the perturbed twin")
+        trained = stage(f"hilserl_{learner}", lambda learner=learner: fine_tune(work, plan, learner, start,
+                                                                                perturbation), after_file)
+        log(f"5/5 autonomous success after the {learner} fine-tuning")
+        run_dir = work / f"run_{learner}"
+        after = stage(f"eval_after_{learner}", lambda run_dir=run_dir, after_file=after_file: evaluate(
+            run_dir / "policy", perturbation, plan, after_file), after_file)
+        counters = json.loads((run_dir / "counters.json").read_text())
+        run_yaml = yaml.safe_load((run_dir / "run.yaml").read_text())
+        pace = run_yaml.get("pace") or {"batch_size": run_yaml["config"]["learner"]["batch_size"]}  # all set: bc
+        learners[learner] = {
+            "after": after, "counters": counters, "utd": counters["updates"] / max(1, counters["env_steps"]),
+            "gain_points": round(100 * (after["success_rate"] - before["perturbed"]["success_rate"]), 1),
+            "fine_tune_minutes": round(timings.get(f"hilserl_{learner}", 0.0) / 60, 1), "pace": pace,
+            "curve": curve(run_dir), **trained}
+    result = {"perturbation": perturbation.describe(), "cpu": describe_cpu(), "plan": dataclasses.asdict(plan),
+              "before": before, "learners": learners, "seconds": timings,
+              "total_minutes": round(sum(timings.values()) / 60, 1)}
     (work / "result.json").write_text(json.dumps(result, indent=2))
     plot(result, work / "curve.png")
-    b, a = before["perturbed"], after["perturbed"]
-    print(f"\nautonomous success, {plan.eval_episodes} held-out seeds")
+    print(f"\nautonomous success, {plan.eval_episodes} held-out seeds ({describe_cpu()})")
     print(f"  nominal twin, start policy:   {before['nominal']['success_rate']:.0%}")
-    print(f"  perturbed twin, before:       {b['success_rate']:.0%}")
-    print(f"  perturbed twin, after:        {a['success_rate']:.0%}   ({result['gain_points']:+.0f} points)")
-    print(f"HIL-SERL: {counters['episodes']} episodes, {counters['env_steps']} env steps, {counters['updates']} "
-          f"updates (UTD {result['utd']:.2f})")
+    print(f"  perturbed twin, before:       {before['perturbed']['success_rate']:.0%}")
+    for learner, row in learners.items():
+        pace = row["pace"] or {}
+        print(f"  after {learner:<7} {row['after']['success_rate']:>5.0%} ({row['gain_points']:+.0f} points) in "
+              f"{row['fine_tune_minutes']:.1f} min: {row['counters']['episodes']} episodes, "
+              f"{row['counters']['env_steps']} env steps, {row['counters']['updates']} updates (UTD "
+              f"{row['utd']:.2f}, batch {pace.get('batch_size', '-')})")
     print(f"stage seconds: {timings}")
-    print(f"curve: {work / 'curve.png'}, numbers: {work / 'result.json'}")
+    print(f"curves: {work / 'curve.png'}, numbers: {work / 'result.json'}")
     if args.json:
         print(json.dumps(result))
 

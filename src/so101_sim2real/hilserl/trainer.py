@@ -45,6 +45,7 @@ from so101_sim2real.hilserl.episode_record import EpisodeRecord, Progress, Sessi
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig, UpdateMetrics
 from so101_sim2real.hilserl.replay import ReplayBuffer
 from so101_sim2real.hilserl.rewards import RewardSource
+from so101_sim2real.perception.backends import usable_cores
 from so101_sim2real.policy.checkpoint import Checkpoint
 from so101_sim2real.policy.runtime import Policy, build_agent
 from so101_sim2real.spec import Spec
@@ -139,6 +140,7 @@ class Trainer:
         self.stats = LearnerStats(updates=start.updates)
         self.rate: RateKeeper | None = None  # the actor loop's, while a run goes on
         self._stop = threading.Event()
+        self._catching_up = threading.Event()  # the actor waits for the learner (between episodes)
         self._episodes, self._next_seed = start.episodes, start.next_seed
         # at the previous record (or the run's start): time, updates, overruns, takeovers
         self._mark: tuple[float, int, int, int | None] = (time.perf_counter(), start.updates, 0, None)
@@ -149,13 +151,23 @@ class Trainer:
         env = self.sink.env_steps
         return env >= self.batch_size and self.stats.updates < self.utd_cap * env
 
+    def _learner_threads(self) -> int:
+        """The learner's CPU threads now: its own budget while the actor runs, every core this
+        process may use while the actor waits for it between episodes (nothing else runs then)."""
+        return usable_cores() if self._catching_up.is_set() else self.cfg.learner_threads
+
     def _learn(self) -> None:
         cfg = self.cfg
-        if self.learner.device.type == "cpu":
-            torch.set_num_threads(cfg.learner_threads)  # this thread's budget; the actor keeps its own
+        cpu = self.learner.device.type == "cpu"
+        threads = cfg.learner_threads
+        if cpu:
+            torch.set_num_threads(threads)  # this thread's budget; the actor keeps its own
             _lower_priority()
         try:
             while not self._stop.is_set():
+                if cpu and self._learner_threads() != threads:
+                    threads = self._learner_threads()
+                    torch.set_num_threads(threads)
                 if not self._ready():
                     time.sleep(0.002)
                     continue
@@ -255,12 +267,16 @@ class Trainer:
             return
         target = self.min_utd * self.sink.env_steps
         last, since = self.stats.updates, time.perf_counter()
-        while self.stats.updates < target and self.stats.error is None:
-            time.sleep(0.01)
-            if self.stats.updates != last:
-                last, since = self.stats.updates, time.perf_counter()
-            elif time.perf_counter() - since > stall_s:
-                return
+        self._catching_up.set()
+        try:
+            while self.stats.updates < target and self.stats.error is None:
+                time.sleep(0.01)
+                if self.stats.updates != last:
+                    last, since = self.stats.updates, time.perf_counter()
+                elif time.perf_counter() - since > stall_s:
+                    return
+        finally:
+            self._catching_up.clear()
 
     @property
     def utd(self) -> float:
