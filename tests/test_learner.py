@@ -159,3 +159,51 @@ def test_behaviour_cloning_fits_the_demo_actions_and_leaves_the_critics(agent):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert torch.equal(params(a.critic), critic) and not torch.equal(params(a.actor), actor)
     assert not a.training  # handed back ready to act
+
+
+def test_the_bc_objective_moves_the_encoder_and_actor_toward_demo_actions_only(agent):
+    """The benchmark's control: behaviour cloning alone, on the batch's demo samples; critics untouched."""
+    learner = Learner(agent, LearnerConfig(objective="bc", actor_lr=1e-3, encoder_lr=1e-3))
+    a = learner.agent
+    batch = filled_buffer().sample(16)
+    critic, target, enc = params(a.critic), params(a.critic_target), params(a.encoder)
+    losses = [learner.update(batch).bc_loss for _ in range(6)]
+    assert losses[-1] < losses[0]
+    assert torch.equal(params(a.critic), critic) and torch.equal(params(a.critic_target), target)
+    assert not torch.equal(params(a.encoder), enc)
+    online_only = filled_buffer(demo=False).sample(8)
+    actor = params(a.actor)
+    metrics = learner.update(online_only)  # no demo sample: nothing to clone, nothing moves
+    assert metrics.bc_loss is None and torch.equal(params(a.actor), actor)
+
+
+def test_number_formats_the_device_would_emulate_are_refused(agent, monkeypatch):
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.hilserl import learner as learner_module
+
+    with pytest.raises(So101Error, match="fp16 needs a GPU"):
+        Learner(agent, LearnerConfig(precision="fp16"))
+    with pytest.raises(So101Error, match="choose fp32, bf16, fp16"):
+        Learner(agent, LearnerConfig(precision="fp8"))
+    monkeypatch.setattr(learner_module, "native_bf16", lambda: False)
+    with pytest.raises(So101Error, match="no native bf16"):
+        Learner(agent, LearnerConfig(precision="bf16"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(So101Error, match="this GPU has no bf16"):
+        learner_module.check_precision("bf16", torch.device("cuda"))
+    learner_module.check_precision("fp16", torch.device("cuda"))  # a GPU's: accepted (its loss scaling)
+    with pytest.raises(So101Error, match="objective"):
+        Learner(agent, LearnerConfig(objective="ppo"))
+
+
+def test_a_frozen_encoder_runs_once_per_stored_stack(agent):
+    """With the feature cache, the encoder sees each row's stack once; later samples read it."""
+    learner = Learner(agent, LearnerConfig(freeze_encoder=True, critic_updates_per_actor=1))
+    calls = []
+    learner.agent.encoder.register_forward_hook(lambda module, inputs, out: calls.append(len(inputs[0])))
+    buffer = filled_buffer(episodes=1)  # 12 rows
+    for _ in range(6):
+        learner.update(buffer.sample(16))
+    assert learner.cache is not None
+    assert sum(calls) == learner.cache.misses <= 2 * 12  # each row at most once per store it is in
+    assert learner.cache.hits > learner.cache.misses

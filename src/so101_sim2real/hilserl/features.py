@@ -59,22 +59,26 @@ class FeatureCache:
                 torch.index_select(data, 0, slots[index], out=out[mine[0]:mine[-1] + 1])
             else:
                 out[index] = data.index_select(0, slots[index])
-            self._fill(out, mine, rows[mine], slots[index], tags, data, frames, encode)
+            self._fill(out, mine, rows[mine], slots[index].numpy(), tags, data, frames, encode)
         return out
 
-    def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, slots: torch.Tensor, tags: np.ndarray,
+    def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, slots: np.ndarray, tags: np.ndarray,
               data: torch.Tensor, frames: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Compute the misses among ``rows`` (at ``where`` in the batch) and keep them."""
-        miss = tags[slots.numpy()] != rows
+        miss = tags[slots] != rows
         self.hits += int((~miss).sum())
         if not miss.any():
             return
-        at, slot = torch.from_numpy(where[miss]), slots[torch.from_numpy(miss)]
-        computed = encode(frames[at]).to(self.dtype)
-        out[at] = computed
-        data[slot] = computed  # a row twice in a batch: the same value twice
-        tags[slot.numpy()] = rows[miss]
-        self.misses += int(miss.sum())
+        # a row sampled twice in this batch is computed once
+        new_rows, first, again = np.unique(rows[miss], return_index=True, return_inverse=True)
+        at = where[miss]
+        computed = encode(frames[torch.from_numpy(at[first])]).to(self.dtype)
+        out[torch.from_numpy(at)] = computed[torch.from_numpy(again.reshape(-1))]
+        # two new rows for one slot (a ring larger than the cache): keep one, its tag and data alike
+        slot, keep = np.unique(new_rows % self.slots, return_index=True)
+        data[torch.from_numpy(slot)] = computed[torch.from_numpy(keep)]
+        tags[slot] = new_rows[keep]
+        self.misses += len(new_rows)
 
     @property
     def bytes(self) -> int:

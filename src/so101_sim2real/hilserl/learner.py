@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.exploration import noisy_action
 from so101_sim2real.hilserl.features import FeatureCache
 from so101_sim2real.hilserl.replay import Batch
@@ -72,15 +73,15 @@ PRECISIONS, OBJECTIVES = ("fp32", "bf16", "fp16"), ("drqv2", "bc")
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a number format this device would only emulate (slower than fp32, and less exact)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"learner.precision {precision!r}: choose {', '.join(PRECISIONS)}")
+        raise So101Error(f"learner.precision {precision!r}: choose {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("learner.precision fp16 needs a GPU (its loss scaling is CUDA's); on a CPU use bf16 "
+        raise So101Error("learner.precision fp16 needs a GPU (its loss scaling is CUDA's); on a CPU use bf16 "
                          "where the CPU has it, or fp32")
     if precision == "bf16" and device.type == "cpu" and not native_bf16():
-        raise ValueError(f"learner.precision bf16: this CPU ({cpu_model()}) has no native bf16 (avx512_bf16 or "
+        raise So101Error(f"learner.precision bf16: this CPU ({cpu_model()}) has no native bf16 (avx512_bf16 or "
                          f"AMX), so it would be emulated and slower than fp32; use fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("learner.precision bf16: this GPU has no bf16; use fp16 or fp32")
+        raise So101Error("learner.precision bf16: this GPU has no bf16; use fp16 or fp32")
 
 
 def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
@@ -112,7 +113,7 @@ class Learner:
         self.device = torch.device(device)
         check_precision(self.cfg.precision, self.device)
         if self.cfg.objective not in OBJECTIVES:
-            raise ValueError(f"learner.objective {self.cfg.objective!r}: choose {', '.join(OBJECTIVES)}")
+            raise So101Error(f"learner.objective {self.cfg.objective!r}: choose {', '.join(OBJECTIVES)}")
         self.agent = copy.deepcopy(agent).cpu().train()
         critic = self.agent.critic
         assert critic is not None  # the copy of a checked agent

@@ -15,7 +15,7 @@ import yaml
 from so101_sim2real.control.description import RunDescription, check_description
 from so101_sim2real.control.description import absolute_paths as description_paths
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.hilserl.learner import LearnerConfig
+from so101_sim2real.hilserl.learner import OBJECTIVES, PRECISIONS, LearnerConfig
 from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.perception.backends import usable_cores
 from so101_sim2real.records import parse_sets, parse_yaml
@@ -146,6 +146,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
         raise So101Error(f"{source}: gamma: expected a number in (0, 1], got {cfg.gamma}")
     if cfg.learner.critic_updates_per_actor < 1 or cfg.learner_threads < 1:
         raise So101Error(f"{source}: critic_updates_per_actor and learner_threads must be at least 1")
+    for name, value, allowed in (("precision", cfg.learner.precision, PRECISIONS),
+                                 ("objective", cfg.learner.objective, OBJECTIVES)):
+        if value not in allowed:
+            raise So101Error(f"{source}: learner.{name}: expected one of {', '.join(allowed)}, got {value!r}")
     return cfg
 
 
