@@ -40,7 +40,7 @@ from so101_sim2real.hilserl.replay import Batch
 from so101_sim2real.machine import cpu_model, native_bf16
 from so101_sim2real.policy.architecture import STATE, VIEW
 from so101_sim2real.policy.augment import random_shift
-from so101_sim2real.policy.networks import Critic, DrQV2Agent
+from so101_sim2real.policy.networks import Critic, DrQV2Agent, project_view
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class LearnerConfig:
     objective: str = "drqv2"  # "bc": behaviour cloning only, the control the benchmark compares with
 
 
+FUSED = True  # one kernel per optimiser step (CPU and CUDA): the same AdamW, 2-3x less time
 PRECISIONS, OBJECTIVES = ("fp32", "bf16", "fp16"), ("drqv2", "bc")
 
 
@@ -126,11 +127,12 @@ class Learner:
         self.agent.critic_target.requires_grad_(False)
         self.agent.encoder.requires_grad_(not self.cfg.freeze_encoder)
         c = self.cfg
-        self.encoder_opt = torch.optim.AdamW(self.agent.encoder.parameters(), lr=c.encoder_lr,
+        self.encoder_opt = torch.optim.AdamW(self.agent.encoder.parameters(), lr=c.encoder_lr, fused=FUSED,
                                              weight_decay=c.weight_decay)
-        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=c.critic_lr,
+        self.critic_opt = torch.optim.AdamW(critic.parameters(), lr=c.critic_lr, fused=FUSED,
                                             weight_decay=c.weight_decay)
-        self.actor_opt = torch.optim.AdamW(self.agent.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay)
+        self.actor_opt = torch.optim.AdamW(self.agent.actor.parameters(), lr=c.actor_lr, weight_decay=c.weight_decay,
+                                           fused=FUSED)
         self.updates = 0
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.lock = threading.Lock()  # an update and a copy of the weights never interleave
@@ -230,12 +232,14 @@ class Learner:
         view, next_view = self._views(batch, t)
         feats, next_feats = self._feats(view, t["state"]), self._feats(next_view, t["next_state"])
         with torch.no_grad(), self._autocast():
-            next_mean = a.actor(next_feats).float()
+            # the actor's and both target critics' view products on s' in one pass
+            mine, *theirs = project_view([a.actor.head, *critic_target.heads], next_feats[VIEW])
+            next_mean = a.actor(next_feats, projected=mine).float()
             next_action = noisy_action(next_mean, c.std, c.std_clip, torch.randn_like(next_mean))
-            target_v = critic_target(next_feats, next_action).float().min(dim=-1).values
+            target_v = critic_target(next_feats, next_action, projected=theirs).float().min(dim=-1).values
             target = t["reward"] + t["discount"] * target_v
         with self._autocast():
-            q = critic(feats, t["action"]).float()
+            q = critic(feats, t["action"], projected=project_view(critic.heads, feats[VIEW])).float()
         critic_loss = F.mse_loss(q, target.unsqueeze(-1).expand_as(q)) * q.shape[-1]  # sum over heads, mean over batch
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -259,7 +263,8 @@ class Learner:
             with self._autocast():
                 mean = a.actor(feats).float()
                 action = noisy_action(mean, c.std, c.std_clip, torch.randn_like(mean))
-                loss = -critic(feats, action).float().min(dim=-1).values.mean()
+                views = project_view(critic.heads, feats[VIEW])
+                loss = -critic(feats, action, projected=views).float().min(dim=-1).values.mean()
         finally:
             critic.requires_grad_(True)
         bc = None

@@ -12,7 +12,10 @@ Native key layout (what ``so101 convert`` writes)::
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from so101_sim2real.policy.architecture import STATE, VIEW, Architecture, ConvLayer, HeadArch
@@ -57,11 +60,28 @@ class Head(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.out = nn.Linear(width, arch.out_features)
 
-    def forward(self, feats: dict[str, torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
-        parts = [self.inputs[name](feats[name]) for name in self.names]
+    def bottleneck(self, name: str) -> nn.Sequential:
+        """Input ``name``'s Linear, LayerNorm (and Tanh)."""
+        return cast(nn.Sequential, self.inputs[name])
+
+    def forward(self, feats: dict[str, torch.Tensor], extra: torch.Tensor | None = None,
+                projected: torch.Tensor | None = None) -> torch.Tensor:
+        """``projected``: the view input's first Linear already applied (:func:`project_view`)."""
+        parts = [self.bottleneck(name)[1:](projected) if name == VIEW and projected is not None
+                 else self.inputs[name](feats[name]) for name in self.names]
         if extra is not None:
             parts.append(extra)
         return self.out(self.trunk(torch.cat(parts, dim=-1)))
+
+
+def project_view(heads: list[Head], view: torch.Tensor) -> list[torch.Tensor]:
+    """The view features through the first Linear of each head's view bottleneck, as one matrix
+    product: the same numbers, one pass over the (B, 39200) features instead of one per head
+    (most of a frozen-encoder update is these products)."""
+    linears = [cast(nn.Linear, h.bottleneck(VIEW)[0]) for h in heads]
+    weight = torch.cat([lin.weight for lin in linears])
+    bias = torch.cat([cast(torch.Tensor, lin.bias) for lin in linears])
+    return list(F.linear(view, weight, bias).split([lin.out_features for lin in linears], dim=-1))
 
 
 class Actor(nn.Module):
@@ -71,8 +91,8 @@ class Actor(nn.Module):
         super().__init__()
         self.head = Head(arch)
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.tanh(self.head(feats))
+    def forward(self, feats: dict[str, torch.Tensor], projected: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.head(feats, projected=projected))
 
 
 class Critic(nn.Module):
@@ -82,8 +102,15 @@ class Critic(nn.Module):
         super().__init__()
         self.qs = nn.ModuleList([Head(arch) for _ in range(num_critics)])
 
-    def forward(self, feats: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
-        return torch.cat([q(feats, action) for q in self.qs], dim=-1)
+    @property
+    def heads(self) -> list[Head]:
+        return [cast(Head, q) for q in self.qs]
+
+    def forward(self, feats: dict[str, torch.Tensor], action: torch.Tensor,
+                projected: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``projected``: each head's view projection, as :func:`project_view` gives them."""
+        views = projected if projected is not None else [None] * len(self.qs)
+        return torch.cat([q(feats, action, projected=v) for q, v in zip(self.qs, views, strict=True)], dim=-1)
 
 
 class DrQV2Agent(nn.Module):
