@@ -140,6 +140,36 @@ def learner_rows(ckpt: Checkpoint, buffer: ReplayBuffer, batches: list[int], upd
     return rows
 
 
+def learning_curve(ckpt: Checkpoint, buffer: ReplayBuffer, cfg: LearnerConfig, updates: int, seed: int = 0
+                   ) -> list[float]:
+    """The critic loss of each of ``updates`` updates on a fixed sequence of batches from ``buffer``."""
+    assert cfg.batch_size is not None
+    torch.manual_seed(seed)
+    buffer.reseed(seed)
+    learner = Learner(build_agent(ckpt), cfg, seed=seed)
+    losses = []
+    for _ in range(updates):
+        loss = learner.update(buffer.sample(cfg.batch_size)).critic_loss
+        assert loss is not None
+        losses.append(loss)
+    return losses
+
+
+def curves(ckpt: Checkpoint, buffer: ReplayBuffer, updates: int, batch: int) -> dict:
+    """Does a faster number format learn the same? The critic loss over ``updates`` updates on the
+    same batches, fp32 against bf16 (where native), in tenths of the run, and their largest gap."""
+    base = LearnerConfig(batch_size=batch)
+    runs = {"fp32": learning_curve(ckpt, buffer, base, updates)}
+    if native_bf16():
+        runs["bf16"] = learning_curve(ckpt, buffer, dataclasses.replace(base, precision="bf16"), updates)
+    tenths = {name: [float(np.mean(chunk)) for chunk in np.array_split(np.array(losses), 10)]
+              for name, losses in runs.items()}
+    out: dict = {"updates": updates, "batch": batch, "tenths": tenths}
+    if "bf16" in tenths:
+        out["max_relative_gap"] = max(abs(b - f) / abs(f) for f, b in zip(tenths["fp32"], tenths["bf16"], strict=True))
+    return out
+
+
 def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) -> dict:
     """The twin loop's tick time, with or without the learner thread busy beside it."""
     spec = ckpt.spec.replace("episode.max_steps", ticks)
@@ -189,6 +219,13 @@ def print_table(result: dict) -> None:
             saved = eager["update_ms"] - r["update_ms"] if eager else 0.0
             pays = f"pays back after {r['first_update_s'] * 1e3 / saved:.0f} updates" if saved > 0 else "never pays"
             print(f"{'':<20}compile + first update {r['first_update_s']:.1f} s; {pays}")
+    if result["curve"]:
+        c = result["curve"]
+        print(f"critic loss over {c['updates']} updates at batch {c['batch']} on the same batches (tenths of the run):")
+        for name, tenths in c["tenths"].items():
+            print(f"  {name:<5}" + "".join(f"{v:8.4f}" for v in tenths))
+        if "max_relative_gap" in c:
+            print(f"  largest gap bf16 / fp32: {c['max_relative_gap']:.1%}")
     if not result["actor"]:
         return
     print(f"actor tick on the twin ({result['ticks']} ticks; learner thread budget {result['learner_threads']}):")
@@ -207,6 +244,8 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=60, help="actor ticks per actor row (0: no actor rows)")
     parser.add_argument("--learner-threads", type=int, default=1, help="the learner thread's budget beside the actor")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (~20 s to compile)")
+    parser.add_argument("--curve", type=int, default=0, metavar="UPDATES",
+                        help="also the critic loss over this many updates at batch 64, fp32 against bf16")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -224,7 +263,8 @@ def main() -> None:
               "threads": torch.get_num_threads(), "matmul_gflops": rates,
               "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor,
               "ticks": args.ticks, "learner_threads": args.learner_threads,
-              "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+              "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+              "curve": curves(ckpt, buffer, args.curve, 64) if args.curve else None}
     if args.json:
         print(json.dumps(result))
         return
