@@ -144,6 +144,9 @@ def test_auto_or_a_number(sets, expected):
     (["utd=autoo"], "utd: expected a number or auto, got 'autoo'"),
     (["min_utd=-1"], "min_utd: expected a number >= 0"),
     (["min_utd=[1]"], "min_utd: expected a number or auto"),
+    (["utd=0.5", "min_utd=0.8"], "min_utd 0.8 is above the utd cap 0.5"),
+    (["learner.precision=fp8"], "learner.precision: expected one of fp32, bf16, fp16, got 'fp8'"),
+    (["learner.objective=ppo"], "learner.objective: expected one of drqv2, bc"),
 ])
 def test_a_bad_value_is_one_line(sets, message):
     with pytest.raises(So101Error, match=message) as caught:
@@ -182,6 +185,15 @@ def test_a_run_folder_keeps_the_latest_choice_and_an_old_one_without_opens(tmp_p
     run.write_config()
     again = RunFolder.open(run.path)
     assert again.pace == run.pace and again.cfg == TrainConfig()  # the config keeps auto
+
+
+def test_a_number_format_the_machine_would_emulate_is_refused_before_the_run_folder_exists(capsys, snapshot,
+                                                                                          tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out),
+                           "--set", "learner.precision=fp16")
+    assert code != 0 and "fp16 needs a GPU" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before the folder (and before any arm) was touched
 
 
 # ---------------------------------------------------------------------------- a session that learns

@@ -99,6 +99,21 @@ def test_before_a_batch_of_steps_is_stored_the_actor_does_not_wait(trainer_facto
     assert trainer.stats.updates == 0 and time.perf_counter() - started < 20  # the stall detector waits 30 s
 
 
+def test_the_catch_up_counts_this_sessions_steps_only(trainer_factory):
+    """A resumed run that learned less before (another machine, min_utd 0 then) is not held for
+    the difference: 0.5 x 5,000 earlier steps would be 2,500 updates before the next episode."""
+    import time
+
+    from so101_sim2real.hilserl.episode_record import SessionStart
+
+    trainer = trainer_factory(cfg=dataclasses.replace(CFG, utd=1.0, min_utd=0.5), steps=12,
+                              start=SessionStart(env_steps=5000, updates=0))
+    started = time.perf_counter()
+    trainer.run(1)
+    assert trainer.stats.updates >= 0.5 * 12  # this session's target was met
+    assert time.perf_counter() - started < 60 and trainer.stats.updates < 1000
+
+
 class RecordingHelper(ScriptedIntervener):
     """The scripted helper, remembering what it made the arm do."""
 

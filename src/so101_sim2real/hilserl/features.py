@@ -13,7 +13,9 @@ them: an update from cached features equals one that ran the frozen encoder (the
 
 What it costs: augmentation is off (features of shifted stacks would need one entry per shift;
 LeRobot's frozen-encoder HIL-SERL drops it too), and memory, ``feature_dim * 4`` bytes a row
-(157 KB for the user's 32x35x35 features): ``feature_cache_mb`` bounds it.
+(157 KB for the user's 32x35x35 features): ``feature_cache_mb`` bounds it, half for each
+store (4096 MB: 13,697 rows a store in fp32, twice that in bf16). A store that holds more rows
+than that keeps only part of them: a sampled row whose slot a newer row took is computed again.
 """
 
 from __future__ import annotations
@@ -47,19 +49,19 @@ class FeatureCache:
                  encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """(B, feature_dim) features of the stacks at ``rows`` (of the demo store where
         ``from_demos``); ``frames`` are those stacks, ``encode`` the frozen encoder for misses."""
-        slots = torch.from_numpy(rows % self.slots)
+        slots = torch.from_numpy(rows % self.slots).to(self.device)
         out = torch.empty(len(rows), self.dim, device=self.device, dtype=self.dtype)
         for demo in (False, True):
             mine = np.flatnonzero(from_demos == demo)
             if mine.size == 0:
                 continue
             data, tags = self._store(demo)
-            index = torch.from_numpy(mine)
+            index = torch.from_numpy(mine).to(self.device)
             if mine[-1] - mine[0] + 1 == mine.size:  # a run of the batch (as the buffer samples): gather in place
                 torch.index_select(data, 0, slots[index], out=out[mine[0]:mine[-1] + 1])
             else:
                 out[index] = data.index_select(0, slots[index])
-            self._fill(out, mine, rows[mine], slots[index].numpy(), tags, data, frames, encode)
+            self._fill(out, mine, rows[mine], rows[mine] % self.slots, tags, data, frames, encode)
         return out
 
     def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, slots: np.ndarray, tags: np.ndarray,
@@ -72,11 +74,12 @@ class FeatureCache:
         # a row sampled twice in this batch is computed once
         new_rows, first, again = np.unique(rows[miss], return_index=True, return_inverse=True)
         at = where[miss]
-        computed = encode(frames[torch.from_numpy(at[first])]).to(self.dtype)
-        out[torch.from_numpy(at)] = computed[torch.from_numpy(again.reshape(-1))]
+        device = frames.device
+        computed = encode(frames[torch.from_numpy(at[first]).to(device)]).to(self.dtype)
+        out[torch.from_numpy(at).to(self.device)] = computed[torch.from_numpy(again.reshape(-1)).to(self.device)]
         # two new rows for one slot (a ring larger than the cache): keep one, its tag and data alike
         slot, keep = np.unique(new_rows % self.slots, return_index=True)
-        data[torch.from_numpy(slot)] = computed[torch.from_numpy(keep)]
+        data[torch.from_numpy(slot).to(self.device)] = computed[torch.from_numpy(keep).to(self.device)]
         tags[slot] = new_rows[keep]
         self.misses += len(new_rows)
 

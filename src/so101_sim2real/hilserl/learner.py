@@ -46,7 +46,7 @@ from so101_sim2real.policy.networks import Critic, DrQV2Agent, project_view
 @dataclass(frozen=True)
 class LearnerConfig:
     """Every knob of the update; the defaults are the recipe's, except where the README's transfer
-    benchmark showed otherwise (actor lr and the BC term)."""
+    benchmark showed otherwise (actor lr and the BC term; the warm-up is TrainConfig's)."""
 
     batch_size: int | None = None  # None: chosen at the session's start from the measured update rate
     critic_lr: float = 3e-4
@@ -137,9 +137,10 @@ class Learner:
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self.lock = threading.Lock()  # an update and a copy of the weights never interleave
         # the encoder as the update calls it: compiled or not (the same module and weights either way)
+        # (not with a frozen encoder: it runs on the cache's misses only, a new shape each time)
         self._encode: Callable[[torch.Tensor], torch.Tensor] = (
-            cast(Callable[[torch.Tensor], torch.Tensor], torch.compile(self.agent.encoder)) if c.compile
-            else self.agent.encoder)
+            cast(Callable[[torch.Tensor], torch.Tensor], torch.compile(self.agent.encoder))
+            if c.compile and not c.freeze_encoder else self.agent.encoder)
         # bf16 features where the heads multiply in bf16 anyway: half the memory and the copying
         cache_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float32
         self.cache = (FeatureCache(c.feature_cache_mb, self.agent.arch.feature_dim, self.device, cache_dtype)
@@ -186,16 +187,23 @@ class Learner:
         """uint8 stacks -> the encoder's float input, channels-last (the CPU's fast conv layout)."""
         return frames.float().contiguous(memory_format=torch.channels_last)
 
-    def _views(self, batch: Batch, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's features of the (augmented) stacks now and next; only the first carries
-        the critic loss's gradient into the encoder, and only when it learns."""
+    def _views(self, batch: Batch, t: dict[str, torch.Tensor], need_next: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's features of the (augmented) stacks now and next (None when not
+        ``need_next``); only the first carries the critic loss's gradient into the encoder, and
+        only when it learns."""
         c = self.cfg
         if self.cache is not None and batch.row is not None and batch.next_row is not None:
             # a frozen encoder: each stack's features once, unaugmented (augmentation would need them per shift)
             view = self.cache.features(batch.from_demos, batch.row, t["obs"], self._frozen_features)
+            if not need_next:
+                return view, None
             next_view = self.cache.features(batch.from_demos, batch.next_row, t["next_obs"], self._frozen_features)
             return view, next_view
         obs = self._pixels(random_shift(t["obs"], c.aug_pad, self._generator))
+        if not need_next:
+            with self._autocast():
+                return (self._frozen_features(obs) if c.freeze_encoder else self._encode(obs)), None
         next_obs = self._pixels(random_shift(t["next_obs"], c.aug_pad, self._generator))
         if c.freeze_encoder:  # no gradient either way: one pass over both halves
             both = self._frozen_features(torch.cat([obs, next_obs]))
@@ -230,6 +238,7 @@ class Learner:
         a, c, t = self.agent, self.cfg, self._tensors(batch)
         critic, critic_target = self._critics()
         view, next_view = self._views(batch, t)
+        assert next_view is not None
         feats, next_feats = self._feats(view, t["state"]), self._feats(next_view, t["next_state"])
         with torch.no_grad(), self._autocast():
             # the actor's and both target critics' view products on s' in one pass
@@ -285,7 +294,7 @@ class Learner:
         self.updates += 1
         if not bool(demo.any()):
             return UpdateMetrics(None, None, None, None, None)
-        view, _ = self._views(batch, t)
+        view, _ = self._views(batch, t, need_next=False)
         with self._autocast():
             mean = self.agent.actor(self._feats(view, t["state"])).float()
         loss = F.mse_loss(mean[demo], t["action"][demo])
@@ -351,7 +360,8 @@ def synthetic_batch(agent: DrQV2Agent, batch_size: int, seed: int = 0) -> Batch:
 def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torch.device = "cpu",
                        batch_size: int | None = None, updates: int = 2) -> float:
     """The median time of one update of a throwaway learner (a copy of ``agent``) at ``batch_size``
-    (default: the config's), after one untimed update; the actor's turn included. A frozen
+    (default: the config's), after one untimed update, over the config's cycle of critic updates
+    per actor update (the actor's turn counted as often as it comes). A frozen
     encoder's features are in its cache by then, as in a session's steady state; the encoder is
     timed uncompiled (compiling takes longer than the measurement, and runs no slower)."""
     import time
@@ -359,7 +369,7 @@ def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torc
     size = batch_size or cfg.batch_size
     if size is None:
         raise ValueError("seconds_per_update needs a batch size")
-    timed = dataclasses.replace(cfg, batch_size=size, critic_updates_per_actor=1, compile=False)
+    timed = dataclasses.replace(cfg, batch_size=size, compile=False)
     learner = Learner(agent, timed, device)
     batch = synthetic_batch(learner.agent, size)
     batch.row = batch.next_row = np.arange(size)  # rows for the cache to keep
@@ -367,8 +377,9 @@ def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torc
     times = []
     for _ in range(updates):
         started = time.perf_counter()
-        learner.update(batch)
+        for _ in range(cfg.critic_updates_per_actor):
+            learner.update(batch)
         if learner.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+        times.append((time.perf_counter() - started) / cfg.critic_updates_per_actor)
     return float(np.median(times))

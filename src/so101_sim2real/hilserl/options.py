@@ -146,6 +146,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
         raise So101Error(f"{source}: gamma: expected a number in (0, 1], got {cfg.gamma}")
     if cfg.learner.critic_updates_per_actor < 1 or cfg.learner_threads < 1:
         raise So101Error(f"{source}: critic_updates_per_actor and learner_threads must be at least 1")
+    if cfg.utd is not None and cfg.min_utd is not None and cfg.min_utd > cfg.utd:
+        raise So101Error(f"{source}: min_utd {cfg.min_utd:g} is above the utd cap {cfg.utd:g}: the actor would wait "
+                         f"for updates the cap forbids")
     for name, value, allowed in (("precision", cfg.learner.precision, PRECISIONS),
                                  ("objective", cfg.learner.objective, OBJECTIVES)):
         if value not in allowed:

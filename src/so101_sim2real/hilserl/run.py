@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import torch
 
 from so101_sim2real.control.description import check_trained_period
 from so101_sim2real.control.env import Env
@@ -22,6 +23,7 @@ from so101_sim2real.control.runner import EpisodeResult, Judge
 from so101_sim2real.control.window import KeySources, LiveWindow
 from so101_sim2real.errors import DeviceFault, So101Error
 from so101_sim2real.hilserl.episode_record import EpisodeRecord, SessionStart, session_seeds
+from so101_sim2real.hilserl.learner import check_precision
 from so101_sim2real.hilserl.options import (
     RunOptions,
     check_options,
@@ -179,6 +181,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if source != run.policy_dir and run.counters["updates"]:
             changed.append(f"no policy saved yet: the learner restarts from {source} (updates "
                            f"{run.counters['updates']} -> 0)")
+        check_precision((cfg or run.cfg).learner.precision, torch.device(run.options.device))  # before the arm
         if cfg is not None:
             run.cfg = cfg
             run.write_config()
@@ -186,6 +189,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         if options is None or options.ckpt is None:
             raise So101Error("a new run needs @ckpt")
         check_options(options)
+        check_precision((cfg or TrainConfig()).learner.precision, torch.device(options.device))
         ckpt = _load_with_critics(options.ckpt)  # every check before the folder exists: a failure leaves nothing
         check_trained_period(options.where, ckpt.spec.control.period_s)
         source = options.ckpt

@@ -20,6 +20,7 @@ loses at most the episode in progress (and the updates since the last policy sav
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -203,12 +204,13 @@ class RunFolder:
     def save_optimisers(self, learner: Learner) -> None:
         """The three AdamW states as flat tensors plus their param groups as JSON metadata."""
         tensors, groups = {}, {}
-        for name, opt in learner.optimisers().items():
-            state = opt.state_dict()
-            groups[name] = state["param_groups"]
-            for idx, slots in state["state"].items():
-                for key, value in slots.items():
-                    tensors[f"{name}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+        with learner.lock:  # between updates: moments and step counts from one update, never torn
+            for name, opt in learner.optimisers().items():
+                state = opt.state_dict()
+                groups[name] = copy.deepcopy(state["param_groups"])
+                for idx, slots in state["state"].items():
+                    for key, value in slots.items():
+                        tensors[f"{name}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
         tmp = self.path / f".{OPTIMISERS_FILE}.tmp"
         save_file(tensors, str(tmp), metadata={"param_groups": json.dumps(groups)})
         os.replace(tmp, self.path / OPTIMISERS_FILE)

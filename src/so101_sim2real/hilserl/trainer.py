@@ -260,12 +260,16 @@ class Trainer:
 
     def _catch_up(self, stall_s: float = 30.0) -> None:
         """Between episodes (the reset gap a real arm has anyway) hold the actor until the learner
-        reaches ``min_utd``: on a CPU the renderer leaves it little during an episode. Gives up
-        when the learner makes no progress for ``stall_s``; no wait before the buffer holds a
-        batch's worth of env steps (the learner cannot start before then)."""
+        has made ``min_utd`` updates per env step of this session: on a CPU the renderer leaves it
+        little during an episode. Gives up when the learner makes no progress for ``stall_s``; no
+        wait before the buffer holds a batch's worth of env steps (the learner cannot start before)."""
         if self.sink.env_steps < self.batch_size:
             return
-        target = self.min_utd * self.sink.env_steps
+        # this session's own steps: a resumed run that learned less before (another machine, another
+        # min_utd) does not hold the arm for the difference
+        target = self.start.updates + self.min_utd * (self.sink.env_steps - self.start.env_steps)
+        if self.stats.updates >= target:
+            return
         last, since = self.stats.updates, time.perf_counter()
         self._catching_up.set()
         try:
