@@ -9,7 +9,8 @@ learner's thread, so the actor never pays for it.
 
 Direct-mapped: row ``r`` of a store lives in slot ``r % slots`` with its row number as the tag,
 so a slot that the ring reused is recomputed, never read stale. fp32, as the encoder computed
-them: an update from cached features equals one that ran the frozen encoder (the oracle test).
+them: an update from cached features equals one that ran the frozen encoder (the oracle test);
+bf16 when the learner's heads multiply in bf16 anyway (half the memory and the copying).
 
 What it costs: augmentation is off (features of shifted stacks would need one entry per shift;
 LeRobot's frozen-encoder HIL-SERL drops it too), and memory, ``feature_dim * 4`` bytes a row
