@@ -67,6 +67,9 @@ def timed(monkeypatch):
         return 0.01 * batch_size / 32
 
     monkeypatch.setattr(pace, "seconds_per_update", fake)
+    # measured every time here: remembering is tested on its own below
+    monkeypatch.setattr(pace, "remembered_measure", lambda agent, cfg, device, threads, candidates: (
+        pace.measure(agent, cfg, device, threads, candidates), False))
     return calls
 
 
@@ -110,6 +113,28 @@ def test_resolve_keeps_other_settings(timed):
     cfg = dataclasses.replace(TrainConfig(), warmup_steps=7, learner=LearnerConfig(actor_lr=1e-3))
     resolved, _ = resolve(cfg, agent=None, device="cpu", period_s=0.02, threads=2)
     assert resolved.warmup_steps == 7 and resolved.learner.actor_lr == 1e-3 and timed[0] == (64, 2)
+
+
+def test_a_measurement_is_remembered_per_machine_and_setting(monkeypatch, tmp_path):
+    """A second start with the same network, settings and machine reads the first's measurement;
+    anything that changes an update's time (here the number format, the threads) measures again."""
+    import types
+
+    calls = []
+    monkeypatch.setattr(pace, "seconds_per_update",
+                        lambda agent, cfg, device="cpu", batch_size=None, updates=1: calls.append(batch_size) or 0.01)
+    monkeypatch.setattr(pace, "pace_dir", lambda: tmp_path / "pace")
+    agent = types.SimpleNamespace(arch="the user's shapes")
+    first, remembered = pace.remembered_measure(agent, LearnerConfig(), "cpu", 1, (64,))
+    assert not remembered and calls == [64]
+    again, remembered = pace.remembered_measure(agent, LearnerConfig(), "cpu", 1, (64,))
+    assert remembered and again == first and calls == [64]
+    pace.remembered_measure(agent, LearnerConfig(precision="bf16"), "cpu", 1, (64,))
+    pace.remembered_measure(agent, LearnerConfig(), "cpu", 2, (64,))
+    assert calls == [64, 64, 64]
+    choice = PaceChoice(64, 1.0, 0.5, first, "why", ("batch_size",), "cpu", 1, 0.1, remembered=True)
+    assert "measured at an earlier start on this machine" in choice.lines()[0]
+    assert PaceChoice.from_dict(choice.to_dict()) == choice
 
 
 def test_measuring_stops_before_the_budget_is_spent(timed):

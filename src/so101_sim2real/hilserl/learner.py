@@ -358,7 +358,7 @@ def synthetic_batch(agent: DrQV2Agent, batch_size: int, seed: int = 0) -> Batch:
 
 
 def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torch.device = "cpu",
-                       batch_size: int | None = None, updates: int = 2) -> float:
+                       batch_size: int | None = None, updates: int = 1) -> float:
     """The median time of one update of a throwaway learner (a copy of ``agent``) at ``batch_size``
     (default: the config's), after one untimed update, over the config's cycle of critic updates
     per actor update (the actor's turn counted as often as it comes). A frozen

@@ -15,23 +15,30 @@ person left unset (None, "auto") is chosen here from what this machine measures:
 
 The choice (:class:`PaceChoice`) is printed among the session's start notes and kept in the
 run folder's run.yaml (``pace:``); the config there keeps "auto", so a resume on another
-machine measures again.
+machine measures again. The measurement is remembered beside the model cache, keyed by all
+that decides an update's time (:func:`remembered_measure`): the next start on the same
+machine with the same network and settings skips the few seconds it takes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from so101_sim2real.errors import So101Error
+from so101_sim2real.files import write_file
 from so101_sim2real.hilserl.learner import LearnerConfig, seconds_per_update
 from so101_sim2real.hilserl.trainer import TrainConfig
+from so101_sim2real.machine import describe_cpu
 from so101_sim2real.policy.networks import DrQV2Agent
 
 # batch sizes tried; 256 is the recipe's (and the anchors') batch. Not 32: in the transfer benchmark the
@@ -55,6 +62,7 @@ class PaceChoice:
     device: str = "cpu"
     threads: int | None = None  # the learner's torch threads on a CPU (None: a GPU)
     period_s: float | None = None  # the env's control period the choice was measured against
+    remembered: bool = False  # the measurement came from an earlier start on this machine (same key)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for run.yaml."""
@@ -76,7 +84,8 @@ class PaceChoice:
                        seconds_per_update=timed, reason=str(data.get("reason", "")),
                        chosen=tuple(str(c) for c in data.get("chosen") or ()), device=str(data.get("device", "cpu")),
                        threads=None if threads is None else int(threads),
-                       period_s=None if period is None else float(period))
+                       period_s=None if period is None else float(period),
+                       remembered=bool(data.get("remembered", False)))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise So101Error(f"{source}: not a pace choice ({exc})") from None
 
@@ -88,6 +97,8 @@ class PaceChoice:
         timed = ", ".join(f"{_seconds(s)} at batch {b}" for b, s in sorted(self.seconds_per_update.items()))
         plural = "s" if self.threads != 1 else ""
         where = f"on {self.threads} CPU thread{plural}" if self.threads else f"on {self.device}"
+        if self.remembered:
+            where += " (measured at an earlier start on this machine)"
         return [f"learner pace: batch {self.batch_size}{mark('batch_size')}, min_utd {self.min_utd:g}"
                 f"{mark('min_utd')}, utd cap {self.utd:g}{mark('utd')}; an update takes {timed or 'not measured'} "
                 f"{where}",
@@ -184,7 +195,7 @@ def resolve(cfg: TrainConfig, agent: DrQV2Agent, device: str, period_s: float, t
         return cfg, None
     candidates = CANDIDATES if cfg.learner.batch_size is None else (cfg.learner.batch_size,)
     cpu_threads = threads if _is_cpu(device) else None
-    measured = measure(agent, cfg.learner, device, cpu_threads, candidates)
+    measured, remembered = remembered_measure(agent, cfg.learner, device, cpu_threads, candidates)
     batch, utd, min_utd, reason = choose(measured, period_s, cfg.learner.freeze_encoder, device)
     utd = utd if cfg.utd is None else cfg.utd
     min_utd = min_utd if cfg.min_utd is None else cfg.min_utd
@@ -195,4 +206,29 @@ def resolve(cfg: TrainConfig, agent: DrQV2Agent, device: str, period_s: float, t
         utd = max(utd, min_utd)  # a set min_utd above the usual cap: the cap makes room for it
     resolved = dataclasses.replace(cfg, utd=utd, min_utd=min_utd,
                                    learner=dataclasses.replace(cfg.learner, batch_size=batch))
-    return resolved, PaceChoice(batch, utd, min_utd, measured, reason, chosen, device, cpu_threads, period_s)
+    return resolved, PaceChoice(batch, utd, min_utd, measured, reason, chosen, device, cpu_threads, period_s,
+                                remembered)
+
+
+def remembered_measure(agent: DrQV2Agent, cfg: LearnerConfig, device: str, threads: int | None,
+                       candidates: tuple[int, ...]) -> tuple[dict[int, float], bool]:
+    """:func:`measure`, remembered per machine: keyed by all that decides an update's time (the
+    network's shapes, every learner setting but the batch, the device, the threads, the CPU and
+    its flags, torch's version, the candidates), in ``<model cache>/../pace``. True when remembered."""
+    key = {"arch": repr(agent.arch), "learner": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "batch_size"},
+           "device": device, "threads": threads, "cpu": describe_cpu(), "torch": torch.__version__,
+           "candidates": sorted(set(candidates)), "budget_s": MEASURE_BUDGET_S}
+    path = pace_dir() / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        return {int(b): float(s) for b, s in json.loads(path.read_text()).items()}, True
+    measured = measure(agent, cfg, device, threads, candidates)
+    with contextlib.suppress(OSError):  # a read-only cache: measure again next time
+        write_file(path, json.dumps({str(b): s for b, s in measured.items()}))
+    return measured, False
+
+
+def pace_dir() -> Path:
+    """Remembered measurements live beside the model cache (as the exported graphs do)."""
+    from so101_sim2real.perception.hub import cache_dir
+
+    return cache_dir().parent / "pace"
