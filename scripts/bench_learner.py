@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,13 +38,14 @@ from so101_sim2real.hilserl.rewards import SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.machine import describe_cpu, native_bf16
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint
+from so101_sim2real.policy.example_snapshot import robobase_agent_state, robobase_cfg, write_robobase_snapshot
 from so101_sim2real.policy.runtime import build_agent
 
 
 def users_snapshot(folder: Path) -> Checkpoint:
+    """The user's RoboBase snapshot layout with random weights, read through the loader."""
     path = folder / "example.pt"
-    script = Path(__file__).resolve().parent / "make_example_snapshot.py"
-    subprocess.run([sys.executable, str(script), str(path)], check=True, capture_output=True)
+    write_robobase_snapshot(path, robobase_agent_state(), robobase_cfg())
     return load_checkpoint(path)
 
 

@@ -35,25 +35,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from so101_sim2real.control.description import describe
+from so101_sim2real.control.infer import InferOptions, run_infer
+from so101_sim2real.hilserl.bc import behaviour_clone
+from so101_sim2real.hilserl.curves import episode_rows
+from so101_sim2real.hilserl.learner import LearnerConfig
+from so101_sim2real.hilserl.replay import ReplayBuffer
+from so101_sim2real.hilserl.rewards import SuccessReward
+from so101_sim2real.hilserl.run import RunOptions, load_demos, train
+from so101_sim2real.hilserl.run_folder import RunFolder
+from so101_sim2real.hilserl.trainer import TrainConfig
+from so101_sim2real.machine import describe_cpu
+from so101_sim2real.policy.checkpoint import load_checkpoint, save_native
+from so101_sim2real.policy.runtime import build_agent
+from so101_sim2real.sim.perturb import Perturbation, load_perturbation
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from so101_sim2real.control.description import describe  # noqa: E402
-from so101_sim2real.control.infer import InferOptions, run_infer  # noqa: E402
-from so101_sim2real.hilserl.bc import behaviour_clone  # noqa: E402
-from so101_sim2real.hilserl.curves import episode_rows  # noqa: E402
-from so101_sim2real.hilserl.learner import LearnerConfig  # noqa: E402
-from so101_sim2real.hilserl.replay import ReplayBuffer  # noqa: E402
-from so101_sim2real.hilserl.rewards import SuccessReward  # noqa: E402
-from so101_sim2real.hilserl.run import RunOptions, load_demos, train  # noqa: E402
-from so101_sim2real.hilserl.trainer import TrainConfig  # noqa: E402
-from so101_sim2real.machine import describe_cpu  # noqa: E402
-from so101_sim2real.policy.checkpoint import load_checkpoint, save_native  # noqa: E402
-from so101_sim2real.policy.runtime import build_agent  # noqa: E402
-from so101_sim2real.sim.perturb import Perturbation, load_perturbation  # noqa: E402
-
 NOMINAL_DEMO_SEEDS, PERTURBED_DEMO_SEEDS, HELD_OUT_SEEDS = 1000, 2000, 5000
 
 
@@ -98,7 +96,7 @@ def make_start_policy(work: Path, plan: Plan) -> Path:
     out = work / "start_policy"
     if out.is_dir():
         return out
-    from fixtures import robobase_agent_state, robobase_cfg, write_robobase_snapshot
+    from so101_sim2real.policy.example_snapshot import robobase_agent_state, robobase_cfg, write_robobase_snapshot
 
     blank = work / "blank_snapshot.pt"
     write_robobase_snapshot(blank, robobase_agent_state(seed=0), robobase_cfg())
@@ -163,10 +161,9 @@ def learner_config(plan: Plan, learner: str, work: Path) -> TrainConfig:
         full = work / "run_full"
         if not (full / "counters.json").is_file():
             sys.exit("the bc learner takes the full run's budget: run the full learner first")
-        pace = yaml.safe_load((full / "run.yaml").read_text()).get("pace") or {}
-        counters = json.loads((full / "counters.json").read_text())
-        utd = round(counters["updates"] / max(1, counters["env_steps"]), 3)
-        batch = pace.get("batch_size") or cfg.learner.batch_size
+        run = RunFolder.open(full, check_world=False)
+        utd = round(run.counters["updates"] / max(1, run.counters["env_steps"]), 3)
+        batch = run.pace.batch_size if run.pace is not None else run.cfg.learner.batch_size
         return dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, objective="bc", batch_size=batch),
                                    utd=utd, min_utd=utd)
     return cfg
@@ -279,9 +276,10 @@ def main() -> None:
         run_dir = work / f"run_{learner}"
         after = stage(f"eval_after_{learner}", lambda run_dir=run_dir, after_file=after_file: evaluate(
             run_dir / "policy", perturbation, plan, after_file), after_file)
-        counters = json.loads((run_dir / "counters.json").read_text())
-        run_yaml = yaml.safe_load((run_dir / "run.yaml").read_text())
-        pace = run_yaml.get("pace") or {"batch_size": run_yaml["config"]["learner"]["batch_size"]}  # all set: bc
+        run = RunFolder.open(run_dir, check_world=False)
+        counters = run.counters
+        # what the start chose; all three set (bc): the batch it was given
+        pace = run.pace.to_dict() if run.pace is not None else {"batch_size": run.cfg.learner.batch_size}
         learners[learner] = {
             "after": after, "counters": counters, "utd": counters["updates"] / max(1, counters["env_steps"]),
             "gain_points": round(100 * (after["success_rate"] - before["perturbed"]["success_rate"]), 1),

@@ -50,37 +50,39 @@ class FeatureCache:
                  encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """(B, feature_dim) features of the stacks at ``rows`` (of the demo store where
         ``from_demos``); ``frames`` are those stacks, ``encode`` the frozen encoder for misses."""
-        slots = torch.from_numpy(rows % self.slots).to(self.device)
+        slots = self._index(rows % self.slots)
         out = torch.empty(len(rows), self.dim, device=self.device, dtype=self.dtype)
         for demo in (False, True):
             mine = np.flatnonzero(from_demos == demo)
             if mine.size == 0:
                 continue
             data, tags = self._store(demo)
-            index = torch.from_numpy(mine).to(self.device)
+            index = self._index(mine)
             if mine[-1] - mine[0] + 1 == mine.size:  # a run of the batch (as the buffer samples): gather in place
                 torch.index_select(data, 0, slots[index], out=out[mine[0]:mine[-1] + 1])
             else:
                 out[index] = data.index_select(0, slots[index])
-            self._fill(out, mine, rows[mine], rows[mine] % self.slots, tags, data, frames, encode)
+            self._fill(out, mine, rows[mine], tags, data, frames, encode)
         return out
 
-    def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, slots: np.ndarray, tags: np.ndarray,
-              data: torch.Tensor, frames: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def _index(self, positions: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(positions).to(self.device)
+
+    def _fill(self, out: torch.Tensor, where: np.ndarray, rows: np.ndarray, tags: np.ndarray, data: torch.Tensor,
+              frames: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Compute the misses among ``rows`` (at ``where`` in the batch) and keep them."""
-        miss = tags[slots] != rows
+        miss = tags[rows % self.slots] != rows
         self.hits += int((~miss).sum())
         if not miss.any():
             return
         # a row sampled twice in this batch is computed once
         new_rows, first, again = np.unique(rows[miss], return_index=True, return_inverse=True)
         at = where[miss]
-        device = frames.device
-        computed = encode(frames[torch.from_numpy(at[first]).to(device)]).to(self.dtype)
-        out[torch.from_numpy(at).to(self.device)] = computed[torch.from_numpy(again.reshape(-1)).to(self.device)]
+        computed = encode(frames[torch.from_numpy(at[first]).to(frames.device)]).to(self.dtype)
+        out[self._index(at)] = computed[self._index(again.reshape(-1))]
         # two new rows for one slot (a ring larger than the cache): keep one, its tag and data alike
         slot, keep = np.unique(new_rows % self.slots, return_index=True)
-        data[torch.from_numpy(slot).to(self.device)] = computed[torch.from_numpy(keep).to(self.device)]
+        data[self._index(slot)] = computed[self._index(keep)]
         tags[slot] = new_rows[keep]
         self.misses += len(new_rows)
 

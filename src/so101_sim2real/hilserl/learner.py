@@ -24,6 +24,7 @@ import contextlib
 import copy
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -364,8 +365,6 @@ def seconds_per_update(agent: DrQV2Agent, cfg: LearnerConfig, device: str | torc
     per actor update (the actor's turn counted as often as it comes). A frozen
     encoder's features are in its cache by then, as in a session's steady state; the encoder is
     timed uncompiled (compiling takes longer than the measurement, and runs no slower)."""
-    import time
-
     size = batch_size or cfg.batch_size
     if size is None:
         raise ValueError("seconds_per_update needs a batch size")

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from so101_sim2real.files import write_file
 from so101_sim2real.hilserl.learner import LearnerConfig, seconds_per_update
 from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.machine import describe_cpu
+from so101_sim2real.perception.backends import thread_budget
 from so101_sim2real.policy.networks import DrQV2Agent
 
 # batch sizes tried; 256 is the recipe's (and the anchors') batch. Not 32: in the transfer benchmark the
@@ -109,20 +109,6 @@ def _seconds(s: float) -> str:
     return f"{s * 1e3:.0f} ms" if s < 0.1 else f"{s:.2f} s"
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """The calling thread's torch thread count for a while (the learner thread's own budget)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _is_cpu(device: str) -> bool:
     return device.split(":")[0] == "cpu"
 
@@ -135,7 +121,7 @@ def measure(agent: DrQV2Agent, cfg: LearnerConfig, device: str = "cpu", threads:
     pays torch's warm-up) and the next one's estimate stay within ``budget_s``."""
     measured: dict[int, float] = {}
     spent, last = 0.0, None
-    with _torch_threads(threads if _is_cpu(device) else None):
+    with thread_budget(threads if _is_cpu(device) else None):
         for batch in sorted(set(candidates)):
             if last is not None:
                 estimate = 3 * measured[last] * batch / last  # an untimed update and two timed ones

@@ -165,8 +165,9 @@ class Trainer:
             _lower_priority()
         try:
             while not self._stop.is_set():
-                if cpu and self._learner_threads() != threads:
-                    threads = self._learner_threads()
+                wanted = self._learner_threads() if cpu else threads
+                if wanted != threads:
+                    threads = wanted
                     torch.set_num_threads(threads)
                 if not self._ready():
                     time.sleep(0.002)

@@ -372,11 +372,11 @@ def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
     """Where auto's pick for exactly this setup is kept (None: no writable cache)."""
     import hashlib
     import json
-    import platform
 
     import torch
 
     from so101_sim2real.files import writable_folder
+    from so101_sim2real.machine import cpu_model
     from so101_sim2real.perception.backends import backend_version, compiled_dir, installed, weights_hash
 
     root = (cache if cache is not None else compiled_dir()) / "choices"
@@ -385,21 +385,10 @@ def _choice_file(seg: SegmentationModel, depth: DepthModel, spec: ObservationSpe
     key = {"seg": weights_hash(seg.net), "depth": weights_hash(depth.net),
            "profile": profile if isinstance(profile, str) else profile.name,
            "region": spec.disparity.normalise_region, "source": list(spec.source_size),
-           "threads": threads or torch.get_num_threads(), "device": str(seg.device), "machine": _machine(platform),
+           "threads": threads or torch.get_num_threads(), "device": str(seg.device), "machine": cpu_model(),
            "candidates": [str(b) for b in candidates(gpu=seg.device.type == "cuda")],
            "versions": {n: backend_version(n) for n in ("openvino", "onnxruntime") if installed(n)}}
     return root / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
-
-
-def _machine(platform) -> str:  # noqa: ANN001 - the module
-    """The CPU model: another CPU may rank the backends otherwise."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _remember(path: Path, choice: BackendChoice) -> None:
