@@ -221,6 +221,19 @@ def test_a_number_format_the_machine_would_emulate_is_refused_before_the_run_fol
     assert not out.exists()  # refused before the folder (and before any arm) was touched
 
 
+@pytest.mark.slow
+def test_demos_of_another_shape_are_refused_and_leave_no_run_folder(capsys, rgb_snapshot, tmp_path):
+    """Refused after the env is built (the demos are read then): still no folder behind."""
+    demos, out = tmp_path / "demos", tmp_path / "run"
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--record", str(demos), "--episodes", "1",
+                           "--max-steps", "5", "--no-record-rgb")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "hilserl", "train", "--ckpt", str(rgb_snapshot), "--out", str(out),
+                           "--demos", str(demos), "--episodes", "1")
+    assert code != 0 and "do not fit the policy's (3, 84, 84)" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- a session that learns
 
 

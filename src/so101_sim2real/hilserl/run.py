@@ -204,6 +204,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
         raise
     realtime = realtime or run.options.where.robot.kind != "sim"  # an arm's time passes by itself
     board = leader = None
+    started = False  # the first episode began: from then on the folder holds the run
     try:
         opts = run.options
         # each random stream its own seed, and a resumed session new ones: no noise is replayed
@@ -271,6 +272,7 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 on_episode(record)
 
         # the actor's thread (policy, and perception when it is not ahead) on the cores the learner leaves
+        started = True
         with thread_budget(opts.actor_threads(run.cfg.learner_threads)):
             summary = trainer.run(episodes, realtime=realtime, on_episode=episode_done, max_steps=max_steps,
                                   judge=operator, on_fault=_pauser(env, leader, say), video=window)
@@ -288,6 +290,8 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
                 leader.close()  # torque off on the leader too, whatever ended the session
         finally:
             env.close()
+            if made and not started:  # refused before its first episode (its demos, its leader): no folder
+                shutil.rmtree(run.path, ignore_errors=True)
 
 
 def session_notes(env: Env, options: RunOptions, rewards: RewardSource) -> tuple[list[str], list[str]]:
