@@ -15,6 +15,7 @@ a scripted leader hand can wait for ("episode 2, step 15").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -44,6 +45,8 @@ class TwinCameraServer:
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()  # the connected clients, closed by stop()
+        self._conns_lock = threading.Lock()
         self._clock_lock = threading.Lock()
         self._episode, self._step = 0, 0
 
@@ -75,12 +78,19 @@ class TwinCameraServer:
         return str(self.path)
 
     def stop(self) -> None:
+        """Stop serving: no new client, and every connected one sees its connection close at once
+        (a client thread waiting in ``select`` would otherwise answer one more request)."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=3)
         if self._listener is not None:
             self._listener.close()
         self.path.unlink(missing_ok=True)
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in list(self._threads):
+            thread.join(timeout=3)
 
     def _accept(self) -> None:
         listener = self._listener
@@ -90,6 +100,8 @@ class TwinCameraServer:
                 conn, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
+            with self._conns_lock:
+                self._conns.add(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), name="twin-camera-client", daemon=True)
             thread.start()
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -125,6 +137,8 @@ class TwinCameraServer:
             if renderer is not None:
                 renderer.close()
             stream.close()
+            with self._conns_lock:
+                self._conns.discard(conn)
             conn.close()
 
     def _answer(self, request: dict, renderer: _Renderer | None) -> tuple[bytes | memoryview, ...]:
