@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,15 +34,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.interveners import NoIntervener
+from so101_sim2real.hilserl import trainer as trainer_module
 from so101_sim2real.hilserl.episode_record import SessionStart
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
+from so101_sim2real.hilserl.options import cores_left
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import SuccessReward
 from so101_sim2real.hilserl.trainer import TrainConfig, Trainer
 from so101_sim2real.machine import describe_cpu, native_bf16
+from so101_sim2real.perception.backends import thread_budget, usable_cores
 from so101_sim2real.policy.checkpoint import Checkpoint, load_checkpoint
 from so101_sim2real.policy.example_snapshot import robobase_agent_state, robobase_cfg, write_robobase_snapshot
 from so101_sim2real.policy.runtime import build_agent
+from so101_sim2real.scheduling import background_thread, process_threads
 
 
 def users_snapshot(folder: Path) -> Checkpoint:
@@ -169,23 +176,120 @@ def curves(ckpt: Checkpoint, buffer: ReplayBuffer, updates: int, batch: int) -> 
     return out
 
 
-def actor_ticks(ckpt: Checkpoint, ticks: int, with_learner: bool, threads: int) -> dict:
-    """The twin loop's tick time, with or without the learner thread busy beside it."""
+class WakeProbe:
+    """A thread that sleeps 1 ms at a time and records how late it wakes: the time a Python
+    thread waits for a core and then for the GIL, sampled beside the actor."""
+
+    def __init__(self) -> None:
+        self.late_s: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wake-probe", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(0.001)
+            self.late_s.append(time.perf_counter() - t0 - 0.001)
+
+    def close(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        late = np.asarray(self.late_s) * 1e3
+        return {"p50_ms": float(np.percentile(late, 50)), "p95_ms": float(np.percentile(late, 95)),
+                "max_ms": float(late.max())}
+
+
+def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, fps: float):  # noqa: ANN001, ANN201
+    """The factory ``hilserl train`` builds for real perception on an arm: the example networks
+    (``so101 models example``) on the backend ``auto`` picks for ``threads``, a frame ahead in its
+    own thread, reading a camera that delivers twin renders at ``fps``."""
+    from bench_perception import PacedCamera
+
+    from so101_sim2real.control.overlap import OverlappedPerception
+    from so101_sim2real.perception.examples import write_example_models
+    from so101_sim2real.perception.load import real_perception_factory
+    from so101_sim2real.perception.real import RealModels
+
+    examples = write_example_models(folder / "example-models")
+    models = RealModels(seg_ckpt=str(examples.seg_ckpt), depth_model=str(examples.depth_model), threads=threads)
+    make = real_perception_factory(spec.observation, models, frames=lambda: frames[:3])
+    return lambda _twin_camera: OverlappedPerception(make(PacedCamera(frames, fps)))
+
+
+def actor_row(ckpt: Checkpoint, ticks: int, with_learner: bool, learner_threads: int, actor_threads: int,
+              make_perception) -> dict:  # noqa: ANN001
+    """The actor's loop on the twin on ``actor_threads`` torch threads (``hilserl train`` gives it
+    the cores the learner leaves) beside the learner on ``learner_threads`` in the OS's idle class,
+    with or without the learner updating as fast as it may."""
     spec = ckpt.spec.replace("episode.max_steps", ticks)
     cfg = TrainConfig(learner=LearnerConfig(batch_size=64), capacity=ticks * 4, warmup_steps=0,
-                      utd=1000.0 if with_learner else 0.0, min_utd=0.0, learner_threads=threads)
-    rig = sim_env(spec, with_camera=True)
+                      utd=1000.0 if with_learner else 0.0, min_utd=0.0, learner_threads=learner_threads)
+    rig = sim_env(spec, with_camera=True, make_perception=make_perception)
     try:
         # a filled buffer and a run already past its first batch: the learner is busy from the first tick
         trainer = Trainer(rig, ckpt, cfg, NoIntervener(), SuccessReward(), buffer=filled_buffer(),
                           start=SessionStart(env_steps=10_000 if with_learner else 0))
-        stages = trainer.run(1).timing
-        # the tick's stages (obs, policy, control, sim) summed: p95 summed is an upper bound
-        return {"learner": with_learner, "ticks": ticks, "tick_ms_p50": sum(s["p50_ms"] for s in stages.values()),
-                "tick_ms_p95": sum(s["p95_ms"] for s in stages.values()), "updates_during": trainer.stats.updates,
-                "stages": stages}
+        before = {t.tid: t.cpu_s for t in process_threads()}
+        threads: list[dict] = []
+
+        def seen(_record: object) -> None:  # at the episode's end, while the learner still runs
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            threads.extend({"name": names.get(t.tid, t.name), "policy": t.policy, "nice": t.nice,
+                            "cpu_s": t.cpu_s - before.get(t.tid, 0.0)} for t in process_threads())
+
+        probe, started = WakeProbe(), time.perf_counter()
+        with thread_budget(actor_threads):
+            summary = trainer.run(1, on_episode=seen)
+        elapsed, wake = time.perf_counter() - started, probe.close()
+        return {"learner": with_learner, "ticks": ticks, "tick": summary.tick, "stages": summary.timing,
+                "updates": trainer.stats.updates,
+                "updates_per_s": trainer.stats.updates / elapsed, "learner_priority": trainer.stats.priority,
+                "wake_late": wake, "backend": getattr(rig.perception, "backend_line", None),
+                "threads": [t for t in threads if t["cpu_s"] > 0.05]}
     finally:
         rig.close()
+
+
+def actor_runs(ckpt: Checkpoint, ticks: int, learner_threads: int, actor_threads: int, runs: int,
+               cameras: list[str], fps: float) -> list[dict]:
+    """For each camera (the twin's privileged one, real perception a frame ahead), ``runs`` times:
+    the actor alone, then with the learner; each pair's p95 ratio."""
+    from so101_sim2real.control.frames import twin_frames
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for camera in cameras:
+            make = None
+            if camera == "real":
+                make = real_perception(ckpt.spec, twin_frames(4, ckpt.spec), actor_threads, Path(tmp), fps)
+            for run in range(1, runs + 1):
+                alone, busy = (actor_row(ckpt, ticks, learner, learner_threads, actor_threads, make)
+                               for learner in (False, True))
+                out.append({"camera": camera, "run": run, "alone": alone, "with_learner": busy,
+                            "p95_ratio": busy["tick"]["p95_ms"] / alone["tick"]["p95_ms"]})
+    return out
+
+
+def renderer() -> dict:
+    """The twin's renderer as in force: MUJOCO_GL, the GL renderer string, llvmpipe's threads."""
+    import mujoco
+
+    from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
+
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
+    made = offscreen_renderer(model, 8, 8)
+    try:
+        made.render()  # its context is current in this thread now
+        from OpenGL import GL
+
+        name = GL.glGetString(GL.GL_RENDERER).decode()
+    except Exception as exc:  # noqa: BLE001 - the name is for the table; rendering itself worked above
+        name = f"unknown ({type(exc).__name__})"
+    finally:
+        close_renderer(made)
+    return {"MUJOCO_GL": os.environ.get("MUJOCO_GL", ""), "gl_renderer": name,
+            "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", f"unset (llvmpipe: one per core, {usable_cores()})")}
 
 
 def floors(rows: list[dict], rates: dict[str, float]) -> None:
@@ -225,14 +329,31 @@ def print_table(result: dict) -> None:
             print(f"  {name:<5}" + "".join(f"{v:8.4f}" for v in tenths))
         if "max_relative_gap" in c:
             print(f"  largest gap bf16 / fp32: {c['max_relative_gap']:.1%}")
-    if not result["actor"]:
-        return
-    print(f"actor tick on the twin ({result['ticks']} ticks; learner thread budget {result['learner_threads']}):")
+    if result["actor"]:
+        print_actor(result)
+
+
+def print_actor(result: dict) -> None:
+    r, layout = result["renderer"], result["actor_layout"]
+    print(f"the actor's whole tick on the twin, {result['ticks']} ticks a row; CPU: {result['cpu']}")
+    print(f"  threads: actor {layout['actor_threads']} (policy, perception), learner {layout['learner_threads']} "
+          f"({layout['learner_priority']}), {layout['cores']} usable cores; renderer: MUJOCO_GL={r['MUJOCO_GL']}, "
+          f"{r['gl_renderer']}, LP_NUM_THREADS {r['LP_NUM_THREADS']}")
+    print(f"  {'camera':<8}{'run':>4}  {'learner':<8}{'tick p50':>9}{'p95':>8}{'max':>8}{'waits p95':>11}"
+          f"{'wake late p95/max':>19}{'updates/s':>11}{'p95 ratio':>11}")
     for a in result["actor"]:
-        label = f"with the learner ({a['updates_during']} updates meanwhile)" if a["learner"] else "alone"
-        print(f"  {label:<44} p50 {a['tick_ms_p50']:7.1f} ms   p95 {a['tick_ms_p95']:7.1f} ms")
-    alone, busy = result["actor"]
-    print(f"  p95 with the learner / alone: {busy['tick_ms_p95'] / alone['tick_ms_p95']:.2f}")
+        for key in ("alone", "with_learner"):
+            row, tick, wake = a[key], a[key]["tick"], a[key]["wake_late"]
+            ratio = f"{a['p95_ratio']:.2f}" if key == "with_learner" else ""
+            print(f"  {a['camera']:<8}{a['run']:>4}  {'with' if row['learner'] else 'alone':<8}{tick['p50_ms']:>9.1f}"
+                  f"{tick['p95_ms']:>8.1f}{tick['max_ms']:>8.1f}{tick['wait_p95_ms']:>11.1f}"
+                  f"{wake['p95_ms']:>11.2f} /{wake['max_ms']:>6.1f}{row['updates_per_s']:>11.2f}{ratio:>11}")
+    backends = {a["with_learner"]["backend"] for a in result["actor"] if a["with_learner"]["backend"]}
+    if backends:
+        print(f"  real perception at a {result['camera_fps']:.0f} fps camera: " + "; ".join(sorted(backends)))
+    busy = result["actor"][-1]["with_learner"]["threads"]
+    print("  threads with the learner (last row), CPU seconds in the row: " + ", ".join(
+        f"{t['name']} {t['policy']}/nice {t['nice']} {t['cpu_s']:.1f}" for t in busy))
 
 
 def main() -> None:
@@ -240,8 +361,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 64])
     parser.add_argument("--updates", type=int, default=5, help="timed updates per row")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of the learner")
-    parser.add_argument("--ticks", type=int, default=60, help="actor ticks per actor row (0: no actor rows)")
+    parser.add_argument("--ticks", type=int, default=150, help="actor ticks per actor row (0: no actor rows)")
     parser.add_argument("--learner-threads", type=int, default=1, help="the learner thread's budget beside the actor")
+    parser.add_argument("--runs", type=int, default=2, help="alone/with-learner pairs per camera")
+    parser.add_argument("--cameras", nargs="+", default=["twin", "real"], choices=["twin", "real"],
+                        help="the actor's eyes: the twin's privileged camera, real perception a frame ahead")
+    parser.add_argument("--camera-fps", type=float, default=30.0,
+                        help="the real-perception rows' camera rate (a high one: perception, not the camera, "
+                             "paces the loop)")
+    parser.add_argument("--actor-only", action="store_true", help="only the actor rows (no learner table)")
+    parser.add_argument("--actor-threads", type=int, default=None,
+                        help="the actor's torch threads (default: what hilserl train gives it, the cores the "
+                             "learner leaves)")
+    parser.add_argument("--learner-priority", choices=["idle", "nice"], default="idle",
+                        help="the learner thread in the OS's idle class (hilserl train), or at nice 19 only (as "
+                             "before issue 32, for comparison)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (~20 s to compile)")
     parser.add_argument("--curve", type=int, default=0, metavar="UPDATES",
                         help="also the critic loss over this many updates at batch 64, fp32 against bf16")
@@ -254,14 +388,21 @@ def main() -> None:
     rates = {"fp32": matmul_gflops(torch.float32)}
     if native_bf16():
         rates["bf16"] = matmul_gflops(torch.bfloat16)
-    rows = learner_rows(ckpt, buffer, args.batches, args.updates, not args.no_compile)
+    rows = [] if args.actor_only else learner_rows(ckpt, buffer, args.batches, args.updates, not args.no_compile)
     floors(rows, rates)
-    actor = [] if args.ticks == 0 else [actor_ticks(ckpt, args.ticks, False, args.learner_threads),
-                                        actor_ticks(ckpt, args.ticks, True, args.learner_threads)]
+    actor_threads = args.actor_threads or cores_left(args.learner_threads)
+    if args.learner_priority == "nice":  # the layout before issue 32, to compare: nice 19 only
+        trainer_module.background_thread = functools.partial(background_thread, idle=False)
+    actor = [] if args.ticks == 0 else actor_runs(ckpt, args.ticks, args.learner_threads, actor_threads, args.runs,
+                                                  args.cameras, args.camera_fps)
+    priority = next((a["with_learner"]["learner_priority"] for a in actor), "")
     result = {"cpu": describe_cpu(), "native_bf16": native_bf16(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "matmul_gflops": rates,
               "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor,
-              "ticks": args.ticks, "learner_threads": args.learner_threads,
+              "ticks": args.ticks, "learner_threads": args.learner_threads, "renderer": renderer(),
+              "camera_fps": args.camera_fps,
+              "actor_layout": {"actor_threads": actor_threads, "learner_threads":
+                               args.learner_threads, "learner_priority": priority, "cores": usable_cores()},
               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "curve": curves(ckpt, buffer, args.curve, 64) if args.curve else None}
     if args.json:

@@ -202,6 +202,8 @@ def render_summary(summary: RunSummary) -> str:
         lines.append(f"{'latency per tick':<18}{'p50 ms':>9}{'p95 ms':>9}")
         for stage, t in summary.timing.items():
             lines.append(f"  {stage:<16}{t['p50_ms']:>9.2f}{t['p95_ms']:>9.2f}")
+        if summary.tick:
+            lines.append(f"  {'whole tick':<16}{summary.tick['p50_ms']:>9.2f}{summary.tick['p95_ms']:>9.2f}")
     if summary.overruns:
         lines.append(f"{summary.overruns} of {summary.ticks} ticks took longer than the {summary.period_s * 1e3:.0f} "
                      f"ms period (each such tick ran late; none was skipped)")

@@ -23,7 +23,7 @@ from so101_sim2real.control.env import Env
 from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.control.recording import Recorder
 from so101_sim2real.control.safety import Terminated, torque_guard
-from so101_sim2real.control.timing import RateKeeper, StageTimer
+from so101_sim2real.control.timing import RateKeeper, StageTimer, TickTimer
 from so101_sim2real.control.video import compose
 from so101_sim2real.errors import DeviceFault
 from so101_sim2real.interfaces import JointState, StepResult
@@ -60,6 +60,7 @@ class EpisodeResult:
 class RunSummary:
     episodes: list[EpisodeResult] = field(default_factory=list)
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    tick: dict[str, float] = field(default_factory=dict)  # the whole tick (control.timing.TickTimer.summary)
     interrupted: bool = False
     overruns: int = 0
     ticks: int = 0  # ticks held to the period (realtime only); ``overruns`` of them missed it
@@ -87,6 +88,7 @@ class RunSummary:
             "rate_overruns": self.overruns,
             "period_s": self.period_s,
             "latency_ms": self.timing,
+            "tick_ms": self.tick,
             "per_episode": [_episode_dict(e) for e in self.episodes],
         }
 
@@ -172,6 +174,7 @@ class Runner:
         # session) it waits the fault out and the episode, thrown away, starts again.
         self.on_fault = on_fault
         self.timer = StageTimer()
+        self.ticks = TickTimer()
         self._episodes, self._title = 1, ""
         self._last_view: tuple[np.ndarray | None, np.ndarray] | None = None  # (camera RGB, policy frame)
         self.perceive = wants_frames(pilot.needs_pixels, video is not None, recorder is not None, perceive)
@@ -209,7 +212,7 @@ class Runner:
         finally:
             if self.video is not None:
                 self.video.close()
-        summary.timing, summary.overruns = self.timer.summary(), self.rate.overruns
+        summary.timing, summary.tick, summary.overruns = self.timer.summary(), self.ticks.summary(), self.rate.overruns
         summary.ticks, summary.period_s = self.rate.ticks, self.rate.period
         return summary
 
@@ -243,7 +246,10 @@ class Runner:
             if self.judge:
                 self.judge.reset()
             self.rate.start()
+            self.ticks.start()
+            slept = 0.0
             while True:
+                self.ticks.lap(slept)
                 with self.timer.stage("policy"):
                     action = np.asarray(self.pilot.act(obs), dtype=np.float32)
                 self._commanded_at = time.monotonic()
@@ -263,7 +269,9 @@ class Runner:
                 if ends:
                     success = result.terminated if env.scored or self.judge else None
                     break
+                waited_from = time.perf_counter()
                 self.rate.wait()
+                slept = time.perf_counter() - waited_from
                 joints = env.robot.read()
                 obs = self._observe(joints)
         except (KeyboardInterrupt, Terminated):

@@ -38,6 +38,39 @@ class StageTimer:
         return out
 
 
+class TickTimer:
+    """The loop's whole tick: wall time from one policy call to the next, less the rate keeper's
+    sleep, and the loop thread's own CPU time within it. Wall minus CPU is the time the loop
+    waited (for perception's next frame, a pool's worker, the GIL, a core): the part another
+    thread's work can stretch."""
+
+    def __init__(self) -> None:
+        self.wall_s: list[float] = []
+        self.cpu_s: list[float] = []
+        self._at: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        """A new episode: the next :meth:`lap` only marks where its first tick begins."""
+        self._at = None
+
+    def lap(self, idle_s: float = 0.0) -> None:
+        """A tick ends and the next begins; ``idle_s`` of it the loop slept on purpose."""
+        now = (time.perf_counter(), time.thread_time())
+        if self._at is not None:
+            self.wall_s.append(now[0] - self._at[0] - idle_s)
+            self.cpu_s.append(now[1] - self._at[1])
+        self._at = now
+
+    def summary(self) -> dict[str, float]:
+        """p50/p95 of the tick and of its waits (wall - CPU), in ms; empty before two ticks."""
+        if not self.wall_s:
+            return {}
+        wall, cpu = np.asarray(self.wall_s) * 1e3, np.asarray(self.cpu_s) * 1e3
+        (p50, p95), (w50, w95) = p50_p95(wall), p50_p95(np.maximum(wall - cpu, 0.0))
+        return {"p50_ms": p50, "p95_ms": p95, "max_ms": float(wall.max()), "wait_p50_ms": w50, "wait_p95_ms": w95,
+                "count": int(wall.size)}
+
+
 class RateKeeper:
     """Holds a loop to a period when ``realtime``; otherwise runs as fast as it can.
 

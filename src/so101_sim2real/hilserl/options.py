@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from so101_sim2real.control.description import RunDescription, check_description
@@ -79,6 +80,23 @@ def relative_paths(options: RunOptions) -> list[str]:
     named += [("demos", folder) for folder in options.demos]
     return [f"{name} {value}" for name, value in named
             if value and not Path(value).is_absolute() and not Path(value).exists()]
+
+
+def thread_layout(options: RunOptions, learner_threads: int) -> tuple[str, str | None]:
+    """What a session says about its threads: the actor's and the learner's on the cores this
+    process may use, and a warning when they ask for more than there are (the actor's tail grows:
+    docs/actor_period.md)."""
+    cores, actor = usable_cores(), options.actor_threads(learner_threads)
+    if options.device != "cpu":
+        return f"threads: actor {actor or 'torch default'}, learner on {options.device}; {cores} cores", None
+    shown = actor or torch.get_num_threads()
+    note = (f"threads: actor {shown} (policy and perception), learner {learner_threads} in the OS's idle class, "
+            f"on {cores} cores")
+    if shown + learner_threads <= cores:
+        return note, None
+    return note, (f"the actor's {shown} threads and the learner's {learner_threads} ask for more than the {cores} "
+                  f"cores here: the control period's tail grows; leave @perception_threads to the session or lower "
+                  f"it to {cores_left(learner_threads)}")
 
 
 def cores_left(learner_threads: int) -> int:

@@ -28,6 +28,7 @@ from so101_sim2real.hilserl.options import (
     RunOptions,
     check_options,
     hand_grabs,
+    thread_layout,
 )
 from so101_sim2real.hilserl.pace import resolve
 from so101_sim2real.hilserl.replay import ReplayBuffer, Step
@@ -227,6 +228,9 @@ def train(out: str | Path, episodes: int, options: RunOptions | None = None, cfg
             cfg_now = dataclasses.replace(cfg_now, learner=dataclasses.replace(cfg_now.learner, reinit_critics=False))
         rewards = make_rewards(opts, cfg_now)
         notes, warnings = session_notes(env, opts, rewards)
+        layout, oversubscribed = thread_layout(opts, run.cfg.learner_threads)
+        notes.append(layout)
+        warnings += [oversubscribed] if oversubscribed else []
         if operator is not None and hasattr(rewards, "judge"):
             operator.inner = cast(Judge, rewards)  # a ClassifierReward: the person's s / f over its verdict
         recorder = run.recorder(ckpt.spec, env.period_s)

@@ -8,8 +8,10 @@ actor together to the :class:`PolicySlot` the pilot reads between ticks. No sock
 no serialisation.
 
 Pacing: the learner runs at most ``utd`` updates per stored env step and, on a CPU,
-with its own small thread budget at the lowest OS priority, so the actor's control
-period holds; on a GPU it runs free up to ``utd``. Between episodes the actor may wait
+with its own small thread budget in the OS's idle class (:mod:`so101_sim2real.scheduling`:
+served only when the actor wants no core), so the actor's control period holds and the
+learner, not the actor, slows down when the machine cannot do both; on a GPU it runs
+free up to ``utd``. Between episodes the actor may wait
 for the learner to reach ``min_utd`` (a real arm's reset gap is that time). The
 realised ratio is reported (the user's configured UTD 20 really ran at 3.9). The trainer
 takes a resolved config: what the person left to the machine (the batch size, ``utd``,
@@ -23,9 +25,7 @@ stands through :meth:`Trainer.progress` and one
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +48,7 @@ from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.perception.backends import usable_cores
 from so101_sim2real.policy.checkpoint import Checkpoint
 from so101_sim2real.policy.runtime import Policy, build_agent
+from so101_sim2real.scheduling import background_thread
 from so101_sim2real.spec import Spec
 
 
@@ -81,14 +82,7 @@ class LearnerStats:
     published: int = 0
     last: UpdateMetrics | None = None
     error: BaseException | None = None
-
-
-def _lower_priority() -> None:
-    """Make the calling thread the one the OS scheduler serves last (Linux: nice per thread), so
-    the actor's control loop keeps its period when both want the same cores."""
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    priority: str = ""  # the learner thread's place in the OS scheduler (e.g. SCHED_IDLE), once it runs
 
 
 def new_buffer(spec: Spec, cfg: TrainConfig, seed: int | None = None) -> ReplayBuffer:
@@ -162,7 +156,7 @@ class Trainer:
         threads = cfg.learner_threads
         if cpu:
             torch.set_num_threads(threads)  # this thread's budget; the actor keeps its own
-            _lower_priority()
+            self.stats.priority = background_thread()
         try:
             while not self._stop.is_set():
                 wanted = self._learner_threads() if cpu else threads
