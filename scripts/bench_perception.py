@@ -237,10 +237,10 @@ class LearnerThread:
         self._thread.start()
 
     def _run(self) -> None:
-        from so101_sim2real.hilserl.trainer import _lower_priority
+        from so101_sim2real.scheduling import background_thread
 
         torch.set_num_threads(self.threads)
-        _lower_priority()
+        background_thread()  # as hilserl train's learner
         while not self._stop.is_set():
             self.learner.update(self.buffer.sample(64))
             self.updates += 1

@@ -168,3 +168,27 @@ def test_the_slot_refuses_an_actor_without_its_encoder():
     with pytest.raises(ValueError, match="together"):
         slot.publish({"actor.head.out.weight": torch.zeros(1)})
     assert slot.newer_than(0) is None
+
+
+def test_the_learner_runs_in_the_os_idle_class_and_the_actor_does_not(trainer_factory):
+    """The actor's period holds because the OS serves the learner only when the actor wants no
+    core (docs/actor_period.md); the classes as the OS sees them, mid-run."""
+    import sys
+    import threading
+
+    from so101_sim2real.scheduling import process_threads
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread scheduling classes: Linux")
+    trainer = trainer_factory(steps=12)
+    seen = {}
+
+    def look(_record):
+        ids = {t.name: t.native_id for t in threading.enumerate()}
+        classes = {t.tid: t.policy for t in process_threads()}
+        seen.update(learner=classes[ids["hilserl-learner"]], actor=classes[threading.get_native_id()])
+
+    summary = trainer.run(1, on_episode=look)
+    assert seen == {"learner": "idle", "actor": "normal"}
+    assert trainer.stats.priority == "SCHED_IDLE"
+    assert summary.tick["count"] == 11  # every tick but the last, which has no next observation
