@@ -3,7 +3,8 @@ updates per second for the full and the frozen-encoder update (fp32, and bf16 wh
 multiplies bf16 natively), torch.compile's cost and gain, and the actor's tick time with and
 without the learner running beside it.
 
-    python scripts/bench_learner.py [--batches 256 64] [--updates 5] [--ticks 60] [--threads 2] [--json]
+    python scripts/bench_learner.py [--batches 256 64] [--updates 5] [--threads 2] [--json]
+    python scripts/bench_learner.py --actor-only [--runs 2] [--cameras twin real] [--json]
 
 The network is the user's (a RoboBase snapshot of the exact shape, random weights, read
 through the same loader); the buffer holds twin-like frames. FLOPs are counted by torch's
@@ -11,9 +12,20 @@ FlopCounterMode over one update (forward, backward, target; the actor's turn inc
 every ``critic_updates_per_actor`` = 2 updates: the mean of two). The floor is those FLOPs
 at the rate this CPU multiplies 2048x2048 matrices on the same threads: no update can beat
 it. The frozen-encoder rows read features from the learner's cache (warm: every row of the
-buffer sampled before timing). CUDA rows are added when a GPU is present. The actor rows
-run the real loop on the twin (rendered seg + depth, the policy, IK, physics) for
-``--ticks`` ticks, first alone, then with the learner thread updating as fast as it may.
+buffer sampled before timing). CUDA rows are added when a GPU is present.
+
+The actor rows (issue 32; docs/actor_period.md) run ``hilserl train``'s actor on the twin
+for ``--ticks`` ticks, first alone, then with the learner thread updating as fast as it may,
+``--runs`` times, with the threads laid out as a session lays them out (the actor's torch
+threads on the cores the learner leaves, the learner in the OS's idle class). Two eyes: the
+twin's privileged camera (rendered seg + depth in the loop), and real perception (the example
+networks on the backend ``auto`` picks, a frame ahead in its own thread, a camera delivering
+twin renders at ``--camera-fps``). Reported per row: the whole tick (policy to the next
+observation, the rate keeper's sleep left out) p50/p95/max, the loop thread's own CPU time
+and its waits, how late a 1 ms sleeper wakes (a core, then the GIL), the learner's
+updates/s, the p95 ratio with/without the learner, the CPU and its flags, the threads in
+force (per thread: scheduling class, nice, CPU seconds) and the renderer.
+``--actor-threads 2 --learner-priority nice`` is the layout before issue 32, to compare.
 """
 
 from __future__ import annotations
@@ -200,10 +212,11 @@ class WakeProbe:
                 "max_ms": float(late.max())}
 
 
-def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, fps: float):  # noqa: ANN001, ANN201
+def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, fps: float,  # noqa: ANN001, ANN201
+                    backend: str = "auto"):
     """The factory ``hilserl train`` builds for real perception on an arm: the example networks
-    (``so101 models example``) on the backend ``auto`` picks for ``threads``, a frame ahead in its
-    own thread, reading a camera that delivers twin renders at ``fps``."""
+    (``so101 models example``) on ``backend`` (``auto``: its pick for ``threads``), a frame ahead
+    in its own thread, reading a camera that delivers twin renders at ``fps``."""
     from bench_perception import PacedCamera
 
     from so101_sim2real.control.overlap import OverlappedPerception
@@ -212,7 +225,8 @@ def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, 
     from so101_sim2real.perception.real import RealModels
 
     examples = write_example_models(folder / "example-models")
-    models = RealModels(seg_ckpt=str(examples.seg_ckpt), depth_model=str(examples.depth_model), threads=threads)
+    models = RealModels(seg_ckpt=str(examples.seg_ckpt), depth_model=str(examples.depth_model), threads=threads,
+                        backend=backend)
     make = real_perception_factory(spec.observation, models, frames=lambda: frames[:3])
     return lambda _twin_camera: OverlappedPerception(make(PacedCamera(frames, fps)))
 
@@ -252,7 +266,7 @@ def actor_row(ckpt: Checkpoint, ticks: int, with_learner: bool, learner_threads:
 
 
 def actor_runs(ckpt: Checkpoint, ticks: int, learner_threads: int, actor_threads: int, runs: int,
-               cameras: list[str], fps: float) -> list[dict]:
+               cameras: list[str], fps: float, backend: str) -> list[dict]:
     """For each camera (the twin's privileged one, real perception a frame ahead), ``runs`` times:
     the actor alone, then with the learner; each pair's p95 ratio."""
     from so101_sim2real.control.frames import twin_frames
@@ -262,7 +276,8 @@ def actor_runs(ckpt: Checkpoint, ticks: int, learner_threads: int, actor_threads
         for camera in cameras:
             make = None
             if camera == "real":
-                make = real_perception(ckpt.spec, twin_frames(4, ckpt.spec), actor_threads, Path(tmp), fps)
+                make = real_perception(ckpt.spec, twin_frames(4, ckpt.spec), actor_threads, Path(tmp), fps,
+                                       backend)
             for run in range(1, runs + 1):
                 alone, busy = (actor_row(ckpt, ticks, learner, learner_threads, actor_threads, make)
                                for learner in (False, True))
@@ -339,14 +354,14 @@ def print_actor(result: dict) -> None:
     print(f"  threads: actor {layout['actor_threads']} (policy, perception), learner {layout['learner_threads']} "
           f"({layout['learner_priority']}), {layout['cores']} usable cores; renderer: MUJOCO_GL={r['MUJOCO_GL']}, "
           f"{r['gl_renderer']}, LP_NUM_THREADS {r['LP_NUM_THREADS']}")
-    print(f"  {'camera':<8}{'run':>4}  {'learner':<8}{'tick p50':>9}{'p95':>8}{'max':>8}{'waits p95':>11}"
-          f"{'wake late p95/max':>19}{'updates/s':>11}{'p95 ratio':>11}")
+    print(f"  {'camera':<8}{'run':>4}  {'learner':<8}{'tick p50':>9}{'p95':>8}{'max':>8}{'own CPU p50':>12}"
+          f"{'waits p95':>11}{'wake late p95/max':>19}{'updates/s':>11}{'p95 ratio':>11}")
     for a in result["actor"]:
         for key in ("alone", "with_learner"):
             row, tick, wake = a[key], a[key]["tick"], a[key]["wake_late"]
             ratio = f"{a['p95_ratio']:.2f}" if key == "with_learner" else ""
             print(f"  {a['camera']:<8}{a['run']:>4}  {'with' if row['learner'] else 'alone':<8}{tick['p50_ms']:>9.1f}"
-                  f"{tick['p95_ms']:>8.1f}{tick['max_ms']:>8.1f}{tick['wait_p95_ms']:>11.1f}"
+                  f"{tick['p95_ms']:>8.1f}{tick['max_ms']:>8.1f}{tick['cpu_p50_ms']:>12.1f}{tick['wait_p95_ms']:>11.1f}"
                   f"{wake['p95_ms']:>11.2f} /{wake['max_ms']:>6.1f}{row['updates_per_s']:>11.2f}{ratio:>11}")
     backends = {a["with_learner"]["backend"] for a in result["actor"] if a["with_learner"]["backend"]}
     if backends:
@@ -369,6 +384,7 @@ def main() -> None:
     parser.add_argument("--camera-fps", type=float, default=30.0,
                         help="the real-perception rows' camera rate (a high one: perception, not the camera, "
                              "paces the loop)")
+    parser.add_argument("--backend", default="auto", help="the real-perception rows' backend (torch, openvino, ...)")
     parser.add_argument("--actor-only", action="store_true", help="only the actor rows (no learner table)")
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="the actor's torch threads (default: what hilserl train gives it, the cores the "
@@ -394,7 +410,7 @@ def main() -> None:
     if args.learner_priority == "nice":  # the layout before issue 32, to compare: nice 19 only
         trainer_module.background_thread = functools.partial(background_thread, idle=False)
     actor = [] if args.ticks == 0 else actor_runs(ckpt, args.ticks, args.learner_threads, actor_threads, args.runs,
-                                                  args.cameras, args.camera_fps)
+                                                  args.cameras, args.camera_fps, args.backend)
     priority = next((a["with_learner"]["learner_priority"] for a in actor), "")
     result = {"cpu": describe_cpu(), "native_bf16": native_bf16(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "matmul_gflops": rates,
