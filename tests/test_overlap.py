@@ -107,3 +107,27 @@ def test_a_loop_faster_than_perception_waits_for_the_next_frame():
         assert seen == sorted(set(seen)) and len(set(seen)) == 6
     finally:
         ahead.close()
+
+
+def test_between_episodes_perception_rests_and_the_next_request_gets_a_frame_captured_after_it():
+    """Nobody asks (a reset, the learner's catch-up): the thread stops perceiving, leaving the cores
+    to the learner; the next request wakes it and never gets a frame from before the gap."""
+    inner = Counting(work_s=0.005)
+    ahead = OverlappedPerception(inner, idle_after_s=0.05)
+    try:
+        ahead.observe()
+        time.sleep(0.3)  # the episode ended: no requests
+        resting = inner.made
+        time.sleep(0.3)
+        assert inner.made <= resting + 1 and ahead.rests == 1  # at most the frame in progress was finished
+        asked = time.monotonic()
+        seen = ahead.observe()
+        assert seen.captured_at is not None and seen.captured_at >= asked  # made after the request, not before
+        assert seen.timestamp > resting
+        for _ in range(5):  # an episode again: requests every tick, no rest
+            ahead.observe()
+            time.sleep(0.01)
+        assert ahead.rests == 1
+    finally:
+        ahead.close()
+    assert inner.closed

@@ -8,6 +8,11 @@ newest complete observation, acts on it and sends the command; the period become
 that of perception alone. The policy never sees the same observation twice and never
 a half-made one: :meth:`observe` waits for a frame newer than the last it returned.
 
+Between episodes nothing asks for frames (the arm's reset, the learner catching up, a pause):
+after ``idle_after_s`` without a request the thread rests, so perception's cores go to the
+learner, whose turn that is; the next request wakes it and waits for a frame captured after
+it (the ones made before the rest show an arm that has moved since).
+
 Each observation carries ``captured_at`` (``time.monotonic()`` when its camera read
 began), so a recording shows the true latency from photon to command.
 
@@ -27,16 +32,20 @@ from so101_sim2real.interfaces import Perceived, Perception
 
 WAIT_S = 2.0  # no new observation in this long: the camera (or the networks) stopped
 RETRY_S = 0.1  # after a failed observation the thread tries again this much later (a camera coming back)
+IDLE_AFTER_S = 1.0  # no request in this long (longer than any loop's period): the loop is between episodes
 
 
 class OverlappedPerception:
     """A perception run ahead in a background thread; :meth:`observe` returns the newest complete frame."""
 
-    def __init__(self, inner: Perception, with_rgb: bool = False, wait_s: float = WAIT_S):
-        self.inner, self.with_rgb, self.wait_s = inner, with_rgb, wait_s
+    def __init__(self, inner: Perception, with_rgb: bool = False, wait_s: float = WAIT_S,
+                 idle_after_s: float = IDLE_AFTER_S):
+        self.inner, self.with_rgb, self.wait_s, self.idle_after_s = inner, with_rgb, wait_s, idle_after_s
         self._ready = threading.Condition()
         self._latest: Perceived | None = None
         self._made = self._taken = 0
+        self._asked = time.monotonic()  # the loop's last request
+        self.rests = 0  # times the thread rested, nobody asking
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="perception-ahead", daemon=True)
@@ -56,8 +65,20 @@ class OverlappedPerception:
         """The inner perception's networks on random example weights."""
         return getattr(self.inner, "example_models", [])
 
+    def _rest_while_unasked(self) -> None:
+        """Wait while the loop asks for nothing (between episodes); :meth:`observe` wakes it."""
+        with self._ready:
+            if time.monotonic() - self._asked <= self.idle_after_s:
+                return
+            self.rests += 1
+            while not self._stop.is_set() and time.monotonic() - self._asked > self.idle_after_s:
+                self._ready.wait(RETRY_S)
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._rest_while_unasked()
+            if self._stop.is_set():
+                return
             started = time.monotonic()
             try:
                 seen = self.inner.observe(self.with_rgb)
@@ -76,8 +97,13 @@ class OverlappedPerception:
     def observe(self, with_rgb: bool = False) -> Perceived:
         """The newest observation not returned before, waiting for it if need be; an error the
         thread met since is raised here, in the loop's thread, once."""
-        deadline = time.monotonic() + self.wait_s
+        asked = time.monotonic()
+        deadline = asked + self.wait_s
         with self._ready:
+            if asked - self._asked > self.idle_after_s:  # it rests, or soon will: what it made is stale
+                self._taken = self._made
+                self._ready.notify_all()
+            self._asked = asked
             while self._made == self._taken:
                 if self._error is not None:
                     error, self._error = self._error, None
@@ -99,6 +125,8 @@ class OverlappedPerception:
 
     def close(self) -> None:
         self._stop.set()
+        with self._ready:
+            self._ready.notify_all()
         self._thread.join(timeout=self.wait_s + 5.0)
         self.inner.close()
 
