@@ -11,7 +11,7 @@ Pacing: the learner runs at most ``utd`` updates per stored env step and, on a C
 with its own small thread budget in the OS's idle class (:mod:`so101_sim2real.scheduling`:
 served only when the actor wants no core), so the actor's control period holds and the
 learner, not the actor, slows down when the machine cannot do both; on a GPU it runs
-free up to ``utd``. Between episodes the actor may wait
+free up to ``utd`` (its thread in the idle class as well). Between episodes the actor may wait
 for the learner to reach ``min_utd`` (a real arm's reset gap is that time). The
 realised ratio is reported (the user's configured UTD 20 really ran at 3.9). The trainer
 takes a resolved config: what the person left to the machine (the batch size, ``utd``,
@@ -156,7 +156,9 @@ class Trainer:
         threads = cfg.learner_threads
         if cpu:
             torch.set_num_threads(threads)  # this thread's budget; the actor keeps its own
-            self.stats.priority = background_thread()
+        # on a GPU too: its thread launches kernels from Python all the time, and a machine with a
+        # GPU has cores to spare, so the idle class costs it nothing there while the actor comes first
+        self.stats.priority = background_thread()
         try:
             while not self._stop.is_set():
                 wanted = self._learner_threads() if cpu else threads
