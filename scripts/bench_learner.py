@@ -212,6 +212,36 @@ class WakeProbe:
                 "max_ms": float(late.max())}
 
 
+def gil_rows(ckpt: Checkpoint, buffer: ReplayBuffer, seconds: float = 10.0) -> list[dict]:
+    """Does the learner hold the GIL? A 1 ms sleeper's lateness beside the learner alone in the
+    process (its thread in the idle class, so a core is never what the sleeper waits for): none
+    of it but the GIL's. Full and frozen, batch 64 and 256, and no learner."""
+    rows = []
+    for batch, frozen in ((64, False), (256, False), (64, True), (256, True), (0, False)):
+        stop, updates = threading.Event(), [0]
+        learner = Learner(build_agent(ckpt), LearnerConfig(batch_size=batch or 64, freeze_encoder=frozen))
+
+        def learn(learner: Learner = learner, batch: int = batch, stop: threading.Event = stop,
+                  updates: list = updates) -> None:
+            torch.set_num_threads(1)
+            background_thread()
+            while batch and not stop.is_set():
+                learner.update(buffer.sample(batch))
+                updates[0] += 1
+                time.sleep(0)
+
+        thread = threading.Thread(target=learn, daemon=True)
+        thread.start()
+        time.sleep(1.0)  # past the first update's allocations
+        probe = WakeProbe()
+        time.sleep(seconds)
+        late = probe.close()
+        stop.set()
+        thread.join()
+        rows.append({"batch": batch, "frozen": frozen, "updates": updates[0], "wake_late": late})
+    return rows
+
+
 def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, fps: float,  # noqa: ANN001, ANN201
                     backend: str = "auto"):
     """The factory ``hilserl train`` builds for real perception on an arm: the example networks
@@ -346,6 +376,12 @@ def print_table(result: dict) -> None:
             print(f"  largest gap bf16 / fp32: {c['max_relative_gap']:.1%}")
     if result["actor"]:
         print_actor(result)
+    if result["gil"]:
+        print("a 1 ms sleeper's lateness beside the learner alone in the process (what the GIL costs others):")
+        for g in result["gil"]:
+            what = f"batch {g['batch']} {'frozen' if g['frozen'] else 'full'}" if g["batch"] else "no learner"
+            w = g["wake_late"]
+            print(f"  {what:<18} p50 {w['p50_ms']:.2f}  p95 {w['p95_ms']:.2f}  max {w['max_ms']:.1f} ms")
 
 
 def print_actor(result: dict) -> None:
@@ -385,6 +421,7 @@ def main() -> None:
                         help="the real-perception rows' camera rate (a high one: perception, not the camera, "
                              "paces the loop)")
     parser.add_argument("--backend", default="auto", help="the real-perception rows' backend (torch, openvino, ...)")
+    parser.add_argument("--gil", action="store_true", help="also: does the learner hold the GIL (~1 min)")
     parser.add_argument("--actor-only", action="store_true", help="only the actor rows (no learner table)")
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="the actor's torch threads (default: what hilserl train gives it, the cores the "
@@ -416,7 +453,7 @@ def main() -> None:
               "threads": torch.get_num_threads(), "matmul_gflops": rates,
               "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor,
               "ticks": args.ticks, "learner_threads": args.learner_threads, "renderer": renderer(),
-              "camera_fps": args.camera_fps,
+              "camera_fps": args.camera_fps, "gil": gil_rows(ckpt, buffer) if args.gil else [],
               "actor_layout": {"actor_threads": actor_threads, "learner_threads":
                                args.learner_threads, "learner_priority": priority, "cores": usable_cores()},
               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
