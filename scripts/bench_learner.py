@@ -38,6 +38,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from so101_sim2real.control.env import sim_env
 from so101_sim2real.control.interveners import NoIntervener
-from so101_sim2real.hilserl import trainer as trainer_module
 from so101_sim2real.hilserl.episode_record import SessionStart
 from so101_sim2real.hilserl.learner import Learner, LearnerConfig
 from so101_sim2real.hilserl.options import cores_left
@@ -262,7 +262,7 @@ def real_perception(spec, frames: list[np.ndarray], threads: int, folder: Path, 
 
 
 def actor_row(ckpt: Checkpoint, ticks: int, with_learner: bool, learner_threads: int, actor_threads: int,
-              make_perception) -> dict:  # noqa: ANN001
+              make_perception, lower: Callable[[], str]) -> dict:  # noqa: ANN001
     """The actor's loop on the twin on ``actor_threads`` torch threads (``hilserl train`` gives it
     the cores the learner leaves) beside the learner on ``learner_threads`` in the OS's idle class,
     with or without the learner updating as fast as it may."""
@@ -273,7 +273,7 @@ def actor_row(ckpt: Checkpoint, ticks: int, with_learner: bool, learner_threads:
     try:
         # a filled buffer and a run already past its first batch: the learner is busy from the first tick
         trainer = Trainer(rig, ckpt, cfg, NoIntervener(), SuccessReward(), buffer=filled_buffer(),
-                          start=SessionStart(env_steps=10_000 if with_learner else 0))
+                          start=SessionStart(env_steps=10_000 if with_learner else 0), lower=lower)
         before = {t.tid: t.cpu_s for t in process_threads()}
         threads: list[dict] = []
 
@@ -296,7 +296,7 @@ def actor_row(ckpt: Checkpoint, ticks: int, with_learner: bool, learner_threads:
 
 
 def actor_runs(ckpt: Checkpoint, ticks: int, learner_threads: int, actor_threads: int, runs: int,
-               cameras: list[str], fps: float, backend: str) -> list[dict]:
+               cameras: list[str], fps: float, backend: str, lower: Callable[[], str]) -> list[dict]:
     """For each camera (the twin's privileged one, real perception a frame ahead), ``runs`` times:
     the actor alone, then with the learner; each pair's p95 ratio."""
     from so101_sim2real.control.frames import twin_frames
@@ -309,11 +309,42 @@ def actor_runs(ckpt: Checkpoint, ticks: int, learner_threads: int, actor_threads
                 make = real_perception(ckpt.spec, twin_frames(4, ckpt.spec), actor_threads, Path(tmp), fps,
                                        backend)
             for run in range(1, runs + 1):
-                alone, busy = (actor_row(ckpt, ticks, learner, learner_threads, actor_threads, make)
+                alone, busy = (actor_row(ckpt, ticks, learner, learner_threads, actor_threads, make, lower)
                                for learner in (False, True))
                 out.append({"camera": camera, "run": run, "alone": alone, "with_learner": busy,
                             "p95_ratio": busy["tick"]["p95_ms"] / alone["tick"]["p95_ms"]})
     return out
+
+
+def gap_rows(ckpt: Checkpoint, threads: int, fps: float, backend: str, seconds: float = 10.0) -> list[dict]:
+    """Between episodes nothing asks perception for frames: the learner's updates/s (1 thread, the
+    idle class) over a ``seconds`` gap after 5 s of requests, with perception a frame ahead
+    resting as shipped, and never resting (as before issue 32)."""
+    from bench_perception import LearnerThread
+
+    from so101_sim2real.control.frames import twin_frames
+    from so101_sim2real.control.overlap import IDLE_AFTER_S
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        make = real_perception(ckpt.spec, twin_frames(4, ckpt.spec), threads, Path(tmp), fps, backend)
+        for idle_after_s in (None, IDLE_AFTER_S):  # None: never rests
+            ahead = make(None)
+            ahead.idle_after_s = float("inf") if idle_after_s is None else idle_after_s
+            learner = LearnerThread(1)
+            try:
+                started = time.monotonic()
+                while time.monotonic() - started < 5.0:  # an episode: a request every tick
+                    ahead.observe()
+                updates, started = learner.updates, time.monotonic()
+                time.sleep(seconds)
+                rate = (learner.updates - updates) / (time.monotonic() - started)
+            finally:
+                learner.close()
+                ahead.close()
+            rows.append({"idle_after_s": idle_after_s, "rests": ahead.rests, "learner_updates_per_s": rate,
+                         "backend": ahead.backend_line})
+    return rows
 
 
 def renderer() -> dict:
@@ -376,6 +407,10 @@ def print_table(result: dict) -> None:
             print(f"  largest gap bf16 / fp32: {c['max_relative_gap']:.1%}")
     if result["actor"]:
         print_actor(result)
+    for g in result["gap"]:
+        rest = "never rests" if g["idle_after_s"] is None else f"rests after {g['idle_after_s']:g} s"
+        print(f"  a 10 s gap between episodes, perception {rest}: the learner {g['learner_updates_per_s']:.2f} "
+              f"updates/s")
     if result["gil"]:
         print("a 1 ms sleeper's lateness beside the learner alone in the process (what the GIL costs others):")
         for g in result["gil"]:
@@ -421,6 +456,8 @@ def main() -> None:
                         help="the real-perception rows' camera rate (a high one: perception, not the camera, "
                              "paces the loop)")
     parser.add_argument("--backend", default="auto", help="the real-perception rows' backend (torch, openvino, ...)")
+    parser.add_argument("--gap", action="store_true",
+                        help="also: the learner's updates/s in a gap between episodes, perception resting or not")
     parser.add_argument("--gil", action="store_true", help="also: does the learner hold the GIL (~1 min)")
     parser.add_argument("--actor-only", action="store_true", help="only the actor rows (no learner table)")
     parser.add_argument("--actor-threads", type=int, default=None,
@@ -444,16 +481,16 @@ def main() -> None:
     rows = [] if args.actor_only else learner_rows(ckpt, buffer, args.batches, args.updates, not args.no_compile)
     floors(rows, rates)
     actor_threads = args.actor_threads or cores_left(args.learner_threads)
-    if args.learner_priority == "nice":  # the layout before issue 32, to compare: nice 19 only
-        trainer_module.background_thread = functools.partial(background_thread, idle=False)
+    lower = functools.partial(background_thread, idle=args.learner_priority == "idle")  # nice: before issue 32
     actor = [] if args.ticks == 0 else actor_runs(ckpt, args.ticks, args.learner_threads, actor_threads, args.runs,
-                                                  args.cameras, args.camera_fps, args.backend)
+                                                  args.cameras, args.camera_fps, args.backend, lower)
     priority = next((a["with_learner"]["learner_priority"] for a in actor), "")
     result = {"cpu": describe_cpu(), "native_bf16": native_bf16(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "matmul_gflops": rates,
               "bytes_per_transition": buffer.bytes_per_transition, "learner": rows, "actor": actor,
               "ticks": args.ticks, "learner_threads": args.learner_threads, "renderer": renderer(),
               "camera_fps": args.camera_fps, "gil": gil_rows(ckpt, buffer) if args.gil else [],
+              "gap": gap_rows(ckpt, actor_threads, args.camera_fps, args.backend) if args.gap else [],
               "actor_layout": {"actor_threads": actor_threads, "learner_threads":
                                args.learner_threads, "learner_priority": priority, "cores": usable_cores()},
               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

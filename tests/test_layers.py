@@ -11,7 +11,7 @@ import so101_sim2real
 ROOT = Path(so101_sim2real.__file__).parent
 LAYERS = [
     {"errors", "arm", "spec", "interfaces", "simulator", "kinematics", "observation", "safe_pickle", "cameras",
-     "specs", "files", "devices", "geometry", "records", "machine", "__init__"},
+     "specs", "files", "devices", "geometry", "records", "machine", "scheduling", "__init__"},
     {"perception", "policy", "sim", "hardware"},
     {"control"},
     {"reward", "leader"},

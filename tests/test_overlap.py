@@ -113,12 +113,12 @@ def test_between_episodes_perception_rests_and_the_next_request_gets_a_frame_cap
     """Nobody asks (a reset, the learner's catch-up): the thread stops perceiving, leaving the cores
     to the learner; the next request wakes it and never gets a frame from before the gap."""
     inner = Counting(work_s=0.005)
-    ahead = OverlappedPerception(inner, idle_after_s=0.05)
+    ahead = OverlappedPerception(inner, idle_after_s=0.3)
     try:
         ahead.observe()
-        time.sleep(0.3)  # the episode ended: no requests
+        time.sleep(0.8)  # the episode ended: no requests
         resting = inner.made
-        time.sleep(0.3)
+        time.sleep(0.5)
         assert inner.made <= resting + 1 and ahead.rests == 1  # at most the frame in progress was finished
         asked = time.monotonic()
         seen = ahead.observe()
@@ -126,8 +126,35 @@ def test_between_episodes_perception_rests_and_the_next_request_gets_a_frame_cap
         assert seen.timestamp > resting
         for _ in range(5):  # an episode again: requests every tick, no rest
             ahead.observe()
-            time.sleep(0.01)
+            time.sleep(0.02)
         assert ahead.rests == 1
     finally:
         ahead.close()
     assert inner.closed
+
+
+def test_the_frame_in_progress_when_a_rest_ends_is_stale_too():
+    """A frame begun just before the thread would have rested finishes after the next request: it
+    shows the arm before the gap, so the request waits for the one after it."""
+    inner = Counting(work_s=0.5)
+    ahead = OverlappedPerception(inner, idle_after_s=0.2, wait_s=5.0)
+    try:
+        ahead.observe()  # answered as a frame ends; the thread begins the next at once
+        time.sleep(0.3)  # past idle_after_s, inside that next frame
+        asked = time.monotonic()
+        seen = ahead.observe()
+        assert seen.captured_at is not None and seen.captured_at >= asked
+    finally:
+        ahead.close()
+
+
+def test_an_error_met_before_a_rest_is_not_raised_after_it():
+    inner = Counting(work_s=0.005, fail=set(range(2, 10_000)))  # the camera fails from its second frame on
+    ahead = OverlappedPerception(inner, idle_after_s=0.2)
+    try:
+        ahead.observe()
+        time.sleep(0.5)  # an error is met, then the thread rests with it
+        inner.fail = set()  # the camera answers again when the next episode asks
+        assert ahead.observe().timestamp > 1
+    finally:
+        ahead.close()

@@ -5,10 +5,13 @@ in one process. When both want the same cores the actor must win at once, every 
 Nice 19 is not enough for that: Linux's scheduler (EEVDF) still lets a nice-19 thread
 finish its slice before a woken nice-0 thread runs on that core, and an actor whose
 policy waits at a thread-pool barrier for a worker queued behind the learner lost tens of
-milliseconds a tick (p95 with/without the learner 1.7-2.1 on a 2-core Xeon; docs/actor_period.md).
-``SCHED_IDLE`` is the class the scheduler serves only when nothing else wants the core, and
-a waking normal thread preempts it immediately; an unprivileged process may put its own
-threads there. Where the OS has no such class the thread falls back to nice 19.
+milliseconds a tick (p95 with/without the learner 1.35-2.02 on a 2-core Xeon; docs/actor_period.md).
+``SCHED_IDLE`` threads get a core when no normal thread wants it, and a tiny weighted share
+(~0.3% against each busy normal thread, of any process) when one does; a waking normal
+thread preempts them at once. An unprivileged process may put its own threads there. Where
+the OS has no such class the thread falls back to nice 19. The cost: other busy programs on
+the machine starve the learner too, which then learns slowly (the session reports its
+updates/s), while the arm keeps its period.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from pathlib import Path
 POLICY_NAMES = {0: "normal", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
 
 
+def idle_class() -> bool:
+    """Whether this OS has a per-thread idle class (Linux's ``SCHED_IDLE``)."""
+    return hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE")
+
+
 def background_thread(idle: bool = True) -> str:
     """Make the calling thread (and the threads it starts later: pools inherit it) the one the OS
     serves last; returns what it got, e.g. ``SCHED_IDLE`` or ``nice 19``. ``idle`` False: nice 19
     only (what the learner had before; benchmarks compare the two)."""
     tid = threading.get_native_id()
-    if idle and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+    if idle and idle_class():
         with contextlib.suppress(OSError):
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
             return "SCHED_IDLE"

@@ -70,7 +70,8 @@ def infer(
     overlap: OverlapOpt = None,
     perception_threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: success_rate, episodes, "
-                                                         "mean_return, mean_length, latency_ms, per_episode.")] = False,
+                                                         "mean_return, mean_length, latency_ms, tick_ms (the "
+                                                         "whole tick and its waits), per_episode.")] = False,
     trust_pickle: TrustOpt = False,
     spec: SpecOpt = None,
     perturb: PerturbOpt = None,

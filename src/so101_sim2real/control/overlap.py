@@ -8,10 +8,11 @@ newest complete observation, acts on it and sends the command; the period become
 that of perception alone. The policy never sees the same observation twice and never
 a half-made one: :meth:`observe` waits for a frame newer than the last it returned.
 
-Between episodes nothing asks for frames (the arm's reset, the learner catching up, a pause):
-after ``idle_after_s`` without a request the thread rests, so perception's cores go to the
-learner, whose turn that is; the next request wakes it and waits for a frame captured after
-it (the ones made before the rest show an arm that has moved since).
+Between episodes nothing asks for frames (the arm's reset, the learner catching up): after
+``idle_after_s`` from the last answer with no request waiting, the thread rests, so
+perception's cores go to the learner, whose turn that is. The next request wakes it and
+waits for a frame captured after the request: the frames made before, the one in progress
+when it came, and an error met before, all show an arm that has moved since.
 
 Each observation carries ``captured_at`` (``time.monotonic()`` when its camera read
 began), so a recording shows the true latency from photon to command.
@@ -32,7 +33,8 @@ from so101_sim2real.interfaces import Perceived, Perception
 
 WAIT_S = 2.0  # no new observation in this long: the camera (or the networks) stopped
 RETRY_S = 0.1  # after a failed observation the thread tries again this much later (a camera coming back)
-IDLE_AFTER_S = 1.0  # no request in this long (longer than any loop's period): the loop is between episodes
+IDLE_AFTER_S = 2.0  # no request this long after the last answer (longer than a loop's period): between episodes
+REST_POLL_S = 0.1  # a resting thread looks for the stop this often (a request wakes it at once)
 
 
 class OverlappedPerception:
@@ -44,7 +46,9 @@ class OverlappedPerception:
         self._ready = threading.Condition()
         self._latest: Perceived | None = None
         self._made = self._taken = 0
-        self._asked = time.monotonic()  # the loop's last request
+        self._answered = time.monotonic()  # when the last request was answered (or refused)
+        self._waiting = 0  # requests waiting now
+        self._fresh_after = 0.0  # frames captured before this are stale (a request that ended a rest)
         self.rests = 0  # times the thread rested, nobody asking
         self._error: BaseException | None = None
         self._stop = threading.Event()
@@ -65,14 +69,17 @@ class OverlappedPerception:
         """The inner perception's networks on random example weights."""
         return getattr(self.inner, "example_models", [])
 
+    def _unasked(self) -> bool:
+        return not self._waiting and time.monotonic() - self._answered > self.idle_after_s
+
     def _rest_while_unasked(self) -> None:
         """Wait while the loop asks for nothing (between episodes); :meth:`observe` wakes it."""
         with self._ready:
-            if time.monotonic() - self._asked <= self.idle_after_s:
+            if not self._unasked():
                 return
             self.rests += 1
-            while not self._stop.is_set() and time.monotonic() - self._asked > self.idle_after_s:
-                self._ready.wait(RETRY_S)
+            while not self._stop.is_set() and self._unasked():
+                self._ready.wait(REST_POLL_S)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -100,22 +107,34 @@ class OverlappedPerception:
         asked = time.monotonic()
         deadline = asked + self.wait_s
         with self._ready:
-            if asked - self._asked > self.idle_after_s:  # it rests, or soon will: what it made is stale
+            if asked - self._answered > self.idle_after_s:  # between episodes: all it has is old
+                self._fresh_after, self._taken, self._error = asked, self._made, None
+            self._waiting += 1
+            self._ready.notify_all()  # a resting thread goes back to work
+            try:
+                return self._newest(deadline)
+            finally:
+                self._waiting -= 1
+                self._answered = time.monotonic()
+
+    def _newest(self, deadline: float) -> Perceived:
+        """The newest fresh frame not returned before (under the lock), waiting until ``deadline``."""
+        while True:
+            if self._made != self._taken:
+                latest = self._latest
+                assert latest is not None  # made at least once
                 self._taken = self._made
-                self._ready.notify_all()
-            self._asked = asked
-            while self._made == self._taken:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    raise error
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CameraStopped(f"no new observation in {self.wait_s:.1f} s: the camera or the perception "
-                                        f"stopped")
-                self._ready.wait(left)
-            self._taken = self._made
-            assert self._latest is not None  # made at least once
-            return self._latest
+                if (latest.captured_at or 0.0) >= self._fresh_after:
+                    return latest
+                continue  # begun before the request that ended a rest: stale
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CameraStopped(f"no new observation in {self.wait_s:.1f} s: the camera or the perception "
+                                    f"stopped")
+            self._ready.wait(left)
 
     @property
     def camera(self) -> _NextObservation:

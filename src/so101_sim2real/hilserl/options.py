@@ -20,6 +20,7 @@ from so101_sim2real.hilserl.learner import OBJECTIVES, PRECISIONS, LearnerConfig
 from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.perception.backends import usable_cores
 from so101_sim2real.records import parse_sets, parse_yaml
+from so101_sim2real.scheduling import idle_class
 from so101_sim2real.spec import yaml_problem
 
 INTERVENERS, REWARD_NAMES = ("scripted", "leader", "none"), ("success", "dense", "classifier")
@@ -84,19 +85,21 @@ def relative_paths(options: RunOptions) -> list[str]:
 
 def thread_layout(options: RunOptions, learner_threads: int) -> tuple[str, str | None]:
     """What a session says about its threads: the actor's and the learner's on the cores this
-    process may use, and a warning when they ask for more than there are (the actor's tail grows:
-    docs/actor_period.md)."""
+    process may use, and a warning when a given @perception_threads and the learner ask for more
+    than there are (the actor's tail grows: docs/actor_period.md)."""
     cores, actor = usable_cores(), options.actor_threads(learner_threads)
+    where = "in the OS's idle class" if idle_class() else "at the lowest priority"
     if options.device != "cpu":
-        return f"threads: actor {actor or 'torch default'}, learner on {options.device}; {cores} cores", None
+        return f"threads: actor {actor or torch.get_num_threads()}, learner on {options.device} {where}; " \
+               f"{cores} cores", None
     shown = actor or torch.get_num_threads()
-    note = (f"threads: actor {shown} (policy and perception), learner {learner_threads} in the OS's idle class, "
-            f"on {cores} cores")
-    if shown + learner_threads <= cores:
+    note = f"threads: actor {shown} (policy and perception), learner {learner_threads} {where}, on {cores} cores"
+    given = options.where.perception.threads
+    if given is None or given + learner_threads <= cores:
         return note, None
-    return note, (f"the actor's {shown} threads and the learner's {learner_threads} ask for more than the {cores} "
-                  f"cores here: the control period's tail grows; leave @perception_threads to the session or lower "
-                  f"it to {cores_left(learner_threads)}")
+    return note, (f"@perception_threads {given} and the learner's {learner_threads} ask for more than the {cores} "
+                  f"cores here: the control period's tail grows; leave @perception_threads out or lower it to "
+                  f"{cores_left(learner_threads)}")
 
 
 def cores_left(learner_threads: int) -> int:

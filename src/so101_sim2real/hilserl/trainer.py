@@ -111,13 +111,16 @@ class Trainer:
     (:func:`new_buffer` with ``start.sample_seed``, demos and the run's episodes in it; by
     default an empty one). ``policy``: the acting copy of the checkpoint (the one the control
     period was measured with; by default a new one). ``restore``: brings the learner's
-    optimiser states back (a run folder's ``load_optimisers``)."""
+    optimiser states back (a run folder's ``load_optimisers``). ``lower``: what the learner's
+    thread calls first to give the actor way (the OS's idle class; a benchmark compares nice 19)."""
 
     def __init__(self, env: Env, ckpt: Checkpoint, cfg: TrainConfig, intervener: Intervener, rewards: RewardSource,
                  device: str = "cpu", recorder: Recorder | None = None, start: SessionStart | None = None,
                  buffer: ReplayBuffer | None = None, policy: Policy | None = None,
-                 restore: Callable[[Learner], object] | None = None):
+                 restore: Callable[[Learner], object] | None = None,
+                 lower: Callable[[], str] = background_thread):
         self.env, self.cfg = env, cfg
+        self._lower = lower
         self.batch_size, self.utd_cap, self.min_utd = _pace_of(cfg)
         self.start = start = start or SessionStart()
         self.learner = Learner(build_agent(ckpt), cfg.learner, device, seed=cfg.seed)
@@ -154,11 +157,11 @@ class Trainer:
         cfg = self.cfg
         cpu = self.learner.device.type == "cpu"
         threads = cfg.learner_threads
+        # first, so that every thread it starts (torch's pool when it catches up) inherits the class;
+        # on a GPU too, where the thread launches kernels from Python (unmeasured: no GPU was lent)
+        self.stats.priority = self._lower()
         if cpu:
             torch.set_num_threads(threads)  # this thread's budget; the actor keeps its own
-        # on a GPU too: its thread launches kernels from Python all the time, and a machine with a
-        # GPU has cores to spare, so the idle class costs it nothing there while the actor comes first
-        self.stats.priority = background_thread()
         try:
             while not self._stop.is_set():
                 wanted = self._learner_threads() if cpu else threads
