@@ -61,6 +61,8 @@ class SceneConfig:
 
     kp: float = 998.22
     kv: float = 2.731
+    gripper_kp: float | None = None  # None: kp (the training scene's gripper is as stiff as the arm)
+    gripper_kv: float | None = None  # None: kv
     arm_force: float = 3.35
     gripper_force: float = 10.0
     tcp_pos: tuple[float, float, float] = (0.0, 0.0, -0.0981274)
@@ -103,6 +105,8 @@ class SceneConfig:
     # A calibration board lying on the table (so101 calibrate rig on the twin): anything with
     # ``add_to(spec)``, e.g. :class:`~so101_sim2real.sim.table_board.TableBoard`; None in the task.
     table_board: SceneAddition | None = None
+    # More changes built in last, in order (a stand-in world's look: sim/standin_scene.py); none in the task.
+    additions: tuple[SceneAddition, ...] = ()
 
 
 def arm_mjcf_path() -> Path:
@@ -127,8 +131,11 @@ def _body(spec: mujoco.MjSpec, name: str) -> mujoco.MjsBody:
 
 def _configure_actuators(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
     for act in spec.actuators:
-        act.set_to_position(kp=cfg.kp, kv=cfg.kv)
-        force = cfg.gripper_force if act.target == GRIPPER_JOINT else cfg.arm_force
+        gripper = act.target == GRIPPER_JOINT
+        kp = cfg.gripper_kp if gripper and cfg.gripper_kp is not None else cfg.kp
+        kv = cfg.gripper_kv if gripper and cfg.gripper_kv is not None else cfg.kv
+        act.set_to_position(kp=kp, kv=kv)
+        force = cfg.gripper_force if gripper else cfg.arm_force
         act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
         act.forcerange = [-force, force]
 
@@ -255,6 +262,8 @@ def build_spec(cfg: SceneConfig | None = None) -> mujoco.MjSpec:
     _add_camera(spec, cfg)
     if cfg.table_board is not None:
         cfg.table_board.add_to(spec)
+    for addition in cfg.additions:
+        addition.add_to(spec)
     return spec
 
 
