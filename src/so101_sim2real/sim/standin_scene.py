@@ -90,9 +90,9 @@ def standin_scene(world: StandIn, base: S.SceneConfig, size: tuple[int, int]) ->
         additions.append(DistractorBox(distractor))
     cfg = replace(cfg, additions=tuple(additions))
     if (mount := world.get("camera_mount")) is not None:
-        pos = tuple(p + d / 1000.0 for p, d in zip(cfg.camera_pos, mount.shift_mm, strict=True))
-        euler = tuple(e + math.radians(d) for e, d in zip(cfg.camera_euler, mount.tilt_deg, strict=True))
-        cfg = replace(cfg, camera_pos=pos, camera_euler=euler)
+        x, y, z = (p + d / 1000.0 for p, d in zip(cfg.camera_pos, mount.shift_mm, strict=True))
+        rx, ry, rz = (e + math.radians(d) for e, d in zip(cfg.camera_euler, mount.tilt_deg, strict=True))
+        cfg = replace(cfg, camera_pos=(x, y, z), camera_euler=(rx, ry, rz))
     if (intrinsics := world.get("intrinsics")) is not None:
         cfg = _intrinsics(cfg, intrinsics.focal_scale, intrinsics.principal_offset_px, size)
     if (cube := world.get("cube")) is not None:
