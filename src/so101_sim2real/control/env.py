@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from so101_sim2real.geometry.rig_file import RigGeometry
     from so101_sim2real.hardware.joint_calibration import ArmCalibration
     from so101_sim2real.perception.real import RealModels
+    from so101_sim2real.sim.standin import StandIn
     from so101_sim2real.sim.task import LiftCubeTask
 
 
@@ -205,19 +206,30 @@ def twin_scene(spec: Spec, geometry: RigGeometry | None = None) -> S.SceneConfig
 
 
 def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFactory | None = None,
-            perturbation: Perturbation | None = None, geometry: RigGeometry | None = None) -> Env:
+            perturbation: Perturbation | None = None, geometry: RigGeometry | None = None,
+            standin: StandIn | None = None) -> Env:
     """The sim twin: lift-cube world, its arm as the robot, its wrist camera as the eyes
     (rendered classes and depth, or ``make_perception`` on its rendered RGB). A
     ``perturbation`` makes it the perturbed twin: another control period, the camera
-    moved, noisy perception. ``geometry`` (a rig file) is the camera the twin sees through;
-    its joint offsets belong to a real arm's calibration, not the twin."""
+    moved, noisy perception. ``standin`` makes it a stand-in world (sim/standin.py): its
+    scene, its picture through a real camera's gaps, its arm behind a real arm's, its period.
+    ``geometry`` (a rig file) is the camera the twin sees through; its joint offsets belong
+    to a real arm's calibration, not the twin."""
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
+    from so101_sim2real.sim.camera_effects import standin_camera
     from so101_sim2real.sim.robot import SimRobot
+    from so101_sim2real.sim.standin_robot import ARM_GAPS, StandInRobot
+    from so101_sim2real.sim.standin_scene import standin_scene
     from so101_sim2real.sim.task import LiftCubeTask
 
     perturbation = perturbation or Perturbation()
-    task = LiftCubeTask(spec, scene=perturbation.scene(twin_scene(spec, geometry)))
+    scene = perturbation.scene(twin_scene(spec, geometry))
+    if standin is not None:
+        scene = standin_scene(standin, scene, spec.observation.source_size)
+    task = LiftCubeTask(spec, scene=scene)
     robot: Robot = SimRobot(task.model, task.data, spec)
+    if standin is not None and any(standin.has(name) for name in ARM_GAPS):
+        robot = StandInRobot(cast(SimRobot, robot), standin)
     if any(perturbation.joint_offset_deg):
         robot = OffsetRobot(robot, np.deg2rad(perturbation.joint_offset_deg))
     live = task.data if spec.action.ik.pose_from == "live_physics" else None
@@ -226,6 +238,8 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
     perception: Perception | None = None
     if with_camera:
         camera = SimCamera(task.model, task.data, spec.observation)
+        if standin is not None:
+            camera = cast(SimCamera, standin_camera(camera, standin))  # the same reads, its RGB through the gaps
         seen = spec.observation
         if perturbation.disparity_region:  # normalised another way than the policy was trained on
             region = cast(Literal["crop", "full_frame"], perturbation.disparity_region)  # checked when it was parsed
@@ -234,7 +248,7 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
         if perturbation.noisy_perception:
             perception = NoisyPerception(perception, perturbation, spec.observation.channels,
                                          list(spec.observation.segmentation.classes))
-    period = perturbation.period_s or spec.control.period_s
+    period = perturbation.period_s or (standin and standin.period_s) or spec.control.period_s
     return Env(spec, robot, task, controller, perception, period, twin=task, geometry=geometry)
 
 
