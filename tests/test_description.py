@@ -19,11 +19,14 @@ from so101_sim2real.sim.perturb import Perturbation
 
 def full() -> RunDescription:
     """A description with no field at its default."""
+    from so101_sim2real.sim.standin import default_standin
+
     return describe(ckpt="p.pt", spec="s.yaml", set_spec=["action.ik.gain=0.5"], trust_pickle=True, device="cuda",
                     robot="so101", port="/dev/ttyACM0", calibration="arm1", camera="0", rig="rig.yaml",
                     perception="real", seg_ckpt="seg.ckpt", depth_model="depth/", profile="exact",
                     backend="openvino", overlap=False, perception_threads=2,
-                    perturb=Perturbation(period_s=0.1, camera_tilt_deg=(1.0, 2.0, 3.0), seed=4), period=0.05)
+                    perturb=Perturbation(period_s=0.1, camera_tilt_deg=(1.0, 2.0, 3.0), seed=4), period=0.05,
+                    standin=default_standin(seed=2))
 
 
 def test_every_option_has_one_place_and_every_field_one_option():

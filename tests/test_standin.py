@@ -215,3 +215,39 @@ def test_replacing_a_gap_keeps_the_others():
     world = with_gaps(default_standin(), latency=Latency(ms=10.0))
     assert world.get("latency").ms == 10.0 and world.get("cube") == GAPS["cube"]()
     assert replace(world, seed=5).seed == 5
+
+
+def test_the_command_line_runs_the_stand_in_records_it_and_refuses_what_cannot_work(capsys, tmp_path):
+    import json
+
+    from fixtures import run_cli
+
+    world = str(ROOT / "configs" / "standin.yaml")
+    code, out, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--max-steps", "5", "--standin", world,
+                             "--record", str(tmp_path / "rec"), "--no-record-rgb")
+    assert code == 0, err
+    assert "the stand-in world (18 gaps: lighting" in out
+    meta = json.loads((tmp_path / "rec" / "recording.json").read_text())
+    assert meta["period_s"] == 0.1 and load_standin(ROOT / "configs" / "standin.yaml") == standin_from_dict(
+        meta["description"]["standin"])
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "policy.pt", "--standin", world)
+    assert code == 2 and "a policy sees the stand-in through --perception real" in err
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", world, "--robot", "so101", "--port",
+                           "emulator")
+    assert code == 2 and "--robot sim only for now" in err
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", world, "--perturb",
+                           str(ROOT / "configs" / "perturbed_twin.yaml"))
+    assert code == 2 and "one world at a time" in err
+    (tmp_path / "bad.yaml").write_text("gaps:\n  cube: {size_m: 0.2}\n")
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", str(tmp_path / "bad.yaml"))
+    assert code == 2 and "gaps.cube: out of range" in err and err.count("\n") <= 1
+
+
+def test_a_run_folder_keeps_the_stand_in_as_its_description_reads_back():
+    from so101_sim2real.control.description import RunDescription, describe
+
+    d = describe(ckpt="p.pt", perception="real", seg_ckpt="s.ckpt", standin=default_standin(seed=4))
+    back = RunDescription.from_dict(d.to_dict(), "run.yaml: where")
+    assert back == d and back.standin.seed == 4
+    with pytest.raises(So101Error, match="run.yaml: where.standin: gaps.cube.size_m: expected a number"):
+        RunDescription.from_dict({**d.to_dict(), "standin": {"gaps": {"cube": {"size_m": "big"}}}}, "run.yaml: where")

@@ -25,6 +25,7 @@ from so101_sim2real.cli.options import (
     RigOpt,
     RobotOpt,
     SegOpt,
+    StandinOpt,
     ThreadsOpt,
     _given,
     _operator_prompt,
@@ -91,6 +92,7 @@ def hilserl_train(
     realtime: Annotated[bool, typer.Option("--realtime", help="Hold the twin to the control period, as a real "
                                                               "arm would be.")] = False,
     perturb: PerturbOpt = None,
+    standin: StandinOpt = None,
     robot: RobotOpt = "sim",
     port: FollowerPortOpt = None,
     calibration: CalibrationOpt = None,

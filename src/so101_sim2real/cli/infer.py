@@ -22,6 +22,7 @@ from so101_sim2real.cli.options import (
     RobotOpt,
     SegOpt,
     SpecOpt,
+    StandinOpt,
     ThreadsOpt,
     TrustOpt,
     _operator_prompt,
@@ -75,6 +76,7 @@ def infer(
     trust_pickle: TrustOpt = False,
     spec: SpecOpt = None,
     perturb: PerturbOpt = None,
+    standin: StandinOpt = None,
     rig: RigOpt = None,
     record_rgb: Annotated[bool, typer.Option("--record-rgb/--no-record-rgb", help="Keep the camera's RGB in "
                                                                                  "--record (the twin renders it "

@@ -25,6 +25,11 @@ PerturbOpt = Annotated[Optional[Path], typer.Option("--perturb", help="Run in th
                                                                      "edges and disparity; see "
                                                                      "configs/perturbed_twin.yaml): a stand-in for "
                                                                      "the real arm.")]
+StandinOpt = Annotated[Optional[Path], typer.Option("--standin", help="Run in the stand-in world this YAML "
+                                                                     "describes: the twin with a real arm's gaps "
+                                                                     "named and measured (light, camera, lens, "
+                                                                     "servos, latency, cube; see "
+                                                                     "configs/standin.yaml).")]
 SegOpt = Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Your EfficientViT-B0 segmentation checkpoint "
                                                                   "(PyTorch Lightning .ckpt).")]
 DepthOpt = Annotated[str, typer.Option("--depth-model", help="Depth Anything V2: a folder (save_pretrained layout) "
@@ -111,4 +116,8 @@ def run_description(ctx: typer.Context, **fixed: Any) -> RunDescription:
     given = {name: value for name, value in ctx.params.items() if name in OPTIONS}
     if given.get("perturb") is not None:
         given["perturb"] = load_perturbation(given["perturb"])
+    if given.get("standin") is not None:
+        from so101_sim2real.sim.standin import load_standin
+
+        given["standin"] = load_standin(given["standin"])
     return describe(**given, **fixed)

@@ -24,6 +24,7 @@ from so101_sim2real.devices import check_device
 from so101_sim2real.errors import So101Error, did_you_mean
 from so101_sim2real.perception import DEFAULT_DEPTH_MODEL
 from so101_sim2real.sim.perturb import Perturbation, perturbation_from_dict
+from so101_sim2real.sim.standin import StandIn, standin_from_dict
 
 if TYPE_CHECKING:
     from so101_sim2real.perception.real import RealModels
@@ -85,6 +86,7 @@ class RunDescription:
     camera: CameraChoice = field(default_factory=CameraChoice)
     perception: PerceptionChoice = field(default_factory=PerceptionChoice)
     world: Perturbation | None = None  # the twin only: the perturbed twin, a stand-in for the real arm
+    standin: StandIn | None = None  # the twin only: the stand-in world (sim/standin.py), its gaps named
     period_s: float | None = None  # an arm: the control period (None: measured, what the machine sustains)
 
     @property
@@ -120,6 +122,7 @@ class RunDescription:
         data["policy"]["spec_sets"] = list(self.policy.spec_sets)
         if self.world is not None:
             data["world"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["world"].items()}
+        data["standin"] = None if self.standin is None else self.standin.to_dict()
         return data
 
     @classmethod
@@ -132,12 +135,14 @@ class RunDescription:
             where = f"{source}.{key}"
             if key == "world":
                 parts[key] = None if value is None else perturbation_from_dict(value, where)
+            elif key == "standin":
+                parts[key] = None if value is None else standin_from_dict(value, where)
             elif key == "period_s":
                 parts[key] = None if value is None else _typed(value, float, where)
             elif key in _PARTS:
                 parts[key] = _part(_PARTS[key], value, where)
             else:
-                raise So101Error(f"{where}: unknown{did_you_mean(key, [*_PARTS, 'world', 'period_s'])}")
+                raise So101Error(f"{where}: unknown{did_you_mean(key, [*_PARTS, 'world', 'standin', 'period_s'])}")
         return cls(**parts)
 
 
@@ -153,7 +158,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "depth_model": ("perception", "depth_model"), "profile": ("perception", "profile"),
     "backend": ("perception", "backend"), "overlap": ("perception", "overlap"),
     "perception_threads": ("perception", "threads"),
-    "perturb": ("world",), "period": ("period_s",),
+    "perturb": ("world",), "standin": ("standin",), "period": ("period_s",),
 }
 # Options that name a file or folder: a run folder keeps them absolute (where they exist from here).
 PATH_OPTIONS = ("ckpt", "spec", "calibration", "camera", "rig", "seg_ckpt", "depth_model")
@@ -237,6 +242,16 @@ def _check(d: RunDescription, source: str) -> None:
         _check_arm(d, n)
     if d.world is not None and robot.kind != "sim":
         raise So101Error(f"{n('perturb')} changes the sim twin; it works with {n('robot')} sim only")
+    if d.standin is not None and robot.kind != "sim":
+        raise So101Error(f"{n('standin')} builds its world on the sim twin; it works with {n('robot')} sim only "
+                         f"for now (the emulated arm does not carry it yet)")
+    if d.standin is not None and not d.scripted and perception.kind != "real":
+        raise So101Error(f"{n('standin')}: a policy sees the stand-in through {n('perception')} real {n('seg_ckpt')} "
+                         f"PATH (networks on its rendered RGB); the twin's own segmentation and depth would skip "
+                         f"every gap of its picture")
+    if d.standin is not None and d.world is not None:
+        raise So101Error(f"{n('standin')} and {n('perturb')}: one world at a time (the stand-in has every gap the "
+                         f"perturbed twin has, named)")
     if camera.rig is not None and not isinstance(camera.rig, str):
         raise So101Error(f"{n('rig')}: expected the path of a rig.yaml or camera.yaml, got {camera.rig!r}")
     if camera.rig:
@@ -300,7 +315,7 @@ def _check_period(d: RunDescription, n: Callable[[str], str]) -> None:
         return
     if d.robot.kind != "so101":
         raise So101Error(f"{n('period')}: only for {n('robot')} so101 (the twin runs at the spec's period, or "
-                         f"{n('perturb')}'s)")
+                         f"{n('perturb')}'s, or {n('standin')}'s)")
     if not 0.005 <= d.period_s <= 2.0:  # NaN fails this too
         raise So101Error(f"{n('period')} {d.period_s}: seconds per tick, between 0.005 and 2")
 

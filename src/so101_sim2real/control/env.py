@@ -128,7 +128,7 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
                         geometry=geometry)
     elif not d.real_port:
         env = sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
-                      geometry=geometry)
+                      geometry=geometry, standin=d.standin)
     return env
 
 

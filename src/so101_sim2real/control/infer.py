@@ -79,7 +79,7 @@ def build(opts: InferOptions) -> tuple[Env, Pilot, Recorder | None, VideoWriter 
     if not spec.is_seg_depth:
         raise So101Error(f"this policy sees {'+'.join(spec.observation.channels)} frames; the twin (and the real "
                          f"perception) produce seg + disparity, the observation of the user's training setup")
-    period = (d.world.period_s if d.world else None) or spec.control.period_s
+    period = (d.world and d.world.period_s) or (d.standin and d.standin.period_s) or spec.control.period_s
     name = Path(d.policy.ckpt).name if policy else SCRIPTED
     needs_camera = wants_frames(policy is not None, opts.video is not None, opts.record is not None,
                                 d.perception.kind == "real")
@@ -138,6 +138,8 @@ def start_lines(env: Env, pilot: Pilot, opts: InferOptions) -> tuple[list[str], 
     where = "the sim twin" if env.robot.name == "sim" else f"{env.robot.name} on {d.robot.port}"
     if d.world is not None:
         where = f"the {d.world.describe()}"
+    if d.standin is not None:
+        where = f"the {d.standin.summary()}"
     geometry = env.geometry or default_rig()
     undistorts = d.camera.source and d.camera.rig and geometry.camera.D.any()
     notes, warnings = run_notes(env)

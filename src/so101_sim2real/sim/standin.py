@@ -228,6 +228,12 @@ class StandIn:
         period = self.get("period")
         return None if period is None else period.ms / 1000.0
 
+    def summary(self) -> str:
+        """A few words: the stand-in's gap names (:meth:`describe` has their amounts)."""
+        if not self.gaps:
+            return "stand-in with no gaps (the twin)"
+        return f"stand-in world ({len(self.gaps)} gaps: {', '.join(self.gaps)}; seed {self.seed})"
+
     def describe(self) -> str:
         """One line: the stand-in's gaps and amounts."""
         if not self.gaps:
