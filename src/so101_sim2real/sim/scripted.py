@@ -26,6 +26,11 @@ class ExpertConfig:
     close_steps: int = 15
     lift_z: float = 0.15
     tolerance: float = 0.004
+    # A real arm's servos stop short of a goal (gear play, a soft position loop): a phase also ends
+    # when the TCP has settled this close for this many ticks. The twin always reaches tolerance.
+    settled_within: float = 0.012
+    settled_ticks: int = 8
+    settled_motion: float = 0.0005  # m per tick: slower than this is settled
 
 
 class ScriptedExpert:
@@ -40,6 +45,20 @@ class ScriptedExpert:
         self.phase = "approach"
         self._closing = 0
         self._grasp_point: np.ndarray | None = None
+        self._last_tcp: np.ndarray | None = None
+        self._still = 0  # ticks the TCP has barely moved
+
+    def _arrived(self, tcp_pos: np.ndarray, goal: np.ndarray) -> bool:
+        """Within tolerance, or settled near the goal where the arm's servos stopped short of it."""
+        cfg = self.cfg
+        moved = np.inf if self._last_tcp is None else float(np.linalg.norm(tcp_pos - self._last_tcp))
+        self._last_tcp = tcp_pos.copy()
+        self._still = self._still + 1 if moved < cfg.settled_motion else 0
+        distance = float(np.linalg.norm(tcp_pos - goal))
+        if distance < cfg.tolerance or (distance < cfg.settled_within and self._still >= cfg.settled_ticks):
+            self._still = 0
+            return True
+        return False
 
     def _toward(self, goal: np.ndarray, ee_target: np.ndarray) -> np.ndarray:
         scale = self.task.spec.action.xyz_scale_m
@@ -53,11 +72,11 @@ class ScriptedExpert:
         grasp = self._grasp_point
         above = grasp + np.array([0.0, 0.0, cfg.approach_height])
         if self.phase == "approach":
-            if np.linalg.norm(tcp_pos - above) < cfg.tolerance:
+            if self._arrived(tcp_pos, above):
                 self.phase = "descend"
             return np.array([*self._toward(above, ee_target), 1.0])
         if self.phase == "descend":
-            if np.linalg.norm(tcp_pos - grasp) < cfg.tolerance:
+            if self._arrived(tcp_pos, grasp):
                 self.phase = "close"
             return np.array([*self._toward(grasp, ee_target), 1.0])
         if self.phase == "close":
