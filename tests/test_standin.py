@@ -238,9 +238,10 @@ def test_the_command_line_runs_the_stand_in_records_it_and_refuses_what_cannot_w
         meta["description"]["standin"])
     code, _, err = run_cli(capsys, "infer", "--ckpt", "policy.pt", "--standin", world)
     assert code == 2 and "a policy sees the stand-in through --perception real" in err
-    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", world, "--robot", "so101", "--port",
-                           "emulator")
-    assert code == 2 and "--robot sim only for now" in err
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "policy.pt", "--standin", world, "--robot", "so101", "--port",
+                           "/dev/ttyACM0", "--calibration", "twin", "--camera", "0", "--perception", "real",
+                           "--seg-ckpt", "seg.ckpt")
+    assert code == 2 and "an emulated arm on a pty carries it from its own side" in err
     code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", world, "--perturb",
                            str(ROOT / "configs" / "perturbed_twin.yaml"))
     assert code == 2 and "one world at a time" in err
@@ -257,3 +258,36 @@ def test_a_run_folder_keeps_the_stand_in_as_its_description_reads_back():
     assert back == d and back.standin.seed == 4
     with pytest.raises(So101Error, match="run.yaml: where.standin: gaps.cube.size_m: expected a number"):
         RunDescription.from_dict({**d.to_dict(), "standin": {"gaps": {"cube": {"size_m": "big"}}}}, "run.yaml: where")
+
+
+def test_the_emulated_arm_carries_the_stand_ins_arm_between_its_servos_and_the_joints():
+    """Behind the real driver (so101 emulate --twin --standin, --port emulator): the servos read
+    the joints through the stand-in's calibration error and drive them at its top speed."""
+    from so101_sim2real.control.twin_bus import attach_twin
+    from so101_sim2real.hardware.emulator import BusEmulator
+    from so101_sim2real.interfaces import JOINT_NAMES
+    from so101_sim2real.sim.standin import JointOffsets, MaxSpeed
+
+    world = StandIn({"joint_offsets": JointOffsets(deg=(2.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+                     "max_speed": MaxSpeed(deg_s=90.0)})
+    bridge = attach_twin(BusEmulator(list(range(1, 7))), standin=world)
+    truth = float(bridge.task.data.qpos[bridge._qpos[0]])
+    assert bridge.present(0) == bridge.calibration.sim_to_raw(JOINT_NAMES[0], truth + np.deg2rad(2.0))
+    start = bridge.task.data.qpos[bridge._qpos].copy()
+    for joint, name in enumerate(JOINT_NAMES):  # every servo told to go 0.5 rad further, at once
+        bridge.drive(joint, bridge.calibration.sim_to_raw(name, start[joint] + np.deg2rad(2.0 * (joint == 0)) + 0.5))
+    with bridge.lock:
+        bridge._physics(50)  # 0.1 s
+    moved = bridge.task.data.ctrl[bridge._act] - start
+    assert np.all(moved <= np.deg2rad(90.0) * 0.1 + 0.01) and np.all(moved > 0.1)  # a ramp, not a jump to 0.5
+
+
+def test_the_emulated_arm_runs_the_stand_in_through_the_real_driver(capsys):
+    from fixtures import run_cli
+
+    code, out, err = run_cli(capsys, "infer", "--ckpt", "scripted", "-n", "1", "--max-steps", "5", "--standin",
+                             str(ROOT / "configs" / "standin.yaml"), "--robot", "so101", "--port", "emulator")
+    assert code == 0, err
+    assert "the stand-in world (18 gaps" in out and "control period 100 ms" in out
+    code, _, err = run_cli(capsys, "emulate", "--standin", str(ROOT / "configs" / "standin.yaml"))
+    assert code == 2 and "--standin: only with --twin" in err

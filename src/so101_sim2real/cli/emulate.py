@@ -56,6 +56,10 @@ def emulate(
                                                           "prints its path and its calibration file after the "
                                                           "follower's.")] = False,
     hand: Annotated[Optional[Path], typer.Option("--hand", help=HAND_HELP)] = None,
+    standin: Annotated[Optional[Path], typer.Option("--standin", help="With --twin: the twin is this stand-in "
+                                                                      "world (configs/standin.yaml): its scene, "
+                                                                      "its arm behind the servos, its picture on "
+                                                                      "the camera.")] = None,
 ) -> None:
     """Emulate STS3215 servos on a pseudo-terminal; prints its path first, runs until Ctrl-C.
 
@@ -71,13 +75,20 @@ def emulate(
 
     from so101_sim2real.hardware.emulator import BusEmulator, Faults
 
+    if standin is not None and not twin:
+        raise So101Error("--standin: only with --twin (the stand-in is built on the sim twin)")
+    world = None
+    if standin is not None:
+        from so101_sim2real.sim.standin import load_standin
+
+        world = load_standin(standin)
     grabs = _hand_script(hand, leader, twin)
     emu = BusEmulator(_id_list(ids), Faults.parse(faults), seed=seed)
     bridge: TwinBridge | None = None
     if twin:
         from so101_sim2real.control.twin_bus import attach_twin
 
-        bridge = attach_twin(emu, seed=seed)
+        bridge = attach_twin(emu, seed=seed, standin=world)
     lead: EmulatedLeader | None = None
     camera: TwinCameraServer | None = None
     before = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops it as Ctrl-C does, files removed
@@ -85,7 +96,8 @@ def emulate(
         path = emu.start()
         typer.echo(path)
         typer.echo(f"emulating {len(emu.servos)} STS3215 servo(s) at 1 Mbaud"
-                   + (" driving the sim twin" if twin else "") + "; Ctrl-C to stop", err=True)
+                   + (" driving the sim twin" if twin else "") + (f" as the {world.summary()}" if world else "")
+                   + "; Ctrl-C to stop", err=True)
         if bridge is not None:
             camera = _serve_camera(bridge, path)
         if leader:  # its hand counts the session's episodes and ticks on the camera's connection

@@ -238,13 +238,10 @@ def _check(d: RunDescription, source: str) -> None:
                          f"arm runs a policy ({n('ckpt')} PATH)")
     if perception.kind not in PERCEPTIONS:
         raise So101Error(f"{n('perception')} {perception.kind}: unknown; choose {' or '.join(PERCEPTIONS)}")
-    if d.real_port:
-        _check_arm(d, n)
-    if d.world is not None and robot.kind != "sim":
-        raise So101Error(f"{n('perturb')} changes the sim twin; it works with {n('robot')} sim only")
-    if d.standin is not None and robot.kind != "sim":
-        raise So101Error(f"{n('standin')} builds its world on the sim twin; it works with {n('robot')} sim only "
-                         f"for now (the emulated arm does not carry it yet)")
+    if d.standin is not None and d.real_port:
+        raise So101Error(f"{n('standin')} builds its world on the sim twin: with {n('robot')} sim, or {n('port')} "
+                         f"emulator; an emulated arm on a pty carries it from its own side (so101 emulate --twin "
+                         f"--standin FILE)")
     if d.standin is not None and not d.scripted and perception.kind != "real":
         raise So101Error(f"{n('standin')}: a policy sees the stand-in through {n('perception')} real {n('seg_ckpt')} "
                          f"PATH (networks on its rendered RGB); the twin's own segmentation and depth would skip "
@@ -252,6 +249,10 @@ def _check(d: RunDescription, source: str) -> None:
     if d.standin is not None and d.world is not None:
         raise So101Error(f"{n('standin')} and {n('perturb')}: one world at a time (the stand-in has every gap the "
                          f"perturbed twin has, named)")
+    if d.real_port:
+        _check_arm(d, n)
+    if d.world is not None and robot.kind != "sim":
+        raise So101Error(f"{n('perturb')} changes the sim twin; it works with {n('robot')} sim only")
     if camera.rig is not None and not isinstance(camera.rig, str):
         raise So101Error(f"{n('rig')}: expected the path of a rig.yaml or camera.yaml, got {camera.rig!r}")
     if camera.rig:

@@ -125,7 +125,7 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
     if d.robot.kind == "so101" and not d.real_port:  # the driver on an in-process twin
         assert d.robot.port is not None  # check_description: so101 needs @port
         env = so101_env(spec, d.robot.port, with_camera=with_camera, make_perception=make_perception,
-                        geometry=geometry)
+                        geometry=geometry, standin=d.standin)
     elif not d.real_port:
         env = sim_env(spec, with_camera=with_camera, make_perception=make_perception, perturbation=d.world,
                       geometry=geometry, standin=d.standin)
@@ -305,7 +305,8 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
               make_perception: PerceptionFactory | None = None, calibration: ArmCalibration | None = None,
               camera: Camera | None = None, wait_for_operator: Callable[[str], None] | None = None,
               geometry: RigGeometry | None = None,
-              place_cube: Callable[[int, tuple[float, float] | None], None] | None = None) -> Env:
+              place_cube: Callable[[int, tuple[float, float] | None], None] | None = None,
+              standin: StandIn | None = None) -> Env:
     """The real driver stack on a follower arm.
 
     ``port='emulator'`` runs the STS3215 emulator in this process with the sim twin as
@@ -315,10 +316,11 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     the real perception, and its episodes are run by a person (:class:`ArmEpisodes`).
     ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_env`
     has already put its lens on the camera and its joint offsets in the calibration, and the
-    env only keeps it (what the run says of its camera).
+    env only keeps it (what the run says of its camera). ``standin``: the emulated twin is that
+    stand-in world (its scene, arm, picture and period).
     """
     if port == EMULATOR_PORT:
-        return _emulated_so101_env(spec, with_camera, max_step_rad, make_perception, geometry)
+        return _emulated_so101_env(spec, with_camera, max_step_rad, make_perception, geometry, standin)
     from so101_sim2real.control.arm_episodes import ArmEpisodes
     from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.task import LiftCubeTask
@@ -343,14 +345,16 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
 
 
 def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | None,
-                        make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None) -> Env:
+                        make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None,
+                        standin: StandIn | None = None) -> Env:
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
+    from so101_sim2real.sim.camera_effects import standin_camera
 
     emulator = BusEmulator(list(SERVO_IDS.values()))
-    bridge = attach_twin(emulator, spec, scene=twin_scene(spec, geometry))
+    bridge = attach_twin(emulator, spec, scene=twin_scene(spec, geometry), standin=standin)
     emulator.start()
     # on_close: closing the arm (a failed connect does) stops the emulator and its physics thread too
     robot = open_follower(emulator.path, bridge.calibration, max_step_rad, on_close=[emulator.stop])
@@ -359,9 +363,12 @@ def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | Non
     perception = None
     if with_camera:
         camera = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
+        if standin is not None:
+            camera = cast(SimCamera, standin_camera(camera, standin))  # its picture through the stand-in's gaps
         if make_perception:  # only the render holds the lock, not the networks
             perception = make_perception(LockedCamera(camera, bridge.lock))
         else:
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
-    return Env(spec, robot, _TwinEpisodes(bridge), controller, perception, spec.control.period_s,
-               twin=bridge.task, geometry=geometry)
+    period = (standin and standin.period_s) or spec.control.period_s
+    return Env(spec, robot, _TwinEpisodes(bridge), controller, perception, period, twin=bridge.task,
+               geometry=geometry)

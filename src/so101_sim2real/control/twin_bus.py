@@ -25,6 +25,9 @@ from so101_sim2real.hardware.emulator import BusEmulator, Servo
 from so101_sim2real.hardware.joint_calibration import ArmCalibration, twin_calibration
 from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.standin import StandIn, joint_array
+from so101_sim2real.sim.standin_robot import CommandPath
+from so101_sim2real.sim.standin_scene import standin_scene
 from so101_sim2real.sim.task import LiftCubeTask
 from so101_sim2real.spec import Spec, default_spec
 
@@ -39,11 +42,15 @@ def twin_arm_calibration(model: mujoco.MjModel | None = None) -> ArmCalibration:
 
 
 class TwinBridge:
-    """The twin's world, stepped in real time, shared by the servos, a camera and the task."""
+    """The twin's world, stepped in real time, shared by the servos, a camera and the task.
+
+    ``standin``: a stand-in world's arm between the servos and the joints (its joint offsets,
+    top speed and backlash; its latency is the real pipeline's own here, so none is added)."""
 
     def __init__(self, task: LiftCubeTask, lock: threading.RLock | None = None,
-                 registers: threading.RLock | None = None):
+                 registers: threading.RLock | None = None, standin: StandIn | None = None):
         self.task = task
+        self.standin = standin
         self.lock = lock or threading.RLock()  # the world
         self.registers = registers or threading.RLock()  # the servos' register files (the emulator's lock)
         m = task.model
@@ -55,11 +62,18 @@ class TwinBridge:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.servos: list[TwinServo] = []
+        offsets = standin.get("joint_offsets") if standin else None
+        self.offset = joint_array(offsets.deg) if offsets else np.zeros(len(S.JOINTS))
+        gaps = standin is not None and any(standin.has(name) for name in ("backlash", "max_speed"))
+        self.path = CommandPath(standin, len(S.JOINTS), with_latency=False) if standin and gaps else None
+        self._targets = np.full(len(S.JOINTS), np.nan)  # each joint's goal (rad), NaN while limp
 
     # joints as servos -------------------------------------------------------------------------
 
     def present(self, joint: int) -> int:
-        return self.calibration.sim_to_raw(JOINT_NAMES[joint], float(self.task.data.qpos[self._qpos[joint]]))
+        """The joint as its servo reads it (a stand-in's calibration error included), in raw ticks."""
+        position = float(self.task.data.qpos[self._qpos[joint]]) + self.offset[joint]
+        return self.calibration.sim_to_raw(JOINT_NAMES[joint], position)
 
     def drive(self, joint: int, goal_raw: float | None) -> None:
         """Torque on toward a goal, or limp (the actuator's gains zeroed) when ``None``."""
@@ -67,10 +81,29 @@ class TwinBridge:
         if goal_raw is None:
             m.actuator_gainprm[a, 0] = 0.0
             m.actuator_biasprm[a, :3] = 0.0
+            self._targets[joint] = np.nan
             return
         m.actuator_gainprm[a, 0] = self._gain[joint]
         m.actuator_biasprm[a, :3] = self._bias[joint]
-        self.task.data.ctrl[a] = self.calibration.raw_to_sim(JOINT_NAMES[joint], goal_raw)
+        target = self.calibration.raw_to_sim(JOINT_NAMES[joint], goal_raw) - self.offset[joint]
+        self._targets[joint] = target
+        if self.path is None:
+            self.task.data.ctrl[a] = target
+
+    def _physics(self, steps: int) -> None:
+        """``steps`` physics steps under the world's lock; through a stand-in's command path, one at a time."""
+        m, d = self.task.model, self.task.data
+        if self.path is None:
+            mujoco.mj_step(m, d, nstep=steps)
+            return
+        self.path.send(d.time, self._targets)
+        for _ in range(steps):
+            position = d.qpos[self._qpos].copy()
+            ctrl = self.path.step(d.time, m.opt.timestep, position)
+            if ctrl is not None:
+                held = ~np.isnan(self._targets)
+                d.ctrl[np.asarray(self._act)[held]] = ctrl[held]
+            mujoco.mj_step(m, d)
 
     # the world --------------------------------------------------------------------------------
 
@@ -78,6 +111,8 @@ class TwinBridge:
         """A new episode: the world is reset and each servo holds where its joint now is."""
         with self.lock:
             info = self.task.reset(seed)
+            if self.path is not None:
+                self.path.reset()
             with self.registers:  # always world, then registers: the serving thread takes only the latter
                 for servo in self.servos:
                     servo.hold_here()
@@ -110,7 +145,7 @@ class TwinBridge:
                 with self.lock:
                     self.exchange()
                     if due:
-                        mujoco.mj_step(m, d, nstep=min(SLICE_STEPS, due - done))
+                        self._physics(min(SLICE_STEPS, due - done))
             if due == CATCH_UP_STEPS:
                 start_wall, start_sim = time.monotonic(), d.time
             time.sleep(m.opt.timestep)  # about one step per wake-up: Python's share of the GIL stays small
@@ -144,10 +179,14 @@ class TwinServo(Servo):
 
 
 def attach_twin(emu: BusEmulator, spec: Spec | None = None, seed: int = 0,
-                scene: S.SceneConfig | None = None) -> TwinBridge:
+                scene: S.SceneConfig | None = None, standin: StandIn | None = None) -> TwinBridge:
     """Replace ``emu``'s servos 1..6 by the twin's joints; starts and stops with the emulator.
-    ``scene``: the twin's scene (e.g. a rig file's camera), today's by default."""
-    bridge = TwinBridge(LiftCubeTask(spec or default_spec(), scene=scene), registers=emu.lock)
+    ``scene``: the twin's scene (e.g. a rig file's camera), today's by default; ``standin``: a
+    stand-in world, its scene built on that one and its arm between the servos and the joints."""
+    spec = spec or default_spec()
+    if standin is not None:
+        scene = standin_scene(standin, scene or S.SceneConfig(), spec.observation.source_size)
+    bridge = TwinBridge(LiftCubeTask(spec, scene=scene), registers=emu.lock, standin=standin)
     bridge.task.reset(seed)
     ids = [s.servo_id for s in emu.servos]
     bridge.servos = [TwinServo(bridge.calibration.motors[j].id, bridge, i) for i, j in enumerate(JOINT_NAMES)

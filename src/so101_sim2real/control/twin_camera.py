@@ -30,6 +30,7 @@ from so101_sim2real.cameras import twin_socket
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.camera import close_renderer, offscreen_renderer
+from so101_sim2real.sim.camera_effects import picture_effects
 from so101_sim2real.spec import ObservationSpec
 
 if TYPE_CHECKING:
@@ -177,12 +178,19 @@ class _Renderer:
         self.renderer = offscreen_renderer(bridge.task.model, *size)
         self.options = mujoco.MjvOption()
         self.options.sitegroup[:] = 0  # the TCP and base markers are not in a real picture
+        self.effects = picture_effects(bridge.task.model, bridge.standin, size)
+        self._camera_id = bridge.task.model.camera(S.WRIST_CAMERA).id
 
     def render(self) -> tuple[np.ndarray, float]:
+        spin = np.zeros(6)
         with self.bridge.lock:
             self.renderer.update_scene(self.bridge.task.data, camera=S.WRIST_CAMERA, scene_option=self.options)
             t = float(self.bridge.task.data.time)
-        return self.renderer.render(), t
+            if self.effects is not None:
+                mujoco.mj_objectVelocity(self.bridge.task.model, self.bridge.task.data, mujoco.mjtObj.mjOBJ_CAMERA,
+                                         self._camera_id, spin, 1)
+        rgb = self.renderer.render()
+        return (rgb if self.effects is None else self.effects.apply(rgb, spin[:3])), t
 
     def close(self) -> None:
         close_renderer(self.renderer)

@@ -136,14 +136,22 @@ class StandInCamera:
         return getattr(self.inner, name)
 
 
-def standin_camera(camera: SimCamera, world: StandIn) -> SimCamera | StandInCamera:
-    """``camera`` through ``world``'s picture gaps (itself when the world has none)."""
-    model, cam = camera.model, camera.model.camera(camera.camera).id
-    height = camera.renderer.height
+def picture_effects(model: mujoco.MjModel, world: StandIn | None, size: tuple[int, int],
+                    camera: str = "wrist_cam") -> CameraEffects | None:
+    """``world``'s picture gaps for ``camera`` rendering at ``size`` (H, W); None when it has none."""
+    if world is None:
+        return None
+    cam = model.camera(camera).id
     intrinsic = model.cam_intrinsic
     if intrinsic is not None and model.cam_sensorsize[cam].any():  # explicit intrinsics: lengths on a sensor
         focal = float(intrinsic[cam][1] / model.cam_sensorsize[cam][1] * model.cam_resolution[cam][1])
     else:
-        focal = (height / 2) / float(np.tan(np.deg2rad(model.cam_fovy[cam]) / 2))
+        focal = (size[0] / 2) / float(np.tan(np.deg2rad(model.cam_fovy[cam]) / 2))
     effects = CameraEffects(world, focal)
-    return StandInCamera(camera, effects) if effects.active else camera
+    return effects if effects.active else None
+
+
+def standin_camera(camera: SimCamera, world: StandIn) -> SimCamera | StandInCamera:
+    """``camera`` through ``world``'s picture gaps (itself when the world has none)."""
+    effects = picture_effects(camera.model, world, (camera.renderer.height, camera.renderer.width), camera.camera)
+    return camera if effects is None else StandInCamera(camera, effects)

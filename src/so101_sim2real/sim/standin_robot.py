@@ -23,30 +23,62 @@ from so101_sim2real.sim.standin import StandIn, joint_array
 ARM_GAPS = ("joint_offsets", "backlash", "max_speed", "latency")
 
 
+class CommandPath:
+    """A command's way from the bus to the joints on a real arm: it arrives ``latency`` late, each
+    servo turns no faster than its top speed, and the gears' play is taken up before the joint
+    moves. :meth:`step` gives each physics step's actuator targets. A joint whose command is NaN
+    is limp: its servo follows the joint (no jump when torque comes back)."""
+
+    def __init__(self, world: StandIn, joints: int, with_latency: bool = True):
+        play, speed, latency = world.get("backlash"), world.get("max_speed"), world.get("latency")
+        self.play = joint_array(play.deg) if play else np.zeros(joints)
+        self.max_rate = np.deg2rad(speed.deg_s) if speed else np.inf  # rad/s
+        self.delay_s = latency.ms / 1000.0 if latency and with_latency else 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing in flight, the servos where the joints are (a new episode)."""
+        self._pending: deque[tuple[float, np.ndarray]] = deque()  # (when it reaches the servos, targets)
+        self._commanded: np.ndarray | None = None  # the targets the servos have now
+        self._goal: np.ndarray | None = None  # where each servo's speed limit lets it aim this step
+        self._horn: np.ndarray | None = None  # past the gears' play: what the joint is driven to
+
+    def send(self, now: float, targets: np.ndarray) -> None:
+        """Targets leave the controller at ``now`` (sim seconds)."""
+        self._pending.append((now + self.delay_s, np.asarray(targets, np.float64)))
+
+    def step(self, now: float, dt: float, position: np.ndarray) -> np.ndarray | None:
+        """The actuator targets for the physics step at ``now``; None before any command arrived."""
+        while self._pending and self._pending[0][0] <= now + 1e-9:
+            self._commanded = self._pending.popleft()[1]
+        if self._commanded is None:
+            return None  # nothing has arrived yet: the servos hold what they had
+        if self._goal is None or self._horn is None:  # the first command: the servos start at the joints
+            self._goal, self._horn = position.copy(), position.copy()
+        limp = np.isnan(self._commanded)
+        step = self.max_rate * dt
+        goal = self._goal + np.clip(np.nan_to_num(self._commanded - self._goal), -step, step)
+        # the play operator: the output moves only once the input has taken up half the play either way
+        horn = np.clip(self._horn, goal - self.play / 2, goal + self.play / 2)
+        self._goal, self._horn = np.where(limp, position, goal), np.where(limp, position, horn)
+        return self._horn
+
+
 class StandInRobot:
     """The twin's :class:`SimRobot` behind a stand-in's joint offsets, latency, top speed and backlash."""
 
     def __init__(self, inner: SimRobot, world: StandIn):
         self.inner = inner
-        offsets, play, speed, latency = (world.get(name) for name in ARM_GAPS)
+        offsets = world.get("joint_offsets")
         joints = len(inner.read().position)
         self.offset = joint_array(offsets.deg) if offsets else np.zeros(joints)
-        self.play = joint_array(play.deg) if play else np.zeros(joints)
-        self.max_rate = np.deg2rad(speed.deg_s) if speed else np.inf  # rad/s
-        self.delay_s = latency.ms / 1000.0 if latency else 0.0
-        self._reset_state()
-
-    def _reset_state(self) -> None:
-        self._pending: deque[tuple[float, np.ndarray]] = deque()  # (when it reaches the servos, targets)
-        self._commanded: np.ndarray | None = None  # the targets the servos have now
-        self._goal: np.ndarray | None = None  # where each servo's speed limit lets it aim this step
-        self._horn: np.ndarray | None = None  # past the gears' play: what the joint is driven to
-        self._time = self.inner.data.time
+        self.path = CommandPath(world, joints)
+        self._time = inner.data.time
 
     def _seen_reset(self) -> None:
         """The task reset the world (its time went back): no command from before it still travels."""
         if self.inner.data.time < self._time:
-            self._reset_state()
+            self.path.reset()
         self._time = self.inner.data.time
 
     def read(self) -> JointState:
@@ -56,32 +88,17 @@ class StandInRobot:
 
     def write(self, targets: np.ndarray) -> None:
         self._seen_reset()
-        self._pending.append((self.inner.data.time + self.delay_s, np.asarray(targets, np.float64) - self.offset))
+        self.path.send(self.inner.data.time, np.asarray(targets, np.float64) - self.offset)
 
     def advance(self, period_s: float) -> None:
         self._seen_reset()
         dt = self.inner.model.opt.timestep
         for _ in range(max(1, round(period_s / dt))):
-            self._step_command(dt)
+            targets = self.path.step(self.inner.data.time, dt, self.inner.read().position)
+            if targets is not None:
+                self.inner.write(targets)
             self.inner.advance(dt)
         self._time = self.inner.data.time
-
-    def _step_command(self, dt: float) -> None:
-        """One physics step of the command's way to the joint: arrive, ramp, take up the play."""
-        now = self.inner.data.time
-        while self._pending and self._pending[0][0] <= now + 1e-9:
-            self._commanded = self._pending.popleft()[1]
-        if self._commanded is None:
-            return  # nothing has arrived yet: the servos hold what they had
-        if self._goal is None:  # the first command: the servos start from where the joints are
-            self._goal = self.inner.read().position.copy()
-            self._horn = self._goal.copy()
-        step = self.max_rate * dt
-        self._goal = self._goal + np.clip(self._commanded - self._goal, -step, step)
-        assert self._horn is not None  # set with the goal
-        # the play operator: the output moves only once the input has taken up half the play either way
-        self._horn = np.clip(self._horn, self._goal - self.play / 2, self._goal + self.play / 2)
-        self.inner.write(self._horn)
 
     def __getattr__(self, name: str) -> Any:  # limits, torque, torque_enabled, close, model, data: the twin's
         return getattr(self.inner, name)
