@@ -24,6 +24,7 @@ from so101_sim2real.cli.models import models_app
 from so101_sim2real.cli.motors import motors_app
 from so101_sim2real.cli.perceive import perceive
 from so101_sim2real.cli.reward import reward_app
+from so101_sim2real.cli.seg import seg_app
 from so101_sim2real.errors import So101Error
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.add_typer(motors_app, name="motors")
 app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(models_app, name="models")
 app.add_typer(reward_app, name="reward")
+app.add_typer(seg_app, name="seg")
 app.add_typer(hilserl_app, name="hilserl")
 
 
