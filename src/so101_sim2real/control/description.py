@@ -240,8 +240,8 @@ def _check(d: RunDescription, source: str) -> None:
         raise So101Error(f"{n('perception')} {perception.kind}: unknown; choose {' or '.join(PERCEPTIONS)}")
     if d.standin is not None and d.real_port:
         raise So101Error(f"{n('standin')} builds its world on the sim twin: with {n('robot')} sim, or {n('port')} "
-                         f"emulator; an emulated arm on a pty carries it from its own side (so101 emulate --twin "
-                         f"--standin FILE)")
+                         f"emulator; an emulated arm on a pty carries it from its own side "
+                         f"('so101 emulate --twin --standin FILE')")
     if d.standin is not None and not d.scripted and perception.kind != "real":
         raise So101Error(f"{n('standin')}: a policy sees the stand-in through {n('perception')} real {n('seg_ckpt')} "
                          f"PATH (networks on its rendered RGB); the twin's own segmentation and depth would skip "
