@@ -72,15 +72,18 @@ def train(
     training, held = made.split(held_out, seed)
     typer.echo(f"{len(training)} training and {len(held)} held-out frames of the {world.summary()}", err=True)
     cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed)
-    steps = _Progress(None, "step")
-    net, report = train_segmentation(training, held, classes, cfg, init=start,
+    steps = _Progress(epochs, "epoch")
+
+    def scored(e: dict) -> None:
+        steps.advance(f"epoch {e['epoch']:>3}: loss {e['loss']:.3f}, held-out mIoU {e['miou']:.3f} "
+                      f"({e['seconds']:.0f} s)")
+
+    net, report = train_segmentation(training, held, classes, cfg, init=start, on_epoch=scored,
                                      on_step=lambda s, n, loss: steps.note(f"step {s}/{n} loss {loss:.3f}"))
     steps.close()
     report.source = f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}"
     path = save_checkpoint(out, net, report)
     picture = plot_training(report, plot or out.with_suffix(".png"))
-    for e in report.epochs:
-        typer.echo(f"epoch {e['epoch']:>3}: loss {e['loss']:.3f}, held-out mIoU {e['miou']:.3f} ({e['seconds']:.0f} s)")
     typer.echo(f"best epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
                + f"; mean {report.miou:.3f} (the user's own network: val IoU 0.81)")
     typer.echo(f"wrote {path} and {picture}")

@@ -118,9 +118,11 @@ def class_iou(net: SegmentationNet, frames: Labelled, classes: list[str], size: 
 
 def train_segmentation(train: Labelled, held_out: Labelled, classes: list[str], cfg: SegTrainConfig,
                        init: SegmentationNet | None = None,
-                       on_step: Callable[[int, int, float], None] | None = None) -> tuple[SegmentationNet, SegReport]:
+                       on_step: Callable[[int, int, float], None] | None = None,
+                       on_epoch: Callable[[dict], None] | None = None) -> tuple[SegmentationNet, SegReport]:
     """The network fitted to ``train`` (from ``init``'s weights, else a random start), the epoch
-    that scored best on ``held_out`` kept; ``on_step(step, steps, loss)`` after each step."""
+    that scored best on ``held_out`` kept; ``on_step(step, steps, loss)`` after each step,
+    ``on_epoch(row)`` after each epoch is scored."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = init if init is not None else SegmentationNet(len(classes))
@@ -151,6 +153,8 @@ def train_segmentation(train: Labelled, held_out: Labelled, classes: list[str], 
         miou = float(np.mean(list(iou.values()))) if iou else 0.0
         report.epochs.append({"epoch": epoch, "loss": float(np.mean(losses)), "miou": miou,
                               "seconds": time.perf_counter() - started})
+        if on_epoch:
+            on_epoch(report.epochs[-1])
         if best is None or miou > report.miou:
             best = {k: v.detach().clone() for k, v in net.state_dict().items()}
             report.best_epoch, report.miou, report.per_class_iou = epoch, miou, iou
