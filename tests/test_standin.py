@@ -56,7 +56,7 @@ def test_a_bad_file_is_refused_in_one_line(tmp_path):
     path.write_text("gaps:\n  cube: {size_m: [\n")
     with pytest.raises(So101Error, match="w.yaml"):
         load_standin(path)
-    with pytest.raises(So101Error, match="cannot read the stand-in world"):
+    with pytest.raises(So101Error, match="no such stand-in world"):
         load_standin(tmp_path / "missing.yaml")
 
 

@@ -3,7 +3,8 @@
 The loop is plain supervised learning, written out so it reads top to bottom:
 
 - each step draws a batch of frames at random scales (the short side 192-288 px), cut to
-  192 x 192 at random, and flipped left-right half the time;
+  192 x 192 at random (never flipped: the static finger is always on the same side of a
+  wrist camera's picture, and a flip would teach the fingers' classes by chance);
 - cross-entropy on the real class ids (``unlabeled`` ignored), AdamW, cosine decay;
 - the held-out frames are scored per class (IoU) after each epoch, and the best epoch's
   weights are kept.
@@ -77,7 +78,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _batch(frames: Labelled, rows: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames ``rows`` at random scales, cut to CROP x CROP, maybe flipped."""
+    """Frames ``rows`` at random scales, cut to CROP x CROP."""
     images, targets = [], []
     for i in rows:
         x = torch.from_numpy(frames.rgb[i]).permute(2, 0, 1)[None].float() / 255.0
@@ -89,8 +90,6 @@ def _batch(frames: Labelled, rows: np.ndarray, rng: np.random.Generator) -> tupl
         y = F.interpolate(y, size=size, mode="nearest")
         top, left = rng.integers(0, size[0] - CROP + 1), rng.integers(0, size[1] - CROP + 1)
         x, y = x[..., top:top + CROP, left:left + CROP], y[..., top:top + CROP, left:left + CROP]
-        if rng.random() < 0.5:
-            x, y = x.flip(-1), y.flip(-1)
         images.append(x)
         targets.append(y[:, 0].long())
     return _normalise(torch.cat(images)), torch.cat(targets)

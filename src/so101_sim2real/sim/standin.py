@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from so101_sim2real.errors import So101Error, did_you_mean
-from so101_sim2real.records import parse_yaml
-from so101_sim2real.spec import yaml_problem
+from so101_sim2real.records import read_yaml
 
 # ---------------------------------------------------------------------------- the gaps
 
@@ -265,14 +263,7 @@ def _plain(data: dict) -> dict:
 
 def load_standin(path: str | Path) -> StandIn:
     """A stand-in world from a YAML file, with one-line errors."""
-    path = Path(path)
-    try:
-        data = parse_yaml(path.read_text())
-    except OSError as exc:
-        raise So101Error(f"{path}: cannot read the stand-in world ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise So101Error(f"{path}: {yaml_problem(exc)}") from None
-    return standin_from_dict(data, str(path))
+    return standin_from_dict(read_yaml(path, "stand-in world"), str(path))
 
 
 def standin_from_dict(data: Any, source: str = "stand-in") -> StandIn:
