@@ -80,3 +80,22 @@ def test_bad_options_are_refused_in_one_line_before_rendering(capsys, tmp_path, 
     code, _, err = run_cli(capsys, "seg", "train", "--standin", WORLD, "--out", str(tmp_path / "s.ckpt"), *args)
     assert code == 2 and message in err and err.count("\n") <= 1
     assert not (tmp_path / "s.ckpt").exists()
+
+
+def test_a_real_arm_refuses_a_stand_ins_network_before_opening_anything(capsys, tmp_path, snapshot):
+    import torch
+
+    from so101_sim2real.perception import STANDIN_MARK
+    from so101_sim2real.perception.examples import marked_sources
+    from so101_sim2real.perception.seg_train import SegReport, save_checkpoint
+    from so101_sim2real.perception.segmentation import SegmentationNet
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "standin-seg.ckpt", SegmentationNet(6), SegReport(["x"] * 6))
+    own = save_checkpoint(tmp_path / "own-seg.ckpt", SegmentationNet(6), SegReport(["x"] * 6), standin=False)
+    assert marked_sources(ckpt, "depth", STANDIN_MARK) == [str(ckpt)] and marked_sources(own, "d", STANDIN_MARK) == []
+    (tmp_path / "ttyACM0").touch()  # stands for a USB adapter: the weights are refused before it is opened
+    code, _, err = run_cli(capsys, "infer", "--ckpt", str(snapshot), "--robot", "so101", "--port",
+                           str(tmp_path / "ttyACM0"), "--calibration", "twin", "--camera", "0", "--perception", "real",
+                           "--seg-ckpt", str(ckpt))
+    assert code == 2 and "fitted to a stand-in world's renders" in err and len(err.strip().splitlines()) == 1

@@ -109,9 +109,16 @@ def build_env(spec: Spec, d: RunDescription, with_camera: bool = True,
         calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
     models = d.models(threads)
     if d.real_port and not is_emulated(d.robot.port or ""):  # check_description: an arm has its @port
-        from so101_sim2real.perception.examples import example_sources, refuse_on_an_arm
+        from so101_sim2real.perception import STANDIN_MARK
+        from so101_sim2real.perception.examples import (
+            example_sources,
+            marked_sources,
+            refuse_on_an_arm,
+            refuse_standin_on_an_arm,
+        )
 
         refuse_on_an_arm(example_sources(models.seg_ckpt, models.depth_model))  # from the files, before they load
+        refuse_standin_on_an_arm(marked_sources(models.seg_ckpt, models.depth_model, STANDIN_MARK))
     camera = _open_arm_camera(spec, d, geometry) if d.real_port else None  # cheap, so before the networks
     try:
         make_perception = _perception_factory(spec, d, models)

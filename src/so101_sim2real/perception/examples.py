@@ -83,30 +83,42 @@ def check_out(folder: Path, force: bool) -> None:
 def example_sources(seg_ckpt: str | Path | None, depth_model: str | Path) -> list[str]:
     """Which of the two models are example weights, found without loading them: the depth folder's
     config, the segmentation checkpoint's pickle (the mark is one of its keys, stored as text)."""
-    return [str(source) for source, example in ((seg_ckpt, seg_ckpt is not None and _marked_checkpoint(seg_ckpt)),
-                                                (depth_model, is_example_folder(depth_model))) if example]
+    return marked_sources(seg_ckpt, depth_model, EXAMPLE_MARK)
 
 
-def _marked_checkpoint(path: str | Path) -> bool:
-    """A ``torch.save`` archive whose pickle holds the example mark (read as bytes, never unpickled)."""
+def marked_sources(seg_ckpt: str | Path | None, depth_model: str | Path, mark: str) -> list[str]:
+    """Which of the two models carry ``mark`` (example weights, or a stand-in's), without loading them."""
+    return [str(source) for source, marked in ((seg_ckpt, seg_ckpt is not None and _marked_checkpoint(seg_ckpt, mark)),
+                                               (depth_model, is_example_folder(depth_model, mark))) if marked]
+
+
+def _marked_checkpoint(path: str | Path, mark: str = EXAMPLE_MARK) -> bool:
+    """A ``torch.save`` archive whose pickle holds ``mark`` (read as bytes, never unpickled)."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(EXAMPLE_MARK.encode() in archive.read(name) for name in archive.namelist()
-                       if name.endswith("data.pkl"))
+            return any(mark.encode() in archive.read(name) for name in archive.namelist() if name.endswith("data.pkl"))
     except (OSError, zipfile.BadZipFile):
         return False
 
 
-def is_example_folder(folder: str | Path) -> bool:
-    """A model folder whose config.json carries the example mark."""
+def is_example_folder(folder: str | Path, mark: str = EXAMPLE_MARK) -> bool:
+    """A model folder whose config.json carries ``mark`` (by default the example mark)."""
     import json
 
     try:
-        return EXAMPLE_MARK in json.loads((Path(folder) / "config.json").read_text())
+        return mark in json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         return False
+
+
+def refuse_standin_on_an_arm(standins: list[str]) -> None:
+    """A real arm never runs on a stand-in's networks: they know its renders, not a camera."""
+    if standins:
+        raise So101Error(f"{', '.join(standins)}: fitted to a stand-in world's renders ('so101 seg train', 'so101 "
+                         f"depth fit'), not to your camera's pictures; a real arm needs your trained @seg_ckpt and a "
+                         f"real @depth_model")
 
 
 def refuse_on_an_arm(examples: list[str]) -> None:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from so101_sim2real.files import write_file
+from so101_sim2real.perception import STANDIN_MARK
 from so101_sim2real.perception.segmentation import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet
 
 CROP = 192
@@ -162,13 +163,16 @@ def train_segmentation(train: Labelled, held_out: Labelled, classes: list[str], 
     return net.eval(), report
 
 
-def save_checkpoint(path: str | Path, net: SegmentationNet, report: SegReport) -> Path:
+def save_checkpoint(path: str | Path, net: SegmentationNet, report: SegReport, standin: bool = True) -> Path:
     """A Lightning-layout ``.ckpt`` that :func:`~so101_sim2real.perception.segmentation.load_segmentation`
-    reads, with the training report beside the weights (written atomically)."""
-    payload = {"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
-               "hyper_parameters": {"num_classes": net.num_classes, "img_height": TRAINED_SIZE[0],
-                                    "img_width": TRAINED_SIZE[1]},
-               "so101_seg_train": asdict(report)}
+    reads, with the training report beside the weights (written atomically). ``standin``: fitted to
+    a stand-in's renders, marked so that a real arm refuses it."""
+    payload: dict = {"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+                     "hyper_parameters": {"num_classes": net.num_classes, "img_height": TRAINED_SIZE[0],
+                                          "img_width": TRAINED_SIZE[1]},
+                     "so101_seg_train": asdict(report)}
+    if standin:
+        payload[STANDIN_MARK] = "fitted to a stand-in world's renders: not for a real arm"
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return write_file(path, buffer.getvalue())
