@@ -17,6 +17,7 @@ from so101_sim2real.cli import PLAIN
 from so101_sim2real.cli.calibrate import calibrate_app
 from so101_sim2real.cli.checkpoint import convert, inspect
 from so101_sim2real.cli.compare_sim import register as register_compare_sim
+from so101_sim2real.cli.depth import depth_app
 from so101_sim2real.cli.emulate import register as register_emulate
 from so101_sim2real.cli.hilserl import hilserl_app
 from so101_sim2real.cli.infer import infer
@@ -47,6 +48,7 @@ app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(models_app, name="models")
 app.add_typer(reward_app, name="reward")
 app.add_typer(seg_app, name="seg")
+app.add_typer(depth_app, name="depth")
 app.add_typer(hilserl_app, name="hilserl")
 
 

@@ -31,20 +31,24 @@ SPIN_RAD_S = 1.0  # std of each arm joint's speed (the picture blurs as the wris
 
 @dataclass
 class LabelledFrames:
-    """RGB frames ``(N, H, W, 3)`` uint8 and their real class ids ``(N, H, W)`` uint8."""
+    """RGB frames ``(N, H, W, 3)`` uint8, their real class ids ``(N, H, W)`` uint8 and, where asked
+    for, their metric depth ``(N, H, W)`` float32."""
 
     rgb: np.ndarray
     labels: np.ndarray
+    depth_m: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rgb)
+
+    def _rows(self, rows: np.ndarray) -> LabelledFrames:
+        return LabelledFrames(self.rgb[rows], self.labels[rows], None if self.depth_m is None else self.depth_m[rows])
 
     def split(self, held_out: float, seed: int = 0) -> tuple[LabelledFrames, LabelledFrames]:
         """(training, held-out) frames, drawn at random."""
         order = np.random.default_rng(seed).permutation(len(self))
         cut = max(1, round(len(self) * held_out))
-        out, keep = order[:cut], order[cut:]
-        return LabelledFrames(self.rgb[keep], self.labels[keep]), LabelledFrames(self.rgb[out], self.labels[out])
+        return self._rows(order[cut:]), self._rows(order[:cut])
 
 
 def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
@@ -70,13 +74,14 @@ def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
 
 
 def standin_frames(spec: Spec, world: StandIn, count: int, seed: int = 0, per_world: int = 50,
-                   on_frame: Callable[[int], None] | None = None) -> LabelledFrames:
+                   on_frame: Callable[[int], None] | None = None, with_depth: bool = False) -> LabelledFrames:
     """``count`` labelled frames, ``per_world`` from each draw of ``world``'s randomisation (a
     draw rebuilds the scene: ~0.3 s); the first frames of a larger count are a smaller count's."""
     rng = np.random.default_rng(seed)
     height, width = spec.observation.source_size
     rgb = np.zeros((count, height, width, 3), np.uint8)
     labels = np.zeros((count, height, width), np.uint8)
+    depth = np.zeros((count, height, width), np.float32) if with_depth else None
     made = 0
     while made < count:
         drawn = randomised(world, rng)
@@ -87,12 +92,14 @@ def standin_frames(spec: Spec, world: StandIn, count: int, seed: int = 0, per_wo
                 _random_pose(task, rng)
                 rgb[made] = camera.read().rgb
                 labels[made] = camera.seg_ids() + 1  # real id = sim id + 1 (unlabeled first)
+                if depth is not None:
+                    depth[made] = camera.depth_m()
                 made += 1
                 if on_frame:
                     on_frame(made)
         finally:
             camera.close()
-    return LabelledFrames(rgb, labels)
+    return LabelledFrames(rgb, labels, depth)
 
 
 def _random_pose(task: LiftCubeTask, rng: np.random.Generator) -> None:
