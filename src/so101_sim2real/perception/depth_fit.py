@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -161,8 +162,9 @@ def save_depth(out: str | Path, net: torch.nn.Module, report: DepthReport) -> Pa
     import json
 
     def write(staging: Path) -> None:
-        setattr(net.config, STANDIN_MARK, "fitted to a stand-in world's disparity: not real depth")
-        net.save_pretrained(staging)
+        model = cast(Any, net)  # a transformers model: its config and save_pretrained
+        setattr(model.config, STANDIN_MARK, "fitted to a stand-in world's disparity: not real depth")
+        model.save_pretrained(staging)
         (staging / REPORT_FILE).write_text(json.dumps(asdict(report), indent=1))
 
     return write_folder(out, write, overwrite=True)
