@@ -11,13 +11,14 @@ from fixtures import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_loss_ignores_the_predictions_scale_and_shift_and_nothing_else():
-    from so101_sim2real.perception.depth_fit import normalised_disparity, scale_shift_mse
+def test_the_loss_ignores_the_predictions_scale_and_shift_but_not_its_sign():
+    from so101_sim2real.perception.depth_fit import normalised_disparity, scale_shift_loss
 
     target = normalised_disparity(np.random.default_rng(0).uniform(0.05, 1.0, (2, 48, 64)), (14, 28))
     assert float(target.min()) == 0.0 and float(target.max()) == pytest.approx(1.0)
-    assert float(scale_shift_mse(3.0 * target + 7.0, target)) < 1e-10  # relative disparity: any scale, any shift
-    assert float(scale_shift_mse(torch.flip(target, [-1]), target)) > 1e-3  # another picture is wrong
+    assert float(scale_shift_loss(3.0 * target + 7.0, target)) < 1e-5  # relative disparity: any scale, any shift
+    assert float(scale_shift_loss(torch.flip(target, [-1]), target)) > 0.1  # another picture is wrong
+    assert float(scale_shift_loss(1.0 - target, target)) > 1.0  # and so is the picture inverted (far bright)
     # near is bright: the nearer of two depths has the larger normalised disparity
     assert float(normalised_disparity(np.array([[[0.1, 0.5]]]), (1, 2))[0, 0, 0]) == 1.0
 

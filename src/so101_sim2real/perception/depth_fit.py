@@ -14,8 +14,8 @@ The loop, top to bottom:
   it);
 - targets: the twin's disparity 1 / (depth + epsilon), min-max normalised per frame, as
   ``finish_frame`` normalises the observation;
-- the loss: mean squared error after the prediction's own scale and shift are solved for
-  (MiDaS's scale-and-shift-invariant loss: the network's disparity is relative);
+- the loss: MiDaS's scale-and-shift-invariant loss (each map less its median, over its mean
+  absolute deviation; the network's disparity is relative, but near stays bright);
 - AdamW with cosine decay;
 - each epoch, the held-out frames scored by the rank correlation (Spearman) and by the
   median error in 8-bit levels after both are min-max normalised; the best epoch is kept.
@@ -75,13 +75,17 @@ def normalised_disparity(depth_m: np.ndarray, size: tuple[int, int]) -> torch.Te
     return (disparity - low) / (high - low).clamp_min(1e-6)
 
 
-def scale_shift_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE after each prediction's best scale and shift onto its target (least squares, per frame)."""
-    p, t = prediction.flatten(1), target.flatten(1)
-    p_mean, t_mean = p.mean(1, keepdim=True), t.mean(1, keepdim=True)
-    spread = ((p - p_mean) ** 2).sum(1, keepdim=True).clamp_min(1e-8)
-    scale = ((p - p_mean) * (t - t_mean)).sum(1, keepdim=True) / spread
-    return F.mse_loss(scale * (p - p_mean) + t_mean, t)
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    """Each row less its median, over its mean absolute deviation: free of scale and shift, not of sign."""
+    centred = x - x.median(1, keepdim=True).values
+    return centred / centred.abs().mean(1, keepdim=True).clamp_min(1e-6)
+
+
+def scale_shift_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MiDaS's scale-and-shift-invariant loss: the mean absolute difference of the two, each
+    standardised per frame. A positive scale only: near must stay bright (a least-squares fit
+    would let the network learn the picture upside down, inverted disparity at a negative scale)."""
+    return (_standardised(prediction.flatten(1)) - _standardised(target.flatten(1))).abs().mean()
 
 
 def _inputs(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -134,7 +138,7 @@ def fit_depth(train_rgb: np.ndarray, train_depth: np.ndarray, held_rgb: np.ndarr
         order = rng.permutation(len(train_rgb))
         for first in range(0, steps_per_epoch * cfg.batch_size, cfg.batch_size):
             rows = order[first:first + cfg.batch_size]
-            loss = scale_shift_mse(net(pixel_values=_inputs(train_rgb[rows], size)).predicted_depth, targets[rows])
+            loss = scale_shift_loss(net(pixel_values=_inputs(train_rgb[rows], size)).predicted_depth, targets[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
