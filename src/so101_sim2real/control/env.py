@@ -239,7 +239,8 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
         robot = StandInRobot(cast(SimRobot, robot), standin)
     if any(perturbation.joint_offset_deg):
         robot = OffsetRobot(robot, np.deg2rad(perturbation.joint_offset_deg))
-    live = task.data if spec.action.ik.pose_from == "live_physics" else None
+    # the stand-in is an arm: the pose comes from FK of its measured joints (its calibration error in them)
+    live = task.data if spec.action.ik.pose_from == "live_physics" and standin is None else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception: Perception | None = None
