@@ -34,7 +34,7 @@ def fit(
     held_out: Annotated[float, typer.Option("--held-out", help="Share of the frames kept out, to score it.")] = 0.2,
     epochs: Annotated[int, typer.Option("--epochs")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW's learning rate (cosine decay to 0).")] = 3e-4,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW's learning rate (cosine decay to 0).")] = 1e-4,
     init: Annotated[Optional[str], typer.Option("--init", help="Start from this Depth Anything folder or cached hub "
                                                                "id instead of random weights.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,

@@ -48,7 +48,7 @@ class DepthFitConfig:
 
     epochs: int = 8
     batch_size: int = 8
-    lr: float = 3e-4
+    lr: float = 1e-4
     side: int = 140  # the fast profile's depth input
     seed: int = 0
 
@@ -123,7 +123,16 @@ def fit_depth(train_rgb: np.ndarray, train_depth: np.ndarray, held_rgb: np.ndarr
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = init if init is not None else DepthAnythingForDepthEstimation(small_config())
+    net: torch.nn.Module
+    if init is None:
+        fresh = DepthAnythingForDepthEstimation(small_config())
+        # the head ends in a ReLU: started below zero everywhere, its output is a constant 0 with no
+        # gradient, and a fit from random weights stalls there (a loss stuck at 1.0); start it above
+        with torch.no_grad():
+            fresh.head.conv3.bias.fill_(1.0)
+        net = fresh
+    else:
+        net = init
     size = input_size(train_rgb.shape[1], train_rgb.shape[2], cfg.side)
     targets = normalised_disparity(train_depth, size)
     steps_per_epoch = max(1, len(train_rgb) // cfg.batch_size)
