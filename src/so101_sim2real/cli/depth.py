@@ -13,6 +13,7 @@ import typer
 
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.cli.progress import _Progress
+from so101_sim2real.cli.seg import check_fit_options, rendered_frames
 from so101_sim2real.errors import So101Error
 
 depth_app = typer.Typer(
@@ -49,26 +50,14 @@ def fit(
     from so101_sim2real.perception.depth import load_depth
     from so101_sim2real.perception.depth_fit import DepthFitConfig, fit_depth, save_depth
     from so101_sim2real.sim.standin import load_standin
-    from so101_sim2real.sim.standin_frames import standin_frames
-    from so101_sim2real.spec import default_spec
 
-    if frames < 5 or not 0 < held_out < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
-        raise So101Error("--frames at least 5, --held-out in (0, 1), --epochs, --batch-size at least 1, --lr "
-                         "positive")
+    check_fit_options(frames, held_out, epochs, batch_size, lr)
     if out.is_file():
         raise So101Error(f"--out {out}: a file; name a folder for the model")
     world = load_standin(standin)
     start = load_depth(init).net.train() if init else None  # a bad source fails before the renders
-    rendering = _Progress(frames, "frame")
-
-    def rendered(_count: int) -> None:
-        rendering.bar.update(1)
-
-    made = standin_frames(default_spec(), world, frames, seed=seed, on_frame=rendered, with_depth=True)
-    rendering.close()
-    training, held = made.split(held_out, seed)
+    training, held = rendered_frames(world, frames, held_out, seed, with_depth=True)
     assert training.depth_m is not None and held.depth_m is not None  # rendered with_depth
-    typer.echo(f"{len(training)} training and {len(held)} held-out frames of the {world.summary()}", err=True)
     steps = _Progress(epochs, "epoch")
 
     def scored(e: dict) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.cli.progress import _Progress
 from so101_sim2real.errors import So101Error
+
+if TYPE_CHECKING:
+    from so101_sim2real.sim.standin import StandIn
+    from so101_sim2real.sim.standin_frames import LabelledFrames
 
 seg_app = typer.Typer(
     help="The segmentation network (EfficientViT-B0 + FPN, the user's architecture): fit it to labelled frames "
@@ -50,27 +54,15 @@ def train(
     from so101_sim2real.perception.seg_train import SegTrainConfig, plot_training, save_checkpoint, train_segmentation
     from so101_sim2real.perception.segmentation import load_segmentation
     from so101_sim2real.sim.standin import load_standin
-    from so101_sim2real.sim.standin_frames import standin_frames
     from so101_sim2real.spec import default_spec
 
-    if frames < 5 or not 0 < held_out < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
-        raise So101Error("--frames at least 5, --held-out in (0, 1), --epochs, --batch-size at least 1, --lr "
-                         "positive")
+    check_fit_options(frames, held_out, epochs, batch_size, lr)
     if out.is_dir():
         raise So101Error(f"--out {out}: a folder; name the checkpoint file (e.g. {out / 'seg.ckpt'})")
     world = load_standin(standin)
     start = load_segmentation(init).net.train() if init else None  # a bad file fails before the renders
-    spec = default_spec()
-    classes = list(spec.observation.segmentation.real_classes)
-    rendering = _Progress(frames, "frame")
-
-    def rendered(_count: int) -> None:
-        rendering.bar.update(1)
-
-    made = standin_frames(spec, world, frames, seed=seed, on_frame=rendered)
-    rendering.close()
-    training, held = made.split(held_out, seed)
-    typer.echo(f"{len(training)} training and {len(held)} held-out frames of the {world.summary()}", err=True)
+    classes = list(default_spec().observation.segmentation.real_classes)
+    training, held = rendered_frames(world, frames, held_out, seed)
     cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed)
     steps = _Progress(epochs, "epoch")
 
@@ -89,3 +81,28 @@ def train(
     typer.echo(f"wrote {path} and {picture}")
     if as_json:
         typer.echo(json.dumps(asdict(report)))
+
+
+def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int, lr: float) -> None:
+    """What fitting a network to rendered frames needs of its options, refused in one line."""
+    if frames < 5 or not 0 < held_out < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
+        raise So101Error("--frames at least 5, --held-out in (0, 1), --epochs, --batch-size at least 1, --lr "
+                         "positive")
+
+
+def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, with_depth: bool = False
+                    ) -> tuple[LabelledFrames, LabelledFrames]:
+    """The stand-in's labelled renders (a bar while they render), split into training and held-out."""
+    from so101_sim2real.sim.standin_frames import standin_frames
+    from so101_sim2real.spec import default_spec
+
+    rendering = _Progress(frames, "frame")
+
+    def rendered(_count: int) -> None:
+        rendering.bar.update(1)
+
+    made = standin_frames(default_spec(), world, frames, seed=seed, on_frame=rendered, with_depth=with_depth)
+    rendering.close()
+    training, held = made.split(held_out, seed)
+    typer.echo(f"{len(training)} training and {len(held)} held-out frames of the {world.summary()}", err=True)
+    return training, held
