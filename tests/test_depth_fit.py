@@ -41,3 +41,13 @@ def test_the_command_writes_a_marked_folder_the_loader_reads(capsys, tmp_path):
     code, _, err = run_cli(capsys, "depth", "fit", "--standin", str(ROOT / "configs" / "standin.yaml"), "--out",
                            str(tmp_path / "d"), "--frames", "3")
     assert code == 2 and "--frames at least 5" in err
+
+
+def test_a_constant_map_ranks_nothing_and_ties_share_their_rank():
+    from so101_sim2real.perception.depth_fit import spearman
+
+    truth = np.linspace(0.0, 1.0, 100)
+    assert spearman(np.zeros(100), truth) == 0.0  # a dead head: ties broken by pixel order would score ~1
+    assert spearman(truth**3, truth) == pytest.approx(1.0) and spearman(-truth, truth) == pytest.approx(-1.0)
+    steps = np.repeat([0.0, 1.0], 50)  # two plateaus: ties averaged, the correlation is the steps' own
+    assert 0.8 < spearman(steps, truth) < 0.9

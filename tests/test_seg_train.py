@@ -99,3 +99,9 @@ def test_a_real_arm_refuses_a_stand_ins_network_before_opening_anything(capsys, 
                            str(tmp_path / "ttyACM0"), "--calibration", "twin", "--camera", "0", "--perception", "real",
                            "--seg-ckpt", str(ckpt))
     assert code == 2 and "fitted to a stand-in world's renders" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "seg", "train", "--standin", WORLD, "--out", str(tmp_path / "s.ckpt"), "--frames",
+                           "5", "--held-out", "0.95")
+    assert code == 2 and "leaves none to train on" in err

@@ -291,3 +291,20 @@ def test_the_emulated_arm_runs_the_stand_in_through_the_real_driver(capsys):
     assert "the stand-in world (18 gaps" in out and "control period 100 ms" in out
     code, _, err = run_cli(capsys, "emulate", "--standin", str(ROOT / "configs" / "standin.yaml"))
     assert code == 2 and "--standin: only with --twin" in err
+
+
+def test_the_truth_channels_go_through_the_lens_with_the_picture(envs):
+    """Labels must be the pixels' the frame shows: a lens moves the corners by ~18 px here."""
+    from so101_sim2real.sim.camera_effects import distort
+    from so101_sim2real.sim.standin_frames import randomised
+
+    env = envs(default_standin().alone("lens_distortion"), True)
+    env.reset(3)
+    camera = env.perception.camera
+    lens = camera.effects.world.get("lens_distortion")
+    ideal = camera.inner.seg_ids()
+    seen = camera.seg_ids()
+    assert np.array_equal(seen, distort(ideal, camera.effects.focal_px, lens.coefficients, nearest=True))
+    assert not np.array_equal(seen, ideal) and set(np.unique(seen)) <= set(np.unique(ideal))  # moved, not blended
+    drawn = [randomised(default_standin(), np.random.default_rng(s)) for s in range(20)]
+    assert all(1.012 <= w.get("intrinsics").focal_scale <= 1.028 for w in drawn)  # a factor varies around 1

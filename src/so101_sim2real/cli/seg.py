@@ -62,6 +62,9 @@ def train(
     world = load_standin(standin)
     start = load_segmentation(init).net.train() if init else None  # a bad file fails before the renders
     classes = list(default_spec().observation.segmentation.real_classes)
+    if start is not None and start.num_classes != len(classes):
+        raise So101Error(f"--init {init}: {start.num_classes} classes; the spec's real class table has "
+                         f"{len(classes)} ({', '.join(classes)})")
     training, held = rendered_frames(world, frames, held_out, seed)
     cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed)
     steps = _Progress(epochs, "epoch")
@@ -88,6 +91,8 @@ def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int
     if frames < 5 or not 0 < held_out < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
         raise So101Error("--frames at least 5, --held-out in (0, 1), --epochs, --batch-size at least 1, --lr "
                          "positive")
+    if frames - max(1, round(frames * held_out)) < 1:
+        raise So101Error(f"--held-out {held_out} of {frames} frames leaves none to train on")
 
 
 def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, with_depth: bool = False

@@ -92,10 +92,15 @@ def _inputs(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return torch.cat([to_tensor(frame, size, torch.device("cpu"), "bicubic") for frame in rgb])
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    ranks = np.empty(x.size)
-    ranks[np.argsort(x, kind="stable")] = np.arange(x.size)
-    return ranks
+def spearman(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Rank correlation with tied values sharing their average rank; 0 for a constant map (a
+    dead head ranks nothing: ties broken by pixel order would score it near 1)."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(predicted) == 0 or np.ptp(truth) == 0:
+        return 0.0
+    rho = float(spearmanr(predicted, truth).statistic)
+    return rho if np.isfinite(rho) else 0.0
 
 
 @torch.inference_mode()
@@ -107,7 +112,7 @@ def score(net: torch.nn.Module, rgb: np.ndarray, depth_m: np.ndarray, side: int)
     for i in range(len(rgb)):
         predicted = net(pixel_values=_inputs(rgb[i:i + 1], size)).predicted_depth[0].numpy().ravel()
         truth = normalised_disparity(depth_m[i:i + 1], size)[0].numpy().ravel()
-        rhos.append(float(np.corrcoef(_ranks(predicted), _ranks(truth))[0, 1]))
+        rhos.append(spearman(predicted, truth))
         span = max(float(predicted.max() - predicted.min()), 1e-6)
         errors.append(float(np.median(np.abs((predicted - predicted.min()) / span - truth))) * 255)
     return float(np.median(rhos)), float(np.median(errors))

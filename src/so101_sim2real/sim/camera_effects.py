@@ -67,10 +67,13 @@ def _distortion_maps(size: tuple[int, int], focal_px: float, coefficients: tuple
     return ideal[..., 0].astype(np.float32), ideal[..., 1].astype(np.float32)
 
 
-def distort(rgb: np.ndarray, focal_px: float, coefficients: tuple[float, ...]) -> np.ndarray:
-    """The ideal pinhole image seen through a lens with OpenCV's pinhole distortion ``coefficients``."""
-    map_x, map_y = _distortion_maps(rgb.shape[:2], float(focal_px), tuple(coefficients))
-    return cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def distort(image: np.ndarray, focal_px: float, coefficients: tuple[float, ...], nearest: bool = False
+            ) -> np.ndarray:
+    """The ideal pinhole image seen through a lens with OpenCV's pinhole distortion ``coefficients``;
+    ``nearest`` for maps whose values must not blend (class ids, depth across an edge)."""
+    map_x, map_y = _distortion_maps(image.shape[:2], float(focal_px), tuple(coefficients))
+    mode = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.remap(image, map_x, map_y, mode, borderMode=cv2.BORDER_REPLICATE)
 
 
 def motion_blur(rgb: np.ndarray, focal_px: float, angular_velocity: np.ndarray, exposure_s: float) -> np.ndarray:
@@ -115,8 +118,9 @@ def compress(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 class StandInCamera:
     """A twin camera whose RGB frames go through a stand-in's picture gaps. Its privileged
-    channels (rendered classes and depth) stay the render's: they are the truth the stand-in's
-    perception is measured against, never what its policy sees."""
+    channels (rendered classes and depth) are the truth the stand-in's perception is measured
+    against, never what its policy sees: they go through the lens too (so each pixel's label
+    is that pixel's), and nothing else of the picture's gaps."""
 
     def __init__(self, inner: SimCamera, effects: CameraEffects):
         self.inner, self.effects = inner, effects
@@ -132,7 +136,19 @@ class StandInCamera:
         frame = self.inner.read()
         return replace(frame, rgb=self.effects.apply(frame.rgb, self._angular_velocity()))
 
-    def __getattr__(self, name: str) -> Any:  # seg_ids, depth_m, close, model, data: the render's
+    def _through_lens(self, image: np.ndarray) -> np.ndarray:
+        lens = self.effects.world.get("lens_distortion")
+        return image if lens is None else distort(image, self.effects.focal_px, lens.coefficients, nearest=True)
+
+    def seg_ids(self) -> np.ndarray:
+        """Sim class ids ``(H, W)`` of the pixels the frame shows."""
+        return self._through_lens(self.inner.seg_ids())
+
+    def depth_m(self) -> np.ndarray:
+        """Metric depth ``(H, W)`` of the pixels the frame shows."""
+        return self._through_lens(self.inner.depth_m())
+
+    def __getattr__(self, name: str) -> Any:  # close, model, data, renderer: the render's
         return getattr(self.inner, name)
 
 
@@ -144,7 +160,7 @@ def picture_effects(model: mujoco.MjModel, world: StandIn | None, size: tuple[in
     cam = model.camera(camera).id
     intrinsic = model.cam_intrinsic
     if intrinsic is not None and model.cam_sensorsize[cam].any():  # explicit intrinsics: lengths on a sensor
-        focal = float(intrinsic[cam][1] / model.cam_sensorsize[cam][1] * model.cam_resolution[cam][1])
+        focal = float(intrinsic[cam][1] / model.cam_sensorsize[cam][1] * size[0])
     else:
         focal = (size[0] / 2) / float(np.tan(np.deg2rad(model.cam_fovy[cam]) / 2))
     effects = CameraEffects(world, focal)

@@ -27,6 +27,8 @@ from so101_sim2real.spec import Spec
 
 POSE_JITTER_RAD = 0.3  # arm joints around the task's start pose
 SPIN_RAD_S = 1.0  # std of each arm joint's speed (the picture blurs as the wrist turns)
+# amounts that multiply the twin's (1: no gap): drawn by their distance from 1
+FACTORS = ("focal_scale", "white_balance", "scale", "gain", "stiffness_scale", "damping_scale")
 
 
 @dataclass
@@ -52,8 +54,9 @@ class LabelledFrames:
 
 
 def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
-    """``world`` with each gap's amounts drawn around its own: scales x0.6-1.4, colours +-0.15,
-    the light from anywhere around; whole numbers (JPEG quality) +-20."""
+    """``world`` with each gap's amounts drawn around its own: amounts x0.6-1.4 (factors, whose
+    no-gap value is 1, by their distance from 1: a focal scale of 1.02 stays within 1.012-1.028),
+    colours +-0.15, the light from anywhere around; whole numbers (JPEG quality) +-20."""
     def draw(name: str, value):  # noqa: ANN001, ANN202 - one amount: a number or a tuple of them
         if isinstance(value, tuple):
             return tuple(draw(name, v) for v in value)
@@ -63,6 +66,8 @@ def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
             return float(np.clip(value + rng.uniform(-0.15, 0.15), 0.0, 1.0))
         if name == "azimuth_deg":
             return float(rng.uniform(0.0, 360.0))
+        if name in FACTORS:
+            return float(1.0 + (value - 1.0) * rng.uniform(0.6, 1.4))
         drawn = value * rng.uniform(0.6, 1.4)
         return float(min(drawn, 1.0)) if name in ("intensity", "ambient", "table_grain", "cube_specular") else drawn
 

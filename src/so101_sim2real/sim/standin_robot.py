@@ -45,7 +45,7 @@ class CommandPath:
 
     def send(self, now: float, targets: np.ndarray) -> None:
         """Targets leave the controller at ``now`` (sim seconds)."""
-        self._pending.append((now + self.delay_s, np.asarray(targets, np.float64)))
+        self._pending.append((now + self.delay_s, np.array(targets, np.float64)))  # a copy: the caller's array moves on
 
     def step(self, now: float, dt: float, position: np.ndarray) -> np.ndarray | None:
         """The actuator targets for the physics step at ``now``; None before any command arrived."""
