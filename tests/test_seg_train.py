@@ -51,6 +51,10 @@ def test_training_fits_the_network_to_the_labels(frames):
     assert report.epochs[-1]["loss"] < report.epochs[0]["loss"]
     assert report.per_class_iou["table"] > 0.7 and report.miou > np.mean(list(before.values()))
     assert report.miou == max(e["miou"] for e in report.epochs)  # the best epoch is the one kept
+    first = report.epochs[0]["miou"]
+    _, near = train_segmentation(frames, frames, classes, SegTrainConfig(epochs=4, batch_size=6, lr=3e-3,
+                                                                          target_miou=first))
+    assert near.best_epoch == 1 and near.miou == pytest.approx(first)  # the epoch nearest the target, not the best
     assert class_iou(net, frames, classes) == pytest.approx(report.per_class_iou)
 
 

@@ -42,6 +42,10 @@ def train(
                                                                 "instead of random weights.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="The training curve and per-class IoU (default: "
                                                                 "OUT with .png).")] = None,
+    target_miou: Annotated[Optional[float], typer.Option("--target-miou", help="Keep the epoch whose held-out mean "
+                                                                         "IoU is nearest this (e.g. 0.81, your "
+                                                                         "network's), not the best: a stand-in's "
+                                                                         "network should err as yours does.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
 ) -> None:
@@ -66,7 +70,9 @@ def train(
         raise So101Error(f"--init {init}: {start.num_classes} classes; the spec's real class table has "
                          f"{len(classes)} ({', '.join(classes)})")
     training, held = rendered_frames(world, frames, held_out, seed)
-    cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed)
+    if target_miou is not None and not 0 < target_miou < 1:
+        raise So101Error(f"--target-miou {target_miou}: a mean IoU between 0 and 1")
+    cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed, target_miou=target_miou)
     steps = _Progress(epochs, "epoch")
 
     def scored(e: dict) -> None:
@@ -79,8 +85,9 @@ def train(
     report.source = f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}"
     path = save_checkpoint(out, net, report)
     picture = plot_training(report, plot or out.with_suffix(".png"))
-    typer.echo(f"best epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
-               + f"; mean {report.miou:.3f} (the user's own network: val IoU 0.81)")
+    typer.echo(f"kept epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
+               + f"; mean {report.miou:.3f} (the user's own network: val IoU 0.81"
+               + ("" if target_miou is None else f"; the epoch nearest {target_miou:g} kept") + ")")
     typer.echo(f"wrote {path} and {picture}")
     if as_json:
         typer.echo(json.dumps(asdict(report)))
