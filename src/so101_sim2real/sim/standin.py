@@ -272,7 +272,8 @@ def standin_from_dict(data: Any, source: str = "stand-in") -> StandIn:
         raise So101Error(f"{source}: expected a mapping with 'gaps' (and 'seed'), got {data!r}")
     for key in data:
         if key not in ("seed", "gaps"):
-            raise So101Error(f"{source}: {key}: unknown{did_you_mean(str(key), ['seed', 'gaps'])}")
+            raise So101Error(f"{source}: {key}: unknown{did_you_mean(str(key), ['seed', 'gaps'])} (a stand-in world "
+                             f"has 'seed' and 'gaps'; a perturbed twin's file goes to @perturb)")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise So101Error(f"{source}: seed: expected a whole number, got {seed!r}")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from so101_sim2real.interfaces import JointState
+from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.robot import SimRobot
 from so101_sim2real.sim.standin import StandIn, joint_array
 
@@ -74,6 +75,8 @@ class StandInRobot:
         self.offset = joint_array(offsets.deg) if offsets else np.zeros(joints)
         self.path = CommandPath(world, joints)
         self._time = inner.data.time
+        model = inner.model
+        self._qpos = np.array([model.jnt_qposadr[model.joint(j).id] for j in S.JOINTS])  # read every physics step
 
     def _seen_reset(self) -> None:
         """The task reset the world (its time went back): no command from before it still travels."""
@@ -94,7 +97,7 @@ class StandInRobot:
         self._seen_reset()
         dt = self.inner.model.opt.timestep
         for _ in range(max(1, round(period_s / dt))):
-            targets = self.path.step(self.inner.data.time, dt, self.inner.read().position)
+            targets = self.path.step(self.inner.data.time, dt, self.inner.data.qpos[self._qpos])
             if targets is not None:
                 self.inner.write(targets)
             self.inner.advance(dt)
