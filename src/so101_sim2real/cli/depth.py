@@ -13,7 +13,7 @@ import typer
 
 from so101_sim2real.cli import PLAIN
 from so101_sim2real.cli.progress import _Progress
-from so101_sim2real.cli.seg import check_fit_options, rendered_frames
+from so101_sim2real.cli.seg import GAP_SHARE, check_fit_options, rendered_frames, source
 from so101_sim2real.errors import So101Error
 
 depth_app = typer.Typer(
@@ -38,6 +38,10 @@ def fit(
     lr: Annotated[float, typer.Option("--lr", help="AdamW's learning rate (cosine decay to 0).")] = 1e-4,
     init: Annotated[Optional[str], typer.Option("--init", help="Start from this Depth Anything folder or cached hub "
                                                                "id instead of random weights.")] = None,
+    gap_share: Annotated[float, typer.Option("--gap-share", help="Each draw of the world keeps each gap with this "
+                                                                 "probability, so the network also reads the twin's "
+                                                                 "own look and every gap alone (1: every frame has "
+                                                                 "every gap).")] = GAP_SHARE,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
 ) -> None:
@@ -51,12 +55,12 @@ def fit(
     from so101_sim2real.perception.depth_fit import DepthFitConfig, fit_depth, save_depth
     from so101_sim2real.sim.standin import load_standin
 
-    check_fit_options(frames, held_out, epochs, batch_size, lr)
+    check_fit_options(frames, held_out, epochs, batch_size, lr, gap_share)
     if out.is_file():
         raise So101Error(f"--out {out}: a file; name a folder for the model")
     world = load_standin(standin)
     start = load_depth(init).net.train() if init else None  # a bad source fails before the renders
-    training, held = rendered_frames(world, frames, held_out, seed, with_depth=True)
+    training, held = rendered_frames(world, frames, held_out, seed, with_depth=True, gap_share=gap_share)
     assert training.depth_m is not None and held.depth_m is not None  # rendered with_depth
     steps = _Progress(epochs, "epoch")
 
@@ -68,7 +72,7 @@ def fit(
                             DepthFitConfig(epochs, batch_size, lr, seed=seed), init=start, on_epoch=scored,
                             on_step=lambda s, n, loss: steps.note(f"step {s}/{n} loss {loss:.4f}"))
     steps.close()
-    report.source = f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}"
+    report.source = source(standin, frames, seed, gap_share)
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a bar for one shard says nothing

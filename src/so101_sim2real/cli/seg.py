@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from so101_sim2real.sim.standin import StandIn
     from so101_sim2real.sim.standin_frames import LabelledFrames
 
+# Half the draws carry a gap: a network that has seen the twin's own look beside each gap reads every
+# world between the twin and the stand-in (one that only saw the wooden table calls the twin's floor background).
+GAP_SHARE = 0.5
+
 seg_app = typer.Typer(
     help="The segmentation network (EfficientViT-B0 + FPN, the user's architecture): fit it to labelled frames "
          "(train).",
@@ -46,6 +50,10 @@ def train(
                                                                          "IoU is nearest this (e.g. 0.81, your "
                                                                          "network's), not the best: a stand-in's "
                                                                          "network should err as yours does.")] = None,
+    gap_share: Annotated[float, typer.Option("--gap-share", help="Each draw of the world keeps each gap with this "
+                                                                 "probability, so the network also reads the twin's "
+                                                                 "own look and every gap alone (1: every frame has "
+                                                                 "every gap).")] = GAP_SHARE,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
 ) -> None:
@@ -60,7 +68,7 @@ def train(
     from so101_sim2real.sim.standin import load_standin
     from so101_sim2real.spec import default_spec
 
-    check_fit_options(frames, held_out, epochs, batch_size, lr)
+    check_fit_options(frames, held_out, epochs, batch_size, lr, gap_share)
     if out.is_dir():
         raise So101Error(f"--out {out}: a folder; name the checkpoint file (e.g. {out / 'seg.ckpt'})")
     world = load_standin(standin)
@@ -69,7 +77,7 @@ def train(
     if start is not None and start.num_classes != len(classes):
         raise So101Error(f"--init {init}: {start.num_classes} classes; the spec's real class table has "
                          f"{len(classes)} ({', '.join(classes)})")
-    training, held = rendered_frames(world, frames, held_out, seed)
+    training, held = rendered_frames(world, frames, held_out, seed, gap_share=gap_share)
     if target_miou is not None and not 0 < target_miou < 1:
         raise So101Error(f"--target-miou {target_miou}: a mean IoU between 0 and 1")
     cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed, target_miou=target_miou)
@@ -82,7 +90,7 @@ def train(
     net, report = train_segmentation(training, held, classes, cfg, init=start, on_epoch=scored,
                                      on_step=lambda s, n, loss: steps.note(f"step {s}/{n} loss {loss:.3f}"))
     steps.close()
-    report.source = f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}"
+    report.source = source(standin, frames, seed, gap_share)
     path = save_checkpoint(out, net, report)
     picture = plot_training(report, plot or out.with_suffix(".png"))
     typer.echo(f"kept epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
@@ -93,17 +101,26 @@ def train(
         typer.echo(json.dumps(asdict(report)))
 
 
-def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int, lr: float) -> None:
+def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int, lr: float,
+                      gap_share: float = 1.0) -> None:
     """What fitting a network to rendered frames needs of its options, refused in one line."""
     if frames < 5 or not 0 < held_out < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
         raise So101Error("--frames at least 5, --held-out in (0, 1), --epochs, --batch-size at least 1, --lr "
                          "positive")
+    if not 0 < gap_share <= 1:
+        raise So101Error(f"--gap-share {gap_share}: a probability above 0, at most 1")
     if frames - max(1, round(frames * held_out)) < 1:
         raise So101Error(f"--held-out {held_out} of {frames} frames leaves none to train on")
 
 
-def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, with_depth: bool = False
-                    ) -> tuple[LabelledFrames, LabelledFrames]:
+def source(standin: Path, frames: int, seed: int, gap_share: float) -> str:
+    """Where a stand-in's network learned, as its report says it."""
+    return (f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}, each gap in "
+            f"{gap_share:.0%} of the draws")
+
+
+def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, with_depth: bool = False,
+                    gap_share: float = 1.0) -> tuple[LabelledFrames, LabelledFrames]:
     """The stand-in's labelled renders (a bar while they render), split into training and held-out."""
     from so101_sim2real.sim.standin_frames import standin_frames
     from so101_sim2real.spec import default_spec
@@ -113,7 +130,8 @@ def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, wit
     def rendered(_count: int) -> None:
         rendering.bar.update(1)
 
-    made = standin_frames(default_spec(), world, frames, seed=seed, on_frame=rendered, with_depth=with_depth)
+    made = standin_frames(default_spec(), world, frames, seed=seed, on_frame=rendered, with_depth=with_depth,
+                          keep=gap_share)
     rendering.close()
     training, held = made.split(held_out, seed)
     typer.echo(f"{len(training)} training and {len(held)} held-out frames of the {world.summary()}", err=True)

@@ -33,6 +33,7 @@ class CubePlacement:
     tick: int | None = None  # the tick the fit used
     iou: float | None = None  # the cube's IoU at that tick after the fit
     steps: int = 0
+    area_ratio: float | None = None  # the recorded cube's pixels over the twin's there: its size, squared
 
 
 def _mask(frame: np.ndarray, seg: int, cube_id: int) -> np.ndarray:
@@ -85,4 +86,4 @@ def fit_cube(render, frames: np.ndarray, spec: Spec, nominal: tuple[float, float
     recorded, fitted = _mask(frames[tick], seg, cube_id), _mask(render(tick, p), seg, cube_id)
     union = (recorded | fitted).sum()
     return CubePlacement("fitted", p.tolist(), tick, float((recorded & fitted).sum() / union) if union else None,
-                         steps)
+                         steps, float(recorded.sum() / fitted.sum()) if fitted.any() else None)

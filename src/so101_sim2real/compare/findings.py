@@ -10,7 +10,9 @@ import numpy as np
 from so101_sim2real.compare.report import Finding, ReplayReport
 
 if TYPE_CHECKING:
+    from so101_sim2real.compare.arm_fit import ArmFit
     from so101_sim2real.compare.dynamics import DynamicsMetrics
+    from so101_sim2real.compare.picture_check import PictureMetrics
 
 PERIOD_TOLERANCE = 0.2  # a recorded p50 period this far off the spec's is a finding
 MIN_CLASS_SHARE = 1e-3  # a recorded id holding less of the pixels is noise, not a class
@@ -98,14 +100,14 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            {"p50_ms": t.p50_s * 1e3, "p95_ms": t.p95_s * 1e3, "spec_ms": t.spec_period_s * 1e3,
                             "offset": t.offset},
                            "make the loop keep the spec's period (profile with 'so101 infer --json'), or fine-tune "
-                           "at the real period in the perturbed twin (period_s)"))
+                           "at the real period in the perturbed twin (period_s)", ["period"]))
     shifted = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
     if shifted and not unlike:
         dx, dy = np.mean([s.mean_dx for s in shifted]), np.mean([s.mean_dy for s in shifted])
         out.append(Finding("camera pose offset",
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
                             "classes": ",".join(s.name for s in shifted)},
-                           "measure the camera's mount: so101 calibrate align"))
+                           "measure the camera's mount: so101 calibrate align", ["camera_mount"]))
     disp = report.disparity
     if (not unlike and disp.spearman is not None and disp.spearman >= RANK_AGREES
             and (disp.rel_error or 0.0) >= VALUES_DIFFER):
@@ -127,8 +129,14 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                             "r2_as_commanded": m.r2_identity, "r2_through_map": m.r2_best},
                            "the action is a world-frame x, y, z step: check where the controller turns it into "
                            "end-effector targets (axis order and signs), then record again"))
-    if (lag := _lag(report.dynamics)) is not None:
+    arm = _arm(report.arm)
+    if not arm and (lag := _lag(report.dynamics)) is not None:  # a lag no arm gap explains
         out.append(lag)
+    out += arm
+    if report.picture is not None and not unlike:
+        out += _picture(report.picture)
+    if (size := _cube_size(report)) is not None:
+        out.append(size)
     return out
 
 
@@ -154,8 +162,109 @@ def _lag(dyn: DynamicsMetrics | None) -> Finding | None:
     if dyn.worst_lag > 0:
         return Finding("the arm lags its targets more than the twin", evidence,
                        "check the servos' gains and acceleration ('so101 motors scan') and the loop's latency; "
-                       "'so101 compare-sim sensitivity' shows what such a lag costs the policy")
+                       "'so101 compare-sim sensitivity' shows what such a lag costs the policy", ["latency"])
     # Ahead: the arm answers sooner than the twin's servo model, or the rows pair a reading with a later target.
     return Finding("the arm moves ahead of the twin's replay of its targets", evidence,
                    "check that row i's target is the one sent at tick i (targets stored a row late make the arm "
                    "look ahead), then the twin's servo gains against the arm's ('so101 motors scan')")
+
+
+# What each arm gap the replay fit names is called, and what to do about it.
+ARM_WORDS = {
+    "latency": ("commands reach the arm late",
+                "the time from the camera's exposure to the servos: 'so101 infer --json' (tick_ms) shows where it "
+                "goes; fine-tune with it ('so101 compare-sim sensitivity' shows what it costs)"),
+    "max_speed": ("the servos turn slower than the twin's",
+                  "check the servos' speed and acceleration registers ('so101 motors scan') and the supply "
+                  "voltage; a policy trained without a top speed asks for moves the arm cannot make"),
+    "backlash": ("gear play: a reversing joint loses motion",
+                 "worn or loose gears: tighten the horns; train with backlash in the stand-in"),
+    "compliance": ("the arm's position loop is softer than the twin's: it sags under load",
+                   "the servos' P gain (LeRobot's 16) against the twin's actuators: raise it where the arm does not "
+                   "shake, or train with the stand-in's compliance"),
+    "gripper": ("the gripper closes unlike the twin's",
+                "the gripper servo's gains and its fingers' grip: check 'so101 motors scan'; train with the "
+                "stand-in's gripper"),
+}
+
+
+def _arm(fit: ArmFit | None) -> list[Finding]:
+    """A finding per arm gap the replay fit names, with the amount that explains the recorded joints."""
+    if fit is None:
+        return []
+    from so101_sim2real.compare.arm_fit import AMOUNT
+
+    out = []
+    for gap in fit.named:
+        name, next_step = ARM_WORDS[gap.name]
+        key, unit = AMOUNT[gap.name]
+        out.append(Finding(name, {key: gap.amount_value(), "unit": unit,
+                                  "replay_error_deg": float(np.rad2deg(fit.nominal_error_rad)),
+                                  "left_deg": float(np.rad2deg(gap.error_rad))}, next_step, [gap.name]))
+    return out
+
+
+# Picture thresholds: the measures of a twin recording sit at 1 (or 0) within a few percent.
+GAIN_OFF = 0.06  # a colour gain this far from 1 on the fingers is the camera's exposure or white balance
+COLOUR_OFF = 0.12  # a class this far from the fingers' gain has another material
+# a blurred brightness ratio varying this much over the fingers, and their gain off: another light (a
+# camera moved by millimetres shifts the fingers' edges: up to ~0.15 without a gain)
+SHADING = 0.1
+NOISE = 0.5  # the recorded median fine residual this many grey levels above the twin's
+BLOCKS = 0.25  # 8x8 edge steps this many grey levels above the twin's: stronger JPEG (noise through q95: ~0.2)
+BLUR = 0.85  # the fastest third of the ticks this much less sharp than the slowest
+FOREIGN_PX = 2500  # a blob this large (640x480 pixels) on the table in two ticks
+FOREIGN_LIT_PX = 5000  # ... under another light, whose shadows have another hue (up to ~2400 seen)
+
+
+def _picture(pm: PictureMetrics) -> list[Finding]:
+    out = []
+    dimmed = pm.gain is not None and max(abs(g - 1.0) for g in pm.gain) >= GAIN_OFF
+    lit = pm.shading is not None and pm.shading >= SHADING and dimmed
+    if lit:
+        out.append(Finding("the light differs from the twin's", {"shading": pm.shading},
+                           "the room's light makes shadows and gradients the twin's renders lack: light the arm "
+                           "evenly, or train the networks and the policy with the stand-in's lighting",
+                           ["lighting"]))
+    if dimmed and not lit:
+        out.append(Finding("the camera's exposure or white balance differ from the twin's",
+                           {"gain_r": pm.gain[0], "gain_g": pm.gain[1], "gain_b": pm.gain[2]},  # type: ignore[index]
+                           "fix the camera's exposure and white balance (manual, not auto) to match the renders",
+                           ["exposure"]))
+    off = {name: max(abs(c - 1.0) for c in colour) for name, colour in pm.class_colour.items() if colour}
+    recoloured = bool(off) and max(off.values()) >= COLOUR_OFF
+    if recoloured:
+        worst = max(off, key=lambda k: off[k])
+        out.append(Finding("the table or the cube has another colour than the twin's",
+                           {"class": worst, "colour_off": off[worst]},
+                           "the networks learned the twin's materials: fine-tune them on frames of this table and "
+                           "cube ('so101 seg train')", ["materials"]))
+    noisy = pm.noise is not None and pm.noise >= NOISE
+    if noisy:
+        out.append(Finding("the camera's picture is noisier than the twin's", {"noise_ratio": pm.noise},
+                           "more light or less gain", ["sensor_noise"]))
+    if pm.blockiness is not None and pm.blockiness >= BLOCKS:
+        out.append(Finding("the picture carries JPEG blocks", {"blockiness": pm.blockiness},
+                           "raise the camera's MJPEG quality or read it uncompressed (YUYV)", ["jpeg"]))
+    # another texture, or noise, is another sharpness: blur is judged without them
+    if pm.blur is not None and pm.blur <= BLUR and not recoloured and not noisy:
+        out.append(Finding("the picture blurs when the wrist turns", {"sharpness_fast_vs_slow": pm.blur},
+                           "a shorter exposure (more light), or train with motion blur", ["motion_blur"]))
+    if pm.foreign_px is not None and pm.foreign_px >= (FOREIGN_LIT_PX if lit else FOREIGN_PX):
+        out.append(Finding("something on the table the twin does not have", {"pixels": pm.foreign_px},
+                           "clear the table, or train the networks with objects they should ignore",
+                           ["distractor"]))
+    return out
+
+
+CUBE_AREA_OFF = 0.2  # the cube's recorded area this far from the twin's, where it is fitted
+
+
+def _cube_size(report: ReplayReport) -> Finding | None:
+    """The cube the first frames show, smaller or larger than the twin's at the fitted place."""
+    c = report.cube
+    if c.area_ratio is None or abs(c.area_ratio - 1.0) < CUBE_AREA_OFF:
+        return None
+    return Finding("the cube's size differs from the twin's", {"area_ratio": c.area_ratio,
+                                                               "size_ratio": float(np.sqrt(c.area_ratio))},
+                   "use the training cube's size, or train with the real cube's", ["cube"])

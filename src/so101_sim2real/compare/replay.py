@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from so101_sim2real.compare.arm_fit import ArmFit, fit_arm
 from so101_sim2real.compare.cube_fit import CubePlacement, fit_cube
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.compare.episode import load_episode
 from so101_sim2real.compare.findings import findings, id_remap
 from so101_sim2real.compare.motion import AxisCheck, axis_check
+from so101_sim2real.compare.picture_check import TICKS, FramePair, PictureMetrics, picture_metrics
 from so101_sim2real.compare.report import (
     DisparityMetrics,
     FingerShift,
@@ -42,6 +44,7 @@ MIN_MASK_PX = 20  # fewer pixels give no trustworthy centroid
 
 
 WORST_KEPT = 4
+CUBE_PLACED_IOU = 0.5  # a tick whose cube IoU is below this shows the cube elsewhere than the twin's
 
 
 # ------------------------------------------------------------------ the twin, posed
@@ -60,6 +63,7 @@ class PosedTwin:
         m = self.task.model
         self._joints = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
         self._cube = m.jnt_qposadr[m.joint(S.CUBE_JOINT).id]
+        self._dofs = np.array([m.jnt_dofadr[m.joint(j).id] for j in S.JOINTS])
         self.perception = PrivilegedPerception(SimCamera(m, self.task.data, spec.observation), spec.observation)
 
     def observe(self, joint_pos: np.ndarray, cube_pos: np.ndarray | None, joint_vel: np.ndarray | None = None,
@@ -73,6 +77,19 @@ class PosedTwin:
         d.qpos[self._cube:self._cube + 7] = [*cube, *(cube_quat if cube_quat is not None else (1.0, 0.0, 0.0, 0.0))]
         mujoco.mj_forward(self.task.model, d)
         return self.perception.observe().frame
+
+    def picture(self, tick: int, recorded_rgb: np.ndarray, joint_vel: np.ndarray | None) -> FramePair:
+        """The twin's RGB and class ids as posed by the last :meth:`observe`, beside the recorded image,
+        with the camera's angular speed from the recorded joint velocities."""
+        m, d = self.task.model, self.task.data
+        camera = self.perception.camera
+        if joint_vel is not None:
+            d.qvel[self._dofs] = joint_vel
+            mujoco.mj_forward(m, d)
+        velocity = np.zeros(6)
+        mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_CAMERA, m.camera(camera.camera).id, velocity, 1)
+        d.qvel[:] = 0.0
+        return FramePair(tick, recorded_rgb, camera.read().rgb, camera.seg_ids(), float(np.linalg.norm(velocity[:3])))
 
     def close(self) -> None:
         self.perception.close()
@@ -258,6 +275,8 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     :func:`load_episode` read it (read here if not given).
     """
     arrays = load_episode(recording, episode) if arrays is None else arrays
+    if _standin(recording):  # an arm does not know where its cube is: nor does a stand-in's recording here
+        arrays = {k: v for k, v in arrays.items() if k not in ("cube_pos", "cube_quat")}
     spec = recording.spec
     lags = _render_lags(len(arrays["joint_pos"]), spec) if recording.meta.get("robot") == "sim" else None
     twin = PosedTwin(spec, geometry)
@@ -280,9 +299,13 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
             cube = fit_cube(render, arrays["obs"], spec, NOMINAL_CUBE)
             cubes = np.repeat(np.array([cube.position]), len(joints), axis=0)
         apart = max(1, len(arrays["obs"]) // (2 * WORST_KEPT))
+        sampled = set(np.linspace(0, len(joints) - 1, TICKS).round().astype(int)) if "rgb_jpeg" in arrays else set()
+        pairs = []
         for i, obs in enumerate(arrays["obs"]):
             frame = render(i, cubes[i])
             ticks.append(compare_frames(obs, frame, spec))
+            if i in sampled:
+                pairs.append(twin.picture(i, recording.rgb(arrays, i), None if vels is None else vels[i]))
             # the camera image is decoded here only for a video; the page's few get theirs at the end
             rgb = recording.rgb(arrays, i) if on_frames and "rgb_jpeg" in arrays else None
             frames = TickFrames(i, _agreement(ticks[-1]), obs.copy(), np.array(frame), rgb)
@@ -300,13 +323,22 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     motion = None
     if {"action", "tcp_pos"} <= set(arrays):
         motion = axis_check(arrays["action"], arrays["tcp_pos"], spec.action.xyz_scale_m)
-    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion)
+    arm = fit_arm([{**arrays, "cube_pos": cubes}], spec) if "target" in arrays else None
+    classes = list(spec.observation.segmentation.classes)
+    # the cube's colour where the recorded cube is where the twin's is (a grasp, or a misplaced twin, moves it)
+    placed = {i for i, t in enumerate(ticks) if np.nan_to_num(t.iou[classes.index("cube")]) >= CUBE_PLACED_IOU}
+    picture = picture_metrics(pairs, classes, placed, tuple(twin.task.scene.cube_rgba[:3])) if pairs else None
+    report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion, cube, arm, picture)
     for w in worst:
         if w.rgb is None and "rgb_jpeg" in arrays:
             w.rgb = recording.rgb(arrays, w.tick)
     report.worst = sorted(worst, key=lambda w: w.tick)
-    report.cube = cube
     return report
+
+
+def _standin(recording: Recording) -> bool:
+    description = recording.meta.get("description")
+    return isinstance(description, dict) and bool(description.get("standin"))
 
 
 def _render_lags(rows: int, spec: Spec) -> np.ndarray:
@@ -347,7 +379,8 @@ def _keep_worst(kept: list[TickFrames], new: TickFrames, apart: int = 1) -> list
 
 def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], time_s: np.ndarray,
             dynamics: DynamicsMetrics | None = None, state: list[StateFieldCheck] | None = None,
-            motion: AxisCheck | None = None) -> ReplayReport:
+            motion: AxisCheck | None = None, cube: CubePlacement | None = None, arm: ArmFit | None = None,
+            picture: PictureMetrics | None = None) -> ReplayReport:
     classes = list(spec.observation.segmentation.classes)
     seg = _segmentation(ticks, classes)
     bands = _total([t.bands for t in ticks])
@@ -358,6 +391,7 @@ def _report(recording: Recording, episode: int, spec: Spec, ticks: list[_Tick], 
     remap = id_remap(np.array(seg.confusion), classes)
     shifts = finger_shifts(ticks, classes, remap)
     report = ReplayReport(str(recording.folder), episode, len(ticks), seg, disp, period, shifts, dynamics=dynamics,
-                          state=state, motion=motion)
+                          state=state, motion=motion, cube=cube or CubePlacement("recorded"), arm=arm,
+                          picture=picture)
     report.findings = findings(report, remap)
     return report

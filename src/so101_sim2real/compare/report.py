@@ -12,8 +12,10 @@ import numpy as np
 from so101_sim2real.compare.cube_fit import CubePlacement
 
 if TYPE_CHECKING:
+    from so101_sim2real.compare.arm_fit import ArmFit
     from so101_sim2real.compare.dynamics import DynamicsMetrics
     from so101_sim2real.compare.motion import AxisCheck
+    from so101_sim2real.compare.picture_check import PictureMetrics
     from so101_sim2real.compare.state_check import StateFieldCheck
 
 
@@ -24,6 +26,7 @@ class Finding:
     name: str
     evidence: dict
     next: str
+    gaps: list[str] = field(default_factory=list)  # the stand-in's gaps (sim/standin.py) it names, where it names one
 
     def line(self) -> str:
         numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items())
@@ -109,6 +112,8 @@ class ReplayReport:
     state: list[StateFieldCheck] | None = None  # the recorded state against the twin's (None: not recorded)
     motion: AxisCheck | None = None  # commanded vs measured EE motion (None: too short, or not recorded)
     cube: CubePlacement = field(default_factory=lambda: CubePlacement("recorded"))
+    arm: ArmFit | None = None  # the arm gaps that explain the replay's error (None: no targets recorded)
+    picture: PictureMetrics | None = None  # the camera picture against the twin's (None: no RGB recorded)
     worst: list[TickFrames] = field(default_factory=list, repr=False)  # for the pictures, not the JSON
 
     def to_dict(self) -> dict:

@@ -140,7 +140,7 @@ class Compliance:
     """The STS3215 position loop (P 16) is softer than the twin's actuators: it sags under
     gravity, more the more it carries."""
 
-    stiffness_scale: float = 0.35  # the arm actuators' kp (and kv) against the twin's
+    stiffness_scale: float = 0.15  # the arm actuators' kp (and kv) against the twin's: 0.2 deg sag at the shoulder
 
 
 @dataclass(frozen=True)

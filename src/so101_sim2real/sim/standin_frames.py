@@ -53,10 +53,13 @@ class LabelledFrames:
         return self._rows(order[cut:]), self._rows(order[:cut])
 
 
-def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
+def randomised(world: StandIn, rng: np.random.Generator, keep: float = 1.0) -> StandIn:
     """``world`` with each gap's amounts drawn around its own: amounts x0.6-1.4 (factors, whose
-    no-gap value is 1, by their distance from 1: a focal scale of 1.02 stays within 1.012-1.028),
-    colours +-0.15, the light from anywhere around; whole numbers (JPEG quality) +-20."""
+    no-gap value is 1, as powers 0.6-1.4: a focal scale of 1.02 stays within 1.0119-1.028, a
+    stiffness of 0.15 within 0.07-0.32),
+    colours +-0.15, the light from anywhere around; whole numbers (JPEG quality) +-20. Each gap is
+    kept with probability ``keep``: below 1, some draws show the twin's own look for that gap, so a
+    network fitted to them reads the twin and every gap alone, not only the whole world."""
     def draw(name: str, value):  # noqa: ANN001, ANN202 - one amount: a number or a tuple of them
         if isinstance(value, tuple):
             return tuple(draw(name, v) for v in value)
@@ -66,22 +69,26 @@ def randomised(world: StandIn, rng: np.random.Generator) -> StandIn:
             return float(np.clip(value + rng.uniform(-0.15, 0.15), 0.0, 1.0))
         if name == "azimuth_deg":
             return float(rng.uniform(0.0, 360.0))
-        if name in FACTORS:
-            return float(1.0 + (value - 1.0) * rng.uniform(0.6, 1.4))
+        if name in FACTORS:  # in log space: a factor's distance from 1 scales, and it stays positive
+            return float(value ** rng.uniform(0.6, 1.4))
         drawn = value * rng.uniform(0.6, 1.4)
         return float(min(drawn, 1.0)) if name in ("intensity", "ambient", "table_grain", "cube_specular") else drawn
 
     gaps = {}
     for name, gap in world.gaps.items():
+        if keep < 1.0 and rng.uniform() >= keep:
+            continue
         amounts = {f.name: draw(f.name, getattr(gap, f.name)) for f in dataclasses.fields(gap)}
         gaps[name] = type(gap)(**amounts)
     return StandIn(gaps, int(rng.integers(0, 2**31)))
 
 
-def standin_frames(spec: Spec, world: StandIn, count: int, seed: int = 0, per_world: int = 50,
-                   on_frame: Callable[[int], None] | None = None, with_depth: bool = False) -> LabelledFrames:
+def standin_frames(spec: Spec, world: StandIn, count: int, seed: int = 0, per_world: int = 20,
+                   on_frame: Callable[[int], None] | None = None, with_depth: bool = False,
+                   keep: float = 1.0) -> LabelledFrames:
     """``count`` labelled frames, ``per_world`` from each draw of ``world``'s randomisation (a
-    draw rebuilds the scene: ~0.3 s); the first frames of a larger count are a smaller count's."""
+    draw rebuilds the scene: ~0.3 s), each gap kept with probability ``keep``; the first frames of
+    a larger count are a smaller count's."""
     rng = np.random.default_rng(seed)
     height, width = spec.observation.source_size
     rgb = np.zeros((count, height, width, 3), np.uint8)
@@ -89,7 +96,7 @@ def standin_frames(spec: Spec, world: StandIn, count: int, seed: int = 0, per_wo
     depth = np.zeros((count, height, width), np.float32) if with_depth else None
     made = 0
     while made < count:
-        drawn = randomised(world, rng)
+        drawn = randomised(world, rng, keep)
         task = LiftCubeTask(spec, scene=standin_scene(drawn, S.SceneConfig(), (height, width)))
         camera = standin_camera(SimCamera(task.model, task.data, spec.observation), drawn)
         try:

@@ -1,0 +1,187 @@
+"""compare-sim held to account: does it name each stand-in gap it is shown, and nothing else?
+
+    python scripts/standin_recall.py --seg-ckpt SEG.ckpt --depth-model DEPTH [--episodes 2] [--out DIR] [--json]
+
+For the stand-in with no gaps (the stand-in's networks alone), each gap alone at the
+world's amount, and the whole world: the scripted expert's episodes are recorded through
+the stand-in's perception networks (`so101 infer --standin W --perception real --record`),
+as a person would record them on the arm, then each episode goes through `so101
+compare-sim --json`. A gap counts as named when a finding names it in at least half of the
+world's episodes; a finding naming a gap the world lacks is a false name. Where a finding
+estimates an amount, its error against the world's is scored with the tolerance in
+TOLERANCE. Recordings are kept in --out, keyed by everything that made them (the world,
+the seeds, the networks' files), and reused when the key matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from so101_sim2real.machine import describe_cpu
+from so101_sim2real.sim.standin import StandIn, load_standin
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT_SEEDS = 5000
+# How far an estimated amount may be off the world's and still count as measured, and how to read both.
+TOLERANCE = {
+    "latency": ("ms", lambda g: g.ms, 20.0, "ms"),
+    "max_speed": ("deg_s", lambda g: g.deg_s, 0.25, "share"),
+    "backlash": ("deg", lambda g: sum(g.deg) / len(g.deg), 0.35, "share"),
+    "compliance": ("stiffness_scale", lambda g: g.stiffness_scale, 0.5, "share"),
+    "gripper": ("stiffness_scale", lambda g: g.stiffness_scale, 0.5, "share"),
+    "period": ("p50_ms", lambda g: g.ms, 0.1, "share"),
+    "cube": ("size_ratio", lambda g: g.size_m / 0.03, 0.1, "share"),
+}
+
+
+def _key(world: StandIn, args: argparse.Namespace) -> str:
+    """Everything that makes a world's recording: the world, the seeds, the pilot and the networks."""
+    def digest(path: str) -> str:
+        p = Path(path)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        h = hashlib.sha256()
+        for f in files:
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(str(f.stat().st_size).encode())
+                with f.open("rb") as fh:
+                    h.update(fh.read(1 << 20))  # the first MiB: weights differ there
+        return h.hexdigest()[:16]
+
+    made = {"world": world.to_dict(), "episodes": args.episodes, "seed": args.seed, "pilot": "scripted",
+            "seg": digest(args.seg_ckpt), "depth": digest(args.depth_model)}
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    with log.open("w") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}); see {log}")
+
+
+def record(name: str, world: StandIn, args: argparse.Namespace) -> Path:
+    """The world's recording, made unless one with the same key is there."""
+    out = Path(args.out)
+    folder, key_file = out / "recordings" / name, out / "recordings" / f"{name}.key"
+    key = _key(world, args)
+    if (folder / "recording.json").is_file() and key_file.is_file() and key_file.read_text() == key:
+        return folder
+    (out / "worlds").mkdir(parents=True, exist_ok=True)
+    world_file = out / "worlds" / f"{name}.yaml"
+    world_file.write_text(yaml.safe_dump(world.to_dict()))
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    _run(["so101", "infer", "--ckpt", "scripted", "--standin", str(world_file), "--perception", "real",
+          "--seg-ckpt", args.seg_ckpt, "--depth-model", args.depth_model, "--record", str(folder),
+          "--episodes", str(args.episodes), "--seed", str(args.seed)], out / f"{name}.infer.log")
+    key_file.write_text(key)
+    return folder
+
+
+def compare(folder: Path, episodes: int, out: Path, name: str) -> list[dict]:
+    """compare-sim's report of each episode."""
+    reports = []
+    for episode in range(episodes):
+        log = out / f"{name}.compare{episode}.json"
+        _run(["so101", "compare-sim", str(folder), "--episode", str(episode), "--json"], log)
+        reports.append(json.loads(log.read_text().strip().splitlines()[-1]))
+    return reports
+
+
+def _estimate(gap: str, finding: dict) -> float | None:
+    if gap not in TOLERANCE:
+        return None
+    key = TOLERANCE[gap][0]
+    value = finding["evidence"].get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def score(name: str, world: StandIn, reports: list[dict]) -> dict:
+    """Which gaps the findings named in at least half the episodes, the false names, amount errors."""
+    counts: dict[str, int] = {}
+    estimates: dict[str, list[float]] = {}
+    for report in reports:
+        named = set()
+        for finding in report["findings"]:
+            for gap in finding.get("gaps", []):
+                named.add(gap)
+                if (value := _estimate(gap, finding)) is not None:
+                    estimates.setdefault(gap, []).append(value)
+        for gap in named:
+            counts[gap] = counts.get(gap, 0) + 1
+    named = sorted(g for g, c in counts.items() if 2 * c >= len(reports))
+    present = list(world.gaps)
+    amounts = {}
+    for gap in present:
+        if gap in estimates and gap in TOLERANCE:
+            _, truth_of, tol, kind = TOLERANCE[gap]
+            truth, est = truth_of(world.get(gap)), sum(estimates[gap]) / len(estimates[gap])
+            error = abs(est - truth) / truth if kind == "share" else abs(est - truth)
+            amounts[gap] = {"estimate": est, "truth": truth, "error": error, "tolerance": tol, "unit": kind,
+                            "within": error <= tol}
+    return {"world": name, "gaps": present, "named": named, "found": [g for g in present if g in named],
+            "false": [g for g in named if g not in present], "amounts": amounts,
+            "findings": [[f["name"] for f in r["findings"]] for r in reports]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seg-ckpt", required=True, help="the stand-in's segmentation network (so101 seg train)")
+    parser.add_argument("--depth-model", required=True, help="the stand-in's depth network (so101 depth fit)")
+    parser.add_argument("--world", default=str(ROOT / "configs" / "standin.yaml"))
+    parser.add_argument("--episodes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEEDS)
+    parser.add_argument("--out", default="standin-recall", help="recordings and reports, reused when keyed alike")
+    parser.add_argument("--gaps", nargs="*", help="only these gaps alone (default: every gap of the world)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    world = load_standin(args.world)
+    worlds = [("none", StandIn({}, world.seed))]
+    worlds += [(g, world.alone(g)) for g in (args.gaps or list(world.gaps))]
+    if not args.gaps:
+        worlds.append(("every gap", world))
+    out = Path(args.out)
+    rows = []
+    for name, w in worlds:
+        started = time.perf_counter()
+        folder = record(name.replace(" ", "_"), w, args)
+        row = score(name, w, compare(folder, args.episodes, out, name.replace(" ", "_")))
+        row["seconds"] = time.perf_counter() - started
+        rows.append(row)
+        print(f"{name:<16} found {row['found']} false {row['false']} ({row['seconds']:.0f} s)", file=sys.stderr)
+    alone = [r for r in rows if len(r["gaps"]) == 1]
+    result = {"cpu": describe_cpu(), "episodes": args.episodes, "seeds_from": args.seed,
+              "named_alone": sum(bool(r["found"]) for r in alone), "gaps_alone": len(alone),
+              "false_names": sum(len(r["false"]) for r in rows), "rows": rows}
+    (out / "recall.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"compare-sim on the stand-in: {result['named_alone']}/{len(alone)} gaps named alone, "
+          f"{result['false_names']} false names ({args.episodes} episodes per world, {describe_cpu()})")
+    print(f"  {'world':<16}{'named':<8}{'false names':<24}amount (estimate / truth, within tolerance)")
+    for r in rows:
+        status = "-" if not r["gaps"] or len(r["gaps"]) > 1 else ("yes" if r["found"] else "no")
+        amounts = "; ".join(f"{g} {a['estimate']:.3g}/{a['truth']:.3g} {'ok' if a['within'] else 'off'}"
+                            for g, a in r["amounts"].items())
+        print(f"  {r['world']:<16}{status:<8}{','.join(r['false']) or '-':<24}{amounts}")
+    full = rows[-1] if not args.gaps else None
+    if full is not None:
+        print(f"  every gap: named {len(full['found'])}/{len(full['gaps'])}: {', '.join(full['found'])}")
+
+
+if __name__ == "__main__":
+    main()

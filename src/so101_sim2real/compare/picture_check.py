@@ -1,0 +1,190 @@
+"""The recorded camera picture against the twin's render at the same pose: what the camera and
+the room do that the twin does not.
+
+The policy never sees the RGB, but its perception networks do, and a network trained on
+one look errs on another. Each measure compares a recorded frame with the twin's render
+of the same pose, on the pixels the twin labels (eroded, so a misplaced edge does not
+count), at a few ticks of the episode:
+
+- **colour gain** on the arm's own fingers, whose material no room changes: the camera's
+  exposure, gain and white balance;
+- **class hue** of the table and the cube against the fingers': other materials (a light
+  dims a class more than another, a material changes its hue);
+- **shading**: how much the recorded/twin brightness ratio varies across the fingers once
+  blurred (the light comes from elsewhere: shading a gain cannot make);
+- **noise**: the fine-scale residual of flat regions, recorded against the twin's;
+- **blockiness**: steps at the 8x8 block edges of a JPEG, recorded against the twin's;
+- **blur**: the sharpness lost on the ticks the camera turns fastest;
+- **a foreign object**: the largest blob on the twin's table whose colour the gains cannot
+  explain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+TICKS = 8  # frames compared per episode (a twin RGB render with shadows costs ~0.5 s)
+ERODE_PX = 6
+MIN_PX = 400  # fewer pixels of a class give no trustworthy colour
+CLIPPED = 250
+FOREIGN_CHROMA = 0.06  # a table pixel this far from the table's hue (r, g share of the sum) is something else
+
+
+@dataclass
+class FramePair:
+    """One tick: the recorded and the twin's RGB ``(H, W, 3)`` uint8, the twin's sim class ids
+    ``(H, W)`` and the camera's angular speed then (rad/s)."""
+
+    tick: int
+    recorded: np.ndarray
+    twin: np.ndarray
+    labels: np.ndarray
+    spin: float
+
+
+@dataclass
+class PictureMetrics:
+    """The picture measures over an episode's sampled ticks (see the module's docstring)."""
+
+    ticks: list[int]
+    gain: list[float] | None  # R, G, B: recorded / twin on the fingers (median)
+    class_colour: dict[str, list[float] | None] = field(default_factory=dict)  # per class: its hue against the fingers'
+    shading: float | None = None  # std of the blurred log brightness ratio on the fingers
+    noise: float | None = None  # recorded median fine residual less the twin's on the table, grey levels
+    blockiness: float | None = None  # recorded 8x8 edge steps less the twin's, grey levels
+    blur: float | None = None  # sharpness of the fastest-turning third / the slowest third (recorded / twin)
+    foreign_px: float | None = None  # the largest unexplained blob on the table, in two ticks at least
+
+
+def _mask(labels: np.ndarray, ids: list[int]) -> np.ndarray:
+    m = np.isin(labels, ids).astype(np.uint8)
+    return cv2.erode(m, np.ones((2 * ERODE_PX + 1,) * 2, np.uint8)).astype(bool)
+
+
+def _ratio(rec: np.ndarray, twin: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    if mask.sum() < MIN_PX:
+        return None
+    r, t = rec[mask].astype(np.float64) + 1.0, twin[mask].astype(np.float64) + 1.0
+    return np.exp(np.median(np.log(r / t), axis=0))
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
+def _fine(gray: np.ndarray) -> np.ndarray:
+    return gray - cv2.GaussianBlur(gray, (0, 0), 1.5)
+
+
+def _blockiness(gray: np.ndarray) -> float:
+    """Mean step across 8x8 block edges less the mean step inside blocks, grey levels (0: no blocks;
+    a difference, not a ratio: a flat table has no steps inside to divide by)."""
+    dx = np.abs(np.diff(gray, axis=1))
+    cols = np.arange(dx.shape[1])
+    return float(dx[:, cols % 8 == 7].mean() - dx[:, cols % 8 != 7].mean())
+
+
+def _sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
+    gy, gx = np.gradient(cv2.GaussianBlur(gray, (0, 0), 0.8))
+    return float(np.hypot(gx, gy)[mask].mean()) if mask.any() else float("nan")
+
+
+def picture_metrics(pairs: list[FramePair], classes: list[str], cube_ticks: set[int] | None = None,
+                    cube_rgb: tuple[float, ...] | None = None) -> PictureMetrics:
+    """The measures of :class:`PictureMetrics` over ``pairs`` (``classes``: the sim's, by id). The
+    cube's colour is measured on ``cube_ticks`` only (where the recorded cube is where the twin's
+    is: a grasp may have moved it, or the twin placed it elsewhere); None: every tick. ``cube_rgb``:
+    the twin's cube colour (0-1), whose hue is never a stranger on the table."""
+    ids = {name: classes.index(name) for name in classes}
+    fingers = [ids[c] for c in ("static_finger", "moving_finger") if c in ids]
+    gains = [g for p in pairs if (g := _ratio(p.recorded, p.twin, _mask(p.labels, fingers))) is not None]
+    gain = np.median(gains, axis=0) if gains else None
+    out = PictureMetrics([p.tick for p in pairs], None if gain is None else gain.tolist())
+    for name in ("table", "cube"):
+        if name not in ids or gain is None:
+            continue
+        used = [p for p in pairs if name != "cube" or cube_ticks is None or p.tick in cube_ticks]
+        found = [g for p in used if (g := _ratio(p.recorded, p.twin, _mask(p.labels, [ids[name]]))) is not None]
+        if found:  # the hue of the class's gain against the fingers': a light dims, a material recolours
+            hue = np.median(found, axis=0) / gain
+            out.class_colour[name] = (hue / hue.mean()).tolist()
+    table = ids.get("table")
+    cube_hues = _cube_hues(pairs, ids.get("cube"), cube_ticks)
+    if cube_rgb is not None:
+        cube_hues.append(_chroma(np.array(cube_rgb) * 255.0))
+    shading, noise, blocks, foreign = [], [], [], []
+    for p in pairs:
+        rec, twin = _luma(p.recorded), _luma(p.twin)
+        flat = _mask(p.labels, [table] if table is not None else [])
+        own = _mask(p.labels, fingers)
+        if own.sum() >= MIN_PX:  # the fingers' plastic is the same in every room: only the light shades it anew
+            ratio = np.log(cv2.GaussianBlur(rec, (0, 0), 6) + 1.0) - np.log(cv2.GaussianBlur(twin, (0, 0), 6) + 1.0)
+            shading.append(float(ratio[own].std()))
+        if flat.sum() >= MIN_PX:
+            # the median, not the spread: texture edges are few and large, noise is everywhere and small
+            noise.append(float(np.median(np.abs(_fine(rec)[flat])) - np.median(np.abs(_fine(twin)[flat]))))
+            foreign.append(_foreign_px(p, flat, cube_hues, gain))
+        blocks.append(_blockiness(rec) - _blockiness(twin))
+    out.shading = float(np.median(shading)) if shading else None
+    out.noise = float(np.median(noise)) if noise else None
+    out.blockiness = float(np.median(blocks)) if blocks else None
+    # seen in two ticks at least: an object comes into view and goes, a one-tick blob is a glint. Not
+    # judged where the recorded cube is never where the twin's is: a red blob could be the cube.
+    if len(foreign) >= 2 and (cube_ticks is None or cube_ticks):
+        out.foreign_px = float(sorted(foreign)[-2])
+    out.blur = _blur(pairs)
+    return out
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 2): the red and green shares of each pixel's sum: its hue, not its brightness."""
+    x = rgb.astype(np.float64) + 1.0
+    return x[..., :2] / x.sum(axis=-1, keepdims=True)
+
+
+def _cube_hues(pairs: list[FramePair], cube: int | None, cube_ticks: set[int] | None) -> list[np.ndarray]:
+    """The recorded cube's hue where the twin's cube is (before a grasp moves it): the cube, lifted
+    later, is no stranger."""
+    if cube is None:
+        return []
+    masks = [(p, m) for p in pairs if (m := _mask(p.labels, [cube])).sum() >= MIN_PX // 4]
+    placed = [(p, m) for p, m in masks if cube_ticks is None or p.tick in cube_ticks]
+    return [np.median(np.concatenate([_chroma(p.recorded)[m] for p, m in placed]), axis=0)] if placed else []
+
+
+def _foreign_px(p: FramePair, table: np.ndarray, cube_hues: list[np.ndarray], gain: np.ndarray | None) -> float:
+    """The largest blob on the twin's table whose recorded hue is far from the table's own, from
+    the twin's there (through the camera's colour ``gain``) and from the cube's (a lifted cube
+    leaves the twin's). Hue, not colour: a shadow keeps the table's hue; the twin's own lines and
+    reflections are in its render too."""
+    rec = _chroma(p.recorded)
+    off = np.minimum(np.abs(rec - np.median(rec[table], axis=0)).max(axis=2),
+                     np.abs(rec - _chroma(p.twin * (1.0 if gain is None else gain))).max(axis=2))
+    for hue in cube_hues:
+        off = np.minimum(off, np.abs(rec - hue).max(axis=2))
+    # where the camera's gain saturates the twin's colour, the hue is lost: no judging it there
+    clipped = (p.twin * (1.0 if gain is None else gain)).max(axis=2) >= CLIPPED
+    far = (off > FOREIGN_CHROMA) & table & ~clipped
+    far = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(far, connectivity=8)
+    return float(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0.0
+
+
+def _blur(pairs: list[FramePair]) -> float | None:
+    """Sharpness (recorded / twin) on the fastest-turning third of the ticks over the slowest third's."""
+    if len(pairs) < 3:
+        return None
+    order = sorted(pairs, key=lambda p: p.spin)
+    third = max(1, len(order) // 3)
+
+    def sharp(group: list[FramePair]) -> float:
+        values = []
+        for p in group:
+            mask = np.ones(p.labels.shape, bool)
+            values.append(_sharpness(_luma(p.recorded), mask) / max(_sharpness(_luma(p.twin), mask), 1e-6))
+        return float(np.median(values))
+
+    return sharp(order[-third:]) / max(sharp(order[:third]), 1e-6)

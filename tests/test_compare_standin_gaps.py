@@ -1,0 +1,129 @@
+"""compare-sim's measures of the stand-in's gaps: the picture against the twin's render, and the arm's
+gaps fitted by replaying recorded targets through a twin that has them."""
+
+import numpy as np
+import pytest
+
+from so101_sim2real.compare.arm_fit import fit_arm
+from so101_sim2real.compare.findings import _arm, _picture
+from so101_sim2real.compare.picture_check import FramePair, picture_metrics
+from so101_sim2real.control.env import sim_env
+from so101_sim2real.control.pilots import ScriptedPilot
+from so101_sim2real.control.recording import Recorder, Recording
+from so101_sim2real.control.runner import Runner
+from so101_sim2real.sim.standin import Backlash, Latency, MaxSpeed, StandIn
+from so101_sim2real.spec import default_spec
+
+CLASSES = ["background", "table", "cube", "static_finger", "moving_finger"]
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 480x640 picture with a textured table, a red cube and two fingers, and its labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.full((480, 640), 1, np.uint8)
+    labels[:60] = 0
+    labels[200:280, 280:360] = 2
+    labels[330:, 120:260] = 3
+    labels[330:, 380:520] = 4
+    colours = np.array([[40, 40, 40], [70, 110, 160], [200, 30, 30], [150, 120, 20], [150, 120, 20]], float)
+    rgb = colours[labels] * np.linspace(0.8, 1.0, 640)[None, :, None]  # a gentle gradient, as a light makes
+    rgb += rng.normal(0, 0.3, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8), labels
+
+
+def _pairs(change, n: int = 6) -> list[FramePair]:
+    out = []
+    for i in range(n):
+        twin, labels = _scene(i)
+        out.append(FramePair(i, change(twin.copy(), labels, i), twin, labels, spin=float(i)))
+    return out
+
+
+def _named(pairs) -> list[str]:
+    return [g for f in _picture(picture_metrics(pairs, CLASSES)) for g in f.gaps]
+
+
+def test_a_picture_like_the_twins_names_nothing():
+    assert _named(_pairs(lambda rgb, labels, i: rgb)) == []
+
+
+def test_a_camera_gain_and_white_balance_are_named_as_exposure():
+    def brighter(rgb, labels, i):
+        return np.clip(rgb * np.array([1.3, 1.2, 1.0]), 0, 255).astype(np.uint8)
+
+    assert _named(_pairs(brighter)) == ["exposure"]
+
+
+def test_a_light_from_elsewhere_is_named_as_lighting_not_exposure():
+    def shaded(rgb, labels, i):  # a warm key light from one side: the fingers dim and shade unevenly
+        shade = np.linspace(0.5, 1.2, 480)[:, None, None] * np.linspace(1.2, 0.6, 640)[None, :, None]
+        return np.clip(rgb * shade * np.array([0.9, 0.8, 0.7]), 0, 255).astype(np.uint8)
+
+    assert _named(_pairs(shaded)) == ["lighting"]
+
+
+def test_another_table_is_named_as_materials():
+    def wooden(rgb, labels, i):
+        rgb[labels == 1] = (130, 100, 75)
+        return rgb
+
+    assert _named(_pairs(wooden)) == ["materials"]
+
+
+def test_sensor_noise_and_jpeg_blocks_are_named():
+    import cv2
+
+    def noisy(rgb, labels, i):
+        return np.clip(rgb + np.random.default_rng(i).normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+
+    def blocky(rgb, labels, i):
+        ok, buf = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 40])
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+    assert "sensor_noise" in _named(_pairs(noisy))
+    assert "jpeg" in _named(_pairs(blocky))
+
+
+def test_a_box_on_the_table_is_named_and_the_cube_elsewhere_is_not():
+    def box(rgb, labels, i):
+        rgb[100:180, 420:520] = (30, 60, 200)
+        return rgb
+
+    def cube_moved(rgb, labels, i):  # the cube where the twin has table: the twin's cube hue, no stranger
+        rgb[100:180, 420:500] = (200, 30, 30)
+        return rgb
+
+    assert _named(_pairs(box)) == ["distractor"]
+    assert _named(_pairs(cube_moved)) == []
+
+
+@pytest.fixture(scope="module")
+def arm_recordings(tmp_path_factory):
+    """The scripted expert's first 30 ticks in the twin and in stand-ins with one arm gap each."""
+    def run(world: StandIn | None) -> dict:
+        folder = tmp_path_factory.mktemp("arm")
+        env = sim_env(default_spec(), standin=world)
+        try:
+            rec = Recorder(folder, env.spec, "sim", "scripted", env.period_s)
+            Runner(env, ScriptedPilot(env.twin), recorder=rec, max_steps=30).run([5000])
+        finally:
+            env.close()
+        return Recording(folder).load(0)
+
+    return {"twin": run(None), "latency": run(StandIn({"latency": Latency(60.0)})),
+            "max_speed": run(StandIn({"max_speed": MaxSpeed(120.0)})),
+            "backlash": run(StandIn({"backlash": Backlash((1.0,) * 6)}))}
+
+
+def test_the_twins_own_arm_has_no_gap(arm_recordings):
+    assert fit_arm([arm_recordings["twin"]], default_spec()).named == []
+
+
+@pytest.mark.parametrize("gap, amount", [("latency", 60.0), ("max_speed", 120.0), ("backlash", 1.0)])
+def test_an_arm_gap_is_named_with_its_amount(arm_recordings, gap, amount):
+    fit = fit_arm([arm_recordings[gap]], default_spec())
+    assert [g.name for g in fit.named][:1] == [gap]
+    assert fit.named[0].amount_value() == pytest.approx(amount)
+    assert fit.explained > 0.5
+    finding = _arm(fit)[0]
+    assert finding.gaps == [gap] and finding.evidence["left_deg"] < finding.evidence["replay_error_deg"]
