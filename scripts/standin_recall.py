@@ -113,17 +113,19 @@ def score(name: str, world: StandIn, reports: list[dict]) -> dict:
     """Which gaps the findings named in at least half the episodes, the false names, amount errors."""
     counts: dict[str, int] = {}
     estimates: dict[str, list[float]] = {}
+    present = list(world.gaps)
     for report in reports:
         named = set()
         for finding in report["findings"]:
-            for gap in finding.get("gaps", []):
+            gaps = finding.get("gaps", [])
+            # a finding that names candidates ("the mount or the intrinsics") names those present, else all
+            for gap in [g for g in gaps if g in present] or gaps:
                 named.add(gap)
                 if (value := _estimate(gap, finding)) is not None:
                     estimates.setdefault(gap, []).append(value)
         for gap in named:
             counts[gap] = counts.get(gap, 0) + 1
     named = sorted(g for g, c in counts.items() if 2 * c >= len(reports))
-    present = list(world.gaps)
     amounts = {}
     for gap in present:
         if gap in estimates and gap in TOLERANCE:

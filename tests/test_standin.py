@@ -66,7 +66,7 @@ def test_a_world_without_gaps_is_the_twins_scene_and_each_scene_gap_changes_its_
     world = default_standin()
     cfg = standin_scene(world, base, SIZE)
     assert cfg.cube_half == pytest.approx(0.0125) and cfg.cube_mass == 0.025 and cfg.cube_friction[0] == 0.3
-    assert cfg.kp == pytest.approx(base.kp * 0.35) and cfg.gripper_kp == pytest.approx(base.kp * 0.6)
+    assert cfg.kp == pytest.approx(base.kp * 0.15) and cfg.gripper_kp == pytest.approx(base.kp * 0.6)
     assert cfg.camera_pos[0] == pytest.approx(base.camera_pos[0] + 0.002)
     fx, fy, cx, cy = cfg.camera_intrinsics
     assert cx == pytest.approx(319.5 + 6) and cy == pytest.approx(239.5 - 4) and fx == pytest.approx(fy)
@@ -75,7 +75,7 @@ def test_a_world_without_gaps_is_the_twins_scene_and_each_scene_gap_changes_its_
     assert model.geom_size[model.geom(S.CUBE_GEOM).id][0] == pytest.approx(0.0125)
     # compliance alone leaves the gripper as stiff as the twin's
     soft = standin_scene(world.alone("compliance"), base, SIZE)
-    assert soft.gripper_kp == pytest.approx(base.kp) and soft.kp == pytest.approx(base.kp * 0.35)
+    assert soft.gripper_kp == pytest.approx(base.kp) and soft.kp == pytest.approx(base.kp * 0.15)
 
 
 @pytest.fixture

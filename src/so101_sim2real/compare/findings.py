@@ -107,7 +107,9 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
         out.append(Finding("camera pose offset",
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
                             "classes": ",".join(s.name for s in shifted)},
-                           "measure the camera's mount: so101 calibrate align", ["camera_mount"]))
+                           "the fingers sit elsewhere in the picture: the camera's mount or its focal length and "
+                           "centre differ from the twin's; measure them: so101 calibrate camera, then so101 "
+                           "calibrate align", ["camera_mount", "intrinsics"]))
     disp = report.disparity
     if (not unlike and disp.spearman is not None and disp.spearman >= RANK_AGREES
             and (disp.rel_error or 0.0) >= VALUES_DIFFER):
