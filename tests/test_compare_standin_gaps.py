@@ -127,3 +127,67 @@ def test_an_arm_gap_is_named_with_its_amount(arm_recordings, gap, amount):
     assert fit.explained > 0.5
     finding = _arm(fit)[0]
     assert finding.gaps == [gap] and finding.evidence["left_deg"] < finding.evidence["replay_error_deg"]
+
+
+def _textured(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A picture with edges everywhere (the flow needs them) and its labels: fingers at the bottom."""
+    rng = np.random.default_rng(seed)
+    texture = cv2_blur(rng.uniform(0, 255, (480, 640)), 3.0)
+    texture = (texture - texture.min()) / np.ptp(texture) * 255
+    labels = np.full((480, 640), 1, np.uint8)
+    labels[330:, 120:260] = 3
+    labels[330:, 380:520] = 4
+    rgb = np.repeat(texture[..., None], 3, axis=2).astype(np.uint8)
+    return rgb, labels
+
+
+def cv2_blur(image, sigma):
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), sigma)
+
+
+def _warped(move_scene, move_fingers, n: int = 3) -> list[FramePair]:
+    """Pairs whose recorded picture is the twin's with its scene and fingers moved by the given maps
+    (x, y -> where that pixel shows in the recorded frame)."""
+    import cv2
+
+    pairs = []
+    for i in range(n):
+        twin, labels = _textured(i)
+        h, w = labels.shape
+        ys, xs = np.indices((h, w), np.float32)
+        out = np.empty_like(twin)
+        for move, region in ((move_scene, labels == 1), (move_fingers, labels != 1)):
+            # the recorded pixel at (x, y) shows the twin's at the inverse map: a small move inverts by its negative
+            mx, my = move(xs, ys)
+            src = cv2.remap(twin, 2 * xs - mx, 2 * ys - my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            moved_region = cv2.remap(region.astype(np.uint8), 2 * xs - mx, 2 * ys - my, cv2.INTER_NEAREST) > 0
+            out[moved_region] = src[moved_region]
+        pairs.append(FramePair(i, out, twin, labels, spin=0.0))
+    return pairs
+
+
+def _shift(dx, dy):
+    return lambda xs, ys: (xs + dx, ys + dy)
+
+
+def _radial(k1, focal=339.6):
+    def move(xs, ys):
+        x, y = (xs - 319.5) / focal, (ys - 239.5) / focal
+        f = 1 + k1 * (x * x + y * y)
+        return 319.5 + x * f * focal, 239.5 + y * f * focal
+    return move
+
+
+@pytest.mark.parametrize("scene, fingers, gap", [
+    (_shift(0, 0), _shift(0, 0), None),
+    (_shift(4, -3), _shift(0, 0), "joint_offsets"),  # the arm elsewhere, the camera on it as the twin's
+    (_shift(5, -3), _shift(5, -3), "intrinsics"),  # everything alike: the picture's centre
+    (_shift(8, -5), _shift(12, -2), "camera_mount"),  # near fingers and far scene apart: the camera moved
+    (_radial(-0.06), _radial(-0.06), "lens_distortion"),
+])
+def test_where_the_picture_sits_names_the_camera_the_lens_or_the_joints(scene, fingers, gap):
+    named = [g for g in _named(_warped(scene, fingers)) if g in
+             ("joint_offsets", "intrinsics", "camera_mount", "lens_distortion")]
+    assert named == ([gap] if gap else [])

@@ -102,7 +102,8 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            "make the loop keep the spec's period (profile with 'so101 infer --json'), or fine-tune "
                            "at the real period in the perturbed twin (period_s)", ["period"]))
     shifted = [s for s in report.finger_shifts if s.magnitude >= SHIFT_MIN_PX and s.consistent >= SHIFT_CONSISTENT]
-    if shifted and not unlike:
+    measured = report.picture is not None and {"fingers", "scene"} <= set(report.picture.flow)
+    if shifted and not unlike and not measured:  # without the camera's picture: the policy frame's fingers
         dx, dy = np.mean([s.mean_dx for s in shifted]), np.mean([s.mean_dy for s in shifted])
         out.append(Finding("camera pose offset",
                            {"shift_px": float(np.hypot(dx, dy)), "dx_px": float(dx), "dy_px": float(dy),
@@ -252,10 +253,53 @@ def _picture(pm: PictureMetrics) -> list[Finding]:
     if pm.blur is not None and pm.blur <= BLUR and not recoloured and not noisy:
         out.append(Finding("the picture blurs when the wrist turns", {"sharpness_fast_vs_slow": pm.blur},
                            "a shorter exposure (more light), or train with motion blur", ["motion_blur"]))
+    out += _geometry(pm)
     if pm.foreign_px is not None and pm.foreign_px >= (FOREIGN_LIT_PX if lit else FOREIGN_PX):
         out.append(Finding("something on the table the twin does not have", {"pixels": pm.foreign_px},
                            "clear the table, or train the networks with objects they should ignore",
                            ["distractor"]))
+    return out
+
+
+CAMERA_SHIFT_PX = 2.0  # the fingers this far off the twin's (640x480 pixels) ...
+CAMERA_SCALE = 0.01  # ... or scaled this much: the camera differs
+PARALLAX_PX = 1.5  # fingers and scene shifted this differently: the camera moved, not its centre
+LENS_K1 = 0.015  # a radial term this strong (OpenCV's k1) in the scene's motion: the lens
+LENS_EXPLAINED = 0.3  # ... where the fit explains this share of the motion
+SCENE_SHIFT_PX = 2.0  # the scene this far off the twin's while the fingers stay within FINGERS_STILL_PX
+FINGERS_STILL_PX = 1.0
+SHIFT_EXPLAINED = 0.15
+
+
+def _geometry(pm: PictureMetrics) -> list[Finding]:
+    """The lens, the camera's mount and intrinsics, and the joints' calibration, from where the
+    recorded picture's edges sit: the fingers ride with the camera, the scene does not."""
+    out = []
+    scene, fingers = pm.flow.get("scene"), pm.flow.get("fingers")
+    if scene is not None and fingers is not None and (fingers.shift_px >= CAMERA_SHIFT_PX
+                                                      or abs(fingers.scale) >= CAMERA_SCALE):
+        parallax = float(np.hypot(fingers.dx_px - scene.dx_px, fingers.dy_px - scene.dy_px))
+        evidence = {"fingers_dx_px": fingers.dx_px, "fingers_dy_px": fingers.dy_px, "scale": fingers.scale,
+                    "parallax_px": parallax}
+        if parallax >= PARALLAX_PX:  # the near fingers and the far table moved apart: the camera moved
+            out.append(Finding("camera pose offset", evidence,
+                               "the camera sits elsewhere on the gripper than the twin's: measure its mount "
+                               "('so101 calibrate align')", ["camera_mount"]))
+        else:  # everything moved alike, and scaled: the picture's centre and focal length
+            out.append(Finding("the camera's focal length or centre differ from the twin's", evidence,
+                               "measure the camera ('so101 calibrate camera') and let the twin see through it; "
+                               "a turned mount looks alike without the scale ('so101 calibrate align')",
+                               ["intrinsics"]))
+    if scene is not None and abs(scene.k1) >= LENS_K1 and scene.explained >= LENS_EXPLAINED:
+        out.append(Finding("the lens distorts the picture", {"k1": scene.k1, "explained": scene.explained},
+                           "the twin's camera has no distortion: 'so101 calibrate camera' measures it, and "
+                           "perception then undistorts each frame", ["lens_distortion"]))
+    if (scene is not None and fingers is not None and scene.shift_px >= SCENE_SHIFT_PX
+            and scene.explained >= SHIFT_EXPLAINED and fingers.shift_px < FINGERS_STILL_PX):
+        out.append(Finding("the scene sits elsewhere while the fingers do not: the joints read off their angles",
+                           {"scene_shift_px": scene.shift_px, "fingers_shift_px": fingers.shift_px},
+                           "the camera rides on the gripper as in the twin, but the arm is not where its joints "
+                           "say: calibrate the joints again ('so101 calibrate joints')", ["joint_offsets"]))
     return out
 
 

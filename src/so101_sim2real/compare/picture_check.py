@@ -16,7 +16,11 @@ count), at a few ticks of the episode:
 - **blockiness**: steps at the 8x8 block edges of a JPEG, recorded against the twin's;
 - **blur**: the sharpness lost on the ticks the camera turns fastest;
 - **a foreign object**: the largest blob on the twin's table whose colour the gains cannot
-  explain.
+  explain;
+- **where things sit**: the optical flow from the twin's render to the recorded frame, fitted
+  with a shift, a scale and a radial (lens) term, on the fingers and on the scene apart: the
+  fingers ride with the camera, so a scene that moves while they stay is the joints'
+  calibration, and a radial term the lens.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ TICKS = 8  # frames compared per episode (a twin RGB render with shadows costs ~
 ERODE_PX = 6
 MIN_PX = 400  # fewer pixels of a class give no trustworthy colour
 CLIPPED = 250
+DEFAULT_FOCAL_PX = 339.6  # the spec camera's at 640x480
+EDGE = 8.0  # grey levels per pixel: an edge the flow can follow
+FLOW_POINTS = 4000  # edge pixels per frame and region
+MIN_FLOW_POINTS = 200
+MAX_FLOW_PX = 30.0
 FOREIGN_CHROMA = 0.06  # a table pixel this far from the table's hue (r, g share of the sum) is something else
 
 
@@ -57,6 +66,25 @@ class PictureMetrics:
     blockiness: float | None = None  # recorded 8x8 edge steps less the twin's, grey levels
     blur: float | None = None  # sharpness of the fastest-turning third / the slowest third (recorded / twin)
     foreign_px: float | None = None  # the largest unexplained blob on the table, in two ticks at least
+    flow: dict[str, Registration] = field(default_factory=dict)  # "fingers", "scene": recorded against twin
+
+
+@dataclass
+class Registration:
+    """The image motion from the twin's render to the recorded frame, fitted on a region's edges:
+    a shift (px), a scale about the centre, a radial term (k1, as OpenCV's lens model) and the share
+    of the motion the fit explains."""
+
+    dx_px: float
+    dy_px: float
+    scale: float
+    k1: float
+    explained: float
+    points: int
+
+    @property
+    def shift_px(self) -> float:
+        return float(np.hypot(self.dx_px, self.dy_px))
 
 
 def _mask(labels: np.ndarray, ids: list[int]) -> np.ndarray:
@@ -93,7 +121,7 @@ def _sharpness(gray: np.ndarray, mask: np.ndarray) -> float:
 
 
 def picture_metrics(pairs: list[FramePair], classes: list[str], cube_ticks: set[int] | None = None,
-                    cube_rgb: tuple[float, ...] | None = None) -> PictureMetrics:
+                    cube_rgb: tuple[float, ...] | None = None, focal_px: float = DEFAULT_FOCAL_PX) -> PictureMetrics:
     """The measures of :class:`PictureMetrics` over ``pairs`` (``classes``: the sim's, by id). The
     cube's colour is measured on ``cube_ticks`` only (where the recorded cube is where the twin's
     is: a grasp may have moved it, or the twin placed it elsewhere); None: every tick. ``cube_rgb``:
@@ -136,7 +164,49 @@ def picture_metrics(pairs: list[FramePair], classes: list[str], cube_ticks: set[
     if len(foreign) >= 2 and (cube_ticks is None or cube_ticks):
         out.foreign_px = float(sorted(foreign)[-2])
     out.blur = _blur(pairs)
+    fingers_ids, scene_ids = fingers, [ids[c] for c in ("background", "table", "cube") if c in ids]
+    for name, region in (("fingers", fingers_ids), ("scene", scene_ids)):
+        if (fit := register(pairs, region, focal_px)) is not None:
+            out.flow[name] = fit
     return out
+
+
+def _flow_points(p: FramePair, region: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edge pixels of ``region`` (x, y) and the dense optical flow there (u, v), twin -> recorded.
+    Both pictures are histogram-equalised first: a brighter camera moves nothing."""
+    twin = cv2.equalizeHist(cv2.cvtColor(p.twin, cv2.COLOR_RGB2GRAY))
+    rec = cv2.equalizeHist(cv2.cvtColor(p.recorded, cv2.COLOR_RGB2GRAY))
+    flow = cv2.calcOpticalFlowFarneback(twin, rec, None, 0.5, 4, 21, 3, 5, 1.1, 0)
+    gy, gx = np.gradient(cv2.GaussianBlur(twin.astype(np.float64), (0, 0), 1.5))
+    near = cv2.dilate(np.isin(p.labels, region).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    ys, xs = np.nonzero((np.hypot(gx, gy) > EDGE) & near)
+    keep = np.random.default_rng(p.tick).permutation(len(xs))[:FLOW_POINTS]
+    xs, ys = xs[keep], ys[keep]
+    u, v = flow[ys, xs, 0], flow[ys, xs, 1]
+    sane = np.hypot(u, v) < MAX_FLOW_PX  # beyond this the flow has lost its match
+    return xs[sane], ys[sane], u[sane], v[sane]
+
+
+def register(pairs: list[FramePair], region: list[int], focal_px: float) -> Registration | None:
+    """The shift, scale and radial term that best carry the twin's render of ``region`` onto the
+    recorded frames (least squares over the pairs' edge pixels)."""
+    rows, motion = [], []
+    for p in pairs:
+        xs, ys, u, v = _flow_points(p, region)
+        h, w = p.labels.shape
+        x, y = (xs - (w - 1) / 2) / focal_px, (ys - (h - 1) / 2) / focal_px
+        r2 = x * x + y * y
+        for axis, c, value in ((0, x, u), (1, y, v)):
+            rows.append(np.stack([np.full_like(c, axis == 0), np.full_like(c, axis == 1), c * focal_px,
+                                  c * r2 * focal_px], axis=1))
+            motion.append(value)
+    if not rows or sum(len(m) for m in motion) < 2 * MIN_FLOW_POINTS:
+        return None
+    a, b = np.concatenate(rows), np.concatenate(motion)
+    solution = np.linalg.lstsq(a, b, rcond=None)[0]
+    total = float(np.sum(b * b))
+    explained = 1.0 - float(np.sum((b - a @ solution) ** 2)) / total if total > 0 else 0.0
+    return Registration(*(float(v) for v in solution), explained=explained, points=len(b) // 2)
 
 
 def _chroma(rgb: np.ndarray) -> np.ndarray:

@@ -91,6 +91,12 @@ class PosedTwin:
         d.qvel[:] = 0.0
         return FramePair(tick, recorded_rgb, camera.read().rgb, camera.seg_ids(), float(np.linalg.norm(velocity[:3])))
 
+    def focal_px(self) -> float:
+        """The twin camera's focal length in pixels at its frame's size."""
+        m, camera = self.task.model, self.perception.camera
+        height = camera.renderer.height
+        return float(height / 2 / np.tan(np.deg2rad(m.cam_fovy[m.camera(camera.camera).id]) / 2))
+
     def close(self) -> None:
         self.perception.close()
 
@@ -280,6 +286,7 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     spec = recording.spec
     lags = _render_lags(len(arrays["joint_pos"]), spec) if recording.meta.get("robot") == "sim" else None
     twin = PosedTwin(spec, geometry)
+    focal = twin.focal_px()
     ticks: list[_Tick] = []
     worst: list[TickFrames] = []
     vels = arrays.get("joint_vel")
@@ -327,7 +334,7 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
     classes = list(spec.observation.segmentation.classes)
     # the cube's colour where the recorded cube is where the twin's is (a grasp, or a misplaced twin, moves it)
     placed = {i for i, t in enumerate(ticks) if np.nan_to_num(t.iou[classes.index("cube")]) >= CUBE_PLACED_IOU}
-    picture = picture_metrics(pairs, classes, placed, tuple(twin.task.scene.cube_rgba[:3])) if pairs else None
+    picture = picture_metrics(pairs, classes, placed, tuple(twin.task.scene.cube_rgba[:3]), focal) if pairs else None
     report = _report(recording, episode, spec, ticks, arrays["time"], dynamics, state, motion, cube, arm, picture)
     for w in worst:
         if w.rgb is None and "rgb_jpeg" in arrays:
