@@ -206,7 +206,8 @@ def register(pairs: list[FramePair], region: list[int], focal_px: float) -> Regi
     solution = np.linalg.lstsq(a, b, rcond=None)[0]
     total = float(np.sum(b * b))
     explained = 1.0 - float(np.sum((b - a @ solution) ** 2)) / total if total > 0 else 0.0
-    return Registration(*(float(v) for v in solution), explained=explained, points=len(b) // 2)
+    dx, dy, scale, k1 = (float(v) for v in solution)
+    return Registration(dx, dy, scale, k1, explained, len(b) // 2)
 
 
 def _chroma(rgb: np.ndarray) -> np.ndarray:
