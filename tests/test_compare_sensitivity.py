@@ -164,8 +164,29 @@ def _not_json(tmp_path):
     (lambda t: ["--ckpt", "scripted", "--report", str(_not_a_report(t))], "not a compare-sim report"),
     (lambda t: ["--ckpt", "scripted", "--report", str(_not_json(t))], "not JSON"),
     (lambda t: ["--ckpt", "scripted", "--report", str(t / "none.json")], "cannot read the report"),
+    (lambda t: ["--ckpt", "scripted", "--seg-ckpt", "seg.ckpt"], "give --standin too"),
+    (lambda t: ["--ckpt", "scripted", "--standin", str(t / "no.yaml")], "no.yaml"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, expected):
     code, out, err = run_cli(capsys, "compare-sim", "sensitivity", *args(tmp_path))
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_the_standin_rows_are_each_gap_alone_every_gap_and_the_arm_as_a_report_measured(capsys, tmp_path):
+    world = tmp_path / "world.yaml"
+    world.write_text("seed: 0\ngaps:\n  max_speed: {deg_s: 60.0}\n  jpeg:\n")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"timing": {"p50_s": 0.02}, "finger_shifts": [], "findings": [
+        {"name": "commands reach the arm late", "gaps": ["latency"], "next": "",
+         "evidence": {"ms": 60.0, "amounts": {"ms": 60.0}}}]}))
+    code, out, err = run_cli(capsys, "compare-sim", "sensitivity", "--ckpt", "scripted", "--episodes", "2",
+                             "--seed", "5000", "--max-steps", "60", "--standin", str(world), "--report", str(report),
+                             "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert set(rows) == {"stand-in: max_speed alone", "stand-in: jpeg alone", "stand-in: every gap",
+                         "stand-in: latency as measured (ms 60)"}
+    # a 60 deg/s top speed stops the expert's grasp; JPEG cannot reach an expert that sees no pixels
+    assert rows["stand-in: max_speed alone"]["successes"] == 0 and rows["stand-in: jpeg alone"]["successes"] == 2
+    assert rows["stand-in: every gap"]["successes"] == 0

@@ -187,6 +187,15 @@ def sensitivity(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickle to run code while "
                                                                       "loading the checkpoint.")] = False,
+    standin: Annotated[Optional[Path], typer.Option("--standin", help="A stand-in world (configs/standin.yaml): "
+                                                                      "its rows instead of the twin's, each gap "
+                                                                      "alone and every gap, seen through real "
+                                                                      "perception.")] = None,
+    seg_ckpt: Annotated[Optional[str], typer.Option("--seg-ckpt", help="With --standin, for a policy that sees "
+                                                                       "pixels: the segmentation network (so101 "
+                                                                       "seg train).")] = None,
+    depth_model: Annotated[Optional[str], typer.Option("--depth-model", help="With --standin: the depth network "
+                                                                             "(so101 depth fit).")] = None,
 ) -> None:
     """The gap budget: which sim-to-real gap costs the policy how much success.
 
@@ -198,6 +207,9 @@ def sensitivity(
     --report, rows are added at the amounts that report measured: the recorded
     period and lag, and segmentation noise, disparity noise and a camera tilt
     matched on the twin's frames to the recorded IoU, error and finger shift.
+    With --standin, the rows are the stand-in world's instead: its networks with
+    no gap, each gap alone, every gap, and (with --report) each arm gap at the
+    amount the report measured.
     """
     from tqdm import tqdm
 
@@ -209,12 +221,27 @@ def sensitivity(
 
     if episodes < 1:
         raise So101Error("--episodes must be at least 1")
+    if standin is None and (seg_ckpt or depth_model):
+        raise So101Error("--seg-ckpt and --depth-model are the stand-in's networks: give --standin too")
     measured = S.read_report(report) if report is not None else None
     spec = default_spec()
-    matches = measured_gaps(spec, measured) if measured else []
-    gaps = S.default_gaps(spec.control.period_s, measured, matches)
     opts = InferOptions(describe(ckpt=ckpt, trust_pickle=trust_pickle), episodes=episodes, seed=seed,
                         max_steps=max_steps)
+    standin_where = None
+    if standin is not None:
+        from so101_sim2real.sim.standin import load_standin
+
+        world = load_standin(standin)
+        pixels = ckpt != "scripted"
+        standin_where = describe(ckpt=ckpt, trust_pickle=trust_pickle, **(
+            {"perception": "real", "seg_ckpt": seg_ckpt, "depth_model": depth_model} if pixels else {}))
+        if pixels and not seg_ckpt:
+            raise So101Error("a policy sees the stand-in through its networks: give --seg-ckpt (so101 seg train) "
+                             "and --depth-model (so101 depth fit)")
+        gaps = S.standin_gaps(world, measured, networks_alone=pixels)
+    else:
+        matches = measured_gaps(spec, measured) if measured else []
+        gaps = S.default_gaps(spec.control.period_s, measured, matches)
     bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
                leave=False)
 
@@ -222,7 +249,8 @@ def sensitivity(
         bar.update(1)
 
     try:
-        rep = S.sensitivity(opts, gaps, on_episode=episode_done, report=str(report) if report is not None else None)
+        rep = S.sensitivity(opts, gaps, on_episode=episode_done, report=str(report) if report is not None else None,
+                            standin_where=standin_where)
     finally:
         bar.close()
     if out is not None:

@@ -15,6 +15,7 @@ each on top of those already named, so a world with several shows several.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -45,7 +46,7 @@ class ArmGap:
     """One named gap: its best amount on the grid and the replay error it leaves."""
 
     name: str
-    amount: object  # the gap's dataclass at the best amount
+    amount: Any  # the gap's dataclass at the best amount
     error_rad: float  # RMS replay error with it (and the gaps named before it)
 
     def amount_value(self) -> float:
@@ -143,7 +144,7 @@ def fit_arm(episodes: list[dict[str, np.ndarray]], spec: Spec) -> ArmFit:
     fit = ArmFit(base)
     if base < NOISE_RAD:
         return fit
-    chosen: dict[str, object] = {}
+    chosen: dict[str, Any] = {}
     error = base
     while len(chosen) < MAX_GAPS:
         trials = [(_rms(episodes, twin, StandIn({**chosen, name: amount})), name, amount)

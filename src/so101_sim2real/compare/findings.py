@@ -3,6 +3,7 @@ shows it and what to run next. A clean twin recording has none."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -203,7 +204,8 @@ def _arm(fit: ArmFit | None) -> list[Finding]:
         key, unit = AMOUNT[gap.name]
         out.append(Finding(name, {key: gap.amount_value(), "unit": unit,
                                   "replay_error_deg": float(np.rad2deg(fit.nominal_error_rad)),
-                                  "left_deg": float(np.rad2deg(gap.error_rad))}, next_step, [gap.name]))
+                                  "left_deg": float(np.rad2deg(gap.error_rad)),
+                                  "amounts": dataclasses.asdict(gap.amount)}, next_step, [gap.name]))
     return out
 
 

@@ -29,7 +29,7 @@ class Finding:
     gaps: list[str] = field(default_factory=list)  # the stand-in's gaps (sim/standin.py) it names, where it names one
 
     def line(self) -> str:
-        numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items())
+        numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.evidence.items() if not isinstance(v, dict))
         return f"{self.name}: {numbers} -> {self.next}"
 
 

@@ -9,6 +9,7 @@ its own, in percentage points, so the rows rank the gaps worth closing first. Wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import deque
@@ -22,8 +23,10 @@ import numpy as np
 from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim.perturb import Perturbation
+from so101_sim2real.sim.standin import GAPS, StandIn
 
 if TYPE_CHECKING:
+    from so101_sim2real.control.description import RunDescription
     from so101_sim2real.control.infer import InferOptions
 
 DEFAULT_PERIODS_S = (0.05, 0.1)
@@ -40,11 +43,13 @@ DEFAULT_JOINT_OFFSETS_DEG = (2.0, 5.0)  # on the five arm joints, signs alternat
 
 @dataclass(frozen=True)
 class Gap:
-    """One row: a named perturbation of the twin, plus an optional action latency in ticks."""
+    """One row: a named perturbation of the twin, plus an optional action latency in ticks, or a
+    stand-in world (sim/standin.py), seen through the run's real perception."""
 
     name: str
     perturbation: Perturbation = field(default_factory=Perturbation)
     latency_ticks: int = 0
+    standin: StandIn | None = None
 
 
 @dataclass
@@ -142,6 +147,25 @@ def default_gaps(spec_period_s: float, measured: dict | None = None, matches: li
     return gaps
 
 
+def standin_gaps(world: StandIn, measured: dict | None = None, networks_alone: bool = True) -> list[Gap]:
+    """Rows in the stand-in: its networks with no gap (the baseline of the rows after it, for a policy
+    that sees pixels), each gap of ``world`` alone, every gap at once, and each arm gap at the amount
+    a report measured (``measured["arm"]``, from :func:`read_report`)."""
+    rows = [Gap("stand-in: its networks, no gap", standin=StandIn({}, world.seed))] if networks_alone else []
+    rows += [Gap(f"stand-in: {name} alone", standin=world.alone(name)) for name in world.gaps]
+    rows.append(Gap("stand-in: every gap", standin=world))
+    for name, amount in (measured or {}).get("arm", {}).items():
+        values = ", ".join(f"{k} {_short(v)}" for k, v in dataclasses.asdict(amount).items())
+        rows.append(Gap(f"stand-in: {name} as measured ({values})", standin=StandIn({name: amount}, world.seed)))
+    return rows
+
+
+def _short(value: object) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def read_report(path: str | Path) -> dict:
     """The measured amounts of a ``compare-sim`` report.json, where it has them: ``period_s`` (the
     recorded p50), ``finger_shift_px`` (the largest mean finger shift) and ``finger_shift`` (the mean
@@ -178,6 +202,25 @@ def read_report(path: str | Path) -> dict:
                 for i, j in enumerate(joints) if isinstance(j, dict)]
         if lags := [int(v) for v in lags if v is not None]:
             out["lag_ticks"] = max(lags)
+    if arm := _arm_amounts(path, data.get("findings")):
+        out["arm"] = arm
+    return out
+
+
+def _arm_amounts(path: Path, findings: object) -> dict:
+    """The arm gaps a report's findings measured, as the stand-in's gaps at those amounts."""
+    out = {}
+    for i, finding in enumerate(findings if isinstance(findings, list) else []):
+        if not isinstance(finding, dict) or not isinstance(finding.get("evidence"), dict):
+            continue
+        gaps, amounts = finding.get("gaps") or [], finding["evidence"].get("amounts")
+        if len(gaps) != 1 or not isinstance(amounts, dict) or gaps[0] not in GAPS:
+            continue
+        try:
+            out[gaps[0]] = GAPS[gaps[0]](**{k: tuple(v) if isinstance(v, list) else v for k, v in amounts.items()})
+        except TypeError:
+            raise So101Error(f"{path}: findings[{i}].evidence.amounts {amounts!r} are not the amounts of the "
+                             f"stand-in's {gaps[0]}; write the report again") from None
     return out
 
 
@@ -227,12 +270,16 @@ def _range(low: float | None, high: float | None, open_low: bool, integer: bool)
 # ------------------------------------------------------------------ the runs
 
 
-def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None) -> int:
+def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None,
+             standin_where: RunDescription | None = None) -> int:
     """Successes of one row's episodes, built exactly as ``so101 infer`` builds its run."""
     from so101_sim2real.control.infer import build
     from so101_sim2real.control.runner import Runner
 
-    row_opts = replace(opts, where=replace(opts.where, world=replace(gap.perturbation, seed=opts.seed)))
+    if gap.standin is not None:  # the stand-in is seen through real perception, where the policy sees pixels
+        row_opts = replace(opts, where=replace(standin_where or opts.where, standin=gap.standin))
+    else:
+        row_opts = replace(opts, where=replace(opts.where, world=replace(gap.perturbation, seed=opts.seed)))
     env, pilot, _, _ = build(row_opts)
     try:
         if gap.latency_ticks:
@@ -254,14 +301,15 @@ def _score(nominal: GapResult, row: GapResult) -> GapResult:
 
 
 def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], None] | None = None,
-                report: str | None = None) -> SensitivityReport:
+                report: str | None = None, standin_where: RunDescription | None = None) -> SensitivityReport:
     """Run the nominal twin and each gap over ``opts``'s seeds (an :class:`InferOptions` on the
-    twin) and rank the gaps by the success they cost."""
+    twin) and rank the gaps by the success they cost. ``standin_where``: the run the stand-in's
+    rows take (its perception); ``opts``'s where not given."""
     if opts.where.robot.kind != "sim":
         raise So101Error("the gap budget runs in the twin: @robot sim")
     n = opts.episodes
     nominal = GapResult("nominal twin", _run_row(opts, Gap("nominal twin"), on_episode), n)
-    rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode), n)) for g in gaps]
+    rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode, standin_where), n)) for g in gaps]
     rows.sort(key=lambda r: -r.cost_points)  # stable: equal costs keep the default order
     ckpt = opts.where.policy.ckpt
     assert ckpt is not None  # every row above ran it (build loads it)
