@@ -215,11 +215,14 @@ COLOUR_OFF = 0.12  # a class this far from the fingers' gain has another materia
 # a blurred brightness ratio varying this much over the fingers, and their gain off: another light (a
 # camera moved by millimetres shifts the fingers' edges: up to ~0.15 without a gain)
 SHADING = 0.1
-NOISE = 0.5  # the recorded median fine residual this many grey levels above the twin's
+# the recorded median fine residual this many grey levels above the twin's (std 3 noise: ~1.3; the whole stand-in:
+# ~0.38)
+NOISE = 0.25
 BLOCKS = 0.25  # 8x8 edge steps this many grey levels above the twin's: stronger JPEG (noise through q95: ~0.2)
-BLUR = 0.85  # the fastest third of the ticks this much less sharp than the slowest
+# the fastest third of the ticks this much less sharp than the slowest (12 ms exposure: ~0.75; the rest >= 0.83)
+BLUR = 0.8
 FOREIGN_PX = 2500  # a blob this large (640x480 pixels) on the table in two ticks
-FOREIGN_LIT_PX = 5000  # ... under another light, whose shadows have another hue (up to ~2400 seen)
+FOREIGN_LIT_PX = 3500  # ... under another light, whose shadows have another hue
 
 
 def _picture(pm: PictureMetrics) -> list[Finding]:
