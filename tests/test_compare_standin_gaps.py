@@ -27,7 +27,8 @@ def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     labels[330:, 380:520] = 4
     colours = np.array([[40, 40, 40], [70, 110, 160], [200, 30, 30], [150, 120, 20], [150, 120, 20]], float)
     rgb = colours[labels] * np.linspace(0.8, 1.0, 640)[None, :, None]  # a gentle gradient, as a light makes
-    rgb += rng.normal(0, 0.3, rgb.shape)
+    grain = cv2_blur(rng.normal(0, 1, (480, 640)), 2.0)  # texture the flow can follow, as renders have
+    rgb = rgb * (1 + 0.15 * grain / grain.std())[..., None] + rng.normal(0, 0.3, rgb.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 

@@ -268,6 +268,7 @@ def _picture(pm: PictureMetrics) -> list[Finding]:
 
 CAMERA_SHIFT_PX = 2.0  # the fingers this far off the twin's (640x480 pixels) ...
 CAMERA_SCALE = 0.01  # ... or scaled this much: the camera differs
+CAMERA_EXPLAINED = 0.5  # ... where the fit carries most of the fingers' motion (a moved camera: > 0.9)
 PARALLAX_PX = 1.5  # fingers and scene shifted this differently: the camera moved, not its centre
 LENS_K1 = 0.015  # a radial term this strong (OpenCV's k1) in the scene's motion: the lens
 LENS_EXPLAINED = 0.3  # ... where the fit explains this share of the motion
@@ -281,8 +282,8 @@ def _geometry(pm: PictureMetrics) -> list[Finding]:
     recorded picture's edges sit: the fingers ride with the camera, the scene does not."""
     out = []
     scene, fingers = pm.flow.get("scene"), pm.flow.get("fingers")
-    if scene is not None and fingers is not None and (fingers.shift_px >= CAMERA_SHIFT_PX
-                                                      or abs(fingers.scale) >= CAMERA_SCALE):
+    if scene is not None and fingers is not None and fingers.explained >= CAMERA_EXPLAINED and (
+            fingers.shift_px >= CAMERA_SHIFT_PX or abs(fingers.scale) >= CAMERA_SCALE):
         parallax = float(np.hypot(fingers.dx_px - scene.dx_px, fingers.dy_px - scene.dy_px))
         evidence = {"fingers_dx_px": fingers.dx_px, "fingers_dy_px": fingers.dy_px, "scale": fingers.scale,
                     "parallax_px": parallax}

@@ -153,7 +153,9 @@ def picture_metrics(pairs: list[FramePair], classes: list[str], cube_ticks: set[
             shading.append(float(ratio[own].std()))
         if flat.sum() >= MIN_PX:
             # the median, not the spread: texture edges are few and large, noise is everywhere and small
-            noise.append(float(np.median(np.abs(_fine(rec)[flat])) - np.median(np.abs(_fine(twin)[flat]))))
+            # the twin's texture brightened by the camera's gain: a brighter camera shows more of it, not noise
+            level = float(np.mean(gain)) if gain is not None else 1.0
+            noise.append(float(np.median(np.abs(_fine(rec)[flat])) - level * np.median(np.abs(_fine(twin)[flat]))))
             foreign.append(_foreign_px(p, flat, cube_hues, gain))
         blocks.append(_blockiness(rec) - _blockiness(twin))
     out.shading = float(np.median(shading)) if shading else None
