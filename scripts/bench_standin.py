@@ -83,7 +83,7 @@ def policy_row(label: str, args: argparse.Namespace, perturbation: Perturbation 
         options.update(perception="real", seg_ckpt=args.seg_ckpt, depth_model=args.depth_model)
     started = time.perf_counter()
     summary = run_infer(InferOptions(describe(**options), episodes=args.episodes, seed=HELD_OUT_SEEDS,
-                                     max_steps=args.max_steps, record_rgb=False))
+                                     max_steps=args.max_steps))
     if summary.interrupted:
         sys.exit("interrupted")
     done = summary.episodes

@@ -249,7 +249,7 @@ def _picture(pm: PictureMetrics) -> list[Finding]:
                            "cube ('so101 seg train')", ["materials"]))
     noisy = pm.noise is not None and pm.noise >= NOISE
     if noisy:
-        out.append(Finding("the camera's picture is noisier than the twin's", {"noise_ratio": pm.noise},
+        out.append(Finding("the camera's picture is noisier than the twin's", {"noise_levels": pm.noise},
                            "more light or less gain", ["sensor_noise"]))
     if pm.blockiness is not None and pm.blockiness >= BLOCKS:
         out.append(Finding("the picture carries JPEG blocks", {"blockiness": pm.blockiness},
