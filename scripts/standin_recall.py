@@ -58,7 +58,7 @@ def _key(world: StandIn, args: argparse.Namespace) -> str:
         return h.hexdigest()[:16]
 
     made = {"world": world.to_dict(), "episodes": args.episodes, "seed": args.seed, "pilot": "scripted",
-            "seg": digest(args.seg_ckpt), "depth": digest(args.depth_model)}
+            "seg": [args.seg_ckpt, digest(args.seg_ckpt)], "depth": [args.depth_model, digest(args.depth_model)]}
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -117,9 +117,12 @@ def score(name: str, world: StandIn, reports: list[dict]) -> dict:
     for report in reports:
         named = set()
         for finding in report["findings"]:
-            gaps = finding.get("gaps", [])
-            # a finding that names candidates ("the mount or the intrinsics") names those present, else all
-            for gap in [g for g in gaps if g in present] or gaps:
+            gaps = finding.get("gaps") or []
+            if not gaps:  # a finding of no stand-in gap (ids renamed, an axis swap) is a false name anywhere
+                named.add(f"other: {finding['name']}")
+                continue
+            # a finding that names candidates ("the mount or the intrinsics") is credited with one of them
+            for gap in ([g for g in gaps if g in present] or gaps)[:1]:
                 named.add(gap)
                 if (value := _estimate(gap, finding)) is not None:
                     estimates.setdefault(gap, []).append(value)

@@ -152,6 +152,14 @@ def _not_a_report(tmp_path):
     return path
 
 
+def _bad_amounts(tmp_path, gaps=("latency",), amounts=None):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"timing": {"p50_s": 0.02}, "finger_shifts": [], "findings": [
+        {"name": "commands reach the arm late", "gaps": list(gaps),
+         "evidence": {"amounts": amounts or {"ms": -5.0}}}]}))
+    return path
+
+
 def _not_json(tmp_path):
     path = tmp_path / "report.json"
     path.write_text("<html>")
@@ -165,6 +173,12 @@ def _not_json(tmp_path):
     (lambda t: ["--ckpt", "scripted", "--report", str(_not_json(t))], "not JSON"),
     (lambda t: ["--ckpt", "scripted", "--report", str(t / "none.json")], "cannot read the report"),
     (lambda t: ["--ckpt", "scripted", "--seg-ckpt", "seg.ckpt"], "give --standin too"),
+    (lambda t: ["--ckpt", "scripted", "--report", str(_bad_amounts(t))],
+     "findings[0].evidence.amounts: out of range (ms"),
+    (lambda t: ["--ckpt", "scripted", "--report", str(_bad_amounts(t, ("jpeg",), {"quality": 50}))],
+     "not one of the arm's gaps"),
+    (lambda t: ["--ckpt", "policy.pt", "--standin", "configs/standin.yaml", "--seg-ckpt", "s.ckpt"],
+     "give --seg-ckpt (so101 seg train) and --depth-model"),
     (lambda t: ["--ckpt", "scripted", "--standin", str(t / "no.yaml")], "no.yaml"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, expected):

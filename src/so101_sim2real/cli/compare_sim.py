@@ -233,11 +233,11 @@ def sensitivity(
 
         world = load_standin(standin)
         pixels = ckpt != "scripted"
-        standin_where = describe(ckpt=ckpt, trust_pickle=trust_pickle, **(
-            {"perception": "real", "seg_ckpt": seg_ckpt, "depth_model": depth_model} if pixels else {}))
-        if pixels and not seg_ckpt:
+        if pixels and not (seg_ckpt and depth_model):
             raise So101Error("a policy sees the stand-in through its networks: give --seg-ckpt (so101 seg train) "
                              "and --depth-model (so101 depth fit)")
+        standin_where = describe(ckpt=ckpt, trust_pickle=trust_pickle, **(
+            {"perception": "real", "seg_ckpt": seg_ckpt, "depth_model": depth_model} if pixels else {}))
         gaps = S.standin_gaps(world, measured, networks_alone=pixels)
     else:
         matches = measured_gaps(spec, measured) if measured else []

@@ -8,8 +8,9 @@ sags under gravity and rises slowly, a top speed clips the fast moves, play lose
 little motion at every reversal. So each is tried: the same targets are replayed in a
 twin that has that one gap, over a grid of amounts (the stand-in's own
 :class:`~so101_sim2real.sim.standin_robot.CommandPath` and actuator gains), and a gap is
-named when some amount removes most of the replay's error. Gaps are added one at a time,
-each on top of those already named, so a world with several shows several.
+named when some amount removes a large share of the replay's error (a third for the first,
+a fifth of what is left for each further one). Gaps are added one at a time, each on top of
+those already named, so a world with several shows several.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from so101_sim2real.sim.standin import Backlash, Compliance, Gripper, Latency, M
 from so101_sim2real.sim.standin_robot import CommandPath
 from so101_sim2real.spec import Spec
 
-# The amounts tried per gap, spanning the anchors' ranges (the stand-in's defaults are inside each).
+# The amounts tried per gap, spanning the anchors' ranges (the stand-in's defaults are inside each; a
+# randomised world's can fall outside, and is then named at the grid's nearest).
 GRIDS: dict[str, tuple] = {
     "latency": tuple(Latency(ms) for ms in (20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 150.0, 200.0)),
     "max_speed": tuple(MaxSpeed(v) for v in (60.0, 90.0, 120.0, 150.0, 180.0, 240.0, 320.0)),
@@ -33,7 +35,7 @@ GRIDS: dict[str, tuple] = {
     "compliance": tuple(Compliance(s) for s in (0.15, 0.25, 0.35, 0.5, 0.7)),
     "gripper": tuple(Gripper(k, c) for k in (0.3, 0.6, 1.0) for c in (0.5, 1.5, 3.0) if (k, c) != (1.0, 1.0)),
 }
-# What each gap's amount is called in a finding, and how far off it may be and still count as measured.
+# What each gap's amount is called in a finding, and its unit.
 AMOUNT = {"latency": ("ms", "ms"), "max_speed": ("deg_s", "deg/s"), "backlash": ("deg", "deg"),
           "compliance": ("stiffness_scale", "x the twin's gains"), "gripper": ("stiffness_scale", "x the twin's kp")}
 # A gap is named when its best amount removes at least this share of the replay's error that is left: the
@@ -164,7 +166,8 @@ def fit_arm(episodes: list[dict[str, np.ndarray]], spec: Spec) -> ArmFit:
                 continue
             for amount in grid:
                 errors = _errors(episodes, twin, StandIn({**chosen, name: amount}))
-                trials.append((1.0 - _score(name, errors, gripper) / before, name, amount, errors))
+                if np.isfinite(errors).all():  # a replay that diverged explains nothing
+                    trials.append((1.0 - _score(name, errors, gripper) / before, name, amount, errors))
         if not trials:
             break
         share, name, amount, errors = max(trials, key=lambda t: t[0])

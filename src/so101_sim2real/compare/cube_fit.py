@@ -34,6 +34,7 @@ class CubePlacement:
     iou: float | None = None  # the cube's IoU at that tick after the fit
     steps: int = 0
     area_ratio: float | None = None  # the recorded cube's pixels over the twin's there: its size, squared
+    converged: bool = False  # the fit's centroids met within DONE_PX
 
 
 def _mask(frame: np.ndarray, seg: int, cube_id: int) -> np.ndarray:
@@ -64,7 +65,7 @@ def fit_cube(render, frames: np.ndarray, spec: Spec, nominal: tuple[float, float
     def centroid(at: np.ndarray) -> np.ndarray | None:
         return _centroid(_mask(render(tick, at), seg, cube_id))
 
-    steps = 0
+    steps, converged = 0, False
     while steps < MAX_STEPS:
         steps += 1
         here = centroid(p)
@@ -72,6 +73,7 @@ def fit_cube(render, frames: np.ndarray, spec: Spec, nominal: tuple[float, float
             break
         error = target - here
         if np.linalg.norm(error) < DONE_PX:
+            converged = True
             break
         jac = np.empty((2, 2))
         for axis in range(2):
@@ -86,4 +88,4 @@ def fit_cube(render, frames: np.ndarray, spec: Spec, nominal: tuple[float, float
     recorded, fitted = _mask(frames[tick], seg, cube_id), _mask(render(tick, p), seg, cube_id)
     union = (recorded | fitted).sum()
     return CubePlacement("fitted", p.tolist(), tick, float((recorded & fitted).sum() / union) if union else None,
-                         steps, float(recorded.sum() / fitted.sum()) if fitted.any() else None)
+                         steps, float(recorded.sum() / fitted.sum()) if fitted.any() else None, converged)

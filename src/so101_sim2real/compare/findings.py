@@ -134,8 +134,8 @@ def findings(report: ReplayReport, remap: dict[int, int] | None = None) -> list[
                            "the action is a world-frame x, y, z step: check where the controller turns it into "
                            "end-effector targets (axis order and signs), then record again"))
     arm = _arm(report.arm)
-    if not arm and (lag := _lag(report.dynamics)) is not None:  # a lag no arm gap explains
-        out.append(lag)
+    if not any(f.gaps != ["gripper"] for f in arm) and (lag := _lag(report.dynamics)) is not None:
+        out.append(lag)  # a lag no gap of the arm's joints explains
     out += arm
     if report.picture is not None and not unlike:
         out += _picture(report.picture)
@@ -310,13 +310,15 @@ def _geometry(pm: PictureMetrics) -> list[Finding]:
 
 
 CUBE_AREA_OFF = 0.2  # the cube's recorded area this far from the twin's, where it is fitted
+CUBE_FIT_IOU = 0.5  # ... by a fit whose masks overlap at least this much (a 2.5 cm cube on the twin's 3: ~0.7)
 
 
 def _cube_size(report: ReplayReport) -> Finding | None:
     """The cube the first frames show, smaller or larger than the twin's at the fitted place."""
     c = report.cube
-    if c.area_ratio is None or abs(c.area_ratio - 1.0) < CUBE_AREA_OFF:
-        return None
+    if (c.area_ratio is None or c.iou is None or c.iou < CUBE_FIT_IOU or not c.converged
+            or abs(c.area_ratio - 1.0) < CUBE_AREA_OFF):
+        return None  # no size from a fit that did not settle, or put the cube elsewhere
     return Finding("the cube's size differs from the twin's", {"area_ratio": c.area_ratio,
                                                                "size_ratio": float(np.sqrt(c.area_ratio))},
                    "use the training cube's size, or train with the real cube's", ["cube"])

@@ -100,7 +100,7 @@ def _state_table(report: ReplayReport) -> str:
 
 def write_page(report: ReplayReport, channels: list[str], out: str | Path) -> Path:
     """``out/index.html``: the whole report in one file."""
-    findings = "".join(f"<li><b>{html.escape(f.name)}</b>: {html.escape(f.line().split(': ', 1)[1])}</li>"
+    findings = "".join(f"<li><b>{html.escape(f.name)}</b>: {html.escape(f.line()[len(f.name) + 2:])}</li>"
                        for f in report.findings) or "<li>none: the recording matches the twin</li>"
     frames = "".join(f"<h3>tick {w.tick}</h3><img src='{_png(side_by_side(w, channels))}'>" for w in report.worst)
     page = f"""<!doctype html>

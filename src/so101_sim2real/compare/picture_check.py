@@ -34,6 +34,8 @@ TICKS = 8  # frames compared per episode (a twin RGB render with shadows costs ~
 ERODE_PX = 6
 MIN_PX = 400  # fewer pixels of a class give no trustworthy colour
 CLIPPED = 250
+SMOOTH_LEVELS = 1.0  # the twin's fine residual below this (grey levels, averaged nearby): smooth table
+MIN_SPIN_SPREAD = 0.05  # rad/s between the slowest and fastest tick: below, blur has nothing to compare
 DEFAULT_FOCAL_PX = 339.6  # the spec camera's at 640x480
 EDGE = 8.0  # grey levels per pixel: an edge the flow can follow
 FLOW_POINTS = 4000  # edge pixels per frame and region
@@ -153,9 +155,12 @@ def picture_metrics(pairs: list[FramePair], classes: list[str], cube_ticks: set[
             shading.append(float(ratio[own].std()))
         if flat.sum() >= MIN_PX:
             # the median, not the spread: texture edges are few and large, noise is everywhere and small
-            # the twin's texture brightened by the camera's gain: a brighter camera shows more of it, not noise
-            level = float(np.mean(gain)) if gain is not None else 1.0
-            noise.append(float(np.median(np.abs(_fine(rec)[flat])) - level * np.median(np.abs(_fine(twin)[flat]))))
+            # where the twin's table is smooth: texture, and JPEG's ringing around it, are not noise
+            smooth = flat & (cv2.GaussianBlur(np.abs(_fine(twin)), (0, 0), 3) < SMOOTH_LEVELS)
+            if smooth.sum() >= MIN_PX:
+                level = float(np.mean(gain)) if gain is not None else 1.0  # a brighter camera shows more texture
+                noise.append(float(np.median(np.abs(_fine(rec)[smooth]))
+                                   - level * np.median(np.abs(_fine(twin)[smooth]))))
             foreign.append(_foreign_px(p, flat, cube_hues, gain))
         blocks.append(_blockiness(rec) - _blockiness(twin))
     out.shading = float(np.median(shading)) if shading else None
@@ -248,8 +253,8 @@ def _foreign_px(p: FramePair, table: np.ndarray, cube_hues: list[np.ndarray], ga
 
 def _blur(pairs: list[FramePair]) -> float | None:
     """Sharpness (recorded / twin) on the fastest-turning third of the ticks over the slowest third's."""
-    if len(pairs) < 3:
-        return None
+    if len(pairs) < 3 or np.ptp([p.spin for p in pairs]) < MIN_SPIN_SPREAD:
+        return None  # no turning to compare (or no joint velocities recorded)
     order = sorted(pairs, key=lambda p: p.spin)
     third = max(1, len(order) // 3)
 

@@ -1,7 +1,8 @@
 """A recording replayed through the twin: where the recorded observation and the twin's part.
 
 For each recorded tick the twin is posed where the recording says (its joints, and the
-cube where ``cube_pos`` and ``cube_quat`` say, else fitted to the first frames' cube mask), and its privileged
+cube where ``cube_pos`` and ``cube_quat`` say, else fitted to the first frames' cube mask; a
+stand-in's recording is read as an arm's, its cube fitted), and its privileged
 observation is rendered through the same :class:`~so101_sim2real.sim.camera.PrivilegedPerception`
 and ``finish_frame`` the policy saw in training. The recorded frame is then compared
 with it: segmentation per class (IoU, confusion), disparity where both segmentations

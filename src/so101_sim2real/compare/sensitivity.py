@@ -23,7 +23,7 @@ import numpy as np
 from so101_sim2real.control.pilots import Observation, Pilot
 from so101_sim2real.errors import So101Error
 from so101_sim2real.sim.perturb import Perturbation
-from so101_sim2real.sim.standin import GAPS, StandIn
+from so101_sim2real.sim.standin import StandIn
 
 if TYPE_CHECKING:
     from so101_sim2real.control.description import RunDescription
@@ -148,9 +148,10 @@ def default_gaps(spec_period_s: float, measured: dict | None = None, matches: li
 
 
 def standin_gaps(world: StandIn, measured: dict | None = None, networks_alone: bool = True) -> list[Gap]:
-    """Rows in the stand-in: its networks with no gap (the baseline of the rows after it, for a policy
-    that sees pixels), each gap of ``world`` alone, every gap at once, and each arm gap at the amount
-    a report measured (``measured["arm"]``, from :func:`read_report`)."""
+    """Rows in the stand-in: its networks with no gap (for a policy that sees pixels: what its
+    networks alone cost, which every later row's cost against the nominal twin includes), each gap
+    of ``world`` alone, every gap at once, and each arm gap at the amount a report measured
+    (``measured["arm"]``, from :func:`read_report`)."""
     rows = [Gap("stand-in: its networks, no gap", standin=StandIn({}, world.seed))] if networks_alone else []
     rows += [Gap(f"stand-in: {name} alone", standin=world.alone(name)) for name in world.gaps]
     rows.append(Gap("stand-in: every gap", standin=world))
@@ -169,8 +170,9 @@ def _short(value: object) -> str:
 def read_report(path: str | Path) -> dict:
     """The measured amounts of a ``compare-sim`` report.json, where it has them: ``period_s`` (the
     recorded p50), ``finger_shift_px`` (the largest mean finger shift) and ``finger_shift`` (the mean
-    dx, dy), ``iou`` (per class), ``rel_error`` (disparity) and ``lag_ticks`` (the recorded joints
-    behind the twin's replay of their targets)."""
+    dx, dy), ``iou`` (per class), ``rel_error`` (disparity), ``lag_ticks`` (the recorded joints
+    behind the twin's replay of their targets) and ``arm`` (gap name -> the stand-in's gap at the
+    amount an arm finding measured)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -208,19 +210,21 @@ def read_report(path: str | Path) -> dict:
 
 
 def _arm_amounts(path: Path, findings: object) -> dict:
-    """The arm gaps a report's findings measured, as the stand-in's gaps at those amounts."""
+    """The arm gaps a report's findings measured, as the stand-in's gaps at those amounts, checked as
+    a stand-in file's are (one line for a damaged report)."""
+    from so101_sim2real.sim.standin import KINDS, check_gap
+
     out = {}
     for i, finding in enumerate(findings if isinstance(findings, list) else []):
         if not isinstance(finding, dict) or not isinstance(finding.get("evidence"), dict):
             continue
-        gaps, amounts = finding.get("gaps") or [], finding["evidence"].get("amounts")
-        if len(gaps) != 1 or not isinstance(amounts, dict) or gaps[0] not in GAPS:
+        gaps, amounts = finding.get("gaps"), finding["evidence"].get("amounts")
+        if amounts is None:
             continue
-        try:
-            out[gaps[0]] = GAPS[gaps[0]](**{k: tuple(v) if isinstance(v, list) else v for k, v in amounts.items()})
-        except TypeError:
-            raise So101Error(f"{path}: findings[{i}].evidence.amounts {amounts!r} are not the amounts of the "
-                             f"stand-in's {gaps[0]}; write the report again") from None
+        if not (isinstance(gaps, list) and len(gaps) == 1 and isinstance(gaps[0], str) and gaps[0] in KINDS["arm"]):
+            raise So101Error(f"{path}: findings[{i}] has amounts but names {gaps!r}, not one of the arm's gaps "
+                             f"({', '.join(KINDS['arm'])}); write the report again")
+        out[gaps[0]] = check_gap(gaps[0], amounts, f"{path}: findings[{i}].evidence.amounts")
     return out
 
 

@@ -289,6 +289,13 @@ def standin_from_dict(data: Any, source: str = "stand-in") -> StandIn:
     return StandIn(out, seed)
 
 
+def check_gap(name: str, amounts: Any, where: str) -> Any:
+    """The gap ``name`` at ``amounts`` (a mapping), checked as a world file's are (one-line errors)."""
+    if name not in GAPS:
+        raise So101Error(f"{where}: {name}: unknown stand-in gap{did_you_mean(name, GAPS)}")
+    return _gap(GAPS[name], amounts, where)
+
+
 def _gap(cls: type, amounts: Any, where: str) -> Any:
     if amounts is None:
         return cls()
