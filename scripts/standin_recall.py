@@ -49,6 +49,8 @@ def _key(world: StandIn, args: argparse.Namespace) -> str:
         p = Path(path)
         files = sorted(p.rglob("*")) if p.is_dir() else [p]
         h = hashlib.sha256()
+        if not p.exists():  # a hub id: its name is what there is to key
+            h.update(path.encode())
         for f in files:
             if f.is_file():
                 h.update(f.name.encode())
@@ -58,7 +60,7 @@ def _key(world: StandIn, args: argparse.Namespace) -> str:
         return h.hexdigest()[:16]
 
     made = {"world": world.to_dict(), "episodes": args.episodes, "seed": args.seed, "pilot": "scripted",
-            "seg": [args.seg_ckpt, digest(args.seg_ckpt)], "depth": [args.depth_model, digest(args.depth_model)]}
+            "seg": digest(args.seg_ckpt), "depth": digest(args.depth_model)}
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -80,6 +82,7 @@ def record(name: str, world: StandIn, args: argparse.Namespace) -> Path:
     (out / "worlds").mkdir(parents=True, exist_ok=True)
     world_file = out / "worlds" / f"{name}.yaml"
     world_file.write_text(yaml.safe_dump(world.to_dict()))
+    key_file.unlink(missing_ok=True)  # a recording cut short must never match a key
     if folder.exists():
         import shutil
 
