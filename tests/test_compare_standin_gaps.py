@@ -201,3 +201,24 @@ def test_where_the_picture_sits_names_the_camera_the_lens_or_the_joints(scene, f
     named = [g for g in _named(_warped(scene, fingers)) if g in
              ("joint_offsets", "intrinsics", "camera_mount", "lens_distortion")]
     assert named == ([gap] if gap else [])
+
+
+def test_compare_sim_names_a_standin_gap_from_the_recorded_picture(capsys, tmp_path):
+    """End to end: a stand-in recording made by 'so101 infer --standin --record', read by compare-sim
+    as an arm's (its cube fitted), its picture set against the twin's render at each pose."""
+    import json
+
+    from fixtures import run_cli
+
+    world = tmp_path / "intrinsics.yaml"
+    world.write_text("seed: 0\ngaps:\n  intrinsics:\n")
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--standin", str(world), "--episodes", "1",
+                           "--seed", "5000", "--max-steps", "10", "--record", str(tmp_path / "rec"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "compare-sim", str(tmp_path / "rec"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["cube"]["source"] == "fitted"  # the recorded cube position is not read: as on an arm
+    assert [f["gaps"] for f in report["findings"]] == [["intrinsics"]]
+    centre = report["findings"][0]["evidence"]
+    assert abs(centre["fingers_dx_px"] - 6.0) < 1.5 and abs(centre["fingers_dy_px"] + 4.0) < 1.5  # (6, -4) px
