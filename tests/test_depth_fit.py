@@ -41,6 +41,9 @@ def test_the_command_writes_a_marked_folder_the_loader_reads(capsys, tmp_path):
     code, _, err = run_cli(capsys, "depth", "fit", "--standin", str(ROOT / "configs" / "standin.yaml"), "--out",
                            str(tmp_path / "d"), "--frames", "3")
     assert code == 2 and "--frames at least 5" in err
+    code, _, err = run_cli(capsys, "depth", "fit", "--standin", str(ROOT / "configs" / "standin.yaml"), "--out",
+                           str(tmp_path / "d"), "--init", str(tmp_path / "nowhere"))
+    assert code == 2 and err.startswith("error: --init ") and "--depth-model" not in err  # the option given
 
 
 def test_a_constant_map_ranks_nothing_and_ties_share_their_rank():

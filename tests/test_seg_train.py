@@ -79,6 +79,7 @@ def test_the_command_writes_a_checkpoint_the_loader_reads_with_its_report_and_pl
     (["--frames", "2"], "--frames at least 5"),
     (["--held-out", "1.5"], "--held-out in (0, 1)"),
     (["--init", "missing.ckpt"], "missing.ckpt: no such segmentation checkpoint"),
+    (["--gap-share", "0"], "--gap-share 0.0: a probability above 0, at most 1"),
 ])
 def test_bad_options_are_refused_in_one_line_before_rendering(capsys, tmp_path, args, message):
     code, _, err = run_cli(capsys, "seg", "train", "--standin", WORLD, "--out", str(tmp_path / "s.ckpt"), *args)

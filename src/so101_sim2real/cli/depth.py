@@ -59,7 +59,7 @@ def fit(
     if out.is_file():
         raise So101Error(f"--out {out}: a file; name a folder for the model")
     world = load_standin(standin)
-    start = load_depth(init).net.train() if init else None  # a bad source fails before the renders
+    start = load_depth(init, option="init").net.train() if init else None  # a bad source fails before the renders
     training, held = rendered_frames(world, frames, held_out, seed, with_depth=True, gap_share=gap_share)
     assert training.depth_m is not None and held.depth_m is not None  # rendered with_depth
     steps = _Progress(epochs, "epoch")

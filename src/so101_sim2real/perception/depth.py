@@ -96,8 +96,9 @@ class DepthCore(torch.nn.Module):
 
 
 def load_depth(source: str | Path = DEFAULT_DEPTH_MODEL, device: str | torch.device = "cpu",
-               cache_dir: str | Path | None = None) -> DepthModel:
-    """A folder written by ``save_pretrained``, or a hub id already in the local cache."""
+               cache_dir: str | Path | None = None, option: str = "depth_model") -> DepthModel:
+    """A folder written by ``save_pretrained``, or a hub id already in the local cache. ``option``:
+    the option that gave it, as errors name it (``so101 depth fit --init`` is not ``--depth-model``)."""
     text = str(source)
     local = Path(text).expanduser()
     if local.is_dir():
@@ -105,15 +106,15 @@ def load_depth(source: str | Path = DEFAULT_DEPTH_MODEL, device: str | torch.dev
             raise So101Error(f"{local}: not a transformers model folder (no config.json)")
         net = _load(str(local), text)
     elif local.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise So101Error(f"@depth_model {text}: no such model folder (give a folder written by save_pretrained, "
+        raise So101Error(f"@{option} {text}: no such model folder (give a folder written by save_pretrained, "
                          f"or a hub id such as {DEFAULT_DEPTH_MODEL})")
     else:
-        net = _load(text, text, local_files_only=True, cache_dir=cache_dir)
+        net = _load(text, text, local_files_only=True, cache_dir=cache_dir, option=option)
     dev = torch.device(device)
     return DepthModel(net.to(dev).eval(), text, dev)
 
 
-def _load(where: str, shown: str, **kwargs) -> torch.nn.Module:
+def _load(where: str, shown: str, option: str = "depth_model", **kwargs) -> torch.nn.Module:
     from transformers import AutoConfig, DepthAnythingForDepthEstimation
     from transformers.utils import logging
 
@@ -130,7 +131,7 @@ def _load(where: str, shown: str, **kwargs) -> torch.nn.Module:
         if kwargs.get("local_files_only"):
             raise DepthModelMissing(
                 f"depth model {shown} is not in the local cache; run `so101 models download {shown}` where the hub "
-                f"is reachable (or pass @depth_model FOLDER)") from None
+                f"is reachable (or pass @{option} FOLDER)") from None
         raise So101Error(f"{shown}: cannot read the depth model: {str(exc).strip().splitlines()[0]}") from None
     except (ValueError, KeyError) as exc:  # an unreadable or foreign config
         raise So101Error(f"{shown}: not a Depth Anything model: {str(exc).strip().splitlines()[0]}") from None
