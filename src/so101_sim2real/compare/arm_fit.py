@@ -149,12 +149,12 @@ def _score(name: str, per_joint: np.ndarray, gripper: int) -> float:
     return float(np.sqrt(np.mean(joints ** 2)))
 
 
-def fit_arm(episodes: list[dict[str, np.ndarray]], spec: Spec) -> ArmFit:
+def fit_arm(episodes: list[dict[str, np.ndarray]], spec: Spec, twin: ReplayTwin | None = None) -> ArmFit:
     """The arm gaps that explain the episodes' recorded joints (``Recording.load``'s arrays with
     ``time``, ``joint_pos`` and ``target``), named greedily: each round adds the gap whose best
     amount removes the largest share of the error it is judged on (:func:`_score`), while that
-    share is at least :data:`EXPLAINS_FIRST` (then :data:`EXPLAINS`)."""
-    twin = ReplayTwin(spec)
+    share is at least :data:`EXPLAINS_FIRST` (then :data:`EXPLAINS`). ``twin``: one already built."""
+    twin = twin or ReplayTwin(spec)
     gripper = list(S.JOINTS).index(S.GRIPPER_JOINT)
     current = _errors(episodes, twin, StandIn({}))
     fit = ArmFit(_score("all", current, gripper))

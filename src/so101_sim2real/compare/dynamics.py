@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mujoco
 import numpy as np
 
+from so101_sim2real.compare.arm_fit import ReplayTwin
 from so101_sim2real.interfaces import JOINT_NAMES
-from so101_sim2real.sim import scene as S
 from so101_sim2real.spec import Spec
 
 MAX_LAG_TICKS = 10
@@ -58,33 +57,14 @@ def describe_lag(lag: int) -> str:
     return f"the recorded joints move {ticks} {'behind' if lag > 0 else 'ahead of'} the twin's replay of their targets"
 
 
-def replay_targets(arrays: dict[str, np.ndarray], spec: Spec) -> DynamicsMetrics:
+def replay_targets(arrays: dict[str, np.ndarray], spec: Spec, twin: ReplayTwin | None = None) -> DynamicsMetrics:
     """The twin driven open loop by an episode's recorded targets (``Recording.load``'s arrays, with
-    ``time``, ``joint_pos`` and ``target``), compared joint by joint."""
-    from so101_sim2real.sim.task import LiftCubeTask
+    ``time``, ``joint_pos`` and ``target``), compared joint by joint. ``twin``: one already built (the
+    arm fit replays through the same one)."""
+    from so101_sim2real.sim.standin import StandIn
 
-    recorded, targets, times = arrays["joint_pos"], arrays["target"], arrays["time"]
-    task = LiftCubeTask(spec)
-    m, d = task.model, task.data
-    qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in S.JOINTS])
-    act = np.array([m.actuator(j).id for j in S.JOINTS])
-    mujoco.mj_resetData(m, d)
-    d.qpos[qpos] = recorded[0]
-    if "joint_vel" in arrays:  # the first row may catch the arm moving (a reset just ended)
-        d.qvel[[m.jnt_dofadr[m.joint(j).id] for j in S.JOINTS]] = arrays["joint_vel"][0]
-    d.ctrl[act] = targets[0]
-    cube = m.jnt_qposadr[m.joint(S.CUBE_JOINT).id]
-    first_cube = arrays["cube_pos"][0] if "cube_pos" in arrays else (0.25, 0.0, task.scene.cube_half)
-    d.qpos[cube:cube + 7] = [*first_cube, 1.0, 0.0, 0.0, 0.0]
-    mujoco.mj_forward(m, d)
-    periods = np.diff(times) if len(times) > 1 else np.array([spec.control.period_s])
-    twin = [recorded[0].copy()]
-    for i in range(len(recorded) - 1):
-        d.ctrl[act] = targets[i]
-        for _ in range(max(1, round(float(periods[i]) / m.opt.timestep))):
-            mujoco.mj_step(m, d)
-        twin.append(d.qpos[qpos].copy())
-    return _compare(np.array(twin), recorded)
+    recorded = arrays["joint_pos"]
+    return _compare((twin or ReplayTwin(spec)).replay(arrays, StandIn({})), recorded)
 
 
 def _compare(twin: np.ndarray, recorded: np.ndarray) -> DynamicsMetrics:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from so101_sim2real.compare.arm_fit import ArmFit, fit_arm
+from so101_sim2real.compare.arm_fit import ArmFit, ReplayTwin, fit_arm
 from so101_sim2real.compare.cube_fit import CubePlacement, fit_cube
 from so101_sim2real.compare.dynamics import DynamicsMetrics, replay_targets
 from so101_sim2real.compare.episode import load_episode
@@ -326,14 +326,15 @@ def replay(recording: Recording, episode: int = 0, on_tick: Callable[[int, int],
                 on_tick(i + 1, len(arrays["obs"]))
     finally:
         twin.close()
-    dynamics = replay_targets(arrays, spec) if "target" in arrays else None
+    replaying = ReplayTwin(spec) if "target" in arrays else None  # one model for the replay and the arm fit
+    dynamics = replay_targets(arrays, spec, replaying) if replaying is not None else None
     state = None
     if {"state", "joint_vel"} <= set(arrays) and spec.state.size:
         state = compare_states(arrays["state"], twin_states(arrays["joint_pos"], arrays["joint_vel"], spec), spec)
     motion = None
     if {"action", "tcp_pos"} <= set(arrays):
         motion = axis_check(arrays["action"], arrays["tcp_pos"], spec.action.xyz_scale_m)
-    arm = fit_arm([{**arrays, "cube_pos": cubes}], spec) if "target" in arrays else None
+    arm = fit_arm([{**arrays, "cube_pos": cubes}], spec, replaying) if replaying is not None else None
     classes = list(spec.observation.segmentation.classes)
     # the cube's colour where the recorded cube is where the twin's is (a grasp, or a misplaced twin, moves it)
     placed = {i for i, t in enumerate(ticks) if np.nan_to_num(t.iou[classes.index("cube")]) >= CUBE_PLACED_IOU}
