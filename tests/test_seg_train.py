@@ -110,3 +110,107 @@ def test_a_split_that_leaves_nothing_to_train_on_is_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "seg", "train", "--standin", WORLD, "--out", str(tmp_path / "s.ckpt"), "--frames",
                            "5", "--held-out", "0.95")
     assert code == 2 and "leaves none to train on" in err
+
+
+def _label_folder(frames, folder, count: int = 4):
+    """``count`` of the fixture's renders written as a person's labelled pictures would be."""
+    from so101_sim2real.perception.label_folder import write_pictures
+
+    spec_classes = ["unlabeled", "background", "table", "cube", "static_finger", "moving_finger"]
+    labels = iter(frames.labels[:count])
+    write_pictures(folder, [(f"p{i}", frames.rgb[i]) for i in range(count)], spec_classes, guess=lambda _: next(labels))
+    return folder
+
+
+def test_a_persons_folder_is_read_with_its_masks_and_unlabelled_pictures_skipped(frames, tmp_path):
+    import cv2
+
+    from so101_sim2real.perception.label_folder import read_labelled
+
+    folder = _label_folder(frames, tmp_path / "labels", 4)
+    (folder / "masks" / "p3.png").unlink()  # not labelled yet
+    cv2.imwrite(str(folder / "masks" / "p2.png"), np.zeros((480, 640), np.uint8))  # nothing painted
+    read = read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
+    assert read.names == ["p0", "p1"]
+    assert np.array_equal(read.labels, frames.labels[:2]) and np.array_equal(read.rgb, frames.rgb[:2])
+    assert (folder / "classes.txt").read_text().splitlines()[3] == "3 cube"
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.zeros((240, 320), np.uint8) + 2, "320x240, its picture is 640x480"),
+    (np.zeros((480, 640), np.uint8) + 9, "class id 9; the network's table has ids 0-5"),
+    (np.zeros((480, 640, 3), np.uint8) + 2, "one 8-bit channel of class ids, not 3 channel(s)"),
+])
+def test_a_mask_that_does_not_fit_is_refused_naming_its_file(frames, tmp_path, mask, message):
+    import cv2
+
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.perception.label_folder import read_labelled
+
+    folder = _label_folder(frames, tmp_path / "labels", 2)
+    cv2.imwrite(str(folder / "masks" / "p1.png"), mask)
+    with pytest.raises(So101Error, match="p1.png") as error:
+        read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
+    assert message in str(error.value)
+
+
+def test_renders_and_a_persons_pictures_mix_about_a_quarter_theirs(frames):
+    from so101_sim2real.perception.seg_train import mixed
+
+    small = type(frames)(frames.rgb[:2, ::2, ::2].copy(), frames.labels[:2, ::2, ::2].copy())
+    mix = mixed(frames, small)
+    assert mix.rgb.shape[1:] == frames.rgb.shape[1:] and len(mix.rgb) == 12 + 2 * 2  # 2 pictures twice: 4 of 16
+    assert np.array_equal(mix.labels[-1][::2, ::2], small.labels[1])  # a mask resized nearest: ids kept
+
+
+@pytest.mark.slow
+def test_training_on_a_persons_pictures_alone_makes_a_network_for_their_camera(capsys, frames, tmp_path):
+    from so101_sim2real.safe_pickle import torch_load
+
+    folder = _label_folder(frames, tmp_path / "labels", 5)
+    out = tmp_path / "own.ckpt"
+    code, stdout, err = run_cli(capsys, "seg", "train", "--labelled", str(folder), "--epochs", "1",
+                                "--batch-size", "2", "--out", str(out), "--json")
+    assert code == 0, err
+    raw = torch_load(out)
+    report = raw["so101_seg_train"]
+    assert report["labelled_frames"] == 5 and report["train_frames"] == 4 and report["held_out_frames"] == 1
+    assert "5 pictures a person labelled" in report["source"] and "stand-in" not in report["source"]
+    from so101_sim2real.perception import STANDIN_MARK
+    assert STANDIN_MARK not in raw  # a network for the user's own camera: a real arm takes it
+
+
+def test_nothing_to_learn_from_is_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "seg", "train", "--out", str(tmp_path / "s.ckpt"))
+    assert code == 2 and "nothing to learn from" in err
+    code, _, err = run_cli(capsys, "seg", "train", "--labelled", str(tmp_path), "--out", str(tmp_path / "s.ckpt"))
+    assert code == 2 and "no images/ folder" in err
+
+
+def test_frames_come_out_of_a_recording_with_the_networks_guesses_and_a_persons_mask_is_kept(capsys, tmp_path):
+    import cv2
+    import torch
+
+    from so101_sim2real.perception.seg_train import SegReport, save_checkpoint
+    from so101_sim2real.perception.segmentation import SegmentationNet
+
+    rec = tmp_path / "rec"
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "3",
+                           "--record", str(rec))
+    assert code == 0, err
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "s.ckpt", SegmentationNet(6), SegReport(["x"] * 6))
+    out = tmp_path / "labels"
+    (out / "masks").mkdir(parents=True)
+    painted = np.full((480, 640), 3, np.uint8)
+    cv2.imwrite(str(out / "masks" / "rec_e000_t0002.png"), painted)  # a person's work, there before
+    code, stdout, err = run_cli(capsys, "seg", "frames", str(rec), "--out", str(out), "--every", "2",
+                                "--seg-ckpt", str(ckpt))
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["rec_e000_t0000.png", "rec_e000_t0002.png"]
+    guess = cv2.imread(str(out / "masks" / "rec_e000_t0000.png"), cv2.IMREAD_UNCHANGED)
+    assert guess.shape == (480, 640) and guess.max() < 6
+    assert np.array_equal(cv2.imread(str(out / "masks" / "rec_e000_t0002.png"), cv2.IMREAD_UNCHANGED), painted)
+    assert "seg train --labelled" in stdout
+    code, _, err = run_cli(capsys, "seg", "frames", str(tmp_path / "nope"), "--out", str(out))
+    assert code == 2 and "no such recording folder" in err

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sized
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import numpy as np
 import typer
 
 from so101_sim2real.cli import PLAIN
@@ -14,6 +16,8 @@ from so101_sim2real.cli.progress import _Progress
 from so101_sim2real.errors import So101Error
 
 if TYPE_CHECKING:
+    from so101_sim2real.perception.label_folder import LabelledPictures
+    from so101_sim2real.perception.seg_train import Labelled
     from so101_sim2real.sim.standin import StandIn
     from so101_sim2real.sim.standin_frames import LabelledFrames
 
@@ -23,7 +27,7 @@ GAP_SHARE = 0.5
 
 seg_app = typer.Typer(
     help="The segmentation network (EfficientViT-B0 + FPN, the user's architecture): fit it to labelled frames "
-         "(train).",
+         "(train), and lay a recording's pictures out for a person to label (frames).",
     no_args_is_help=True,
     **PLAIN,
 )
@@ -33,9 +37,16 @@ seg_app = typer.Typer(
 def train(
     out: Annotated[Path, typer.Option("--out", help="The checkpoint to write (.ckpt, Lightning layout, read by "
                                                     "--seg-ckpt).")],
-    standin: Annotated[Path, typer.Option("--standin", help="Learn from the twin's renders of this stand-in world, "
-                                                            "labelled by the simulator, its gaps randomised "
-                                                            "around their amounts (configs/standin.yaml).")],
+    standin: Annotated[Optional[Path], typer.Option("--standin", help="Learn from the twin's renders of this stand-in "
+                                                                      "world, labelled by the simulator, its gaps "
+                                                                      "randomised around their amounts "
+                                                                      "(configs/standin.yaml).")] = None,
+    labelled: Annotated[Optional[Path], typer.Option("--labelled", help="Learn from the pictures a person labelled: "
+                                                                        "a folder of images/ and masks/ (so101 seg "
+                                                                        "frames makes one from a recording). With "
+                                                                        "--standin, about a quarter of each epoch; "
+                                                                        "their held-out share picks the epoch.")
+                                        ] = None,
     frames: Annotated[int, typer.Option("--frames", help="Frames to render (about 0.4 s each here).")] = 400,
     held_out: Annotated[float, typer.Option("--held-out", help="Share of the frames kept out of training, to "
                                                                "score it.")] = 0.2,
@@ -57,29 +68,47 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
 ) -> None:
-    """Fit the segmentation network to the twin's renders of a stand-in world and score it per class on held-out
-    frames. The result is a stand-in's network: it knows the stand-in's picture, not your camera's.
+    """Fit the segmentation network to labelled frames and score it per class on held-out ones: the twin's renders
+    of a stand-in world (--standin), pictures a person labelled (--labelled), or both.
+
+    Renders alone make a stand-in's network: it knows the stand-in's picture, not your camera's, and a real arm
+    refuses it. With your own labelled pictures it is a network for your camera.
 
     so101 seg train --standin configs/standin.yaml --out standin-seg.ckpt, then so101 infer ... --standin
     configs/standin.yaml --perception real --seg-ckpt standin-seg.ckpt.
+
+    so101 seg frames REC --out labels --seg-ckpt yours.ckpt; correct labels/masks/; so101 seg train --labelled
+    labels --init yours.ckpt --out tuned.ckpt.
     """
-    from so101_sim2real.perception.seg_train import SegTrainConfig, plot_training, save_checkpoint, train_segmentation
+    from so101_sim2real.perception.label_folder import read_labelled
+    from so101_sim2real.perception.seg_train import (
+        SegTrainConfig,
+        class_iou,
+        plot_training,
+        save_checkpoint,
+        train_segmentation,
+    )
     from so101_sim2real.perception.segmentation import load_segmentation
     from so101_sim2real.sim.standin import load_standin
     from so101_sim2real.spec import default_spec
 
+    if standin is None and labelled is None:
+        raise So101Error("nothing to learn from: give --standin WORLD (the twin's renders), --labelled FOLDER (a "
+                         "person's), or both")
     check_fit_options(frames, held_out, epochs, batch_size, lr, gap_share)
     if out.is_dir():
         raise So101Error(f"--out {out}: a folder; name the checkpoint file (e.g. {out / 'seg.ckpt'})")
-    world = load_standin(standin)
+    if target_miou is not None and not 0 < target_miou < 1:
+        raise So101Error(f"--target-miou {target_miou}: a mean IoU between 0 and 1")
+    world = load_standin(standin) if standin else None
     start = load_segmentation(init).net.train() if init else None  # a bad file fails before the renders
     classes = list(default_spec().observation.segmentation.real_classes)
     if start is not None and start.num_classes != len(classes):
         raise So101Error(f"--init {init}: {start.num_classes} classes; the spec's real class table has "
                          f"{len(classes)} ({', '.join(classes)})")
-    training, held = rendered_frames(world, frames, held_out, seed, gap_share=gap_share)
-    if target_miou is not None and not 0 < target_miou < 1:
-        raise So101Error(f"--target-miou {target_miou}: a mean IoU between 0 and 1")
+    pictures = read_labelled(labelled, classes) if labelled else None
+    renders = rendered_frames(world, frames, held_out, seed, gap_share=gap_share) if world else None
+    training, held = training_sets(renders, pictures.split(held_out, seed) if pictures else None)
     cfg = SegTrainConfig(epochs, batch_size, lr, seed=seed, target_miou=target_miou)
     steps = _Progress(epochs, "epoch")
 
@@ -90,15 +119,79 @@ def train(
     net, report = train_segmentation(training, held, classes, cfg, init=start, on_epoch=scored,
                                      on_step=lambda s, n, loss: steps.note(f"step {s}/{n} loss {loss:.3f}"))
     steps.close()
-    report.source = source(standin, frames, seed, gap_share)
-    path = save_checkpoint(out, net, report)
+    report.source = source(standin, frames, seed, gap_share, labelled, pictures)
+    if pictures is not None:
+        report.labelled_frames = len(pictures)
+        if renders is not None:  # the epoch was the person's pictures' pick: how it reads the renders too
+            report.rendered_iou = class_iou(net, renders[1], classes)
+            report.rendered_miou = float(np.mean(list(report.rendered_iou.values())))
+    path = save_checkpoint(out, net, report, standin=pictures is None)
     picture = plot_training(report, plot or out.with_suffix(".png"))
     typer.echo(f"kept epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
                + f"; mean {report.miou:.3f} (the user's own network: val IoU 0.81"
                + ("" if target_miou is None else f"; the epoch nearest {target_miou:g} kept") + ")")
+    if report.rendered_miou is not None:
+        typer.echo(f"on the held-out renders: mean {report.rendered_miou:.3f}")
     typer.echo(f"wrote {path} and {picture}")
     if as_json:
         typer.echo(json.dumps(asdict(report)))
+
+
+@seg_app.command("frames")
+def frames_for_labelling(
+    recording: Annotated[Path, typer.Argument(help="A recording folder with camera images (so101 infer ... "
+                                                   "--record DIR).")],
+    out: Annotated[Path, typer.Option("--out", help="The folder to label: images/ written here, masks/ beside "
+                                                    "them.")],
+    every: Annotated[int, typer.Option("--every", help="One picture every this many ticks (neighbours look "
+                                                       "alike).")] = 10,
+    seg_ckpt: Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Write this network's guesses as the "
+                                                                        "masks, for a person to correct rather "
+                                                                        "than paint from nothing.")] = None,
+) -> None:
+    """Pictures from a recording, laid out for a person to label: images/NAME.png and, with --seg-ckpt, the
+    network's guess as masks/NAME.png (8-bit class ids, classes.txt; 0 = unlabeled, ignored). Any labelling
+    tool that writes class-id PNGs will do; a mask already there is kept. Then: so101 seg train --labelled OUT.
+    """
+    from so101_sim2real.control.recording import Recording
+    from so101_sim2real.perception.label_folder import write_pictures
+    from so101_sim2real.perception.segmentation import load_segmentation
+
+    if every < 1:
+        raise So101Error(f"--every {every}: at least 1")
+    if not recording.is_dir():
+        raise So101Error(f"{recording}: no such recording folder")
+    source = Recording(recording)
+    model = load_segmentation(seg_ckpt) if seg_ckpt else None
+    classes = list(source.spec.observation.segmentation.real_classes)
+    if model is not None and model.num_classes != len(classes):
+        raise So101Error(f"--seg-ckpt {seg_ckpt}: {model.num_classes} classes; the recording's spec has "
+                         f"{len(classes)} ({', '.join(classes)})")
+    pictures = []
+    for i in range(len(source.episodes)):
+        arrays = source.load(i)
+        if "rgb_jpeg" not in arrays:
+            raise So101Error(f"{recording}: episode {i} holds no camera images (recorded without them)")
+        for row in range(0, len(arrays["rgb_offsets"]) - 1, every):
+            pictures.append((f"{recording.name}_e{i:03d}_t{row:04d}", source.rgb(arrays, row)))
+    count = write_pictures(out, pictures, classes, guess=model.predict if model else None)
+    typer.echo(f"wrote {count} pictures to {out / 'images'}" + (f" and the network's guesses to {out / 'masks'}"
+                                                              if model else "")
+               + f"; label them (class ids in {out / 'classes.txt'}), then so101 seg train --labelled {out}")
+
+
+def training_sets(renders: tuple[LabelledFrames, LabelledFrames] | None,
+                  pictures: tuple[LabelledPictures, LabelledPictures] | None) -> tuple[Labelled, Labelled]:
+    """(training, held-out) from the renders' and the person's (training, held-out) splits: both mixed for
+    training; the person's held-out pictures pick the epoch, since their camera is the one that counts."""
+    from so101_sim2real.perception.seg_train import mixed
+
+    if renders is None:
+        assert pictures is not None  # the command asks for one of the two
+        return pictures
+    if pictures is None:
+        return renders
+    return mixed(renders[0], pictures[0]), pictures[1]
 
 
 def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int, lr: float,
@@ -113,10 +206,16 @@ def check_fit_options(frames: int, held_out: float, epochs: int, batch_size: int
         raise So101Error(f"--held-out {held_out} of {frames} frames leaves none to train on")
 
 
-def source(standin: Path, frames: int, seed: int, gap_share: float) -> str:
-    """Where a stand-in's network learned, as its report says it."""
-    return (f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}, each gap in "
-            f"{gap_share:.0%} of the draws")
+def source(standin: Path | None, frames: int, seed: int, gap_share: float, labelled: Path | None = None,
+           pictures: Sized | None = None) -> str:
+    """Where a network learned, as its report says it."""
+    parts = []
+    if standin is not None:
+        parts.append(f"twin renders of a stand-in world ({standin}), {frames} frames, seed {seed}, each gap in "
+                     f"{gap_share:.0%} of the draws")
+    if labelled is not None:
+        parts.append(f"{len(pictures or ())} pictures a person labelled ({labelled})")
+    return "; ".join(parts)
 
 
 def rendered_frames(world: StandIn, frames: int, held_out: float, seed: int, with_depth: bool = False,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from so101_sim2real.files import write_file
 from so101_sim2real.perception import STANDIN_MARK
+from so101_sim2real.perception.label_folder import resized
 from so101_sim2real.perception.segmentation import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet
 
 CROP = 192
@@ -73,6 +74,11 @@ class SegReport:
     train_frames: int = 0
     held_out_frames: int = 0
     source: str = ""
+    # pictures a person labelled (``--labelled``): how many; with renders too, their held-out pictures
+    # picked the epoch, and the kept network's IoU on the held-out renders is here
+    labelled_frames: int = 0
+    rendered_iou: dict[str, float] = field(default_factory=dict)
+    rendered_miou: float | None = None
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -164,6 +170,23 @@ def train_segmentation(train: Labelled, held_out: Labelled, classes: list[str], 
     assert best is not None  # at least one epoch ran
     net.load_state_dict(best)
     return net.eval(), report
+
+
+@dataclass
+class Mixed:
+    """Renders and a person's pictures as one set of training frames (the ``Labelled`` protocol)."""
+
+    rgb: np.ndarray
+    labels: np.ndarray
+
+
+def mixed(renders: Labelled, pictures: Labelled, share: float = 0.25) -> Mixed:
+    """``renders`` with ``pictures`` repeated until they are about ``share`` of the frames: a person labels
+    tens of frames where the twin renders hundreds, and their camera is the one that counts. The pictures
+    are brought to the renders' size first (a mask nearest, never blended)."""
+    rgb, labels = resized(pictures.rgb, pictures.labels, renders.rgb.shape[1:3])
+    repeats = max(1, round(share * len(renders.rgb) / ((1 - share) * len(rgb))))
+    return Mixed(np.concatenate([renders.rgb, *[rgb] * repeats]), np.concatenate([renders.labels, *[labels] * repeats]))
 
 
 def _better(miou: float, kept: float, target: float | None) -> bool:
