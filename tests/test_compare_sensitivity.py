@@ -192,8 +192,11 @@ def test_the_standin_rows_are_each_gap_alone_every_gap_and_the_arm_as_a_report_m
     world.write_text("seed: 0\ngaps:\n  max_speed: {deg_s: 60.0}\n  jpeg:\n")
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"timing": {"p50_s": 0.02}, "finger_shifts": [], "findings": [
+        {"name": "the picture carries JPEG blocks", "gaps": ["jpeg"], "next": "", "evidence": {}},
         {"name": "commands reach the arm late", "gaps": ["latency"], "next": "",
-         "evidence": {"ms": 60.0, "amounts": {"ms": 60.0}}}]}))
+         "evidence": {"ms": 60.0, "amounts": {"ms": 60.0}}},
+        {"name": "the servos turn slower than the twin's", "gaps": ["max_speed"], "next": "", "evidence": {}},
+        {"name": "control period differs from the spec", "gaps": [], "next": "", "evidence": {}}]}))
     code, out, err = run_cli(capsys, "compare-sim", "sensitivity", "--ckpt", "scripted", "--episodes", "2",
                              "--seed", "5000", "--max-steps", "60", "--standin", str(world), "--report", str(report),
                              "--json")
@@ -204,3 +207,11 @@ def test_the_standin_rows_are_each_gap_alone_every_gap_and_the_arm_as_a_report_m
     # a 60 deg/s top speed stops the expert's grasp; JPEG cannot reach an expert that sees no pixels
     assert rows["stand-in: max_speed alone"]["successes"] == 0 and rows["stand-in: jpeg alone"]["successes"] == 2
     assert rows["stand-in: every gap"]["successes"] == 0
+    # the report's findings ranked by what their gap's row cost: the measured row for latency, the
+    # gap alone for the others; the finding that names no gap is not ranked
+    ranked = json.loads(out)["findings_by_cost"]
+    assert [f["gaps"] for f in ranked][0] == ["max_speed"] and ranked[0]["cost_points"] == 100.0
+    assert {f["row"] for f in ranked} == {"stand-in: max_speed alone", "stand-in: jpeg alone",
+                                          "stand-in: latency as measured (ms 60)"}
+    assert all(f["cost_points"] == rows[f["row"]]["cost_points"] for f in ranked)
+    assert [f["cost_points"] for f in ranked] == sorted((f["cost_points"] for f in ranked), reverse=True)

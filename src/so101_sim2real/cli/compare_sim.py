@@ -209,7 +209,8 @@ def sensitivity(
     matched on the twin's frames to the recorded IoU, error and finger shift.
     With --standin, the rows are the stand-in world's instead: its networks with
     no gap, each gap alone, every gap, and (with --report) each arm gap at the
-    amount the report measured.
+    amount the report measured, and the report's findings ranked by what their
+    gaps cost.
     """
     from tqdm import tqdm
 
@@ -250,7 +251,8 @@ def sensitivity(
 
     try:
         rep = S.sensitivity(opts, gaps, on_episode=episode_done, report=str(report) if report is not None else None,
-                            standin_where=standin_where)
+                            standin_where=standin_where,
+                            findings=(measured or {}).get("findings") if standin is not None else None)
     finally:
         bar.close()
     if out is not None:

@@ -80,6 +80,7 @@ class SensitivityReport:
     nominal: GapResult
     rows: list[GapResult]
     report: str | None = None  # the compare-sim report the measured amounts came from
+    findings: list[RankedFinding] = field(default_factory=list)  # the report's, costliest first (stand-in rows)
 
     @property
     def noise_points(self) -> float:
@@ -89,7 +90,38 @@ class SensitivityReport:
     def to_dict(self) -> dict:
         return {"pilot": self.pilot, "seeds": self.seeds, "episodes": len(self.seeds), "report": self.report,
                 "noise_points": self.noise_points, "nominal": self.nominal.to_dict(),
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows],
+                "findings_by_cost": [dataclasses.asdict(f) for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class RankedFinding:
+    """A report's finding and what its gap costs: the row at the amount the report measured where it
+    measured one, else the gap alone at the world's amount."""
+
+    name: str
+    gaps: list[str]
+    row: str
+    cost_points: float
+
+
+def rank_findings(findings: list[dict], rows: list[GapResult]) -> list[RankedFinding]:
+    """The ``findings`` (``{"name", "gaps"}``) that name a stand-in gap, costliest first, each costed by
+    its costliest gap's row in ``rows``; a finding whose gaps have no row is left out. Ties keep the
+    report's order."""
+    by_name = {r.name: r for r in rows}
+    ranked = []
+    for finding in findings:
+        costed = [row for gap in finding.get("gaps") or [] if (row := _row_of(gap, by_name)) is not None]
+        if costed:
+            worst = max(costed, key=lambda r: r.cost_points)
+            ranked.append(RankedFinding(finding["name"], list(finding["gaps"]), worst.name, worst.cost_points))
+    return sorted(ranked, key=lambda f: -f.cost_points)
+
+
+def _row_of(gap: str, rows: dict[str, GapResult]) -> GapResult | None:
+    measured = next((r for name, r in rows.items() if name.startswith(f"stand-in: {gap} as measured")), None)
+    return measured or rows.get(f"stand-in: {gap} alone")
 
 
 class LatePilot:
@@ -171,8 +203,9 @@ def read_report(path: str | Path) -> dict:
     """The measured amounts of a ``compare-sim`` report.json, where it has them: ``period_s`` (the
     recorded p50), ``finger_shift_px`` (the largest mean finger shift) and ``finger_shift`` (the mean
     dx, dy), ``iou`` (per class), ``rel_error`` (disparity), ``lag_ticks`` (the recorded joints
-    behind the twin's replay of their targets) and ``arm`` (gap name -> the stand-in's gap at the
-    amount an arm finding measured)."""
+    behind the twin's replay of their targets), ``arm`` (gap name -> the stand-in's gap at the
+    amount an arm finding measured) and ``findings`` (each finding's name and the stand-in gaps it
+    names, where any names one)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -206,6 +239,10 @@ def read_report(path: str | Path) -> dict:
             out["lag_ticks"] = max(lags)
     if arm := _arm_amounts(path, data.get("findings")):
         out["arm"] = arm
+    named = [{"name": f["name"], "gaps": [g for g in f.get("gaps") or [] if isinstance(g, str)]}
+             for f in data.get("findings") or [] if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    if any(f["gaps"] for f in named):
+        out["findings"] = named
     return out
 
 
@@ -305,10 +342,12 @@ def _score(nominal: GapResult, row: GapResult) -> GapResult:
 
 
 def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], None] | None = None,
-                report: str | None = None, standin_where: RunDescription | None = None) -> SensitivityReport:
+                report: str | None = None, standin_where: RunDescription | None = None,
+                findings: list[dict] | None = None) -> SensitivityReport:
     """Run the nominal twin and each gap over ``opts``'s seeds (an :class:`InferOptions` on the
     twin) and rank the gaps by the success they cost. ``standin_where``: the run the stand-in's
-    rows take (its perception); ``opts``'s where not given."""
+    rows take (its perception); ``opts``'s where not given. ``findings``: a report's (see
+    :func:`read_report`), ranked by what their gaps' rows cost."""
     if opts.where.robot.kind != "sim":
         raise So101Error("the gap budget runs in the twin: @robot sim")
     n = opts.episodes
@@ -318,7 +357,8 @@ def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], No
     ckpt = opts.where.policy.ckpt
     assert ckpt is not None  # every row above ran it (build loads it)
     pilot = ckpt if opts.where.scripted else Path(ckpt).name
-    return SensitivityReport(pilot, [opts.seed + i for i in range(n)], nominal, rows, report)
+    ranked = rank_findings(findings or [], rows)
+    return SensitivityReport(pilot, [opts.seed + i for i in range(n)], nominal, rows, report, ranked)
 
 
 # ------------------------------------------------------------------ the output
@@ -335,6 +375,9 @@ def render_table(rep: SensitivityReport) -> list[str]:
     lines += [f"  {r.name:<{width}}  {r.success:>8.0%}  {r.cost_points:>+9.0f}  {r.stderr_points:>6.0f}  "
               f"{r.episodes:>8}" for r in rep.rows]
     lines.append(f"with {len(rep.seeds)} episodes a cost under ~{rep.noise_points:.0f} points is noise")
+    if rep.findings:
+        lines.append("the report's findings, costliest first (what their gap costs here):")
+        lines += [f"  {f.cost_points:>+4.0f} pts  {f.name} ({f.row})" for f in rep.findings]
     return lines
 
 
