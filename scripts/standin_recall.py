@@ -11,6 +11,10 @@ world's episodes; a finding naming a gap the world lacks is a false name. Where 
 estimates an amount, its error against the world's is scored with the tolerance in
 TOLERANCE. Recordings are kept in --out, keyed by everything that made them (the world,
 the seeds, the networks' files), and reused when the key matches.
+
+With --costs (the JSON of `scripts/bench_standin.py --policy P --alone`: what each gap alone
+costs a policy), the whole world's findings are ranked as `compare-sim sensitivity --report`
+ranks them, and the check is whether the gaps that cost most are the findings on top.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from so101_sim2real.compare.sensitivity import GapResult, rank_findings
 from so101_sim2real.machine import describe_cpu
 from so101_sim2real.sim.standin import StandIn, load_standin
 
@@ -145,6 +150,39 @@ def score(name: str, world: StandIn, reports: list[dict]) -> dict:
             "findings": [[f["name"] for f in r["findings"]] for r in reports]}
 
 
+def gap_costs(bench: dict) -> list[GapResult]:
+    """Each gap alone's row of a ``bench_standin.py --alone`` result, costed against the stand-in's
+    networks with no gap, as ``compare-sim sensitivity --standin`` names and costs its rows."""
+    rows = {r["world"].strip(): r for r in bench["rows"]}
+    base = rows["stand-in, its networks, no gap"]
+    out = []
+    for name, r in rows.items():
+        if name.endswith(" alone"):
+            cost = 100.0 * (base["success"] / base["episodes"] - r["success"] / r["episodes"])
+            out.append(GapResult(f"stand-in: {name}", r["success"], r["episodes"], cost_points=cost))
+    return out
+
+
+def ranking(full: dict, reports: list[dict], costs: list[GapResult], noise_points: float) -> dict:
+    """The whole world's findings (those of the gaps it named) ranked by what their gap costs, and
+    whether the costliest gaps (a cost above the noise) are the top findings."""
+    findings: dict[str, dict] = {}
+    for report in reports:
+        for f in report["findings"]:
+            if set(f.get("gaps") or []) & set(full["found"]):
+                findings.setdefault(f["name"], {"name": f["name"], "gaps": f["gaps"]})
+    ranked = rank_findings(list(findings.values()), costs)
+    by_cost = sorted(costs, key=lambda r: -r.cost_points)
+    costly = [r.name.removeprefix("stand-in: ").removesuffix(" alone") for r in by_cost
+              if r.cost_points > noise_points]
+    top = {g for f in ranked[:len(costly)] for g in f.gaps}
+    return {"costs": {r.name.removeprefix("stand-in: ").removesuffix(" alone"): r.cost_points for r in by_cost},
+            "noise_points": noise_points, "costliest": costly,
+            "costliest_named": [g for g in costly if g in full["found"]],
+            "costliest_on_top": all(g in top for g in costly),
+            "findings_by_cost": [{"name": f.name, "gaps": f.gaps, "cost_points": f.cost_points} for f in ranked]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seg-ckpt", required=True, help="the stand-in's segmentation network (so101 seg train)")
@@ -154,6 +192,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEEDS)
     parser.add_argument("--out", default="standin-recall", help="recordings and reports, reused when keyed alike")
     parser.add_argument("--gaps", nargs="*", help="only these gaps alone (default: every gap of the world)")
+    parser.add_argument("--costs", help="bench_standin.py --policy P --alone --json's result: rank the whole "
+                                        "world's findings by what their gaps cost that policy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     world = load_standin(args.world)
@@ -162,11 +202,12 @@ def main() -> None:
     if not args.gaps:
         worlds.append(("every gap", world))
     out = Path(args.out)
-    rows = []
+    rows, reports = [], []
     for name, w in worlds:
         started = time.perf_counter()
         folder = record(name.replace(" ", "_"), w, args)
-        row = score(name, w, compare(folder, args.episodes, out, name.replace(" ", "_")))
+        reports = compare(folder, args.episodes, out, name.replace(" ", "_"))
+        row = score(name, w, reports)
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
         print(f"{name:<16} found {row['found']} false {row['false']} ({row['seconds']:.0f} s)", file=sys.stderr)
@@ -174,6 +215,11 @@ def main() -> None:
     result = {"cpu": describe_cpu(), "episodes": args.episodes, "seeds_from": args.seed,
               "named_alone": sum(bool(r["found"]) for r in alone), "gaps_alone": len(alone),
               "false_names": sum(len(r["false"]) for r in rows), "rows": rows}
+    if args.costs and not args.gaps:
+        bench = json.loads(Path(args.costs).read_text())
+        episodes = next(r["episodes"] for r in bench["rows"] if r["world"].strip().endswith(" alone"))
+        # two binomial standard errors at p = 0.5, as the sensitivity table states its noise
+        result["ranking"] = ranking(rows[-1], reports, gap_costs(bench), 100.0 / episodes ** 0.5)
     (out / "recall.json").write_text(json.dumps(result, indent=1))
     if args.json:
         print(json.dumps(result))
@@ -189,6 +235,14 @@ def main() -> None:
     full = rows[-1] if not args.gaps else None
     if full is not None:
         print(f"  every gap: named {len(full['found'])}/{len(full['gaps'])}: {', '.join(full['found'])}")
+    if "ranking" in result:
+        rank = result["ranking"]
+        print(f"  what each gap alone costs the policy (points; noise ~{rank['noise_points']:.0f}): "
+              + ", ".join(f"{g} {c:+.0f}" for g, c in rank["costs"].items() if c))
+        print(f"  the costliest {rank['costliest']}: named on the whole world {rank['costliest_named']}, "
+              f"the top findings: {'yes' if rank['costliest_on_top'] else 'no'}")
+        for f in rank["findings_by_cost"]:
+            print(f"    {f['cost_points']:+4.0f}  {f['name']} ({', '.join(f['gaps'])})")
 
 
 if __name__ == "__main__":
