@@ -150,13 +150,23 @@ def score(name: str, world: StandIn, reports: list[dict]) -> dict:
             "findings": [[f["name"] for f in r["findings"]] for r in reports]}
 
 
-def gap_costs(bench: dict) -> list[GapResult]:
-    """Each gap alone's row of a ``bench_standin.py --alone`` result, costed against the stand-in's
-    networks with no gap, as ``compare-sim sensitivity --standin`` names and costs its rows."""
-    rows = {r["world"].strip(): r for r in bench["rows"]}
-    base = rows["stand-in, its networks, no gap"]
+def policy_rows(bench: dict, path: str) -> list[dict]:
+    """A policy's rows of a ``bench_standin.py --policy P --alone`` result (its ``--json`` output, or
+    docs/standin_policy.json), with the stand-in's no-gap row and each gap alone."""
+    rows = bench.get("policy_rows", bench.get("rows") if "policy" in bench else None)
+    names = {r.get("world", "").strip() for r in rows or [] if isinstance(r, dict)}
+    if not rows or "stand-in, its networks, no gap" not in names or not any(n.endswith(" alone") for n in names):
+        sys.exit(f"--costs {path}: no policy rows with each gap alone (bench_standin.py --policy P --alone --json)")
+    return rows
+
+
+def gap_costs(rows: list[dict]) -> list[GapResult]:
+    """Each gap alone's row, costed against the stand-in's networks with no gap (what the gap costs,
+    not what the networks cost with it), as ``compare-sim sensitivity --standin`` ranks findings."""
+    by_name = {r["world"].strip(): r for r in rows}
+    base = by_name["stand-in, its networks, no gap"]
     out = []
-    for name, r in rows.items():
+    for name, r in by_name.items():
         if name.endswith(" alone"):
             cost = 100.0 * (base["success"] / base["episodes"] - r["success"] / r["episodes"])
             out.append(GapResult(f"stand-in: {name}", r["success"], r["episodes"], cost_points=cost))
@@ -166,20 +176,22 @@ def gap_costs(bench: dict) -> list[GapResult]:
 def ranking(full: dict, reports: list[dict], costs: list[GapResult], noise_points: float) -> dict:
     """The whole world's findings (those of the gaps it named) ranked by what their gap costs, and
     whether the costliest gaps (a cost above the noise) are the top findings."""
-    findings: dict[str, dict] = {}
+    findings: dict[tuple, dict] = {}
     for report in reports:
         for f in report["findings"]:
             if set(f.get("gaps") or []) & set(full["found"]):
-                findings.setdefault(f["name"], {"name": f["name"], "gaps": f["gaps"]})
+                findings.setdefault((f["name"], tuple(f["gaps"])), {"name": f["name"], "gaps": f["gaps"]})
     ranked = rank_findings(list(findings.values()), costs)
     by_cost = sorted(costs, key=lambda r: -r.cost_points)
     costly = [r.name.removeprefix("stand-in: ").removesuffix(" alone") for r in by_cost
               if r.cost_points > noise_points]
-    top = {g for f in ranked[:len(costly)] for g in f.gaps}
+    # the ranking puts a costly gap's finding above every cheaper one, so the costliest gaps are the top
+    # findings exactly when each has a finding of its own (costed by its row)
+    costed = {f.row.removeprefix("stand-in: ").removesuffix(" alone") for f in ranked}
     return {"costs": {r.name.removeprefix("stand-in: ").removesuffix(" alone"): r.cost_points for r in by_cost},
             "noise_points": noise_points, "costliest": costly,
             "costliest_named": [g for g in costly if g in full["found"]],
-            "costliest_on_top": all(g in top for g in costly),
+            "costliest_on_top": all(g in costed for g in costly) if costly else None,
             "findings_by_cost": [{"name": f.name, "gaps": f.gaps, "cost_points": f.cost_points} for f in ranked]}
 
 
@@ -196,6 +208,13 @@ def main() -> None:
                                         "world's findings by what their gaps cost that policy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.costs and args.gaps:
+        sys.exit("--costs ranks the whole world's findings: not with --gaps")
+    if args.costs:
+        try:
+            bench = json.loads(Path(args.costs).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            sys.exit(f"--costs {args.costs}: cannot read it ({exc})")
     world = load_standin(args.world)
     worlds = [("none", StandIn({}, world.seed))]
     worlds += [(g, world.alone(g)) for g in (args.gaps or list(world.gaps))]
@@ -215,11 +234,10 @@ def main() -> None:
     result = {"cpu": describe_cpu(), "episodes": args.episodes, "seeds_from": args.seed,
               "named_alone": sum(bool(r["found"]) for r in alone), "gaps_alone": len(alone),
               "false_names": sum(len(r["false"]) for r in rows), "rows": rows}
-    if args.costs and not args.gaps:
-        bench = json.loads(Path(args.costs).read_text())
-        episodes = next(r["episodes"] for r in bench["rows"] if r["world"].strip().endswith(" alone"))
+    if args.costs:
+        costs = gap_costs(policy_rows(bench, args.costs))
         # two binomial standard errors at p = 0.5, as the sensitivity table states its noise
-        result["ranking"] = ranking(rows[-1], reports, gap_costs(bench), 100.0 / episodes ** 0.5)
+        result["ranking"] = ranking(rows[-1], reports, costs, 100.0 / costs[0].episodes ** 0.5)
     (out / "recall.json").write_text(json.dumps(result, indent=1))
     if args.json:
         print(json.dumps(result))
@@ -239,8 +257,9 @@ def main() -> None:
         rank = result["ranking"]
         print(f"  what each gap alone costs the policy (points; noise ~{rank['noise_points']:.0f}): "
               + ", ".join(f"{g} {c:+.0f}" for g, c in rank["costs"].items() if c))
+        verdict = {True: "yes", False: "no", None: "n/a (none costs above the noise)"}[rank["costliest_on_top"]]
         print(f"  the costliest {rank['costliest']}: named on the whole world {rank['costliest_named']}, "
-              f"the top findings: {'yes' if rank['costliest_on_top'] else 'no'}")
+              f"the top findings: {verdict}")
         for f in rank["findings_by_cost"]:
             print(f"    {f['cost_points']:+4.0f}  {f['name']} ({', '.join(f['gaps'])})")
 

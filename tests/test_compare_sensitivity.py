@@ -215,3 +215,21 @@ def test_the_standin_rows_are_each_gap_alone_every_gap_and_the_arm_as_a_report_m
                                           "stand-in: latency as measured (ms 60)"}
     assert all(f["cost_points"] == rows[f["row"]]["cost_points"] for f in ranked)
     assert [f["cost_points"] for f in ranked] == sorted((f["cost_points"] for f in ranked), reverse=True)
+
+
+def test_findings_are_costed_by_their_gap_less_what_the_networks_cost_alone():
+    from so101_sim2real.compare.sensitivity import GapResult, rank_findings
+
+    rows = [GapResult("stand-in: its networks, no gap", 16, 20, cost_points=20.0),
+            GapResult("stand-in: period alone", 0, 20, cost_points=100.0),
+            GapResult("stand-in: jpeg alone", 16, 20, cost_points=20.0),
+            GapResult("stand-in: latency alone", 10, 20, cost_points=60.0),
+            GapResult("stand-in: latency as measured (ms 60)", 14, 20, cost_points=40.0)]
+    findings = [{"name": "JPEG blocks", "gaps": ["jpeg"]},
+                {"name": "late", "gaps": ["latency"]},
+                {"name": "mount or intrinsics", "gaps": ["camera_mount", "intrinsics"]},  # no row: not ranked
+                {"name": "period", "gaps": ["period"]},
+                {"name": "period", "gaps": ["period"]}]  # repeated: ranked once
+    ranked = rank_findings(findings, rows)
+    assert [(f.name, f.cost_points) for f in ranked] == [("period", 80.0), ("late", 20.0), ("JPEG blocks", 0.0)]
+    assert ranked[1].row == "stand-in: latency as measured (ms 60)"  # the measured amount's row, not the world's

@@ -113,12 +113,15 @@ def test_a_split_that_leaves_nothing_to_train_on_is_refused(capsys, tmp_path):
 
 
 def _label_folder(frames, folder, count: int = 4):
-    """``count`` of the fixture's renders written as a person's labelled pictures would be."""
-    from so101_sim2real.perception.label_folder import write_pictures
+    """``count`` of the fixture's renders laid out as a person's labelled pictures (no frames.json: pictures
+    of unknown source read as the arm's own)."""
+    import cv2
 
-    spec_classes = ["unlabeled", "background", "table", "cube", "static_finger", "moving_finger"]
-    labels = iter(frames.labels[:count])
-    write_pictures(folder, [(f"p{i}", frames.rgb[i]) for i in range(count)], spec_classes, guess=lambda _: next(labels))
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / "images" / f"p{i}.png"), cv2.cvtColor(frames.rgb[i], cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / "masks" / f"p{i}.png"), frames.labels[i])
     return folder
 
 
@@ -127,19 +130,32 @@ def test_a_persons_folder_is_read_with_its_masks_and_unlabelled_pictures_skipped
 
     from so101_sim2real.perception.label_folder import read_labelled
 
-    folder = _label_folder(frames, tmp_path / "labels", 4)
-    (folder / "masks" / "p3.png").unlink()  # not labelled yet
-    cv2.imwrite(str(folder / "masks" / "p2.png"), np.zeros((480, 640), np.uint8))  # nothing painted
+    folder = _label_folder(frames, tmp_path / "labels", 5)
+    (folder / "masks" / "p4.png").unlink()  # not labelled yet
+    cv2.imwrite(str(folder / "masks" / "p3.png"), np.zeros((480, 640), np.uint8))  # nothing painted
     read = read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
-    assert read.names == ["p0", "p1"]
-    assert np.array_equal(read.labels, frames.labels[:2]) and np.array_equal(read.rgb, frames.rgb[:2])
-    assert (folder / "classes.txt").read_text().splitlines()[3] == "3 cube"
+    assert read.names == ["p0", "p1", "p2"] and read.twin == []
+    assert np.array_equal(read.labels, frames.labels[:3]) and np.array_equal(read.rgb, frames.rgb[:3])
+
+
+def test_palette_and_16_bit_masks_are_read_as_class_ids(frames, tmp_path):
+    from PIL import Image
+
+    from so101_sim2real.perception.label_folder import read_labelled
+
+    folder = _label_folder(frames, tmp_path / "labels", 2)
+    palette = Image.fromarray(frames.labels[0], mode="P")
+    palette.putpalette([0, 0, 0, 90, 90, 90, 200, 150, 100, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 750)
+    palette.save(folder / "masks" / "p0.png")  # as CVAT and VOC write them
+    Image.fromarray(frames.labels[1].astype(np.uint16)).save(folder / "masks" / "p1.png")
+    read = read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
+    assert np.array_equal(read.labels, frames.labels[:2])
 
 
 @pytest.mark.parametrize("mask, message", [
     (np.zeros((240, 320), np.uint8) + 2, "320x240, its picture is 640x480"),
     (np.zeros((480, 640), np.uint8) + 9, "class id 9; the network's table has ids 0-5"),
-    (np.zeros((480, 640, 3), np.uint8) + 2, "one 8-bit channel of class ids, not 3 channel(s)"),
+    (np.zeros((480, 640, 3), np.uint8) + 2, "a mask is one channel of class ids (grey or palette PNG), not mode RGB"),
 ])
 def test_a_mask_that_does_not_fit_is_refused_naming_its_file(frames, tmp_path, mask, message):
     import cv2
@@ -154,6 +170,21 @@ def test_a_mask_that_does_not_fit_is_refused_naming_its_file(frames, tmp_path, m
     assert message in str(error.value)
 
 
+def test_one_labelled_picture_or_two_of_one_name_are_refused(frames, tmp_path):
+    import shutil
+
+    from so101_sim2real.errors import So101Error
+    from so101_sim2real.perception.label_folder import read_labelled
+
+    folder = _label_folder(frames, tmp_path / "labels", 2)
+    (folder / "masks" / "p1.png").unlink()
+    with pytest.raises(So101Error, match="1 of its 2 pictures labelled .* at least 2"):
+        read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
+    shutil.copy(folder / "images" / "p0.png", folder / "images" / "p0.jpg")
+    with pytest.raises(So101Error, match="two pictures named p0"):
+        read_labelled(folder, ["u", "b", "t", "c", "s", "m"])
+
+
 def test_renders_and_a_persons_pictures_mix_about_a_quarter_theirs(frames):
     from so101_sim2real.perception.seg_train import mixed
 
@@ -165,6 +196,7 @@ def test_renders_and_a_persons_pictures_mix_about_a_quarter_theirs(frames):
 
 @pytest.mark.slow
 def test_training_on_a_persons_pictures_alone_makes_a_network_for_their_camera(capsys, frames, tmp_path):
+    from so101_sim2real.perception import STANDIN_MARK
     from so101_sim2real.safe_pickle import torch_load
 
     folder = _label_folder(frames, tmp_path / "labels", 5)
@@ -176,8 +208,26 @@ def test_training_on_a_persons_pictures_alone_makes_a_network_for_their_camera(c
     report = raw["so101_seg_train"]
     assert report["labelled_frames"] == 5 and report["train_frames"] == 4 and report["held_out_frames"] == 1
     assert "5 pictures a person labelled" in report["source"] and "stand-in" not in report["source"]
-    from so101_sim2real.perception import STANDIN_MARK
     assert STANDIN_MARK not in raw  # a network for the user's own camera: a real arm takes it
+
+
+@pytest.mark.slow
+def test_renders_and_pictures_together_pick_the_epoch_on_the_pictures_and_score_the_renders(capsys, frames, tmp_path):
+    from so101_sim2real.perception import STANDIN_MARK
+    from so101_sim2real.safe_pickle import torch_load
+
+    folder = _label_folder(frames, tmp_path / "labels", 4)
+    out = tmp_path / "mixed.ckpt"
+    code, stdout, err = run_cli(capsys, "seg", "train", "--standin", WORLD, "--frames", "6", "--labelled",
+                                str(folder), "--epochs", "1", "--batch-size", "2", "--out", str(out), "--json")
+    assert code == 0, err
+    raw = torch_load(out)
+    report = raw["so101_seg_train"]
+    # 6 renders (5 to train, 1 held out) and 4 pictures (3 to train, 1 held out: the one that scores)
+    assert report["labelled_frames"] == 4 and report["held_out_frames"] == 1 and report["train_frames"] == 8
+    assert report["rendered_miou"] is not None and set(report["rendered_iou"]) <= {"background", "table", "cube",
+                                                                                   "static_finger", "moving_finger"}
+    assert "on the held-out renders: mean" in stdout and STANDIN_MARK not in raw
 
 
 def test_nothing_to_learn_from_is_refused(capsys, tmp_path):
@@ -187,30 +237,49 @@ def test_nothing_to_learn_from_is_refused(capsys, tmp_path):
     assert code == 2 and "no images/ folder" in err
 
 
-def test_frames_come_out_of_a_recording_with_the_networks_guesses_and_a_persons_mask_is_kept(capsys, tmp_path):
+@pytest.mark.slow
+def test_a_recordings_pictures_come_out_for_labelling_with_guesses_apart_and_a_persons_mask_safe(capsys, tmp_path):
     import cv2
     import torch
 
+    from so101_sim2real.perception import STANDIN_MARK
+    from so101_sim2real.perception.label_folder import read_labelled
     from so101_sim2real.perception.seg_train import SegReport, save_checkpoint
     from so101_sim2real.perception.segmentation import SegmentationNet
+    from so101_sim2real.safe_pickle import torch_load
 
     rec = tmp_path / "rec"
-    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "3",
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--max-steps", "5",
                            "--record", str(rec))
     assert code == 0, err
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "s.ckpt", SegmentationNet(6), SegReport(["x"] * 6))
     out = tmp_path / "labels"
-    (out / "masks").mkdir(parents=True)
-    painted = np.full((480, 640), 3, np.uint8)
-    cv2.imwrite(str(out / "masks" / "rec_e000_t0002.png"), painted)  # a person's work, there before
     code, stdout, err = run_cli(capsys, "seg", "frames", str(rec), "--out", str(out), "--every", "2",
                                 "--seg-ckpt", str(ckpt))
     assert code == 0, err
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["rec_e000_t0000.png", "rec_e000_t0002.png"]
-    guess = cv2.imread(str(out / "masks" / "rec_e000_t0000.png"), cv2.IMREAD_UNCHANGED)
-    assert guess.shape == (480, 640) and guess.max() < 6
-    assert np.array_equal(cv2.imread(str(out / "masks" / "rec_e000_t0002.png"), cv2.IMREAD_UNCHANGED), painted)
-    assert "seg train --labelled" in stdout
+    names = ["rec_e000_t0000.png", "rec_e000_t0002.png", "rec_e000_t0004.png"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == names
+    guess = cv2.imread(str(out / "guesses" / names[0]), cv2.IMREAD_UNCHANGED)
+    assert guess.shape == (480, 640) and guess.max() < 6 and not (out / "masks").exists()  # a guess is no label
+    assert (out / "classes.txt").read_text().splitlines()[3] == "3 cube" and "seg train --labelled" in stdout
+    # a person labels two; the twin's pictures are a stand-in's, and a network they teach keeps the mark
+    (out / "masks").mkdir()
+    for name in names[:2]:
+        cv2.imwrite(str(out / "masks" / name), np.full((480, 640), 3, np.uint8))
+    assert read_labelled(out, ["u", "b", "t", "c", "s", "m"]).twin == [n[:-4] for n in names[:2]]
+    code, _, err = run_cli(capsys, "seg", "train", "--labelled", str(out), "--epochs", "1", "--batch-size", "1",
+                           "--out", str(tmp_path / "t.ckpt"))
+    assert code == 0, err
+    assert STANDIN_MARK in torch_load(tmp_path / "t.ckpt")
+    # the same names from another recording would land under the person's masks: refused, nothing written
+    other = tmp_path / "other" / "rec"
+    code, _, err = run_cli(capsys, "infer", "--ckpt", "scripted", "--episodes", "1", "--seed", "7", "--max-steps",
+                           "3", "--record", str(other))
+    assert code == 0, err
+    before = (out / "images" / names[0]).read_bytes()
+    code, _, err = run_cli(capsys, "seg", "frames", str(other), "--out", str(out), "--every", "2")
+    assert code == 2 and "already there, labelled, and another picture" in err
+    assert (out / "images" / names[0]).read_bytes() == before
     code, _, err = run_cli(capsys, "seg", "frames", str(tmp_path / "nope"), "--out", str(out))
     assert code == 2 and "no such recording folder" in err

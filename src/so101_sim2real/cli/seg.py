@@ -122,10 +122,12 @@ def train(
     report.source = source(standin, frames, seed, gap_share, labelled, pictures)
     if pictures is not None:
         report.labelled_frames = len(pictures)
+        report.train_frames = (len(renders[0]) if renders else 0) + len(pictures) - report.held_out_frames
         if renders is not None:  # the epoch was the person's pictures' pick: how it reads the renders too
             report.rendered_iou = class_iou(net, renders[1], classes)
             report.rendered_miou = float(np.mean(list(report.rendered_iou.values())))
-    path = save_checkpoint(out, net, report, standin=pictures is None)
+    # a network is the user's own only when every picture it learned from is their camera's
+    path = save_checkpoint(out, net, report, standin=pictures is None or bool(pictures.twin))
     picture = plot_training(report, plot or out.with_suffix(".png"))
     typer.echo(f"kept epoch {report.best_epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.per_class_iou.items())
                + f"; mean {report.miou:.3f} (the user's own network: val IoU 0.81"
@@ -145,16 +147,18 @@ def frames_for_labelling(
                                                     "them.")],
     every: Annotated[int, typer.Option("--every", help="One picture every this many ticks (neighbours look "
                                                        "alike).")] = 10,
-    seg_ckpt: Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Write this network's guesses as the "
-                                                                        "masks, for a person to correct rather "
-                                                                        "than paint from nothing.")] = None,
+    seg_ckpt: Annotated[Optional[Path], typer.Option("--seg-ckpt", help="Write this network's guesses to "
+                                                                        "guesses/, for a person to correct into "
+                                                                        "masks/ rather than paint from "
+                                                                        "nothing.")] = None,
 ) -> None:
     """Pictures from a recording, laid out for a person to label: images/NAME.png and, with --seg-ckpt, the
-    network's guess as masks/NAME.png (8-bit class ids, classes.txt; 0 = unlabeled, ignored). Any labelling
-    tool that writes class-id PNGs will do; a mask already there is kept. Then: so101 seg train --labelled OUT.
+    network's guess as guesses/NAME.png. A person saves each corrected mask as masks/NAME.png (class ids as
+    grey or palette PNG, classes.txt; 0 = unlabeled, ignored): any labelling tool that writes class-id PNGs
+    will do. A guess is never a label. Then: so101 seg train --labelled OUT.
     """
     from so101_sim2real.control.recording import Recording
-    from so101_sim2real.perception.label_folder import write_pictures
+    from so101_sim2real.perception.label_folder import Picture, write_pictures
     from so101_sim2real.perception.segmentation import load_segmentation
 
     if every < 1:
@@ -167,17 +171,24 @@ def frames_for_labelling(
     if model is not None and model.num_classes != len(classes):
         raise So101Error(f"--seg-ckpt {seg_ckpt}: {model.num_classes} classes; the recording's spec has "
                          f"{len(classes)} ({', '.join(classes)})")
+    where = source.description
+    # a twin's picture (the sim, the in-process emulator, or 'emulate --twin'): a network that learns it is a
+    # stand-in's, and keeps the mark a real arm refuses
+    twin = where is not None and (where.robot.kind == "sim" or where.robot.port == "emulator"
+                                  or where.robot.calibration == "twin")
     pictures = []
     for i in range(len(source.episodes)):
         arrays = source.load(i)
         if "rgb_jpeg" not in arrays:
             raise So101Error(f"{recording}: episode {i} holds no camera images (recorded without them)")
         for row in range(0, len(arrays["rgb_offsets"]) - 1, every):
-            pictures.append((f"{recording.name}_e{i:03d}_t{row:04d}", source.rgb(arrays, row)))
+            pictures.append(Picture(f"{recording.name}_e{i:03d}_t{row:04d}", source.rgb(arrays, row),
+                                    {"recording": str(recording.resolve()), "episode": i, "tick": row, "twin": twin}))
     count = write_pictures(out, pictures, classes, guess=model.predict if model else None)
-    typer.echo(f"wrote {count} pictures to {out / 'images'}" + (f" and the network's guesses to {out / 'masks'}"
+    typer.echo(f"wrote {count} pictures to {out / 'images'}" + (f" and the network's guesses to {out / 'guesses'}"
                                                               if model else "")
-               + f"; label them (class ids in {out / 'classes.txt'}), then so101 seg train --labelled {out}")
+               + f"; save each labelled mask to {out / 'masks'} (class ids in {out / 'classes.txt'}), then so101 "
+                 f"seg train --labelled {out}")
 
 
 def training_sets(renders: tuple[LabelledFrames, LabelledFrames] | None,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from so101_sim2real.control.description import RunDescription
     from so101_sim2real.control.infer import InferOptions
 
+NETWORKS_ROW = "stand-in: its networks, no gap"
 DEFAULT_PERIODS_S = (0.05, 0.1)
 DEFAULT_SHIFTS_MM = (3.0, 8.0)
 DEFAULT_TILTS_DEG = (2.0, 4.0)
@@ -97,7 +98,7 @@ class SensitivityReport:
 @dataclass(frozen=True)
 class RankedFinding:
     """A report's finding and what its gap costs: the row at the amount the report measured where it
-    measured one, else the gap alone at the world's amount."""
+    measured one, else the gap alone at the world's amount (less what the networks cost alone)."""
 
     name: str
     gaps: list[str]
@@ -107,15 +108,20 @@ class RankedFinding:
 
 def rank_findings(findings: list[dict], rows: list[GapResult]) -> list[RankedFinding]:
     """The ``findings`` (``{"name", "gaps"}``) that name a stand-in gap, costliest first, each costed by
-    its costliest gap's row in ``rows``; a finding whose gaps have no row is left out. Ties keep the
-    report's order."""
+    its costliest gap's row in ``rows``, less what the stand-in's networks cost with no gap (that row,
+    where there is one: a pixel policy's every stand-in row carries it). A finding whose gaps have no
+    row is left out; a repeated one is ranked once; ties keep the report's order."""
     by_name = {r.name: r for r in rows}
-    ranked = []
+    networks = by_name.get(NETWORKS_ROW)
+    base = networks.cost_points if networks is not None else 0.0
+    ranked, seen = [], set()
     for finding in findings:
-        costed = [row for gap in finding.get("gaps") or [] if (row := _row_of(gap, by_name)) is not None]
-        if costed:
+        key = (finding["name"], tuple(finding.get("gaps") or []))
+        costed = [row for gap in key[1] if (row := _row_of(gap, by_name)) is not None]
+        if costed and key not in seen:
+            seen.add(key)
             worst = max(costed, key=lambda r: r.cost_points)
-            ranked.append(RankedFinding(finding["name"], list(finding["gaps"]), worst.name, worst.cost_points))
+            ranked.append(RankedFinding(key[0], list(key[1]), worst.name, worst.cost_points - base))
     return sorted(ranked, key=lambda f: -f.cost_points)
 
 
@@ -184,7 +190,7 @@ def standin_gaps(world: StandIn, measured: dict | None = None, networks_alone: b
     networks alone cost, which every later row's cost against the nominal twin includes), each gap
     of ``world`` alone, every gap at once, and each arm gap at the amount a report measured
     (``measured["arm"]``, from :func:`read_report`)."""
-    rows = [Gap("stand-in: its networks, no gap", standin=StandIn({}, world.seed))] if networks_alone else []
+    rows = [Gap(NETWORKS_ROW, standin=StandIn({}, world.seed))] if networks_alone else []
     rows += [Gap(f"stand-in: {name} alone", standin=world.alone(name)) for name in world.gaps]
     rows.append(Gap("stand-in: every gap", standin=world))
     for name, amount in (measured or {}).get("arm", {}).items():
@@ -239,8 +245,9 @@ def read_report(path: str | Path) -> dict:
             out["lag_ticks"] = max(lags)
     if arm := _arm_amounts(path, data.get("findings")):
         out["arm"] = arm
-    named = [{"name": f["name"], "gaps": [g for g in f.get("gaps") or [] if isinstance(g, str)]}
-             for f in data.get("findings") or [] if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    named = [{"name": f["name"], "gaps": [g for g in f["gaps"] if isinstance(g, str)]}
+             for f in data.get("findings") or [] if isinstance(f, dict) and isinstance(f.get("name"), str)
+             and isinstance(f.get("gaps"), list)]
     if any(f["gaps"] for f in named):
         out["findings"] = named
     return out
