@@ -114,7 +114,7 @@ def arm_recordings(tmp_path_factory):
         folder = tmp_path_factory.mktemp("arm")
         env = sim_env(default_spec(), standin=world)
         try:
-            rec = Recorder(folder, env.spec, "sim", "scripted", env.period_s)
+            rec = Recorder(folder, env.spec, "sim", "scripted", env.period_s, with_rgb=False)  # the fit reads joints
             Runner(env, ScriptedPilot(env.twin), recorder=rec, max_steps=30).run([5000])
         finally:
             env.close()
