@@ -211,3 +211,107 @@ def test_a_bad_hand_script_on_the_command_line_is_one_line_and_changes_nothing(c
     code, _, err = run_cli(capsys, *args, "--hand", str(hand))
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, nothing written
+
+
+# ------------------------------------------------------------------------------ a person watching
+
+PERSON = {"when": "person", "hold_s": 5, "guide": "cube"}
+
+
+def test_a_person_is_read_with_their_defaults_and_written_back():
+    from so101_sim2real.leader.hand_script import Person
+
+    grab = parse_hand_script([PERSON], "h", True)[0]
+    assert grab.person == Person() and grab.stall_s == Person.stall_s and grab.trigger == "a person noticed"
+    assert parse_hand_script([grab.to_dict()], "h", True) == [grab]
+    tuned = parse_hand_script([{**PERSON, "react_ms": [200, 900], "per_episode": 2, "bother": 0.5, "seed": 3}], "h",
+                              True)[0]
+    assert tuned.person.react_ms == (200.0, 900.0) and tuned.person.per_episode == 2 and tuned.person.seed == 3
+
+
+@pytest.mark.parametrize("items, message", [
+    ([{**PERSON, "react_ms": [600, 300]}], "react_ms [600, 300]: 0 <= fastest <= slowest"),
+    ([{**PERSON, "react_ms": 300}], "react_ms 300: [FASTEST, SLOWEST] milliseconds"),
+    ([{**PERSON, "bother": 0}], "bother a chance in (0, 1]"),
+    ([{**PERSON, "guide": "still"}], "a person guides toward the cube"),
+    ([{"when": "stalled", "hold_s": 2, "guide": "cube", "noise_m": 0.01}], "noise_m only with when: person"),
+    ([PERSON, {"at_s": 1, "hold_s": 1, "guide": "still"}], "make it the last grab"),
+])
+def test_a_persons_settings_are_bounded(items, message):
+    with pytest.raises(So101Error, match="h") as error:
+        parse_hand_script(items, "h", True)
+    assert message in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def twin_view():
+    """A real twin for the person's cube guide, whose follower's distance to the cube the test sets."""
+    import threading
+
+    from so101_sim2real.kinematics import Kinematics
+    from so101_sim2real.leader.emulator import TwinView
+    from so101_sim2real.sim.task import LiftCubeTask
+    from so101_sim2real.spec import default_spec
+
+    class SetDistance(TwinView):
+        distance = 0.3
+
+        def follower_to_cube_m(self) -> float:
+            return self.distance
+
+    spec = default_spec()
+    task = LiftCubeTask(spec)
+    task.reset(seed=0)
+    from so101_sim2real.sim import scene as S
+
+    return SetDistance(task, threading.Lock(), Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS), spec.action)
+
+
+def test_a_person_grabs_a_follower_heading_away_after_their_reaction_and_once_an_episode(twin_view):
+    session = FakeSession()
+    hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.5, "seed": 1}], "h", True), session, twin_view)
+    twin_view.distance = 0.3
+    tick()
+    session.where = (1, 1)
+    for _ in range(10):  # it nears the cube, 1 cm a tick: nothing to see
+        twin_view.distance -= 0.01
+        tick()
+    for _ in range(2):  # then it turns away: 2 cm beyond its closest is not yet wrong
+        twin_view.distance += 0.01
+        tick()
+    assert not hand.holding and hand._noticed_at is None
+    twin_view.distance += 0.015  # 3.5 cm beyond its closest: they notice ...
+    tick()
+    noticed = hand.clock() - hand.started_at
+    assert hand._noticed_at is not None and not hand.holding
+    while not hand.holding:  # ... and reach the leader after their reaction time
+        tick()
+    grabbed = hand.events[-1]
+    assert grabbed.why == "a person noticed" and 0.3 - 0.02 <= grabbed.t_s - noticed <= 0.6 + 0.02
+    while hand.holding:  # hold_s later they let go ...
+        tick()
+    for _ in range(300):  # ... and, once this episode, leave it be however wrong it goes
+        twin_view.distance += 0.001
+        tick()
+    assert [e.kind for e in hand.events] == ["grab", "let go"]
+    session.where = (2, 1)  # the next episode: they watch again (a stall of 2 s this time)
+    for _ in range(2 * 50 + 40):
+        tick()
+    assert [e.kind for e in hand.events] == ["grab", "let go", "grab"]
+
+
+def test_a_persons_hand_drifts_and_is_slower_than_the_experts(twin_view):
+    import numpy as np
+
+    from so101_sim2real.leader.emulator import _Cube
+    from so101_sim2real.leader.hand_script import Person
+
+    person = Person(speed=0.6, noise_m=0.01)
+    q = np.array(twin_view.task.qpos()[:6], dtype=float)
+    hand, expert = _Cube(q, twin_view, person, np.random.default_rng(0)), _Cube(q, twin_view)
+    drifts = []
+    for _ in range(400):
+        assert hand._pace() == 0.6 and expert._pace() == 1.0
+        drifts.append(hand.drift.copy())
+    spread = np.std(np.array(drifts)[100:], axis=0)
+    assert np.all((spread > 0.006) & (spread < 0.014)) and not expert.drift.any()

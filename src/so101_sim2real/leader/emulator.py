@@ -33,7 +33,7 @@ from so101_sim2real.hardware.emulator import BusEmulator
 from so101_sim2real.hardware.joint_calibration import ArmCalibration
 from so101_sim2real.interfaces import JointState
 from so101_sim2real.leader.hand import HandConfig, _LeaderWithAHand, hold_leader, release_leader
-from so101_sim2real.leader.hand_script import Grab
+from so101_sim2real.leader.hand_script import Grab, Person
 
 if TYPE_CHECKING:
     from so101_sim2real.control.twin_bus import TwinBridge
@@ -101,14 +101,18 @@ class _Joints:
 
 class _Cube:
     """The scripted expert's motion toward the twin's cube, as the in-process hand makes it
-    (``leader/hand.py``); done (None) once the cube is lifted."""
+    (``leader/hand.py``); done (None) once the cube is lifted. A person's hand (``person``) moves at
+    a share of the expert's pace with a drifting error, not at its optimum."""
 
-    def __init__(self, q: np.ndarray, twin: TwinView):
+    def __init__(self, q: np.ndarray, twin: TwinView, person: Person | None = None,
+                 rng: np.random.Generator | None = None):
         from so101_sim2real.sim.scripted import ScriptedExpert
 
         self.twin, self.pose = twin, q.copy()
         self.expert = ScriptedExpert(twin.task)
         self.target = twin.kinematics.fk(self.pose[:-1])[0]
+        self.person, self.rng = person, rng or np.random.default_rng(0)
+        self.drift = np.zeros(3)  # the hand's error, metres: a random walk pulled back toward zero
 
     def step(self, q: np.ndarray, limp: bool) -> np.ndarray | None:
         twin, kin = self.twin, self.twin.kinematics
@@ -122,13 +126,21 @@ class _Cube:
             return self.pose
         with twin.lock:  # the expert reads the cube, which the physics thread moves
             a = self.expert.act(tcp, self.target)
-        action = twin.action
-        self.target = self.target + np.clip(a[:3], -1.0, 1.0) * action.xyz_scale_m
+        action = self.twin.action
+        self.target = self.target + np.clip(a[:3], -1.0, 1.0) * action.xyz_scale_m * self._pace()
         arm = self.pose[:-1]
         for _ in range(8):  # a hand puts the TCP where it wants it, not one damped IK step toward it
-            arm = kin.ik(arm, self.target)
+            arm = kin.ik(arm, self.target + self.drift)
         self.pose = np.append(arm, action.gripper.to_rad(a[3]))
         return self.pose
+
+    def _pace(self) -> float:
+        """The share of the expert's step this tick, the person's drift moved on (1: the expert's hand)."""
+        if self.person is None:
+            return 1.0
+        # an AR(1) walk: its steady spread is noise_m, and a hand's error lasts about ten of its ticks
+        self.drift = 0.9 * self.drift + self.rng.normal(0.0, self.person.noise_m * np.sqrt(1 - 0.9**2), 3)
+        return self.person.speed
 
 
 class _Stall:
@@ -141,6 +153,7 @@ class _Stall:
         self.since = 0.0
         self.episode: int | None = None
         self.moved = False  # the world has changed since the hand began watching: a session runs
+        self.closest: float | None = None  # the nearest the follower came in this watch (a person's "wrong")
 
     def seconds(self, t: float, distance: float, live: bool, episode: int | None) -> float:
         """Seconds without progress at ``t`` (``distance``: the follower's TCP to the cube;
@@ -152,7 +165,9 @@ class _Stall:
         self.last = distance
         # With no session clock, a follower that has never moved is a session still loading
         live = live and (episode is not None or self.moved)
-        if not live or jumped or episode != self.episode or self.best is None or distance < self.best - PROGRESS_M:
+        restart = not live or jumped or episode != self.episode or self.best is None
+        self.closest = distance if restart or self.closest is None else min(self.closest, distance)
+        if restart or distance < self.best - PROGRESS_M:
             self.best, self.since, self.episode = distance, t, episode
             return 0.0
         return t - self.since
@@ -194,6 +209,11 @@ class HandThread:
         self._grabbed_in: int | None = None  # the session's episode the hand grabbed in, where known
         self._stall = _Stall()
         self._ranges = calibration.sim_ranges()
+        person = next((g.person for g in grabs if g.person is not None), None)
+        self._rng = np.random.default_rng(person.seed if person else 0)
+        self._noticed_at: float | None = None  # a person noticed; they grab once their reaction time is up
+        self._noticed_in: int | None = None  # ... in this session episode (its end calls it off)
+        self._takeovers: dict[int | None, int] = {}  # a person's takeovers per session episode
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -233,7 +253,8 @@ class HandThread:
             self._let_go()
             why = "the cube is up" if pose is None else f"episode {self._grabbed_in} ended" if over else ""
             self.events.append(HandEvent(t, "let go", self._next + 1, why))
-            self._next += 1
+            if self.grabs[self._next].person is None:  # a person keeps watching; a scripted grab is spent
+                self._next += 1
             self._stall = _Stall()  # the next stall is judged from here, not from before this grab
         else:
             self._hold(pose)
@@ -252,7 +273,12 @@ class HandThread:
             assert self.twin is not None and grab.stall_s is not None  # checked by __init__ and the script
             live = self._following() and (self.session is None or where is not None)
             episode = None if where is None else where[0]
-            return self._stall.seconds(t, self.twin.follower_to_cube_m(), live, episode) >= grab.stall_s
+            distance = self.twin.follower_to_cube_m()
+            stalled = self._stall.seconds(t, distance, live, episode) >= grab.stall_s
+            if grab.person is None:
+                return stalled
+            wrong = live and self._stall.closest is not None and distance > self._stall.closest + grab.person.wrong_m
+            return self._person_due(grab.person, t, episode, live and (stalled or wrong))
         if where is None:  # no episode yet: the session has not begun one (or not told it)
             return False
         assert grab.episode is not None and grab.step is not None  # the one trigger left: the session's step
@@ -262,11 +288,30 @@ class HandThread:
             return False
         return where[0] == grab.episode and where[1] >= grab.step
 
+    def _person_due(self, person: Person, t: float, episode: int | None, noticed: bool) -> bool:
+        """A person's grab: what they noticed, once their reaction time is up, if they bother and have
+        not taken over as often as they will this episode."""
+        if self._noticed_at is not None and self._noticed_in != episode:
+            self._noticed_at = None  # the episode ended before they reached the leader
+        if self._noticed_at is not None:
+            if t < self._noticed_at:
+                return False
+            self._noticed_at = None
+            self._takeovers[episode] = self._takeovers.get(episode, 0) + 1
+            return True
+        if not noticed or self._takeovers.get(episode, 0) >= person.per_episode:
+            return False
+        if self._rng.random() >= person.bother:  # they let it be: judged afresh from here
+            self._stall = _Stall()
+            return False
+        self._noticed_at, self._noticed_in = t + self._rng.uniform(*person.react_ms) / 1000.0, episode
+        return False
+
     def _grab(self, t: float) -> None:
         grab, q = self.grabs[self._next], self._leader_q()
         if grab.guide == "cube":
             assert self.twin is not None  # checked by __init__
-            self._guide = _Cube(q, self.twin)
+            self._guide = _Cube(q, self.twin, grab.person, self._rng)
         elif grab.guide == "still":
             self._guide = _Still(q)
         else:

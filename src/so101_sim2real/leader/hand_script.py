@@ -7,6 +7,7 @@ A YAML list of grabs, in order, each one trigger, ``hold_s`` and ``guide``::
     - {when: stalled, stall_s: 3, hold_s: 8, guide: cube}  # once the follower stops nearing the cube
     - {at_s: 60, hold_s: 2, guide: still}               # 60 s after the leader first followed
     - {at_s: 90, hold_s: 3, guide: {shoulder_pan: 30, elbow_flex: -20}}  # move joints (degrees)
+    - {when: person, hold_s: 10, guide: cube}            # a person watching the whole session (below)
 
 The triggers:
 
@@ -20,6 +21,15 @@ The triggers:
 - ``when: stalled``: the follower's TCP has come no closer to the twin's cube for
   ``stall_s`` seconds (default 3) while the leader follows; needs ``--twin``.
 
+- ``when: person``: a person who watches every episode, not one grab. They grab when the
+  follower stalls for ``stall_s`` (default 2) or heads away from the cube (``wrong_m``, default
+  3 cm, farther than the closest it came), after a reaction time drawn from ``react_ms``
+  (default 300-600 ms); they bother at most ``per_episode`` times an episode (default 1), and
+  each time they notice with probability ``bother`` (default 1). Their guidance is not the
+  expert's optimum: ``speed`` of its pace (default 0.7) and a drifting error of ``noise_m``
+  (default 5 mm) on each step. Random draws follow ``seed``. A person's grab stays in the
+  script for the whole session; it needs ``--twin``.
+
 ``hold_s`` is how long the hand holds it at most (``cube`` lets go earlier, once the cube is
 lifted). ``cube`` steers as the scripted expert toward the twin's cube; it needs the twin in
 the same process (``--twin``). Each grab waits for the one before it to let go. Times are the
@@ -29,7 +39,7 @@ emulator's own clock (in ``hilserl train``: the control ticks times the period).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +49,30 @@ from so101_sim2real.arm import JOINT_NAMES
 from so101_sim2real.errors import So101Error, did_you_mean
 
 TRIGGERS = ("at_s", "episode", "when")
-GRAB_KEYS = ("at_s", "episode", "step", "when", "stall_s", "hold_s", "guide")
+PERSON_KEYS = ("wrong_m", "react_ms", "per_episode", "bother", "speed", "noise_m", "seed")
+GRAB_KEYS = ("at_s", "episode", "step", "when", "stall_s", "hold_s", "guide", *PERSON_KEYS)
 NAMED_GUIDES = ("cube", "still")
-WHENS = ("stalled",)
+WHENS = ("stalled", "person")
 EXAMPLE = "- {episode: 1, step: 10, hold_s: 8, guide: cube}"
 # Bounds: a day of session for at_s, a few minutes of holding or stalling, an episode or a step
 # count no session reaches; anything past them is a typo, not a plan.
 MAX_AT_S, MAX_HOLD_S, MAX_STALL_S = 86_400.0, 600.0, 600.0
 MAX_COUNT = 1_000_000
 DEFAULT_STALL_S = 3.0
+
+
+@dataclass(frozen=True)
+class Person:
+    """How a watching person (``when: person``) notices, reacts and guides."""
+
+    stall_s: float = 2.0  # no progress toward the cube this long: they grab
+    wrong_m: float = 0.03  # the follower this much farther from the cube than its closest: they grab
+    react_ms: tuple[float, float] = (300.0, 600.0)  # from noticing to grabbing, drawn each time
+    per_episode: int = 1  # takeovers an episode at most
+    bother: float = 1.0  # chance they act on what they notice
+    speed: float = 0.7  # of the expert's pace
+    noise_m: float = 0.005  # their hand's drifting error on each step
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class Grab:
     step: int | None = None
     when: str | None = None
     stall_s: float | None = None
+    person: Person | None = None  # ``when: person``: who watches
 
     @property
     def until_s(self) -> float:
@@ -81,6 +107,8 @@ class Grab:
         """The trigger, as the hand tells it."""
         if self.episode is not None:
             return f"episode {self.episode} step {self.step}"
+        if self.person is not None:
+            return "a person noticed"
         if self.when is not None:
             return f"{self.when} {self.stall_s:g} s"
         return f"at {self.at_s:g} s"
@@ -88,7 +116,12 @@ class Grab:
     def to_dict(self) -> dict[str, Any]:
         """As written in a script (what :func:`parse_hand_script` reads back)."""
         keys = ("at_s", "episode", "step", "when", "stall_s", "hold_s", "guide")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if self.person is not None:
+            out.pop("stall_s", None)
+            out.update({k: v for k, v in asdict(self.person).items()})
+            out["react_ms"] = list(self.person.react_ms)
+        return out
 
 
 def load_hand_script(path: str | Path, twin: bool, source: str = "@hand") -> list[Grab]:
@@ -106,6 +139,8 @@ def parse_hand_script(data: Any, source: str, twin: bool) -> list[Grab]:
         raise So101Error(f"{source}: expected a list of grabs, e.g. {EXAMPLE}")
     ranges = _joint_spans_deg()
     grabs = [_grab(item, f"{source}: grab {i}", twin, ranges) for i, item in enumerate(data, 1)]
+    if any(g.person is not None for g in grabs[:-1]):
+        raise So101Error(f"{source}: a person (when: person) watches the rest of the session: make it the last grab")
     for i in range(1, len(grabs)):
         before, grab = grabs[i - 1], grabs[i]
         if before.at_s is not None and grab.at_s is not None and grab.at_s < before.until_s:
@@ -129,12 +164,15 @@ def _grab(item: Any, where: str, twin: bool, spans: dict[str, float]) -> Grab:
         raise So101Error(f"{where}: needs {', '.join(missing)} (e.g. {EXAMPLE[2:]})")
     triggers = [k for k in TRIGGERS if k in item]
     if len(triggers) != 1:
-        raise So101Error(f"{where}: needs one trigger: at_s SECONDS, episode N (and step K), or when: stalled"
+        raise So101Error(f"{where}: needs one trigger: at_s SECONDS, episode N (and step K), or when: stalled or "
+                         f"person"
                          + (f"; got {' and '.join(triggers)}" if triggers else ""))
     if "step" in item and "episode" not in item:
         raise So101Error(f"{where}: step needs episode (the session's episode N, from 1)")
-    if "stall_s" in item and item.get("when") != "stalled":
-        raise So101Error(f"{where}: stall_s only with when: stalled")
+    if "stall_s" in item and item.get("when") not in WHENS:
+        raise So101Error(f"{where}: stall_s only with when: stalled or person")
+    if item.get("when") != "person" and (extra := [k for k in PERSON_KEYS if k in item]):
+        raise So101Error(f"{where}: {', '.join(extra)} only with when: person")
     hold_s = _seconds(item["hold_s"], f"{where}: hold_s", MAX_HOLD_S)
     if hold_s == 0:
         raise So101Error(f"{where}: hold_s 0: the hand must hold it for some time (seconds above 0)")
@@ -148,11 +186,41 @@ def _grab(item: Any, where: str, twin: bool, spans: dict[str, float]) -> Grab:
     when = item["when"]
     if when not in WHENS:
         raise So101Error(f"{where}: when {when!r}: choose {', '.join(WHENS)}")
-    _needs_twin(twin, f"{where}: when stalled", "watches the follower's progress toward the twin's cube")
-    stall_s = _seconds(item.get("stall_s", DEFAULT_STALL_S), f"{where}: stall_s", MAX_STALL_S)
+    _needs_twin(twin, f"{where}: when {when}", "watches the follower's progress toward the twin's cube")
+    default = Person.stall_s if when == "person" else DEFAULT_STALL_S
+    stall_s = _seconds(item.get("stall_s", default), f"{where}: stall_s", MAX_STALL_S)
     if stall_s == 0:
         raise So101Error(f"{where}: stall_s 0: a stall lasts some time (seconds above 0)")
+    if when == "person":
+        if grab.guide != "cube":
+            raise So101Error(f"{where}: guide {grab.guide!r}: a person guides toward the cube (guide: cube)")
+        return _with(grab, when=when, stall_s=stall_s, person=_person(item, stall_s, where))
     return _with(grab, when=when, stall_s=stall_s)
+
+
+def _person(item: dict, stall_s: float, where: str) -> Person:
+    """A person's settings, checked: each in the range a person could have."""
+    base = Person()
+    react = item.get("react_ms", list(base.react_ms))
+    if not (isinstance(react, list) and len(react) == 2):
+        raise So101Error(f"{where}: react_ms {react!r}: [FASTEST, SLOWEST] milliseconds, e.g. [300, 600]")
+    low, high = (_number(v, f"{where}: react_ms") for v in react)
+    if not 0 <= low <= high <= 5000:
+        raise So101Error(f"{where}: react_ms {react!r}: 0 <= fastest <= slowest <= 5000 ms")
+    wrong_m = _number(item.get("wrong_m", base.wrong_m), f"{where}: wrong_m")
+    speed = _number(item.get("speed", base.speed), f"{where}: speed")
+    noise_m = _number(item.get("noise_m", base.noise_m), f"{where}: noise_m")
+    bother = _number(item.get("bother", base.bother), f"{where}: bother")
+    if not 0 < wrong_m <= 0.5:
+        raise So101Error(f"{where}: wrong_m {wrong_m:g}: metres above 0, at most 0.5")
+    if not 0 < speed <= 1.5 or not 0 <= noise_m <= 0.05 or not 0 < bother <= 1:
+        raise So101Error(f"{where}: speed in (0, 1.5] of the expert's pace, noise_m 0-0.05 m, bother a chance in "
+                         f"(0, 1]")
+    seed = item.get("seed", base.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise So101Error(f"{where}: seed {seed!r}: a whole number, 0 or more")
+    return Person(stall_s, wrong_m, (low, high), _count(item.get("per_episode", base.per_episode),
+                                                        f"{where}: per_episode"), bother, speed, noise_m, seed)
 
 
 def _with(grab: Grab, **trigger: Any) -> Grab:
