@@ -37,9 +37,10 @@ class CameraResult:
 
 
 def views_from_source(source: str, board: BoardSpec, wanted: int, *, say: Callable[[str], None] = _quiet,
-                      on_view: Callable[[int, Coverage], None] | None = None) -> Gathered:
+                      on_view: Callable[[int, Coverage], None] | None = None,
+                      twin_lens: CameraModel | None = None) -> Gathered:
     """Views of ``board`` (a BoardSpec) taken live from the camera ``source`` (an index or a device;
-    ``twin``: the twin's board from a new pose at each read, through
+    ``twin``: the twin's board from a new pose at each read, through ``twin_lens`` or
     :data:`~so101_sim2real.sim.board_view.REHEARSAL_LENS`), until ``wanted`` views or Ctrl-C. The
     camera is open for the gathering only; ``say`` is told what to do with the board once it is."""
     from so101_sim2real.calibrate.capture import views_from_camera
@@ -49,7 +50,7 @@ def views_from_source(source: str, board: BoardSpec, wanted: int, *, say: Callab
     if source == TWIN:
         from so101_sim2real.sim.board_view import BoardCamera
 
-        cam = BoardCamera(board)
+        cam = BoardCamera(board) if twin_lens is None else BoardCamera(board, twin_lens)
     else:
         cam = open_camera(source)
     say(f"show the board ({board.describe()}) to camera {source}: move and tilt it over the whole picture; "

@@ -20,6 +20,7 @@ import numpy as np
 from so101_sim2real.calibrate.hand_eye import euler_to_matrix, matrix_to_euler, rotvec_to_matrix
 from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
+from so101_sim2real.sim.standin import StandIn
 from so101_sim2real.sim.table_board import TableBoard
 from so101_sim2real.spec import Spec
 
@@ -55,28 +56,37 @@ def mount_error(fitted: RigGeometry, truth: RigGeometry) -> tuple[float, float]:
 
 
 @contextmanager
-def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry
-                  ) -> Iterator[tuple[SO101Follower, LockedCamera]]:
+def rig_rehearsal(spec: Spec, board: TableBoard | None, truth: RigGeometry, world: StandIn | None = None,
+                  corrections_rad: np.ndarray | None = None) -> Iterator[tuple[SO101Follower, LockedCamera]]:
     """(follower, camera) of the emulated rig, the cube off the table; everything stopped on the way out.
     ``camera.inner`` is the twin's :class:`~so101_sim2real.sim.camera.SimCamera` (its ``seg_ids`` are
-    the true segmentation), ``camera.lock`` the world's lock."""
+    the true segmentation), ``camera.lock`` the world's lock. With a stand-in ``world`` the rig is
+    that world's (its camera, picture, joints and arm; ``truth`` is then only what it should find), and
+    ``corrections_rad`` the joint offsets the driver adds to its readings (a rig file's), as on an arm."""
     from so101_sim2real.control.env import LockedCamera
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.joint_calibration import with_joint_offsets
     from so101_sim2real.hardware.so101 import open_follower
     from so101_sim2real.sim.camera import SimCamera
+    from so101_sim2real.sim.camera_effects import standin_camera
 
-    scene = S.scene_for_rig(truth, spec.observation.source_size, replace(S.SceneConfig(), table_board=board))
     emulator = BusEmulator(list(range(1, 7)))
-    bridge = attach_twin(emulator, spec, scene=scene)
+    if world is None:
+        scene = S.scene_for_rig(truth, spec.observation.source_size, replace(S.SceneConfig(), table_board=board))
+        bridge = attach_twin(emulator, spec, scene=scene)
+    else:  # the world moves the camera and carries the joint offsets itself
+        bridge = attach_twin(emulator, spec, scene=replace(S.SceneConfig(), table_board=board), standin=world)
     _clear_table(bridge)
     emulator.start()
     robot = camera = None
     try:
-        calibration = with_joint_offsets(bridge.calibration, -truth.joint_offsets_rad)  # zeros off by the truth
+        # zeros off by the truth; a stand-in's readings carry its offsets already
+        offsets = -truth.joint_offsets_rad if world is None else corrections_rad
+        calibration = bridge.calibration if offsets is None else with_joint_offsets(bridge.calibration, offsets)
         robot = open_follower(emulator.path, calibration)
-        camera = LockedCamera(SimCamera(bridge.task.model, bridge.task.data, spec.observation), bridge.lock)
+        eyes = SimCamera(bridge.task.model, bridge.task.data, spec.observation)
+        camera = LockedCamera(standin_camera(eyes, world) if world else eyes, bridge.lock)
         yield robot, camera
     finally:
         try:

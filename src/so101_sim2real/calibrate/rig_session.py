@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -32,9 +32,12 @@ if TYPE_CHECKING:
     from so101_sim2real.calibrate.hand_eye import RigFit
     from so101_sim2real.control.description import RunDescription
     from so101_sim2real.control.window import LiveWindow
+    from so101_sim2real.geometry.camera_model import CameraModel
     from so101_sim2real.hardware.joint_calibration import ArmCalibration
     from so101_sim2real.hardware.so101 import SO101Follower
     from so101_sim2real.interfaces import Camera
+    from so101_sim2real.perception.segmentation import SegmentationModel
+    from so101_sim2real.sim.standin import StandIn
     from so101_sim2real.sim.table_board import TableBoard
     from so101_sim2real.spec import Spec
 
@@ -155,23 +158,31 @@ def calibrate_rig_on_arm(arm: RunDescription, guess: RigGeometry, table: TableBo
 
 
 def rehearse_rig(table: TableBoard, poses: int, seed: int, out: Path, report_dir: Path, *, say: Say = _quiet,
-                 note: str | None = None) -> RigResult:
+                 note: str | None = None, world: StandIn | None = None, camera: CameraModel | None = None
+                 ) -> RigResult:
     """The rig calibration on the emulated rig, from the sim's guess; the result carries the truth.
-    ``note`` is said once the board is known to be in reach, before the twin starts."""
+    ``note`` is said once the board is known to be in reach, before the twin starts. With a stand-in
+    ``world`` the rig is that world's, and ``camera`` (its ``calibrate camera``) the fit's lens."""
     from so101_sim2real.calibrate import rig_rehearsal  # at call time: a test may stand in for the twin
     from so101_sim2real.calibrate.rig_poses import check_reach
     from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.sim.standin_scene import standin_rig
     from so101_sim2real.spec import default_spec
 
-    guess = default_rig()
+    guess = default_rig() if camera is None else replace(default_rig(), camera=camera, calibrated=True)
     check_reach(table, guess, arm_ranges(), poses, seed)
     if note:
         say(note)
-    truth = rig_rehearsal.RigTruth().rig(guess)
-    say("rehearsal: the twin's camera is moved 8 mm / 4 deg from the sim's guess and its joint zeros are "
-        "off by -3 -3 +5 +5 0 deg; the fit does not know that")
-    with rig_rehearsal.rig_rehearsal(default_spec(), table, truth) as (robot, camera):
-        result = run_rig_calibration(robot, camera, guess, table, poses, seed, out, report_dir, say=say)
+    if world is not None:
+        truth = standin_rig(world, default_rig())
+        say(f"rehearsal on the {world.summary()}: its camera, picture and joints are the world's; the fit does not "
+            f"know them")
+    else:
+        truth = rig_rehearsal.RigTruth().rig(guess)
+        say("rehearsal: the twin's camera is moved 8 mm / 4 deg from the sim's guess and its joint zeros are "
+            "off by -3 -3 +5 +5 0 deg; the fit does not know that")
+    with rig_rehearsal.rig_rehearsal(default_spec(), table, truth, world) as (robot, eyes):
+        result = run_rig_calibration(robot, eyes, guess, table, poses, seed, out, report_dir, say=say)
     return RigResult(result.fit, guess, out, result.overlay, truth)
 
 
@@ -203,7 +214,7 @@ def align_on_arm(arm: RunDescription, guess: RigGeometry, out: Path, *, window: 
     """The mount of ``arm``'s follower fitted to what its segmentation (@seg_ckpt) sees of the fingers
     and the table at the start pose; with a ``window``, nudged by eye instead (no segmentation)."""
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
-    from so101_sim2real.observation import real_to_sim_ids
+    from so101_sim2real.cameras import undistorted
     from so101_sim2real.perception.segmentation import load_segmentation
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import default_spec
@@ -214,47 +225,70 @@ def align_on_arm(arm: RunDescription, guess: RigGeometry, out: Path, *, window: 
         raise So101Error("@seg_ckpt: the fit finds the fingers and the table with it (or nudge the mount by eye in a "
                          "window)")
     spec = default_spec()
-    seg = None if window is not None else load_segmentation(cast(str, seg_ckpt))
+    seg = None if window is not None else load_segmentation(cast(str, seg_ckpt))  # before the arm moves
     cal = _arm_calibration(calibration, guess)
     with arm_and_camera(port, cal, camera) as (robot, cam):
-
-        def segment():
-            real = seg.predict(cam.read().rgb, seg.input_size)
-            return real_to_sim_ids(real, spec.observation.segmentation.real_to_sim)
-
+        # the twin renders the ideal pinhole picture: the network reads the frame undistorted to it
+        segment = _segmenter(undistorted(cam, guess.camera), spec, seg) if seg is not None else None
         if wait_for_operator is not None:
             wait_for_operator("take the cube off the table; the arm will move to the start pose. Enter to start")
         if window is not None:
             return by_eye(robot, lambda: cam.read().rgb, guess, window, out, say=say)
+        assert segment is not None  # no window: the network segments
         views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()),
                                     CAPTURE_PERIOD_S, say)
     return _fit_and_write(views, spec, guess, out, say)
 
 
-def rehearse_align(guess: RigGeometry, out: Path, *, window: LiveWindow | None = None, say: Say = _quiet
-                   ) -> AlignResult:
+def rehearse_align(guess: RigGeometry, out: Path, *, window: LiveWindow | None = None, say: Say = _quiet,
+                   world: StandIn | None = None, seg_ckpt: str | Path | None = None) -> AlignResult:
     """The alignment on the emulated rig (its joint zeros right, its mount off the guess); the result
-    carries the truth."""
+    carries the truth. With a stand-in ``world`` the rig is that world's (its joint offsets are
+    ``guess``'s to know, from ``calibrate rig``), and ``seg_ckpt`` (its network) reads its picture as
+    on an arm; without one, the twin's own classes."""
     from so101_sim2real.calibrate import rig_rehearsal  # at call time: a test may stand in for the twin
     from so101_sim2real.calibrate.align import align_poses, capture_align_views
+    from so101_sim2real.cameras import undistorted
+    from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.perception.segmentation import load_segmentation
+    from so101_sim2real.sim.standin_scene import standin_rig
     from so101_sim2real.sim.task import LiftCubeTask
     from so101_sim2real.spec import default_spec
 
     spec = default_spec()
-    truth = rig_rehearsal.RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
-    say("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
-    with rig_rehearsal.rig_rehearsal(spec, None, truth) as (robot, camera):
+    if world is not None:
+        truth = standin_rig(world, default_rig())
+        say(f"rehearsal on the {world.summary()}: its camera is mounted as the world says; the fit does not know it")
+    else:
+        truth = rig_rehearsal.RigTruth(joint_offsets_deg=(0.0,) * 6).rig(guess)
+        say("rehearsal: the twin's camera is mounted 8 mm / 4 deg from the guess; the fit does not know that")
+    # on a stand-in, the arm's zeros as the rig measured them, as on an arm
+    corrections = guess.joint_offsets_rad if world is not None else None
+    with rig_rehearsal.rig_rehearsal(spec, None, truth, world, corrections) as (robot, camera):
         if window is not None:
             return by_eye(robot, lambda: camera.read().rgb, guess, window, out, say=say)
+        segment = _segmenter(undistorted(camera, guess.camera), spec, load_segmentation(seg_ckpt)) if seg_ckpt else None
+        if segment is None:
 
-        def segment():
-            with camera.lock:
-                return camera.inner.seg_ids()
+            def segment():
+                with camera.lock:
+                    return camera.inner.seg_ids()
 
         views = capture_align_views(robot, segment, align_poses(LiftCubeTask(spec).start_pose()),
                                     CAPTURE_PERIOD_S, say)
     result = _fit_and_write(views, spec, guess, out, say)
     return AlignResult(result.fit, result.rig, guess, out, result.views, truth)
+
+
+def _segmenter(cam: Camera, spec: Spec, seg: SegmentationModel) -> Callable[[], np.ndarray]:
+    """The segmentation network on ``cam``'s frames, as the twin's class ids (what the mount fit compares)."""
+    from so101_sim2real.observation import real_to_sim_ids
+
+    def segment() -> np.ndarray:
+        real = seg.predict(cam.read().rgb, seg.input_size)
+        return real_to_sim_ids(real, spec.observation.segmentation.real_to_sim)
+
+    return segment
 
 
 def by_eye(robot: SO101Follower, take_picture: Callable[[], np.ndarray], guess: RigGeometry, window: LiveWindow,

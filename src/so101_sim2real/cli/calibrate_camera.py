@@ -84,6 +84,10 @@ def calibrate_camera(
                      ] = 20,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the report pictures (default: "
                                                                     "beside --out).")] = None,
+    standin: Annotated[Optional[Path], typer.Option("--standin", help="With --camera twin: the board through a "
+                                                                      "stand-in world's camera (its intrinsics "
+                                                                      "and lens) instead of the rehearsal's "
+                                                                      "lens.")] = None,
 ) -> None:
     """Fit the camera's intrinsics and lens (pinhole or fisheye, the better kept) to pictures of the board.
 
@@ -103,21 +107,35 @@ def calibrate_camera(
     for folder in (out.parent, report or out.parent):
         if problem := writable_folder(folder):
             raise So101Error(f"cannot write to {folder}: {problem}")
+    if standin is not None and camera != "twin":
+        raise So101Error("--standin: a stand-in's camera is the twin's (--camera twin); a real camera is itself")
+    lens = _standin_lens(standin) if standin is not None else None
     spec = BoardSpec.load(board) if board else BoardSpec()
     if images is not None:
         gathered = _from_images(images, spec)
     else:
         assert camera is not None  # one of --camera and --images, checked above
-        gathered = _from_camera(camera, spec, views)
+        gathered = _from_camera(camera, spec, views, lens)
     model = _fit_and_write(gathered, spec, min_views, out, report or out.parent,
                            f"--images {images}" if images is not None else f"--camera {camera}")
     if camera == "twin":
-        from so101_sim2real.sim.board_view import REHEARSAL_LENS as truth
+        from so101_sim2real.sim.board_view import REHEARSAL_LENS
 
+        truth = lens or REHEARSAL_LENS
         errors = [100 * (got / want - 1) for got, want in ((model.fx, truth.fx), (model.fy, truth.fy),
                                                           (model.cx, truth.cx), (model.cy, truth.cy))]
-        typer.echo("against the rehearsal's lens: " + ", ".join(
-            f"{name} {e:+.2f}%" for name, e in zip(("fx", "fy", "cx", "cy"), errors, strict=True)))
+        typer.echo(f"against {'the stand-in' if lens else 'the rehearsal'}'s lens: " + ", ".join(
+            f"{name} {e:+.2f}%" for name, e in zip(("fx", "fy", "cx", "cy"), errors, strict=True))
+            + f"; k1 {model.D[0]:+.3f} ({truth.D[0]:+.3f})")
+
+
+def _standin_lens(path: Path) -> CameraModel:
+    """The camera a stand-in world's wrist camera really has (its intrinsics and lens on the sim's)."""
+    from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.sim.standin import load_standin
+    from so101_sim2real.sim.standin_scene import standin_rig
+
+    return standin_rig(load_standin(path), default_rig()).camera
 
 
 def _from_images(folder: Path, spec: BoardSpec) -> Gathered:
@@ -144,10 +162,10 @@ def _from_images(folder: Path, spec: BoardSpec) -> Gathered:
     return gathered
 
 
-def _from_camera(source: str, spec: BoardSpec, wanted: int) -> Gathered:
+def _from_camera(source: str, spec: BoardSpec, wanted: int, lens: CameraModel | None = None) -> Gathered:
     from so101_sim2real.calibrate.camera_session import views_from_source
 
-    gathered = views_from_source(source, spec, wanted, say=typer.echo,
+    gathered = views_from_source(source, spec, wanted, say=typer.echo, twin_lens=lens,
                                  on_view=lambda n, cov: typer.echo(f"view {n}: coverage {cov.fraction:.0%}"))
     if gathered.interrupted:
         typer.echo(f"stopped: {len(gathered.views)} view(s) taken")

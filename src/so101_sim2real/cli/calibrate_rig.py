@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from so101_sim2real.calibrate.rig_session import AlignResult, RigResult
     from so101_sim2real.control.window import LiveWindow
     from so101_sim2real.geometry.rig_file import RigGeometry
+    from so101_sim2real.sim.standin import StandIn
 
 BOARD_AT_HELP = ("Where the board lies: X,Y of its squares' top-left corner in metres in the arm's base frame "
                  "(x forward, y left), and optionally its turn in degrees, e.g. 0.145,0.075,0 (the default: "
@@ -47,6 +48,21 @@ CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="Th
                                                                              "or a .json.")]
 CameraOpt = Annotated[Optional[str], typer.Option("--camera", help="The wrist camera: an index (0) or a device "
                                                                    "(/dev/video2).")]
+StandinOpt = Annotated[Optional[Path], typer.Option("--standin", help="With --port emulator: rehearse on this "
+                                                                     "stand-in world's arm (its camera, picture, "
+                                                                     "joints and servos; configs/standin.yaml) "
+                                                                     "instead of the rehearsal's rig.")]
+
+
+def _world(standin: Path | None, port: str) -> StandIn | None:
+    """The stand-in world of --standin, for the emulated arm only."""
+    if standin is None:
+        return None
+    if port != "emulator":
+        raise So101Error("--standin: a stand-in is rehearsed on the emulated arm (--port emulator), never a real port")
+    from so101_sim2real.sim.standin import load_standin
+
+    return load_standin(standin)
 
 
 def calibrate_rig(
@@ -65,6 +81,7 @@ def calibrate_rig(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pose set.")] = 0,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the overlay picture (default: "
                                                                     "beside --out).")] = None,
+    standin: StandinOpt = None,
 ) -> None:
     """Fit the camera's mount on the gripper and the joints' zero offsets to views of a board.
 
@@ -88,13 +105,15 @@ def calibrate_rig(
         if problem := writable_folder(folder):
             raise So101Error(f"cannot write to {folder}: {problem}")
     table = TableBoard(BoardSpec.load(board) if board else BoardSpec(), origin, yaw)
+    world = _world(standin, port)
     if port == "emulator":
-        if camera_model is not None:
-            load_guess(camera_model)  # read: a file that the real day would refuse is refused today
-        stand_ins = {"--calibration": (calibration, "the twin's arm"), "--camera": (camera, "the twin's camera"),
-                     "--camera-model": (camera_model, "the sim's lens, fovy 70.5")}
+        lens = load_guess(camera_model).camera if camera_model is not None else None  # refused as the real day would
+        stand_ins: dict[str, tuple[object, str]] = {"--calibration": (calibration, "the twin's arm"),
+                                                    "--camera": (camera, "the twin's camera")}
+        if world is None:
+            stand_ins["--camera-model"] = (camera_model, "the sim's lens, fovy 70.5")
         result = rehearse_rig(table, poses, seed, out, report or out.parent, say=typer.echo,
-                              note=stand_in_line(stand_ins))
+                              note=stand_in_line(stand_ins), world=world, camera=lens if world else None)
         _say_rig(result)
         return
     missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
@@ -168,6 +187,7 @@ def calibrate_align(
                                                                     "the twin's and their blend at the start "
                                                                     "pose, and keys to nudge the mount and the "
                                                                     "field of view by eye.")] = False,
+    standin: StandinOpt = None,
 ) -> None:
     """Fit the camera's mount to the fingers and the table as the segmentation sees them.
 
@@ -185,12 +205,16 @@ def calibrate_align(
     if port == "emulator" and seg_ckpt is not None and not seg_ckpt.is_file():  # the real day would fail on it
         raise So101Error(f"--seg-ckpt {seg_ckpt}: no such file")
     window = _window() if interactive else None
+    world = _world(standin, port)
     if port == "emulator":
-        stand_ins = {"--calibration": (calibration, "the twin's arm"), "--camera": (camera, "the twin's camera"),
-                     "--seg-ckpt": (seg_ckpt, "the twin's own segmentation")}
+        stand_ins: dict[str, tuple[object, str]] = {"--calibration": (calibration, "the twin's arm"),
+                                                    "--camera": (camera, "the twin's camera")}
+        if world is None:  # on a stand-in the network reads its picture, as on an arm
+            stand_ins["--seg-ckpt"] = (seg_ckpt, "the twin's own segmentation")
         if line := stand_in_line(stand_ins):
             typer.echo(line)
-        _say_align(rehearse_align(_start_rig(rig), out, window=window, say=typer.echo))
+        _say_align(rehearse_align(_start_rig(rig), out, window=window, say=typer.echo, world=world,
+                                  seg_ckpt=seg_ckpt if world else None))
         return
     missing = [name for name, value in (("--calibration", calibration), ("--camera", camera),
                                         ("--seg-ckpt", None if interactive else seg_ckpt)) if value is None]

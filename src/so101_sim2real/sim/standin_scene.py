@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import mujoco
 import numpy as np
 
+from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
 from so101_sim2real.sim.standin import Distractor, Lighting, Materials, StandIn
 
@@ -122,3 +123,29 @@ def _intrinsics(cfg: S.SceneConfig, focal_scale: float, offset_px: tuple[float, 
     scale = width / 640.0
     return replace(cfg, camera_intrinsics=(fx * focal_scale, fy * focal_scale, cx + offset_px[0] * scale,
                                            cy + offset_px[1] * scale), camera_size=(height, width))
+
+
+def standin_rig(world: StandIn, guess: RigGeometry, size: tuple[int, int] = (480, 640)) -> RigGeometry:
+    """The rig a stand-in world's arm really has, as calibrating it should find it: the guess's camera
+    with the world's intrinsics and lens, its mount moved as :func:`standin_scene` moves it, and its
+    joint offsets. A rig adds its offsets to a reading, which carries the world's: they are the negative
+    of the world's. (The stand-in distorts about the picture's centre, not its offset principal point: a
+    few pixels' difference the calibration absorbs.)"""
+    cfg = S.scene_for_rig(guess, size)
+    if (intrinsics := world.get("intrinsics")) is not None:
+        cfg = _intrinsics(cfg, intrinsics.focal_scale, intrinsics.principal_offset_px, size)
+    camera = guess.camera.scaled_to(size)
+    if cfg.camera_intrinsics is not None:
+        fx, fy, cx, cy = cfg.camera_intrinsics
+        camera = replace(camera, K=np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]))
+    lens = world.get("lens_distortion")
+    camera = replace(camera, D=np.array(lens.coefficients if lens else np.zeros(5), np.float64),
+                     source=f"the stand-in's camera (seed {world.seed})")
+    pos, euler = np.array(guess.mount_pos), np.array(guess.mount_euler)
+    if (mount := world.get("camera_mount")) is not None:  # as the scene moves it: euler angles added
+        pos, euler = pos + np.array(mount.shift_mm) / 1000.0, euler + np.radians(mount.tilt_deg)
+    offsets = world.get("joint_offsets")
+    joints = -np.radians(offsets.deg) if offsets else np.zeros(len(guess.joint_offsets_rad))
+    return replace(guess, camera=camera, mount_pos=(pos[0], pos[1], pos[2]), mount_euler=(euler[0], euler[1], euler[2]),
+                   joint_offsets_rad=joints,
+                   calibrated=True, fitted={})

@@ -1,0 +1,79 @@
+"""Calibrating on the stand-in (issue 29, its first stage): the emulated arm's camera, picture and joints
+are the stand-in world's, and each calibration recovers what the world put there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from fixtures import run_cli
+
+CAMERA_WORLD = {"seed": 0, "gaps": {"lens_distortion": None, "intrinsics": None, "camera_mount": None,
+                                    "joint_offsets": None}}
+
+
+@pytest.fixture()
+def world(tmp_path):
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(CAMERA_WORLD))
+    return path
+
+
+def test_the_worlds_true_rig_is_its_camera_its_mount_and_the_negative_of_its_offsets():
+    from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.sim.standin import CameraMount, Intrinsics, JointOffsets, LensDistortion, StandIn
+    from so101_sim2real.sim.standin_scene import standin_rig
+
+    guess = default_rig()
+    assert np.allclose(standin_rig(StandIn({}), guess).camera.K, guess.camera.K)
+    rig = standin_rig(StandIn({"lens_distortion": LensDistortion(), "intrinsics": Intrinsics(),
+                               "camera_mount": CameraMount(), "joint_offsets": JointOffsets()}), guess)
+    assert rig.camera.fx == pytest.approx(guess.camera.fx * 1.02)
+    assert rig.camera.cx == pytest.approx(guess.camera.cx + 6)
+    assert rig.camera.D[0] == -0.06 and rig.calibrated
+    assert np.allclose(np.subtract(rig.mount_pos, guess.mount_pos) * 1000, (2.0, -1.5, 1.5))
+    assert np.allclose(np.degrees(rig.joint_offsets_rad), [-1.5, 1.0, -2.0, 1.5, -1.0, 0.0])
+
+
+def test_the_camera_calibration_finds_the_worlds_lens(capsys, tmp_path, world):
+    from so101_sim2real.geometry.camera_model import CameraModel
+
+    code, out, err = run_cli(capsys, "calibrate", "camera", "--camera", "twin", "--standin", str(world), "--out",
+                             str(tmp_path / "camera.yaml"), "--views", "12")
+    assert code == 0, err
+    assert "against the stand-in's lens" in out and "k1 -0.06" in out
+    model = CameraModel.load(tmp_path / "camera.yaml")
+    assert model.fx == pytest.approx(346.5, rel=0.01) and model.cx == pytest.approx(325.5, abs=2.0)
+    assert model.D[0] == pytest.approx(-0.06, abs=0.01)
+
+
+@pytest.mark.slow
+def test_the_rig_calibration_finds_the_worlds_joint_offsets_through_its_lens(capsys, tmp_path, world):
+    from so101_sim2real.geometry.rig_file import RigGeometry
+
+    code, _, err = run_cli(capsys, "calibrate", "camera", "--camera", "twin", "--standin", str(world), "--out",
+                           str(tmp_path / "camera.yaml"), "--views", "12")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "calibrate", "rig", "--port", "emulator", "--standin", str(world),
+                             "--camera-model", str(tmp_path / "camera.yaml"), "--out", str(tmp_path / "rig.yaml"))
+    assert code == 0, err
+    assert "rehearsal on the stand-in world" in out
+    rig = RigGeometry.load(tmp_path / "rig.yaml")
+    # the world's offsets, negated (a rig adds them to a reading); the wrist roll's lands in the mount
+    assert np.degrees(rig.joint_offsets_rad[:4]) == pytest.approx([-1.5, 1.0, -2.0, 1.5], abs=0.3)
+    assert rig.camera.D[0] == pytest.approx(-0.06, abs=0.01)  # the camera.yaml's lens, kept
+
+
+@pytest.mark.parametrize("args, message", [
+    (["calibrate", "rig", "--port", "/dev/ttyACM0", "--out", "r.yaml", "--standin", "W"],
+     "a stand-in is rehearsed on the emulated arm"),
+    (["calibrate", "align", "--port", "/dev/ttyACM0", "--out", "r.yaml", "--standin", "W"],
+     "a stand-in is rehearsed on the emulated arm"),
+    (["calibrate", "camera", "--camera", "0", "--out", "c.yaml", "--standin", "W"],
+     "a stand-in's camera is the twin's"),
+])
+def test_a_stand_in_with_a_real_device_is_refused(capsys, tmp_path, world, args, message):
+    args = [str(world) if a == "W" else str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
