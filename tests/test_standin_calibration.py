@@ -77,3 +77,32 @@ def test_a_stand_in_with_a_real_device_is_refused(capsys, tmp_path, world, args,
     args = [str(world) if a == "W" else str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("port", [None, "emulator"])
+def test_on_a_stand_in_a_rig_file_corrects_the_arms_readings_and_leaves_its_camera(port):
+    """A stand-in is an arm: its rig file (what calibrating it found) is added to its readings, as an arm's
+    calibration adds it; the world's camera stays where the world put it."""
+    from so101_sim2real.control.env import sim_env, so101_env
+    from so101_sim2real.geometry.rig_file import default_rig
+    from so101_sim2real.sim.standin import CameraMount, JointOffsets, StandIn
+    from so101_sim2real.sim.standin_scene import standin_rig
+    from so101_sim2real.spec import default_spec
+
+    world = StandIn({"joint_offsets": JointOffsets(), "camera_mount": CameraMount()})
+    rig = standin_rig(world, default_rig())
+    spec = default_spec()
+    for geometry, off in ((None, np.radians(JointOffsets().deg)), (rig, 0.0)):
+        env = (sim_env(spec, with_camera=False, standin=world, geometry=geometry) if port is None else
+               so101_env(spec, port, with_camera=False, standin=world, geometry=geometry))
+        try:
+            env.task.reset(1)
+            true = np.asarray(env.twin.qpos()[:6])
+            # the servos' steps and a physics thread that runs on: within 0.5 deg, under the smallest offset (1 deg)
+            assert np.allclose(env.robot.read().position[:5], (true + off)[:5], atol=np.radians(0.5))
+            camera_pos = env.twin.model.cam_pos[env.twin.model.camera("wrist_cam").id].copy()
+        finally:
+            env.close()
+        if geometry is None:
+            uncorrected = camera_pos
+    assert np.allclose(camera_pos, uncorrected)  # the rig did not move the world's camera

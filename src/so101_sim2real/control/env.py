@@ -221,7 +221,10 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
     moved, noisy perception. ``standin`` makes it a stand-in world (sim/standin.py): its
     scene, its picture through a real camera's gaps, its arm behind a real arm's, its period.
     ``geometry`` (a rig file) is the camera the twin sees through; its joint offsets belong
-    to a real arm's calibration, not the twin."""
+    to a real arm's calibration, not the twin. On a stand-in, which is an arm, the rig file is
+    the arm's: its offsets are added to each reading and the networks read frames undistorted
+    with its lens, while the world keeps its own camera."""
+    from so101_sim2real.cameras import undistorted
     from so101_sim2real.sim.camera import PrivilegedPerception, SimCamera
     from so101_sim2real.sim.camera_effects import standin_camera
     from so101_sim2real.sim.robot import SimRobot
@@ -230,7 +233,9 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
     from so101_sim2real.sim.task import LiftCubeTask
 
     perturbation = perturbation or Perturbation()
-    scene = perturbation.scene(twin_scene(spec, geometry))
+    # a stand-in is an arm: a rig file corrects what its camera and joints report, not the twin's camera
+    as_arm = geometry if standin is not None else None
+    scene = perturbation.scene(twin_scene(spec, None if as_arm else geometry))
     if standin is not None:
         scene = standin_scene(standin, scene, spec.observation.source_size)
     task = LiftCubeTask(spec, scene=scene)
@@ -239,6 +244,8 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
         robot = StandInRobot(cast(SimRobot, robot), standin)
     if any(perturbation.joint_offset_deg):
         robot = OffsetRobot(robot, np.deg2rad(perturbation.joint_offset_deg))
+    if as_arm is not None:  # the rig's offsets added to each reading, as an arm's calibration adds them
+        robot = OffsetRobot(robot, as_arm.joint_offsets_rad)
     # the stand-in is an arm: the pose comes from FK of its measured joints (its calibration error in them)
     live = task.data if spec.action.ik.pose_from == "live_physics" and standin is None else None
     kinematics = Kinematics(task.model, spec.action.ik, S.ARM_JOINTS, live=live)
@@ -248,6 +255,8 @@ def sim_env(spec: Spec, with_camera: bool = True, make_perception: PerceptionFac
         camera = SimCamera(task.model, task.data, spec.observation)
         if standin is not None:
             camera = cast(SimCamera, standin_camera(camera, standin))  # the same reads, its RGB through the gaps
+        if as_arm is not None and make_perception:  # the networks read it undistorted, as on an arm
+            camera = cast(SimCamera, undistorted(camera, as_arm.camera))
         seen = spec.observation
         if perturbation.disparity_region:  # normalised another way than the policy was trained on
             region = cast(Literal["crop", "full_frame"], perturbation.disparity_region)  # checked when it was parsed
@@ -325,7 +334,8 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
     ``geometry`` (a rig file) is the emulated twin's camera; on an arm, :func:`build_env`
     has already put its lens on the camera and its joint offsets in the calibration, and the
     env only keeps it (what the run says of its camera). ``standin``: the emulated twin is that
-    stand-in world (its scene, arm, picture and period).
+    stand-in world (its scene, arm, picture and period), and ``geometry`` is then its arm's, as on
+    an arm: in the calibration and on the camera, not in the twin.
     """
     if port == EMULATOR_PORT:
         return _emulated_so101_env(spec, with_camera, max_step_rad, make_perception, geometry, standin)
@@ -355,6 +365,7 @@ def so101_env(spec: Spec, port: str, with_camera: bool = True, max_step_rad: flo
 def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | None,
                         make_perception: PerceptionFactory | None, geometry: RigGeometry | None = None,
                         standin: StandIn | None = None) -> Env:
+    from so101_sim2real.cameras import undistorted
     from so101_sim2real.control.twin_bus import attach_twin
     from so101_sim2real.hardware.emulator import BusEmulator
     from so101_sim2real.hardware.so101 import open_follower
@@ -362,10 +373,17 @@ def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | Non
     from so101_sim2real.sim.camera_effects import standin_camera
 
     emulator = BusEmulator(list(SERVO_IDS.values()))
-    bridge = attach_twin(emulator, spec, scene=twin_scene(spec, geometry), standin=standin)
+    # a stand-in is an arm: a rig file corrects what its camera and joints report, not the twin's camera
+    as_arm = geometry if standin is not None else None
+    bridge = attach_twin(emulator, spec, scene=twin_scene(spec, None if as_arm else geometry), standin=standin)
     emulator.start()
+    calibration = bridge.calibration
+    if as_arm is not None:
+        from so101_sim2real.hardware.joint_calibration import with_joint_offsets
+
+        calibration = with_joint_offsets(calibration, as_arm.joint_offsets_rad)
     # on_close: closing the arm (a failed connect does) stops the emulator and its physics thread too
-    robot = open_follower(emulator.path, bridge.calibration, max_step_rad, on_close=[emulator.stop])
+    robot = open_follower(emulator.path, calibration, max_step_rad, on_close=[emulator.stop])
     kinematics = Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS)
     controller = Controller(spec.action, kinematics, robot.limits)
     perception = None
@@ -374,7 +392,8 @@ def _emulated_so101_env(spec: Spec, with_camera: bool, max_step_rad: float | Non
         if standin is not None:
             camera = cast(SimCamera, standin_camera(camera, standin))  # its picture through the stand-in's gaps
         if make_perception:  # only the render holds the lock, not the networks
-            perception = make_perception(LockedCamera(camera, bridge.lock))
+            eyes: Camera = LockedCamera(camera, bridge.lock)
+            perception = make_perception(undistorted(eyes, as_arm.camera) if as_arm is not None else eyes)
         else:
             perception = _LockedPerception(PrivilegedPerception(camera, spec.observation), bridge.lock)
     period = (standin and standin.period_s) or spec.control.period_s
