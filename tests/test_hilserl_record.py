@@ -17,11 +17,11 @@ def test_the_metrics_line_keeps_its_keys_in_order_and_each_value_in_its_place():
         "steps": 120, "return": 1.0, "utd": 0.3875, "interventions": 77, "updates_per_s": 4.5, "critic_loss": None,
         "actor_loss": None, "q_mean": None, "buffer": 2300, "buffer_mb": 32.7, "period_s": 0.05,
         "overruns": 3,  # this episode's, as metrics.jsonl has always had them
-        "takeovers": None,
+        "takeovers": None, "task_success": None,
     }
     assert list(line) == ["env_steps", "updates", "episodes", "next_seed", "seed", "success", "steps", "return",
                           "utd", "interventions", "updates_per_s", "critic_loss", "actor_loss", "q_mean", "buffer",
-                          "buffer_mb", "period_s", "overruns", "takeovers"]
+                          "buffer_mb", "period_s", "overruns", "takeovers", "task_success"]
     assert record().metrics()["takeovers"] == 1 and record().metrics()["success"] is True
 
 
@@ -68,3 +68,42 @@ def test_exploration_noise_is_clipped_then_the_action_kept_inside_minus_one_one(
     assert np.allclose(out.detach().numpy(), action)
     out.sum().backward()
     assert torch.equal(t.grad, torch.ones(4))
+
+
+def test_the_sink_keeps_the_tasks_verdict_beside_the_classifiers():
+    """Under a reward classifier the task's own rule is kept per episode, so a session can count the
+    classifier's false successes (and the successes it missed) on a twin."""
+    from types import SimpleNamespace as NS
+
+    from so101_sim2real.hilserl.actor import BufferSink
+    from so101_sim2real.interfaces import StepResult
+
+    buffer = NS(begin_episode=lambda: None, add=lambda step: None, end_episode=lambda: None)
+    sink = BufferSink(buffer, NS(last_intervention=False), NS(reward=lambda r: float(r.terminated)))
+    obs = NS(state=np.zeros(18, np.float32), perceived=NS(frame=np.zeros((2, 84, 84), np.uint8)),
+             joints=NS(timestamp=0.0, position=np.zeros(6)))
+
+    def episode(ticks: list[tuple[bool, bool]]) -> tuple[bool, bool]:
+        sink.begin(0, 1)
+        for i, (task, classifier) in enumerate(ticks):
+            sink.add(obs, np.zeros(4), StepResult(float(classifier), classifier, False, {"task_success": task}),
+                     ends=i == len(ticks) - 1)
+        sink.end()
+        return sink._episode["success"], sink.episode_task_success
+
+    assert episode([(False, False), (False, True)]) == (True, False)  # the classifier's false success
+    assert episode([(True, False), (False, False)]) == (False, True)  # a success it missed
+    assert episode([(False, False), (True, True)]) == (True, True)
+    sink.begin(0, 2)  # no classifier: the task's success is the episode's
+    sink.add(obs, np.zeros(4), StepResult(1.0, True, False), ends=True)
+    assert sink.episode_task_success
+
+
+def test_a_classifier_sessions_verdicts_are_counted_against_the_tasks():
+    from so101_sim2real.hilserl.curves import judged
+
+    rows = [{"success": True, "task_success": False}, {"success": False, "task_success": True},
+            {"success": True, "task_success": True}, {"success": False, "task_success": False},
+            {"success": True, "task_success": None}]  # an arm's episode: nothing to hold it to
+    assert judged(rows) == {"episodes": 4, "false_successes": 1, "missed": 1}
+    assert judged([{"success": True}]) is None  # a run from before the task's verdict was kept

@@ -202,6 +202,9 @@ def hilserl_status(
     if info["intervention_rate_last_20"] is not None:
         takeovers = "" if info["takeovers"] is None else f"; leader takeovers: {info['takeovers']}"
         typer.echo(f"interventions over the last 20: {info['intervention_rate_last_20']:.0%} of steps{takeovers}")
+    if (judge := info["classifier"]) is not None:
+        typer.echo(f"the reward classifier against the task's rule: {judge['false_successes']} false success(es), "
+                   f"{judge['missed']} missed, in {judge['episodes']} episodes")
     last = info["last"]
     if last and last.get("critic_loss") is not None:
         actor = "-" if last["actor_loss"] is None else f"{last['actor_loss']:.4f}"

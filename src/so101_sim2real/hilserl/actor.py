@@ -32,7 +32,8 @@ from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.runtime import Policy
 
 # The episode in progress, as BufferSink counts it ("return" is the learner's return).
-_Tally = TypedDict("_Tally", {"steps": int, "return": float, "success": bool, "ended": bool, "interventions": int})
+_Tally = TypedDict("_Tally", {"steps": int, "return": float, "success": bool, "ended": bool, "interventions": int,
+                              "task_success": bool})
 
 
 class PolicySlot:
@@ -117,11 +118,13 @@ class BufferSink:
         self.recorder = recorder
         self.env_steps, self.interventions = env_steps, 0
         self.discarded_steps = 0  # ticks of thrown-away episodes: not in the buffer, not in env_steps
-        self._episode: _Tally = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
+        self._episode: _Tally = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0,
+                                 "task_success": False}
 
     def begin(self, index: int, seed: int | None) -> None:
         self.buffer.begin_episode()
-        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0}
+        self._episode = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0,
+                         "task_success": False}
         if self.recorder:
             self.recorder.begin(self.recorder.next_index, seed)
 
@@ -139,6 +142,8 @@ class BufferSink:
         ep["steps"], ep["return"] = ep["steps"] + 1, ep["return"] + step.reward
         ep["interventions"] += step.is_intervention
         ep["success"], ep["ended"] = bool(result.terminated), ends
+        # the task's own rule, where a reward classifier ends the episode instead (any tick it held)
+        ep["task_success"] = ep["task_success"] or bool(result.info.get("task_success", result.terminated))
         if self.recorder:
             self.recorder.add(time=obs.joints.timestamp, joint_pos=obs.joints.position, obs=step.frame,
                               state=step.state, action=step.action, reward=result.reward,
@@ -149,6 +154,11 @@ class BufferSink:
     def episode_return(self) -> float:
         """The learner's return of the episode in progress or just ended: the one the run reports."""
         return float(self._episode["return"])
+
+    @property
+    def episode_task_success(self) -> bool:
+        """Whether the task's rule saw success in the episode, whatever ended it (a twin's only)."""
+        return bool(self._episode["task_success"])
 
     @property
     def episode_interventions(self) -> int:

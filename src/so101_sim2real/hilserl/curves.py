@@ -89,6 +89,17 @@ def takeovers(rows: list[dict[str, Any]]) -> int | None:
     return sum(counts) if counts else None
 
 
+def judged(rows: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Where a reward classifier ended the episodes on a twin, how its verdicts stand against the task's
+    rule: ``false_successes`` (success where the task failed), ``missed`` (the task's success it did
+    not call) out of ``episodes``; None when no episode kept the task's verdict (an arm, older runs)."""
+    kept = [r for r in rows if r.get("task_success") is not None]
+    if not kept:
+        return None
+    return {"episodes": len(kept), "false_successes": sum(bool(r["success"]) and not r["task_success"] for r in kept),
+            "missed": sum(r["task_success"] and not bool(r["success"]) for r in kept)}
+
+
 def status(path: str | Path) -> dict[str, Any]:
     """What a run folder says about itself (running or not)."""
     run = RunFolder.open(path, check_world=False)
@@ -102,5 +113,6 @@ def status(path: str | Path) -> dict[str, Any]:
         "intervention_rate_last_20": float(np.mean(interventions)) if interventions else None,
         "episodes_recorded": len(rows), "policy": str(run.policy_dir) if run.policy_dir.is_dir() else None,
         "takeovers": takeovers(metrics), "last": metrics[-1] if metrics else None,
+        "classifier": judged(metrics) if run.options.reward == "classifier" else None,
         "pace": None if run.pace is None else run.pace.to_dict(),  # what the latest start chose
     }

@@ -53,6 +53,9 @@ class EpisodeRecord(Progress):
     episode_overruns: int  # ticks over the period since the previous record
     updates_per_s: float  # the learner's pace since the previous record
     period_s: float  # the control period the episode ran at
+    # the task's rule (a twin's: None on an arm): where a reward classifier judged ``success``, a
+    # success it saw where this is False is the classifier's false success
+    task_success: bool | None = None
 
     @property
     def intervention_rate(self) -> float:
@@ -68,6 +71,7 @@ class EpisodeRecord(Progress):
             "updates_per_s": self.updates_per_s, "critic_loss": self.critic_loss, "actor_loss": self.actor_loss,
             "q_mean": self.q_mean, "buffer": self.buffer, "buffer_mb": self.buffer_mb, "period_s": self.period_s,
             "overruns": self.episode_overruns, "takeovers": self.episode_takeovers,
+            "task_success": self.task_success,
         }
 
 

@@ -256,7 +256,8 @@ class Trainer:
             episode_takeovers=None if takeovers is None or progress.takeovers is None
             else progress.takeovers - takeovers,
             episode_overruns=progress.overruns - overruns,
-            updates_per_s=(progress.updates - updates) / max(now - then, 1e-9), period_s=self.env.period_s)
+            updates_per_s=(progress.updates - updates) / max(now - then, 1e-9), period_s=self.env.period_s,
+            task_success=self.sink.episode_task_success if self.env.scored else None)
 
     def _catch_up(self, stall_s: float = 30.0) -> None:
         """Between episodes (the reset gap a real arm has anyway) hold the actor until the learner
