@@ -228,6 +228,8 @@ def main() -> None:
                         help="which fine-tunings to run (bc needs full's budget: full runs first)")
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run of every stage")
     parser.add_argument("--fresh", action="store_true", help="delete --work first")
+    parser.add_argument("--start-only", action="store_true", help="stop once the starting policy is made (its "
+                                                                  "folder, WORK/start_policy, printed last)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -255,6 +257,9 @@ def main() -> None:
     stage("nominal_demos", lambda: record_demos(work / "demos_nominal", plan.bc_demos, NOMINAL_DEMO_SEEDS, None,
                                                 plan.max_steps), work / "demos_nominal")
     start = stage("bc", lambda: make_start_policy(work, plan), work / "start_policy")
+    if args.start_only:
+        print(start)
+        return
     log("2/5 autonomous success before fine-tuning")
     before = {"nominal": stage("eval_nominal", lambda: evaluate(start, None, plan, work / "before_nominal.json"),
                                work / "before_nominal.json")}

@@ -180,6 +180,9 @@ def _not_json(tmp_path):
     (lambda t: ["--ckpt", "policy.pt", "--standin", "configs/standin.yaml", "--seg-ckpt", "s.ckpt"],
      "give --seg-ckpt (so101 seg train) and --depth-model"),
     (lambda t: ["--ckpt", "scripted", "--standin", str(t / "no.yaml")], "no.yaml"),
+    (lambda t: ["--ckpt", "scripted", "--standin", "configs/standin.yaml", "--gaps", "latncy"],
+     "--gaps latncy: not a gap of this world (did you mean 'latency'?)"),
+    (lambda t: ["--ckpt", "scripted", "--gaps", "latency"], "give --standin too"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, expected):
     code, out, err = run_cli(capsys, "compare-sim", "sensitivity", *args(tmp_path))
@@ -215,6 +218,11 @@ def test_the_standin_rows_are_each_gap_alone_every_gap_and_the_arm_as_a_report_m
                                           "stand-in: latency as measured (ms 60)"}
     assert all(f["cost_points"] == rows[f["row"]]["cost_points"] for f in ranked)
     assert [f["cost_points"] for f in ranked] == sorted((f["cost_points"] for f in ranked), reverse=True)
+    code, out, err = run_cli(capsys, "compare-sim", "sensitivity", "--ckpt", "scripted", "--episodes", "1",
+                             "--seed", "5000", "--max-steps", "60", "--standin", str(world), "--report", str(report),
+                             "--gaps", "jpeg", "--json")
+    assert code == 0, err  # only the rows asked for (no every-gap row, no other measured row)
+    assert [r["name"] for r in json.loads(out)["rows"]] == ["stand-in: jpeg alone"]
 
 
 def test_findings_are_costed_by_their_gap_less_what_the_networks_cost_alone():

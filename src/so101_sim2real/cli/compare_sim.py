@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from so101_sim2real.compare.replay import ReplayReport
     from so101_sim2real.control.recording import Recording
     from so101_sim2real.geometry.rig_file import RigGeometry
+    from so101_sim2real.sim.standin import StandIn
 
 
 def _open(folder: Path) -> Recording:
@@ -196,6 +197,9 @@ def sensitivity(
                                                                        "seg train).")] = None,
     depth_model: Annotated[Optional[str], typer.Option("--depth-model", help="With --standin: the depth network "
                                                                              "(so101 depth fit).")] = None,
+    gaps: Annotated[Optional[str], typer.Option("--gaps", help="With --standin: only these gaps' rows, comma-"
+                                                               "separated (e.g. the ones a report named: a row "
+                                                               "is --episodes episodes).")] = None,
 ) -> None:
     """The gap budget: which sim-to-real gap costs the policy how much success.
 
@@ -222,8 +226,8 @@ def sensitivity(
 
     if episodes < 1:
         raise So101Error("--episodes must be at least 1")
-    if standin is None and (seg_ckpt or depth_model):
-        raise So101Error("--seg-ckpt and --depth-model are the stand-in's networks: give --standin too")
+    if standin is None and (seg_ckpt or depth_model or gaps):
+        raise So101Error("--seg-ckpt, --depth-model and --gaps are the stand-in's: give --standin too")
     measured = S.read_report(report) if report is not None else None
     spec = default_spec()
     opts = InferOptions(describe(ckpt=ckpt, trust_pickle=trust_pickle), episodes=episodes, seed=seed,
@@ -239,18 +243,19 @@ def sensitivity(
                              "and --depth-model (so101 depth fit)")
         standin_where = describe(ckpt=ckpt, trust_pickle=trust_pickle, **(
             {"perception": "real", "seg_ckpt": seg_ckpt, "depth_model": depth_model} if pixels else {}))
-        gaps = S.standin_gaps(world, measured, networks_alone=pixels)
+        only = _gap_names(gaps, world) if gaps is not None else None
+        rows = S.standin_gaps(world, measured, networks_alone=pixels, only=only)
     else:
         matches = measured_gaps(spec, measured) if measured else []
-        gaps = S.default_gaps(spec.control.period_s, measured, matches)
-    bar = tqdm(total=(len(gaps) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
+        rows = S.default_gaps(spec.control.period_s, measured, matches)
+    bar = tqdm(total=(len(rows) + 1) * episodes, unit="episode", file=sys.stderr, disable=not sys.stderr.isatty(),
                leave=False)
 
     def episode_done() -> None:
         bar.update(1)
 
     try:
-        rep = S.sensitivity(opts, gaps, on_episode=episode_done, report=str(report) if report is not None else None,
+        rep = S.sensitivity(opts, rows, on_episode=episode_done, report=str(report) if report is not None else None,
                             standin_where=standin_where,
                             findings=(measured or {}).get("findings") if standin is not None else None)
     finally:
@@ -264,6 +269,20 @@ def sensitivity(
         typer.echo(line)
     if out is not None:
         typer.echo(f"sensitivity.json and sensitivity.png in {out}/")
+
+
+def _gap_names(text: str, world: StandIn) -> list[str]:
+    """--gaps NAME,...: each one of the world's gaps, or one line naming the one that is not."""
+    from so101_sim2real.errors import did_you_mean
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in world.gaps:
+            raise So101Error(f"--gaps {name}: not a gap of this world{did_you_mean(name, list(world.gaps))} (its gaps: "
+                             f"{', '.join(world.gaps)})")
+    if not names:
+        raise So101Error("--gaps: name at least one of the world's gaps")
+    return names
 
 
 class _CompareSim(TyperCommand):

@@ -185,15 +185,21 @@ def default_gaps(spec_period_s: float, measured: dict | None = None, matches: li
     return gaps
 
 
-def standin_gaps(world: StandIn, measured: dict | None = None, networks_alone: bool = True) -> list[Gap]:
+def standin_gaps(world: StandIn, measured: dict | None = None, networks_alone: bool = True,
+                 only: list[str] | None = None) -> list[Gap]:
     """Rows in the stand-in: its networks with no gap (for a policy that sees pixels: what its
     networks alone cost, which every later row's cost against the nominal twin includes), each gap
     of ``world`` alone, every gap at once, and each arm gap at the amount a report measured
-    (``measured["arm"]``, from :func:`read_report`)."""
+    (``measured["arm"]``, from :func:`read_report`). ``only``: just these gaps' rows (alone and as
+    measured), not every gap at once."""
+    names = [name for name in world.gaps if only is None or name in only]
     rows = [Gap(NETWORKS_ROW, standin=StandIn({}, world.seed))] if networks_alone else []
-    rows += [Gap(f"stand-in: {name} alone", standin=world.alone(name)) for name in world.gaps]
-    rows.append(Gap("stand-in: every gap", standin=world))
+    rows += [Gap(f"stand-in: {name} alone", standin=world.alone(name)) for name in names]
+    if only is None:
+        rows.append(Gap("stand-in: every gap", standin=world))
     for name, amount in (measured or {}).get("arm", {}).items():
+        if only is not None and name not in only:
+            continue
         values = ", ".join(f"{k} {_short(v)}" for k, v in dataclasses.asdict(amount).items())
         rows.append(Gap(f"stand-in: {name} as measured ({values})", standin=StandIn({name: amount}, world.seed)))
     return rows
