@@ -25,9 +25,10 @@ benchmark's BC start policy, `scripts/hilserl_sim_demo.py --start-only`) and the
 perception networks (here the stand-in's: `so101 seg train` and `so101 depth fit`). Without
 --policy / --seg-ckpt / --depth-model they are made first, in WORK/assets, timed apart.
 
-Each stage is kept under a key of everything that made it (its commands, the world, the
-inputs' files and the stages before it): an interrupted rehearsal resumes at the first stage
-whose key changed or whose outputs are missing. --quick runs the same stages in minutes
+Each stage is kept under a key of everything that made it (its code and commands, the
+toolkit's own code, the world, the inputs' files and the stages before it): an interrupted
+rehearsal resumes at the first stage whose key changed (delete WORK/stages/NAME.json to redo
+one). --quick runs the same stages in minutes
 (two episodes where the day has twenty) to check the pipeline, not the numbers.
 """
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
+import importlib.util
 import inspect
 import json
 import os
@@ -45,6 +47,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = 5000  # the held-out seeds, as every benchmark here uses them
@@ -95,7 +99,10 @@ class Day:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "HF_LEROBOT_CALIBRATION": str(work / "calibration")}
         self.records: dict[str, StageRecord] = {}
-        self._chain = _digest([json.dumps(asdict(plan), sort_keys=True), _file_digest(world)])
+        toolkit = Path(importlib.util.find_spec("so101_sim2real").origin).parent  # type: ignore[union-attr,arg-type]
+        constants = [HELD_OUT, RECORD_SEEDS, REWARD_SEEDS, REWARD_HELD_SEEDS]
+        self._chain = _digest([json.dumps(asdict(plan), sort_keys=True), json.dumps(constants), _file_digest(world),
+                               _file_digest(toolkit, "*.py")])
         entry = shutil.which("so101")  # the command a person types; the module where it is not on PATH
         self._command = [entry] if entry else [sys.executable, "-m", "so101_sim2real"]
 
@@ -124,7 +131,7 @@ class Day:
         self.records[name], self._chain = record, key
         return record
 
-    def so101(self, stage: str, *argv: str | Path) -> str:
+    def so101(self, stage: str, *argv: str | Path | int) -> str:
         """One command as a person types it; its output in the stage's log; a failure stops the day."""
         args = [str(a) for a in argv]
         log = self.logs / f"{stage}.log"
@@ -147,10 +154,10 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
-    """A file's bytes, or a folder's files' names and bytes."""
+def _file_digest(path: Path, pattern: str = "*") -> str:
+    """A file's bytes, or a folder's files' (matching ``pattern``) names and bytes."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob(pattern) if p.is_file())
     for f in files:
         h.update(str(f.relative_to(path) if f != path else f.name).encode())
         h.update(f.read_bytes())
@@ -164,8 +171,11 @@ def fresh(day: Day, *names: str) -> None:
 
 
 def last_json(stdout: str) -> dict:
-    """The JSON line a command ends with (``--json``)."""
-    return json.loads(stdout.strip().splitlines()[-1])
+    """The JSON line a command ends with (``--json``); one line and a stop where there is none."""
+    try:
+        return json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        sys.exit(f"a command ended without its JSON line: {stdout.strip()[-200:]!r}; see the stage's log")
 
 
 # ---------------------------------------------------------------------------------------------- the assets
@@ -181,7 +191,9 @@ def assets(day: Day, args: argparse.Namespace) -> tuple[Path, Path, Path]:
         say("the sim policy: BC on scripted demos in the nominal twin (scripts/hilserl_sim_demo.py --start-only)")
         cmd = [sys.executable, str(ROOT / "scripts" / "hilserl_sim_demo.py"), "--work", str(folder / "sim"),
                "--start-only", *(["--quick"] if plan.bc_quick else [])]
-        subprocess.run(cmd, check=True, cwd=work, env=day.env, stdout=subprocess.DEVNULL)
+        if subprocess.run(cmd, cwd=work, env=day.env, stdout=subprocess.DEVNULL).returncode != 0:
+            sys.exit("the sim policy could not be made (scripts/hilserl_sim_demo.py --start-only failed; its "
+                     "messages are above)")
     if not seg.is_file():
         day.so101("assets", "seg", "train", "--standin", day.world, "--out", seg, "--frames", plan.seg_frames,
                   "--epochs", plan.seg_epochs, "--target-miou", "0.81")
@@ -233,7 +245,9 @@ def compare(day: Day, policy: Path, perception: list):  # noqa: ANN201
         for i in range(plan.compare_episodes):
             report = last_json(so101("compare-sim", "rec", "--episode", i, "--out", f"compare{i}", "--json"))
             named.append([{"name": f["name"], "gaps": f.get("gaps") or []} for f in report["findings"]])
-        gaps = list(dict.fromkeys(g for f in named[0] for g in f["gaps"]))[:plan.sensitivity_gaps]
+        world_gaps = set(yaml.safe_load(day.world.read_text()).get("gaps") or {})
+        gaps = [g for g in dict.fromkeys(g for f in named[0] for g in f["gaps"]) if g in world_gaps]
+        gaps = gaps[:plan.sensitivity_gaps]
         only = ["--gaps", ",".join(gaps)] if gaps else []  # the rows of what it named (each row: episodes)
         sensitivity = last_json(so101("compare-sim", "sensitivity", "--ckpt", policy, "--standin", day.world,
                                       *perception[2:], "--report", "compare0/report.json", *only, "--episodes",

@@ -267,12 +267,28 @@ def twin_view():
     return SetDistance(task, threading.Lock(), Kinematics(S.build_model(), spec.action.ik, S.ARM_JOINTS), spec.action)
 
 
+class SteppingSession(FakeSession):
+    """A session that steps its episode on every read, as a running one does (a person watches it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.episode, self.step, self.stepping = 0, 0, True
+
+    def begin(self) -> None:
+        self.episode, self.step = self.episode + 1, 0
+
+    def now(self):
+        if self.episode and self.stepping:
+            self.step += 1
+        return (self.episode, self.step) if self.episode else None
+
+
 def test_a_person_grabs_a_follower_heading_away_after_their_reaction_and_once_an_episode(twin_view):
-    session = FakeSession()
+    session = SteppingSession()
     hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.5, "seed": 1}], "h", True), session, twin_view)
     twin_view.distance = 0.3
     tick()
-    session.where = (1, 1)
+    session.begin()
     for _ in range(10):  # it nears the cube, 1 cm a tick: nothing to see
         twin_view.distance -= 0.01
         tick()
@@ -294,10 +310,52 @@ def test_a_person_grabs_a_follower_heading_away_after_their_reaction_and_once_an
         twin_view.distance += 0.001
         tick()
     assert [e.kind for e in hand.events] == ["grab", "let go"]
-    session.where = (2, 1)  # the next episode: they watch again (a stall of 2 s this time)
+    session.begin()  # the next episode: they watch again (a stall of 2 s this time)
     for _ in range(2 * 50 + 40):
         tick()
     assert [e.kind for e in hand.events] == ["grab", "let go", "grab"]
+
+
+def test_a_person_watches_a_running_episode_only_and_each_session_afresh(twin_view):
+    session = SteppingSession()
+    # a slow person (1.5 s to react): the episode's steps stop for longer than EPISODE_QUIET_S first
+    hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.2, "seed": 2, "react_ms": [1500, 1600]}], "h",
+                                         True), session, twin_view)
+    twin_view.distance = 0.2
+    tick()
+    session.begin()
+    for _ in range(60):
+        tick()
+    twin_view.distance = 0.24  # heading away: noticed ...
+    tick()
+    assert hand._noticed_at is not None
+    session.stepping = False  # ... but the episode ends (the arm goes home) before they reach the leader
+    for _ in range(100):
+        twin_view.distance += 0.002  # going home, away from the cube: no episode to watch
+        tick()
+    assert hand.events == [] and hand._noticed_at is None
+    session.stepping = True
+    session.episode, session.step = 1, 0  # a new session numbers its episodes from 1 again: watched afresh
+    twin_view.distance = 0.2
+    for _ in range(4 * 50):  # a stall of 2 s, then their reaction
+        tick()
+    assert [e.kind for e in hand.events][:1] == ["grab"]
+
+
+def test_a_person_who_rarely_bothers_takes_over_less(twin_view):
+    def takeovers(bother: float) -> int:
+        session = SteppingSession()
+        hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.1, "per_episode": 50, "bother": bother}], "h",
+                                             True), session, twin_view)
+        twin_view.distance = 0.2
+        tick()
+        session.begin()
+        for _ in range(30 * 50):  # 30 s of a stalled follower
+            tick()
+        return sum(e.kind == "grab" for e in hand.events)
+
+    always, rarely = takeovers(1.0), takeovers(0.2)
+    assert always >= 10 and rarely <= always / 2
 
 
 def test_a_persons_hand_drifts_and_is_slower_than_the_experts(twin_view):

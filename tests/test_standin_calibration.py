@@ -72,6 +72,10 @@ def test_the_rig_calibration_finds_the_worlds_joint_offsets_through_its_lens(cap
      "a stand-in is rehearsed on the emulated arm"),
     (["calibrate", "camera", "--camera", "0", "--out", "c.yaml", "--standin", "W"],
      "a stand-in's camera is the twin's"),
+    (["calibrate", "rig", "--port", "emulator", "--out", "r.yaml", "--standin", "W"],
+     "the fit needs the stand-in camera's lens"),
+    (["calibrate", "align", "--port", "emulator", "--out", "r.yaml", "--standin", "W"],
+     "reads the stand-in's picture with a segmentation network"),
 ])
 def test_a_stand_in_with_a_real_device_is_refused(capsys, tmp_path, world, args, message):
     args = [str(world) if a == "W" else str(tmp_path / a) if a.endswith(".yaml") else a for a in args]

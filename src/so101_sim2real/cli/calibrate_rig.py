@@ -106,6 +106,9 @@ def calibrate_rig(
             raise So101Error(f"cannot write to {folder}: {problem}")
     table = TableBoard(BoardSpec.load(board) if board else BoardSpec(), origin, yaw)
     world = _world(standin, port)
+    if world is not None and camera_model is None:
+        raise So101Error("--standin: the fit needs the stand-in camera's lens, as a real rig does: --camera-model "
+                         "camera.yaml from 'so101 calibrate camera --camera twin --standin ...'")
     if port == "emulator":
         lens = load_guess(camera_model).camera if camera_model is not None else None  # refused as the real day would
         stand_ins: dict[str, tuple[object, str]] = {"--calibration": (calibration, "the twin's arm"),
@@ -206,6 +209,9 @@ def calibrate_align(
         raise So101Error(f"--seg-ckpt {seg_ckpt}: no such file")
     window = _window() if interactive else None
     world = _world(standin, port)
+    if world is not None and seg_ckpt is None and not interactive:
+        raise So101Error("--standin: the fit reads the stand-in's picture with a segmentation network, as on an arm: "
+                         "--seg-ckpt (so101 seg train --standin ...)")
     if port == "emulator":
         stand_ins: dict[str, tuple[object, str]] = {"--calibration": (calibration, "the twin's arm"),
                                                     "--camera": (camera, "the twin's camera")}

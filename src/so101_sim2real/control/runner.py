@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -255,6 +255,8 @@ class Runner:
                 self._commanded_at = time.monotonic()
                 cmd, result = tick(env, action, joints, self.timer)
                 if self.judge:  # success seen in this tick's frame (a real arm's only judge)
+                    if env.scored:  # the task's own verdict kept beside the judge's (a twin's)
+                        result = replace(result, info={**result.info, "task_success": result.terminated})
                     result = self.judge.judge(obs, result, steps + 1)
                     if result.info.get(DISCARD):
                         discard = True

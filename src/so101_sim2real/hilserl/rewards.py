@@ -72,7 +72,8 @@ class ClassifierReward:
             raise So101Error("the reward classifier needs the camera's frames; this run does not perceive")
         p, success = self.success_judge.update(obs.perceived.frame, step)
         self.last_p = p
-        info = {**result.info, "task_success": result.terminated, "classifier_p": p, "classifier_success": success}
+        info = {**result.info, "task_success": result.info.get("task_success", result.terminated), "classifier_p": p,
+                "classifier_success": success}
         return StepResult(result.reward, success, result.truncated, info)
 
     def reward(self, result: StepResult) -> float:

@@ -54,6 +54,9 @@ CALIBRATION_NAME = "emulated_leader.json"
 # the count; a jump farther than RESET_JUMP_M within one hand tick is the world reset (a new
 # episode), which restarts it too.
 PROGRESS_M, RESET_JUMP_M = 0.01, 0.05
+# A person watches an episode whose steps advance: none for this long is the arm going home or the
+# pause between episodes (a session steps at least every few hundred ms)
+EPISODE_QUIET_S = 1.0
 
 
 class SessionClock(Protocol):
@@ -167,7 +170,7 @@ class _Stall:
         live = live and (episode is not None or self.moved)
         restart = not live or jumped or episode != self.episode or self.best is None
         self.closest = distance if restart or self.closest is None else min(self.closest, distance)
-        if restart or distance < self.best - PROGRESS_M:
+        if restart or self.best is None or distance < self.best - PROGRESS_M:
             self.best, self.since, self.episode = distance, t, episode
             return 0.0
         return t - self.since
@@ -212,8 +215,8 @@ class HandThread:
         person = next((g.person for g in grabs if g.person is not None), None)
         self._rng = np.random.default_rng(person.seed if person else 0)
         self._noticed_at: float | None = None  # a person noticed; they grab once their reaction time is up
-        self._noticed_in: int | None = None  # ... in this session episode (its end calls it off)
-        self._takeovers: dict[int | None, int] = {}  # a person's takeovers per session episode
+        # the episode a person watches: its number, its last step and when that changed, their takeovers in it
+        self._watch: dict[str, Any] = {"episode": None, "step": -1, "moved_at": 0.0, "takeovers": 0}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -278,7 +281,7 @@ class HandThread:
             if grab.person is None:
                 return stalled
             wrong = live and self._stall.closest is not None and distance > self._stall.closest + grab.person.wrong_m
-            return self._person_due(grab.person, t, episode, live and (stalled or wrong))
+            return self._person_due(grab.person, t, where, live and (stalled or wrong))
         if where is None:  # no episode yet: the session has not begun one (or not told it)
             return False
         assert grab.episode is not None and grab.step is not None  # the one trigger left: the session's step
@@ -288,23 +291,33 @@ class HandThread:
             return False
         return where[0] == grab.episode and where[1] >= grab.step
 
-    def _person_due(self, person: Person, t: float, episode: int | None, noticed: bool) -> bool:
+    def _person_due(self, person: Person, t: float, where: tuple[int, int] | None, noticed: bool) -> bool:
         """A person's grab: what they noticed, once their reaction time is up, if they bother and have
-        not taken over as often as they will this episode."""
-        if self._noticed_at is not None and self._noticed_in != episode:
-            self._noticed_at = None  # the episode ended before they reached the leader
-        if self._noticed_at is not None:
-            if t < self._noticed_at:
-                return False
+        not taken over as often as they will this episode. They watch an episode that runs: its steps
+        advance (not the arm going home after it, nor the pause before the next), and a new episode or a
+        new session (its steps start over) is watched afresh."""
+        watch = self._watch
+        if where is None or where[0] != watch["episode"] or where[1] < watch["step"]:
+            watch.update(episode=None if where is None else where[0], step=-1, takeovers=0)
             self._noticed_at = None
-            self._takeovers[episode] = self._takeovers.get(episode, 0) + 1
-            return True
-        if not noticed or self._takeovers.get(episode, 0) >= person.per_episode:
+        if where is not None and where[1] != watch["step"]:
+            watch.update(step=where[1], moved_at=t)
+        running = where is not None and t - watch["moved_at"] < EPISODE_QUIET_S
+        if self._noticed_at is not None:
+            if not running:
+                self._noticed_at = None  # the episode ended before they reached the leader
+            elif t < self._noticed_at:
+                return False
+            else:
+                self._noticed_at = None
+                watch["takeovers"] += 1
+                return True
+        if not (noticed and running) or watch["takeovers"] >= person.per_episode:
             return False
         if self._rng.random() >= person.bother:  # they let it be: judged afresh from here
             self._stall = _Stall()
             return False
-        self._noticed_at, self._noticed_in = t + self._rng.uniform(*person.react_ms) / 1000.0, episode
+        self._noticed_at = t + self._rng.uniform(*person.react_ms) / 1000.0
         return False
 
     def _grab(self, t: float) -> None:
