@@ -77,8 +77,8 @@ def read_labelled(folder: str | Path, classes: Sequence[str]) -> LabelledPicture
     folder = Path(folder)
     images, masks = folder / IMAGES, folder / MASKS
     if not images.is_dir():
-        raise So101Error(f"{folder}: no {IMAGES}/ folder of labelled pictures (so101 seg frames RECORDING --out "
-                         f"{folder} makes one)")
+        hint = f"'so101 seg frames RECORDING --out {folder}'"
+        raise So101Error(f"{folder}: no {IMAGES}/ folder of labelled pictures ({hint} makes one)")
     pictures = sorted(p for p in images.iterdir() if p.suffix.lower() in PICTURES)
     stems = [p.stem for p in pictures]
     if len(set(stems)) < len(stems):
@@ -172,7 +172,7 @@ def write_pictures(folder: str | Path, pictures: Sequence[Picture], classes: Seq
     for p, data in encoded:
         image, mask = folder / IMAGES / f"{p.name}.png", folder / MASKS / f"{p.name}.png"
         if mask.exists() and image.is_file() and image.read_bytes() != data:
-            raise So101Error(f"{image}: already there, labelled, and another picture; write to another --out "
+            raise So101Error(f"{image}: already there, labelled, and another picture; write to another @out "
                              f"(or move {folder / MASKS} aside)")
     sources = {**_sources(folder), **{p.name: p.source for p in pictures}}
     write_file(folder / CLASSES, "".join(f"{i} {name}\n" for i, name in enumerate(classes)).encode())
