@@ -10,6 +10,7 @@ RoboBase's ``1200000_snapshot.pt``. Needs the dev extra (omegaconf).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from so101_sim2real.policy.example_snapshot import robobase_agent_state, robobase_cfg, write_robobase_snapshot
@@ -23,6 +24,10 @@ def main() -> None:
     parser.add_argument("--best", action="store_true", help="a best_snapshot.pt (has best_eval_reward)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        sys.exit(f"{args.out}: cannot create its folder ({exc.strerror})")
     agent = robobase_agent_state(c_in=9 if args.rgb else 6, state_dim=63 if args.leaked_state else 54, seed=args.seed)
     cfg = robobase_cfg(obs_type="rgb" if args.rgb else "seg_depth")
     write_robobase_snapshot(args.out, agent, cfg, best_eval_reward=359.08 if args.best else None)

@@ -182,8 +182,12 @@ def last_json(stdout: str) -> dict:
 
 
 def assets(day: Day, args: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """(policy, seg, depth): given, or made once in WORK/assets (the user's before the day; not timed in it)."""
+    """(policy, seg, depth): given, or made once in WORK/assets (the user's before the day; not timed in it).
+    --quick makes random ones of the real layouts (`so101 models example`, an example snapshot): its day
+    checks the pipeline, not what the networks see."""
     work, plan, folder = day.work, day.plan, day.work / "assets"
+    if plan.bc_quick and not (args.policy or args.seg_ckpt or args.depth_model):
+        return _example_assets(day, folder)
     policy = Path(args.policy).resolve() if args.policy else folder / "sim" / "start_policy"
     seg = Path(args.seg_ckpt).resolve() if args.seg_ckpt else folder / "seg.ckpt"
     depth = Path(args.depth_model).resolve() if args.depth_model else folder / "depth"
@@ -201,6 +205,18 @@ def assets(day: Day, args: argparse.Namespace) -> tuple[Path, Path, Path]:
         day.so101("assets", "depth", "fit", "--standin", day.world, "--out", depth, "--frames", plan.depth_frames,
                   "--epochs", plan.depth_epochs)
     return policy, seg, depth
+
+
+def _example_assets(day: Day, folder: Path) -> tuple[Path, Path, Path]:
+    """Random weights in the user's layouts: a RoboBase snapshot and the example perception networks."""
+    policy, models = folder / "example.pt", folder / "example-models"
+    if not policy.is_file():
+        cmd = [sys.executable, str(ROOT / "scripts" / "make_example_snapshot.py"), str(policy)]
+        if subprocess.run(cmd, cwd=day.work, stdout=subprocess.DEVNULL).returncode != 0:
+            sys.exit("scripts/make_example_snapshot.py failed; its messages are above")
+    if not (models / "depth").is_dir():
+        day.so101("assets", "models", "example", "--out", models)
+    return policy, models / "segmentation.ckpt", models / "depth"
 
 
 # ---------------------------------------------------------------------------------------------- the stages
