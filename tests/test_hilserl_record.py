@@ -17,11 +17,11 @@ def test_the_metrics_line_keeps_its_keys_in_order_and_each_value_in_its_place():
         "steps": 120, "return": 1.0, "utd": 0.3875, "interventions": 77, "updates_per_s": 4.5, "critic_loss": None,
         "actor_loss": None, "q_mean": None, "buffer": 2300, "buffer_mb": 32.7, "period_s": 0.05,
         "overruns": 3,  # this episode's, as metrics.jsonl has always had them
-        "takeovers": None, "task_success": None,
+        "takeovers": None, "task_success": None, "interrupted": False,
     }
     assert list(line) == ["env_steps", "updates", "episodes", "next_seed", "seed", "success", "steps", "return",
                           "utd", "interventions", "updates_per_s", "critic_loss", "actor_loss", "q_mean", "buffer",
-                          "buffer_mb", "period_s", "overruns", "takeovers", "task_success"]
+                          "buffer_mb", "period_s", "overruns", "takeovers", "task_success", "interrupted"]
     assert record().metrics()["takeovers"] == 1 and record().metrics()["success"] is True
 
 
@@ -104,6 +104,7 @@ def test_a_classifier_sessions_verdicts_are_counted_against_the_tasks():
 
     rows = [{"success": True, "task_success": False}, {"success": False, "task_success": True},
             {"success": True, "task_success": True}, {"success": False, "task_success": False},
-            {"success": True, "task_success": None}]  # an arm's episode: nothing to hold it to
+            {"success": True, "task_success": None},  # an arm's episode: nothing to hold it to
+            {"success": False, "task_success": True, "interrupted": True}]  # cut short: not judged to the end
     assert judged(rows) == {"episodes": 4, "false_successes": 1, "missed": 1}
     assert judged([{"success": True}]) is None  # a run from before the task's verdict was kept

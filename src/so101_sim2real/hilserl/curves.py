@@ -92,8 +92,9 @@ def takeovers(rows: list[dict[str, Any]]) -> int | None:
 def judged(rows: list[dict[str, Any]]) -> dict[str, int] | None:
     """Where a reward classifier ended the episodes on a twin, how its verdicts stand against the task's
     rule: ``false_successes`` (success where the task failed), ``missed`` (the task's success it did
-    not call) out of ``episodes``; None when no episode kept the task's verdict (an arm, older runs)."""
-    kept = [r for r in rows if r.get("task_success") is not None]
+    not call) out of ``episodes`` (interrupted ones left out: nobody judged them to the end); None when
+    no episode kept the task's verdict (an arm, older runs)."""
+    kept = [r for r in rows if r.get("task_success") is not None and not r.get("interrupted")]
     if not kept:
         return None
     return {"episodes": len(kept), "false_successes": sum(bool(r["success"]) and not r["task_success"] for r in kept),

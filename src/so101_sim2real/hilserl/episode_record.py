@@ -71,7 +71,7 @@ class EpisodeRecord(Progress):
             "updates_per_s": self.updates_per_s, "critic_loss": self.critic_loss, "actor_loss": self.actor_loss,
             "q_mean": self.q_mean, "buffer": self.buffer, "buffer_mb": self.buffer_mb, "period_s": self.period_s,
             "overruns": self.episode_overruns, "takeovers": self.episode_takeovers,
-            "task_success": self.task_success,
+            "task_success": self.task_success, "interrupted": self.interrupted,
         }
 
 
