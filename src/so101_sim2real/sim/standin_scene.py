@@ -17,7 +17,7 @@ import numpy as np
 
 from so101_sim2real.geometry.rig_file import RigGeometry
 from so101_sim2real.sim import scene as S
-from so101_sim2real.sim.standin import Distractor, Lighting, Materials, StandIn
+from so101_sim2real.sim.standin import CameraMount, Distractor, Lighting, Materials, StandIn
 
 DISTRACTOR_BODY = "standin_distractor"
 WORKSPACE = np.array([0.3, 0.0, 0.0])  # where the cube goes: what a light's shadow map must cover
@@ -91,9 +91,8 @@ def standin_scene(world: StandIn, base: S.SceneConfig, size: tuple[int, int]) ->
         additions.append(DistractorBox(distractor))
     cfg = replace(cfg, additions=tuple(additions))
     if (mount := world.get("camera_mount")) is not None:
-        x, y, z = (p + d / 1000.0 for p, d in zip(cfg.camera_pos, mount.shift_mm, strict=True))
-        rx, ry, rz = (e + math.radians(d) for e, d in zip(cfg.camera_euler, mount.tilt_deg, strict=True))
-        cfg = replace(cfg, camera_pos=(x, y, z), camera_euler=(rx, ry, rz))
+        pos, euler = moved_mount(cfg.camera_pos, cfg.camera_euler, mount)
+        cfg = replace(cfg, camera_pos=pos, camera_euler=euler)
     if (intrinsics := world.get("intrinsics")) is not None:
         cfg = _intrinsics(cfg, intrinsics.focal_scale, intrinsics.principal_offset_px, size)
     if (cube := world.get("cube")) is not None:
@@ -125,6 +124,17 @@ def _intrinsics(cfg: S.SceneConfig, focal_scale: float, offset_px: tuple[float, 
                                            cy + offset_px[1] * scale), camera_size=(height, width))
 
 
+Triple = tuple[float, float, float]
+
+
+def moved_mount(pos: Triple, euler: Triple, mount: CameraMount) -> tuple[Triple, Triple]:
+    """A camera's (position m, MuJoCo euler rad) moved by a mount gap: millimetres added, degrees added
+    angle by angle (the one way the scene and the world's true rig both move it)."""
+    x, y, z = (p + d / 1000.0 for p, d in zip(pos, mount.shift_mm, strict=True))
+    rx, ry, rz = (e + math.radians(d) for e, d in zip(euler, mount.tilt_deg, strict=True))
+    return (x, y, z), (rx, ry, rz)
+
+
 def standin_rig(world: StandIn, guess: RigGeometry, size: tuple[int, int] = (480, 640)) -> RigGeometry:
     """The rig a stand-in world's arm really has, as calibrating it should find it: the guess's camera
     with the world's intrinsics and lens, its mount moved as :func:`standin_scene` moves it, and its
@@ -141,11 +151,10 @@ def standin_rig(world: StandIn, guess: RigGeometry, size: tuple[int, int] = (480
     lens = world.get("lens_distortion")
     camera = replace(camera, D=np.array(lens.coefficients if lens else np.zeros(5), np.float64),
                      source=f"the stand-in's camera (seed {world.seed})")
-    pos, euler = np.array(guess.mount_pos), np.array(guess.mount_euler)
-    if (mount := world.get("camera_mount")) is not None:  # as the scene moves it: euler angles added
-        pos, euler = pos + np.array(mount.shift_mm) / 1000.0, euler + np.radians(mount.tilt_deg)
+    pos, euler = guess.mount_pos, guess.mount_euler
+    if (mount := world.get("camera_mount")) is not None:  # as the scene moves it
+        pos, euler = moved_mount(pos, euler, mount)
     offsets = world.get("joint_offsets")
     joints = -np.radians(offsets.deg) if offsets else np.zeros(len(guess.joint_offsets_rad))
-    return replace(guess, camera=camera, mount_pos=(pos[0], pos[1], pos[2]), mount_euler=(euler[0], euler[1], euler[2]),
-                   joint_offsets_rad=joints,
+    return replace(guess, camera=camera, mount_pos=pos, mount_euler=euler, joint_offsets_rad=joints,
                    calibrated=True, fitted={})
