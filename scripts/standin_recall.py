@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from so101_sim2real.compare.sensitivity import GapResult, rank_findings
+from so101_sim2real.compare.sensitivity import NETWORKS_ROW, GapResult, rank_findings, score_row
 from so101_sim2real.machine import describe_cpu
 from so101_sim2real.sim.standin import StandIn, load_standin
 
@@ -165,12 +165,9 @@ def gap_costs(rows: list[dict]) -> list[GapResult]:
     not what the networks cost with it), as ``compare-sim sensitivity --standin`` ranks findings."""
     by_name = {r["world"].strip(): r for r in rows}
     base = by_name["stand-in, its networks, no gap"]
-    out = []
-    for name, r in by_name.items():
-        if name.endswith(" alone"):
-            cost = 100.0 * (base["success"] / base["episodes"] - r["success"] / r["episodes"])
-            out.append(GapResult(f"stand-in: {name}", r["success"], r["episodes"], cost_points=cost))
-    return out
+    networks = GapResult(NETWORKS_ROW, base["success"], base["episodes"])
+    return [score_row(networks, GapResult(f"stand-in: {name}", r["success"], r["episodes"]))
+            for name, r in by_name.items() if name.endswith(" alone")]
 
 
 def ranking(full: dict, reports: list[dict], costs: list[GapResult], noise_points: float) -> dict:

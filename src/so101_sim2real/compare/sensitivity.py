@@ -348,7 +348,8 @@ def _run_row(opts: InferOptions, gap: Gap, on_episode: Callable[[], None] | None
     return sum(bool(e.success) for e in summary.episodes)
 
 
-def _score(nominal: GapResult, row: GapResult) -> GapResult:
+def score_row(nominal: GapResult, row: GapResult) -> GapResult:
+    """``row`` with its cost against ``nominal`` in percentage points and that cost's standard error."""
     p0, p = nominal.success, row.success
     se = math.sqrt(p0 * (1 - p0) / nominal.episodes + p * (1 - p) / row.episodes)
     return replace(row, cost_points=100.0 * (p0 - p), stderr_points=100.0 * se)
@@ -365,7 +366,7 @@ def sensitivity(opts: InferOptions, gaps: list[Gap], on_episode: Callable[[], No
         raise So101Error("the gap budget runs in the twin: @robot sim")
     n = opts.episodes
     nominal = GapResult("nominal twin", _run_row(opts, Gap("nominal twin"), on_episode), n)
-    rows = [_score(nominal, GapResult(g.name, _run_row(opts, g, on_episode, standin_where), n)) for g in gaps]
+    rows = [score_row(nominal, GapResult(g.name, _run_row(opts, g, on_episode, standin_where), n)) for g in gaps]
     rows.sort(key=lambda r: -r.cost_points)  # stable: equal costs keep the default order
     ckpt = opts.where.policy.ckpt
     assert ckpt is not None  # every row above ran it (build loads it)
