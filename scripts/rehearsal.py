@@ -186,6 +186,10 @@ def assets(day: Day, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     --quick makes random ones of the real layouts (`so101 models example`, an example snapshot): its day
     checks the pipeline, not what the networks see."""
     work, plan, folder = day.work, day.plan, day.work / "assets"
+    given_assets = (("--policy", args.policy), ("--seg-ckpt", args.seg_ckpt), ("--depth-model", args.depth_model))
+    for option, given in given_assets:
+        if given and not Path(given).exists():
+            sys.exit(f"{option} {given}: no such file or folder (leave it out to make one in {folder})")
     if plan.bc_quick and not (args.policy or args.seg_ckpt or args.depth_model):
         return _example_assets(day, folder)
     policy = Path(args.policy).resolve() if args.policy else folder / "sim" / "start_policy"
@@ -406,6 +410,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
+    if not args.world.is_file():
+        sys.exit(f"--world {args.world}: no such stand-in world (configs/standin.yaml is the default)")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     day = Day(work, args.world.resolve(), plan)
