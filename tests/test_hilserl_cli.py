@@ -168,7 +168,7 @@ def test_demos_from_a_scripted_recording_fill_the_demo_store(capsys, tmp_path):
 
     code, _, err = run(capsys, "hilserl", "train", "--ckpt", str(tmp_path / "missing.pt"), "--out",
                        str(tmp_path / "r"), "--demos", str(tmp_path / "nothere"))
-    assert code == 2 and "not a recording" in err
+    assert code == 2 and "neither a recording" in err
 
 
 def test_a_resume_keeps_the_runs_own_critics(capsys, snapshot, tmp_path, monkeypatch):

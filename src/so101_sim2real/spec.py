@@ -161,6 +161,7 @@ class ControlSpec:
 @dataclass(frozen=True)
 class EpisodeSpec:
     max_steps: int
+    task: str = "Pick up the cube and lift it."  # what a person would say the episode is for (datasets, cards)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from so101_sim2real.cli.checkpoint import convert, inspect
 from so101_sim2real.cli.compare_sim import register as register_compare_sim
 from so101_sim2real.cli.depth import depth_app
 from so101_sim2real.cli.emulate import register as register_emulate
+from so101_sim2real.cli.export import export_app
 from so101_sim2real.cli.hilserl import hilserl_app
 from so101_sim2real.cli.infer import infer
 from so101_sim2real.cli.models import models_app
@@ -50,6 +51,7 @@ app.add_typer(reward_app, name="reward")
 app.add_typer(seg_app, name="seg")
 app.add_typer(depth_app, name="depth")
 app.add_typer(hilserl_app, name="hilserl")
+app.add_typer(export_app, name="export")
 
 
 RAISE_ENV = "SO101_RAISE"  # set (the test suite does): unexpected exceptions propagate with their traceback

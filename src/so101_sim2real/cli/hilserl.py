@@ -73,9 +73,11 @@ def hilserl_train(
                                                                    "(--classifier).")] = None,
     classifier: Annotated[Optional[Path], typer.Option("--classifier", help="For --reward classifier: the folder "
                                                                             "'so101 reward train' wrote.")] = None,
-    demos: Annotated[Optional[list[Path]], typer.Option("--demos", help="Recordings of demonstrations for the "
-                                                                        "demo store (repeatable), e.g. from 'so101 "
-                                                                        "infer --ckpt scripted --record DIR'.")
+    demos: Annotated[Optional[list[Path]], typer.Option("--demos", help="Demonstrations for the demo store "
+                                                                        "(repeatable): a recording ('so101 infer "
+                                                                        "--ckpt scripted --record DIR') or a "
+                                                                        "LeRobotDataset v3 folder with the policy's "
+                                                                        "features ('so101 export lerobot').")
                      ] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of training settings "
                                                                     "(learner.*, utd, warmup_steps, ...).")] = None,

@@ -16,6 +16,7 @@ import yaml
 from so101_sim2real.control.description import RunDescription, check_description
 from so101_sim2real.control.description import absolute_paths as description_paths
 from so101_sim2real.errors import So101Error, did_you_mean
+from so101_sim2real.hilserl.demos import check_demo_folder
 from so101_sim2real.hilserl.learner import OBJECTIVES, PRECISIONS, LearnerConfig
 from so101_sim2real.hilserl.trainer import TrainConfig
 from so101_sim2real.perception.backends import usable_cores
@@ -220,9 +221,7 @@ def check_options(options: RunOptions, source: str = "") -> None:
         raise So101Error(f"{where}reward {options.reward}: a real arm has no simulator to say success; use @reward "
                          f"classifier @classifier DIR (the person's s and f keys work too)")
     for folder in options.demos:
-        if not (Path(folder) / "recording.json").is_file():
-            raise So101Error(f"{where}demos {folder}: not a recording (no recording.json); make demos with "
-                             f"'so101 infer --ckpt scripted --record {folder}'")
+        check_demo_folder(folder, where)
     if options.intervene not in INTERVENERS:
         raise So101Error(f"{where}intervene {options.intervene}: choose {', '.join(INTERVENERS)}")
     if options.intervene == "leader" and not options.leader_port:

@@ -18,10 +18,10 @@ from so101_sim2real.control.env import Env
 from so101_sim2real.control.interveners import Intervener, NoIntervener, ScriptedIntervener
 from so101_sim2real.control.keys import KeySource, OperatorKeys
 from so101_sim2real.control.pause import PauseRecord, env_probes, wait_until_back
-from so101_sim2real.control.recording import Recording
 from so101_sim2real.control.runner import EpisodeResult, Judge
 from so101_sim2real.control.window import KeySources, LiveWindow
 from so101_sim2real.errors import DeviceFault, So101Error
+from so101_sim2real.hilserl.demos import demo_episodes
 from so101_sim2real.hilserl.episode_record import EpisodeRecord, SessionStart, session_seeds
 from so101_sim2real.hilserl.learner import check_precision
 from so101_sim2real.hilserl.options import (
@@ -48,29 +48,20 @@ from so101_sim2real.spec import Spec, flatten
 
 
 def load_demos(folders: tuple[str, ...], buffer: ReplayBuffer, rewards: RewardSource, spec: Spec) -> int:
-    """Recordings (``so101 infer ... --record DIR``) into the demo store; returns the episodes loaded.
+    """Recordings (``so101 infer ... --record DIR``) or LeRobot datasets into the demo store; returns the
+    episodes loaded.
 
     The reward is the run's: the recorded task reward for ``dense``, 1 on the last row of a
     successful episode for ``success``.
     """
     count = 0
-    frame_shape = (len(spec.observation.channels), *spec.observation.image_size)
     for folder in folders:
-        recording = Recording(folder)
-        for i, meta in enumerate(recording.episodes):
-            arrays = recording.load(i)
-            if "obs" not in arrays or "state" not in arrays:
-                raise So101Error(f"{folder}: episode {meta['file']} has no observations or states; record demos "
-                                 f"with 'so101 infer --ckpt scripted --record DIR' (this version or newer)")
-            if arrays["obs"].shape[1:] != frame_shape or arrays["state"].shape[1] != spec.state.size:
-                raise So101Error(f"{folder}: frames {arrays['obs'].shape[1:]} and state {arrays['state'].shape[1]} "
-                                 f"do not fit the policy's {frame_shape} and {spec.state.size}")
-            n, success = len(arrays["action"]), bool(meta["success"])
-            steps = []
+        for demo in demo_episodes(folder, spec):
+            n, steps = len(demo.action), []
             for t in range(n):
                 last = t == n - 1
-                result = StepResult(float(arrays["reward"][t]), last and success, last and not success)
-                steps.append(Step(arrays["obs"][t], arrays["state"][t], arrays["action"][t], rewards.reward(result),
+                result = StepResult(float(demo.reward[t]), last and demo.success, last and not demo.success)
+                steps.append(Step(demo.obs[t], demo.state[t], demo.action[t], rewards.reward(result),
                                   result.terminated, result.truncated, is_intervention=True))
             buffer.add_demo_episode(steps)
             count += 1
