@@ -6,9 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
+import lerobot_reader
 from fixtures import run_cli as run
 from so101_sim2real.control.description import describe
 
@@ -19,7 +23,7 @@ FAST = ["--episodes", "2", "--max-steps", "12", "--set", "learner.batch_size=8",
         "--set", "publish_every=2", "--set", "utd=0.5", "--set", "min_utd=0.2"]
 
 
-def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot, tmp_path):
+def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot, tmp_path, monkeypatch):
     out = tmp_path / "run"
     code, text, err = run(capsys, "hilserl", "train", "--ckpt", str(snapshot), "--out", str(out), *FAST)
     assert code == 0, err
@@ -71,6 +75,56 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
     code, text, _ = run(capsys, "infer", "--ckpt", str(out / "policy"), "--episodes", "1", "--max-steps", "2",
                         "--json")
     assert code == 0 and json.loads(text.strip().splitlines()[-1])["episodes"] == 1
+
+    # the run's episodes as a LeRobot dataset: who was in control and the learner's reward, tick by tick
+    code, text, err = run(capsys, "export", "lerobot", str(out), "--out", str(tmp_path / "ds"), "--json")
+    assert code == 0, err
+    data = lerobot_reader.read(tmp_path / "ds")
+    assert json.loads(text.strip().splitlines()[-1])["kind"] == "run" and data["info"]["total_frames"] == 24
+    assert "observation.images.wrist" not in data["info"]["features"]  # a run keeps no camera images
+    from so101_sim2real.control.recording import Recording
+
+    recorded = Recording(out / "episodes")
+    for i, frames in enumerate(data["frames"]):
+        arrays = recorded.load(i)
+        assert np.array_equal(frames["complementary_info.is_intervention"],
+                              arrays["is_intervention"].astype(np.float32))
+        assert np.array_equal(frames["complementary_info.learner_reward"], arrays["learner_reward"].astype(np.float32))
+        assert np.array_equal(frames["next.done"], arrays["terminated"].astype(bool))
+        assert np.array_equal(frames["observation.images.seg"][..., 0], arrays["obs"][:, 0])
+
+    # the policy to the hub with a card made from the run: tested up to the upload, which a fake hub takes
+    uploads = []
+
+    class Hub:
+        def create_repo(self, repo_id, **kw):
+            uploads.append(("create", repo_id, kw["private"]))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            uploads.append(("upload", sorted(os.listdir(folder_path)), (Path(folder_path) / "README.md").read_text()))
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Hub)
+    code, text, err = run(capsys, "models", "push", str(out / "policy"), "--repo-id", "alice/so101-lift")
+    assert code == 0 and "(private)" in text, err
+    (_, repo, private), (_, files, card) = uploads
+    assert repo == "alice/so101-lift" and private is True
+    assert files == ["README.md", "spec.yaml", "weights.safetensors"]
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["pipeline_tag"] == "robotics" and front["license"] == "apache-2.0"
+    assert "2 episodes, 24 steps" in card and "MuJoCo 3.4.0" in card and "seg + disparity, 84x84" in card
+    code, _, _ = run(capsys, "models", "push", str(out / "policy"), "--repo-id", "alice/so101-lift", "--public")
+    assert code == 0 and uploads[-2] == ("create", "alice/so101-lift", False)
+
+    class Offline(Hub):
+        def create_repo(self, repo_id, **kw):
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Offline)
+    code, _, err = run(capsys, "models", "push", str(out / "policy"), "--repo-id", "alice/so101-lift")
+    assert code == 2 and "cannot upload to the hub" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "models", "push", str(out), "--repo-id", "alice/so101-lift")
+    assert code == 2 and "not a policy folder" in err
 
     code, text, err = run(capsys, "hilserl", "train", "--out", str(out), "--resume", "--episodes", "1",
                           "--max-steps", "12", "--set", "learner.actor_lr=2e-5")

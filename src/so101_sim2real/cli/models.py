@@ -81,3 +81,30 @@ def models_list(
         typer.echo(f"  {m.repo_id:<48}{m.size_bytes / 1e6:>9.1f} MB {m.files:>4} files  {m.role}")
     if not any(m.repo_id == DEFAULT_DEPTH_MODEL for m in models):
         typer.echo(f"the default depth model is not cached: so101 models download {DEFAULT_DEPTH_MODEL}")
+
+
+@models_app.command("push")
+def models_push(
+    policy: Annotated[Path, typer.Argument(help="A policy folder: RUN/policy of a HIL-SERL run, or a 'so101 convert' "
+                                                "output.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="OWNER/NAME on the hub.")],
+    private: Annotated[bool, typer.Option("--private/--public", help="Who sees it (private unless you say).")] = True,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="A dataset repo id the card links to (the "
+                                                                     "run's episodes: 'so101 export lerobot').")
+                       ] = None,
+    card: Annotated[Optional[Path], typer.Option("--card", help="Write the model card here; upload nothing.")
+                    ] = None,
+) -> None:
+    """Upload a policy with a model card generated from its run (spec, training history, perception
+    it expects, MuJoCo version). Needs internet and 'huggingface-cli login'; --card shows the card first."""
+    from so101_sim2real.hilserl.card import gather, model_card, push
+
+    facts = gather(policy)
+    if card is not None:
+        from so101_sim2real.files import write_file
+
+        write_file(card, model_card(facts, repo_id, dataset))
+        typer.echo(f"wrote the model card to {card} (nothing uploaded)")
+        return
+    url = push(facts, repo_id, private, dataset)
+    typer.echo(f"pushed {policy} to {url} ({'private' if private else 'public'})")
