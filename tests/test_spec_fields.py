@@ -140,7 +140,8 @@ CASES = {
 }
 # Labels: what a person reads in `so101 inspect`, with no effect to check (real_classes' names
 # too; its length is checked against real_to_sim).
-LABELS = {"name", "state.fields[0].unit", "state.fields[0].source"}
+# words for people: the task string goes into datasets and model cards as written (test_lerobot_export)
+LABELS = {"name", "state.fields[0].unit", "state.fields[0].source", "episode.task"}
 
 
 def _mutated(field: str, value):
