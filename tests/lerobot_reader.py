@@ -83,7 +83,16 @@ def read(root: Path) -> dict:
 
     # episodes: in order, covering the data, videos in their files' time
     ep_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
-    episodes = pa.concat_tables([pq.read_table(p) for p in ep_files]).to_pylist()
+    ep_table = pa.concat_tables([pq.read_table(p) for p in ep_files])
+    types = ep_table.schema
+    for column in ("episode_index", "length", "dataset_from_index", "dataset_to_index", "data/chunk_index",
+                   "data/file_index", "meta/episodes/chunk_index", "meta/episodes/file_index"):
+        check(types.field(column).type == pa.int64(), f"episodes: {column} is int64")
+    check(types.field("tasks").type in (pa.list_(pa.string()), pa.list_(pa.large_string())), "episodes: tasks")
+    for key in [k for k, ft in features.items() if ft["dtype"] == "video"]:
+        for end in ("from_timestamp", "to_timestamp"):
+            check(types.field(f"videos/{key}/{end}").type == pa.float64(), f"episodes: {key} {end} is double")
+    episodes = ep_table.to_pylist()
     check(len(episodes) == info["total_episodes"], "total_episodes")
     video_keys = [k for k, ft in features.items() if ft["dtype"] == "video"]
     frames, videos, cursor, video_time = [], {k: [] for k in video_keys}, 0, {}

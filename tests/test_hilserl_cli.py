@@ -90,7 +90,10 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
         assert np.array_equal(frames["complementary_info.is_intervention"],
                               arrays["is_intervention"].astype(np.float32))
         assert np.array_equal(frames["complementary_info.learner_reward"], arrays["learner_reward"].astype(np.float32))
-        assert np.array_equal(frames["next.done"], arrays["terminated"].astype(bool))
+        terminated, ends = arrays["terminated"].astype(bool), arrays["ends"].astype(bool)
+        assert np.array_equal(frames["next.done"], terminated | ends) and frames["next.done"][-1]
+        assert np.array_equal(frames["next.truncated"], ends & ~terminated)
+        assert frames["next.success"][-1] == bool(recorded.episodes[i]["success"])
         assert np.array_equal(frames["observation.images.seg"][..., 0], arrays["obs"][:, 0])
 
     # the policy to the hub with a card made from the run: tested up to the upload, which a fake hub takes
@@ -101,20 +104,24 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
             uploads.append(("create", repo_id, kw["private"]))
             return f"https://huggingface.co/{repo_id}"
 
+        def update_repo_settings(self, repo_id, **kw):
+            uploads.append(("visibility", repo_id, kw["private"]))
+
         def upload_folder(self, folder_path, repo_id, **kw):
             uploads.append(("upload", sorted(os.listdir(folder_path)), (Path(folder_path) / "README.md").read_text()))
 
     monkeypatch.setattr("huggingface_hub.HfApi", Hub)
     code, text, err = run(capsys, "models", "push", str(out / "policy"), "--repo-id", "alice/so101-lift")
     assert code == 0 and "(private)" in text, err
-    (_, repo, private), (_, files, card) = uploads
-    assert repo == "alice/so101-lift" and private is True
+    (_, repo, private), visibility, (_, files, card) = uploads
+    assert repo == "alice/so101-lift" and private is True and visibility == ("visibility", repo, True)
     assert files == ["README.md", "spec.yaml", "weights.safetensors"]
     front = yaml.safe_load(card.split("---")[1])
     assert front["pipeline_tag"] == "robotics" and front["license"] == "apache-2.0"
     assert "2 episodes, 24 steps" in card and "MuJoCo 3.4.0" in card and "seg + disparity, 84x84" in card
     code, _, _ = run(capsys, "models", "push", str(out / "policy"), "--repo-id", "alice/so101-lift", "--public")
-    assert code == 0 and uploads[-2] == ("create", "alice/so101-lift", False)
+    assert code == 0 and uploads[-3:-1] == [("create", "alice/so101-lift", False),
+                                            ("visibility", "alice/so101-lift", False)]
 
     class Offline(Hub):
         def create_repo(self, repo_id, **kw):

@@ -77,8 +77,9 @@ def test_a_recording_is_a_dataset_the_independent_reader_accepts(capsys, camera_
         # the channels are lossless: class ids and disparities exactly as the policy saw them
         assert np.array_equal(frames["observation.images.seg"][..., 0], arrays["obs"][:, 0])
         assert np.array_equal(frames["observation.images.disparity"][..., 0], arrays["obs"][:, 1])
-        assert not frames["next.done"].any() and frames["next.truncated"].tolist() == [False] * 5 + [True]
-        assert not frames["complementary_info.is_intervention"].any()
+        # LeRobot's ends: done on the last frame however the episode ended, truncated where not a success
+        assert frames["next.done"].tolist() == frames["next.truncated"].tolist() == [False] * 5 + [True]
+        assert frames["complementary_info.is_intervention"].all()  # the scripted expert's: demonstrations
         # LeRobot's units from the servo ticks the emulated twin arm would read (0 rad = the centre tick)
         ticks = CENTRE_TICK + np.degrees(arrays["joint_pos"]) * 4095 / 360
         mid = np.array([calibration.motors[j].mid for j in calibration.motors])
@@ -119,7 +120,8 @@ def test_export_then_import_as_demos_keeps_every_value(capsys, demo_rec, tmp_pat
     spec = default_spec()
     data = lerobot_reader.read(tmp_path / "ds")
     assert [f["next.success"].tolist()[-1] for f in data["frames"]] == [True, False]
-    assert [f["next.done"].sum() for f in data["frames"]] == [1, 0]
+    assert [f["next.done"].sum() for f in data["frames"]] == [1, 1]
+    assert [f["next.truncated"].sum() for f in data["frames"]] == [0, 1]
 
     pairs = list(zip(demo_episodes(demo_rec, spec), demo_episodes(tmp_path / "ds", spec), strict=True))
     assert len(pairs) == 2
@@ -183,3 +185,82 @@ def test_bad_inputs_are_one_line_and_exit_2(capsys, demo_rec, tmp_path):
     (video / "meta" / "info.json").write_text(json.dumps(info))
     with pytest.raises(So101Error, match="lossless images"):
         list(demo_episodes(video, default_spec()))
+
+
+def test_the_joints_are_read_through_the_runs_calibration_and_rig(tmp_path):
+    """An arm's recording with a rig file: its joints were read with the rig's offsets added, and LeRobot's
+    units come from the servo ticks, so the export takes the offsets back out."""
+    from so101_sim2real.control.description import RunDescription
+    from so101_sim2real.datasets.export import lerobot_joints, recorded_calibration
+    from so101_sim2real.geometry.rig_file import RigGeometry, pinhole_from_fovy
+    from so101_sim2real.hardware.joint_calibration import with_joint_offsets
+
+    offsets = np.radians([3, -2, 4, 1, -5, 2])
+    rig = RigGeometry(camera=pinhole_from_fovy(70.5), joint_offsets_rad=offsets).save(tmp_path / "rig.yaml")
+    where = RunDescription.from_dict({"robot": {"kind": "so101", "port": "emulator", "calibration": "twin"},
+                                      "camera": {"source": "twin", "rig": str(rig)}}, "test")
+    folder = tmp_path / "rec"
+    Recorder(folder, default_spec(), "so101", "policy", 0.1, with_rgb=False, description=where.to_dict())
+    twin = load_calibration("twin")
+    ticks = np.array([[1900, 2300, 1700, 2500, 2047, 2200], [2100, 1800, 2400, 1600, 2600, 2047]], float)
+    read = with_joint_offsets(twin, offsets)  # what the arm's driver reported as joint_pos
+    joint_pos = np.array([[read.raw_to_sim(j, t) for j, t in zip(read.motors, row, strict=True)] for row in ticks])
+    m = [twin.motors[j] for j in twin.motors]
+    degrees = (ticks - [x.mid for x in m]) * 360 / 4095  # LeRobot's motor bus on the same ticks
+    degrees[:, 5] = (np.clip(ticks[:, 5], m[5].range_min, m[5].range_max) - m[5].range_min) / (
+        m[5].range_max - m[5].range_min) * 100
+    exported = lerobot_joints(recorded_calibration(Recording(folder)), joint_pos)
+    np.testing.assert_allclose(exported, degrees, atol=1e-6)
+    assert np.abs(lerobot_joints(twin, joint_pos) - degrees).max() > 1  # without the rig: off by the offsets
+    rig.unlink()
+    with pytest.raises(So101Error, match="rig file"):
+        recorded_calibration(Recording(folder))
+
+
+def _damaged(ds, out, edit):
+    shutil.copytree(ds, out)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    edit(info)
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    return out
+
+
+def test_a_damaged_dataset_or_recording_is_one_line(capsys, demo_rec, tmp_path):
+    from so101_sim2real.hilserl.demos import demo_episodes
+
+    _export(capsys, demo_rec, tmp_path / "ds")
+    spec = default_spec()
+
+    def listed(info):
+        info["features"] = list(info["features"])
+
+    def float33(info):
+        info["features"]["action"]["dtype"] = "float33"
+
+    def worded(info):
+        info["features"]["action"]["shape"] = "four"
+
+    def scalar(info):
+        info["features"]["action"]["shape"] = [1]  # the data holds 4 numbers a row
+
+    for i, edit in enumerate((listed, float33, worded, scalar)):
+        with pytest.raises(So101Error) as caught:
+            list(demo_episodes(_damaged(tmp_path / "ds", tmp_path / f"d{i}", edit), spec))
+        assert "\n" not in str(caught.value), edit.__name__
+
+    dropped = shutil.copytree(tmp_path / "ds", tmp_path / "dropped")
+    path = next((dropped / "data").glob("*/*.parquet"))
+    pq.write_table(pq.read_table(path).drop_columns(["next.reward"]), path)
+    with pytest.raises(So101Error, match="no next.reward column"):
+        list(demo_episodes(dropped, spec))
+
+    # a recording whose second episode lost its states, or whose rows disagree: refused before anything is written
+    broken = shutil.copytree(demo_rec, tmp_path / "rec")
+    with np.load(broken / "episode_0001.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(broken / "episode_0001.npz", **{k: v for k, v in arrays.items() if k != "state"})
+    code, _, err = run(capsys, "export", "lerobot", str(broken), "--out", str(tmp_path / "x"))
+    assert code == 2 and "episode_0001.npz: no state rows" in err and not (tmp_path / "x").exists()
+    np.savez(broken / "episode_0001.npz", **{**arrays, "reward": arrays["reward"][:-1]})
+    code, _, err = run(capsys, "export", "lerobot", str(broken), "--out", str(tmp_path / "x"))
+    assert code == 2 and "reward hold other than its 5 rows" in err and not (tmp_path / "x").exists()

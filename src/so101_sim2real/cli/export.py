@@ -45,18 +45,13 @@ def export_lerobot(
     dataset visualiser, push it with huggingface-cli, or feed it back with 'so101 hilserl train
     --demos DIR'. Layout and features: docs/lerobot.md.
     """
-    from so101_sim2real.control.env import load_calibration
     from so101_sim2real.datasets.export import export_lerobot as write
-    from so101_sim2real.datasets.export import open_source
+    from so101_sim2real.datasets.export import open_source, recorded_calibration
     from so101_sim2real.files import check_out_folder
 
     src = open_source(source)
     check_out_folder(out, force)
-    where = src.recording.description
-    name = calibration or (where.robot.calibration if where is not None and where.robot.kind != "sim" else None)
-    arm = load_calibration(name or "twin")
-    assert arm is not None
-    summary = write(src, out, arm, task, force, _bar)
+    summary = write(src, out, recorded_calibration(src.recording, calibration), task, force, _bar)
     typer.echo(f"wrote {summary.episodes} episodes, {summary.frames} frames at {summary.fps} fps "
                f"(period {summary.period_s * 1000:.0f} ms) of {src.kind} {source} to {summary.out}")
     typer.echo(f"features: {', '.join(summary.features)}")

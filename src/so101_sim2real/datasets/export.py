@@ -10,10 +10,12 @@ Each control tick is one frame. The features (names as LeRobot's SO-101 and RL t
 - ``observation.images.wrist``: the camera's RGB, a video, where the recording kept it;
 - ``observation.images.seg`` and ``observation.images.disparity``: the newest observation frame's
   two channels, 84x84 PNG (lossless: seg is the class ids 0-4, disparity 0-255 near-high);
-- ``next.reward`` (the task's reward), ``next.done`` (the task succeeded on this frame), ``next.truncated``
-  (the episode ended otherwise), ``next.success`` (the episode's verdict on its last frame);
+- ``next.reward`` (the task's reward), ``next.done`` (the episode ends on this frame, as LeRobot's RL
+  tools mark it however it ended), ``next.truncated`` (it ended without the task's success),
+  ``next.success`` (the episode's verdict, on its last frame);
 - ``complementary_info.is_intervention`` (0/1 float, as LeRobot's replay buffer writes it): a person
-  or the scripted expert was in control; a run also keeps ``complementary_info.learner_reward``.
+  or the scripted expert was in control (a run's flags; every row of the scripted expert's
+  recordings, which are demonstrations); a run also keeps ``complementary_info.learner_reward``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from so101_sim2real.control.env import load_calibration, load_rig_file
 from so101_sim2real.control.recording import Recording
-from so101_sim2real.datasets.lerobot_v3 import DatasetWriter, Episode, Feature, video_info
+from so101_sim2real.datasets.lerobot_v3 import IMAGE_NAMES, DatasetWriter, Episode, Feature, video_info
 from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_folder
-from so101_sim2real.hardware.joint_calibration import ArmCalibration
+from so101_sim2real.hardware.joint_calibration import TICKS_PER_DEGREE, ArmCalibration, with_joint_offsets
 from so101_sim2real.interfaces import JOINT_NAMES
 from so101_sim2real.spec import Spec
 
@@ -84,19 +87,43 @@ def state_names(spec: Spec) -> list[str]:
 
 
 def lerobot_joints(calibration: ArmCalibration, joint_pos: np.ndarray) -> np.ndarray:
-    """Sim radians (N, 6) -> LeRobot's follower units: degrees from the middle of each calibrated range
-    (its ``use_degrees`` default), the gripper 0-100 of its range."""
+    """Sim radians (N, 6) -> LeRobot's follower units, as its motor bus normalises the servo ticks:
+    degrees from the middle of each calibrated range for the arm (its ``use_degrees`` default),
+    0-100 of the range for the gripper (bounded to the range, reversed by a drive mode)."""
     out = np.empty_like(np.asarray(joint_pos, dtype=np.float64))
     for j, name in enumerate(JOINT_NAMES):
         m, s = calibration.motors[name], calibration.sim[name]
-        lerobot_rad = (joint_pos[:, j] - s.offset_rad) * s.sign
-        degrees = np.degrees(-lerobot_rad if m.drive_mode else lerobot_rad)
+        lerobot_rad = (joint_pos[:, j] - s.offset_rad) * s.sign  # ArmCalibration.sim_to_raw, unrounded
+        raw = m.mid + np.degrees(-lerobot_rad if m.drive_mode else lerobot_rad) * TICKS_PER_DEGREE
         if name == "gripper":
-            raw = m.mid + degrees * 4095 / 360
-            out[:, j] = np.clip((raw - m.range_min) / max(1, m.range_max - m.range_min) * 100, 0, 100)
+            norm = (np.clip(raw, m.range_min, m.range_max) - m.range_min) / max(1, m.range_max - m.range_min) * 100
+            out[:, j] = 100 - norm if m.drive_mode else norm
         else:
-            out[:, j] = degrees
+            out[:, j] = (raw - m.mid) * 360 / 4095
     return out
+
+
+def recorded_calibration(rec: Recording, name: str | None = None) -> ArmCalibration:
+    """The calibration the recording's joints were read through: ``name`` (an id, a .json or ``twin``),
+    else the one its run used (``twin`` in the sim), with the run's rig file's joint offsets where
+    the run had one on an arm (a stand-in included): a rig corrects the arm's readings."""
+    where = rec.description
+    if name is None:
+        if where is None and rec.meta.get("robot") != "sim":
+            raise So101Error(f"{rec.folder}: recorded on an arm before recordings kept where they were made; say "
+                             f"its calibration with @calibration ID")
+        arm = where is not None and where.robot.kind != "sim"
+        name = (where.robot.calibration if arm and where is not None else None) or "twin"
+    calibration = load_calibration(name)
+    assert calibration is not None
+    if where is not None and where.camera.rig and (where.robot.kind != "sim" or where.standin is not None):
+        if not Path(where.camera.rig).is_file():
+            raise So101Error(f"{rec.folder}: its run read the joints through the rig file {where.camera.rig}, "
+                             f"which is not here; copy it back to export the joints")
+        geometry = load_rig_file(where.camera.rig)
+        if geometry is not None:
+            calibration = with_joint_offsets(calibration, geometry.joint_offsets_rad)
+    return calibration
 
 
 def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int) -> list[Feature]:
@@ -105,13 +132,11 @@ def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int) ->
                 Feature("action", "float32", (spec.action.dim,), ACTION_NAMES[:spec.action.dim])]
     if "rgb_jpeg" in arrays:
         h, w = spec.observation.source_size
-        features.append(Feature("observation.images.wrist", "video", (h, w, 3), ["height", "width", "channels"],
-                                video_info(h, w, fps)))
+        features.append(Feature("observation.images.wrist", "video", (h, w, 3), IMAGE_NAMES, video_info(h, w, fps)))
     if "obs" in arrays:
         h, w = spec.observation.image_size
         for channel in spec.observation.channels:
-            features.append(Feature(f"observation.images.{channel}", "image", (h, w, 1),
-                                    ["height", "width", "channels"]))
+            features.append(Feature(f"observation.images.{channel}", "image", (h, w, 1), IMAGE_NAMES))
     features += [Feature("next.reward", "float32", (1,)), Feature("next.done", "bool", (1,)),
                  Feature("next.truncated", "bool", (1,)), Feature("next.success", "bool", (1,)),
                  Feature("complementary_info.is_intervention", "float32", (1,))]
@@ -120,22 +145,23 @@ def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int) ->
     return features
 
 
-def _columns(spec: Spec, arrays: dict[str, np.ndarray], meta: dict, kind: str,
+def _columns(spec: Spec, arrays: dict[str, np.ndarray], meta: dict, kind: str, pilot: str,
              calibration: ArmCalibration) -> dict[str, np.ndarray]:
     n = len(arrays["action"])
-    success = bool(meta.get("success"))
-    done = np.zeros(n, bool)
-    if kind == "run":
-        done = np.asarray(arrays["terminated"], bool)
-    elif success:
-        done[-1] = True
     last = np.zeros(n, bool)
     last[-1] = True
+    # the task's end: a run's own flags, else the recording's verdict on its last row
+    terminated = np.asarray(arrays["terminated"], bool) if kind == "run" else last & bool(meta.get("success"))
+    # LeRobot's convention: done on the episode's last frame however it ended (its buffer bootstraps
+    # across any frame not done); truncated and success tell the two ends apart
+    done = terminated | last
+    # who moved the arm: a run's flags; in a recording the scripted expert's episodes are demonstrations
+    control = arrays["is_intervention"] if kind == "run" else np.full(n, pilot == "scripted")
     joints = lerobot_joints(calibration, arrays["joint_pos"])
     cols = {"observation.state": arrays["state"], "observation.joints": joints, "action": arrays["action"],
-            "next.reward": arrays["reward"], "next.done": done,
-            "next.truncated": last & ~done, "next.success": last & success,
-            "complementary_info.is_intervention": np.asarray(arrays.get("is_intervention", np.zeros(n)), np.float32)}
+            "next.reward": arrays["reward"], "next.done": done, "next.truncated": done & ~terminated,
+            "next.success": last & bool(meta.get("success")),
+            "complementary_info.is_intervention": np.asarray(control, np.float32)}
     if "obs" in arrays:
         for c, channel in enumerate(spec.observation.channels):
             cols[f"observation.images.{channel}"] = arrays["obs"][:, c, :, :, None]
@@ -155,34 +181,45 @@ def export_lerobot(source: Source, out: Path, calibration: ArmCalibration, task:
     period = float(rec.meta.get("period_s") or spec.control.period_s)
     fps = max(1, round(1.0 / period))
     first = rec.load(0)
-    for key in ("action", "state", "joint_pos", "reward"):
-        if key not in first:
-            raise So101Error(f"{source.folder}: its episodes hold no '{key}' rows (recorded by an older version; "
-                             f"record again)")
     features = _features(spec, first, source.kind, fps)
+    needed = ["action", "state", "joint_pos", "reward", *(["obs"] if "obs" in first else []),
+              *(["terminated", "learner_reward", "is_intervention"] if source.kind == "run" else [])]
+    pilot = str(rec.meta.get("pilot", ""))
     task = task or spec.episode.task
     counts = {"frames": 0, "successes": 0, "interventions": 0}
 
     def write(root: Path) -> None:
         writer = DatasetWriter(root, fps, ROBOT_TYPE, features)
-        for i in progress(range(len(episodes))):
-            arrays = first if i == 0 else rec.load(i)
-            cols = _columns(spec, arrays, episodes[i], source.kind, calibration)
-            videos = {}
-            if "observation.images.wrist" in {f.key for f in features}:
-                if "rgb_jpeg" not in arrays:
-                    raise So101Error(f"{source.folder}: episode {episodes[i]['file']} kept no camera images where "
-                                     f"the first did")
-                videos["observation.images.wrist"] = _rgb_frames(rec, arrays)
-            writer.add(Episode(len(arrays["action"]), task, cols, videos))
-            counts["frames"] += len(arrays["action"])
-            counts["successes"] += bool(episodes[i].get("success"))
-            counts["interventions"] += int(cols["complementary_info.is_intervention"].sum())
-        writer.finish()
+        try:
+            for i in progress(range(len(episodes))):
+                arrays = first if i == 0 else rec.load(i)
+                _check_episode(arrays, needed, "rgb_jpeg" in first, f"{source.folder}: {episodes[i]['file']}")
+                cols = _columns(spec, arrays, episodes[i], source.kind, pilot, calibration)
+                videos = {"observation.images.wrist": _rgb_frames(rec, arrays)} if "rgb_jpeg" in first else {}
+                writer.add(Episode(len(arrays["action"]), task, cols, videos))
+                counts["frames"] += len(arrays["action"])
+                counts["successes"] += bool(episodes[i].get("success"))
+                counts["interventions"] += int(cols["complementary_info.is_intervention"].sum())
+            writer.finish()
+        finally:
+            writer.close()
 
     write_folder(out, write, overwrite)
     return ExportSummary(Path(out), source.kind, len(episodes), counts["frames"], fps, period,
                          [f.key for f in features], counts["successes"], counts["interventions"])
+
+
+def _check_episode(arrays: dict[str, np.ndarray], needed: list[str], rgb: bool, name: str) -> None:
+    """An episode file holds every row the dataset's features need, one per tick, before any is written."""
+    missing = [k for k in needed if k not in arrays] + (["rgb_jpeg"] if rgb and "rgb_jpeg" not in arrays else [])
+    if missing:
+        raise So101Error(f"{name}: no {', '.join(missing)} rows where the recording's first episode has them")
+    n = len(arrays["action"])
+    if n < 1:
+        raise So101Error(f"{name}: an episode without rows")
+    short = [k for k in needed if len(arrays[k]) != n]
+    if short:
+        raise So101Error(f"{name}: {', '.join(short)} hold other than its {n} rows; the episode file is damaged")
 
 
 def _rgb_frames(rec: Recording, arrays: dict[str, np.ndarray]) -> Callable[[], Iterable[np.ndarray]]:

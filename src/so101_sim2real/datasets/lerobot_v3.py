@@ -65,10 +65,6 @@ class Feature:
     names: list[str] | None = None
     info: dict[str, Any] | None = None
 
-    @property
-    def visual(self) -> bool:
-        return self.dtype in ("image", "video")
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape), "names": self.names}
         if self.info is not None:
@@ -154,7 +150,7 @@ def _hf_type(f: Feature) -> dict[str, Any]:
     """The feature as the Hugging Face ``datasets`` metadata names it (the hub's viewer reads it)."""
     if f.dtype == "image":
         return {"_type": "Image"}
-    value = {"dtype": "bool" if f.dtype == "bool" else f.dtype, "_type": "Value"}
+    value = {"dtype": f.dtype, "_type": "Value"}
     return value if tuple(f.shape) == (1,) else {"feature": value, "length": int(np.prod(f.shape)), "_type": "List"}
 
 
@@ -238,16 +234,21 @@ class DatasetWriter:
         columns = {**ep.columns, "timestamp": np.arange(n, dtype=np.float32) / np.float32(self.fps),
                    "frame_index": np.arange(n), "episode_index": np.full(n, index),
                    "index": np.arange(self.frames, self.frames + n), "task_index": np.full(n, task)}
+        for f in self.tabular:
+            if f.key not in columns:
+                raise So101Error(f"an episode lacks the dataset's feature {f.key}")
+            if len(columns[f.key]) != n:
+                raise So101Error(f"{f.key}: {len(columns[f.key])} rows in an episode of {n} frames")
         row: dict[str, Any] = {"episode_index": index, "tasks": [ep.task], "length": n}
         row.update(self._write_data(columns, n))
         for key in self.video_keys:
             row.update(self._write_video(key, ep.videos[key], n))
         for f in self.tabular:
             values = columns[f.key]
-            if len(values) != n:
-                raise So101Error(f"{f.key}: {len(values)} rows in an episode of {n} frames")
-            stats = image_stats(values[sample_indices(n)]) if f.dtype == "image" else vector_stats(
-                np.asarray(values).reshape(n, -1))
+            if f.dtype == "image":
+                stats = image_stats(np.stack([_downsample(img) for img in values[sample_indices(n)]]))
+            else:
+                stats = vector_stats(np.asarray(values).reshape(n, -1))
             self.stats[f.key].append(stats)
         for f in self.features:
             row.update({f"stats/{f.key}/{k}": np.asarray(v).tolist() for k, v in self.stats[f.key][-1].items()})
@@ -257,9 +258,6 @@ class DatasetWriter:
 
     def _write_data(self, columns: dict[str, np.ndarray], n: int) -> dict[str, Any]:
         first = self.frames
-        missing = [f.key for f in self.tabular if f.key not in columns]
-        if missing:
-            raise So101Error(f"an episode lacks the dataset's feature(s) {', '.join(missing)}")
         table = pa.Table.from_arrays([_column(f, columns[f.key]) for f in self.tabular], schema=self.schema)
         path = self._data_path()
         if self._data_writer is not None and path.stat().st_size >= self._data.limit:
@@ -309,14 +307,20 @@ class DatasetWriter:
         return {f"videos/{key}/chunk_index": roll.chunk, f"videos/{key}/file_index": roll.file,
                 f"videos/{key}/from_timestamp": start / self.fps, f"videos/{key}/to_timestamp": (start + n) / self.fps}
 
+    def close(self) -> None:
+        """Close the open data and video files (also after a failure)."""
+        if self._data_writer is not None:
+            self._data_writer.close()
+            self._data_writer = None
+        for writer, _ in self._video_writer.values():
+            writer.release()
+        self._video_writer.clear()
+
     def finish(self) -> None:
         """Close the files and write the metadata: nothing is a dataset before this."""
         if not self.episodes:
             raise So101Error("no episodes to write")
-        if self._data_writer is not None:
-            self._data_writer.close()
-        for writer, _ in self._video_writer.values():
-            writer.release()
+        self.close()
         meta = self.root / "meta"
         path = self.root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,15 +372,20 @@ class LeRobotFolder:
         if not version.startswith("v3."):
             raise So101Error(f"{info_path}: codebase_version {version or 'missing'}; this reads LeRobotDataset v3 "
                              f"(convert older datasets with LeRobot's convert_dataset_v21_to_v30)")
-        try:
-            self.features = {k: Feature(k, v["dtype"], tuple(v["shape"]), v.get("names"), v.get("info"))
-                             for k, v in self.info["features"].items()}
-            self.fps = int(self.info["fps"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise So101Error(f"{info_path}: features or fps unreadable ({exc})") from None
-        self.episodes = _read_tables(sorted((self.root / "meta" / "episodes").glob("*/*.parquet")), "episodes")
-        if len(self.episodes) == 0:
+        self.features = _features(self.info, info_path)
+        fps = self.info.get("fps")
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps <= 0:
+            raise So101Error(f"{info_path}: fps is {fps!r}; a dataset's fps is a positive whole number")
+        self.fps = fps
+        files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
+        if not files:
             raise So101Error(f"{self.root}: no episodes (meta/episodes/ holds no parquet file)")
+        self.episodes = _read_tables(files, "episodes")
+        if self.episodes.num_rows == 0:
+            raise So101Error(f"{self.root}: its episodes table is empty")
+        for column in ("dataset_from_index", "dataset_to_index", "length"):
+            if column not in self.episodes.column_names:
+                raise So101Error(f"{files[0]}: no {column} column; the episodes table is damaged")
         self._data_files = sorted((self.root / "data").glob("*/*.parquet"))
         self._data: pa.Table | None = None
 
@@ -402,7 +411,17 @@ class LeRobotFolder:
         if stop > data.num_rows or start < 0 or stop <= start:
             raise So101Error(f"{self.root}: episode {i} spans rows {start}-{stop}, the data holds {data.num_rows}")
         part = data.slice(start, stop - start)
-        return {key: self._values(key, part.column(key)) for key in keys}
+        out = {}
+        for key in keys:
+            if key not in part.column_names:
+                raise So101Error(f"{self.root}: the data has no {key} column, which info.json declares")
+            try:
+                out[key] = self._values(key, part.column(key))
+            except (pa.ArrowException, ValueError, TypeError, KeyError) as exc:
+                f = self.features[key]
+                raise So101Error(f"{self.root}: {key} does not hold {f.dtype} {list(f.shape)} as declared "
+                                 f"({str(exc).splitlines()[0][:120]})") from None
+        return out
 
     def _values(self, key: str, column: pa.ChunkedArray) -> np.ndarray:
         f = self.features[key]
@@ -411,8 +430,8 @@ class LeRobotFolder:
         flat = column.combine_chunks()
         if pa.types.is_fixed_size_list(flat.type) or pa.types.is_list(flat.type):
             flat = flat.flatten()
-        values = flat.to_numpy(zero_copy_only=False).astype(np.dtype(f.dtype), copy=False)
-        return values.reshape(len(column), *f.shape) if tuple(f.shape) != (1,) else values
+        values = flat.to_numpy(zero_copy_only=False).astype(np.dtype(f.dtype))
+        return values.reshape(len(column), *f.shape) if tuple(f.shape) != (1,) else values.reshape(len(column))
 
     def video_frames(self, key: str, i: int) -> Iterator[np.ndarray]:
         """Episode ``i``'s frames of video ``key``, RGB, by their place in the file (from_timestamp x fps)."""
@@ -430,6 +449,29 @@ class LeRobotFolder:
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         finally:
             cap.release()
+
+
+def _features(info: dict, path: Path) -> dict[str, Feature]:
+    """info.json's features, each checked: a dtype LeRobot knows and a shape of positive whole numbers."""
+    raw = info.get("features")
+    if not isinstance(raw, dict) or not raw:
+        raise So101Error(f"{path}: features is not a mapping of feature names to their dtype and shape")
+    out = {}
+    for key, value in raw.items():
+        dtype = value.get("dtype") if isinstance(value, dict) else None
+        shape = value.get("shape") if isinstance(value, dict) else None
+        if not isinstance(shape, list) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise So101Error(f"{path}: {key}: shape {shape!r} is not a list of positive whole numbers")
+        if dtype not in ("image", "video", "string", "language"):
+            try:
+                np.dtype(dtype)
+            except TypeError:
+                raise So101Error(f"{path}: {key}: dtype {dtype!r} is not one LeRobot writes") from None
+        names = value.get("names")
+        out[key] = Feature(key, str(dtype), tuple(shape), names if isinstance(names, list) else None,
+                           value.get("info") if isinstance(value.get("info"), dict) else None)
+    return out
 
 
 def _read_tables(paths: list[Path], what: str) -> pa.Table:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from safetensors import safe_open
 
+from so101_sim2real.control.recording import Recording
 from so101_sim2real.errors import So101Error
 from so101_sim2real.hilserl.curves import metric_rows, status
 from so101_sim2real.perception.hub import file_sha256
@@ -70,14 +71,24 @@ def _run_facts(run_dir: Path) -> dict[str, Any]:
     facts = status(run_dir)
     rows = [r for r in metric_rows(run_dir) if not r.get("interrupted")]
     first, last = rows[:20], rows[-20:]
-    steps = sum(r["steps"] for r in rows)
 
     def rate(block: list[dict]) -> float | None:
         return sum(bool(r["success"]) for r in block) / len(block) if block else None
 
     return {**facts, "success_first_20": rate(first), "success_last_20": rate(last),
-            "intervention_share": (rows[-1]["interventions"] / max(1, steps)) if rows else None,
-            "finished_episodes": len(rows)}
+            "intervention_share": _intervention_share(run_dir / "episodes"), "finished_episodes": len(rows)}
+
+
+def _intervention_share(episodes: Path) -> float | None:
+    """The share of the run's stored steps under intervention, from the episode files themselves (the
+    metrics count one session's interventions, and a resumed run has several)."""
+    if not (episodes / "recording.json").is_file():
+        return None
+    recording = Recording(episodes)
+    flags = [recording.load(i).get("is_intervention") for i in range(len(recording.episodes))]
+    kept = [f for f in flags if f is not None]
+    total = sum(len(f) for f in kept)
+    return float(sum(f.sum() for f in kept)) / total if total else None
 
 
 def _pct(value: float | None) -> str:
@@ -186,6 +197,11 @@ def push(facts: CardFacts, repo_id: str, private: bool = True, dataset: str | No
         (staged / CARD_FILE).write_text(model_card(facts, repo_id, dataset))
         try:
             url = hub.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            # a repo that was there keeps its visibility through create_repo: say it again
+            if hasattr(hub, "update_repo_settings"):
+                hub.update_repo_settings(repo_id=repo_id, repo_type="model", private=private)
+            else:  # huggingface_hub before 0.25
+                hub.update_repo_visibility(repo_id, private=private, repo_type="model")
             hub.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
                               commit_message="so101 models push: policy and model card")
         except _network_errors() as exc:

@@ -92,20 +92,19 @@ def _lerobot(folder: Path, spec: Spec) -> Iterator[DemoEpisode]:
     verdicts = [k for k in ("next.success", "next.done", "next.truncated") if k in data.features]
     for i in range(len(data.episodes)):
         cols = data.episode(i, [*images, "observation.state", "action", "next.reward", *verdicts])
-        obs = np.stack([_channel_first(cols[k], data.features[k].names) for k in images], axis=1)
+        obs = np.stack([_channel_first(cols[k]) for k in images], axis=1)
         yield DemoEpisode(f"episode {i}", obs, cols["observation.state"].astype(np.float32),
                           cols["action"].astype(np.float32), cols["next.reward"].astype(np.float64),
                           _success(cols))
 
 
-def _channel_first(images: np.ndarray, names: list[str] | None) -> np.ndarray:
-    """(N, H, W, 1) or (N, 1, H, W) -> (N, H, W): one channel of the observation."""
-    first = bool(names) and str(names[0]).startswith("channel")
-    one = images[:, 0] if first else images[..., 0]
-    if (images.shape[1] if first else images.shape[-1]) != 1:
-        raise So101Error("an observation channel's image has more than one channel; each of seg and disparity is "
-                         "one")
-    return one
+def _channel_first(images: np.ndarray) -> np.ndarray:
+    """Decoded (N, H, W, 1) images -> (N, H, W): one channel of the observation (a PNG decodes height
+    first whatever order the feature's names declare)."""
+    if images.ndim != 4 or images.shape[-1] != 1:
+        raise So101Error(f"an observation channel's images decode to {images.shape[1:]}; each of seg and disparity "
+                         f"is one channel")
+    return images[..., 0]
 
 
 def _success(cols: dict[str, np.ndarray]) -> bool:
