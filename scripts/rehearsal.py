@@ -377,25 +377,59 @@ def report(day: Day, assets_s: float) -> dict:
 
 
 def page(r: dict) -> str:
-    """One offline page: the before/after table, each stage's time, the curve, what compare-sim named."""
+    """One offline page: the before/after table, each stage's time and numbers, the curve, the takeover
+    share and the classifier's false successes per 10 episodes, what compare-sim named."""
     e = html.escape
-    rows = "".join(f"<tr><td>{e(name)}</td><td>{s['seconds']:.0f} s</td></tr>" for name, s in r["stages"].items())
+    rows = "".join(f"<tr><td>{e(name)}</td><td>{s['seconds']:.0f} s</td><td>{e(_said(name, s['outputs']))}</td></tr>"
+                   for name, s in r["stages"].items())
     table = "".join(f"<tr><td>{e(label)}</td><td>{v['successes']}/{v['episodes']}</td></tr>"
                     for label, v in (("before", r["before"]), ("after the fixes (rig)", r["after_fixes"]),
                                      ("after HIL-SERL", r["after"])))
+    blocks = "".join(f"<tr><td>{b['episodes']}</td><td>{b['success']:.0%}</td><td>{b['task_success']:.0%}</td>"
+                     f"<td>{b['takeover_share']:.1%}</td><td>{b['false_successes']}</td></tr>"
+                     for b in r["stages"]["hilserl"]["outputs"]["per_10"])
     judge = r["session"].get("classifier") or {}
+    false_rate = judge["false_successes"] / judge["episodes"] if judge.get("episodes") else None
     held = r["classifier"]["held_out"]
+    costs = "".join(f"<li>{e(json.dumps(f))}</li>" for f in r["stages"]["compare"]["outputs"]["findings_by_cost"])
+    share = r["takeover_share_last_20"]
     return f"""<!doctype html><meta charset="utf-8"><title>The rehearsed day</title>
+<style>body{{font-family:sans-serif;max-width:60em}} td,th{{padding:2px 10px;text-align:left}}</style>
 <h1>The rehearsed day on {e(r['world'])}</h1>
 <p>The day took {r['day_seconds'] / 60:.1f} min (the user's assets before it: {r['assets_seconds'] / 60:.1f} min).</p>
 <h2>Autonomous success on {r['before']['episodes']} held-out seeds</h2><table>{table}</table>
-<h2>Each stage</h2><table>{rows}</table>
+<h2>Each stage</h2><table><tr><th>stage</th><th>time</th><th>what it found</th></tr>{rows}</table>
 <h2>The session</h2><img src="curve.png" width="720">
-<p>Takeover share of steps, last 20 episodes: {r['takeover_share_last_20']}</p>
-<p>The reward classifier held out: {e(json.dumps(held))}; during the session against the task's rule:
-{e(json.dumps(judge))}</p>
+<table><tr><th>episodes</th><th>success (the classifier's)</th><th>success (the task's rule)</th>
+<th>takeover share of steps</th><th>false successes</th></tr>{blocks}</table>
+<p>Takeover share of steps, last 20 episodes: {'-' if share is None else f'{share:.1%}'}.
+The classifier during the session, against the task's rule: {e(json.dumps(judge))}
+(false-success rate {'-' if false_rate is None else f'{false_rate:.1%}'}); on held-out labelled episodes:
+{e(json.dumps(held))}.</p>
 <h2>What compare-sim named</h2><p>{e(', '.join(r['named_by_compare_sim']) or 'nothing')}</p>
+<p>Ranked by what each costs the policy (sensitivity rows):</p><ol>{costs}</ol>
 """
+
+
+def _said(name: str, outputs: dict) -> str:
+    """A stage's numbers in a line."""
+    if name == "calibrate":
+        return "; ".join(str(outputs[k]) for k in ("camera", "rig", "align"))
+    if name in ("before", "after"):
+        return f"{outputs['successes']}/{outputs['episodes']} autonomous successes"
+    if name == "compare":
+        fixed = outputs["after_fixes"]
+        return f"{len(outputs['sensitivity_rows'])} sensitivity rows; with the rig: {fixed['successes']}/" \
+               f"{fixed['episodes']}"
+    if name == "reward":
+        held = outputs["held_out"]
+        return f"{outputs['episodes_labelled']} episodes labelled; held out: precision {held.get('precision')}, " \
+               f"recall {held.get('recall')}"
+    if name == "hilserl":
+        st = outputs["status"]
+        return f"{st['counters']['episodes']} episodes, {st['counters']['env_steps']} steps, " \
+               f"{st['counters']['updates']} updates, {st['takeovers']} takeovers"
+    return ""
 
 
 def main() -> None:
