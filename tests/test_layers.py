@@ -1,5 +1,5 @@
-"""Imports point one way: cli -> commands (hilserl, compare, calibrate) -> the leader arm, reward
-classification and datasets -> control -> (perception, policy, sim, hardware) -> the base modules (spec,
+"""Imports point one way: cli -> commands (hilserl, compare, calibrate) -> datasets -> the leader arm
+and reward classification -> control -> (perception, policy, sim, hardware) -> the base modules (spec,
 interfaces, kinematics, observation, geometry, ...). A module may import its own package and any
 lower layer; packages of one layer never import each other."""
 
@@ -14,7 +14,8 @@ LAYERS = [
      "specs", "files", "devices", "geometry", "records", "machine", "scheduling", "__init__"},
     {"perception", "policy", "sim", "hardware"},
     {"control"},
-    {"reward", "leader", "datasets"},
+    {"reward", "leader"},
+    {"datasets"},
     {"hilserl", "compare", "calibrate"},
     {"cli"},
     {"__main__"},

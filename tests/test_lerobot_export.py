@@ -264,3 +264,19 @@ def test_a_damaged_dataset_or_recording_is_one_line(capsys, demo_rec, tmp_path):
     np.savez(broken / "episode_0001.npz", **{**arrays, "reward": arrays["reward"][:-1]})
     code, _, err = run(capsys, "export", "lerobot", str(broken), "--out", str(tmp_path / "x"))
     assert code == 2 and "reward hold other than its 5 rows" in err and not (tmp_path / "x").exists()
+
+
+def test_reward_labels_travel_as_a_success_label(capsys, demo_rec, tmp_path):
+    from so101_sim2real.reward.labels import load_labels
+
+    rec = shutil.copytree(demo_rec, tmp_path / "rec")
+    code, _, err = run(capsys, "reward", "label", str(rec), "--twin")
+    assert code == 0, err
+    labels = load_labels(Recording(rec))
+    _export(capsys, rec, tmp_path / "ds")
+    data = lerobot_reader.read(tmp_path / "ds")
+    for i, frames in enumerate(data["frames"]):
+        expected = labels.episodes[i].positives(len(frames["action"])).astype(np.float32)
+        assert np.array_equal(frames["complementary_info.success_label"], expected)
+    assert data["frames"][0]["complementary_info.success_label"][-1] == 1.0  # the successful pick ends labelled
+    assert not data["frames"][1]["complementary_info.success_label"].any()

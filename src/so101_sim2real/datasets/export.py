@@ -15,7 +15,9 @@ Each control tick is one frame. The features (names as LeRobot's SO-101 and RL t
   ``next.success`` (the episode's verdict, on its last frame);
 - ``complementary_info.is_intervention`` (0/1 float, as LeRobot's replay buffer writes it): a person
   or the scripted expert was in control (a run's flags; every row of the scripted expert's
-  recordings, which are demonstrations); a run also keeps ``complementary_info.learner_reward``.
+  recordings, which are demonstrations); a run also keeps ``complementary_info.learner_reward``;
+- ``complementary_info.success_label``: where the recording has reward labels (``labels.json``,
+  ``so101 reward label``), 1 on the frames that show success, 0 before, NaN in unlabelled episodes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from so101_sim2real.errors import So101Error
 from so101_sim2real.files import write_folder
 from so101_sim2real.hardware.joint_calibration import TICKS_PER_DEGREE, ArmCalibration, with_joint_offsets
 from so101_sim2real.interfaces import JOINT_NAMES
+from so101_sim2real.reward.labels import Labels, labels_path, load_labels
 from so101_sim2real.spec import Spec
 
 ROBOT_TYPE = "so101_follower"
@@ -126,7 +129,7 @@ def recorded_calibration(rec: Recording, name: str | None = None) -> ArmCalibrat
     return calibration
 
 
-def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int) -> list[Feature]:
+def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int, labelled: bool) -> list[Feature]:
     features = [Feature("observation.state", "float32", (spec.state.size,), state_names(spec)),
                 Feature("observation.joints", "float32", (6,), [f"{j}.pos" for j in JOINT_NAMES]),
                 Feature("action", "float32", (spec.action.dim,), ACTION_NAMES[:spec.action.dim])]
@@ -142,11 +145,13 @@ def _features(spec: Spec, arrays: dict[str, np.ndarray], kind: str, fps: int) ->
                  Feature("complementary_info.is_intervention", "float32", (1,))]
     if kind == "run":
         features.append(Feature("complementary_info.learner_reward", "float32", (1,)))
+    if labelled:
+        features.append(Feature("complementary_info.success_label", "float32", (1,)))
     return features
 
 
 def _columns(spec: Spec, arrays: dict[str, np.ndarray], meta: dict, kind: str, pilot: str,
-             calibration: ArmCalibration) -> dict[str, np.ndarray]:
+             calibration: ArmCalibration, labels: Labels | None) -> dict[str, np.ndarray]:
     n = len(arrays["action"])
     last = np.zeros(n, bool)
     last[-1] = True
@@ -167,6 +172,10 @@ def _columns(spec: Spec, arrays: dict[str, np.ndarray], meta: dict, kind: str, p
             cols[f"observation.images.{channel}"] = arrays["obs"][:, c, :, :, None]
     if kind == "run":
         cols["complementary_info.learner_reward"] = arrays["learner_reward"]
+    if labels is not None:  # the reward classifier's labels: 1 on frames that show success, NaN unlabelled
+        label = labels.episodes.get(int(meta["index"]))
+        cols["complementary_info.success_label"] = (np.full(n, np.nan, np.float32) if label is None
+                                                    else label.positives(n).astype(np.float32))
     return cols
 
 
@@ -181,7 +190,8 @@ def export_lerobot(source: Source, out: Path, calibration: ArmCalibration, task:
     period = float(rec.meta.get("period_s") or spec.control.period_s)
     fps = max(1, round(1.0 / period))
     first = rec.load(0)
-    features = _features(spec, first, source.kind, fps)
+    labels = load_labels(rec) if labels_path(rec).is_file() else None
+    features = _features(spec, first, source.kind, fps, labels is not None)
     needed = ["action", "state", "joint_pos", "reward", *(["obs"] if "obs" in first else []),
               *(["terminated", "learner_reward", "is_intervention"] if source.kind == "run" else [])]
     pilot = str(rec.meta.get("pilot", ""))
@@ -194,7 +204,7 @@ def export_lerobot(source: Source, out: Path, calibration: ArmCalibration, task:
             for i in progress(range(len(episodes))):
                 arrays = first if i == 0 else rec.load(i)
                 _check_episode(arrays, needed, "rgb_jpeg" in first, f"{source.folder}: {episodes[i]['file']}")
-                cols = _columns(spec, arrays, episodes[i], source.kind, pilot, calibration)
+                cols = _columns(spec, arrays, episodes[i], source.kind, pilot, calibration, labels)
                 videos = {"observation.images.wrist": _rgb_frames(rec, arrays)} if "rgb_jpeg" in first else {}
                 writer.add(Episode(len(arrays["action"]), task, cols, videos))
                 counts["frames"] += len(arrays["action"])
