@@ -220,7 +220,8 @@ class DatasetWriter:
         self.episodes: list[dict[str, Any]] = []
         self.stats: dict[str, list[dict[str, np.ndarray]]] = {f.key: [] for f in self.features}
         self.frames = 0
-        self._data, self._data_writer = _Rolling(DATA_FILE_MB), None
+        self._data = _Rolling(DATA_FILE_MB)
+        self._data_writer: pq.ParquetWriter | None = None
         self._video = {k: _Rolling(VIDEO_FILE_MB) for k in self.video_keys}
         self._video_writer: dict[str, tuple[cv2.VideoWriter, Path]] = {}
         self._video_frames = dict.fromkeys(self.video_keys, 0)
@@ -285,7 +286,7 @@ class DatasetWriter:
             path = self.root / VIDEO_PATH.format(video_key=key, chunk_index=roll.chunk, file_index=roll.file)
             path.parent.mkdir(parents=True, exist_ok=True)
             h, w = feature.shape[:2]
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not writer.isOpened():
                 raise So101Error(f"{path}: OpenCV cannot write an MPEG-4 video here")
             self._video_writer[key] = (writer, path)

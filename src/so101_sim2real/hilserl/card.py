@@ -201,7 +201,7 @@ def push(facts: CardFacts, repo_id: str, private: bool = True, dataset: str | No
             if hasattr(hub, "update_repo_settings"):
                 hub.update_repo_settings(repo_id=repo_id, repo_type="model", private=private)
             else:  # huggingface_hub before 0.25
-                hub.update_repo_visibility(repo_id, private=private, repo_type="model")
+                hub.update_repo_visibility(repo_id, private=private, repo_type="model")  # type: ignore[union-attr]
             hub.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
                               commit_message="so101 models push: policy and model card")
         except _network_errors() as exc:
