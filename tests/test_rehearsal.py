@@ -43,6 +43,11 @@ def test_the_quick_day_runs_every_stage_through_the_commands_and_resumes(tmp_pat
     assert report["before"]["episodes"] == report["after"]["episodes"] == 2
     assert report["classifier"]["episodes_labelled"] == 4 and "roc_auc" in report["classifier"]["held_out"]
     assert report["named_by_compare_sim"]  # the stand-in is not the twin: compare-sim names something
+    # the curve shows the task's own verdict beside the classifier's (the classifier can be fooled)
+    from so101_sim2real.hilserl.curves import metric_rows, task_success
+
+    assert task_success(work / "run") == [bool(r["task_success"]) for r in metric_rows(work / "run")]
+    assert "false-success rate" in (work / "report.html").read_text()
     # run again: every stage kept, nothing redone; a stage whose record is gone is redone alone
     (work / "stages" / "after.json").unlink()
     again = _rehearse(work)

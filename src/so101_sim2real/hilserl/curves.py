@@ -30,6 +30,17 @@ def episode_rows(run_dir: str | Path) -> list[dict]:
     return rows
 
 
+def task_success(run_dir: str | Path) -> list[bool] | None:
+    """Where a reward classifier judged success on a twin (or a stand-in), the task's own verdict per
+    finished episode; None where nothing but the classifier judged (an arm) or the task itself did."""
+    if RunFolder.open(run_dir, check_world=False).options.reward != "classifier":
+        return None
+    kept = [r for r in metric_rows(run_dir) if not r.get("interrupted")]
+    if not kept or any(r.get("task_success") is None for r in kept):
+        return None
+    return [bool(r["task_success"]) for r in kept]
+
+
 def rolling(values: list[float], window: int) -> np.ndarray:
     """Mean over the last ``window`` values at each point (fewer at the start)."""
     v = np.asarray(values, dtype=float)
@@ -52,7 +63,12 @@ def plot(run_dir: str | Path, out: str | Path, window: int = 10) -> Path:
         raise So101Error(f"@out {out}: write a .png")
     x = np.arange(1, len(rows) + 1)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
-    ax.plot(x, rolling([r["success"] for r in rows], window), label=f"success rate (last {window})", lw=2)
+    task = task_success(run_dir)
+    judged = "" if task is None else ", as the classifier judged"
+    ax.plot(x, rolling([r["success"] for r in rows], window), label=f"success rate{judged} (last {window})", lw=2)
+    if task is not None:  # the classifier can be fooled: beside its verdicts, the task's own rule
+        ax.plot(x[:len(task)], rolling(task, window), label=f"success by the task's rule (last {window})", lw=2,
+                ls="--", color="black")
     ax.plot(x, rolling([r["intervention_rate"] for r in rows], window),
             label=f"intervention rate (last {window})", lw=2)
     ax.set(xlabel="episode", ylabel="rate", ylim=(-0.02, 1.02), title=f"HIL-SERL: {Path(run_dir).name}")
