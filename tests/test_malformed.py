@@ -117,7 +117,7 @@ CASES = [
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --set utd=fast", "expected a number"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --config {yaml}", "YAML error at line 3"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --config {typo}", "lerner"),
-    ("hilserl train --out {tmp}/r --ckpt {ckpt} --demos {tmp}", "not a recording"),
+    ("hilserl train --out {tmp}/r --ckpt {ckpt} --demos {tmp}", "nor a LeRobot dataset (meta/info.json)"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --perturb {perturb_typo}", "did you mean 'period_s'"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --reward classifier", "needs --classifier DIR"),
     ("hilserl train --out {tmp}/r --ckpt {ckpt} --reward classifier --classifier {tmp}",
