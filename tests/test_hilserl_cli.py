@@ -95,6 +95,10 @@ def test_train_writes_a_run_that_status_infer_and_resume_accept(capsys, snapshot
         assert np.array_equal(frames["next.truncated"], ends & ~terminated)
         assert frames["next.success"][-1] == bool(recorded.episodes[i]["success"])
         assert np.array_equal(frames["observation.images.seg"][..., 0], arrays["obs"][:, 0])
+    # the episodes keep the twin's cube, so the twin's rule labels them for the reward classifier
+    assert recorded.load(0)["cube_pos"].shape == (12, 3)
+    code, _, err = run(capsys, "reward", "label", str(out / "episodes"), "--twin")
+    assert code == 0 and len(json.loads((out / "episodes" / "labels.json").read_text())["episodes"]) == 2, err
 
     # the policy to the hub with a card made from the run: tested up to the upload, which a fake hub takes
     uploads = []

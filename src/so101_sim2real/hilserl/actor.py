@@ -30,6 +30,7 @@ from so101_sim2real.hilserl.replay import ReplayBuffer, Step
 from so101_sim2real.hilserl.rewards import RewardSource
 from so101_sim2real.interfaces import StepResult
 from so101_sim2real.policy.runtime import Policy
+from so101_sim2real.sim.task import LiftCubeTask
 
 # The episode in progress, as BufferSink counts it ("return" is the learner's return).
 _Tally = TypedDict("_Tally", {"steps": int, "return": float, "success": bool, "ended": bool, "interventions": int,
@@ -113,9 +114,12 @@ class BufferSink:
     ``env_steps``: the run's stored env steps before this session."""
 
     def __init__(self, buffer: ReplayBuffer, pilot: LearningPilot, rewards: RewardSource,
-                 recorder: Recorder | None = None, env_steps: int = 0):
+                 recorder: Recorder | None = None, env_steps: int = 0, twin: LiftCubeTask | None = None):
         self.buffer, self.pilot, self.rewards = buffer, pilot, rewards
         self.recorder = recorder
+        # a twin's cube goes into the episode files, as --record keeps it: the twin's rule can then label
+        # them (reward label RUN/episodes --twin), and compare-sim poses the cube where it was
+        self.twin = twin
         self.env_steps, self.interventions = env_steps, 0
         self.discarded_steps = 0  # ticks of thrown-away episodes: not in the buffer, not in env_steps
         self._episode: _Tally = {"steps": 0, "return": 0.0, "success": False, "ended": False, "interventions": 0,
@@ -148,7 +152,9 @@ class BufferSink:
             self.recorder.add(time=obs.joints.timestamp, joint_pos=obs.joints.position, obs=step.frame,
                               state=step.state, action=step.action, reward=result.reward,
                               learner_reward=step.reward, terminated=step.terminated, ends=ends,
-                              is_intervention=step.is_intervention)
+                              is_intervention=step.is_intervention,
+                              cube_pos=None if self.twin is None else self.twin.cube_pos(),
+                              cube_quat=None if self.twin is None else self.twin.cube_quat())
 
     @property
     def episode_return(self) -> float:

@@ -133,7 +133,7 @@ class Trainer:
         explore_seed = cfg.seed if start.explore_seed is None else start.explore_seed
         self.pilot = LearningPilot(policy or Policy(ckpt, "cpu"), self.slot, intervener, cfg.learner.std,
                                    cfg.learner.std_clip, seed=explore_seed, first_episode=start.episodes)
-        self.sink = BufferSink(self.buffer, self.pilot, rewards, recorder, env_steps=start.env_steps)
+        self.sink = BufferSink(self.buffer, self.pilot, rewards, recorder, env_steps=start.env_steps, twin=env.twin)
         self.stats = LearnerStats(updates=start.updates)
         self.rate: RateKeeper | None = None  # the actor loop's, while a run goes on
         self._stop = threading.Event()
