@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def task_success(run_dir: str | Path) -> list[bool] | None:
     return [bool(r["task_success"]) for r in kept]
 
 
-def rolling(values: list[float], window: int) -> np.ndarray:
+def rolling(values: Sequence[float], window: int) -> np.ndarray:
     """Mean over the last ``window`` values at each point (fewer at the start)."""
     v = np.asarray(values, dtype=float)
     return np.array([v[max(0, i + 1 - window):i + 1].mean() for i in range(len(v))])
