@@ -373,3 +373,23 @@ def test_a_persons_hand_drifts_and_is_slower_than_the_experts(twin_view):
         drifts.append(hand.drift.copy())
     spread = np.std(np.array(drifts)[100:], axis=0)
     assert np.all((spread > 0.006) & (spread < 0.014)) and not expert.drift.any()
+
+
+def test_a_person_grabs_a_follower_that_closed_on_air(twin_view):
+    """The gripper closed with the cube out of reach: they notice at once, not after a stall."""
+    session = SteppingSession()
+    hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.5, "seed": 1}], "h", True), session, twin_view)
+    twin_view.distance = 0.1
+    tick()
+    session.begin()
+    for _ in range(10):  # nearing the cube with the gripper open: nothing to see
+        twin_view.distance -= 0.005
+        tick()
+    assert hand._noticed_at is None
+    task = twin_view.task
+    task.data.qpos[task._qpos[-1]] = task.cfg.closed_below_rad - 0.2  # closed, 5 cm from the cube
+    tick()
+    assert hand._noticed_at is not None
+    while not hand.holding:
+        tick()
+    assert hand.events[-1].kind == "grab"

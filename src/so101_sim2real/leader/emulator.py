@@ -54,6 +54,7 @@ CALIBRATION_NAME = "emulated_leader.json"
 # the count; a jump farther than RESET_JUMP_M within one hand tick is the world reset (a new
 # episode), which restarts it too.
 PROGRESS_M, RESET_JUMP_M = 0.01, 0.05
+AIR_M = 0.03  # the follower's TCP this far from the cube's centre holds nothing between its fingers
 # A person watches an episode whose steps advance: none for this long is the arm going home or the
 # pause between episodes (a session steps at least every few hundred ms)
 EPISODE_QUIET_S = 1.0
@@ -185,6 +186,13 @@ class TwinView:
     kinematics: Kinematics
     action: ActionSpec  # the spec's: step size and gripper mapping
 
+    def closed_on_air(self) -> bool:
+        """The follower's gripper closed with the cube out of its fingers' reach: a grasp on nothing,
+        which a watching person sees at once (the follower then lifts nothing and stalls late)."""
+        with self.lock:
+            closed = self.task.gripper_qpos() < self.task.cfg.closed_below_rad
+        return closed and self.follower_to_cube_m() > AIR_M
+
     def follower_to_cube_m(self) -> float:
         """The follower's TCP to the cube, metres."""
         with self.lock:
@@ -281,7 +289,8 @@ class HandThread:
             if grab.person is None:
                 return stalled
             wrong = live and self._stall.closest is not None and distance > self._stall.closest + grab.person.wrong_m
-            return self._person_due(grab.person, t, where, live and (stalled or wrong))
+            air = live and self.twin.closed_on_air()
+            return self._person_due(grab.person, t, where, live and (stalled or wrong or air))
         if where is None:  # no episode yet: the session has not begun one (or not told it)
             return False
         assert grab.episode is not None and grab.step is not None  # the one trigger left: the session's step

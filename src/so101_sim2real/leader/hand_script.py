@@ -22,13 +22,14 @@ The triggers:
   ``stall_s`` seconds (default 3) while the leader follows; needs ``--twin``.
 
 - ``when: person``: a person who watches every episode, not one grab. They grab when the
-  follower stalls for ``stall_s`` (default 2) or heads away from the cube (``wrong_m``, default
-  3 cm, farther than the closest it came), after a reaction time drawn from ``react_ms``
-  (default 300-600 ms); they bother at most ``per_episode`` times an episode (default 1), and
-  each time they notice with probability ``bother`` (default 1). Their guidance is not the
-  expert's optimum: ``speed`` of its pace (default 0.7) and a drifting error of ``noise_m``
-  (default 5 mm) on each step. Random draws follow ``seed``. A person's grab stays in the
-  script for the whole session; it needs ``--twin``.
+  follower stalls for ``stall_s`` (default 2), heads away from the cube (``wrong_m``, default
+  3 cm, farther than the closest it came) or closes its gripper on air (3 cm from the cube),
+  after a reaction time drawn from ``react_ms`` (default 300-600 ms); they bother at most
+  ``per_episode`` times an episode (default 1), and each time they notice with probability
+  ``bother`` (default 1). Their guidance is not the expert's optimum: ``speed`` of its pace
+  (default 0.7) and a drifting error of ``noise_m`` (default 5 mm) on each step. Random draws
+  follow ``seed``. A person's grab stays in the script for the whole session; it needs
+  ``--twin``.
 
 ``hold_s`` is how long the hand holds it at most (``cube`` lets go earlier, once the cube is
 lifted). ``cube`` steers as the scripted expert toward the twin's cube; it needs the twin in
