@@ -283,12 +283,19 @@ class SteppingSession(FakeSession):
         return (self.episode, self.step) if self.episode else None
 
 
-def test_a_person_grabs_a_follower_heading_away_after_their_reaction_and_once_an_episode(twin_view):
+def _watching(twin_view, distance: float):
+    """A person (half a second's hold) watching a session whose first episode has just begun, the
+    follower ``distance`` from the cube: (session, hand, tick)."""
     session = SteppingSession()
     hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.5, "seed": 1}], "h", True), session, twin_view)
-    twin_view.distance = 0.3
+    twin_view.distance = distance
     tick()
     session.begin()
+    return session, hand, tick
+
+
+def test_a_person_grabs_a_follower_heading_away_after_their_reaction_and_once_an_episode(twin_view):
+    session, hand, tick = _watching(twin_view, 0.3)
     for _ in range(10):  # it nears the cube, 1 cm a tick: nothing to see
         twin_view.distance -= 0.01
         tick()
@@ -377,11 +384,7 @@ def test_a_persons_hand_drifts_and_is_slower_than_the_experts(twin_view):
 
 def test_a_person_grabs_a_follower_that_closed_on_air(twin_view):
     """The gripper closed with the cube out of reach: they notice at once, not after a stall."""
-    session = SteppingSession()
-    hand, tick = _hand(parse_hand_script([{**PERSON, "hold_s": 0.5, "seed": 1}], "h", True), session, twin_view)
-    twin_view.distance = 0.1
-    tick()
-    session.begin()
+    _, hand, tick = _watching(twin_view, 0.1)
     for _ in range(10):  # nearing the cube with the gripper open: nothing to see
         twin_view.distance -= 0.005
         tick()

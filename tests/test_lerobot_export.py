@@ -99,7 +99,7 @@ def test_a_recording_is_a_dataset_the_independent_reader_accepts(capsys, camera_
 
 def test_the_video_carries_the_camera(capsys, camera_rec, tmp_path):
     _export(capsys, camera_rec, tmp_path / "ds")
-    from so101_sim2real.datasets.lerobot_v3 import LeRobotFolder
+    from so101_sim2real.datasets.lerobot_read import LeRobotFolder
 
     rec, ds = Recording(camera_rec), LeRobotFolder(tmp_path / "ds")
     arrays = rec.load(1)

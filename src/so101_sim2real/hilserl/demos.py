@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from so101_sim2real.control.recording import Recording
-from so101_sim2real.datasets.lerobot_v3 import LeRobotFolder, is_dataset
+from so101_sim2real.datasets.lerobot_read import LeRobotFolder, is_dataset
 from so101_sim2real.errors import So101Error
 from so101_sim2real.spec import Spec
 
